@@ -1,0 +1,102 @@
+"""The LLVM schedule space of the GEMM family and the one function that applies a config.
+
+Loop nest (outermost first) for C[b, i, j] = sum_k A[b, i, k] * B'[b, k, j]:
+
+    b  m0 n0 | m1 n1 | k0 | m2 n2 | k1 | m3 n3
+    ^ parallel  ^ cache block  ^ micro-tile ^ register micro-kernel (m3 unrolled, n3 vector)
+
+Every axis is split into an exact factorization of its extent (4 levels for M and N, 2 for
+K), so every config is correct for every shape, primes included. Other knobs:
+
+- ``pack_b``: copy B into panels [N/n3, K, n3] so the micro-kernel streams contiguous memory.
+- ``accumulate``: ``local`` accumulates the (m2*m3) x (n2*n3) block of C in a local buffer
+  (cache_write) that is written back once after the whole K loop; ``global`` updates C.
+- ``unroll``: auto-unroll limit on the micro-kernel loops (0 = none).
+- ``vectorize``: vectorize the innermost n3 loop.
+- ``parallel``: how many of the outer loops (b, m0, n0) are fused and run in parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .space import Choice, Config, Space, Split
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    batched: bool = False
+    transposed_b: bool = False  # B given as W[N, K] (dense layers)
+
+
+UNROLL = (0, 16, 64, 256)
+
+
+def gemm_space(shape: GemmShape) -> Space:
+    knobs = (
+        Split("tile_m", shape.m, 4),
+        Split("tile_n", shape.n, 4),
+        Split("tile_k", shape.k, 2),
+        Choice("pack_b", (False, True)),
+        Choice("accumulate", ("global", "local")),
+        Choice("unroll", UNROLL),
+        Choice("vectorize", (False, True)),
+        Choice("parallel", (0, 1, 2, 3) if shape.batched else (0, 1, 2)),
+    )
+    return Space("gemm-llvm", knobs)
+
+
+def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
+    """Schedule the block ``C`` of ``sch`` (built from ops/gemm.py's compute) in place."""
+    from tvmopt.errors import ConfigError
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    tm, tn, tk = knob["tile_m"], knob["tile_n"], knob["tile_k"]
+    block = sch.get_sblock("C")
+
+    if knob["pack_b"]:
+        _pack_b(sch, block, shape, tn[3])
+
+    loops = sch.get_loops(block)
+    lead = list(loops[:-3]) if shape.batched else []
+    i, j, k = loops[-3:]
+    m = sch.split(i, factors=list(tm))
+    n = sch.split(j, factors=list(tn))
+    kk = sch.split(k, factors=list(tk))
+    sch.reorder(*lead, m[0], n[0], m[1], n[1], kk[0], m[2], n[2], kk[1], m[3], n[3])
+
+    outer = lead + [m[0], n[0]]
+    if knob["parallel"]:
+        fused = sch.fuse(*outer[: knob["parallel"]]) if knob["parallel"] > 1 else outer[0]
+        sch.parallel(fused)
+
+    if knob["accumulate"] == "local":
+        local = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(local, n[1])
+        if knob["vectorize"]:
+            wb_inner = sch.get_loops(local)[-1]
+            sch.vectorize(wb_inner)
+    if knob["unroll"]:
+        sch.annotate(kk[1], "pragma_auto_unroll_max_step", knob["unroll"])
+        sch.annotate(kk[1], "pragma_unroll_explicit", 1)
+    if knob["vectorize"] and tn[3] > 1:
+        sch.vectorize(n[3])
+    sch.decompose_reduction(block, kk[0])
+
+
+def _pack_b(sch, block, shape: GemmShape, width: int) -> None:
+    """Copy B into [.., N/width, K, width] panels, in parallel over panels."""
+    packed = sch.cache_read(block, 1, "global")
+    if shape.transposed_b:
+        index_map = lambda *idx: (*idx[:-2], idx[-2] // width, idx[-1], idx[-2] % width)  # noqa: E731
+    else:
+        index_map = lambda *idx: (*idx[:-2], idx[-1] // width, idx[-2], idx[-1] % width)  # noqa: E731
+    sch.transform_layout(packed, ("write", 0), index_map)
+    loops = sch.get_loops(packed)
+    sch.parallel(loops[0])

@@ -1,0 +1,223 @@
+"""Schedule spaces as plain data: knobs, their choices, configs and one-move neighbours.
+
+Nothing here knows TVM. A config is a tuple with one entry per knob: a tuple of ints for a
+:class:`Split` (the factors of an axis, outermost level first) and a scalar for a
+:class:`Choice`. A *move* shifts one prime factor of one axis from one level to another (the
+state/action representation of Zhang et al. 2019) or steps one choice knob to an adjacent
+value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random as _random
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterator, Sequence
+
+Config = tuple
+
+
+def prime_factors(n: int) -> tuple[int, ...]:
+    """Prime factors of n with multiplicity, ascending (1 has none)."""
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        out.append(n)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Factor ``extent`` into ``levels`` ordered factors whose product is the extent."""
+
+    name: str
+    extent: int
+    levels: int
+
+    def __post_init__(self):
+        if self.extent < 1 or self.levels < 1:
+            raise ValueError(f"bad split {self}")
+
+    @cached_property
+    def _exponents(self) -> dict[int, int]:
+        exps: dict[int, int] = {}
+        for p in prime_factors(self.extent):
+            exps[p] = exps.get(p, 0) + 1
+        return exps
+
+    def count(self) -> int:
+        return math.prod(math.comb(e + self.levels - 1, self.levels - 1) for e in self._exponents.values())
+
+    def all(self) -> Iterator[tuple[int, ...]]:
+        """Every factorization, outermost factor varying slowest."""
+
+        def rec(extent: int, levels: int):
+            if levels == 1:
+                yield (extent,)
+                return
+            for d in range(1, extent + 1):
+                if extent % d == 0:
+                    for rest in rec(extent // d, levels - 1):
+                        yield (d,) + rest
+
+        return rec(self.extent, self.levels)
+
+    def trivial(self) -> tuple[int, ...]:
+        """The whole extent at the outermost level, 1 elsewhere."""
+        return (self.extent,) + (1,) * (self.levels - 1)
+
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == self.levels
+            and all(isinstance(f, int) and f >= 1 for f in value)
+            and math.prod(value) == self.extent
+        )
+
+    def random(self, rng: _random.Random) -> tuple[int, ...]:
+        """A uniformly random factorization: each prime's exponent split by stars and bars."""
+        factors = [1] * self.levels
+        for p, e in self._exponents.items():
+            bars = sorted(rng.sample(range(e + self.levels - 1), self.levels - 1))
+            edges = [-1] + bars + [e + self.levels - 1]
+            for level in range(self.levels):
+                factors[level] *= p ** (edges[level + 1] - edges[level] - 1)
+        return tuple(factors)
+
+    def moves(self, value: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        """Every factorization reached by moving one prime factor between two levels."""
+        for src in range(self.levels):
+            for p in sorted(set(prime_factors(value[src]))):
+                for dst in range(self.levels):
+                    if dst != src:
+                        new = list(value)
+                        new[src] //= p
+                        new[dst] *= p
+                        yield tuple(new)
+
+    def encode(self, value: tuple[int, ...]) -> list[float]:
+        """log2 of each factor normalised by log2 of the extent (0 when the extent is 1)."""
+        scale = math.log2(self.extent) if self.extent > 1 else 1.0
+        return [math.log2(f) / scale for f in value]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed, ordered list of values; neighbours are the adjacent values."""
+
+    name: str
+    values: tuple
+    default: int = 0
+
+    def count(self) -> int:
+        return len(self.values)
+
+    def all(self) -> Iterator:
+        return iter(self.values)
+
+    def trivial(self):
+        return self.values[self.default]
+
+    def contains(self, value: Any) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values)
+
+    def random(self, rng: _random.Random):
+        return rng.choice(self.values)
+
+    def moves(self, value) -> Iterator:
+        i = self.values.index(value)
+        if i > 0:
+            yield self.values[i - 1]
+        if i + 1 < len(self.values):
+            yield self.values[i + 1]
+
+    def encode(self, value) -> list[float]:
+        n = len(self.values)
+        return [self.values.index(value) / (n - 1) if n > 1 else 0.0]
+
+
+Knob = Split | Choice
+
+
+@dataclass(frozen=True)
+class Space:
+    """An ordered set of knobs. The space is the product of the knobs' choices."""
+
+    name: str
+    knobs: tuple[Knob, ...]
+
+    def __post_init__(self):
+        names = [k.name for k in self.knobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate knob names in {names}")
+
+    def size(self) -> int:
+        return math.prod(k.count() for k in self.knobs)
+
+    def index(self, name: str) -> int:
+        for i, k in enumerate(self.knobs):
+            if k.name == name:
+                return i
+        raise KeyError(name)
+
+    def as_dict(self, config: Config) -> dict[str, Any]:
+        return {k.name: v for k, v in zip(self.knobs, config)}
+
+    def initial(self) -> Config:
+        """The trivial config: each axis unsplit, each choice at its default."""
+        return tuple(k.trivial() for k in self.knobs)
+
+    def random(self, rng: _random.Random) -> Config:
+        return tuple(k.random(rng) for k in self.knobs)
+
+    def all(self) -> Iterator[Config]:
+        """Every config (only sensible for small spaces)."""
+        return itertools.product(*(list(k.all()) for k in self.knobs))
+
+    def contains(self, config: Any) -> bool:
+        return (
+            isinstance(config, tuple)
+            and len(config) == len(self.knobs)
+            and all(k.contains(v) for k, v in zip(self.knobs, config))
+        )
+
+    def neighbours(self, config: Config) -> list[Config]:
+        """Configs one move away, in a deterministic order without duplicates."""
+        seen, out = {config}, []
+        for i, knob in enumerate(self.knobs):
+            for value in knob.moves(config[i]):
+                new = config[:i] + (value,) + config[i + 1 :]
+                if new not in seen:
+                    seen.add(new)
+                    out.append(new)
+        return out
+
+    def encode(self, config: Config) -> list[float]:
+        """A fixed-length feature vector in [0, 1] (tuners' observations and models)."""
+        out: list[float] = []
+        for knob, value in zip(self.knobs, config):
+            out.extend(knob.encode(value))
+        return out
+
+    def fingerprint(self) -> str:
+        """Changes whenever the knobs or their choices change: stale records are detected."""
+        desc = json.dumps([repr(k) for k in self.knobs])
+        return hashlib.sha1(desc.encode()).hexdigest()[:12]
+
+
+def config_to_json(config: Config) -> list:
+    """A config as JSON-ready lists."""
+    return [list(v) if isinstance(v, tuple) else v for v in config]
+
+
+def config_from_json(data: Sequence) -> Config:
+    """Inverse of :func:`config_to_json` (lists back to tuples)."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in data)

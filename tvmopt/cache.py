@@ -1,0 +1,166 @@
+"""Tuning records: one JSON-lines file per target key, appended under a file lock.
+
+Every measurement is a line; nothing is ever rewritten, so a killed run loses at most the
+candidates it had not yet reported. Lines that cannot be read are skipped with one warning;
+records written by another TVM version are loaded but flagged, since the code they timed
+may no longer be what TVM generates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from filelock import FileLock, Timeout
+
+from . import __version__
+from .errors import RecordsError
+from .schedules.space import Config, config_from_json, config_to_json
+
+DEFAULT_DIR = Path(os.environ.get("TVMOPT_RECORDS", Path.home() / ".cache" / "tvmopt"))
+LOCK_TIMEOUT_S = 60.0
+
+
+def tvm_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("apache-tvm")
+    except Exception:  # noqa: BLE001 - metadata missing in odd installs
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measured candidate."""
+
+    workload: str
+    target: str
+    config: Config
+    costs: tuple[float, ...]
+    error: str = "ok"
+    space: str = ""  # fingerprint of the space the config belongs to
+    tuner: str = ""
+    build_s: float = 0.0
+    run_s: float = 0.0
+    message: str = ""
+    timestamp: float = field(default_factory=time.time)
+    tvmopt: str = __version__
+    tvm: str = field(default_factory=tvm_version)
+
+    @property
+    def cost(self) -> float:
+        if self.error != "ok" or not self.costs:
+            return math.inf
+        return statistics.median(self.costs)
+
+    def to_line(self) -> str:
+        d = asdict(self)
+        d["config"] = config_to_json(self.config)
+        d["costs"] = list(self.costs)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_line(cls, line: str) -> "Record":
+        d = json.loads(line)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        d["config"] = config_from_json(d["config"])
+        d["costs"] = tuple(float(c) for c in d["costs"])
+        return cls(**d)
+
+
+class RecordCache:
+    """The records of one directory: ``<dir>/<target key>.jsonl``."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory) if directory is not None else DEFAULT_DIR
+        self._tvm = tvm_version()
+
+    def path(self, target_key: str) -> Path:
+        return self.directory / f"{target_key}.jsonl"
+
+    def _lock(self, target_key: str) -> FileLock:
+        return FileLock(str(self.path(target_key)) + ".lock", timeout=LOCK_TIMEOUT_S)
+
+    def ensure_writable(self) -> None:
+        """Create the directory or raise a RecordsError that says why it cannot be used."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RecordsError(f"cannot create records directory '{self.directory}': {e.strerror}") from None
+        if not self.directory.is_dir() or not os.access(self.directory, os.W_OK):
+            raise RecordsError(f"records directory '{self.directory}' is not a writable directory")
+
+    def append(self, records: Iterable[Record]) -> None:
+        """Append records atomically with respect to other writers (lock, flush, fsync)."""
+        records = list(records)
+        if not records:
+            return
+        self.ensure_writable()
+        by_target: dict[str, list[Record]] = {}
+        for r in records:
+            by_target.setdefault(r.target, []).append(r)
+        for target_key, group in by_target.items():
+            text = "".join(r.to_line() + "\n" for r in group)
+            try:
+                with self._lock(target_key):
+                    with open(self.path(target_key), "ab+") as f:
+                        # a writer killed mid-line leaves no newline: end that line first
+                        if f.seek(0, os.SEEK_END) > 0:
+                            f.seek(-1, os.SEEK_END)
+                            if f.read(1) != b"\n":
+                                text = "\n" + text
+                        f.write(text.encode("utf-8"))
+                        f.flush()
+                        os.fsync(f.fileno())
+            except Timeout:
+                raise RecordsError(f"records file '{self.path(target_key)}' stayed locked for "
+                                   f"{LOCK_TIMEOUT_S:g} s; is another tvmopt stuck?") from None
+            except OSError as e:
+                raise RecordsError(f"cannot write records file '{self.path(target_key)}': {e.strerror}") from None
+
+    def load(self, target_key: str, workload: str | None = None) -> list[Record]:
+        """All readable records for a target (optionally one workload), oldest first."""
+        path = self.path(target_key)
+        if not path.exists():
+            return []
+        if path.is_dir():
+            raise RecordsError(f"records path '{path}' is a directory, expected a file")
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise RecordsError(f"cannot read records file '{path}': {e.strerror}") from None
+        records, bad, foreign = [], 0, 0
+        for line in raw.decode("utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                r = Record.from_line(line)
+            except (ValueError, TypeError, KeyError):
+                bad += 1
+                continue
+            if workload is not None and r.workload != workload:
+                continue
+            foreign += r.tvm != self._tvm
+            records.append(r)
+        if bad:
+            warnings.warn(f"{path}: skipped {bad} unreadable line(s)", RuntimeWarning, stacklevel=2)
+        if foreign:
+            warnings.warn(f"{path}: {foreign} record(s) were measured with another TVM version "
+                          f"than {self._tvm}; their timings may not hold", RuntimeWarning, stacklevel=2)
+        return records
+
+    def best(self, workload: str, target_key: str, space: str | None = None) -> Record | None:
+        """The fastest successful record for a workload (of a given space fingerprint)."""
+        candidates = [r for r in self.load(target_key, workload)
+                      if r.error == "ok" and (space is None or r.space == space)]
+        return min(candidates, key=lambda r: r.cost, default=None)

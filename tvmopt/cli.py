@@ -1,0 +1,141 @@
+"""The ``tvmopt`` command: parses arguments and calls the library; nothing else.
+
+A user's mistake (``UserError``) is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+
+from .errors import UserError
+
+TUNE_EPILOG = """\
+workloads:
+  gemm:MxNxK     C[M,N] = A[M,K] . B[K,N]
+  dense:MxNxK    C[M,N] = A[M,K] . W[N,K]^T  (linear layers)
+  bgemm:BxMxNxK  batched A . B
+
+examples:
+  tvmopt tune gemm:1024x1024x1024 --target llvm --tuner random --trials 200
+  tvmopt tune dense:64x1024x1024 --records ./records      # resumes where it stopped
+
+Every measurement is appended to <records>/<target key>.jsonl as it arrives; re-running the
+same command skips configs already measured and measures only what the budget has left.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"tvmopt: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .tuners import TUNERS
+
+    parser = _Parser(prog="tvmopt", description="Compile and autotune compressed neural networks with Apache TVM.")
+    parser.add_argument("--version", action="version", version=f"tvmopt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    tune = sub.add_parser(
+        "tune", help="search a workload's schedule space and record every measurement",
+        description="Search the schedule space of a workload on a target; prints the best config, "
+                    "its GFLOPS and its speed relative to numpy measured in the same run.",
+        epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("workload", help="workload key, e.g. gemm:1024x1024x1024")
+    tune.add_argument("--target", default="llvm",
+                      help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
+                           "or a JSON dict (default: llvm)")
+    tune.add_argument("--tuner", default="random", choices=sorted(TUNERS), help="search strategy (default: random)")
+    tune.add_argument("--trials", type=_positive_int, default=200,
+                      help="measurement budget for this tuner on this workload (default: 200)")
+    tune.add_argument("--records", metavar="DIR", default=None,
+                      help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+    tune.add_argument("--batch-size", type=_positive_int, default=8, help="candidates built in parallel per step")
+    tune.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
+                      help="stop after N trials without improvement")
+    tune.add_argument("--seed", type=int, default=0, help="tuner seed (default: 0)")
+    tune.add_argument("--build-timeout", type=_positive_float, default=60.0, metavar="S")
+    tune.add_argument("--run-timeout", type=_positive_float, default=20.0, metavar="S")
+    tune.add_argument("--no-compare", action="store_true", help="skip the final timing against numpy/torch")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune)
+    return parser
+
+
+def cmd_tune(args) -> int:
+    from .measure import LocalMeasurer
+    from .target import parse_target
+    from .tasks import get_task
+    from .tuning import tune_task
+
+    target = parse_target(args.target)
+    task = get_task(args.workload)
+    print(f"tuning {task.key} on {target.key} with {args.tuner}: space of {task.space.size():,} configs")
+    with LocalMeasurer(target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
+        result = tune_task(task.key, target, tuner=args.tuner, trials=args.trials, records=args.records,
+                           batch_size=args.batch_size, seed=args.seed, early_stopping=args.early_stopping,
+                           measurer=measurer, progress=not args.quiet)
+        print(f"measured {result.measured} new config(s) ({result.failed} failed), "
+              f"reused {result.reused} from the records")
+        if result.best_config is None or not math.isfinite(result.best_cost):
+            print("no working config was found")
+            return 1
+        print("best config:")
+        for name, value in task.space.as_dict(result.best_config).items():
+            print(f"  {name:<11} {value}")
+        print(f"best: {result.best_cost * 1e3:.3f} ms, {result.best_gflops:.1f} GFLOPS")
+        if not args.no_compare:
+            times = measurer.compare_with_references(task.key, result.best_config)
+            parts = [f"{times['tvm'] * 1e3:.3f} ms"]
+            for ref in ("numpy", "torch"):
+                if ref in times:
+                    parts.append(f"{times[ref] / times['tvm']:.2f}x {ref} ({times[ref] * 1e3:.3f} ms)")
+            print("same run, medians: tvmopt " + ", ".join(parts))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"tvmopt: warning: {msg}\n"
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"tvmopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tvmopt: interrupted; measurements so far are in the records", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

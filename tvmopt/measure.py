@@ -1,0 +1,347 @@
+"""Build, check and time candidate configs in worker processes.
+
+Builds run in parallel in persistent workers; runs go one at a time through a single runner
+worker so that timings do not fight over cores. Every deadline is enforced by the parent: a
+candidate that hangs (even inside native code holding the GIL) or kills its worker is
+recorded with its error kind and the worker is restarted; tuning goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import select
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .schedules.space import Config, config_from_json, config_to_json
+from .target import TargetSpec
+
+
+class ErrorKind(str, enum.Enum):
+    OK = "ok"
+    BUILD_ERROR = "build_error"
+    BUILD_TIMEOUT = "build_timeout"
+    RUNTIME_ERROR = "runtime_error"
+    RUN_TIMEOUT = "run_timeout"
+    WRONG_RESULT = "wrong_result"
+    WORKER_CRASHED = "worker_crashed"
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """Costs in seconds (one per repeat) or an error kind with a short message."""
+
+    costs: tuple[float, ...]
+    error: ErrorKind = ErrorKind.OK
+    build_s: float = 0.0
+    run_s: float = 0.0
+    message: str = ""
+
+    @property
+    def cost(self) -> float:
+        """Median cost in seconds; infinite for a failed candidate."""
+        if self.error != ErrorKind.OK or not self.costs:
+            return math.inf
+        return statistics.median(self.costs)
+
+
+class Measurer:
+    """Interface shared by every way of measuring (local pool, replay table, RPC)."""
+
+    def measure(self, task_key: str, configs: Sequence[Config]) -> list[MeasureResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _warm_up(env: dict[str, str]) -> None:
+    """Runs once per worker: set its environment, pay TVM's import cost up front."""
+    os.environ.update(env)  # before TVM's thread pool starts, which reads TVM_NUM_THREADS
+    import tvm  # noqa: F401
+
+    from . import tasks  # noqa: F401
+
+
+def _build(task_key: str, config_json: list, target_json: str, out_path: str) -> float:
+    """Schedule and compile one config into a shared library; returns build seconds."""
+    import tvm
+
+    from .tasks import get_task
+
+    start = time.perf_counter()
+    task = get_task(task_key)
+    target = TargetSpec.from_json(target_json).tvm_target()
+    mod = task.schedule(config_from_json(config_json), target)
+    exe = tvm.compile(mod, target=target)
+    exe.export_library(out_path)
+    return time.perf_counter() - start
+
+
+_INPUTS_CACHE: dict[str, tuple] = {}
+
+
+def _inputs_and_reference(task_key: str, seed: int):
+    """Inputs and the numpy reference, computed once per task in this worker."""
+    import numpy as np
+
+    from .tasks import get_task
+
+    cache_key = f"{task_key}#{seed}"
+    if cache_key not in _INPUTS_CACHE:
+        _INPUTS_CACHE.clear()
+        task = get_task(task_key)
+        inputs = task.make_inputs(np.random.default_rng(seed))
+        _INPUTS_CACHE[cache_key] = (task, inputs, task.reference(inputs))
+    return _INPUTS_CACHE[cache_key]
+
+
+def _load(lib_path: str, target_json: str):
+    import tvm
+
+    spec = TargetSpec.from_json(target_json)
+    dev = tvm.cuda(0) if spec.kind == "cuda" else tvm.cpu(0)
+    lib = tvm.runtime.load_module(lib_path)
+    return lib, lib[_entry_name(lib)], dev
+
+
+def _entry_name(lib) -> str:
+    for name in ("main", "default_function"):
+        if lib.implements_function(name, query_imports=True):
+            return name
+    raise RuntimeError("compiled module has no 'main' function")
+
+
+def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int):
+    """Check one compiled candidate against the reference, then time it.
+
+    Returns ("ok", costs) or ("wrong", message).
+    """
+    import numpy as np
+    import tvm
+
+    task, inputs, expected = _inputs_and_reference(task_key, seed)
+    lib, func, dev = _load(lib_path, target_json)
+    args = [tvm.runtime.tensor(x, dev) for x in inputs]
+    out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
+    func(*args, out)
+    got = out.numpy()
+    rtol, atol = task.tolerance()
+    if not np.allclose(got, expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))):
+        err = float(np.nanmax(np.abs(got - expected)))
+        return "wrong", f"max abs error {err:.3g} against the numpy reference"
+    timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return "ok", tuple(timer(*args, out).results)
+
+
+def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: int, seed: int):
+    """Interleave timing of the compiled kernel and numpy (and torch) on the same inputs."""
+    import numpy as np
+    import tvm
+
+    task, inputs, expected = _inputs_and_reference(task_key, seed)
+    lib, func, dev = _load(lib_path, target_json)
+    args = [tvm.runtime.tensor(x, dev) for x in inputs]
+    out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
+    timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=1, min_repeat_ms=100)
+    refs = {"numpy": lambda: task.reference(inputs)}
+    torch_ref = getattr(task, "torch_reference", None)
+    if torch_ref is not None:
+        tensors = torch_ref.prepare(inputs)
+        refs["torch"] = lambda: torch_ref(tensors)
+    samples: dict[str, list[float]] = {"tvm": [], **{k: [] for k in refs}}
+    for name, fn in refs.items():  # warm up BLAS thread pools
+        fn()
+    for _ in range(rounds):
+        samples["tvm"].append(timer(*args, out).mean)
+        for name, fn in refs.items():
+            samples[name].append(_time_python(fn, 0.1))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _time_python(fn, min_seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / n
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class _Worker:
+    """One persistent worker process with a parent-enforced deadline per call."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        from tvm.support.popen_pool import PopenWorker
+
+        self._worker = PopenWorker(initializer=_warm_up, initargs=(env or {},), stdout=_DEVNULL, stderr=_DEVNULL)
+
+    def call(self, fn, args: tuple, timeout: float):
+        """Returns ("ok", value) | ("error", message) | ("timeout", None) | ("crashed", message)."""
+        self._worker.send(fn, args)
+        ready, _, _ = select.select([self._worker._reader], [], [], timeout)
+        if not ready:
+            self._worker.kill()
+            return "timeout", None
+        try:
+            return "ok", self._worker.recv()
+        except ChildProcessError:
+            code = self._worker._proc.returncode if self._worker._proc else None
+            self._worker.kill()
+            return "crashed", f"worker process died{_signal_name(code)}"
+        except Exception as e:  # noqa: BLE001 - any exception raised by the candidate
+            return "error", _last_line(str(e))
+
+    def close(self) -> None:
+        self._worker.kill()
+
+
+_DEVNULL = open(os.devnull, "wb")  # noqa: SIM115 - lives as long as the module
+
+
+def _signal_name(code) -> str:
+    if isinstance(code, int) and code < 0:
+        import signal
+
+        try:
+            return f" ({signal.Signals(-code).name})"
+        except ValueError:
+            return f" (signal {-code})"
+    return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+@dataclass
+class LocalMeasurer(Measurer):
+    """Measure on this machine: parallel builds, serial runs, parent-side deadlines."""
+
+    target: TargetSpec
+    n_build: int = max(1, min(4, os.cpu_count() or 1))
+    build_timeout: float = 60.0
+    run_timeout: float = 20.0
+    repeat: int = 3
+    min_repeat_ms: int = 40
+    seed: int = 0
+    _builders: list = field(default_factory=list, init=False, repr=False)
+    _runner: _Worker | None = field(default=None, init=False, repr=False)
+    _tmp: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self):
+        self._tmp = tempfile.mkdtemp(prefix="tvmopt-measure-")
+        threads = str(self.target.config.get("num-cores", 1))
+        # builders compile with one thread each so parallel builds do not oversubscribe
+        self._builders = [_Worker({"TVM_NUM_THREADS": "1"}) for _ in range(self.n_build)]
+        self._runner = _Worker({"TVM_NUM_THREADS": threads})
+        self._pool = ThreadPoolExecutor(self.n_build)
+        self._counter = 0
+
+    def _lib_path(self) -> str:
+        self._counter += 1
+        return os.path.join(self._tmp, f"cand{self._counter}.so")
+
+    def build(self, task_key: str, configs: Sequence[Config]) -> list[tuple[str | None, MeasureResult | None, float]]:
+        """Build configs in parallel: (lib path, failure or None, build seconds) each."""
+        target_json = self.target.to_json()
+        jobs = [(c, self._lib_path()) for c in configs]
+
+        def one(i_job):
+            i, (config, path) = i_job
+            worker = self._builders[i % len(self._builders)]
+            start = time.perf_counter()
+            status, value = worker.call(_build, (task_key, config_to_json(config), target_json, path),
+                                        self.build_timeout)
+            elapsed = time.perf_counter() - start
+            if status == "ok":
+                return path, None, value
+            kind = {"timeout": ErrorKind.BUILD_TIMEOUT, "crashed": ErrorKind.WORKER_CRASHED}.get(
+                status, ErrorKind.BUILD_ERROR)
+            msg = value or f"build took longer than {self.build_timeout:g} s"
+            return None, MeasureResult((), kind, elapsed, 0.0, msg), elapsed
+
+        # worker i serves jobs i, i+n, ...: each builder thread runs its own jobs in order
+        groups = [list(enumerate(jobs))[w::len(self._builders)] for w in range(len(self._builders))]
+        results: dict[int, tuple] = {}
+
+        def run_group(group):
+            for item in group:
+                results[item[0]] = one(item)
+
+        list(self._pool.map(run_group, groups))
+        return [results[i] for i in range(len(jobs))]
+
+    def measure(self, task_key: str, configs: Sequence[Config]) -> list[MeasureResult]:
+        out = []
+        target_json = self.target.to_json()
+        for path, failure, build_s in self.build(task_key, configs):
+            if failure is not None:
+                out.append(failure)
+                continue
+            start = time.perf_counter()
+            status, value = self._runner.call(
+                _run, (task_key, path, target_json, self.repeat, self.min_repeat_ms, self.seed), self.run_timeout)
+            run_s = time.perf_counter() - start
+            _remove(path)
+            if status == "ok" and value[0] == "ok":
+                out.append(MeasureResult(tuple(value[1]), ErrorKind.OK, build_s, run_s))
+            elif status == "ok":
+                out.append(MeasureResult((), ErrorKind.WRONG_RESULT, build_s, run_s, value[1]))
+            elif status == "timeout":
+                out.append(MeasureResult((), ErrorKind.RUN_TIMEOUT, build_s, run_s,
+                                         f"run took longer than {self.run_timeout:g} s"))
+            elif status == "crashed":
+                out.append(MeasureResult((), ErrorKind.WORKER_CRASHED, build_s, run_s, value))
+            else:
+                out.append(MeasureResult((), ErrorKind.RUNTIME_ERROR, build_s, run_s, value))
+        return out
+
+    def compare_with_references(self, task_key: str, config: Config, rounds: int = 7) -> dict[str, float]:
+        """Median seconds of ``config`` and of numpy/torch on the same inputs, interleaved."""
+        path, failure, _ = self.build(task_key, [config])[0]
+        if failure is not None:
+            raise RuntimeError(f"cannot build config for comparison: {failure.message}")
+        status, value = self._runner.call(
+            _time_against_numpy, (task_key, path, self.target.to_json(), rounds, self.seed),
+            self.run_timeout * rounds)
+        _remove(path)
+        if status != "ok":
+            raise RuntimeError(f"comparison run failed: {status} {value or ''}")
+        return value
+
+    def close(self) -> None:
+        for w in self._builders:
+            w.close()
+        if self._runner is not None:
+            self._runner.close()
+        self._pool.shutdown(wait=False)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

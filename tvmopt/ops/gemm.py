@@ -1,0 +1,106 @@
+"""The dense GEMM family: ``gemm`` (A·B), ``dense`` (A·Wᵀ, as linear layers) and ``bgemm``
+(batched A·B). Compute and references here; the schedule space is in schedules/gemm.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import WorkloadError
+from ..schedules.gemm import GemmShape, apply_gemm, gemm_space
+from ..schedules.space import Config
+from ..tasks import Task, register
+
+
+class _TorchMatmul:
+    """torch.matmul on the same inputs (for speed comparisons in the same run)."""
+
+    def __init__(self, transposed_b: bool):
+        self.transposed_b = transposed_b
+
+    def prepare(self, inputs):
+        import torch
+
+        a, b = (torch.from_numpy(x) for x in inputs)
+        return a, (b.transpose(-1, -2) if self.transposed_b else b)
+
+    def __call__(self, tensors):
+        import torch
+
+        with torch.no_grad():
+            return torch.matmul(*tensors)
+
+
+@dataclass
+class GemmTask(Task):
+    key: str
+    shape: GemmShape
+
+    def __post_init__(self):
+        self.space = gemm_space(self.shape)
+        s = self.shape
+        self.flops = 2.0 * s.batch * s.m * s.n * s.k
+        self.torch_reference = _TorchMatmul(s.transposed_b)
+
+    def _input_shapes(self):
+        s = self.shape
+        lead = (s.batch,) if s.batched else ()
+        b_shape = (s.n, s.k) if s.transposed_b else (s.k, s.n)
+        return lead + (s.m, s.k), lead + b_shape
+
+    def make_inputs(self, rng):
+        return [rng.uniform(-1, 1, size=shape).astype("float32") for shape in self._input_shapes()]
+
+    def reference(self, inputs):
+        a, b = inputs
+        return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
+
+    def tolerance(self):
+        # fp32 sums of K products in another order: error grows like sqrt(K) * eps
+        return 1e-4, 1e-5 * max(1.0, self.shape.k ** 0.5)
+
+    def compute(self):
+        from tvm import te
+
+        s = self.shape
+        a_shape, b_shape = self._input_shapes()
+        A = te.placeholder(a_shape, "float32", name="A")
+        B = te.placeholder(b_shape, "float32", name="B")
+        k = te.reduce_axis((0, s.k), name="k")
+
+        def body(*idx):
+            *lead, i, j = idx
+            b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
+            return te.sum(A[(*lead, i, k)] * b_val, axis=k)
+
+        out_shape = ((s.batch,) if s.batched else ()) + (s.m, s.n)
+        C = te.compute(out_shape, body, name="C")
+        return A, B, C
+
+    def schedule(self, config: Config, target):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        apply_gemm(sch, self.shape, self.space, config)
+        return sch.mod
+
+
+def _make(family: str):
+    def factory(key: str, dims: tuple[int, ...]) -> GemmTask:
+        want = 4 if family == "bgemm" else 3
+        if len(dims) != want:
+            form = "BxMxNxK" if family == "bgemm" else "MxNxK"
+            raise WorkloadError(f"workload '{key}' needs {want} dimensions ({family}:{form})")
+        batch = dims[0] if family == "bgemm" else 1
+        m, n, k = dims[-3:]
+        return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm",
+                                       transposed_b=family == "dense"))
+
+    return factory
+
+
+for _family in ("gemm", "dense", "bgemm"):
+    register(_family)(_make(_family))

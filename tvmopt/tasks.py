@@ -1,0 +1,75 @@
+"""Tunable tasks: a workload key, its schedule space, a numpy reference and its FLOPs.
+
+A task is rebuilt from its key alone, so worker processes receive plain strings and configs,
+never pickled IR. Families register a parser for their key prefix (``gemm:``, ``dense:``...).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from .errors import WorkloadError
+from .schedules.space import Config, Space
+
+_FAMILIES: dict[str, Callable[[str, tuple[int, ...]], "Task"]] = {}
+_LAZY_FAMILIES = {"gemm": "tvmopt.ops.gemm", "dense": "tvmopt.ops.gemm", "bgemm": "tvmopt.ops.gemm",
+                  "fault": "tvmopt.testing"}
+
+
+class Task(ABC):
+    """One tunable workload. Subclasses know their compute, space and reference."""
+
+    key: str
+    space: Space
+    flops: float
+
+    @abstractmethod
+    def make_inputs(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Random inputs for checking and timing."""
+
+    @abstractmethod
+    def reference(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """The expected output, computed with numpy."""
+
+    @abstractmethod
+    def schedule(self, config: Config, target):
+        """An IRModule holding the scheduled PrimFunc for ``config`` (imports TVM)."""
+
+    def tolerance(self) -> tuple[float, float]:
+        """(rtol, atol) for comparing against the reference."""
+        return 1e-4, 1e-4
+
+
+def register(prefix: str):
+    """Decorator: ``factory(key, dims) -> Task`` handles keys ``prefix:AxBx...``."""
+
+    def wrap(factory):
+        _FAMILIES[prefix] = factory
+        return factory
+
+    return wrap
+
+
+_KEY = re.compile(r"^([a-z_]+):(\d+(?:x\d+)*)$")
+
+
+def get_task(key: str) -> Task:
+    """Parse a workload key such as ``gemm:1024x1024x1024`` into its Task."""
+    m = _KEY.match(key.strip()) if isinstance(key, str) else None
+    if not m:
+        raise WorkloadError(
+            f"cannot read workload '{key}'; expected FAMILY:DIMS, e.g. gemm:1024x1024x1024 "
+            f"(M x N x K), dense:64x1024x1024 or bgemm:8x64x64x64; families: {sorted(_LAZY_FAMILIES)}"
+        )
+    family, dims = m.group(1), tuple(int(d) for d in m.group(2).split("x"))
+    if family not in _FAMILIES and family in _LAZY_FAMILIES:
+        __import__(_LAZY_FAMILIES[family])
+    if family not in _FAMILIES:
+        raise WorkloadError(f"unknown workload family '{family}' in '{key}'; known: {sorted(_LAZY_FAMILIES)}")
+    if any(d < 1 for d in dims):
+        raise WorkloadError(f"workload '{key}' has a zero extent; every dimension must be >= 1")
+    return _FAMILIES[family](key.strip(), dims)

@@ -1,0 +1,131 @@
+"""Tune one task: wire a tuner, the measurer and the record cache together, resumably."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import Record, RecordCache
+from .errors import UserError
+from .measure import LocalMeasurer, Measurer
+from .schedules.space import Config
+from .target import TargetSpec
+from .tasks import Task, get_task
+from .tuners import make_tuner
+
+
+@dataclass
+class TuneResult:
+    task: Task
+    target: TargetSpec
+    best_config: Config | None
+    best_cost: float
+    measured: int  # new measurements made by this call
+    reused: int  # earlier records learned from instead of re-measured
+    failed: int  # new measurements that failed (any error kind)
+
+    @property
+    def best_gflops(self) -> float:
+        return self.task.flops / self.best_cost / 1e9 if math.isfinite(self.best_cost) else 0.0
+
+
+def history_for(cache: RecordCache, task: Task, target: TargetSpec) -> tuple[list[tuple[Config, float]], list[Record]]:
+    """Earlier results of this task's current space: one (config, cost) per config."""
+    records = [r for r in cache.load(target.key, task.key) if r.space == task.space.fingerprint()]
+    seen: dict[Config, float] = {}
+    for r in records:
+        if task.space.contains(r.config):
+            seen[r.config] = min(seen.get(r.config, math.inf), r.cost)
+    return list(seen.items()), records
+
+
+def check_measurable(target: TargetSpec) -> None:
+    """Refuse to tune where candidates cannot run, rather than measure the wrong device."""
+    if target.kind == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise UserError("target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled "
+                            "here but not measured, so tuning stops (use --target llvm)")
+        raise UserError("target cuda: CUDA schedule spaces are not available yet; use --target llvm")
+
+
+def tune_task(
+    task_key: str,
+    target: TargetSpec,
+    tuner: str = "random",
+    trials: int = 200,
+    records: str | Path | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    early_stopping: int | None = None,
+    measurer: Measurer | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Tune ``task_key`` until this tuner has ``trials`` measurements of it in the records.
+
+    Configs already in the records (from any tuner) are never measured again; a killed run
+    continues where it stopped.
+    """
+    if trials < 1:
+        raise UserError(f"--trials must be a positive number, got {trials}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be a positive number, got {batch_size}")
+    task = get_task(task_key)
+    check_measurable(target)
+    cache = RecordCache(records)
+    cache.ensure_writable()
+    history, records_so_far = history_for(cache, task, target)
+    done_before = sum(1 for r in records_so_far if r.tuner == tuner)
+    remaining = max(0, trials - done_before)
+    strategy = make_tuner(tuner, task.space, seed=seed)
+    fingerprint = task.space.fingerprint()
+    failed = 0
+
+    def on_results(configs, results):
+        nonlocal failed
+        failed += sum(1 for r in results if r.cost == math.inf)
+        cache.append(
+            Record(task.key, target.key, c, r.costs, r.error.value, fingerprint, tuner, r.build_s, r.run_s, r.message)
+            for c, r in zip(configs, results)
+        )
+
+    own_measurer = measurer is None
+    measurer = measurer or LocalMeasurer(target)
+    bar = _ProgressBar(task, remaining, progress)
+    try:
+        best_config, best_cost = strategy.tune(
+            lambda configs: measurer.measure(task.key, configs),
+            n_trial=remaining,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            on_results=on_results,
+            history=history,
+            progress=bar.step,
+        )
+    finally:
+        bar.close()
+        if own_measurer:
+            measurer.close()
+    measured = len(strategy.visited) - len(history)
+    return TuneResult(task, target, best_config, best_cost, measured, len(history), failed)
+
+
+class _ProgressBar:
+    """tqdm bar: trials done, best GFLOPS so far, ETA."""
+
+    def __init__(self, task: Task, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.task = task
+        self.bar = tqdm(total=total, desc=task.key, unit="trial", disable=not enabled or total == 0,
+                        dynamic_ncols=True)
+
+    def step(self, n: int, tuner) -> None:
+        if math.isfinite(tuner.best_cost):
+            self.bar.set_postfix_str(f"best {self.task.flops / tuner.best_cost / 1e9:.1f} GFLOPS", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -9,8 +9,10 @@ recorded with its error kind and the worker is restarted; tuning goes on.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
+import re
 import select
 import shutil
 import statistics
@@ -79,6 +81,31 @@ def _warm_up(env: dict[str, str]) -> None:
     from . import tasks  # noqa: F401
 
 
+def _summary(exc: BaseException) -> str:
+    """One informative line out of a (often multi-line, TVM-decorated) exception message."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("File ", "|", "-->", "^", "note:", "Traceback"))
+             and not re.match(r"^\d+ \|", ln)]
+    errorish = [ln for ln in lines if "rror" in ln]
+    text = (errorish or lines or ["unknown error"])[0 if errorish else -1]
+    name = type(exc).__name__
+    return (text if text.startswith(name) else f"{name}: {text}")[:300]
+
+
+def _in_worker(fn):
+    """Re-raise a worker-side failure as one short line (the parent shows nothing else)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - every failure of a candidate is data
+            raise RuntimeError(_summary(e)) from None
+
+    return wrapper
+
+
+@_in_worker
 def _build(task_key: str, config_json: list, target_json: str, out_path: str) -> float:
     """Schedule and compile one config into a shared library; returns build seconds."""
     import tvm
@@ -128,6 +155,7 @@ def _entry_name(lib) -> str:
     raise RuntimeError("compiled module has no 'main' function")
 
 
+@_in_worker
 def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int):
     """Check one compiled candidate against the reference, then time it.
 
@@ -203,12 +231,12 @@ class _Worker:
         if not ready:
             self._worker.kill()
             return "timeout", None
+        proc = self._worker._proc
         try:
             return "ok", self._worker.recv()
         except ChildProcessError:
-            code = self._worker._proc.returncode if self._worker._proc else None
-            self._worker.kill()
-            return "crashed", f"worker process died{_signal_name(code)}"
+            self._worker.kill()  # reaps the process, so its return code is known
+            return "crashed", f"worker process died{_signal_name(proc.returncode)}"
         except Exception as e:  # noqa: BLE001 - any exception raised by the candidate
             return "error", _last_line(str(e))
 
@@ -232,7 +260,8 @@ def _signal_name(code) -> str:
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "unknown error"
+    line = lines[-1] if lines else "unknown error"
+    return line.removeprefix("RuntimeError: ")[:300]
 
 
 @dataclass

@@ -79,9 +79,12 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
     if knob["accumulate"] == "local":
         local = sch.cache_write(block, 0, "local")
         sch.reverse_compute_at(local, n[1])
-        if knob["vectorize"]:
-            wb_inner = sch.get_loops(local)[-1]
-            sch.vectorize(wb_inner)
+        wb_loops = sch.get_loops(local)
+        depth = [sch.get(lp).same_as(sch.get(n[1])) for lp in wb_loops].index(True) + 1
+        own_loops = wb_loops[depth:]
+        # extent-1 loops vanish; never vectorize n1 itself, which holds the reduction
+        if knob["vectorize"] and own_loops:
+            sch.vectorize(own_loops[-1])
     if knob["unroll"]:
         sch.annotate(kk[1], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(kk[1], "pragma_unroll_explicit", 1)

@@ -1,0 +1,110 @@
+import json
+import multiprocessing as mp
+import os
+
+import pytest
+
+from tvmopt.cache import Record, RecordCache
+from tvmopt.errors import RecordsError
+
+
+def rec(i, workload="gemm:8x8x8", target="llvm-test-1c", cost=None, **kw):
+    return Record(workload, target, ((8, 1, 1, 1), i), (cost if cost is not None else 1.0 + i,), **kw)
+
+
+def test_append_and_load_round_trip(tmp_path):
+    cache = RecordCache(tmp_path)
+    cache.append([rec(i) for i in range(5)])
+    cache.append([rec(9, workload="gemm:4x4x4")])
+    loaded = cache.load("llvm-test-1c", "gemm:8x8x8")
+    assert [r.config for r in loaded] == [((8, 1, 1, 1), i) for i in range(5)]
+    assert loaded[0].costs == (1.0,)
+    assert len(cache.load("llvm-test-1c")) == 6
+    line = json.loads(cache.path("llvm-test-1c").read_text().splitlines()[0])
+    for field in ("workload", "target", "config", "costs", "error", "timestamp", "tvmopt", "tvm"):
+        assert field in line
+
+
+def test_best_ignores_errors_and_other_spaces(tmp_path):
+    cache = RecordCache(tmp_path)
+    cache.append([rec(1, cost=5.0, space="a"), rec(2, cost=0.1, error="wrong_result", space="a"),
+                  rec(3, cost=0.5, space="b"), rec(4, cost=2.0, space="a")])
+    assert cache.best("gemm:8x8x8", "llvm-test-1c", space="a").config[1] == 4
+    assert cache.best("gemm:8x8x8", "llvm-test-1c").config[1] == 3
+    assert cache.best("gemm:1x1x1", "llvm-test-1c") is None
+
+
+def test_corrupt_lines_are_skipped_with_one_warning(tmp_path):
+    cache = RecordCache(tmp_path)
+    cache.append([rec(1)])
+    with open(cache.path("llvm-test-1c"), "a") as f:
+        f.write("{not json\n[1, 2]\n\x00\x01garbage\n")
+    cache.append([rec(2)])
+    with pytest.warns(RuntimeWarning, match="skipped 3 unreadable line") as caught:
+        loaded = cache.load("llvm-test-1c")
+    assert len([w for w in caught if "unreadable" in str(w.message)]) == 1
+    assert [r.config[1] for r in loaded] == [1, 2]
+
+
+def test_truncated_last_line_does_not_swallow_next_record(tmp_path):
+    cache = RecordCache(tmp_path)
+    cache.append([rec(1)])
+    with open(cache.path("llvm-test-1c"), "a") as f:
+        f.write(rec(2).to_line()[:40])  # a writer killed mid-line
+    cache.append([rec(3)])
+    with pytest.warns(RuntimeWarning, match="skipped 1"):
+        loaded = cache.load("llvm-test-1c")
+    assert [r.config[1] for r in loaded] == [1, 3]
+
+
+def test_other_tvm_version_is_loaded_with_warning(tmp_path):
+    cache = RecordCache(tmp_path)
+    cache.append([rec(1, tvm="0.19.0")])
+    with pytest.warns(RuntimeWarning, match="another TVM version"):
+        assert len(cache.load("llvm-test-1c")) == 1
+
+
+def test_unwritable_records_directory_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RecordsError, match="cannot create records directory"):
+        RecordCache(blocker / "sub").append([rec(1)])
+
+
+def _writer(directory, worker, n):
+    cache = RecordCache(directory)
+    for i in range(n):
+        cache.append([rec(worker * 1000 + i, message="x" * 2000) for _ in range(3)])
+
+
+def test_concurrent_writers_never_interleave(tmp_path):
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(str(tmp_path), w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = RecordCache(tmp_path).path("llvm-test-1c").read_text().splitlines()
+    assert len(lines) == 4 * 40 * 3
+    ids = [json.loads(line)["config"][1] for line in lines]  # every line is whole JSON
+    for w in range(4):
+        assert sorted(set(i for i in ids if i // 1000 == w)) == [w * 1000 + i for i in range(40)]
+
+
+def test_lock_is_held_while_writing(tmp_path):
+    from filelock import FileLock
+
+    import tvmopt.cache as cache_mod
+
+    cache = RecordCache(tmp_path)
+    cache.append([rec(0)])
+    lock = FileLock(str(cache.path("llvm-test-1c")) + ".lock")
+    old = cache_mod.LOCK_TIMEOUT_S
+    cache_mod.LOCK_TIMEOUT_S = 0.2
+    try:
+        with lock:
+            with pytest.raises(RecordsError, match="stayed locked"):
+                cache.append([rec(1)])
+    finally:
+        cache_mod.LOCK_TIMEOUT_S = old
+    assert len(cache.load("llvm-test-1c")) == 1

@@ -1,0 +1,60 @@
+"""The measurer survives candidates that crash, hang, fail to build or compute garbage."""
+
+import math
+
+import pytest
+
+from tvmopt.measure import ErrorKind, LocalMeasurer
+from tvmopt.testing import BEHAVIOURS
+from tvmopt.tuners import RandomTuner
+from tvmopt.tasks import get_task
+
+EXPECTED = {
+    "ok": ErrorKind.OK,
+    "wrong": ErrorKind.WRONG_RESULT,
+    "build_error": ErrorKind.BUILD_ERROR,
+    "build_hang": ErrorKind.BUILD_TIMEOUT,
+    "segfault": ErrorKind.WORKER_CRASHED,
+    "abort": ErrorKind.WORKER_CRASHED,
+    "hang": ErrorKind.RUN_TIMEOUT,
+}
+
+
+@pytest.fixture(scope="module")
+def measurer(llvm_target):
+    m = LocalMeasurer(llvm_target, n_build=2, build_timeout=8, run_timeout=4)
+    yield m
+    m.close()
+
+
+def test_each_fault_gets_its_error_kind(measurer):
+    assert set(EXPECTED) == set(BEHAVIOURS)
+    order = ["segfault", "ok", "hang", "wrong", "build_hang", "abort", "build_error", "ok"]
+    results = measurer.measure("fault:16", [(b,) for b in order])
+    for behaviour, result in zip(order, results):
+        assert result.error == EXPECTED[behaviour], (behaviour, result)
+        if behaviour == "ok":
+            assert len(result.costs) == measurer.repeat and 0 < result.cost < 0.01
+        else:
+            assert result.cost == math.inf and result.message
+    assert "SIGSEGV" in results[0].message
+    assert "max abs error" in results[3].message
+
+
+def test_tuning_goes_on_and_finds_the_correct_config(measurer):
+    task = get_task("fault:16")
+    tuner = RandomTuner(task.space, seed=0)
+    seen = []
+    best, cost = tuner.tune(lambda cs: measurer.measure(task.key, cs), n_trial=len(BEHAVIOURS), batch_size=3,
+                            on_results=lambda cs, rs: seen.extend(zip(cs, rs)))
+    assert len(seen) == len(BEHAVIOURS)
+    assert best == ("ok",) and math.isfinite(cost)
+
+
+def test_real_gemm_candidates_are_timed(measurer):
+    task = get_task("gemm:64x48x32")
+    configs = [task.space.initial(), ((2, 2, 4, 4), (1, 3, 1, 16), (4, 8), True, "local", 16, True, 2)]
+    results = measurer.measure(task.key, configs)
+    for r in results:
+        assert r.error == ErrorKind.OK, r.message
+        assert r.build_s > 0 and r.run_s > 0 and 0 < r.cost < 0.05

@@ -1,0 +1,46 @@
+import pytest
+
+from tvmopt.errors import TargetError
+from tvmopt.target import TargetSpec, parse_target
+
+
+def test_llvm_detects_host():
+    spec = parse_target("llvm")
+    assert spec.kind == "llvm"
+    assert spec.config["mcpu"] and spec.config["num-cores"] >= 1
+    assert spec.key == f"llvm-{spec.config['mcpu']}-{spec.config['num-cores']}c"
+    assert spec.tvm_target().kind.name == "llvm"
+
+
+@pytest.mark.parametrize("text,key", [
+    ("llvm -mcpu=skylake -num-cores=4", "llvm-skylake-4c"),
+    ('{"kind": "llvm", "mcpu": "znver3", "num-cores": 2}', "llvm-znver3-2c"),
+    ("cuda", "cuda-sm_90"),
+    ("cuda -arch=sm_80", "cuda-sm_80"),
+    ('{"kind": "cuda", "arch": "sm_86"}', "cuda-sm_86"),
+])
+def test_target_keys(text, key):
+    spec = parse_target(text)
+    assert spec.key == key
+    target = spec.tvm_target()
+    assert target.kind.name == spec.kind
+    if spec.kind == "cuda":
+        assert target.host.kind.name == "llvm"
+    assert TargetSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "empty target"),
+    ("rocm", "unknown target kind 'rocm'"),
+    ("llvm -mcpu=nonsense9", "unknown LLVM CPU 'nonsense9'"),
+    ("llvm -num-cores=0", "num-cores must be a positive integer"),
+    ("llvm -opt=3", "unknown llvm option"),
+    ("llvm mcpu", "cannot read 'mcpu'"),
+    ("cuda -arch=90", "bad CUDA arch '90'"),
+    ("{not json", "not valid JSON"),
+    ('{"mcpu": "x"}', "needs a \"kind\""),
+])
+def test_bad_targets_say_what_is_accepted(text, needle):
+    with pytest.raises(TargetError, match=None) as info:
+        parse_target(text)
+    assert needle in str(info.value)

@@ -194,13 +194,25 @@ def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: 
         tensors = torch_ref.prepare(inputs)
         refs["torch"] = lambda: torch_ref(tensors)
     samples: dict[str, list[float]] = {"tvm": [], **{k: [] for k in refs}}
-    for name, fn in refs.items():  # warm up BLAS thread pools
-        fn()
+    contenders = {"tvm": lambda: timer(*args, out).mean, **{k: _timed(fn) for k, fn in refs.items()}}
     for _ in range(rounds):
-        samples["tvm"].append(timer(*args, out).mean)
-        for name, fn in refs.items():
-            samples[name].append(_time_python(fn, 0.1))
+        for name, timed in contenders.items():
+            # a pause lets the previous library's spinning worker threads go to sleep, so
+            # each contender has the cores to itself (alternation cancels slow drifts)
+            time.sleep(SETTLE_S)
+            samples[name].append(timed())
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+SETTLE_S = 0.2
+
+
+def _timed(fn):
+    def run():
+        fn()  # warm call: thread pool wake-up and caches
+        return _time_python(fn, 0.1)
+
+    return run
 
 
 def _time_python(fn, min_seconds: float) -> float:

@@ -1,0 +1,79 @@
+"""The command line: a real tuning run, resume, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def tvmopt(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tvmopt", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc, needle):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tvmopt: error:") and needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def records_lines(directory):
+    files = list(directory.glob("*.jsonl"))
+    assert len(files) == 1
+    return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+def test_tune_records_and_resumes(tmp_path):
+    rec = tmp_path / "records"
+    first = tvmopt("tune", "gemm:32x48x16", "--trials", "6", "--records", str(rec), "--batch-size", "3")
+    assert first.returncode == 0, first.stderr
+    assert "best config:" in first.stdout and "GFLOPS" in first.stdout
+    assert "x numpy" in first.stdout and "x torch" in first.stdout
+    lines = records_lines(rec)
+    assert len(lines) == 6 and all(r["workload"] == "gemm:32x48x16" and r["tuner"] == "random" for r in lines)
+    assert all(r["error"] == "ok" for r in lines)
+
+    again = tvmopt("tune", "gemm:32x48x16", "--trials", "6", "--records", str(rec), "--no-compare")
+    assert again.returncode == 0, again.stderr
+    assert "measured 0 new config(s)" in again.stdout and "reused 6" in again.stdout
+    assert len(records_lines(rec)) == 6
+
+    more = tvmopt("tune", "gemm:32x48x16", "--trials", "9", "--records", str(rec), "--no-compare", "--seed", "4")
+    assert more.returncode == 0, more.stderr
+    lines = records_lines(rec)
+    assert len(lines) == 9
+    assert len({json.dumps(r["config"]) for r in lines}) == 9  # nothing measured twice
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["tune", "gemm:8x8x8", "--target", "vulkan"], "unknown target kind 'vulkan'"),
+    (["tune", "gemm:8x8x8", "--target", "llvm -mcpu=nope"], "unknown LLVM CPU"),
+    (["tune", "gemm:8x8", "--target", "llvm"], "needs 3 dimensions"),
+    (["tune", "matmul:8x8x8"], "unknown workload family"),
+    (["tune", "gemm:8x8x8", "--trials", "0"], "must be at least 1"),
+    (["tune", "gemm:8x8x8", "--trials", "-3"], "must be at least 1"),
+    (["tune", "gemm:8x8x8", "--trials", "many"], "is not an integer"),
+    (["tune", "gemm:8x8x8", "--tuner", "annealing"], "invalid choice"),
+    (["tune", "gemm:8x8x8", "--target", "cuda"], "target cuda"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle):
+    assert_one_line_error(tvmopt(*args), needle)
+
+
+def test_unwritable_records_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_one_line_error(tvmopt("tune", "gemm:8x8x8", "--records", str(blocker / "sub"), "--trials", "1"),
+                          "cannot create records directory")
+
+
+def test_help_explains_commands():
+    top = tvmopt("--help")
+    assert top.returncode == 0 and "tune" in top.stdout
+    sub = tvmopt("tune", "--help")
+    assert sub.returncode == 0
+    for needle in ("gemm:MxNxK", "dense:MxNxK", "--records", "--trials", "resume"):
+        assert needle in sub.stdout

@@ -213,6 +213,66 @@ class Space:
         return hashlib.sha1(desc.encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class SubSpace(Space):
+    """A finite subset of a space (e.g. a pre-measured replay table), with the same knobs.
+
+    Moves and random picks stay inside the subset; ``initial`` is the member with the fewest
+    tiling levels in use (the closest to the base space's trivial config).
+    """
+
+    members: tuple[Config, ...] = ()
+
+    @cached_property
+    def _member_set(self) -> frozenset:
+        return frozenset(self.members)
+
+    def size(self) -> int:
+        return len(self.members)
+
+    def initial(self) -> Config:
+        trivial = Space.initial(self)
+        if trivial in self._member_set:
+            return trivial
+        return min(self.members, key=lambda c: (_distance(trivial, c), self.members.index(c)))
+
+    def random(self, rng: _random.Random) -> Config:
+        return rng.choice(self.members)
+
+    def all(self) -> Iterator[Config]:
+        return iter(self.members)
+
+    def contains(self, config: Any) -> bool:
+        return config in self._member_set
+
+    def neighbours(self, config: Config) -> list[Config]:
+        return [c for c in Space.neighbours(self, config) if c in self._member_set]
+
+    def fingerprint(self) -> str:
+        desc = Space.fingerprint(self) + json.dumps([config_to_json(c) for c in self.members])
+        return hashlib.sha1(desc.encode()).hexdigest()[:12]
+
+
+def _distance(a: Config, b: Config) -> int:
+    """How many prime-factor moves or choice steps separate two configs."""
+    total = 0
+    for x, y in zip(a, b):
+        if isinstance(x, tuple):
+            total += sum(len(prime_factors(p // math.gcd(p, q))) for p, q in zip(x, y))
+        else:
+            total += x != y
+    return total
+
+
+def restrict(space: Space, members) -> SubSpace:
+    """The subset ``members`` of ``space`` (each member must belong to it)."""
+    members = tuple(members)
+    for c in members:
+        if not space.contains(c):
+            raise ValueError(f"{c} is not in space {space.name}")
+    return SubSpace(space.name, space.knobs, members)
+
+
 def config_to_json(config: Config) -> list:
     """A config as JSON-ready lists."""
     return [list(v) if isinstance(v, tuple) else v for v in config]

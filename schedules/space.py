@@ -103,6 +103,19 @@ class Split:
                         new[dst] *= p
                         yield tuple(new)
 
+    def random_move(self, value: tuple[int, ...], rng: _random.Random) -> tuple[int, ...] | None:
+        """One random move (a prime factor from one level to another); None if there is none."""
+        sources = [i for i, f in enumerate(value) if f > 1]
+        if not sources or self.levels < 2:
+            return None
+        src = rng.choice(sources)
+        p = rng.choice(sorted(set(prime_factors(value[src]))))
+        dst = rng.choice([i for i in range(self.levels) if i != src])
+        new = list(value)
+        new[src] //= p
+        new[dst] *= p
+        return tuple(new)
+
     def encode(self, value: tuple[int, ...]) -> list[float]:
         """log2 of each factor normalised by log2 of the extent (0 when the extent is 1)."""
         scale = math.log2(self.extent) if self.extent > 1 else 1.0
@@ -138,6 +151,10 @@ class Choice:
             yield self.values[i - 1]
         if i + 1 < len(self.values):
             yield self.values[i + 1]
+
+    def random_move(self, value, rng: _random.Random):
+        moves = list(self.moves(value))
+        return rng.choice(moves) if moves else None
 
     def encode(self, value) -> list[float]:
         n = len(self.values)
@@ -207,6 +224,33 @@ class Space:
             out.extend(knob.encode(value))
         return out
 
+    def features(self, config: Config) -> list[float]:
+        """``encode`` plus derived tile sizes, for cost models.
+
+        For every depth d counted from the innermost level: log2 of each split's product of its
+        d innermost factors, and log2 of the tile volume (their product over all splits). The
+        innermost of these is the register tile and vector length; outer ones are cache blocks.
+        """
+        splits = [(k, v) for k, v in zip(self.knobs, config) if isinstance(k, Split)]
+        depth = max((k.levels for k, _ in splits), default=0)
+        derived = []
+        for d in range(1, depth + 1):
+            inner = [math.log2(math.prod(v[-d:])) for _, v in splits]
+            derived.extend(inner)
+            derived.append(sum(inner))
+        return self.encode(config) + derived
+
+    def random_neighbour(self, config: Config, rng: _random.Random) -> Config | None:
+        """A random one-move neighbour (cheaper than listing them all); None if none found."""
+        for _ in range(16):
+            i = rng.randrange(len(self.knobs))
+            value = self.knobs[i].random_move(config[i], rng)
+            if value is not None:
+                new = config[:i] + (value,) + config[i + 1 :]
+                if self.contains(new):
+                    return new
+        return None
+
     def fingerprint(self) -> str:
         """Changes whenever the knobs or their choices change: stale records are detected."""
         desc = json.dumps([repr(k) for k in self.knobs])
@@ -245,8 +289,23 @@ class SubSpace(Space):
     def contains(self, config: Any) -> bool:
         return config in self._member_set
 
+    @cached_property
+    def _neighbour_cache(self) -> dict[Config, tuple[Config, ...]]:
+        return {}
+
+    def _neighbours(self, config: Config) -> tuple[Config, ...]:
+        cached = self._neighbour_cache.get(config)
+        if cached is None:
+            cached = tuple(c for c in Space.neighbours(self, config) if c in self._member_set)
+            self._neighbour_cache[config] = cached
+        return cached
+
     def neighbours(self, config: Config) -> list[Config]:
-        return [c for c in Space.neighbours(self, config) if c in self._member_set]
+        return list(self._neighbours(config))
+
+    def random_neighbour(self, config: Config, rng: _random.Random) -> Config | None:
+        options = self._neighbours(config)
+        return rng.choice(options) if options else None
 
     def fingerprint(self) -> str:
         desc = Space.fingerprint(self) + json.dumps([config_to_json(c) for c in self.members])

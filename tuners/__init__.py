@@ -1,9 +1,12 @@
 """Search strategies. Each decides only what to measure next; none imports TVM."""
 
 from .base import Tuner
+from .gbfs import GBFSTuner
+from .na2c import NA2CTuner
 from .random import RandomTuner
+from .xgb import XGBTuner
 
-TUNERS = {"random": RandomTuner}
+TUNERS = {"gbfs": GBFSTuner, "na2c": NA2CTuner, "random": RandomTuner, "xgb": XGBTuner}
 
 
 def make_tuner(name: str, space, seed: int = 0, **kwargs) -> Tuner:

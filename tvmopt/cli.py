@@ -27,6 +27,17 @@ same command skips configs already measured and measures only what the budget ha
 """
 
 
+COMPARE_EPILOG = """\
+examples:
+  tvmopt compare --replay logs/replay/gemm_256x256x256_llvm-znver5-2c.json --repeats 25
+  tvmopt compare gemm:1024x1024x1024 --tuners gbfs,xgb,random --trials 100 --repeats 3
+
+Replay mode measures by lookup in a table of pre-measured configs: exact, instant, and the
+expected curve of random search is computed from the table, so the methodology score is exact.
+Live mode measures on this machine; its reference is the best config any run found.
+"""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -85,7 +96,58 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-compare", action="store_true", help="skip the final timing against numpy/torch")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(func=cmd_tune)
+
+    comp = sub.add_parser(
+        "compare", help="run several tuners with the same budget and compare their search cost",
+        description="Run each tuner --repeats times (seeds 0..R-1) with the same budget, space and measurer. "
+                    "Writes every trial, a markdown summary, summary.json and a convergence plot to --out.",
+        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comp.add_argument("workload", nargs="?", help="workload key (live mode; taken from the table with --replay)")
+    comp.add_argument("--target", default="llvm", help="target for live measurement (default: llvm)")
+    comp.add_argument("--tuners", default="gbfs,na2c,xgb,random",
+                      help="comma-separated tuners (default: gbfs,na2c,xgb,random)")
+    comp.add_argument("--trials", type=_positive_int, default=300, help="budget per run (default: 300)")
+    comp.add_argument("--repeats", type=_positive_int, default=5, help="runs per tuner (default: 5)")
+    comp.add_argument("--replay", metavar="TABLE", help="measure by lookup in a pre-measured table (logs/replay/)")
+    comp.add_argument("--batch-size", type=_positive_int, default=8)
+    comp.add_argument("--out", metavar="DIR", help="output directory (default: logs/compare/<workload>-<mode>-<time>)")
+    comp.add_argument("--quiet", action="store_true", help="no progress bar")
+    comp.set_defaults(func=cmd_compare)
     return parser
+
+
+def cmd_compare(args) -> int:
+    import time
+    from pathlib import Path
+
+    from .compare import compare
+    from .measure import LocalMeasurer, ReplayMeasurer
+    from .target import parse_target
+    from .tasks import get_task
+
+    tuners = [t.strip() for t in args.tuners.split(",") if t.strip()]
+    if args.replay:
+        measurer = ReplayMeasurer(args.replay)
+        task, space, target_key = measurer.task, measurer.space, measurer.header.get("target", "replay")
+        if args.workload and get_task(args.workload).key != task.key:
+            raise UserError(f"workload {args.workload} does not match the replay table's {task.key}")
+    else:
+        if not args.workload:
+            raise UserError("compare needs a WORKLOAD, or --replay TABLE")
+        target = parse_target(args.target)
+        task = get_task(args.workload)
+        from .tuning import check_measurable
+
+        check_measurable(target)
+        measurer, space, target_key = LocalMeasurer(target), task.space, target.key
+    mode = "replay" if args.replay else "live"
+    out = Path(args.out or f"logs/compare/{task.key.replace(':', '_')}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with measurer:
+        result = compare(task, measurer, target_key, tuners, args.trials, args.repeats, out, space=space,
+                         batch_size=args.batch_size, progress=not args.quiet)
+    print(result.markdown())
+    print(f"\nlogs, summary.md, summary.json and convergence.png in {out}")
+    return 0
 
 
 def cmd_tune(args) -> int:

@@ -1,0 +1,149 @@
+"""Every tuner: valid, unrepeated proposals, budget, reproducibility, and better than random
+on a replay table; the N-A2C environment passes gymnasium's checker; compare's statistics."""
+
+import json
+import math
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from tvmopt.compare import compare, expected_random_curve, methodology_score
+from tvmopt.measure import ReplayMeasurer
+from tvmopt.schedules.gemm import GemmShape, replay_subspace
+from tvmopt.schedules.space import config_to_json
+from tvmopt.tuners import TUNERS, make_tuner
+
+WORKLOAD = "gemm:64x64x64"
+
+
+def synthetic_cost(config):
+    """Seconds: a smooth landscape (register tile, vector width, K block, parallel rows) plus
+    deterministic per-config noise and a few failures, like a real table."""
+    (m0, m1, _, m3), (n0, n1, _, n3), (k0, k1) = config[:3]
+    h = zlib.crc32(json.dumps(config_to_json(config)).encode())
+    if h % 37 == 0:
+        return None
+    penalty = abs(math.log2(m3) - 3) + 0.7 * abs(math.log2(n3) - 5) + 0.4 * abs(math.log2(k1) - 5)
+    penalty += 0.8 * (m0 == 1) + 0.2 * abs(math.log2(m1 * n1) - 3)
+    return 1e-4 * (1 + penalty) * (1 + 0.05 * ((h >> 8) % 100) / 100)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    space = replay_subspace(GemmShape(64, 64, 64))
+    entries = []
+    for c in space.all():
+        cost = synthetic_cost(c)
+        entries.append([config_to_json(c), cost, "ok" if cost else "runtime_error", 0.5])
+    path = tmp_path_factory.mktemp("replay") / "table.json"
+    path.write_text(json.dumps({"header": {"workload": WORKLOAD, "target": "synthetic"}, "entries": entries}))
+    return path
+
+
+def run_tuner(name, space, measurer, seed, trials, batch=8):
+    seen = []
+
+    def measure(configs):
+        seen.extend(configs)
+        return measurer.measure(WORKLOAD, configs)
+
+    best, cost = make_tuner(name, space, seed=seed).tune(measure, n_trial=trials, batch_size=batch)
+    return seen, best, cost
+
+
+@pytest.mark.parametrize("name", sorted(TUNERS))
+def test_proposals_valid_unique_within_budget_and_reproducible(name, table):
+    m = ReplayMeasurer(table)
+    a, best, cost = run_tuner(name, m.space, m, seed=3, trials=45, batch=7)
+    assert len(a) == 45 and len(set(a)) == 45
+    assert all(m.space.contains(c) for c in a)
+    assert cost == min(m.table[c][0] or math.inf for c in a)
+    b, _, _ = run_tuner(name, m.space, m, seed=3, trials=45, batch=7)
+    assert a == b
+    c, _, _ = run_tuner(name, m.space, m, seed=4, trials=45, batch=7)
+    assert c != a
+
+
+@pytest.mark.parametrize("name", ["gbfs", "na2c", "xgb"])
+def test_finds_optimum_more_often_than_random(name, table):
+    m = ReplayMeasurer(table)
+    budget, seeds = 100, range(8)
+    hits = {}
+    for tuner in (name, "random"):
+        hits[tuner] = sum(run_tuner(tuner, m.space, m, seed, budget)[2] == m.optimum for seed in seeds)
+    assert hits[name] > hits["random"], hits
+
+
+def test_gbfs_starts_from_trivial_tiling_and_moves_one_step(table):
+    m = ReplayMeasurer(table)
+    tuner = make_tuner("gbfs", m.space, seed=0)
+    first = tuner.next_batch(8)
+    assert first == [m.space.initial()]
+    tuner.observe(first, [c.cost for c in m.measure(WORKLOAD, first)])
+    second = tuner.next_batch(8)
+    assert 0 < len(second) <= tuner.rho
+    assert all(c in m.space.neighbours(first[0]) for c in second)
+
+
+def test_tiling_env_passes_gymnasium_checker(table):
+    from gymnasium.utils.env_checker import check_env
+
+    from tvmopt.tuners.na2c import TilingEnv, apply_move, moves_of
+
+    m = ReplayMeasurer(table)
+    costs = {c: (v[0] if v[0] is not None else math.inf) for c, v in m.table.items()}
+    env = TilingEnv(m.space, costs.get, horizon=3)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    rng = random.Random(0)
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(rng.randrange(env.action_space.n))
+        assert m.space.contains(info["config"]) and -1.0 <= reward <= 4.0
+        if truncated:
+            env.reset()
+    # every action of the list is a one-move neighbour when possible
+    start = m.space.initial()
+    for move in moves_of(m.space):
+        new = apply_move(m.space, start, move)
+        assert new is None or new in m.space.neighbours(start)
+
+
+def test_expected_random_curve_matches_simulation():
+    rng = np.random.default_rng(0)
+    perfs = list(rng.gamma(2.0, size=300))
+    exact = expected_random_curve(perfs, 40)
+    sims = np.array([np.maximum.accumulate(rng.permutation(perfs)[:40]) for _ in range(4000)]).mean(axis=0)
+    np.testing.assert_allclose(exact, sims, rtol=0.02)
+    assert exact[0] == pytest.approx(np.mean(perfs))
+    assert methodology_score(exact, exact, max(perfs)) == pytest.approx(0.0)
+    assert methodology_score(np.full(40, max(perfs)), exact, max(perfs)) == pytest.approx(1.0)
+
+
+def test_compare_on_replay_writes_logs_summary_and_plot(table, tmp_path):
+    m = ReplayMeasurer(table)
+    result = compare(m.task, m, "synthetic", ["gbfs", "random"], trials=30, repeats=3, log_dir=tmp_path,
+                     space=m.space, progress=False)
+    for name in ("gbfs_seed0.jsonl", "random_seed2.jsonl", "summary.md", "summary.json", "convergence.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    lines = (tmp_path / "gbfs_seed1.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and all(json.loads(line)["tuner"] == "gbfs" for line in lines)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [t["tuner"] for t in summary["tuners"]] == ["gbfs", "random"]
+    assert summary["reference_gflops"] == pytest.approx(m.task.flops / m.optimum / 1e9)
+    rnd = next(s for s in result.summaries if s.tuner == "random")
+    assert -0.6 < rnd.score < 0.6  # random search scores near 0 by construction
+    assert "| gbfs |" in result.markdown()
+
+
+def test_bad_replay_table_is_a_user_error(tmp_path):
+    from tvmopt.errors import UserError
+
+    bad = tmp_path / "t.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not a valid table"):
+        ReplayMeasurer(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        ReplayMeasurer(tmp_path / "missing.json")

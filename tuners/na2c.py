@@ -1,0 +1,203 @@
+"""N-A2C: neighbourhood actor-critic (Zhang et al. 2019) with Stable-Baselines3's A2C.
+
+:class:`TilingEnv` is a gymnasium environment over a schedule space: the observation is the
+config's encoding (normalised log2 factors and knob indices), an action is one move (shift a
+prime factor of one axis from one level to another, or step a choice knob), a move that would
+leave the space is a no-op, and the reward is the relative GFLOPS change of the new state,
+taken from measurements the tuner has made. Episodes start at the best config so far and last
+``horizon`` steps (3 in the paper).
+
+The tuner rolls the policy out (epsilon-greedy, 0.1) to collect unmeasured configs; when the
+loop reports their costs, every transition whose two ends are measured goes into an SB3
+rollout buffer and A2C takes one gradient step on it, so the policy trains online as
+measurements arrive and measured states cost nothing to revisit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from tvmopt.schedules.space import Config, Space, Split, prime_factors
+
+from .base import Tuner
+
+REWARD_CLIP = (-1.0, 4.0)
+
+
+def moves_of(space: Space) -> list[tuple]:
+    """The fixed action list: (knob, src, dst, prime) for splits, (knob, step) for choices."""
+    actions: list[tuple] = []
+    for i, knob in enumerate(space.knobs):
+        if isinstance(knob, Split):
+            for p in sorted(set(prime_factors(knob.extent))):
+                actions.extend((i, src, dst, p) for src in range(knob.levels) for dst in range(knob.levels)
+                               if src != dst)
+        else:
+            actions.extend([(i, -1), (i, +1)])
+    return actions
+
+
+def apply_move(space: Space, config: Config, move: tuple) -> Config | None:
+    """The config after ``move``, or None when the move is not possible from ``config``."""
+    i = move[0]
+    value = config[i]
+    if len(move) == 4:
+        _, src, dst, p = move
+        if value[src] % p:
+            return None
+        new = list(value)
+        new[src] //= p
+        new[dst] *= p
+        value = tuple(new)
+    else:
+        values = space.knobs[i].values
+        j = values.index(value) + move[1]
+        if not 0 <= j < len(values):
+            return None
+        value = values[j]
+    new_config = config[:i] + (value,) + config[i + 1 :]
+    return new_config if space.contains(new_config) else None
+
+
+def relative_gain(old_cost: float, new_cost: float) -> float:
+    """Relative GFLOPS change from old to new (a failure is -1; from a failure, +1)."""
+    if not math.isfinite(new_cost):
+        return REWARD_CLIP[0]
+    if not math.isfinite(old_cost):
+        return 1.0
+    return float(np.clip(old_cost / new_cost - 1.0, *REWARD_CLIP))
+
+
+class TilingEnv(gym.Env):
+    """Moves through a schedule space; rewards come from ``cost_of`` (seconds, or None if unknown)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, space: Space, cost_of: Callable[[Config], float | None],
+                 start: Callable[[], Config] | None = None, horizon: int = 3):
+        super().__init__()
+        self.space, self.cost_of, self.horizon = space, cost_of, horizon
+        self.start = start or space.initial
+        self.moves = moves_of(space)
+        self.action_space = gym.spaces.Discrete(len(self.moves))
+        dim = len(space.encode(space.initial()))
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(dim,), dtype=np.float32)
+        self.state: Config = space.initial()
+        self.steps = 0
+
+    def observe(self, config: Config) -> np.ndarray:
+        return np.asarray(self.space.encode(config), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state, self.steps = self.start(), 0
+        return self.observe(self.state), {}
+
+    def step(self, action):
+        new = apply_move(self.space, self.state, self.moves[int(action)])
+        reward = 0.0
+        if new is not None:
+            old_cost, new_cost = self.cost_of(self.state), self.cost_of(new)
+            if old_cost is not None and new_cost is not None:
+                reward = relative_gain(old_cost, new_cost)
+            self.state = new
+        self.steps += 1
+        info = {"valid": new is not None, "config": self.state}
+        return self.observe(self.state), reward, False, self.steps >= self.horizon, info
+
+
+class NA2CTuner(Tuner):
+    name = "na2c"
+
+    def __init__(self, space, seed: int = 0, horizon: int = 3, epsilon: float = 0.1, hidden: int = 128,
+                 learning_rate: float = 7e-4, gamma: float = 0.9):
+        super().__init__(space, seed)
+        from stable_baselines3 import A2C
+        from stable_baselines3.common.logger import configure
+
+        self.horizon, self.epsilon, self.gamma = horizon, epsilon, gamma
+        self.costs: dict[Config, float] = {}
+        self.env = TilingEnv(space, self.costs.get, start=lambda: self.best_config or space.initial(),
+                             horizon=horizon)
+        self.model = A2C("MlpPolicy", self.env, learning_rate=learning_rate, gamma=gamma, n_steps=8,
+                         policy_kwargs={"net_arch": [hidden]}, seed=seed, device="cpu", verbose=0)
+        self.model.set_logger(configure(None, []))
+        self._pending: set[Config] = set()
+        self._transitions: list[tuple[Config, int, Config, bool]] = []  # (state, action, next, episode start)
+
+    # ---- proposing: roll the policy out from the best state
+    def _act(self, config: Config) -> tuple[int, Config] | None:
+        """An epsilon-greedy action among the possible moves (impossible ones are masked)."""
+        import torch
+
+        possible = [(a, c) for a, m in enumerate(self.env.moves) if (c := apply_move(self.space, config, m))]
+        if not possible:
+            return None
+        if self.rng.random() < self.epsilon:
+            return self.rng.choice(possible)
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(torch.as_tensor(self.env.observe(config)[None]))
+            probs = dist.distribution.probs[0].numpy()
+        weights = [float(probs[a]) + 1e-12 for a, _ in possible]
+        return self.rng.choices(possible, weights=weights)[0]
+
+    def next_batch(self, n: int) -> list[Config]:
+        batch: list[Config] = []
+        if not self.visited and not self._pending:
+            batch.append(self.space.initial())
+        taken = lambda c: c in self.visited or c in self._pending or c in batch  # noqa: E731
+        for _ in range(20 * n):
+            if len(batch) >= n or not self.visited:
+                break
+            state = self.best_config or self.space.initial()
+            for step in range(self.horizon):
+                acted = self._act(state)
+                if acted is None:
+                    break
+                action, new = acted
+                self._transitions.append((state, action, new, step == 0))
+                if not taken(new):
+                    batch.append(new)
+                    if len(batch) >= n:
+                        break
+                state = new
+        for _ in range(100 * n):  # the neighbourhood is used up: explore at random
+            if len(batch) >= n or not self.visited:
+                break
+            config = self.space.random(self.rng)
+            if not taken(config):
+                batch.append(config)
+        self._pending.update(batch)
+        return batch
+
+    # ---- learning: one A2C step on every transition whose ends are both measured
+    def update(self, configs, costs) -> None:
+        for config, cost in zip(configs, costs):
+            self._pending.discard(config)
+            self.costs[config] = cost
+        ready = [t for t in self._transitions if t[0] in self.costs and t[2] in self.costs]
+        self._transitions = [t for t in self._transitions if not (t[0] in self.costs and t[2] in self.costs)]
+        if ready:
+            self._train(ready)
+
+    def _train(self, transitions) -> None:
+        import torch
+        from stable_baselines3.common.buffers import RolloutBuffer
+
+        buffer = RolloutBuffer(len(transitions), self.env.observation_space, self.env.action_space, device="cpu",
+                               gamma=self.gamma, gae_lambda=1.0)
+        with torch.no_grad():
+            for state, action, new, start in transitions:
+                obs = self.env.observe(state)[None]
+                obs_t = torch.as_tensor(obs)
+                act_t = torch.as_tensor([action])
+                value, log_prob, _ = self.model.policy.evaluate_actions(obs_t, act_t)
+                reward = relative_gain(self.costs[state], self.costs[new])
+                buffer.add(obs, np.array([action]), np.array([reward]), np.array([start]), value, log_prob)
+        buffer.compute_returns_and_advantage(last_values=torch.zeros(1), dones=np.array([True]))
+        self.model.rollout_buffer = buffer
+        self.model.train()

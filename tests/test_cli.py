@@ -77,3 +77,34 @@ def test_help_explains_commands():
     assert sub.returncode == 0
     for needle in ("gemm:MxNxK", "dense:MxNxK", "--records", "--trials", "resume"):
         assert needle in sub.stdout
+
+
+def test_compare_replay_from_the_command_line(tmp_path):
+    from tests_support import write_synthetic_table
+
+    table = write_synthetic_table(tmp_path / "table.json")
+    out = tmp_path / "out"
+    proc = tvmopt("compare", "--replay", str(table), "--tuners", "gbfs,random", "--trials", "20", "--repeats", "2",
+                  "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "| gbfs |" in proc.stdout and "| random |" in proc.stdout
+    for name in ("gbfs_seed0.jsonl", "gbfs_seed1.jsonl", "random_seed1.jsonl", "summary.md", "convergence.png"):
+        assert (out / name).exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--tuners", "gbfs,simplex"], "unknown tuner(s) ['simplex']"),
+    (["--metaschedule"], "--metaschedule needs live measurement"),
+    (["gemm:32x32x32"], "does not match the replay table"),
+])
+def test_compare_bad_input(tmp_path, extra, needle):
+    from tests_support import write_synthetic_table
+
+    table = write_synthetic_table(tmp_path / "table.json")
+    assert_one_line_error(tvmopt("compare", "--replay", str(table), "--trials", "5", "--repeats", "1",
+                                 "--out", str(tmp_path / "o"), "--quiet", *extra), needle)
+
+
+def test_compare_missing_table_and_workload(tmp_path):
+    assert_one_line_error(tvmopt("compare", "--replay", str(tmp_path / "none.json")), "does not exist")
+    assert_one_line_error(tvmopt("compare"), "compare needs a WORKLOAD")

@@ -4,42 +4,21 @@ on a replay table; the N-A2C environment passes gymnasium's checker; compare's s
 import json
 import math
 import random
-import zlib
 
 import numpy as np
 import pytest
 
 from tvmopt.compare import compare, expected_random_curve, methodology_score
 from tvmopt.measure import ReplayMeasurer
-from tvmopt.schedules.gemm import GemmShape, replay_subspace
-from tvmopt.schedules.space import config_to_json
 from tvmopt.tuners import TUNERS, make_tuner
 
-WORKLOAD = "gemm:64x64x64"
+from tests_support import WORKLOAD, write_synthetic_table
 
-
-def synthetic_cost(config):
-    """Seconds: a smooth landscape (register tile, vector width, K block, parallel rows) plus
-    deterministic per-config noise and a few failures, like a real table."""
-    (m0, m1, _, m3), (n0, n1, _, n3), (k0, k1) = config[:3]
-    h = zlib.crc32(json.dumps(config_to_json(config)).encode())
-    if h % 37 == 0:
-        return None
-    penalty = abs(math.log2(m3) - 3) + 0.7 * abs(math.log2(n3) - 5) + 0.4 * abs(math.log2(k1) - 5)
-    penalty += 0.8 * (m0 == 1) + 0.2 * abs(math.log2(m1 * n1) - 3)
-    return 1e-4 * (1 + penalty) * (1 + 0.05 * ((h >> 8) % 100) / 100)
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    space = replay_subspace(GemmShape(64, 64, 64))
-    entries = []
-    for c in space.all():
-        cost = synthetic_cost(c)
-        entries.append([config_to_json(c), cost, "ok" if cost else "runtime_error", 0.5])
-    path = tmp_path_factory.mktemp("replay") / "table.json"
-    path.write_text(json.dumps({"header": {"workload": WORKLOAD, "target": "synthetic"}, "entries": entries}))
-    return path
+    return write_synthetic_table(tmp_path_factory.mktemp("replay") / "table.json")
 
 
 def run_tuner(name, space, measurer, seed, trials, batch=8):

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--replay", metavar="TABLE", help="measure by lookup in a pre-measured table (logs/replay/)")
     comp.add_argument("--batch-size", type=_positive_int, default=8)
     comp.add_argument("--out", metavar="DIR", help="output directory (default: logs/compare/<workload>-<mode>-<time>)")
+    comp.add_argument("--metaschedule", action="store_true",
+                      help="live mode: add one MetaSchedule run with the same trial budget as a reference row")
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     comp.set_defaults(func=cmd_compare)
     return parser
@@ -142,9 +144,17 @@ def cmd_compare(args) -> int:
         measurer, space, target_key = LocalMeasurer(target), task.space, target.key
     mode = "replay" if args.replay else "live"
     out = Path(args.out or f"logs/compare/{task.key.replace(':', '_')}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.metaschedule and args.replay:
+        raise UserError("--metaschedule needs live measurement; it cannot replay a table")
     with measurer:
         result = compare(task, measurer, target_key, tuners, args.trials, args.repeats, out, space=space,
                          batch_size=args.batch_size, progress=not args.quiet)
+    if args.metaschedule:
+        from .metaschedule import run_metaschedule
+
+        ms = run_metaschedule(task, target, args.trials, work_dir=str(out / "metaschedule"))
+        result.add_reference("metaschedule", ms["gflops"], ms["wall_s"], args.trials)
+        result.save(out)
     print(result.markdown())
     print(f"\nlogs, summary.md, summary.json and convergence.png in {out}")
     return 0

@@ -91,7 +91,7 @@ class TunerSummary:
     best_gflops: tuple[float, float, float]  # q25, median, q75
     trials_to: dict[float, float | None]  # threshold -> median trials (None: most runs never got there)
     seconds_to: dict[float, float | None]
-    explored: float  # median fraction of the space measured
+    explored: float | None  # fraction of the space measured to reach 95% (median trials / size)
     score: float
 
 
@@ -105,6 +105,10 @@ class Comparison:
     budget: int
     mode: str  # "replay" or "live"
     summaries: list[TunerSummary] = field(default_factory=list)
+    references: list[dict] = field(default_factory=list)  # other tuners run once, e.g. MetaSchedule
+
+    def add_reference(self, name: str, gflops: float, wall_s: float, trials: int) -> None:
+        self.references.append({"name": name, "gflops": gflops, "wall_s": wall_s, "trials": trials})
 
     def curves(self, tuner: str) -> np.ndarray:
         rows = [_pad(r.best_so_far(self.task.flops), self.budget) for r in self.runs if r.tuner == tuner]
@@ -126,7 +130,7 @@ class Comparison:
                 seconds_to[th] = float(np.median(secs)) if trials_to[th] is not None else None
             score = (methodology_score(np.median(curves, axis=0), self.random_curve, self.reference)
                      if self.random_curve is not None else float("nan"))
-            explored = float(np.median([len(r.costs) for r in runs])) / self.space.size()
+            explored = None if trials_to[0.95] is None else trials_to[0.95] / self.space.size()
             q25, med, q75 = np.percentile(finals, [25, 50, 75])
             self.summaries.append(TunerSummary(tuner, (q25, med, q75), trials_to, seconds_to, explored, score))
         return self.summaries
@@ -139,7 +143,8 @@ class Comparison:
             f"{len(self.runs) // max(1, len(summaries))} repeats, space of {self.space.size():,} configs; "
             f"reference = {ref_name} = {self.reference:.1f} GFLOPS.",
             "",
-            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | time to 95% | explored | score |",
+            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | time to 95% "
+            "| space explored to 95% | score |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for s in summaries:
@@ -147,9 +152,19 @@ class Comparison:
             cells = [_fmt_trials(s.trials_to[th], self.budget) for th in THRESHOLDS]
             secs = s.seconds_to[0.95]
             lines.append(f"| {s.tuner} | {med:.1f} [{q25:.1f}, {q75:.1f}] | " + " | ".join(cells) +
-                         f" | {'-' if secs is None else f'{secs:.0f} s'} | {100 * s.explored:.2f}% | "
+                         f" | {'-' if secs is None else f'{secs:.0f} s'} | "
+                         f"{'-' if s.explored is None else f'{100 * s.explored:.2f}%'} | "
                          f"{'n/a' if math.isnan(s.score) else f'{s.score:.3f}'} |")
+        for ref in self.references:
+            lines.append(f"| {ref['name']} (1 run, {ref['trials']} trials) | {ref['gflops']:.1f} | | | | "
+                         f"total {ref['wall_s']:.0f} s | | |")
         return "\n".join(lines)
+
+    def save(self, log_dir: Path) -> None:
+        """summary.md, summary.json and convergence.png in ``log_dir``."""
+        (log_dir / "summary.md").write_text(self.markdown() + "\n")
+        (log_dir / "summary.json").write_text(json.dumps(_summary_json(self), indent=2) + "\n")
+        self.plot(log_dir / "convergence.png")
 
     def plot(self, path: Path) -> None:
         import matplotlib
@@ -252,16 +267,14 @@ def compare(
         random_curve = np.median(random_runs, axis=0) if random_runs else None  # empirical
     comparison = Comparison(task, space, runs, reference, random_curve, trials, "replay" if replay else "live")
     comparison.summarize()
-    (log_dir / "summary.md").write_text(comparison.markdown() + "\n")
-    (log_dir / "summary.json").write_text(json.dumps(_summary_json(comparison), indent=2) + "\n")
-    comparison.plot(log_dir / "convergence.png")
+    comparison.save(log_dir)
     return comparison
 
 
 def _summary_json(c: Comparison) -> dict:
     return {
         "workload": c.task.key, "mode": c.mode, "budget": c.budget, "reference_gflops": c.reference,
-        "space_size": c.space.size(),
+        "space_size": c.space.size(), "references": c.references,
         "tuners": [{"tuner": s.tuner, "best_gflops_q25_median_q75": list(s.best_gflops),
                     "trials_to": {str(k): v for k, v in s.trials_to.items()},
                     "seconds_to": {str(k): v for k, v in s.seconds_to.items()},

@@ -1,0 +1,31 @@
+"""Helpers shared by test modules (a synthetic replay table over a real GEMM sub-space)."""
+
+import json
+import math
+import zlib
+
+from tvmopt.schedules.gemm import GemmShape, replay_subspace
+from tvmopt.schedules.space import config_to_json
+
+WORKLOAD = "gemm:64x64x64"
+
+
+def synthetic_cost(config):
+    """Seconds: a smooth landscape (register tile, vector width, K block, parallel rows) plus
+    deterministic per-config noise and a few failures, like a real table."""
+    (m0, m1, _, m3), (n0, n1, _, n3), (k0, k1) = config[:3]
+    h = zlib.crc32(json.dumps(config_to_json(config)).encode())
+    if h % 37 == 0:
+        return None
+    penalty = abs(math.log2(m3) - 3) + 0.7 * abs(math.log2(n3) - 5) + 0.4 * abs(math.log2(k1) - 5)
+    penalty += 0.8 * (m0 == 1) + 0.2 * abs(math.log2(m1 * n1) - 3)
+    return 1e-4 * (1 + penalty) * (1 + 0.05 * ((h >> 8) % 100) / 100)
+
+
+def write_synthetic_table(path):
+    entries = []
+    for c in replay_subspace(GemmShape(64, 64, 64)).all():
+        cost = synthetic_cost(c)
+        entries.append([config_to_json(c), cost, "ok" if cost else "runtime_error", 0.5])
+    path.write_text(json.dumps({"header": {"workload": WORKLOAD, "target": "synthetic"}, "entries": entries}))
+    return path

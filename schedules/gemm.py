@@ -41,11 +41,12 @@ def gemm_space(shape: GemmShape) -> Space:
         Split("tile_m", shape.m, 4),
         Split("tile_n", shape.n, 4),
         Split("tile_k", shape.k, 2),
-        Choice("pack_b", (False, True)),
-        Choice("accumulate", ("global", "local")),
+        # defaults (the starting point of G-BFS and N-A2C) are what every fast config does
+        Choice("pack_b", (False, True), default=1),
+        Choice("accumulate", ("global", "local"), default=1),
         Choice("unroll", UNROLL),
-        Choice("vectorize", (False, True)),
-        Choice("parallel", (0, 1, 2, 3) if shape.batched else (0, 1, 2)),
+        Choice("vectorize", (False, True), default=1),
+        Choice("parallel", (0, 1, 2, 3) if shape.batched else (0, 1, 2), default=1),
     )
     return Space("gemm-llvm", knobs)
 

@@ -9,6 +9,7 @@ value.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -252,8 +253,13 @@ class Space:
         return None
 
     def fingerprint(self) -> str:
-        """Changes whenever the knobs or their choices change: stale records are detected."""
-        desc = json.dumps([repr(k) for k in self.knobs])
+        """Changes whenever the knobs or their choices change: stale records are detected.
+
+        A choice's default only moves the starting point, not the set of configs, so it is
+        left out (written as 0, as when defaults were introduced).
+        """
+        desc = json.dumps([repr(dataclasses.replace(k, default=0) if isinstance(k, Choice) else k)
+                           for k in self.knobs])
         return hashlib.sha1(desc.encode()).hexdigest()[:12]
 
 

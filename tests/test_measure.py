@@ -58,3 +58,14 @@ def test_real_gemm_candidates_are_timed(measurer):
     for r in results:
         assert r.error == ErrorKind.OK, r.message
         assert r.build_s > 0 and r.run_s > 0 and 0 < r.cost < 0.05
+
+
+def test_slow_candidate_gets_its_checking_run_as_only_timing(measurer):
+    task = get_task("gemm:64x48x32")
+    old = measurer.slow_s
+    measurer.slow_s = 0.0  # every candidate counts as slow
+    try:
+        (result,) = measurer.measure(task.key, [task.space.initial()])
+    finally:
+        measurer.slow_s = old
+    assert result.error == ErrorKind.OK and len(result.costs) == 1 and result.cost > 0

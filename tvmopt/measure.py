@@ -202,9 +202,12 @@ def _entry_name(lib) -> str:
 
 
 @_in_worker
-def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int):
+def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int,
+         slow_s: float):
     """Check one compiled candidate against the reference, then time it.
 
+    A candidate whose checking run alone takes longer than ``slow_s`` is far from any good
+    config: that one timing is its cost, which spares the repeats.
     Returns ("ok", costs) or ("wrong", message).
     """
     import numpy as np
@@ -214,12 +217,17 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
     lib, func, dev = _load(lib_path, target_json)
     args = [tvm.runtime.tensor(x, dev) for x in inputs]
     out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
+    start = time.perf_counter()
     func(*args, out)
+    dev.sync()
+    first_s = time.perf_counter() - start
     got = out.numpy()
     rtol, atol = task.tolerance()
     if not np.allclose(got, expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))):
         err = float(np.nanmax(np.abs(got - expected)))
         return "wrong", f"max abs error {err:.3g} against the numpy reference"
+    if first_s > slow_s:
+        return "ok", (first_s,)
     timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return "ok", tuple(timer(*args, out).results)
 
@@ -332,6 +340,7 @@ class LocalMeasurer(Measurer):
     run_timeout: float = 20.0
     repeat: int = 3
     min_repeat_ms: int = 40
+    slow_s: float = 0.5  # a checking run slower than this is the candidate's only timing
     seed: int = 0
     _builders: list = field(default_factory=list, init=False, repr=False)
     _runner: _Worker | None = field(default=None, init=False, repr=False)
@@ -389,7 +398,8 @@ class LocalMeasurer(Measurer):
                 continue
             start = time.perf_counter()
             status, value = self._runner.call(
-                _run, (task_key, path, target_json, self.repeat, self.min_repeat_ms, self.seed), self.run_timeout)
+                _run, (task_key, path, target_json, self.repeat, self.min_repeat_ms, self.seed, self.slow_s),
+                self.run_timeout)
             run_s = time.perf_counter() - start
             _remove(path)
             if status == "ok" and value[0] == "ok":

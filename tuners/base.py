@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Container, Iterable, Sequence
 
 from tvmopt.schedules.space import Config, Space
 
@@ -39,6 +39,16 @@ class Tuner:
             if cost < self.best_cost:
                 self.best_cost, self.best_config = cost, config
         self.update(configs, costs)
+
+    def random_fill(self, batch: list[Config], n: int, exclude: Container[Config] = ()) -> list[Config]:
+        """Append random configs, unvisited and not in ``exclude`` or ``batch``, up to n in all."""
+        for _ in range(100 * n):
+            if len(batch) >= n:
+                break
+            config = self.space.random(self.rng)
+            if config not in self.visited and config not in exclude and config not in batch:
+                batch.append(config)
+        return batch
 
     def exhausted(self) -> bool:
         return len(self.visited) >= self.space.size()

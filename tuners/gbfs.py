@@ -29,34 +29,23 @@ class GBFSTuner(Tuner):
         self.rho = rho
         self._queue: list[tuple[float, int, Config]] = []
         self._order = itertools.count()
-        self._pending: set[Config] = set()
 
     def next_batch(self, n: int) -> list[Config]:
-        if not self.visited and not self._pending:
-            start = self.space.initial()
-            self._pending.add(start)
-            return [start]
+        if not self.visited:
+            return [self.space.initial()]
         batch: list[Config] = []
         while len(batch) < n and self._queue:
             cost, _, state = heapq.heappop(self._queue)
-            fresh = [c for c in self.space.neighbours(state)
-                     if c not in self.visited and c not in self._pending and c not in batch]
+            fresh = [c for c in self.space.neighbours(state) if c not in self.visited and c not in batch]
             picked = self.rng.sample(fresh, min(self.rho, len(fresh)))
             room = n - len(batch)
             if len(picked) > room:
                 heapq.heappush(self._queue, (cost, next(self._order), state))
             batch.extend(picked[:room])
         if not batch:  # every frontier is used up: restart from random configs
-            for _ in range(100 * n):
-                if len(batch) >= n:
-                    break
-                config = self.space.random(self.rng)
-                if config not in self.visited and config not in self._pending and config not in batch:
-                    batch.append(config)
-        self._pending.update(batch)
+            self.random_fill(batch, n)
         return batch
 
     def update(self, configs, costs) -> None:
         for config, cost in zip(configs, costs):
-            self._pending.discard(config)
             heapq.heappush(self._queue, (cost if not math.isnan(cost) else math.inf, next(self._order), config))

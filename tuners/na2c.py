@@ -126,7 +126,6 @@ class NA2CTuner(Tuner):
         self.model = A2C("MlpPolicy", self.env, learning_rate=learning_rate, gamma=gamma, n_steps=8,
                          policy_kwargs={"net_arch": [hidden]}, seed=seed, device="cpu", verbose=0)
         self.model.set_logger(configure(None, []))
-        self._pending: set[Config] = set()
         self._transitions: list[tuple[Config, int, Config, bool]] = []  # (state, action, next, episode start)
 
     # ---- proposing: roll the policy out from the best state
@@ -146,12 +145,11 @@ class NA2CTuner(Tuner):
         return self.rng.choices(possible, weights=weights)[0]
 
     def next_batch(self, n: int) -> list[Config]:
+        if not self.visited:
+            return [self.space.initial()]
         batch: list[Config] = []
-        if not self.visited and not self._pending:
-            batch.append(self.space.initial())
-        taken = lambda c: c in self.visited or c in self._pending or c in batch  # noqa: E731
         for _ in range(20 * n):
-            if len(batch) >= n or not self.visited:
+            if len(batch) >= n:
                 break
             state = self.best_config or self.space.initial()
             for step in range(self.horizon):
@@ -160,24 +158,16 @@ class NA2CTuner(Tuner):
                     break
                 action, new = acted
                 self._transitions.append((state, action, new, step == 0))
-                if not taken(new):
+                if new not in self.visited and new not in batch:
                     batch.append(new)
                     if len(batch) >= n:
                         break
                 state = new
-        for _ in range(100 * n):  # the neighbourhood is used up: explore at random
-            if len(batch) >= n or not self.visited:
-                break
-            config = self.space.random(self.rng)
-            if not taken(config):
-                batch.append(config)
-        self._pending.update(batch)
-        return batch
+        return self.random_fill(batch, n)  # the neighbourhood is used up: explore at random
 
     # ---- learning: one A2C step on every transition whose ends are both measured
     def update(self, configs, costs) -> None:
         for config, cost in zip(configs, costs):
-            self._pending.discard(config)
             self.costs[config] = cost
         ready = [t for t in self._transitions if t[0] in self.costs and t[2] in self.costs]
         self._transitions = [t for t in self._transitions if not (t[0] in self.costs and t[2] in self.costs)]

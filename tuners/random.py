@@ -27,11 +27,4 @@ class RandomTuner(Tuner):
                 if config not in self.visited:
                     batch.append(config)
             return batch
-        batch: list[Config] = []
-        for _ in range(100 * n):
-            if len(batch) == n:
-                break
-            config = self.space.random(self.rng)
-            if config not in self.visited and config not in batch:
-                batch.append(config)
-        return batch
+        return self.random_fill([], n)

@@ -20,7 +20,7 @@ import shutil
 
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.compare import compare
+from tvmopt.compare import compare, runs_from_replay_logs, summarize_runs
 from tvmopt.measure import LocalMeasurer, ReplayMeasurer
 from tvmopt.target import parse_target
 from tvmopt.tasks import get_task
@@ -70,11 +70,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="default: 25 replay, 5 live")
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--no-metaschedule", action="store_true")
+    parser.add_argument("--from-logs", action="store_true",
+                        help="replay: summarize the logs of the last run again instead of running")
     args = parser.parse_args()
     repeats = args.repeats or (25 if args.mode == "replay" else 5)
     info = machine()
     out = ROOT / "logs" / "compare" / f"bench-{args.mode}"
-    shutil.rmtree(out, ignore_errors=True)
+    if not args.from_logs:
+        shutil.rmtree(out, ignore_errors=True)
 
     if args.mode == "replay":
         measurer = ReplayMeasurer(args.table)
@@ -87,8 +90,12 @@ def main() -> None:
         task, space, target_key = get_task(args.workload), None, target.key
         measurer = LocalMeasurer(target, run_timeout=10)
         how = f"live on {info['cpu']} ({target.key})"
-    with measurer:
-        result = compare(task, measurer, target_key, TUNERS, args.trials, repeats, out, space=space)
+    if args.from_logs and args.mode == "replay":
+        runs = runs_from_replay_logs(out, TUNERS, repeats)
+        result = summarize_runs(task, space, runs, args.trials, measurer, out)
+    else:
+        with measurer:
+            result = compare(task, measurer, target_key, TUNERS, args.trials, repeats, out, space=space)
     if args.mode == "live" and not args.no_metaschedule:
         from tvmopt.metaschedule import run_metaschedule
 

@@ -313,9 +313,13 @@ class SubSpace(Space):
         options = self._neighbours(config)
         return rng.choice(options) if options else None
 
-    def fingerprint(self) -> str:
+    @cached_property
+    def _fingerprint(self) -> str:
         desc = Space.fingerprint(self) + json.dumps([config_to_json(c) for c in self.members])
         return hashlib.sha1(desc.encode()).hexdigest()[:12]
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
 
 def _distance(a: Config, b: Config) -> int:

@@ -8,6 +8,7 @@ may no longer be what TVM generates.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ DEFAULT_DIR = Path(os.environ.get("TVMOPT_RECORDS", Path.home() / ".cache" / "tv
 LOCK_TIMEOUT_S = 60.0
 
 
+@functools.lru_cache(maxsize=1)
 def tvm_version() -> str:
     try:
         from importlib.metadata import version

@@ -128,7 +128,9 @@ class Comparison:
                     if len(reached) * 2 > len(hits) else None
                 secs = [r.seconds[h - 1] if h is not None else math.inf for r, h in zip(runs, hits)]
                 seconds_to[th] = float(np.median(secs)) if trials_to[th] is not None else None
-            score = (methodology_score(np.median(curves, axis=0), self.random_curve, self.reference)
+            # expected value against expected value: the median of skewed best-so-far curves
+            # would put random search itself well above 0
+            score = (methodology_score(np.mean(curves, axis=0), self.random_curve, self.reference)
                      if self.random_curve is not None else float("nan"))
             explored = None if trials_to[0.95] is None else trials_to[0.95] / self.space.size()
             q25, med, q75 = np.percentile(finals, [25, 50, 75])
@@ -226,6 +228,7 @@ def compare(
     space = space or task.space
     replay = isinstance(measurer, ReplayMeasurer)
     log_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = space.fingerprint()
     from tqdm import tqdm
 
     runs: list[Run] = []
@@ -246,7 +249,7 @@ def compare(
                 with open(log, "a", encoding="utf-8") as f:
                     for config, result in zip(configs, results):
                         f.write(Record(task.key, target_key, config, result.costs, result.error.value,
-                                       space.fingerprint(), name, result.build_s, result.run_s,
+                                       fingerprint, name, result.build_s, result.run_s,
                                        result.message).to_line() + "\n")
                 bar.update(len(configs))
                 return results
@@ -256,7 +259,13 @@ def compare(
             bar.update(trials - len(run.costs))  # a run that exhausted the space early
             runs.append(run)
     bar.close()
+    return summarize_runs(task, space, runs, trials, measurer, log_dir)
 
+
+def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measurer: Measurer,
+                   log_dir: Path) -> Comparison:
+    """Statistics, summary files and plot for finished runs."""
+    replay = isinstance(measurer, ReplayMeasurer)
     if replay:
         perfs = [task.flops / c / 1e9 if c is not None else 0.0 for c, _, _ in measurer.table.values()]
         reference = task.flops / measurer.optimum / 1e9
@@ -269,6 +278,23 @@ def compare(
     comparison.summarize()
     comparison.save(log_dir)
     return comparison
+
+
+def runs_from_replay_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
+    """Runs read back from a replay comparison's logs (replayed seconds are the logged run_s)."""
+    runs = []
+    for name in tuners:
+        for seed in range(repeats):
+            run = Run(name, seed)
+            spent = 0.0
+            with open(log_dir / f"{name}_seed{seed}.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    record = Record.from_line(line)
+                    spent += record.build_s + record.run_s
+                    run.costs.append(record.cost)
+                    run.seconds.append(spent)
+            runs.append(run)
+    return runs
 
 
 def _summary_json(c: Comparison) -> dict:

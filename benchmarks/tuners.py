@@ -20,7 +20,7 @@ import shutil
 
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.compare import compare, runs_from_replay_logs, summarize_runs
+from tvmopt.compare import compare, runs_from_logs, summarize_runs
 from tvmopt.measure import LocalMeasurer, ReplayMeasurer
 from tvmopt.target import parse_target
 from tvmopt.tasks import get_task
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--no-metaschedule", action="store_true")
     parser.add_argument("--from-logs", action="store_true",
-                        help="replay: summarize the logs of the last run again instead of running")
+                        help="summarize the logs of the last run again (and its MetaSchedule row) instead of running")
     args = parser.parse_args()
     repeats = args.repeats or (25 if args.mode == "replay" else 5)
     info = machine()
@@ -90,13 +90,18 @@ def main() -> None:
         task, space, target_key = get_task(args.workload), None, target.key
         measurer = LocalMeasurer(target, run_timeout=10)
         how = f"live on {info['cpu']} ({target.key})"
-    if args.from_logs and args.mode == "replay":
-        runs = runs_from_replay_logs(out, TUNERS, repeats)
-        result = summarize_runs(task, space, runs, args.trials, measurer, out)
+    if args.from_logs:
+        previous = json.loads((out / "summary.json").read_text()).get("references", [])
+        result = summarize_runs(task, space or task.space, runs_from_logs(out, TUNERS, repeats), args.trials,
+                                measurer, out)
+        for ref in previous:
+            result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
+        result.save(out)
+        measurer.close()
     else:
         with measurer:
             result = compare(task, measurer, target_key, TUNERS, args.trials, repeats, out, space=space)
-    if args.mode == "live" and not args.no_metaschedule:
+    if args.mode == "live" and not args.no_metaschedule and not args.from_logs:
         from tvmopt.metaschedule import run_metaschedule
 
         ms = run_metaschedule(task, target, args.trials, work_dir=str(out / "metaschedule"))
@@ -113,8 +118,8 @@ def main() -> None:
         f"`python benchmarks/tuners.py {args.mode} --repeats {repeats} --trials {args.trials}`: {how}; "
         f"{info['date']}, commit {info['commit']}. Seeds 0..{repeats - 1} for every tuner, same budget, space "
         f"and measurer. Score: methodology score of Willemsen et al. (0 = random search's expected curve, "
-        f"1 = the optimum from the first trial), in GFLOPS, averaged over the budget"
-        f"{'' if args.mode == 'replay' else ' (live: random expected curve estimated by random runs median)'}. "
+        f"1 = the optimum from the first trial), in GFLOPS, averaged over the budget; it needs the exact curve "
+        f"of random search, so only replay has it. Measuring time = build + run seconds of the candidates. "
         f"Logs: `logs/compare/bench-{args.mode}/`.",
         "",
         result.markdown(),

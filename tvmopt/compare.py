@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +89,7 @@ class TunerSummary:
     tuner: str
     best_gflops: tuple[float, float, float]  # q25, median, q75
     trials_to: dict[float, float | None]  # threshold -> median trials (None: most runs never got there)
-    seconds_to: dict[float, float | None]
+    seconds_to: dict[float, float | None]  # measurement seconds (build + run) spent until then
     explored: float | None  # fraction of the space measured to reach 95% (median trials / size)
     score: float
 
@@ -145,7 +144,7 @@ class Comparison:
             f"{len(self.runs) // max(1, len(summaries))} repeats, space of {self.space.size():,} configs; "
             f"reference = {ref_name} = {self.reference:.1f} GFLOPS.",
             "",
-            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | time to 95% "
+            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | measuring time to 95% "
             "| space explored to 95% | score |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -155,8 +154,8 @@ class Comparison:
             secs = s.seconds_to[0.95]
             lines.append(f"| {s.tuner} | {med:.1f} [{q25:.1f}, {q75:.1f}] | " + " | ".join(cells) +
                          f" | {'-' if secs is None else f'{secs:.0f} s'} | "
-                         f"{'-' if s.explored is None else f'{100 * s.explored:.2f}%'} | "
-                         f"{'n/a' if math.isnan(s.score) else f'{s.score:.3f}'} |")
+                         f"{'-' if s.explored is None else f'{100 * s.explored:.2g}%'} | "
+                         f"{'n/a (live)' if math.isnan(s.score) else f'{s.score:.3f}'} |")
         for ref in self.references:
             lines.append(f"| {ref['name']} (1 run, {ref['trials']} trials) | {ref['gflops']:.1f} | | | | "
                          f"total {ref['wall_s']:.0f} s | | |")
@@ -226,7 +225,6 @@ def compare(
     if trials < 1 or repeats < 1:
         raise UserError("--trials and --repeats must be positive")
     space = space or task.space
-    replay = isinstance(measurer, ReplayMeasurer)
     log_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = space.fingerprint()
     from tqdm import tqdm
@@ -237,14 +235,13 @@ def compare(
         for seed in range(repeats):
             run = Run(name, seed)
             log = log_dir / f"{name}_seed{seed}.jsonl"
-            start, base = time.perf_counter(), getattr(measurer, "simulated_s", 0.0)
             bar.set_description(f"{name} seed {seed}")
 
-            def measure(configs, run=run, log=log, start=start, base=base):
+            def measure(configs, run=run, log=log):
                 results = measurer.measure(task.key, configs)
-                for config, result in zip(configs, results):
+                for result in results:
+                    spent = (run.seconds[-1] if run.seconds else 0.0) + result.build_s + result.run_s
                     run.costs.append(result.cost)
-                    spent = measurer.simulated_s - base if replay else time.perf_counter() - start
                     run.seconds.append(spent)
                 with open(log, "a", encoding="utf-8") as f:
                     for config, result in zip(configs, results):
@@ -271,17 +268,18 @@ def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measu
         reference = task.flops / measurer.optimum / 1e9
         random_curve = expected_random_curve(perfs, trials)
     else:
+        # no table, so no exact expected curve of random search: the score is left out (an
+        # estimate from a few random runs makes the normaliser opt - R(t) collapse to noise)
         reference = max(float(r.best_so_far(task.flops)[-1]) for r in runs if r.costs)
-        random_runs = [_pad(r.best_so_far(task.flops), trials) for r in runs if r.tuner == "random"]
-        random_curve = np.median(random_runs, axis=0) if random_runs else None  # empirical
+        random_curve = None
     comparison = Comparison(task, space, runs, reference, random_curve, trials, "replay" if replay else "live")
     comparison.summarize()
     comparison.save(log_dir)
     return comparison
 
 
-def runs_from_replay_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
-    """Runs read back from a replay comparison's logs (replayed seconds are the logged run_s)."""
+def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
+    """Runs read back from a comparison's logs, to summarize them again."""
     runs = []
     for name in tuners:
         for seed in range(repeats):

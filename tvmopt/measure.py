@@ -100,15 +100,13 @@ class ReplayMeasurer(Measurer):
         if not ok:
             raise UserError(f"replay table '{path}' has no successful measurement")
         self.optimum = min(ok)
-        self.simulated_s = 0.0  # what the replayed measurements took when they were measured
 
     def measure(self, task_key: str, configs: Sequence[Config]) -> list[MeasureResult]:
         out = []
         for config in configs:
             if config not in self.table:
                 raise KeyError(f"config {config} is not in the replay table")
-            cost, error, seconds = self.table[config]
-            self.simulated_s += seconds
+            cost, error, seconds = self.table[config]  # seconds: what measuring it took
             if cost is None:
                 out.append(MeasureResult((), ErrorKind(error), 0.0, seconds, "failed when the table was measured"))
             else:

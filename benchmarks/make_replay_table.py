@@ -45,8 +45,8 @@ def main() -> None:
         for i in range(0, len(todo), BATCH):
             batch = todo[i:i + BATCH]
             results = measurer.measure(task.key, batch)
-            records = [Record(task.key, target.key, c, r.costs, r.error.value, space.fingerprint(), "exhaustive",
-                              r.build_s, r.run_s, r.message) for c, r in zip(batch, results)]
+            records = [Record.from_result(task.key, target.key, c, r, space.fingerprint(), "exhaustive")
+                       for c, r in zip(batch, results)]
             cache.append(records)
             done.update((r.config, r) for r in records)
             bar.update(len(batch))

@@ -20,7 +20,7 @@ import shutil
 
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.compare import compare, runs_from_logs, summarize_runs
+from tvmopt.compare import add_metaschedule_reference, compare, runs_from_logs, summarize_runs
 from tvmopt.measure import LocalMeasurer, ReplayMeasurer
 from tvmopt.target import parse_target
 from tvmopt.tasks import get_task
@@ -102,11 +102,7 @@ def main() -> None:
         with measurer:
             result = compare(task, measurer, target_key, TUNERS, args.trials, repeats, out, space=space)
     if args.mode == "live" and not args.no_metaschedule and not args.from_logs:
-        from tvmopt.metaschedule import run_metaschedule
-
-        ms = run_metaschedule(task, target, args.trials, work_dir=str(out / "metaschedule"))
-        result.add_reference("metaschedule", ms["gflops"], ms["wall_s"], args.trials)
-        result.save(out)
+        add_metaschedule_reference(result, target, out)
     summary = json.loads((out / "summary.json").read_text())
     write_json(f"tuners_{args.mode}", {"machine": info, "how": how, **summary})
     shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / f"tuners_{args.mode}.png")

@@ -63,6 +63,12 @@ class Record:
             return math.inf
         return statistics.median(self.costs)
 
+    @classmethod
+    def from_result(cls, workload: str, target: str, config: Config, result, space: str, tuner: str) -> "Record":
+        """The record of one measurement (a MeasureResult: costs, error kind, seconds, message)."""
+        return cls(workload, target, config, tuple(result.costs), result.error.value, space, tuner,
+                   result.build_s, result.run_s, result.message)
+
     def to_line(self) -> str:
         d = asdict(self)
         d["config"] = config_to_json(self.config)

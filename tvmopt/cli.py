@@ -122,7 +122,7 @@ def cmd_compare(args) -> int:
     import time
     from pathlib import Path
 
-    from .compare import compare
+    from .compare import add_metaschedule_reference, compare
     from .measure import LocalMeasurer, ReplayMeasurer
     from .target import parse_target
     from .tasks import get_task
@@ -150,11 +150,7 @@ def cmd_compare(args) -> int:
         result = compare(task, measurer, target_key, tuners, args.trials, args.repeats, out, space=space,
                          batch_size=args.batch_size, progress=not args.quiet)
     if args.metaschedule:
-        from .metaschedule import run_metaschedule
-
-        ms = run_metaschedule(task, target, args.trials, work_dir=str(out / "metaschedule"))
-        result.add_reference("metaschedule", ms["gflops"], ms["wall_s"], args.trials)
-        result.save(out)
+        add_metaschedule_reference(result, target, out)
     print(result.markdown())
     print(f"\nlogs, summary.md, summary.json and convergence.png in {out}")
     return 0

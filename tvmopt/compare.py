@@ -245,9 +245,8 @@ def compare(
                     run.seconds.append(spent)
                 with open(log, "a", encoding="utf-8") as f:
                     for config, result in zip(configs, results):
-                        f.write(Record(task.key, target_key, config, result.costs, result.error.value,
-                                       fingerprint, name, result.build_s, result.run_s,
-                                       result.message).to_line() + "\n")
+                        f.write(Record.from_result(task.key, target_key, config, result, fingerprint,
+                                                   name).to_line() + "\n")
                 bar.update(len(configs))
                 return results
 
@@ -276,6 +275,15 @@ def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measu
     comparison.summarize()
     comparison.save(log_dir)
     return comparison
+
+
+def add_metaschedule_reference(comparison: Comparison, target, log_dir: Path) -> None:
+    """Run MetaSchedule once with the comparison's budget and add it as a reference row."""
+    from .metaschedule import run_metaschedule
+
+    ms = run_metaschedule(comparison.task, target, comparison.budget, work_dir=str(log_dir / "metaschedule"))
+    comparison.add_reference("metaschedule", ms["gflops"], ms["wall_s"], comparison.budget)
+    comparison.save(log_dir)
 
 
 def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:

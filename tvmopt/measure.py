@@ -219,11 +219,9 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
     func(*args, out)
     dev.sync()
     first_s = time.perf_counter() - start
-    got = out.numpy()
-    rtol, atol = task.tolerance()
-    if not np.allclose(got, expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))):
-        err = float(np.nanmax(np.abs(got - expected)))
-        return "wrong", f"max abs error {err:.3g} against the numpy reference"
+    wrong = task.mismatch(out.numpy(), expected)
+    if wrong:
+        return "wrong", wrong
     if first_s > slow_s:
         return "ok", (first_s,)
     timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)

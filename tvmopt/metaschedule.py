@@ -54,8 +54,7 @@ def run_metaschedule(task: Task, target: TargetSpec, trials: int, work_dir: str 
     args = [tvm.runtime.tensor(x) for x in inputs]
     out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype))
     exe.mod["main"](*args, out)
-    rtol, atol = task.tolerance()
-    correct = bool(np.allclose(out.numpy(), expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))))
+    correct = task.mismatch(out.numpy(), expected) is None
     timer = exe.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=3, min_repeat_ms=40)
     seconds = statistics.median(timer(*args, out).results)
     return {"trials": trials, "wall_s": wall_s, "seconds": seconds, "gflops": task.flops / seconds / 1e9,

@@ -43,6 +43,17 @@ class Task(ABC):
         """(rtol, atol) for comparing against the reference."""
         return 1e-4, 1e-4
 
+    def mismatch(self, got: np.ndarray, expected: np.ndarray) -> str | None:
+        """Why ``got`` is not the reference output, or None when it matches within tolerance.
+
+        atol is scaled by the largest reference magnitude, so sums of many terms are judged
+        relative to their size.
+        """
+        rtol, atol = self.tolerance()
+        if np.allclose(got, expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))):
+            return None
+        return f"max abs error {float(np.nanmax(np.abs(got - expected))):.3g} against the numpy reference"
+
 
 def register(prefix: str):
     """Decorator: ``factory(key, dims) -> Task`` handles keys ``prefix:AxBx...``."""

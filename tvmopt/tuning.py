@@ -86,10 +86,8 @@ def tune_task(
     def on_results(configs, results):
         nonlocal failed
         failed += sum(1 for r in results if r.cost == math.inf)
-        cache.append(
-            Record(task.key, target.key, c, r.costs, r.error.value, fingerprint, tuner, r.build_s, r.run_s, r.message)
-            for c, r in zip(configs, results)
-        )
+        cache.append(Record.from_result(task.key, target.key, c, r, fingerprint, tuner)
+                     for c, r in zip(configs, results))
 
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(target)

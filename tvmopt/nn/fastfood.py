@@ -1,0 +1,198 @@
+"""Structured transforms: the fast Walsh-Hadamard transform, adaptive Fastfood (Deep Fried
+Convnets) and a fixed Hadamard classifier head.
+
+H below is the *unnormalized* Sylvester-Hadamard matrix, ``H[i, j] = (-1)^popcount(i & j)``,
+applied by :func:`fwht` in log2(n) butterfly stages (O(n log n), no dense matrix). A Fastfood
+block computes ``S * H(G * Pi(H(B * x)))`` with learnable diagonals B, G, S and a fixed random
+permutation Pi; the input is zero-padded to n = 2^k and ``ceil(out / n)`` independent blocks
+are stacked when the output is wider than n, then cut to ``out_features``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import CompressedLayer, tensor_np
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Unnormalized Walsh-Hadamard transform along the last axis (length a power of two)."""
+    n = x.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"fwht needs a power-of-two length, got {n}")
+    lead = x.shape[:-1]
+    h = 1
+    while h < n:
+        y = x.reshape(*lead, n // (2 * h), 2, h)
+        a, b = y[..., 0, :], y[..., 1, :]
+        x = torch.stack((a + b, a - b), dim=-2).reshape(*lead, n)
+        h *= 2
+    return x
+
+
+def fwht_np(x: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`fwht`."""
+    x = np.asarray(x)
+    n = x.shape[-1]
+    lead = x.shape[:-1]
+    h = 1
+    while h < n:
+        y = x.reshape(*lead, n // (2 * h), 2, h)
+        x = np.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), axis=-2).reshape(*lead, n)
+        h *= 2
+    return x
+
+
+def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    if x.shape[-1] == n:
+        return x
+    return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+
+
+class Fastfood(CompressedLayer):
+    """Drop-in for ``nn.Linear``: ``y = V x + bias`` with V the stacked Fastfood blocks.
+
+    Parameters per block: three diagonals of length n and a permutation, so O(n) in all instead
+    of in * out. ``seed`` fixes the permutation and the initial B (random ±1) and G (Gaussian).
+    """
+
+    kind = "fastfood"
+    op_base = "Fastfood"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, seed: int = 0):
+        super().__init__()
+        self._init_geometry(in_features, out_features, bias)
+        self.n = next_pow2(in_features)
+        self.blocks = -(-out_features // self.n)
+        g = torch.Generator().manual_seed(seed)
+        b = torch.randint(0, 2, (self.blocks, self.n), generator=g).float() * 2 - 1
+        gauss = torch.randn(self.blocks, self.n, generator=g)
+        perm = torch.stack([torch.randperm(self.n, generator=g) for _ in range(self.blocks)])
+        self.diag_b = nn.Parameter(b)
+        self.diag_g = nn.Parameter(gauss)
+        # rows of H G Pi H B have norm ~ n; scale them to ~ 1/sqrt(3 n) like nn.Linear's init
+        self.diag_s = nn.Parameter(torch.full((self.blocks, self.n), 1.0 / (self.n * math.sqrt(3.0))))
+        self.register_buffer("perm", perm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        h = _pad(x, self.n).unsqueeze(-2) * self.diag_b                 # [..., blocks, n]
+        h = fwht(h)
+        idx = self.perm.expand(*lead, self.blocks, self.n)
+        h = torch.gather(h, -1, idx) * self.diag_g
+        h = fwht(h) * self.diag_s
+        y = h.reshape(*lead, self.blocks * self.n)[..., : self.out_features]
+        return y if self.bias is None else y + self.bias
+
+    def effective_weight(self) -> torch.Tensor:
+        eye = torch.eye(self.in_features, dtype=self.diag_s.dtype)
+        bias, self.bias = self.bias, None
+        try:
+            return self.forward(eye).T.contiguous()
+        finally:
+            self.bias = bias
+
+    def to_plain(self) -> nn.Module:
+        return PlainFastfood(self)
+
+    def compact(self):
+        return ({"diag_b": tensor_np(self.diag_b), "diag_g": tensor_np(self.diag_g),
+                 "diag_s": tensor_np(self.diag_s), "perm": tensor_np(self.perm).astype(np.int32),
+                 "bias": tensor_np(self.bias)}, self.geometry_attrs())
+
+    @property
+    def onnx_op(self) -> str:
+        return "Fastfood"
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, n={self.n}, blocks={self.blocks}"
+
+
+class PlainFastfood(nn.Module):
+    """A frozen Fastfood layer in standard ops: the FWHT as its butterfly stages (Reshape,
+    Slice, Add, Sub, Concat), the permutation as a Gather, the diagonals as Mul."""
+
+    def __init__(self, layer: Fastfood):
+        super().__init__()
+        self.n, self.blocks, self.out_features = layer.n, layer.blocks, layer.out_features
+        for name in ("diag_b", "diag_g", "diag_s"):
+            self.register_buffer(name, getattr(layer, name).detach().clone())
+        self.register_buffer("perm_flat", (layer.perm + torch.arange(layer.blocks)[:, None] * layer.n).reshape(-1))
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        h = fwht(_pad(x, self.n).unsqueeze(-2) * self.diag_b)
+        h = torch.index_select(h.reshape(*lead, self.blocks * self.n), -1, self.perm_flat)
+        h = fwht(h.reshape(*lead, self.blocks, self.n) * self.diag_g) * self.diag_s
+        y = h.reshape(*lead, self.blocks * self.n)[..., : self.out_features]
+        return y if self.bias is None else y + self.bias
+
+
+class HadamardClassifier(CompressedLayer):
+    """A fixed Hadamard classifier head ("Fix your classifier"): ``y = scale * (H x)[rows] + bias``.
+
+    H is n x n with n = next power of two >= max(in_features, out_features + 1); the rows used are
+    ``1 .. out_features`` (row 0, all ones, would only sum the input). Only ``scale`` (one
+    scalar) and the optional bias are learned.
+    """
+
+    kind = "hadamard"
+    op_base = "Hadamard"
+    first_row = 1
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, scale: float | None = None):
+        super().__init__()
+        self._init_geometry(in_features, out_features, bias)
+        self.n = next_pow2(max(in_features, out_features + self.first_row))
+        init = scale if scale is not None else 1.0 / math.sqrt(in_features)
+        self.scale = nn.Parameter(torch.tensor([float(init)]))
+
+    def forward(self, x):
+        y = fwht(_pad(x, self.n))[..., self.first_row: self.first_row + self.out_features] * self.scale
+        return y if self.bias is None else y + self.bias
+
+    def effective_weight(self) -> torch.Tensor:
+        eye = torch.eye(self.in_features, dtype=self.scale.dtype)
+        rows = fwht(_pad(eye, self.n))[:, self.first_row: self.first_row + self.out_features]
+        return (rows * self.scale).T.contiguous()
+
+    def to_plain(self) -> nn.Module:
+        return PlainHadamard(self)
+
+    def compact(self):
+        return ({"scale": tensor_np(self.scale), "bias": tensor_np(self.bias)},
+                {**self.geometry_attrs(), "first_row": self.first_row})
+
+    @property
+    def onnx_op(self) -> str:
+        return "HadamardGemm"
+
+    @classmethod
+    def from_dense(cls, layer: nn.Linear, **kwargs):
+        """A fixed head with the dense layer's geometry and bias (the weights are not kept)."""
+        new = cls(**cls.geometry_of(layer), **kwargs)
+        new._copy_bias(layer)
+        return new
+
+
+class PlainHadamard(nn.Module):
+    """Frozen Hadamard head in standard ops (FWHT butterflies, Slice, Mul, Add)."""
+
+    def __init__(self, layer: HadamardClassifier):
+        super().__init__()
+        self.n, self.lo, self.hi = layer.n, layer.first_row, layer.first_row + layer.out_features
+        self.register_buffer("scale", layer.scale.detach().clone())
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+
+    def forward(self, x):
+        y = fwht(_pad(x, self.n))[..., self.lo: self.hi] * self.scale
+        return y if self.bias is None else y + self.bias

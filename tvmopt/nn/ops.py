@@ -1,0 +1,305 @@
+"""The ``ai.tvmopt`` operator set: one spec per op, its reference semantics, and its three
+registrations (ONNX schema, ``torch.library`` custom op, onnxscript translation for the exporter).
+
+The spec table is the single source of truth; docs/onnx-ops.md explains the same ops in prose.
+``reference(op, x, inputs, attrs)`` is the executable definition of each op: it decodes the
+compact initializers with :mod:`tvmopt.nn.formats` and computes in float32.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import formats
+from .fastfood import fwht_np, next_pow2
+
+DOMAIN = "ai.tvmopt"
+VERSION = 1
+
+_LINEAR = (("in_features", "int"), ("out_features", "int"))
+_CONV = (("in_channels", "int"), ("out_channels", "int"), ("kernel_shape", "ints"), ("strides", "ints"),
+         ("pads", "ints"), ("dilations", "ints"))
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str                                   # ONNX op type
+    inputs: tuple[tuple[str, str, bool], ...]   # after X: (name, element type, optional)
+    attrs: tuple[tuple[str, str], ...]          # (name, "int" | "ints")
+    doc: str
+
+    @property
+    def conv(self) -> bool:
+        return self.name.endswith("Conv")
+
+    @property
+    def torch_name(self) -> str:
+        out = "".join("_" + c.lower() if c.isupper() else c for c in self.name).lstrip("_")
+        return out.replace("n_m_sparse", "nm_sparse")
+
+
+def _spec(name, inputs, attrs, doc, geometry=_LINEAR):
+    return OpSpec(name, tuple(inputs), tuple(geometry) + tuple(attrs), doc)
+
+
+def _both(base, inputs, attrs, doc):
+    return [_spec(base + "Gemm", inputs, attrs, doc), _spec(base + "Conv", inputs, attrs, doc, _CONV)]
+
+
+_BIAS = ("bias", "float", True)
+SPECS: dict[str, OpSpec] = {s.name: s for s in [
+    *_both("Shift", [("codes", "uint8", False), _BIAS],
+           [("bits", "int"), ("shift_min", "int"), ("act_int_bits", "int"), ("act_frac_bits", "int")],
+           "weights sign * 2^shift as packed sign+shift codes"),
+    *_both("Binary", [("signs", "uint8", False), ("alpha", "float", True), _BIAS], [("binarize_input", "int")],
+           "±1 weights, one bit each, optional per-output scale and binarized input"),
+    *_both("Ternary", [("codes", "uint8", False), ("alpha", "float", False), _BIAS], [],
+           "weights in {-alpha, 0, +alpha} as 2-bit codes"),
+    *_both("NMSparse", [("values", "float", False), ("indices", "uint8", False), _BIAS],
+           [("n", "int"), ("m", "int"), ("transposable", "int")],
+           "N:M sparse weights: kept values and their packed positions in each group"),
+    _spec("HashedGemm", [("values", "float", False), ("mix", "float", True), _BIAS],
+          [("seed", "int"), ("num_hashes", "int")], "virtual weights hashed into a K-vector"),
+    _spec("Fastfood", [("diag_b", "float", False), ("diag_g", "float", False), ("diag_s", "float", False),
+                       ("perm", "int32", False), _BIAS], [], "stacked S H G Pi H B blocks"),
+    _spec("HadamardGemm", [("scale", "float", False), _BIAS], [("first_row", "int")],
+          "fixed Hadamard rows times a learned scale"),
+]}
+
+
+# ---------------------------------------------------------------------------------------------
+# reference semantics (numpy decode, float32 compute)
+
+def _rows(attrs) -> tuple[int, int, tuple[int, ...]]:
+    """(out, reduction length, dense weight shape)."""
+    if "kernel_shape" in attrs:
+        kh, kw = attrs["kernel_shape"]
+        shape = (attrs["out_channels"], attrs["in_channels"], kh, kw)
+    else:
+        shape = (attrs["out_features"], attrs["in_features"])
+    return shape[0], int(np.prod(shape[1:])), shape
+
+
+def decode_weight(op: str, inputs: dict[str, np.ndarray | None], attrs: dict) -> np.ndarray:
+    """The dense float32 weight (Gemm: [out, in]; Conv: [out, in, kh, kw]) an op multiplies by."""
+    out, red, shape = _rows(attrs)
+    kind = op.replace("Gemm", "").replace("Conv", "")
+    if kind == "Shift":
+        codes = formats.unpack_rows(inputs["codes"], attrs["bits"], red)
+        w = formats.decode_shift(codes, attrs["bits"], attrs["shift_min"])
+    elif kind == "Binary":
+        bits = np.unpackbits(inputs["signs"], axis=1, bitorder="little")[:, :red]
+        w = bits.astype(np.float32) * 2 - 1
+        if inputs.get("alpha") is not None:
+            w = w * np.broadcast_to(inputs["alpha"].reshape(-1), (out,)).reshape(-1, 1)
+    elif kind == "Ternary":
+        w = formats.decode_ternary(formats.unpack_rows(inputs["codes"], 2, red))
+        w = w * np.broadcast_to(inputs["alpha"].reshape(-1), (out,)).reshape(-1, 1)
+    elif kind == "NMSparse":
+        n, m = attrs["n"], attrs["m"]
+        pos = formats.unpack_rows(inputs["indices"], formats.index_bits(m), red // m * n)
+        w = formats.expand_nm(inputs["values"], pos, n, m, red)
+    elif kind == "Hashed":
+        w = np.zeros((out, red), np.float32)
+        mix = inputs.get("mix")
+        for k in range(attrs["num_hashes"]):
+            bucket, sign = formats.hash_indices(out, red, len(inputs["values"]), attrs["seed"], k)
+            w += (1.0 if mix is None else mix[k]) * sign * inputs["values"][bucket]
+    elif kind in ("Fastfood", "Hadamard"):
+        eye = np.eye(attrs["in_features"], dtype=np.float32)
+        w = reference(op, eye, {**inputs, "bias": None}, attrs).T
+    else:
+        raise KeyError(f"unknown ai.tvmopt op {op!r}")
+    return np.ascontiguousarray(w, dtype=np.float32).reshape(shape)
+
+
+def reference(op: str, x: np.ndarray, inputs: dict[str, np.ndarray | None], attrs: dict) -> np.ndarray:
+    """Run one ``ai.tvmopt`` op on numpy input ``x``."""
+    x = np.asarray(x, dtype=np.float32)
+    bias = inputs.get("bias")
+    if op == "Fastfood":
+        b, g, s, perm = inputs["diag_b"], inputs["diag_g"], inputs["diag_s"], inputs["perm"]
+        blocks, n = b.shape
+        xp = np.zeros(x.shape[:-1] + (n,), np.float32)
+        xp[..., : x.shape[-1]] = x
+        h = fwht_np(xp[..., None, :] * b)
+        h = np.take_along_axis(h, np.broadcast_to(perm.astype(np.int64), h.shape), axis=-1) * g
+        y = (fwht_np(h) * s).reshape(x.shape[:-1] + (blocks * n,))[..., : attrs["out_features"]]
+    elif op == "HadamardGemm":
+        n = next_pow2(max(attrs["in_features"], attrs["out_features"] + attrs["first_row"]))
+        xp = np.zeros(x.shape[:-1] + (n,), np.float32)
+        xp[..., : x.shape[-1]] = x
+        lo = attrs["first_row"]
+        y = fwht_np(xp)[..., lo: lo + attrs["out_features"]] * inputs["scale"].reshape(())
+    else:
+        x = _transform_input(op, x, attrs)
+        w = torch.from_numpy(decode_weight(op, inputs, attrs))
+        if op.endswith("Conv"):
+            ph, pw = attrs["pads"][0], attrs["pads"][1]
+            if list(attrs["pads"][2:]) != [ph, pw]:
+                raise ValueError("asymmetric pads are not supported")
+            y = F.conv2d(torch.from_numpy(x), w, None, tuple(attrs["strides"]), (ph, pw),
+                         tuple(attrs["dilations"])).numpy()
+            if bias is not None:
+                return (y + bias.reshape(1, -1, 1, 1)).astype(np.float32)
+            return y
+        y = (torch.from_numpy(x) @ w.T).numpy()
+    if bias is not None:
+        y = y + bias
+    return y.astype(np.float32)
+
+
+def _transform_input(op: str, x: np.ndarray, attrs: dict) -> np.ndarray:
+    if attrs.get("binarize_input"):
+        return np.where(x >= 0, 1.0, -1.0).astype(np.float32)
+    if attrs.get("act_frac_bits") or attrs.get("act_int_bits"):
+        step = 2.0 ** -attrs["act_frac_bits"]
+        bound = 2.0 ** attrs["act_int_bits"] - step
+        return np.clip(np.round(x / step) * step, -bound, bound).astype(np.float32)
+    return x
+
+
+def output_shape(spec: OpSpec, x_shape, attrs) -> tuple[int, ...]:
+    if spec.conv:
+        n, _, h, w = x_shape
+        kh, kw = attrs["kernel_shape"]
+        (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+        ph, pw = attrs["pads"][0], attrs["pads"][1]
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        return (n, attrs["out_channels"], oh, ow)
+    return tuple(x_shape[:-1]) + (attrs["out_features"],)
+
+
+# ---------------------------------------------------------------------------------------------
+# registrations
+
+_TORCH_TYPES = {"int": "int", "ints": "int[]"}
+_LIB = None
+
+
+def register_torch_ops() -> None:
+    """Define ``torch.ops.tvmopt.<op>`` for every spec (idempotent). Their CPU kernels are
+    :func:`reference`; ``torch.export`` keeps them as single nodes."""
+    global _LIB
+    if _LIB is not None:
+        return
+    lib = torch.library.Library("tvmopt", "DEF")
+    for spec in SPECS.values():
+        args = ["Tensor x"] + [f"Tensor{'?' if opt else ''} {name}" for name, _, opt in spec.inputs]
+        args += [f"{_TORCH_TYPES[kind]} {name}" for name, kind in spec.attrs]
+        lib.define(f"{spec.torch_name}({', '.join(args)}) -> Tensor")
+        lib.impl(spec.torch_name, _make_kernel(spec), "CPU")
+        torch.library.register_fake(f"tvmopt::{spec.torch_name}", _make_fake(spec), lib=lib)
+    _LIB = lib
+
+
+def _split_args(spec: OpSpec, args):
+    n_in = len(spec.inputs)
+    tensors = dict(zip((name for name, _, _ in spec.inputs), args[:n_in]))
+    attrs = {name: (list(v) if kind == "ints" else int(v))
+             for (name, kind), v in zip(spec.attrs, args[n_in:])}
+    return tensors, attrs
+
+
+def _make_kernel(spec: OpSpec):
+    def kernel(x, *args):
+        tensors, attrs = _split_args(spec, args)
+        arrays = {k: None if v is None else v.detach().cpu().numpy() for k, v in tensors.items()}
+        return torch.from_numpy(reference(spec.name, x.detach().cpu().numpy(), arrays, attrs))
+    return kernel
+
+
+def _make_fake(spec: OpSpec):
+    def fake(x, *args):
+        _, attrs = _split_args(spec, args)
+        return x.new_empty(output_shape(spec, x.shape, attrs))
+    return fake
+
+
+_ONNX_TYPES = {"float": "tensor(float)", "uint8": "tensor(uint8)", "int32": "tensor(int32)"}
+_SCHEMAS_DONE = False
+
+
+def register_onnx_schemas() -> None:
+    """Register every op's schema with onnx, so onnx.checker validates ``ai.tvmopt`` nodes and
+    onnxscript can emit them (idempotent)."""
+    global _SCHEMAS_DONE
+    if _SCHEMAS_DONE:
+        return
+    import onnx
+    from onnx.defs import OpSchema
+
+    for spec in SPECS.values():
+        if onnx.defs.has(spec.name, DOMAIN):
+            continue
+        params = [OpSchema.FormalParameter("X", "tensor(float)")]
+        for name, etype, optional in spec.inputs:
+            opt = OpSchema.FormalParameterOption.Optional if optional else OpSchema.FormalParameterOption.Single
+            params.append(OpSchema.FormalParameter(name, _ONNX_TYPES[etype], param_option=opt))
+        attrs = [OpSchema.Attribute(name, OpSchema.AttrType.INTS if kind == "ints" else OpSchema.AttrType.INT,
+                                    description=name, required=True) for name, kind in spec.attrs]
+        onnx.defs.register_schema(OpSchema(spec.name, DOMAIN, VERSION, doc=spec.doc, inputs=params,
+                                           outputs=[OpSchema.FormalParameter("Y", "tensor(float)")],
+                                           attributes=attrs))
+    _SCHEMAS_DONE = True
+
+
+def onnx_translation_table() -> dict:
+    """``custom_translation_table`` for ``torch.onnx.export``: each torch op -> one ai.tvmopt node."""
+    import onnxscript
+
+    register_torch_ops()
+    register_onnx_schemas()
+    opset = onnxscript.values.Opset(DOMAIN, VERSION)
+    return {getattr(torch.ops.tvmopt, spec.torch_name).default: _make_translation(spec, opset)
+            for spec in SPECS.values()}
+
+
+def _make_translation(spec: OpSpec, opset):
+    onnx_op = getattr(opset, spec.name)
+
+    def translate(x, *args):
+        n_in = len(spec.inputs)
+        attrs = {name: (list(v) if kind == "ints" else int(v)) for (name, kind), v in zip(spec.attrs, args[n_in:])}
+        return onnx_op(x, *args[:n_in], **attrs)
+
+    params = [inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name, _, _ in spec.inputs]
+    params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 annotation=list[int] if kind == "ints" else int) for name, kind in spec.attrs]
+    translate.__signature__ = inspect.Signature(params)
+    translate.__name__ = f"tvmopt_{spec.torch_name}"
+    return translate
+
+
+# ---------------------------------------------------------------------------------------------
+# running a whole ai.tvmopt model without TVM (onnx's reference evaluator + these kernels)
+
+def _evaluator_ops():
+    from onnx.reference.op_run import OpRun
+
+    ops = []
+    for spec in SPECS.values():
+        def _run(self, x, *tensors, _spec=spec, **attrs):
+            names = [name for name, _, _ in _spec.inputs]
+            inputs = dict(zip(names, list(tensors) + [None] * (len(names) - len(tensors))))
+            attrs = {k: ([int(i) for i in v] if isinstance(v, (list, tuple, np.ndarray)) else int(v))
+                     for k, v in attrs.items()}
+            return (reference(_spec.name, x, inputs, attrs),)
+        ops.append(type(spec.name, (OpRun,), {"op_domain": DOMAIN, "_run": _run}))
+    return ops
+
+
+def run_onnx(model, x: np.ndarray) -> np.ndarray:
+    """Run an ONNX model (path or ModelProto) that may hold ``ai.tvmopt`` nodes, in pure Python
+    with :func:`reference` as their kernels. Slow; meant for checking exports."""
+    from onnx.reference import ReferenceEvaluator
+
+    sess = ReferenceEvaluator(str(model) if not hasattr(model, "graph") else model, new_ops=_evaluator_ops())
+    return sess.run(None, {sess.input_names[0]: np.asarray(x, dtype=np.float32)})[0]

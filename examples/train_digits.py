@@ -124,6 +124,13 @@ def table(summary: dict) -> str:
         delta = "" if r["variant"] == "fp32" else f"{-r['drop_points']:+.1f}{acc_mark}"
         lines.append(f"| {r['arch']} | {r['variant']} | {r['accuracy'] * 100:.1f}% | {delta} | {comp} | {ratio} | "
                      f"{goal} | {_kb(wb['total'])} | {r['ort_accuracy'] * 100:.1f}% | {r['note']} |")
+    lines += [
+        "",
+        "Binary and ternary miss their 32x and 16x goals by a hair, and this is by design. Their weights"
+        " take exactly 1 and 2 bits, but each layer also keeps one fp32 scale (alpha). With `scale=None`,"
+        " binary storage is exactly 32x smaller; a test asserts this. Fastfood's goal is O(n)"
+        " parameters: per block, three length-n diagonals and a length-n permutation.",
+    ]
     return "\n".join(lines)
 
 

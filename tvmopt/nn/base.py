@@ -110,6 +110,20 @@ class CompressedLayer(nn.Module):
                     "bias": layer.bias is not None}
         raise TypeError(f"expected nn.Linear or nn.Conv2d, got {type(layer).__name__}")
 
+    @classmethod
+    def from_dense(cls, layer: nn.Module, **kwargs):
+        """A layer of this kind with ``layer``'s geometry and bias, its weights initialized from
+        ``layer.weight`` by :meth:`load_dense_`; ``kwargs`` go to the constructor."""
+        new = cls(**cls.geometry_of(layer), **kwargs)
+        with torch.no_grad():
+            new.load_dense_(layer.weight.detach())
+        new._copy_bias(layer)
+        return new
+
+    def load_dense_(self, weight: torch.Tensor) -> None:
+        """Initialize from a dense weight (default: it becomes the latent weight)."""
+        self.weight.copy_(weight)
+
     def _copy_bias(self, layer: nn.Module) -> None:
         if layer.bias is not None:
             with torch.no_grad():

@@ -65,14 +65,6 @@ class _Binary(CompressedLayer):
     def clip_(self) -> None:
         self.weight.clamp_(-1.0, 1.0)
 
-    @classmethod
-    def from_dense(cls, layer: nn.Module, **kwargs):
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-        new._copy_bias(layer)
-        return new
-
     def extra_repr(self):
         return f"{super().extra_repr()}, scale={self.scale}, binarize_input={self.binarize_input}"
 

@@ -35,11 +35,7 @@ def _convert(layer: nn.Module, method: str, kwargs: dict) -> nn.Module:
         cls = conv_cls
     else:
         return layer
-    if hasattr(cls, "from_dense"):
-        return cls.from_dense(layer, **kwargs)
-    new = cls(**CompressedLayer.geometry_of(layer), **kwargs)
-    new._copy_bias(layer)
-    return new
+    return cls.from_dense(layer, **kwargs)
 
 
 def compress(model: nn.Module, method: str, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None,

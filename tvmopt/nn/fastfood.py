@@ -103,6 +103,10 @@ class Fastfood(CompressedLayer):
     def to_plain(self) -> nn.Module:
         return PlainFastfood(self)
 
+    def load_dense_(self, weight: torch.Tensor) -> None:
+        """Fastfood cannot hold an arbitrary dense matrix: ``from_dense`` keeps the geometry and
+        bias, and the diagonals keep their random initialization (train them)."""
+
     def compact(self):
         return ({"diag_b": tensor_np(self.diag_b), "diag_g": tensor_np(self.diag_g),
                  "diag_s": tensor_np(self.diag_s), "perm": tensor_np(self.perm).astype(np.int32),
@@ -176,12 +180,8 @@ class HadamardClassifier(CompressedLayer):
     def onnx_op(self) -> str:
         return "HadamardGemm"
 
-    @classmethod
-    def from_dense(cls, layer: nn.Linear, **kwargs):
-        """A fixed head with the dense layer's geometry and bias (the weights are not kept)."""
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        new._copy_bias(layer)
-        return new
+    def load_dense_(self, weight: torch.Tensor) -> None:
+        """The head is fixed: ``from_dense`` keeps the dense layer's geometry and bias only."""
 
 
 class PlainHadamard(nn.Module):

@@ -57,21 +57,16 @@ class HashedLinear(CompressedLayer):
         return ({"values": tensor_np(self.values), "mix": mix, "bias": tensor_np(self.bias)},
                 {**self.geometry_attrs(), "seed": self.seed, "num_hashes": self.num_hashes})
 
-    @classmethod
-    def from_dense(cls, layer: nn.Linear, **kwargs):
+    def load_dense_(self, weight: torch.Tensor) -> None:
         """Each bucket starts at the mean of the sign-corrected dense weights hashed into it."""
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        with torch.no_grad():
-            w = layer.weight.reshape(-1) * new.hash_sign[0].reshape(-1)
-            idx = new.bucket[0].reshape(-1)
-            total = torch.zeros(new.buckets).index_add_(0, idx, w)
-            count = torch.zeros(new.buckets).index_add_(0, idx, torch.ones_like(w))
-            values = total / count.clamp_min(1)
-            if new.mix is not None:
-                values = values / new.mix[0]
-            new.values.copy_(values)
-        new._copy_bias(layer)
-        return new
+        w = weight.reshape(-1) * self.hash_sign[0].reshape(-1)
+        idx = self.bucket[0].reshape(-1)
+        total = torch.zeros(self.buckets).index_add_(0, idx, w)
+        count = torch.zeros(self.buckets).index_add_(0, idx, torch.ones_like(w))
+        values = total / count.clamp_min(1)
+        if self.mix is not None:
+            values = values / self.mix[0]
+        self.values.copy_(values)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, buckets={self.buckets}, seed={self.seed}, num_hashes={self.num_hashes}"

@@ -176,15 +176,10 @@ class _NMSparse(CompressedLayer):
         return ({"values": values, "indices": packed, "bias": tensor_np(self.bias)},
                 {**self.geometry_attrs(), "n": self.n, "m": self.m, "transposable": int(self.transposable)})
 
-    @classmethod
-    def from_dense(cls, layer: nn.Module, **kwargs):
-        """Magnitude-prune a dense layer (the mask is computed from its weights)."""
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-        new._copy_bias(layer)
-        new.prune_()
-        return new
+    def load_dense_(self, weight: torch.Tensor) -> None:
+        """Magnitude-prune a dense weight (the mask is computed from it)."""
+        self.weight.copy_(weight)
+        self.prune_()
 
     def extra_repr(self):
         return f"{super().extra_repr()}, {self.n}:{self.m}, transposable={self.transposable}"

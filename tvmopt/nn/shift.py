@@ -51,14 +51,13 @@ class _Shift(CompressedLayer):
         shift = torch.log2(w.abs().clamp_min(2.0 ** (self.shift_min - 1)))
         return torch.sign(w), shift.clamp(self.shift_min, self.shift_max)
 
-    def _load_dense(self, w: torch.Tensor) -> None:
-        with torch.no_grad():
-            if self.mode == "q":
-                self.weight.copy_(w)
-            else:
-                sign, shift = self._split(w)
-                self.sign.copy_(sign)
-                self.shift.copy_(shift)
+    def load_dense_(self, w: torch.Tensor) -> None:
+        if self.mode == "q":
+            self.weight.copy_(w)
+        else:
+            sign, shift = self._split(w)
+            self.sign.copy_(sign)
+            self.shift.copy_(shift)
 
     def _sign_and_shift(self):
         """Integer-valued (sign, shift) tensors, with straight-through gradients."""
@@ -101,13 +100,6 @@ class _Shift(CompressedLayer):
         attrs = {**self.geometry_attrs(), "bits": self.weight_bits_per_weight, "shift_min": self.shift_min,
                  "act_int_bits": ib, "act_frac_bits": fb}
         return {"codes": packed, "bias": tensor_np(self.bias)}, attrs
-
-    @classmethod
-    def from_dense(cls, layer: nn.Module, **kwargs):
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        new._load_dense(layer.weight.detach())
-        new._copy_bias(layer)
-        return new
 
     def extra_repr(self):
         return (f"{super().extra_repr()}, mode={self.mode}, weight_bits={self.weight_bits_per_weight}, "

@@ -53,14 +53,6 @@ class _Ternary(CompressedLayer):
         alpha_np = tensor_np(alpha if self.per_channel else alpha[:1])
         return {"codes": codes, "alpha": alpha_np, "bias": tensor_np(self.bias)}, self.geometry_attrs()
 
-    @classmethod
-    def from_dense(cls, layer: nn.Module, **kwargs):
-        new = cls(**cls.geometry_of(layer), **kwargs)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-        new._copy_bias(layer)
-        return new
-
     def extra_repr(self):
         return f"{super().extra_repr()}, threshold={self.threshold}, per_channel={self.per_channel}"
 

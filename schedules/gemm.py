@@ -36,19 +36,21 @@ class GemmShape:
 UNROLL = (0, 16, 64, 256)
 
 
-def gemm_space(shape: GemmShape) -> Space:
+def gemm_space(shape: GemmShape, packable: bool = True, name: str = "gemm-llvm") -> Space:
+    """The GEMM space; ``packable=False`` drops the B-packing knob (for kernels whose weights
+    are already stored in a [K, N] layout, such as the compressed ops)."""
     knobs = (
         Split("tile_m", shape.m, 4),
         Split("tile_n", shape.n, 4),
         Split("tile_k", shape.k, 2),
         # defaults (the starting point of G-BFS and N-A2C) are what every fast config does
-        Choice("pack_b", (False, True), default=1),
+        Choice("pack_b", (False, True), default=1) if packable else Choice("pack_b", (False,)),
         Choice("accumulate", ("global", "local"), default=1),
         Choice("unroll", UNROLL),
         Choice("vectorize", (False, True), default=1),
         Choice("parallel", (0, 1, 2, 3) if shape.batched else (0, 1, 2), default=1),
     )
-    return Space("gemm-llvm", knobs)
+    return Space(name, knobs)
 
 
 def replay_subspace(shape: GemmShape):

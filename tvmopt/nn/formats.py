@@ -115,9 +115,10 @@ def decode_ternary(codes: np.ndarray) -> np.ndarray:
 # --- the hash of HashedNets ----------------------------------------------------------------------
 #
 # Virtual weight (i, j) of an out x in matrix, with key = i * in_features + j (uint32):
-#   bucket(i, j) = fmix32(key ^ seed_k)          mod K,   seed_k = fmix32(seed + 2k)     (k-th hash)
+#   bucket(i, j) = (fmix32(key ^ seed_k) * K) >> 32,       seed_k = fmix32(seed + 2k)     (k-th hash)
 #   sign(i, j)   = 1 - 2 * (fmix32(key ^ seed_s) >> 31),  seed_s = fmix32(seed + 2k + 1)
-# fmix32 is MurmurHash3's 32-bit finalizer, all arithmetic modulo 2^32.
+# fmix32 is MurmurHash3's 32-bit finalizer, all arithmetic modulo 2^32; the bucket is Lemire's
+# multiply-shift range reduction (no division, so kernels can vectorize it).
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -137,7 +138,7 @@ def hash_indices(out_features: int, in_features: int, buckets: int, seed: int, k
     key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
     seed_b = fmix32(np.uint64(seed + 2 * k))
     seed_s = fmix32(np.uint64(seed + 2 * k + 1))
-    bucket = (fmix32(key ^ seed_b) % np.uint64(buckets)).astype(np.int64)
+    bucket = ((fmix32(key ^ seed_b) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
     sign = (1 - 2 * (fmix32(key ^ seed_s) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
     return bucket, sign
 

@@ -1,0 +1,81 @@
+"""Import, lower and compile a model; run it with the Relax VM.
+
+    compiled = compile_model("model.onnx", "llvm", records="records")
+    y = compiled(x)                       # numpy in, numpy out
+
+Each kernel uses the best record of its task for this target (user records first, then the
+records shipped in ``logs/``), or its space's initial config when there is none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import RecordCache
+from .frontend import Imported, load
+from .passes import DetectOptions, Lowered, lower
+from .target import TargetSpec, parse_target
+
+SHIPPED_RECORDS = Path(__file__).resolve().parent.parent / "logs" / "records"
+
+
+@dataclass
+class Compiled:
+    imported: Imported
+    lowered: Lowered
+    target: TargetSpec
+    executable: object
+    tuned: dict[str, bool]            # task key -> a record was used
+
+    def __post_init__(self):
+        import tvm
+        from tvm import relax
+
+        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.cuda()
+        self._vm = relax.VirtualMachine(self.executable, self._device)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if tuple(x.shape) != tuple(self.imported.input_shape):
+            raise ValueError(f"input shape {x.shape} differs from the compiled {self.imported.input_shape}")
+        out = self._vm["main"](tvm.runtime.tensor(x, self._device))
+        if isinstance(out, (list, tuple)) or hasattr(out, "__len__") and not hasattr(out, "numpy"):
+            out = out[0]
+        return out.numpy()
+
+
+def best_configs(target: TargetSpec, records: str | Path | None):
+    """``key -> config or None`` from the user's records, falling back to the shipped ones."""
+    caches = [RecordCache(records)] if records else []
+    if SHIPPED_RECORDS.exists():
+        caches.append(RecordCache(SHIPPED_RECORDS))
+    used: dict[str, bool] = {}
+
+    def lookup(key: str):
+        for cache in caches:
+            rec = cache.best(key, target.key)
+            if rec is not None:
+                used[key] = True
+                return rec.config
+        used[key] = False
+        return None
+
+    return lookup, used
+
+
+def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int = 1,
+                  options: DetectOptions | None = None) -> Compiled:
+    import tvm
+
+    spec = parse_target(target) if isinstance(target, str) else target
+    imported = load(source, batch=batch)
+    lookup, used = best_configs(spec, records)
+    lowered = lower(imported.mod, configs=lookup, options=options)
+    with tvm.transform.PassContext(opt_level=3):
+        exe = tvm.compile(lowered.mod, target=spec.tvm_target())
+    return Compiled(imported, lowered, spec, exe, used)

@@ -1,0 +1,215 @@
+"""Import a model into Relax: ONNX files (standard ops and the ``ai.tvmopt`` domain) and
+``torch.export`` programs (with the ``torch.ops.tvmopt`` ops of :mod:`tvmopt.nn`).
+
+Compressed layers are imported *faithfully*, not lowered: each becomes a placeholder call
+
+    R.call_dps_packed("tvmopt.<OnnxOp>", (x, *compact tensors, *attributes), out_ty)
+
+whose tensors are the layer's compact initializers (an empty tensor stands for a missing
+optional input) and whose attributes are ``R.prim_value`` (ints) or ``R.shape`` (int lists), in
+the order of :data:`tvmopt.nn.ops.SPECS`. The pass in :mod:`tvmopt.passes` rewrites every
+placeholder to a scheduled kernel; a module that still holds one cannot be built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+PLACEHOLDER_PREFIX = "tvmopt."
+
+
+class ModelError(UserError):
+    """The model file is missing, unreadable or uses operators we cannot import."""
+
+
+@dataclass
+class Imported:
+    mod: Any                      # tvm.IRModule with "main"
+    input_name: str
+    input_shape: tuple[int, ...]
+    source: str
+
+
+def load(source, batch: int = 1, input_shape: tuple[int, ...] | None = None) -> Imported:
+    """Import ``source`` (a path to an .onnx file, or a ``torch.export.ExportedProgram``).
+
+    Symbolic dimensions of the input (a dynamic batch) are set to ``batch``; ``input_shape``
+    overrides the whole shape.
+    """
+    try:
+        import torch
+        if isinstance(source, torch.export.ExportedProgram):
+            return _load_exported_program(source)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return _load_onnx(Path(source), batch, input_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# placeholders
+
+def placeholder(op: str, x, tensors: dict, attrs: dict, out_shape) -> Any:
+    """The Relax call standing for one compressed layer (see the module docstring)."""
+    from tvm import relax
+
+    from .nn.ops import SPECS
+
+    spec = SPECS[op]
+    args = [x]
+    for name, etype, _ in spec.inputs:
+        t = tensors.get(name)
+        if t is None:
+            t = relax.const(np.zeros((0,), dtype=np.float32 if etype == "float" else etype))
+        args.append(t)
+    for name, kind in spec.attrs:
+        v = attrs[name]
+        args.append(relax.ShapeExpr([int(i) for i in v]) if kind == "ints" else relax.prim_value(int(v)))
+    return relax.call_dps_packed(relax.ExternFunc(PLACEHOLDER_PREFIX + op), relax.Tuple(args),
+                                 relax.TensorType([int(d) for d in out_shape], "float32"))
+
+
+def static_shape(expr) -> tuple[int, ...]:
+    shape = expr.ty.shape
+    try:
+        return tuple(int(d) for d in shape)
+    except TypeError as exc:
+        raise ModelError(f"tvmopt needs static shapes; got {shape} (set the batch size)") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+def _onnx_converters() -> dict:
+    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    from .nn.ops import SPECS, output_shape
+
+    converters = {}
+    for spec in SPECS.values():
+        def _impl_v1(cls, bb, inputs, attr, params, _spec=spec):
+            x = inputs[0]
+            names = [name for name, _, _ in _spec.inputs]
+            tensors = {n: (inputs[i + 1] if i + 1 < len(inputs) else None) for i, n in enumerate(names)}
+            attrs = {}
+            for name, kind in _spec.attrs:
+                if name not in attr:
+                    raise ModelError(f"{_spec.name} node lacks attribute '{name}'")
+                attrs[name] = list(attr[name]) if kind == "ints" else int(attr[name])
+            out = output_shape(_spec, static_shape(x), attrs)
+            return placeholder(_spec.name, x, tensors, attrs, out)
+
+        converters[spec.name] = type(spec.name + "Converter", (OnnxOpConverter,),
+                                     {"_impl_v1": classmethod(_impl_v1)})
+    return converters
+
+
+@contextlib.contextmanager
+def _tvmopt_onnx_ops():
+    """Make TVM's ONNX importer know the ai.tvmopt ops (it has no hook for custom domains)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend._get_convert_map
+    extra = _onnx_converters()
+
+    def patched():
+        table = dict(original())
+        table.update(extra)
+        return table
+
+    onnx_frontend._get_convert_map = patched
+    try:
+        yield patched
+    finally:
+        onnx_frontend._get_convert_map = original
+
+
+def read_onnx(path: Path):
+    """onnx.load with one clear error per way a file can be bad."""
+    import onnx
+
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not an ONNX file: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, truncated file...
+        raise ModelError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not model.graph.node:
+        raise ModelError(f"{path} holds no graph nodes (corrupt or not an ONNX model)")
+    return model
+
+
+def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
+    model = read_onnx(path)
+    with _tvmopt_onnx_ops() as table:
+        known = table()
+        unsupported = sorted({n.op_type for n in model.graph.node if n.op_type not in known
+                              and n.op_type not in ("Constant", "If")})
+        if unsupported:
+            raise ModelError(f"{path.name}: unsupported operator(s): {', '.join(unsupported)}")
+        inits = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name}: expected one graph input, found {len(inputs)}")
+        inp = inputs[0]
+        dims = inp.type.tensor_type.shape.dim
+        shape = tuple(input_shape) if input_shape else tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in dims)
+        from tvm.relax.frontend.onnx import from_onnx
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(f"{path.name}: import failed ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return Imported(mod, inp.name, shape, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.export
+
+def _torch_converters() -> dict:
+    from .nn.ops import SPECS, output_shape, register_torch_ops
+
+    register_torch_ops()
+    table = {}
+    for spec in SPECS.values():
+        def convert(node, importer, _spec=spec):
+            args = list(node.args)
+            x = importer.env[args[0]]
+            n_in = len(_spec.inputs)
+            tensors = {name: (None if a is None else importer.env[a])
+                       for (name, _, _), a in zip(_spec.inputs, args[1: 1 + n_in])}
+            attrs = {name: (list(v) if kind == "ints" else int(v))
+                     for (name, kind), v in zip(_spec.attrs, args[1 + n_in:])}
+            out = output_shape(_spec, static_shape(x), attrs)
+            return importer.block_builder.emit(placeholder(_spec.name, x, tensors, attrs, out))
+        table[f"{spec.torch_name}.default"] = convert
+    return table
+
+
+def _load_exported_program(program) -> Imported:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    users = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if len(users) != 1:
+        raise ModelError(f"expected an exported program with one user input, found {len(users)}")
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == users[0].arg.name)
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    try:
+        mod = from_exported_program(program, custom_convert_map=_torch_converters(), unwrap_unit_return_tuple=True)
+    except AssertionError as exc:
+        raise ModelError(f"exported program: {exc}") from None
+    return Imported(mod, users[0].arg.name, shape, "torch.export")

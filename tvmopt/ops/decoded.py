@@ -1,0 +1,166 @@
+"""What the compressed dense ops share: ``Y[m, n] = sum_k X[m, k] * W(k, n)`` where W is decoded
+from compact arrays *inside* the reduction, so the dense weight never exists in memory.
+
+Each op (one file each: ``binary_dense``, ``shift_dense``, ``ternary_dense``, ``nm_dense``,
+``hashed_dense``, ``codebook_dense``) says how its arrays look in the kernel layout (vectorized
+along N: arrays are [K-ish, N]), how one weight is decoded as a TIR expression, and how numpy
+decodes the whole matrix (its reference). The loop nest is the GEMM's, so the schedule space
+and ``apply_gemm`` are shared: the compressed ops tune the same tiling, unrolling, vectorizing
+and parallel knobs, without B packing (the arrays are already laid out for the kernel).
+
+Scales, biases and input transforms are not part of these kernels: the pass emits them as
+Relax ops around the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import WorkloadError
+from ..schedules.gemm import GemmShape, apply_gemm, gemm_space
+from ..schedules.space import Config
+from ..tasks import Task, register
+
+
+@dataclass
+class WeightSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class DecodedDenseTask(Task):
+    key: str
+    m: int
+    n: int
+    k: int
+    params: dict = field(default_factory=dict)
+
+    family = ""
+
+    def __post_init__(self):
+        self.params = {**self.default_params(), **self.params}
+        self.shape = GemmShape(self.m, self.n, self.k_eff)
+        self.space = gemm_space(self.shape, packable=False, name=f"{self.family}-llvm")
+        self.flops = 2.0 * self.m * self.n * self.k      # dense-equivalent, comparable with dense
+
+    # ---- what an op defines ----
+    def default_params(self) -> dict:
+        return {}
+
+    @property
+    def k_eff(self) -> int:
+        """Length of the kernel's reduction loop."""
+        return self.k
+
+    def weight_specs(self) -> list[WeightSpec]:
+        raise NotImplementedError
+
+    def random_weights(self, rng: np.random.Generator) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def dense_weight(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """numpy: the [K, N] float32 weight the arrays encode."""
+        raise NotImplementedError
+
+    def te_term(self, x, tensors, i, kk, j):
+        """TIR expression of one reduction term at (row i, reduction index kk, column j)."""
+        return x[i, kk] * self.te_weight(tensors, kk, j)
+
+    def te_weight(self, tensors, kk, j):
+        raise NotImplementedError
+
+    def te_prologue(self, x):
+        """Optional stages computed from X before the product (e.g. bit packing)."""
+        return x
+
+    # ---- shared ----
+    def make_inputs(self, rng):
+        return [rng.uniform(-1, 1, size=(self.m, self.k)).astype("float32")] + self.random_weights(rng)
+
+    def reference(self, inputs):
+        x, *arrays = inputs
+        return (x.astype(np.float64) @ self.dense_weight(arrays).astype(np.float64)).astype(np.float32)
+
+    def tolerance(self):
+        return 1e-4, 1e-5 * max(1.0, self.k ** 0.5)
+
+    def compute(self):
+        from tvm import te
+
+        x = te.placeholder((self.m, self.k), "float32", name="X")
+        tensors = [te.placeholder(s.shape, s.dtype, name=s.name) for s in self.weight_specs()]
+        operand = self.te_prologue(x)
+        kk = te.reduce_axis((0, self.k_eff), name="k")
+        out = te.compute((self.m, self.n), lambda i, j: te.sum(self.te_term(operand, tensors, i, kk, j), axis=kk),
+                         name="C")
+        return [x, *tensors, out]
+
+    def primfunc(self, config: Config | None = None):
+        """The scheduled PrimFunc (``config`` None: the space's initial config)."""
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(self.compute()).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        apply_gemm(sch, self.shape, self.space, self.space.initial() if config is None else config)
+        self._schedule_prologue(sch)
+        return sch.mod["main"]
+
+    def _schedule_prologue(self, sch) -> None:
+        """Schedule the blocks other than C (default: nothing to do)."""
+
+    def schedule(self, config: Config, target):
+        import tvm
+
+        return tvm.IRModule({"main": self.primfunc(config)})
+
+
+def parse_dims(key: str, dims: tuple[int, ...], want: int, form: str) -> tuple[int, ...]:
+    if len(dims) != want:
+        raise WorkloadError(f"workload '{key}' needs {want} dimensions ({form})")
+    return dims
+
+
+def register_family(cls, form: str = "MxNxK", extra=None):
+    """Register ``cls`` for keys ``<family>:MxNxK[x...]``; ``extra(dims[3:])`` -> params."""
+    want = form.count("x") + 1
+
+    def factory(key, dims):
+        parse_dims(key, dims, want, f"{cls.family}:{form}")
+        params = extra(dims[3:]) if extra else {}
+        return cls(key, *dims[:3], params=params)
+
+    register(cls.family)(factory)
+    return cls
+
+
+def bitfield(word, index, width: int):
+    """The ``width``-bit field number ``index`` of an unsigned TIR word (little-endian), as int32."""
+    import tvm
+
+    dtype = word.dtype
+    shifted = word >> (index * width).astype(dtype)
+    return (shifted & tvm.tirx.const((1 << width) - 1, dtype)).astype("int32")
+
+
+def pack_fields(values: np.ndarray, width: int) -> np.ndarray:
+    """Pack int codes [L, N] (each < 2^width, width dividing 8) along axis 0 into uint8
+    [ceil(L*width/8), N]: field ``r % (8/width)`` of byte ``r // (8/width)`` holds row r."""
+    per = 8 // width
+    rows, cols = values.shape
+    padded = np.zeros((-(-rows // per) * per, cols), dtype=np.uint8)
+    padded[:rows] = values
+    groups = padded.reshape(-1, per, cols).astype(np.uint16)
+    shifts = (np.arange(per, dtype=np.uint16) * width)[None, :, None]
+    return (groups << shifts).sum(axis=1).astype(np.uint8)
+
+
+def unpack_fields(packed: np.ndarray, width: int, rows: int) -> np.ndarray:
+    per = 8 // width
+    shifts = (np.arange(per) * width)[None, :, None]
+    fields = (packed.astype(np.int64)[:, None, :] >> shifts) & ((1 << width) - 1)
+    return fields.reshape(-1, packed.shape[1])[:rows]

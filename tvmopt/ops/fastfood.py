@@ -1,0 +1,194 @@
+"""Fast Walsh-Hadamard transforms: ``fastfood`` (stacked S·H·G·Π·H·B blocks) and ``hadamard``
+(a fixed Hadamard head: rows ``first_row ..`` of H·x times one scale).
+
+Each FWHT stage is one TE stage, ``y[t] = x[t] + x[t^h]`` when bit h of t is clear and
+``x[t^h] - x[t]`` when it is set, so a transform of length n costs n log2 n additions and no
+multiplications. Schedule knobs (data, like every space): ``parallel`` over rows, the
+``vector`` width of the innermost t loop, and ``row_local``, which computes every stage of a row
+inside the output's row loop so the row stays in L1 instead of streaming each stage through memory.
+Keys: ``fastfood:MxINxOUT`` and ``hadamard:MxINxOUT``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..nn.fastfood import fwht_np, next_pow2
+from ..schedules.space import Choice, Config, Space
+from ..tasks import Task, register
+
+
+def fwht_space(n: int, name: str) -> Space:
+    vectors = tuple(v for v in (1, 4, 8, 16) if v <= n)
+    return Space(name, (Choice("parallel", (False, True), default=1),
+                        Choice("vector", vectors, default=min(len(vectors) - 1, 2)),
+                        Choice("row_local", (False, True), default=1)))
+
+
+def _fwht_stages(te, tvm, h, n, prefix):
+    """log2(n) butterfly stages over the last axis of the 3-D tensor ``h``."""
+    def butterfly(prev, step):
+        def stage(i, b, t):
+            partner = prev[i, b, t ^ step]
+            return tvm.tirx.Select((t & step) == 0, prev[i, b, t] + partner, partner - prev[i, b, t])
+        return stage
+
+    step, s = 1, 0
+    while step < n:
+        h = te.compute(h.shape, butterfly(h, step), name=f"{prefix}{s}")
+        step, s = step * 2, s + 1
+    return h
+
+
+@dataclass
+class FWHTTask(Task):
+    key: str
+    m: int
+    in_features: int
+    out_features: int
+    params: dict = field(default_factory=dict)
+
+    family = "fastfood"
+
+    def __post_init__(self):
+        self.n = next_pow2(self.in_features)
+        self.blocks = -(-self.out_features // self.n)
+        self.space = fwht_space(self.n, f"{self.family}-llvm")
+        log_n = max(1, int(np.log2(self.n)))
+        # what the dense product of the same shape costs, so GFLOPS compare with dense
+        self.flops = 2.0 * self.m * self.in_features * self.out_features
+        self.real_flops = 2.0 * self.m * self.blocks * self.n * log_n
+
+    # ---- inputs and reference ----
+    def make_inputs(self, rng):
+        shape = (self.blocks, self.n)
+        return [rng.uniform(-1, 1, size=(self.m, self.in_features)).astype(np.float32),
+                rng.choice([-1.0, 1.0], size=shape).astype(np.float32),
+                rng.standard_normal(shape).astype(np.float32),
+                rng.uniform(-1, 1, size=shape).astype(np.float32) / self.n,
+                np.stack([rng.permutation(self.n) for _ in range(self.blocks)]).astype(np.int32)]
+
+    def reference(self, inputs):
+        from ..nn.ops import reference
+
+        x, b, g, s, perm = inputs
+        return reference("Fastfood", x, {"diag_b": b, "diag_g": g, "diag_s": s, "perm": perm, "bias": None},
+                         {"in_features": self.in_features, "out_features": self.out_features})
+
+    def tolerance(self):
+        return 1e-4, 1e-5 * max(1.0, self.n ** 0.5)
+
+    # ---- compute ----
+    def compute(self):
+        import tvm
+        from tvm import te
+
+        m, n, blocks, inf = self.m, self.n, self.blocks, self.in_features
+        x = te.placeholder((m, inf), "float32", name="X")
+        b, g, s = (te.placeholder((blocks, n), "float32", name=nm) for nm in ("B", "G", "S"))
+        perm = te.placeholder((blocks, n), "int32", name="Perm")
+        h = te.compute((m, blocks, n), lambda i, k, t: tvm.tirx.Select(
+            t < inf, x[i, tvm.tirx.min(t, inf - 1)], tvm.tirx.const(0.0, "float32")) * b[k, t], name="InB")
+        h = _fwht_stages(te, tvm, h, n, "H1_")
+        # the clamp only tells bound inference the gather stays in the row (perm is a permutation)
+        h = te.compute((m, blocks, n), lambda i, k, t: h[i, k, tvm.tirx.max(tvm.tirx.min(perm[k, t], n - 1), 0)]
+                       * g[k, t], name="PermG")
+        h = _fwht_stages(te, tvm, h, n, "H2_")
+        y = te.compute((m, self.out_features), lambda i, o: h[i, o // n, o % n] * s[o // n, o % n], name="Y")
+        return [x, b, g, s, perm, y]
+
+    def primfunc(self, config: Config | None = None):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(self.compute()).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        apply_fwht(sch, self.space, self.space.initial() if config is None else config)
+        return sch.mod["main"]
+
+    def schedule(self, config, target):
+        import tvm
+
+        return tvm.IRModule({"main": self.primfunc(config)})
+
+
+class HadamardTask(FWHTTask):
+    """``Y = scale * (H · pad(X))[first_row : first_row + out]``."""
+
+    family = "hadamard"
+
+    def __post_init__(self):
+        self.params = {"first_row": 1, **self.params}
+        self.n = next_pow2(max(self.in_features, self.out_features + self.params["first_row"]))
+        self.blocks = 1
+        self.space = fwht_space(self.n, "hadamard-llvm")
+        self.flops = 2.0 * self.m * self.in_features * self.out_features
+        self.real_flops = self.m * self.n * max(1, int(np.log2(self.n)))
+
+    def make_inputs(self, rng):
+        return [rng.uniform(-1, 1, size=(self.m, self.in_features)).astype(np.float32),
+                np.array([0.25], np.float32)]
+
+    def reference(self, inputs):
+        x, scale = inputs
+        xp = np.zeros((self.m, self.n), np.float32)
+        xp[:, : self.in_features] = x
+        lo = self.params["first_row"]
+        return (fwht_np(xp)[:, lo: lo + self.out_features] * scale[0]).astype(np.float32)
+
+    def compute(self):
+        import tvm
+        from tvm import te
+
+        m, n, inf, lo = self.m, self.n, self.in_features, self.params["first_row"]
+        x = te.placeholder((m, inf), "float32", name="X")
+        scale = te.placeholder((1,), "float32", name="Scale")
+        h = te.compute((m, 1, n), lambda i, k, t: tvm.tirx.Select(
+            t < inf, x[i, tvm.tirx.min(t, inf - 1)], tvm.tirx.const(0.0, "float32")), name="InB")
+        h = _fwht_stages(te, tvm, h, n, "H1_")
+        y = te.compute((m, self.out_features), lambda i, o: h[i, 0, o + lo] * scale[0], name="Y")
+        return [x, scale, y]
+
+
+def apply_fwht(sch, space: Space, config: Config) -> None:
+    """Schedule every stage of a fastfood/hadamard PrimFunc (blocks InB, H*, PermG, Y)."""
+    from tvmopt.errors import ConfigError
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    out = sch.get_sblock("Y")
+    stages = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint != "Y"]
+    row = sch.get_loops(out)[0]
+    if knob["row_local"]:
+        for block in reversed(stages):
+            sch.compute_at(block, row)
+    for block in stages:
+        inner = sch.get_loops(block)[-1]
+        if knob["vector"] > 1 and _extent(sch, inner) % knob["vector"] == 0:
+            _, vec = sch.split(inner, factors=[None, knob["vector"]])
+            sch.vectorize(vec)
+        if knob["parallel"] and not knob["row_local"]:
+            sch.parallel(sch.get_loops(block)[0])
+    if knob["parallel"] and knob["row_local"]:
+        sch.parallel(row)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _factory(cls):
+    def make(key, dims):
+        from ..errors import WorkloadError
+
+        if len(dims) != 3:
+            raise WorkloadError(f"workload '{key}' needs 3 dimensions ({cls.family}:MxINxOUT)")
+        return cls(key, *dims)
+    return make
+
+
+register("fastfood")(_factory(FWHTTask))
+register("hadamard")(_factory(HadamardTask))

@@ -1,0 +1,71 @@
+"""Hashed weights (HashedNets / FunHashNN): the kernel recomputes each virtual weight from its
+(output, input) index with the hash of docs/onnx-ops.md, so only the K-vector of real values is
+stored. The price is about 20 integer operations per weight.
+
+``W[k, o] = sum_h mix[h] * sign_h(o, k) * values[bucket_h(o, k)]``, key = o * K + k.
+Key: ``hashed_dense:MxNxKxBUCKETSxHASHES``; the seed is a parameter (it does not change the
+loop nest).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn import formats
+from .decoded import DecodedDenseTask, WeightSpec, register_family
+
+
+def _fmix32(h):
+    import tvm
+
+    c = lambda v: tvm.tirx.const(v, "uint32")  # noqa: E731
+    h = h ^ (h >> c(16))
+    h = h * c(0x85EBCA6B)
+    h = h ^ (h >> c(13))
+    h = h * c(0xC2B2AE35)
+    return h ^ (h >> c(16))
+
+
+class HashedDenseTask(DecodedDenseTask):
+    family = "hashed_dense"
+
+    def default_params(self):
+        return {"buckets": max(1, self.n * self.k // 8), "hashes": 1, "seed": 0}
+
+    def weight_specs(self):
+        return [WeightSpec("values", (self.params["buckets"],), "float32"),
+                WeightSpec("mix", (self.params["hashes"],), "float32")]
+
+    def random_weights(self, rng):
+        return [rng.uniform(-1, 1, size=self.params["buckets"]).astype(np.float32),
+                rng.uniform(0.5, 1.5, size=self.params["hashes"]).astype(np.float32)]
+
+    def dense_weight(self, arrays):
+        values, mix = arrays
+        w = np.zeros((self.n, self.k), np.float32)
+        for h in range(self.params["hashes"]):
+            bucket, sign = formats.hash_indices(self.n, self.k, self.params["buckets"], self.params["seed"], h)
+            w += mix[h] * sign * values[bucket]
+        return w.T
+
+    def te_weight(self, tensors, kk, j):
+        import tvm
+
+        values, mix = tensors
+        seed = self.params["seed"]
+        key = (j * self.k + kk).astype("uint32")
+        total = None
+        for h in range(self.params["hashes"]):
+            seed_b = int(formats.fmix32(np.uint64(seed + 2 * h)))
+            seed_s = int(formats.fmix32(np.uint64(seed + 2 * h + 1)))
+            hb = _fmix32(key ^ tvm.tirx.const(seed_b, "uint32"))
+            bucket = ((hb.astype("uint64") * tvm.tirx.const(self.params["buckets"], "uint64"))
+                      >> tvm.tirx.const(32, "uint64")).astype("int32")
+            neg = (_fmix32(key ^ tvm.tirx.const(seed_s, "uint32")) >> tvm.tirx.const(31, "uint32")).astype("float32")
+            term = mix[h] * (1.0 - 2.0 * neg) * values[bucket]
+            total = term if total is None else total + term
+        return total
+
+
+register_family(HashedDenseTask, "MxNxKxBUCKETSxHASHES",
+                extra=lambda d: {"buckets": d[0], "hashes": d[1]})

@@ -1,0 +1,74 @@
+"""N:M sparse weights: only the kept values are stored and multiplied; each carries its
+position inside its group of M, and the kernel gathers the matching input.
+
+``Y[i, o] = sum_r values[r, o] * X[i, (r // N) * M + pos(r, o)]`` over the K/M*N kept slots r.
+
+Kernel layout (vectorized along N outputs):
+- ``values`` float32 [K/M*N, outputs];
+- ``positions`` uint8 [ceil(K/M*N / per), outputs], ``w``-bit fields with w = 2 for M <= 4,
+  4 for M <= 16, 8 beyond (per = 8 / w fields per byte).
+Key: ``nm_dense:MxNxKxNNxMM`` (NN:MM sparsity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .decoded import DecodedDenseTask, WeightSpec, bitfield, pack_fields, register_family, unpack_fields
+
+
+def position_width(m: int) -> int:
+    return 1 if m <= 2 else 2 if m <= 4 else 4 if m <= 16 else 8
+
+
+class NMDenseTask(DecodedDenseTask):
+    family = "nm_dense"
+
+    def default_params(self):
+        return {"n": 2, "m": 4}
+
+    def __post_init__(self):
+        n, m = self.params.get("n", 2), self.params.get("m", 4)
+        if not 0 < n <= m or self.k % m:
+            from ..errors import WorkloadError
+            raise WorkloadError(f"{self.key}: need 0 < N <= M and K divisible by M")
+        super().__post_init__()
+
+    @property
+    def k_eff(self):
+        return self.k // self.params["m"] * self.params["n"]
+
+    @property
+    def width(self):
+        return position_width(self.params["m"])
+
+    def weight_specs(self):
+        per = 8 // self.width
+        return [WeightSpec("values", (self.k_eff, self.n), "float32"),
+                WeightSpec("positions", (-(-self.k_eff // per), self.n), "uint8")]
+
+    def random_weights(self, rng):
+        n, m = self.params["n"], self.params["m"]
+        groups = self.k // m
+        pos = np.stack([np.sort(rng.permutation(m)[:n]) for _ in range(groups * self.n)])
+        pos = pos.reshape(self.n, groups * n).T                      # [k_eff, outputs]
+        values = rng.uniform(-1, 1, size=(self.k_eff, self.n)).astype(np.float32)
+        return [values, pack_fields(pos, self.width)]
+
+    def dense_weight(self, arrays):
+        values, packed = arrays
+        n, m = self.params["n"], self.params["m"]
+        pos = unpack_fields(packed, self.width, self.k_eff)
+        rows = (np.arange(self.k_eff) // n * m)[:, None] + pos
+        dense = np.zeros((self.k, self.n), np.float32)
+        np.add.at(dense, (rows, np.broadcast_to(np.arange(self.n), rows.shape)), values)
+        return dense
+
+    def te_term(self, x, tensors, i, kk, j):
+        values, positions = tensors
+        per = 8 // self.width
+        pos = bitfield(positions[kk // per, j], kk % per, self.width)
+        return values[kk, j] * x[i, kk // self.params["n"] * self.params["m"] + pos]
+
+
+register_family(NMDenseTask, "MxNxKxNNxMM", extra=lambda d: {"n": d[0], "m": d[1]})

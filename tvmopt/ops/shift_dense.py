@@ -1,0 +1,53 @@
+"""Power-of-two weights (DeepShift): each weight is decoded by exponent arithmetic, building
+the float ``±2^p`` from its bits, so the product is one FMA and no table or ``ldexp`` call.
+
+Kernel layout (5 bits per weight, vectorized along N):
+- ``mags`` uint8 [ceil(K/2), N]: 4-bit magnitude index m (0 = weight 0, else 2^(shift_min+m-1)),
+  field ``k % 2`` of byte ``k // 2``;
+- ``signs`` uint8 [ceil(K/8), N]: bit ``k % 8`` of byte ``k // 8`` is 1 for a negative weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .decoded import DecodedDenseTask, WeightSpec, bitfield, pack_fields, register_family, unpack_fields
+
+
+class ShiftDenseTask(DecodedDenseTask):
+    family = "shift_dense"
+
+    def default_params(self):
+        return {"shift_min": -14}
+
+    def weight_specs(self):
+        return [WeightSpec("mags", (-(-self.k // 2), self.n), "uint8"),
+                WeightSpec("signs", (-(-self.k // 8), self.n), "uint8")]
+
+    @staticmethod
+    def encode(mag: np.ndarray, negative: np.ndarray) -> list[np.ndarray]:
+        """[K, N] magnitude indices (0..15) and negative flags -> kernel arrays."""
+        return [pack_fields(mag, 4), pack_fields(negative.astype(np.int64), 1)]
+
+    def random_weights(self, rng):
+        mag = rng.integers(0, 16, size=(self.k, self.n))
+        return self.encode(mag, rng.integers(0, 2, size=(self.k, self.n)))
+
+    def dense_weight(self, arrays):
+        mag = unpack_fields(arrays[0], 4, self.k)
+        neg = unpack_fields(arrays[1], 1, self.k)
+        value = np.where(mag == 0, 0.0, np.ldexp(1.0, (mag + self.params["shift_min"] - 1).astype(np.int32)))
+        return np.where(neg == 1, -value, value).astype(np.float32)
+
+    def te_weight(self, tensors, kk, j):
+        import tvm
+
+        mags, signs = tensors
+        m = bitfield(mags[kk // 2, j], kk % 2, 4)
+        neg = bitfield(signs[kk // 8, j], kk % 8, 1).astype("uint32")
+        exponent = (m + (self.params["shift_min"] - 1 + 127)).astype("uint32")
+        bits = (neg << tvm.tirx.const(31, "uint32")) | (exponent << tvm.tirx.const(23, "uint32"))
+        return tvm.tirx.Select(m == 0, tvm.tirx.const(0.0, "float32"), tvm.tirx.reinterpret("float32", bits))
+
+
+register_family(ShiftDenseTask)

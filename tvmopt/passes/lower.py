@@ -1,0 +1,258 @@
+"""The Relax pass: every compressed layer becomes a call of a scheduled custom kernel.
+
+It rewrites, in ``main``:
+
+* each ``ai.tvmopt`` placeholder left by the frontend (``call_dps_packed("tvmopt.<Op>")``);
+* each ``matmul(x, W)`` / ``matmul(x, permute_dims(W))`` with a constant W whose structure
+  :func:`tvmopt.passes.structure.detect` recognizes (binary, ternary, powers of two, N:M,
+  codebook, Hadamard rows), with ``where(x >= 0, 1, -1)`` on the input turning binary into
+  XNOR-popcount;
+* every other matmul with a constant weight into the tuned dense GEMM (``dense:MxNxK``), so
+  no heavy op is left unscheduled.
+
+Each kernel is built from its task (so tuning records keyed by the task apply) with the best
+config ``configs(key)`` returns, or the space's initial config. Scales, biases and input
+transforms become ordinary Relax ops around the ``call_tir``. Conv layers are not rewritten yet:
+plain convolutions stay as Relax ``conv2d`` and ``ai.tvmopt`` conv nodes are decoded to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from .structure import DENSE, DetectOptions, Kernel, dense_kernel, detect, from_compact
+
+
+@dataclass
+class LayerReport:
+    """One row of ``tvmopt inspect``."""
+    index: int
+    source: str            # "ai.tvmopt:ShiftGemm", "matmul", "conv2d"
+    shape: str             # "M x N x K" or conv geometry
+    structure: str
+    kernel: str            # the task key, or "relax" when left to Relax
+    dense_bytes: int
+    compact_bytes: int
+
+
+@dataclass
+class Lowered:
+    mod: object                                  # tvm.IRModule
+    layers: list[LayerReport]
+    tasks: dict[str, object]                     # task key -> Task (deduplicated)
+
+
+def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOptions | None = None) -> Lowered:
+    """Apply the pass to ``mod`` (from :func:`tvmopt.frontend.load`)."""
+    import tvm
+    from tvm import relax
+
+    from ..nn.ops import SPECS
+
+    configs = configs or (lambda key: None)
+    options = options or DetectOptions()
+    layers: list[LayerReport] = []
+    tasks: dict[str, object] = {}
+    funcs: dict[tuple, object] = {}
+
+    op_matmul = tvm.ir.Op.get("relax.matmul")
+    op_permute = tvm.ir.Op.get("relax.permute_dims")
+    op_where = tvm.ir.Op.get("relax.where")
+    op_dps = tvm.ir.Op.get("relax.call_dps_packed")
+    op_conv = tvm.ir.Op.get("relax.nn.conv2d")
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def _const(self, expr):
+            """numpy value of a constant (through variable bindings), else None."""
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    return None
+                expr = bound
+            value = getattr(expr, "value", None) if not isinstance(expr, relax.Call) else None
+            if value is not None and hasattr(value, "numpy"):
+                return value.numpy()
+            return None
+
+        def _resolve(self, expr):
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    return expr
+                expr = bound
+            return expr
+
+        def _is_binarize(self, expr) -> bool:
+            """where(x >= 0, 1, -1) as written by tvmopt.nn's plain export."""
+            call = self._resolve(expr)
+            if not (isinstance(call, relax.Call) and call.op.same_as(op_where)):
+                return False
+            hi, lo = self._const(call.args[1]), self._const(call.args[2])
+            cond = self._resolve(call.args[0])
+            return (hi is not None and lo is not None and np.all(hi == 1) and np.all(lo == -1)
+                    and isinstance(cond, relax.Call) and cond.op.name == "relax.greater_equal"
+                    and np.all(self._const(cond.args[1]) == 0))
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op.same_as(op_dps) and isinstance(call.args[0], relax.ExternFunc) \
+                    and str(call.args[0].global_symbol).startswith(PLACEHOLDER_PREFIX):
+                return self._lower_placeholder(call)
+            if call.op.same_as(op_matmul):
+                return self._lower_matmul(call)
+            if call.op.same_as(op_conv):
+                w = self._const(call.args[1])
+                if w is not None:
+                    shape = static_shape(call.args[0])
+                    layers.append(LayerReport(len(layers), "conv2d", f"{shape} * {tuple(w.shape)}",
+                                              "not analysed (convolutions stay in Relax)", "relax",
+                                              w.nbytes, w.nbytes))
+            return call
+
+        # ---- matmul with a constant weight ----
+        def _lower_matmul(self, call):
+            x, wexpr = call.args
+            w = self._const(wexpr)
+            if w is not None:
+                weight = np.ascontiguousarray(w.T)                     # [N, K]
+            else:
+                target = self._resolve(wexpr)
+                if not (isinstance(target, relax.Call) and target.op.same_as(op_permute)):
+                    return call
+                w = self._const(target.args[0])
+                if w is None or w.ndim != 2:
+                    return call
+                axes = target.attrs.axes
+                if axes is not None and [int(a) for a in axes] != [1, 0]:
+                    return call
+                weight = np.ascontiguousarray(w)                       # already [N, K]
+            if weight.ndim != 2:
+                return call
+            xshape = static_shape(x)
+            binarized = self._is_binarize(x)
+            kern = detect(weight, binarized_input=binarized, options=options)
+            if binarized and kern.family == "xnor_dense":
+                x = self._resolve(x).args[0].args[0]      # the kernel binarizes (x >= 0) itself
+            return self._emit(kern, x, xshape, "matmul")
+
+        # ---- ai.tvmopt placeholder ----
+        def _lower_placeholder(self, call):
+            op = str(call.args[0].global_symbol)[len(PLACEHOLDER_PREFIX):]
+            spec = SPECS[op]
+            args = list(call.args[1].fields)
+            x = args[0]
+            inputs, attrs = {}, {}
+            for (name, _, _), arg in zip(spec.inputs, args[1:]):
+                value = self._const(arg)
+                if value is None:
+                    raise ModelError(f"{op}: input '{name}' is not a constant")
+                inputs[name] = None if value.size == 0 else value
+            for (name, kind), arg in zip(spec.attrs, args[1 + len(spec.inputs):]):
+                attrs[name] = [int(v) for v in arg.values] if kind == "ints" else int(arg.value)
+            if spec.conv:
+                return self._decoded_conv(op, x, inputs, attrs)
+            kern = from_compact(op, inputs, attrs)
+            return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}")
+
+        def _decoded_conv(self, op, x, inputs, attrs):
+            from ..nn.ops import decode_weight
+
+            w = decode_weight(op, inputs, attrs)
+            layers.append(LayerReport(len(layers), f"ai.tvmopt:{op}", f"{static_shape(x)} * {w.shape}",
+                                      "decoded to a dense conv2d (compressed convolutions: not yet)",
+                                      "relax", w.nbytes, w.nbytes))
+            if attrs.get("binarize_input"):
+                x = relax.op.where(relax.op.greater_equal(x, relax.const(0.0)), relax.const(1.0), relax.const(-1.0))
+            elif attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
+                x = _fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"])
+            y = relax.op.nn.conv2d(x, relax.const(w), strides=attrs["strides"], padding=attrs["pads"],
+                                   dilation=attrs["dilations"])
+            if inputs.get("bias") is not None:
+                y = relax.op.add(y, relax.const(inputs["bias"].reshape(1, -1, 1, 1).astype(np.float32)))
+            return y
+
+        # ---- emit one kernel ----
+        def _emit(self, kern: Kernel, x, xshape, source):
+            lead, k = xshape[:-1], xshape[-1]
+            m = int(np.prod(lead)) if lead else 1
+            if k != kern.reduction:
+                raise ModelError(f"{source}: input has {k} features, the weight expects {kern.reduction}")
+            if len(xshape) != 2:
+                x = self.builder_.emit(relax.op.reshape(x, (m, k)))
+            if kern.input_transform:
+                _, ib, fb = kern.input_transform
+                x = self.builder_.emit(_fixed_point(x, ib, fb))
+            key = kern.key(m)
+            task, gv = self._kernel_func(kern, key)
+            args = [x] + [relax.const(a) for a in kern.arrays]
+            y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((m, kern.out_features), "float32")))
+            if kern.scale is not None:
+                y = self.builder_.emit(relax.op.multiply(y, relax.const(kern.scale.astype(np.float32))))
+            if kern.bias is not None:
+                y = self.builder_.emit(relax.op.add(y, relax.const(kern.bias.astype(np.float32))))
+            if len(xshape) != 2:
+                y = relax.op.reshape(y, tuple(lead) + (kern.out_features,))
+            shape = f"{m} x {kern.out_features} x {kern.reduction}"
+            layers.append(LayerReport(len(layers), source, shape, kern.structure, key,
+                                      kern.dense_bytes, kern.compact_bytes))
+            return y
+
+        def _kernel_func(self, kern: Kernel, key: str):
+            from ..tasks import get_task
+
+            task = tasks.get(key)
+            if task is None:
+                task = get_task(key)
+                tasks[key] = task
+            params = tuple(sorted(kern.params.items()))
+            cache_key = (key, params)
+            if cache_key not in funcs:
+                if kern.family != DENSE:
+                    task = type(task)(task.key, *_dims(task), params={**task.params, **kern.params})
+                config = configs(key)
+                name = key.replace(":", "_").replace("x", "_") + (f"_{len(funcs)}" if kern.params else "")
+                func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
+                funcs[cache_key] = self.builder_.add_func(func, name)
+            return task, funcs[cache_key]
+
+    rewriter = Rewriter(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    new_mod = rewriter.builder_.finalize()
+    new_mod = relax.transform.DeadCodeElimination()(new_mod)
+    _check_no_placeholder(new_mod)
+    return Lowered(new_mod, layers, tasks)
+
+
+def _dims(task):
+    if hasattr(task, "in_features"):
+        return task.m, task.in_features, task.out_features
+    return task.m, task.n, task.k
+
+
+def _primfunc(task, config):
+    if hasattr(task, "primfunc"):
+        return task.primfunc(config)
+    return task.schedule(task.space.initial() if config is None else config, None)["main"]
+
+
+def _fixed_point(x, int_bits: int, frac_bits: int):
+    from tvm import relax
+
+    step = 2.0 ** -frac_bits
+    bound = 2.0 ** int_bits - step
+    q = relax.op.multiply(relax.op.round(relax.op.divide(x, relax.const(np.float32(step)))),
+                          relax.const(np.float32(step)))
+    return relax.op.clip(q, -bound, bound)
+
+
+def _check_no_placeholder(mod) -> None:
+    text = mod.script(show_meta=False)
+    if f'call_dps_packed("{PLACEHOLDER_PREFIX}' in text:
+        raise ModelError("a compressed layer was left unlowered (unsupported ai.tvmopt node)")

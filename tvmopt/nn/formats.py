@@ -133,14 +133,22 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def hash_seeds(seed: int, k: int = 0) -> tuple[int, int]:
+    """(seed_b, seed_s) of the k-th hash function."""
+    return int(fmix32(np.uint64(seed + 2 * k))), int(fmix32(np.uint64(seed + 2 * k + 1)))
+
+
+def hash_with_seeds(out_features: int, in_features: int, buckets: int, seed_b: int, seed_s: int):
+    """(bucket index int64 [out, in], sign float32 [out, in]) for explicit seeds."""
+    key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
+    bucket = ((fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
+    sign = (1 - 2 * (fmix32(key ^ np.uint64(seed_s)) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
+    return bucket, sign
+
+
 def hash_indices(out_features: int, in_features: int, buckets: int, seed: int, k: int = 0):
     """(bucket index int64 [out, in], sign float32 [out, in]) of the k-th hash function."""
-    key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
-    seed_b = fmix32(np.uint64(seed + 2 * k))
-    seed_s = fmix32(np.uint64(seed + 2 * k + 1))
-    bucket = ((fmix32(key ^ seed_b) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
-    sign = (1 - 2 * (fmix32(key ^ seed_s) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
-    return bucket, sign
+    return hash_with_seeds(out_features, in_features, buckets, *hash_seeds(seed, k))
 
 
 # --- N:M sparse storage --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 stored. The price is about 20 integer operations per weight.
 
 ``W[k, o] = sum_h mix[h] * sign_h(o, k) * values[bucket_h(o, k)]``, key = o * K + k.
-Key: ``hashed_dense:MxNxKxBUCKETSxHASHES``; the seed is a parameter (it does not change the
-loop nest).
+Key: ``hashed_dense:MxNxKxBUCKETSxHASHES``; the seeds are an input (``seeds`` uint32
+[2 * hashes]: seed_b, seed_s of each hash), so one kernel serves every seed.
 """
 
 from __future__ import annotations
@@ -34,34 +34,42 @@ class HashedDenseTask(DecodedDenseTask):
 
     def weight_specs(self):
         return [WeightSpec("values", (self.params["buckets"],), "float32"),
-                WeightSpec("mix", (self.params["hashes"],), "float32")]
+                WeightSpec("mix", (self.params["hashes"],), "float32"),
+                WeightSpec("seeds", (2 * self.params["hashes"],), "uint32")]
+
+    @staticmethod
+    def seeds(seed: int, hashes: int) -> np.ndarray:
+        """The kernel's ``seeds`` input: (seed_b, seed_s) of each hash function."""
+        return np.array([s for h in range(hashes) for s in formats.hash_seeds(seed, h)], dtype=np.uint32)
 
     def random_weights(self, rng):
         return [rng.uniform(-1, 1, size=self.params["buckets"]).astype(np.float32),
-                rng.uniform(0.5, 1.5, size=self.params["hashes"]).astype(np.float32)]
+                rng.uniform(0.5, 1.5, size=self.params["hashes"]).astype(np.float32),
+                self.seeds(self.params["seed"], self.params["hashes"])]
 
     def dense_weight(self, arrays):
-        values, mix = arrays
+        values, mix, seeds = arrays
         w = np.zeros((self.n, self.k), np.float32)
         for h in range(self.params["hashes"]):
-            bucket, sign = formats.hash_indices(self.n, self.k, self.params["buckets"], self.params["seed"], h)
+            bucket, sign = formats.hash_with_seeds(self.n, self.k, self.params["buckets"],
+                                                   int(seeds[2 * h]), int(seeds[2 * h + 1]))
             w += mix[h] * sign * values[bucket]
         return w.T
 
     def te_weight(self, tensors, kk, j):
         import tvm
 
-        values, mix = tensors
-        seed = self.params["seed"]
+        values, mix, seeds = tensors
+        # the seeds are data, not constants: TVM's simplifier mis-rewrites the hash arithmetic
+        # of a key whose range it can bound (a plain j * K + k), and data also keeps one kernel
+        # for every seed
         key = (j * self.k + kk).astype("uint32")
         total = None
         for h in range(self.params["hashes"]):
-            seed_b = int(formats.fmix32(np.uint64(seed + 2 * h)))
-            seed_s = int(formats.fmix32(np.uint64(seed + 2 * h + 1)))
-            hb = _fmix32(key ^ tvm.tirx.const(seed_b, "uint32"))
+            hb = _fmix32(key ^ seeds[2 * h])
             bucket = ((hb.astype("uint64") * tvm.tirx.const(self.params["buckets"], "uint64"))
                       >> tvm.tirx.const(32, "uint64")).astype("int32")
-            neg = (_fmix32(key ^ tvm.tirx.const(seed_s, "uint32")) >> tvm.tirx.const(31, "uint32")).astype("float32")
+            neg = (_fmix32(key ^ seeds[2 * h + 1]) >> tvm.tirx.const(31, "uint32")).astype("float32")
             term = mix[h] * (1.0 - 2.0 * neg) * values[bucket]
             total = term if total is None else total + term
         return total

@@ -18,6 +18,7 @@ plain convolutions stay as Relax ``conv2d`` and ``ai.tvmopt`` conv nodes are dec
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -137,7 +138,7 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             binarized = self._is_binarize(x)
             kern = detect(weight, binarized_input=binarized, options=options)
             if binarized and kern.family == "xnor_dense":
-                x = self._resolve(x).args[0].args[0]      # the kernel binarizes (x >= 0) itself
+                x = self._resolve(self._resolve(x).args[0]).args[0]   # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul")
 
         # ---- ai.tvmopt placeholder ----
@@ -215,11 +216,13 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
                 if kern.family != DENSE:
                     task = type(task)(task.key, *_dims(task), params={**task.params, **kern.params})
                 config = configs(key)
-                name = key.replace(":", "_").replace("x", "_") + (f"_{len(funcs)}" if kern.params else "")
+                name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
                 funcs[cache_key] = self.builder_.add_func(func, name)
             return task, funcs[cache_key]
 
+    # exporters leave ops on constant weights (Sign, Transpose, Mul by a folded BN scale...)
+    mod = relax.transform.FoldConstant()(mod)
     rewriter = Rewriter(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):

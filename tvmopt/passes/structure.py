@@ -267,9 +267,12 @@ def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
         values = inputs["values"].astype(np.float32)
         mix = inputs.get("mix")
         mix = np.ones(attrs["num_hashes"], np.float32) if mix is None else mix.astype(np.float32)
+        from ..ops.hashed_dense import HashedDenseTask
+
+        seeds = HashedDenseTask.seeds(attrs["seed"], attrs["num_hashes"])
         kern = Kernel("hashed_dense", f"hashed ({len(values)} values, {attrs['num_hashes']} hash)", out, k,
-                      [values, mix], params={"buckets": len(values), "hashes": attrs["num_hashes"],
-                                             "seed": attrs["seed"]}, compact_bytes=values.nbytes + mix.nbytes)
+                      [values, mix, seeds], params={"buckets": len(values), "hashes": attrs["num_hashes"]},
+                      compact_bytes=values.nbytes + mix.nbytes)
     elif op == "Fastfood":
         arrays = [inputs[n].astype(np.float32) for n in ("diag_b", "diag_g", "diag_s")]
         arrays.append(inputs["perm"].astype(np.int32))

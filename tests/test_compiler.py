@@ -1,0 +1,192 @@
+"""The compiler: models exported plainly and with ai.tvmopt ops are both rewritten to the
+compressed kernels (asserted on the IR), build for llvm and match onnxruntime / PyTorch; random
+dense weights are not rewritten; inspect and errors."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+import tvmopt.nn as tn
+from tvmopt.cli import main
+from tvmopt.compiler import compile_model
+from tvmopt.passes import detect
+
+IN = 64
+
+
+def _model(layer):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(32, IN), nn.ReLU(), layer).eval()
+
+
+STRUCTURES = {
+    # name: (layer, kernel family for the ai.tvmopt export, for the plain export)
+    "shift": (lambda: tn.ShiftLinear(IN, 48), "shift_dense", "shift_dense"),
+    "shift-act": (lambda: tn.ShiftLinear(IN, 48, mode="q", activation_bits=(4, 6)), "shift_dense", "shift_dense"),
+    "binary": (lambda: tn.BinaryLinear(IN, 48), "binary_dense", "binary_dense"),
+    "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
+    "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), "ternary_dense", "ternary_dense"),
+    "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_dense", "nm_dense"),
+    "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "codebook_dense"),
+    # two hashes mix into too many distinct values for a codebook: the plain export stays dense
+    "funhash": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=3, num_hashes=2), "hashed_dense", "dense"),
+    "fastfood": (lambda: tn.Fastfood(IN, 100), "fastfood", None),     # plain: butterflies stay in Relax
+    "hadamard": (lambda: tn.HadamardClassifier(IN, 10), "hadamard", None),
+}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    out = {}
+    d = tmp_path_factory.mktemp("compiler")
+    x = torch.randn(2, 32)
+    for name, (make, _, _) in STRUCTURES.items():
+        model = _model(make())
+        out[name] = (model, tn.export_onnx(model, x, d / f"{name}.onnx"),
+                     tn.export_onnx(model, x, d / f"{name}.plain.onnx", plain=True))
+    return out
+
+
+def _families(compiled):
+    return [layer.kernel.split(":")[0] for layer in compiled.lowered.layers]
+
+
+def _funcs(compiled):
+    """Names of the PrimFuncs in the lowered module."""
+    return [gv.name_hint for gv, f in compiled.lowered.mod.functions_items() if type(f).__name__ == "PrimFunc"]
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_both_exports_are_rewritten_and_match(name, exports):
+    model, compact, plain = exports[name]
+    _, family, plain_family = STRUCTURES[name]
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    sess = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    for path, fam in ((compact, family), (plain, plain_family)):
+        compiled = compile_model(path, batch=4)
+        fams = _families(compiled)
+        assert fams[0] == "dense"                       # the fp32 first layer: tuned GEMM
+        if fam is not None:
+            assert fams[1] == fam, (path.name, fams)
+            assert any(n.startswith(fam) for n in _funcs(compiled)), _funcs(compiled)
+        got = compiled(x.numpy())
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * scale)
+        np.testing.assert_allclose(got, ort_out, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_random_dense_weights_are_not_rewritten():
+    rng = np.random.default_rng(0)
+    for shape in [(64, 128), (10, 256)]:
+        assert detect(rng.standard_normal(shape).astype(np.float32)).family == "dense"
+    # nor weights that are almost structured (one value off)
+    w = np.sign(rng.standard_normal((32, 64))).astype(np.float32)
+    w[3, 5] = 0.7
+    assert detect(w).family != "binary_dense"
+
+
+def test_detection_of_folded_batch_norm_scales():
+    rng = np.random.default_rng(1)
+    scale = rng.uniform(0.5, 2.0, size=(32, 1)).astype(np.float32)
+    binary = np.sign(rng.standard_normal((32, 64))).astype(np.float32) * scale
+    kern = detect(binary)
+    assert kern.family == "binary_dense" and kern.scale.shape == (32,)
+    shifts = np.sign(rng.standard_normal((32, 64))) * 2.0 ** rng.integers(-8, 0, size=(32, 64))
+    kern = detect((shifts * scale).astype(np.float32))
+    assert kern.family == "shift_dense" and kern.scale is not None
+    sparse = rng.standard_normal((32, 64)).astype(np.float32) * tn.nm_mask(rng.standard_normal((32, 64)), 2, 4)
+    assert detect(sparse).params == {"n": 2, "m": 4}
+    assert detect(np.sign(sparse)).family == "ternary_dense"
+
+
+def test_sign_on_constant_weights_and_binarized_input_become_xnor(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    nodes = [helper.make_node("Sign", ["W"], ["Ws"]),
+             helper.make_node("GreaterOrEqual", ["X", "zero"], ["ge"]),
+             helper.make_node("Where", ["ge", "one", "mone"], ["Xb"]),
+             helper.make_node("MatMul", ["Xb", "Ws"], ["Y"])]
+    consts = [numpy_helper.from_array(w, "W")] + [numpy_helper.from_array(np.array(v, np.float32), n)
+                                                  for n, v in (("zero", 0), ("one", 1), ("mone", -1))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 64])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [3, 32])], consts)
+    path = tmp_path / "sign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    compiled = compile_model(path)
+    assert _families(compiled) == ["xnor_dense"]
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(compiled(x), np.where(x >= 0, 1.0, -1.0) @ np.sign(w))   # exact
+
+
+def test_torch_export_program_compiles():
+    model = nn.Sequential(tn.ShiftLinear(32, 64), nn.ReLU(), tn.TernaryLinear(64, 16)).eval()
+    x = torch.randn(3, 32)
+    compiled = compile_model(tn.export_program(model, x))
+    assert _families(compiled) == ["shift_dense", "ternary_dense"]
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_bundled_cnn_compiles_and_keeps_pytorch_accuracy():
+    import json
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parent.parent / "examples" / "models"
+    row = next(r for r in json.loads((models / "digits.json").read_text())["models"]
+               if r["arch"] == "cnn" and r["variant"] == "binary")
+    data = np.load(models / "digits_test.npz")
+    compiled = compile_model(models / row["onnx"], batch=len(data["y"]))
+    assert "binary_dense" in _families(compiled)
+    accuracy = float((compiled(data["x"]).argmax(1) == data["y"]).mean())
+    assert accuracy == pytest.approx(row["accuracy"])
+
+
+def test_inspect_prints_the_table(capsys, exports):
+    _, compact, plain = exports["nm"]
+    assert main(["inspect", str(plain), "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "2:4 sparse" in out and "nm_dense:8x48x64x2x4" in out and "dense:8x64x32" in out
+    assert "total" in out
+
+
+@pytest.mark.parametrize("content,message", [(None, "not found"), (b"not a model", "cannot read")])
+def test_bad_model_files_exit_2_with_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "m.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_unsupported_operator_is_named(tmp_path, capsys):
+    node = helper.make_node("FancyOp", ["X"], ["Y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "fancy.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                      helper.make_opsetid("com.example", 1)]), str(path))
+    assert main(["inspect", str(path)]) == 2
+    assert "unsupported operator(s): FancyOp" in capsys.readouterr().err
+
+
+def test_tuned_records_are_used_by_the_build(tmp_path, exports):
+    from tvmopt.target import parse_target
+    from tvmopt.tuning import tune_task
+
+    model, compact, _ = exports["ternary"]
+    key = "ternary_dense:4x48x64"
+    result = tune_task(key, parse_target("llvm"), tuner="random", trials=3, records=tmp_path, progress=False)
+    assert result.measured == 3 and result.best_config is not None
+    compiled = compile_model(compact, batch=4, records=tmp_path)
+    assert compiled.tuned[key] is True and compiled.tuned["dense:4x64x32"] is False
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-4)

@@ -190,3 +190,23 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     x = torch.randn(4, 32)
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer,family", [
+    (lambda: tn.ShiftConv2d(8, 16, 3, padding=1, stride=2), "shift_dense"),
+    (lambda: tn.BinaryConv2d(8, 16, 3, padding=1, binarize_input=True), "binary_dense"),
+    (lambda: tn.TernaryConv2d(8, 16, (3, 1), padding=(1, 0)), "ternary_dense"),
+    (lambda: tn.NMSparseConv2d(8, 16, 3, dilation=2, padding=2), "nm_dense"),
+], ids=["shift", "binary-binarized-input", "ternary", "nm"])
+def test_convolutions_become_im2col_and_kernels(layer, family, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), layer()).eval()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    for plain in (False, True):
+        path = tn.export_onnx(model, x, tmp_path / f"c{int(plain)}.onnx", plain=plain)
+        compiled = compile_model(path, batch=2)
+        assert _families(compiled) == ["dense", family]
+        assert "im2col" in " ".join(_funcs(compiled))
+        np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

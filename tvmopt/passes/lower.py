@@ -12,8 +12,9 @@ It rewrites, in ``main``:
 
 Each kernel is built from its task (so tuning records keyed by the task apply) with the best
 config ``configs(key)`` returns, or the space's initial config. Scales, biases and input
-transforms become ordinary Relax ops around the ``call_tir``. Conv layers are not rewritten yet:
-plain convolutions stay as Relax ``conv2d`` and ``ai.tvmopt`` conv nodes are decoded to one.
+transforms become ordinary Relax ops around the ``call_tir``. Convolutions with constant weights
+(plain ``conv2d`` and ``ai.tvmopt`` conv nodes, decoded exactly and detected again) become an
+im2col stage and the same GEMM-family kernels over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``.
 """
 
 from __future__ import annotations
@@ -108,11 +109,13 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
                 return self._lower_matmul(call)
             if call.op.same_as(op_conv):
                 w = self._const(call.args[1])
-                if w is not None:
-                    shape = static_shape(call.args[0])
-                    layers.append(LayerReport(len(layers), "conv2d", f"{shape} * {tuple(w.shape)}",
-                                              "not analysed (convolutions stay in Relax)", "relax",
-                                              w.nbytes, w.nbytes))
+                a = call.attrs
+                if w is not None and int(a.groups) == 1 and str(a.data_layout) == "NCHW" \
+                        and str(a.kernel_layout) == "OIHW":
+                    pads = [int(p) for p in a.padding]
+                    geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
+                                "dilations": [int(v) for v in a.dilation]}
+                    return self._conv(call.args[0], w, geometry, None, "conv2d")
             return call
 
         # ---- matmul with a constant weight ----
@@ -161,24 +164,38 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}")
 
         def _decoded_conv(self, op, x, inputs, attrs):
+            """ai.tvmopt conv nodes: decode (exactly), let detection find the structure again."""
             from ..nn.ops import decode_weight
 
             w = decode_weight(op, inputs, attrs)
-            layers.append(LayerReport(len(layers), f"ai.tvmopt:{op}", f"{static_shape(x)} * {w.shape}",
-                                      "decoded to a dense conv2d (compressed convolutions: not yet)",
-                                      "relax", w.nbytes, w.nbytes))
             if attrs.get("binarize_input"):
-                x = relax.op.where(relax.op.greater_equal(x, relax.const(0.0)), relax.const(1.0), relax.const(-1.0))
+                # binarized activations with zero padding are not ±1: the add/subtract kernel
+                x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
+                                                      relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
             elif attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
-                x = _fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"])
-            y = relax.op.nn.conv2d(x, relax.const(w), strides=attrs["strides"], padding=attrs["pads"],
-                                   dilation=attrs["dilations"])
-            if inputs.get("bias") is not None:
-                y = relax.op.add(y, relax.const(inputs["bias"].reshape(1, -1, 1, 1).astype(np.float32)))
-            return y
+                x = self.builder_.emit(_fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"]))
+            return self._conv(x, w, attrs, inputs.get("bias"), f"ai.tvmopt:{op}")
+
+        def _conv(self, x, w, geometry, bias, source):
+            """conv2d as im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O]."""
+            n, c, h, wd = static_shape(x)
+            o, _, kh, kw = w.shape
+            (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
+            pt, pl, pb, pr = geometry["pads"]
+            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+            ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            kern = detect(w.reshape(o, -1), options=options)
+            if bias is not None:
+                kern.bias = bias.astype(np.float32)
+            cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
+                                         primfunc_name_hint="im2col")
+            y = self._emit(kern, cols, (n * oh * ow, c * kh * kw),
+                           f"{source} {kh}x{kw}/{sh}", report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}")
+            y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
+            return relax.op.permute_dims(y, [0, 3, 1, 2])
 
         # ---- emit one kernel ----
-        def _emit(self, kern: Kernel, x, xshape, source):
+        def _emit(self, kern: Kernel, x, xshape, source, report_shape: str | None = None):
             lead, k = xshape[:-1], xshape[-1]
             m = int(np.prod(lead)) if lead else 1
             if k != kern.reduction:
@@ -199,6 +216,8 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             if len(xshape) != 2:
                 y = relax.op.reshape(y, tuple(lead) + (kern.out_features,))
             shape = f"{m} x {kern.out_features} x {kern.reduction}"
+            if report_shape:
+                shape = f"{report_shape} ({shape})"
             layers.append(LayerReport(len(layers), source, shape, kern.structure, key,
                                       kern.dense_bytes, kern.compact_bytes))
             return y
@@ -231,6 +250,27 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
     new_mod = relax.transform.DeadCodeElimination()(new_mod)
     _check_no_placeholder(new_mod)
     return Lowered(new_mod, layers, tasks)
+
+
+def _im2col(x, kh, kw, strides, pads, dilations, oh, ow):
+    """TE: patches [N*OH*OW, C*kh*kw] of NCHW ``x`` (zero outside the image)."""
+    import tvm
+    from tvm import te
+
+    n, c, h, w = (int(d) for d in x.shape)
+
+    def patch(r, q):
+        b, rem = r // (oh * ow), r % (oh * ow)
+        y, xx = rem // ow, rem % ow
+        ci, rq = q // (kh * kw), q % (kh * kw)
+        i, j = rq // kw, rq % kw
+        hi = y * strides[0] + i * dilations[0] - pads[0]
+        wi = xx * strides[1] + j * dilations[1] - pads[1]
+        inside = tvm.tirx.all(hi >= 0, hi < h, wi >= 0, wi < w)
+        value = x[b, ci, tvm.tirx.max(tvm.tirx.min(hi, h - 1), 0), tvm.tirx.max(tvm.tirx.min(wi, w - 1), 0)]
+        return tvm.tirx.Select(inside, value, tvm.tirx.const(0.0, x.dtype))
+
+    return te.compute((n * oh * ow, c * kh * kw), patch, name="im2col")
 
 
 def _dims(task):

@@ -36,9 +36,10 @@ class GemmShape:
 UNROLL = (0, 16, 64, 256)
 
 
-def gemm_space(shape: GemmShape, packable: bool = True, name: str = "gemm-llvm") -> Space:
+def gemm_space(shape: GemmShape, packable: bool = True, name: str = "gemm-llvm", heuristic_start: bool = False) -> Space:
     """The GEMM space; ``packable=False`` drops the B-packing knob (for kernels whose weights
-    are already stored in a [K, N] layout, such as the compressed ops)."""
+    are already stored in a [K, N] layout, such as the compressed ops). ``heuristic_start``
+    makes :func:`heuristic_config` the space's start instead of the trivial config."""
     knobs = (
         Split("tile_m", shape.m, 4),
         Split("tile_n", shape.n, 4),
@@ -50,7 +51,26 @@ def gemm_space(shape: GemmShape, packable: bool = True, name: str = "gemm-llvm")
         Choice("vectorize", (False, True), default=1),
         Choice("parallel", (0, 1, 2, 3) if shape.batched else (0, 1, 2), default=1),
     )
-    return Space(name, knobs)
+    space = Space(name, knobs)
+    return Space(name, knobs, start=heuristic_config(shape, space)) if heuristic_start else space
+
+
+def _largest_divisor(n: int, options) -> int:
+    return next((d for d in options if n % d == 0), 1)
+
+
+def heuristic_config(shape: GemmShape, space: Space):
+    """A reasonable config without search (what a DLight rule would pick): a vector of up to 16
+    outputs per register (n3), up to 4 rows (m3) of register tile, two parallel strips of N
+    fused with the outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
+    n3 = _largest_divisor(shape.n, (16, 8, 4, 2))
+    m3 = _largest_divisor(shape.m, (4, 2))
+    n0 = 2 if (shape.n // n3) % 2 == 0 else 1
+    k1 = max(d for d in range(1, min(shape.k, 256) + 1) if shape.k % d == 0)
+    knob = {k.name: k for k in space.knobs}
+    config = ((1, shape.m // m3, 1, m3), (n0, shape.n // (n0 * n3), 1, n3), (shape.k // k1, k1),
+              knob["pack_b"].values[knob["pack_b"].default], "local", 16, True, 2)
+    return config if space.contains(config) else space.initial()
 
 
 def replay_subspace(shape: GemmShape):

@@ -171,11 +171,16 @@ class Space:
 
     name: str
     knobs: tuple[Knob, ...]
+    # where local searches start (G-BFS, N-A2C, and kernels built without records); None: the
+    # trivial config. Not part of the space's identity (fingerprint, equality).
+    start: tuple | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         names = [k.name for k in self.knobs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate knob names in {names}")
+        if self.start is not None and not self.contains(self.start):
+            raise ValueError(f"start config {self.start} is not in the space {self.name}")
 
     def size(self) -> int:
         return math.prod(k.count() for k in self.knobs)
@@ -190,7 +195,10 @@ class Space:
         return {k.name: v for k, v in zip(self.knobs, config)}
 
     def initial(self) -> Config:
-        """The trivial config: each axis unsplit, each choice at its default."""
+        """The start config if the space has one, else the trivial config: each axis unsplit,
+        each choice at its default."""
+        if self.start is not None:
+            return self.start
         return tuple(k.trivial() for k in self.knobs)
 
     def random(self, rng: _random.Random) -> Config:

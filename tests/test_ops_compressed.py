@@ -59,3 +59,35 @@ def test_compressed_spaces_have_no_packing_knob_and_count_dense_flops():
     assert task.space.as_dict(task.space.initial())["pack_b"] is False
     assert task.flops == 2 * 64 * 256 * 512
     assert get_task("dense:64x256x512").space.size() > task.space.size()
+
+
+def test_every_kernel_space_is_tuned_by_a_tuner_and_recorded(tmp_path):
+    """Small shapes, two trials each, real measurements: every compressed space works with the
+    tuner loop, the measurer (which checks results against the reference) and the records."""
+    from tvmopt.cache import RecordCache
+    from tvmopt.measure import LocalMeasurer
+    from tvmopt.target import parse_target
+    from tvmopt.tuning import tune_task
+
+    target = parse_target("llvm")
+    with LocalMeasurer(target) as measurer:
+        for key, tuner in zip(KEYS[:-1], ["random", "gbfs", "xgb", "random", "gbfs", "random", "random",
+                                          "random", "gbfs", "random"]):
+            result = tune_task(key, target, tuner=tuner, trials=2, records=tmp_path, measurer=measurer,
+                               progress=False)
+            assert result.measured == 2 and result.best_config is not None, key
+            assert RecordCache(tmp_path).best(key, target.key) is not None
+
+
+@pytest.mark.parametrize("shape", [(1, 1024, 1024), (64, 4096, 4096), (7, 13, 17), (3, 48, 20)])
+def test_compressed_spaces_start_from_a_valid_heuristic_config(shape):
+    m, n, k = shape
+    task = get_task(f"ternary_dense:{m}x{n}x{k}")
+    start = task.space.initial()
+    assert task.space.contains(start)
+    knobs = task.space.as_dict(start)
+    assert knobs["vectorize"] and knobs["accumulate"] == "local"
+    if n % 16 == 0:
+        assert knobs["tile_n"][3] == 16
+    # the tuner-comparison GEMM space keeps the trivial start
+    assert get_task(f"dense:{m}x{n}x{k}").space.initial()[0] == (m, 1, 1, 1)

@@ -44,7 +44,7 @@ class DecodedDenseTask(Task):
     def __post_init__(self):
         self.params = {**self.default_params(), **self.params}
         self.shape = GemmShape(self.m, self.n, self.k_eff)
-        self.space = gemm_space(self.shape, packable=False, name=f"{self.family}-llvm")
+        self.space = gemm_space(self.shape, packable=False, name=f"{self.family}-llvm", heuristic_start=True)
         self.flops = 2.0 * self.m * self.n * self.k      # dense-equivalent, comparable with dense
 
     # ---- what an op defines ----

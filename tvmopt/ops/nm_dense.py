@@ -50,7 +50,8 @@ class NMDenseTask(DecodedDenseTask):
     def random_weights(self, rng):
         n, m = self.params["n"], self.params["m"]
         groups = self.k // m
-        pos = np.stack([np.sort(rng.permutation(m)[:n]) for _ in range(groups * self.n)])
+        # n distinct positions per group, ascending: the first n of a random permutation
+        pos = np.sort(np.argsort(rng.random((self.n * groups, m)), axis=1)[:, :n], axis=1)
         pos = pos.reshape(self.n, groups * n).T                      # [k_eff, outputs]
         values = rng.uniform(-1, 1, size=(self.k_eff, self.n)).astype(np.float32)
         return [values, pack_fields(pos, self.width)]

@@ -149,7 +149,26 @@ def table(summary: dict) -> str:
         lines.append(f"| {r['op']} | {r['size']} | {r['batch']} | {r['speedup']:.2f}x | {goal} | "
                      f"{r['per_vector_us']:.1f} | {s['op'] * 1e3:.3f} | {s['tvm_dense'] * 1e3:.3f} | "
                      f"{s['numpy'] * 1e3:.3f} |")
+    lines += ["", LIMITS]
     return "\n".join(lines)
+
+
+LIMITS = """What limits the rows that miss (read from the schedules, not guessed from the numbers):
+- **Decode inside the reduction.** binary (real x), shift, ternary and hashed decode each weight in
+  the innermost loop: 3 to 6 integer ops for binary, shift and ternary, about 20 for hashed, in place
+  of one FMA. At batch 64 this decode is repeated for every row of X, because no stage decodes a
+  tile of W once into registers or L1 for all M rows (a `cache_read` + `compute_at` stage, not in the
+  space yet). At batch 1 the GEMV is memory bound, and the space's loop order (the GEMM's) streams
+  the [K, N] code arrays with a stride of N. numpy's GEMV reads W once, contiguously.
+- **N:M** gathers one X element per kept weight (`x[i, g*M + pos]`), which defeats vectorization
+  along N.
+- **Dense TVM GEMM** is itself 3-6x slower than OpenBLAS here after 10 trials, because 10 trials of
+  a 10^7-10^8 config space is too little. The reference used is the faster of the two, so this
+  does not inflate the ratios.
+- **FWHT** makes log2(n) full passes over each vector (one TE stage per butterfly level, with a
+  select per element). FFHT-style radix-8 in-register blocks would do it in about 4 passes.
+- **XNOR** at batch 64 is held back by popcount: Zen 3 has no AVX2 vector popcount, so LLVM
+  emulates it with shuffles."""
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ workloads:
 examples:
   tvmopt tune gemm:1024x1024x1024 --target llvm --tuner random --trials 200
   tvmopt tune dense:64x1024x1024 --records ./records      # resumes where it stopped
+  tvmopt tune model.onnx --trials 300 --records ./records  # every task of a model
 
 Every measurement is appended to <records>/<target key>.jsonl as it arrives; re-running the
 same command skips configs already measured and measures only what the budget has left.
@@ -78,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the schedule space of a workload on a target; prints the best config, "
                     "its GFLOPS and its speed relative to numpy measured in the same run.",
         epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tune.add_argument("workload", help="workload key, e.g. gemm:1024x1024x1024")
+    tune.add_argument("workload", help="workload key (e.g. gemm:1024x1024x1024) or a model file (.onnx): "
+                                       "then every task of the model is tuned, the budget split by FLOPs")
+    tune.add_argument("--batch", type=_positive_int, default=1, help="model mode: batch size (default: 1)")
     tune.add_argument("--target", default="llvm",
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")
@@ -116,6 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     comp.set_defaults(func=cmd_compare)
 
+    bld = sub.add_parser(
+        "build", help="compile a model with its best records into a deployable .so",
+        description="Import, lower and compile a model; each kernel uses its best record (your --records "
+                    "first, then the records shipped in logs/records), tasks without one get a default schedule "
+                    "and are listed in one warning. Writes OUT (a TVM module library, loadable with TVM's "
+                    "runtime alone) and OUT.json (input/output shapes, tuned and untuned tasks).")
+    bld.add_argument("model", help="path to an .onnx file")
+    bld.add_argument("-o", "--output", required=True, help="output .so path")
+    bld.add_argument("--target", default="llvm", help="target (default: llvm)")
+    bld.add_argument("--records", metavar="DIR", default=None, help="records directory")
+    bld.add_argument("--batch", type=_positive_int, default=1, help="batch size (default: 1)")
+    bld.set_defaults(func=cmd_build)
+
+    run = sub.add_parser(
+        "run", help="run a built .so on an input array and time it",
+        description="Load a module written by 'tvmopt build', run it on the array in --input (.npy) or on zeros, "
+                    "print the output's shape and checksum and the median latency of --repeat calls.")
+    run.add_argument("module", help="path to a .so written by 'tvmopt build'")
+    run.add_argument("--input", metavar="X.npy", default=None, help="input array (default: zeros)")
+    run.add_argument("--repeat", type=_positive_int, default=20, help="timed calls (default: 20)")
+    run.add_argument("--output", metavar="Y.npy", default=None, help="save the output here")
+    run.set_defaults(func=cmd_run)
+
     insp = sub.add_parser(
         "inspect", help="show each layer of a model, the structure found in it and the kernel it lowers to",
         description="Import a model (.onnx, standard or with ai.tvmopt ops), run the compressed-layer pass "
@@ -128,6 +154,40 @@ def build_parser() -> argparse.ArgumentParser:
                       help="layers with fewer weights stay dense (default: 256)")
     insp.set_defaults(func=cmd_inspect)
     return parser
+
+
+def cmd_build(args) -> int:
+    from .deploy import build
+
+    result = build(args.model, args.output, target=args.target, records=args.records, batch=args.batch)
+    tuned = len(result.compiled.tuned) - len(result.untuned)
+    print(f"wrote {result.path} ({len(result.compiled.lowered.layers)} layers, {tuned}/{len(result.compiled.tuned)} "
+          f"tasks tuned) and {result.path.name}.json")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from .deploy import load
+
+    module = load(args.module)
+    if args.input:
+        try:
+            x = np.load(args.input)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read input {args.input}: {exc}") from None
+    elif module.input_shape:
+        x = np.zeros(module.input_shape, np.float32)
+    else:
+        raise UserError("no --input given and the module has no shape description (.json)")
+    y = module(x)
+    seconds = module.time(x, args.repeat)
+    print(f"output shape {y.shape}, sum {float(y.sum()):.6g}, first {np.round(y.reshape(-1)[:4], 5).tolist()}")
+    print(f"latency: {seconds * 1e3:.3f} ms (median of {args.repeat})")
+    if args.output:
+        np.save(args.output, y)
+    return 0
 
 
 def cmd_inspect(args) -> int:
@@ -178,12 +238,30 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_tune_model(args) -> int:
+    from .target import parse_target
+    from .tuning import tune_model
+
+    target = parse_target(args.target)
+    result = tune_model(args.workload, target, tuner=args.tuner, trials=args.trials, records=args.records,
+                        batch=args.batch, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
+    for key, count, budget, r in result.tasks:
+        best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"
+        print(f"{key:<36} {count:>6} {budget:>6} {r.measured:>4} {best:>12}")
+    return 0
+
+
 def cmd_tune(args) -> int:
+    from pathlib import Path
+
     from .measure import LocalMeasurer
     from .target import parse_target
     from .tasks import get_task
     from .tuning import tune_task
 
+    if args.workload.endswith(".onnx") or Path(args.workload).is_file():
+        return cmd_tune_model(args)
     target = parse_target(args.target)
     task = get_task(args.workload)
     print(f"tuning {task.key} on {target.key} with {args.tuner}: space of {task.space.size():,} configs")

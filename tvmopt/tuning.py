@@ -127,3 +127,58 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+@dataclass
+class ModelTuneResult:
+    """Per task: its key, how many layers use it, its trial budget and the task's result."""
+
+    tasks: list[tuple[str, int, int, TuneResult]]
+
+
+def extract_tasks(source, batch: int = 1) -> list[tuple[str, Task, int]]:
+    """The tunable tasks of a model after the pass: (key, task, layers using it), deduplicated,
+    most FLOPs first."""
+    from collections import Counter
+
+    from .frontend import load
+    from .passes import lower
+
+    lowered = lower(load(source, batch=batch).mod)
+    counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
+    rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
+    return sorted(rows, key=lambda r: -r[1].flops * r[2])
+
+
+def split_budget(weights: list[float], total: int) -> list[int]:
+    """``total`` trials split in proportion to ``weights``, at least one each (largest remainder)."""
+    n = len(weights)
+    if n == 0:
+        return []
+    total = max(total, n)
+    spare = total - n
+    s = sum(weights) or 1.0
+    exact = [spare * w / s for w in weights]
+    base = [int(e) for e in exact]
+    order = sorted(range(n), key=lambda i: exact[i] - base[i], reverse=True)
+    for i in order[: spare - sum(base)]:
+        base[i] += 1
+    return [b + 1 for b in base]
+
+
+def tune_model(source, target: TargetSpec, tuner: str = "random", trials: int = 200,
+               records: str | Path | None = None, batch: int = 1, batch_size: int = 8, seed: int = 0,
+               progress: bool = True, log=print) -> ModelTuneResult:
+    """Tune every task of a model; the budget is split by each task's share of the model's FLOPs.
+    Rerunning with the same records resumes (configs already measured are not measured again)."""
+    check_measurable(target)
+    tasks = extract_tasks(source, batch)
+    budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
+    out = []
+    with LocalMeasurer(target) as measurer:
+        for i, ((key, task, count), budget) in enumerate(zip(tasks, budgets), 1):
+            log(f"[{i}/{len(tasks)}] {key}: {count} layer(s), {budget} trial(s)")
+            result = tune_task(key, target, tuner=tuner, trials=budget, records=records, batch_size=batch_size,
+                               seed=seed, measurer=measurer, progress=progress)
+            out.append((key, count, budget, result))
+    return ModelTuneResult(out)

@@ -280,6 +280,11 @@ def _dims(task):
 
 
 def _primfunc(task, config):
+    if config is not None and not task.space.contains(config):
+        import warnings
+
+        warnings.warn(f"{task.key}: a record's config does not fit the current space; using the default")
+        config = None
     if hasattr(task, "primfunc"):
         return task.primfunc(config)
     return task.schedule(task.space.initial() if config is None else config, None)["main"]

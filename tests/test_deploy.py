@@ -1,0 +1,102 @@
+"""Tune -> build -> run on a small model: resume does not re-measure, a build without records
+warns and still runs, the .so runs in a process that never imports tvmopt, CLI errors exit 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import tvmopt
+from tvmopt.cli import main
+from tvmopt.deploy import build
+from tvmopt.target import parse_target
+from tvmopt.tuning import split_budget, tune_model
+
+MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
+MODEL = MODELS / "digits_mlp_ternary.onnx"
+PLAIN = MODELS / "digits_mlp_ternary.plain.onnx"
+
+
+def _ort(x):
+    sess = ort.InferenceSession(str(PLAIN), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_split_budget_follows_flops_and_gives_each_task_one():
+    assert split_budget([3.0, 1.0], 8) == [6, 2]
+    assert split_budget([100.0, 1.0, 1.0], 3) == [1, 1, 1]
+    assert sum(split_budget([5.0, 3.0, 2.0], 101)) == 101
+
+
+def test_tune_build_run_round_trip_and_resume(tmp_path):
+    records = tmp_path / "records"
+    target = parse_target("llvm")
+    first = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None)
+    keys = [key for key, _, _, _ in first.tasks]
+    assert keys[0] == "ternary_dense:2x256x256"               # most FLOPs first
+    assert sum(r.measured for *_, r in first.tasks) == 4
+    again = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None)
+    assert sum(r.measured for *_, r in again.tasks) == 0       # resumed: nothing re-measured
+
+    out = tmp_path / "m.so"
+    result = build(MODEL, out, records=records, batch=2)
+    assert result.untuned == [] and out.exists()
+    meta = json.loads((tmp_path / "m.so.json").read_text())
+    assert meta["input_shape"] == [2, 1, 8, 8] and meta["output_shape"] == [2, 10]
+    x = np.load(MODELS / "digits_test.npz")["x"][:2]
+    module = tvmopt.load(out)
+    np.testing.assert_allclose(module(x), _ort(x), rtol=1e-4, atol=1e-4)
+
+
+def test_build_without_records_warns_and_runs(tmp_path):
+    with pytest.warns(UserWarning, match="no tuning record"):
+        result = build(MODEL, tmp_path / "m.so", records=tmp_path / "empty", batch=3)
+    assert len(result.untuned) == 3
+    x = np.load(MODELS / "digits_test.npz")["x"][:3]
+    np.testing.assert_allclose(tvmopt.load(tmp_path / "m.so")(x), _ort(x), rtol=1e-4, atol=1e-4)
+
+
+def test_module_runs_with_tvm_runtime_alone(tmp_path):
+    with pytest.warns(UserWarning):
+        build(MODEL, tmp_path / "m.so", records=tmp_path / "none", batch=4)
+    x = np.load(MODELS / "digits_test.npz")["x"][:4]
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, tvm\n"
+        "from tvm import relax\n"
+        f"lib = tvm.runtime.load_module({str(tmp_path / 'm.so')!r})\n"
+        "vm = relax.VirtualMachine(lib, tvm.cpu())\n"
+        f"y = vm['main'](tvm.runtime.tensor(np.load({str(tmp_path / 'x.npy')!r}))).numpy()\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, y)\n"
+        "assert not any(m.startswith('tvmopt') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(x), rtol=1e-4, atol=1e-4)
+
+
+def test_cli_build_and_run(tmp_path, capsys):
+    out = tmp_path / "cli.so"
+    assert main(["build", str(MODEL), "-o", str(out), "--records", str(tmp_path / "r")]) == 0
+    x = np.load(MODELS / "digits_test.npz")["x"][:1]
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--repeat", "3",
+                 "--output", str(tmp_path / "y.npy")]) == 0
+    printed = capsys.readouterr().out
+    assert "output shape (1, 10)" in printed and "latency" in printed
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "missing.so"], "module not found"),
+    (["build", str(MODEL), "-o", "model.bin"], "must be a .so"),
+    (["build", "missing.onnx", "-o", "m.so"], "model file not found"),
+])
+def test_cli_errors_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

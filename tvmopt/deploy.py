@@ -1,0 +1,110 @@
+"""Deployable modules: ``build`` writes a normal TVM module library (``.so``) plus a small JSON
+description next to it; ``load`` gives back a callable.
+
+The ``.so`` needs only TVM's runtime (no tvmopt) to run::
+
+    import numpy as np, tvm
+    from tvm import relax
+    lib = tvm.runtime.load_module("model.so")
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(x)).numpy()
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .compiler import Compiled, compile_model
+from .errors import UserError
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    compiled: Compiled
+    untuned: list[str]
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildResult:
+    """Compile ``source`` with the best records and export it to ``output``."""
+    output = Path(output)
+    if output.suffix != ".so":
+        raise UserError(f"output must be a .so file, got {output}")
+    compiled = compile_model(source, target, records=records, batch=batch)
+    untuned = sorted(k for k, used in compiled.tuned.items() if not used)
+    if untuned:
+        warnings.warn(f"{len(untuned)} task(s) have no tuning record and use a default schedule: "
+                      + ", ".join(untuned))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiled.executable.export_library(str(output))
+    x = np.zeros(compiled.imported.input_shape, np.float32)
+    out_shape = list(compiled(x).shape)
+    meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
+            "input_name": compiled.imported.input_name, "input_shape": list(compiled.imported.input_shape),
+            "output_shape": out_shape, "tuned": sorted(k for k, u in compiled.tuned.items() if u),
+            "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
+            "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta_path(output).write_text(json.dumps(meta, indent=2) + "\n")
+    return BuildResult(output, compiled, untuned)
+
+
+class Module:
+    """A built model: ``module(x)`` runs it on a numpy array."""
+
+    def __init__(self, path):
+        import tvm
+        from tvm import relax
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UserError(f"module not found: {self.path}")
+        try:
+            lib = tvm.runtime.load_module(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - any loader failure is the file's fault
+            raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
+        self.device = tvm.cpu()
+        self.vm = relax.VirtualMachine(lib, self.device)
+        meta = meta_path(self.path)
+        self.meta = json.loads(meta.read_text()) if meta.exists() else {}
+
+    @property
+    def input_shape(self):
+        return tuple(self.meta.get("input_shape", ())) or None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.input_shape and tuple(x.shape) != self.input_shape:
+            raise UserError(f"input shape {tuple(x.shape)} differs from the module's {self.input_shape}")
+        out = self.vm["main"](tvm.runtime.tensor(x, self.device))
+        if not hasattr(out, "numpy"):
+            out = out[0]
+        return out.numpy()
+
+    def time(self, x: np.ndarray, repeat: int = 20) -> float:
+        """Median seconds per call."""
+        import statistics
+
+        self(x)
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self(x)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+
+def load(path) -> Module:
+    return Module(path)

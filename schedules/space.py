@@ -347,7 +347,7 @@ def restrict(space: Space, members) -> SubSpace:
     for c in members:
         if not space.contains(c):
             raise ValueError(f"{c} is not in space {space.name}")
-    return SubSpace(space.name, space.knobs, members)
+    return SubSpace(space.name, space.knobs, members=members)
 
 
 def config_to_json(config: Config) -> list:

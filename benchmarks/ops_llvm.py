@@ -30,8 +30,10 @@ RECORDS = ROOT / "benchmarks" / "results" / "ops_records"
 OPS = {
     "xnor": (lambda m, s: f"xnor_dense:{m}x{s}x{s}", 8.0, "all"),
     "binary (real x)": (lambda m, s: f"binary_dense:{m}x{s}x{s}", 2.0, "batch 1"),
+    "binary LUT (real x)": (lambda m, s: f"binary_lut_dense:{m}x{s}x{s}", 2.0, "batch 1"),
     "shift": (lambda m, s: f"shift_dense:{m}x{s}x{s}", 1.5, "batch 1"),
     "ternary": (lambda m, s: f"ternary_dense:{m}x{s}x{s}", 3.0, "all"),
+    "ternary LUT": (lambda m, s: f"ternary_lut_dense:{m}x{s}x{s}", 3.0, "all"),
     "2:4 sparse": (lambda m, s: f"nm_dense:{m}x{s}x{s}x2x4", 1.3, "batch 1"),
     "hashed (1/8)": (lambda m, s: f"hashed_dense:{m}x{s}x{s}x{s * s // 8}x1", 1.0, "all"),
     "Fastfood": (lambda m, s: f"fastfood:{m}x{s}x{s}", 20.0, "size 4096"),

@@ -9,7 +9,7 @@ import pytest
 from tvmopt.ops.decoded import pack_fields, unpack_fields
 from tvmopt.tasks import get_task
 
-KEYS = ["binary_dense:5x24x20", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
+KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
         "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20"]
 
@@ -71,8 +71,8 @@ def test_every_kernel_space_is_tuned_by_a_tuner_and_recorded(tmp_path):
 
     target = parse_target("llvm")
     with LocalMeasurer(target) as measurer:
-        for key, tuner in zip(KEYS[:-1], ["random", "gbfs", "xgb", "random", "gbfs", "random", "random",
-                                          "random", "gbfs", "random"]):
+        for key, tuner in zip(KEYS[:-1], ["random", "gbfs", "random", "xgb", "random", "gbfs", "random", "random",
+                                          "random", "gbfs", "random", "random"]):
             result = tune_task(key, target, tuner=tuner, trials=2, records=tmp_path, measurer=measurer,
                                progress=False)
             assert result.measured == 2 and result.best_config is not None, key

@@ -19,7 +19,9 @@ _FAMILIES: dict[str, Callable[[str, tuple[int, ...]], "Task"]] = {}
 _LAZY_FAMILIES = {"gemm": "tvmopt.ops.gemm", "dense": "tvmopt.ops.gemm", "bgemm": "tvmopt.ops.gemm",
                   "fault": "tvmopt.testing",
                   "binary_dense": "tvmopt.ops.binary_dense", "xnor_dense": "tvmopt.ops.binary_dense",
+                  "binary_lut_dense": "tvmopt.ops.binary_dense",
                   "shift_dense": "tvmopt.ops.shift_dense", "ternary_dense": "tvmopt.ops.ternary_dense",
+                  "ternary_lut_dense": "tvmopt.ops.ternary_dense",
                   "nm_dense": "tvmopt.ops.nm_dense", "hashed_dense": "tvmopt.ops.hashed_dense",
                   "codebook_dense": "tvmopt.ops.codebook_dense", "fastfood": "tvmopt.ops.fastfood",
                   "hadamard": "tvmopt.ops.fastfood"}

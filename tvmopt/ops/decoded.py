@@ -44,11 +44,21 @@ class DecodedDenseTask(Task):
     def __post_init__(self):
         self.params = {**self.default_params(), **self.params}
         self.shape = GemmShape(self.m, self.n, self.k_eff)
-        self.space = gemm_space(self.shape, packable=False, name=f"{self.family}-llvm", heuristic_start=True)
+        space = gemm_space(self.shape, packable=False, name=f"{self.family}-llvm", heuristic_start=True)
+        overrides = self.start_overrides()
+        if overrides:
+            start = tuple(overrides.get(k.name, v) for k, v in zip(space.knobs, space.initial()))
+            if space.contains(start):
+                space = type(space)(space.name, space.knobs, start=start)
+        self.space = space
         self.flops = 2.0 * self.m * self.n * self.k      # dense-equivalent, comparable with dense
 
     # ---- what an op defines ----
     def default_params(self) -> dict:
+        return {}
+
+    def start_overrides(self) -> dict:
+        """Knob values that replace the generic heuristic start for this op."""
         return {}
 
     @property

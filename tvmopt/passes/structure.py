@@ -15,6 +15,9 @@ import numpy as np
 from ..nn import formats
 
 DENSE = "dense"
+# byte lookup tables (binary_lut_dense, ternary_lut_dense) cost 256 entries per input group and
+# row of X whatever N is; they pay off once each group is looked up by this many outputs
+LUT_MIN_OUTPUTS = 512
 
 
 @dataclass
@@ -70,7 +73,8 @@ def binary_kernel(signs_pm1: np.ndarray, scale, binarize_input: bool, structure=
         return Kernel("xnor_dense", "binary, XNOR-popcount", n, k, arrays, scale=scale,
                       compact_bytes=_bytes(arrays) + _scale_bytes(scale))
     arrays = [pack_signs(signs_pm1.T, 8)]
-    return Kernel("binary_dense", structure, n, k, arrays, scale=scale, compact_bytes=_bytes(arrays) + _scale_bytes(scale))
+    family = "binary_lut_dense" if n >= LUT_MIN_OUTPUTS else "binary_dense"
+    return Kernel(family, structure, n, k, arrays, scale=scale, compact_bytes=_bytes(arrays) + _scale_bytes(scale))
 
 
 def ternary_kernel(t: np.ndarray, scale) -> Kernel:
@@ -78,7 +82,8 @@ def ternary_kernel(t: np.ndarray, scale) -> Kernel:
 
     n, k = t.shape
     arrays = [pack_fields(formats.encode_ternary(t).T, 2)]
-    return Kernel("ternary_dense", "ternary", n, k, arrays, scale=scale,
+    family = "ternary_lut_dense" if n >= LUT_MIN_OUTPUTS else "ternary_dense"
+    return Kernel(family, "ternary", n, k, arrays, scale=scale,
                   compact_bytes=_bytes(arrays) + _scale_bytes(scale))
 
 

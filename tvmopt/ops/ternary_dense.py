@@ -60,7 +60,9 @@ class TernaryLutDenseTask(TernaryDenseTask):
         return table[i, kk, codes[kk, j].astype("int32")]
 
     def start_overrides(self):
-        return {"vectorize": False, "unroll": 64}
+        from .binary_dense import lut_start
+
+        return lut_start(self.n, self.k_eff)
 
     def _schedule_prologue(self, sch):
         from .binary_dense import schedule_table

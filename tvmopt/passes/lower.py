@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
-from .structure import DENSE, DetectOptions, Kernel, dense_kernel, detect, from_compact
+from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
 
 
 @dataclass
@@ -205,6 +205,10 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             if kern.input_transform:
                 _, ib, fb = kern.input_transform
                 x = self.builder_.emit(_fixed_point(x, ib, fb))
+            if kern.family.endswith("_lut_dense") and m > LUT_MAX_ROWS:
+                # the tables are rebuilt for every row of X: with many rows the decode kernel
+                # (same weight layout) is cheaper
+                kern.family = kern.family.replace("_lut_dense", "_dense")
             key = kern.key(m)
             task, gv = self._kernel_func(kern, key)
             args = [x] + [relax.const(a) for a in kern.arrays]

@@ -18,6 +18,9 @@ DENSE = "dense"
 # byte lookup tables (binary_lut_dense, ternary_lut_dense) cost 256 entries per input group and
 # row of X whatever N is; they pay off once each group is looked up by this many outputs
 LUT_MIN_OUTPUTS = 512
+# ... and while X has few rows: each row of X rebuilds them (ops_llvm: at batch 64 the decode
+# kernels are 2-3x faster than the tables)
+LUT_MAX_ROWS = 8
 
 
 @dataclass

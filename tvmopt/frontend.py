@@ -187,13 +187,9 @@ def _torch_converters() -> dict:
     table = {}
     for spec in SPECS.values():
         def convert(node, importer, _spec=spec):
-            args = list(node.args)
-            x = importer.env[args[0]]
-            n_in = len(_spec.inputs)
-            tensors = {name: (None if a is None else importer.env[a])
-                       for (name, _, _), a in zip(_spec.inputs, args[1: 1 + n_in])}
-            attrs = {name: (list(v) if kind == "ints" else int(v))
-                     for (name, kind), v in zip(_spec.attrs, args[1 + n_in:])}
+            x = importer.env[node.args[0]]
+            nodes, attrs = _spec.split_args(list(node.args[1:]))
+            tensors = {name: (None if a is None else importer.env[a]) for name, a in nodes.items()}
             out = output_shape(_spec, static_shape(x), attrs)
             return importer.block_builder.emit(placeholder(_spec.name, x, tensors, attrs, out))
         table[f"{spec.torch_name}.default"] = convert

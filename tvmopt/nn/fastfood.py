@@ -83,22 +83,17 @@ class Fastfood(CompressedLayer):
         self.register_buffer("perm", perm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        h = _pad(x, self.n).unsqueeze(-2) * self.diag_b                 # [..., blocks, n]
-        h = fwht(h)
-        idx = self.perm.expand(*lead, self.blocks, self.n)
-        h = torch.gather(h, -1, idx) * self.diag_g
-        h = fwht(h) * self.diag_s
-        y = h.reshape(*lead, self.blocks * self.n)[..., : self.out_features]
-        return y if self.bias is None else y + self.bias
+        return fastfood_apply(x, self.out_features, self.diag_b, self.diag_g, self.diag_s, self.perm_flat(),
+                              self.bias)
+
+    def perm_flat(self) -> torch.Tensor:
+        """The block permutations as one index into the concatenated blocks."""
+        return (self.perm + torch.arange(self.blocks)[:, None] * self.n).reshape(-1)
 
     def effective_weight(self) -> torch.Tensor:
         eye = torch.eye(self.in_features, dtype=self.diag_s.dtype)
-        bias, self.bias = self.bias, None
-        try:
-            return self.forward(eye).T.contiguous()
-        finally:
-            self.bias = bias
+        return fastfood_apply(eye, self.out_features, self.diag_b, self.diag_g, self.diag_s, self.perm_flat(),
+                              None).T.contiguous()
 
     def to_plain(self) -> nn.Module:
         return PlainFastfood(self)
@@ -126,19 +121,27 @@ class PlainFastfood(nn.Module):
 
     def __init__(self, layer: Fastfood):
         super().__init__()
-        self.n, self.blocks, self.out_features = layer.n, layer.blocks, layer.out_features
+        self.out_features = layer.out_features
         for name in ("diag_b", "diag_g", "diag_s"):
             self.register_buffer(name, getattr(layer, name).detach().clone())
-        self.register_buffer("perm_flat", (layer.perm + torch.arange(layer.blocks)[:, None] * layer.n).reshape(-1))
+        self.register_buffer("perm_flat", layer.perm_flat())
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
 
     def forward(self, x):
-        lead = x.shape[:-1]
-        h = fwht(_pad(x, self.n).unsqueeze(-2) * self.diag_b)
-        h = torch.index_select(h.reshape(*lead, self.blocks * self.n), -1, self.perm_flat)
-        h = fwht(h.reshape(*lead, self.blocks, self.n) * self.diag_g) * self.diag_s
-        y = h.reshape(*lead, self.blocks * self.n)[..., : self.out_features]
-        return y if self.bias is None else y + self.bias
+        return fastfood_apply(x, self.out_features, self.diag_b, self.diag_g, self.diag_s, self.perm_flat, self.bias)
+
+
+def fastfood_apply(x, out_features, diag_b, diag_g, diag_s, perm_flat, bias):
+    """Stacked blocks ``S * H(G * Pi(H(B * pad(x))))`` cut to ``out_features``, plus bias. Written
+    in ops that export to standard ONNX (Gather for Pi), so the trained layer and its plain
+    export share it."""
+    blocks, n = diag_b.shape
+    lead = x.shape[:-1]
+    h = fwht(_pad(x, n).unsqueeze(-2) * diag_b)                          # [..., blocks, n]
+    h = torch.index_select(h.reshape(*lead, blocks * n), -1, perm_flat)
+    h = fwht(h.reshape(*lead, blocks, n) * diag_g) * diag_s
+    y = h.reshape(*lead, blocks * n)[..., :out_features]
+    return y if bias is None else y + bias
 
 
 class HadamardClassifier(CompressedLayer):
@@ -161,13 +164,11 @@ class HadamardClassifier(CompressedLayer):
         self.scale = nn.Parameter(torch.tensor([float(init)]))
 
     def forward(self, x):
-        y = fwht(_pad(x, self.n))[..., self.first_row: self.first_row + self.out_features] * self.scale
-        return y if self.bias is None else y + self.bias
+        return hadamard_apply(x, self.n, self.first_row, self.out_features, self.scale, self.bias)
 
     def effective_weight(self) -> torch.Tensor:
         eye = torch.eye(self.in_features, dtype=self.scale.dtype)
-        rows = fwht(_pad(eye, self.n))[:, self.first_row: self.first_row + self.out_features]
-        return (rows * self.scale).T.contiguous()
+        return hadamard_apply(eye, self.n, self.first_row, self.out_features, self.scale, None).T.contiguous()
 
     def to_plain(self) -> nn.Module:
         return PlainHadamard(self)
@@ -189,10 +190,15 @@ class PlainHadamard(nn.Module):
 
     def __init__(self, layer: HadamardClassifier):
         super().__init__()
-        self.n, self.lo, self.hi = layer.n, layer.first_row, layer.first_row + layer.out_features
+        self.n, self.first_row, self.out_features = layer.n, layer.first_row, layer.out_features
         self.register_buffer("scale", layer.scale.detach().clone())
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
 
     def forward(self, x):
-        y = fwht(_pad(x, self.n))[..., self.lo: self.hi] * self.scale
-        return y if self.bias is None else y + self.bias
+        return hadamard_apply(x, self.n, self.first_row, self.out_features, self.scale, self.bias)
+
+
+def hadamard_apply(x, n, first_row, out_features, scale, bias):
+    """Rows ``first_row ..`` of ``H pad(x)`` times the scale, plus bias (layer and plain export)."""
+    y = fwht(_pad(x, n))[..., first_row: first_row + out_features] * scale
+    return y if bias is None else y + bias

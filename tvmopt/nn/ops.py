@@ -33,6 +33,14 @@ class OpSpec:
     attrs: tuple[tuple[str, str], ...]          # (name, "int" | "ints")
     doc: str
 
+    def split_args(self, args) -> tuple[dict, dict]:
+        """Positional arguments after X (as the torch op takes them) -> (inputs by name, attributes
+        by name, ints or int lists)."""
+        n_in = len(self.inputs)
+        tensors = dict(zip((name for name, _, _ in self.inputs), args[:n_in]))
+        attrs = {name: (list(v) if kind == "ints" else int(v)) for (name, kind), v in zip(self.attrs, args[n_in:])}
+        return tensors, attrs
+
     @property
     def conv(self) -> bool:
         return self.name.endswith("Conv")
@@ -199,17 +207,9 @@ def register_torch_ops() -> None:
     _LIB = lib
 
 
-def _split_args(spec: OpSpec, args):
-    n_in = len(spec.inputs)
-    tensors = dict(zip((name for name, _, _ in spec.inputs), args[:n_in]))
-    attrs = {name: (list(v) if kind == "ints" else int(v))
-             for (name, kind), v in zip(spec.attrs, args[n_in:])}
-    return tensors, attrs
-
-
 def _make_kernel(spec: OpSpec):
     def kernel(x, *args):
-        tensors, attrs = _split_args(spec, args)
+        tensors, attrs = spec.split_args(args)
         arrays = {k: None if v is None else v.detach().cpu().numpy() for k, v in tensors.items()}
         return torch.from_numpy(reference(spec.name, x.detach().cpu().numpy(), arrays, attrs))
     return kernel
@@ -217,7 +217,7 @@ def _make_kernel(spec: OpSpec):
 
 def _make_fake(spec: OpSpec):
     def fake(x, *args):
-        _, attrs = _split_args(spec, args)
+        _, attrs = spec.split_args(args)
         return x.new_empty(output_shape(spec, x.shape, attrs))
     return fake
 
@@ -265,9 +265,8 @@ def _make_translation(spec: OpSpec, opset):
     onnx_op = getattr(opset, spec.name)
 
     def translate(x, *args):
-        n_in = len(spec.inputs)
-        attrs = {name: (list(v) if kind == "ints" else int(v)) for (name, kind), v in zip(spec.attrs, args[n_in:])}
-        return onnx_op(x, *args[:n_in], **attrs)
+        tensors, attrs = spec.split_args(args)
+        return onnx_op(x, *tensors.values(), **attrs)
 
     params = [inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name, _, _ in spec.inputs]

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decoded import DecodedDenseTask, WeightSpec, bitfield, register_family
+from ..nn import formats
+from .decoded import DecodedDenseTask, LookupTableMixin, WeightSpec, bitfield, register_family
 
 
 def pack_signs(w_pm1: np.ndarray, word_bits: int) -> np.ndarray:
-    """±1 weight [K, N] -> packed [ceil(K/word_bits), N] (uint8 or uint32), bit = (w > 0)."""
+    """±1 weight [K, N] -> packed [ceil(K/word_bits), N] (uint8 or little-endian uint32 words),
+    bit ``k % word_bits`` of word ``k // word_bits`` = (w > 0)."""
     k, n = w_pm1.shape
-    words = -(-k // word_bits)
-    bits = np.zeros((words * word_bits, n), dtype=np.uint64)
+    bits = np.zeros((-(-k // word_bits) * word_bits, n), dtype=np.int64)
     bits[:k] = w_pm1 > 0
-    shifts = np.arange(word_bits, dtype=np.uint64)[None, :, None]
-    packed = (bits.reshape(words, word_bits, n) << shifts).sum(axis=1)
-    return packed.astype(np.uint8 if word_bits == 8 else np.uint32)
+    stream = formats.pack_rows(bits.T, 1)                        # [N, bytes], little-endian bits
+    words = stream if word_bits == 8 else np.ascontiguousarray(stream).view("<u4")
+    return np.ascontiguousarray(words.T)
 
 
 def unpack_signs(packed: np.ndarray, word_bits: int, k: int) -> np.ndarray:
-    shifts = np.arange(word_bits, dtype=np.uint64)[None, :, None]
-    bits = (packed.astype(np.uint64)[:, None, :] >> shifts) & 1
-    return np.where(bits.reshape(-1, packed.shape[1])[:k] == 1, 1.0, -1.0).astype(np.float32)
+    stream = np.ascontiguousarray(np.asarray(packed).T).view(np.uint8)
+    bits = formats.unpack_rows(stream, 1, k).T
+    return np.where(bits == 1, 1.0, -1.0).astype(np.float32)
 
 
 class BinaryDenseTask(DecodedDenseTask):
@@ -105,68 +106,19 @@ register_family(BinaryDenseTask)
 register_family(XnorDenseTask)
 
 
-class BinaryLutDenseTask(BinaryDenseTask):
-    """Binary weights with real activations through per-byte lookup tables (as in LUT-GEMM /
-    BiQGEMM): for every group g of 8 inputs, ``T[i, g, b] = sum_j (bit j of b ? x : -x)[8g+j]``
-    for all 256 byte values b, then ``Y[i, n] = sum_g T[i, g, wbits[g, n]]``. Eight weights cost
-    one table load and one add instead of eight decodes and FMAs; building the table costs
-    256 x 8 per group of 8 inputs, shared by all N outputs.
-
-    Same weight layout as ``binary_dense`` (``wbits`` uint8 [ceil(K/8), N]).
-    """
+class BinaryLutDenseTask(LookupTableMixin, BinaryDenseTask):
+    """Binary weights with real activations through per-byte lookup tables: for every group g of
+    8 inputs, ``T[i, g, b] = sum_j (bit j of b ? x : -x)[8g+j]``, then
+    ``Y[i, n] = sum_g T[i, g, wbits[g, n]]``: one load and one add per 8 weights instead of eight
+    decodes and FMAs. Same layout as ``binary_dense``."""
 
     family = "binary_lut_dense"
+    per_byte = 8
 
-    @property
-    def k_eff(self):
-        return -(-self.k // 8)
-
-    def te_prologue(self, x):
+    def byte_term(self, b, j, value):
         import tvm
-        from tvm import te
 
-        k = self.k
-        j = te.reduce_axis((0, 8), name="j")
-
-        def entry(i, g, b):
-            idx = g * 8 + j
-            value = tvm.tirx.Select(idx < k, x[i, tvm.tirx.min(idx, k - 1)], tvm.tirx.const(0.0, "float32"))
-            return te.sum(tvm.tirx.Select(((b >> j) & 1) == 1, value, -value), axis=j)
-
-        return te.compute((self.m, self.k_eff, 256), entry, name="Table")
-
-    def te_term(self, table, tensors, i, kk, j):
-        (wbits,) = tensors
-        return table[i, kk, wbits[kk, j].astype("int32")]
-
-    def start_overrides(self):
-        return lut_start(self.n, self.k_eff)
-
-    def _schedule_prologue(self, sch):
-        schedule_table(sch)
-
-
-def lut_start(n: int, groups: int) -> dict:
-    """Start config of the lookup-table kernels. Table lookups are gathers, so scalar code with
-    a deep unroll beats vectorized gathers: on Zen 3, binary_lut_dense:1x4096x4096 ran 3x faster
-    with 2 parallel strips of N, 4 x 64 outputs per strip step and 4 groups per inner step."""
-    def divisor(total, options):
-        return next((d for d in options if total % d == 0), 1)
-
-    n0 = 2 if n % 2 == 0 else 1
-    n3 = divisor(n // n0, (64, 32, 16, 8, 4, 2))
-    n2 = divisor(n // (n0 * n3), (4, 2))
-    k1 = divisor(groups, (4, 2))
-    return {"tile_n": (n0, n // (n0 * n2 * n3), n2, n3), "tile_k": (groups // k1, k1),
-            "vectorize": False, "unroll": 64}
-
-
-def schedule_table(sch) -> None:
-    """Parallel over (row, group), vectorized over the 256 byte values."""
-    block = sch.get_sblock("Table")
-    loops = sch.get_loops(block)
-    sch.parallel(sch.fuse(loops[0], loops[1]))
-    sch.vectorize(loops[2])
+        return tvm.tirx.Select(((b >> j) & 1) == 1, value, -value)
 
 
 register_family(BinaryLutDenseTask)

@@ -6,7 +6,8 @@ Kernel layout: ``codes`` uint8 [ceil(K/4), N], field ``k % 4`` of byte ``k // 4`
 
 from __future__ import annotations
 
-from .decoded import DecodedDenseTask, WeightSpec, bitfield, pack_fields, register_family, unpack_fields
+from .decoded import (DecodedDenseTask, LookupTableMixin, WeightSpec, bitfield, pack_fields, register_family,
+                      unpack_fields)
 
 
 class TernaryDenseTask(DecodedDenseTask):
@@ -28,46 +29,18 @@ class TernaryDenseTask(DecodedDenseTask):
         return ((c & 1) - (c >> 1)).astype("float32")
 
 
-class TernaryLutDenseTask(TernaryDenseTask):
+class TernaryLutDenseTask(LookupTableMixin, TernaryDenseTask):
     """Ternary weights through per-byte lookup tables: a byte holds 4 codes, so for every group g
     of 4 inputs ``T[i, g, b] = sum_j w(code j of b) * x[4g+j]`` over the 256 byte values, and
     ``Y[i, n] = sum_g T[i, g, codes[g, n]]``: one load and one add per 4 weights. Same layout as
     ``ternary_dense``."""
 
     family = "ternary_lut_dense"
+    per_byte = 4
 
-    @property
-    def k_eff(self):
-        return -(-self.k // 4)
-
-    def te_prologue(self, x):
-        import tvm
-        from tvm import te
-
-        k = self.k
-        j = te.reduce_axis((0, 4), name="j")
-
-        def entry(i, g, b):
-            idx = g * 4 + j
-            value = tvm.tirx.Select(idx < k, x[i, tvm.tirx.min(idx, k - 1)], tvm.tirx.const(0.0, "float32"))
-            c = (b >> (2 * j)) & 3
-            return te.sum(value * ((c & 1) - (c >> 1)).astype("float32"), axis=j)
-
-        return te.compute((self.m, self.k_eff, 256), entry, name="Table")
-
-    def te_term(self, table, tensors, i, kk, j):
-        (codes,) = tensors
-        return table[i, kk, codes[kk, j].astype("int32")]
-
-    def start_overrides(self):
-        from .binary_dense import lut_start
-
-        return lut_start(self.n, self.k_eff)
-
-    def _schedule_prologue(self, sch):
-        from .binary_dense import schedule_table
-
-        schedule_table(sch)
+    def byte_term(self, b, j, value):
+        c = (b >> (2 * j)) & 3
+        return value * ((c & 1) - (c >> 1)).astype("float32")
 
 
 register_family(TernaryDenseTask)

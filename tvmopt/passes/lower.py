@@ -71,17 +71,16 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
     class Rewriter(relax.PyExprMutator):
         def _const(self, expr):
             """numpy value of a constant (through variable bindings), else None."""
-            while isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                if bound is None:
-                    return None
-                expr = bound
-            value = getattr(expr, "value", None) if not isinstance(expr, relax.Call) else None
+            expr = self._resolve(expr)
+            if isinstance(expr, (relax.Var, relax.Call)):
+                return None
+            value = getattr(expr, "value", None)
             if value is not None and hasattr(value, "numpy"):
                 return value.numpy()
             return None
 
         def _resolve(self, expr):
+            """What a variable is bound to, through chains of bindings (the variable if unbound)."""
             while isinstance(expr, relax.Var):
                 bound = self.lookup_binding(expr)
                 if bound is None:
@@ -210,7 +209,7 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
                 # (same weight layout) is cheaper
                 kern.family = kern.family.replace("_lut_dense", "_dense")
             key = kern.key(m)
-            task, gv = self._kernel_func(kern, key)
+            gv = self._kernel_func(kern, key)
             args = [x] + [relax.const(a) for a in kern.arrays]
             y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((m, kern.out_features), "float32")))
             if kern.scale is not None:
@@ -242,7 +241,7 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
                 funcs[cache_key] = self.builder_.add_func(func, name)
-            return task, funcs[cache_key]
+            return funcs[cache_key]
 
     # exporters leave ops on constant weights (Sign, Transpose, Mul by a folded BN scale...)
     mod = relax.transform.FoldConstant()(mod)

@@ -44,3 +44,21 @@ def test_bad_targets_say_what_is_accepted(text, needle):
     with pytest.raises(TargetError, match=None) as info:
         parse_target(text)
     assert needle in str(info.value)
+
+
+def test_tvmopt_runs_tvm_kernels_on_every_core():
+    """TVM's pool would start half the cores on x86 (it assumes hyper-threading): importing
+    tvmopt makes it start one thread per usable core, unless the user chose a number."""
+    import subprocess
+    import sys
+
+    from tvmopt.target import host_cores
+
+    code = ("import os; os.environ.pop('TVM_NUM_THREADS', None); import tvmopt, tvm, tvm_ffi;"
+            "print(tvm_ffi.get_global_func('runtime.NumThreads')())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(host_cores())
+    keep = subprocess.run([sys.executable, "-c", "import tvmopt, os; print(os.environ['TVM_NUM_THREADS'])"],
+                          capture_output=True, text=True, check=True, env={**__import__("os").environ,
+                                                                           "TVM_NUM_THREADS": "1"}).stdout
+    assert keep.strip() == "1"

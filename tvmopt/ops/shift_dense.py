@@ -40,14 +40,16 @@ class ShiftDenseTask(DecodedDenseTask):
         return np.where(neg == 1, -value, value).astype(np.float32)
 
     def te_weight(self, tensors, kk, j):
+        """``±2^p`` built from its float bits in 32-bit integer lanes: the sign bit moved to bit
+        31 by one shift, the exponent ``m + bias`` shifted to bits 23..30."""
         import tvm
 
+        u32 = lambda v: tvm.tirx.const(v, "uint32")  # noqa: E731
         mags, signs = tensors
-        m = bitfield(mags[kk // 2, j], kk % 2, 4)
-        neg = bitfield(signs[kk // 8, j], kk % 8, 1).astype("uint32")
-        exponent = (m + (self.params["shift_min"] - 1 + 127)).astype("uint32")
-        bits = (neg << tvm.tirx.const(31, "uint32")) | (exponent << tvm.tirx.const(23, "uint32"))
-        return tvm.tirx.Select(m == 0, tvm.tirx.const(0.0, "float32"), tvm.tirx.reinterpret("float32", bits))
+        m = bitfield(mags[kk // 2, j], kk % 2, 4).astype("uint32")
+        sign = (signs[kk // 8, j].astype("uint32") << (31 - kk % 8).astype("uint32")) & u32(0x80000000)
+        bits = sign | ((m + u32(self.params["shift_min"] - 1 + 127)) << u32(23))
+        return tvm.tirx.Select(m == u32(0), tvm.tirx.const(0.0, "float32"), tvm.tirx.reinterpret("float32", bits))
 
 
 register_family(ShiftDenseTask)

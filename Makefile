@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tvmopt tune gemm:512x512x512 --target llvm --tuner random --trials 24 --records .tvmopt-demo
+	$(PY) examples/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

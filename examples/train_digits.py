@@ -5,7 +5,8 @@ ONNX exports, save them under examples/models/ and write the table in BENCHMARKS
 
 For each model it writes ``digits_<arch>_<variant>.onnx`` (compressed layers as ``ai.tvmopt``
 nodes; fp32 models are standard ONNX) and ``digits_<arch>_<variant>.plain.onnx`` (standard ops
-only), plus ``digits_test.npz`` (the held-out split) and ``digits.json`` (accuracies, bytes).
+only), ``digits_<arch>_<variant>.pt`` (the PyTorch state dict, for
+:func:`tvmopt.nn.digits.load_model`), plus ``digits_test.npz`` (the held-out split) and ``digits.json`` (accuracies, bytes).
 Takes about two minutes on 2 cores.
 """
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import machine, update_section, write_json  # noqa: E402
 
 from tvmopt.nn import export_onnx  # noqa: E402
+from tvmopt.nn import digits  # noqa: E402
 from tvmopt.nn.digits import load_split, train_all  # noqa: E402
 
 # weight-memory goals of the compressed-layers issue, on the layers each variant compresses
@@ -58,7 +60,8 @@ def main() -> None:
     rows = []
     fp32 = {r.arch: r.accuracy for r in results if r.variant == "fp32"}
     for r in results:
-        stem = f"digits_{r.arch}_{r.variant.replace(':', '')}"
+        stem = digits.stem(r.arch, r.variant)
+        torch.save(r.model.state_dict(), args.out / f"{stem}.pt")
         example = split.x_test[:1]
         with torch.no_grad():
             logits = r.model(split.x_test).numpy()

@@ -108,3 +108,24 @@ def test_lock_is_held_while_writing(tmp_path):
     finally:
         cache_mod.LOCK_TIMEOUT_S = old
     assert len(cache.load("llvm-test-1c")) == 1
+
+
+def test_pick_best_writes_one_record_per_workload_after_a_header(tmp_path):
+    from tvmopt.cache import pick_best
+
+    src = RecordCache(tmp_path / "all")
+    src.append([rec(1, cost=3.0), rec(2, cost=0.5), rec(3, cost=0.1, error="wrong_result"),
+                rec(4, workload="gemm:4x4x4", cost=2.0), rec(5, workload="gemm:2x2x2", cost=1.0)])
+    out = tmp_path / "ship" / "llvm-test-1c.jsonl"
+    n = pick_best(src.directory, out, "llvm-test-1c", header="measured here\non a test", workloads=["gemm:8x8x8",
+                                                                                                   "gemm:4x4x4"])
+    assert n == 2
+    lines = out.read_text().splitlines()
+    assert lines[:2] == ["# measured here", "# on a test"]
+    shipped = RecordCache(out.parent)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # header comments are not corrupt lines
+        best = shipped.best_all("llvm-test-1c")
+    assert {w: r.config[1] for w, r in best.items()} == {"gemm:8x8x8": 2, "gemm:4x4x4": 4}
+    assert shipped.target_keys() == ["llvm-test-1c"]

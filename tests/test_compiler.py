@@ -186,7 +186,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     result = tune_task(key, parse_target("llvm"), tuner="random", trials=3, records=tmp_path, progress=False)
     assert result.measured == 3 and result.best_config is not None
     compiled = compile_model(compact, batch=4, records=tmp_path)
-    assert compiled.tuned[key] is True and compiled.tuned["dense:4x64x32"] is False
+    assert compiled.tuned[key] == "records" and compiled.tuned["dense:4x64x32"] == ""
     x = torch.randn(4, 32)
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-4)
@@ -226,3 +226,24 @@ def test_wide_binary_and_ternary_layers_use_lookup_tables(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path, exports, monkeypatch):
+    """A config tuned on another CPU of the same target kind beats the untuned default."""
+    from tvmopt import compiler
+    from tvmopt.cache import Record, RecordCache
+    from tvmopt.tasks import get_task
+
+    _, compact, _ = exports["ternary"]
+    key = "ternary_dense:4x48x64"
+    task = get_task(key)
+    import random
+    config = task.space.random(random.Random(3))
+    RecordCache(tmp_path).append([Record(key, "llvm-elsewhere-64c", config, (1e-6,))])
+    RecordCache(tmp_path).append([Record(key, "cuda-sm_90", task.space.initial(), (1e-9,))])
+    monkeypatch.setattr(compiler, "SHIPPED_RECORDS", tmp_path)
+    lookup, used = compiler.best_configs(compiler.parse_target("llvm"), None)
+    assert lookup(key) == config and used[key] == "shipped:llvm-elsewhere-64c"
+    assert lookup("dense:4x64x32") is None and used["dense:4x64x32"] == ""
+    compiled = compile_model(compact, batch=4)
+    assert compiled.tuned[key] == "shipped:llvm-elsewhere-64c"

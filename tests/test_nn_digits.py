@@ -36,3 +36,20 @@ def test_training_pipeline_runs_and_learns():
     assert [r.variant for r in results] == ["fp32", "shift", "nm2:4"]
     assert all(r.accuracy > 0.8 for r in results)           # chance is 0.1
     assert results[1].weight_bytes["compressed"] * 6 < results[1].weight_bytes["compressed_dense"]
+
+
+@pytest.mark.parametrize("row", SUMMARY["models"], ids=lambda r: f"{r['arch']}-{r['variant']}")
+def test_bundled_pytorch_state_dicts_are_the_exported_models(row):
+    """The .pt files (the PyTorch baseline of benchmarks/e2e.py and the demo) compute what the
+    ONNX exports compute."""
+    import torch
+
+    from tvmopt.nn.digits import load_model, stem
+
+    x = TEST["x"][:64]
+    model = load_model(row["arch"], row["variant"], MODELS / f"{stem(row['arch'], row['variant'])}.pt")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(MODELS / row["plain_onnx"]), providers=["CPUExecutionProvider"])
+    plain = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(logits, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())

@@ -11,7 +11,8 @@ from tvmopt.tasks import get_task
 
 KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
-        "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20"]
+        "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20", "shift_dense:12x24x21",
+        "hashed_dense:8x16x20x37x2"]
 
 
 def _run(task, config, inputs):
@@ -56,9 +57,26 @@ def test_pack_fields_round_trip(width):
 
 def test_compressed_spaces_have_no_packing_knob_and_count_dense_flops():
     task = get_task("shift_dense:64x256x512")
-    assert task.space.as_dict(task.space.initial())["pack_b"] is False
+    start = task.space.as_dict(task.space.initial())
+    assert start["pack_b"] is False and start["decode"] == "tile"   # batches decode a tile once
     assert task.flops == 2 * 64 * 256 * 512
-    assert get_task("dense:64x256x512").space.size() > task.space.size()
+    # one row has nothing to share a decoded tile with: no decode knob
+    assert "decode" not in get_task("shift_dense:1x256x512").space.as_dict(get_task("shift_dense:1x256x512")
+                                                                             .space.initial())
+    assert get_task("dense:64x256x512").space.size() == task.space.size()   # pack_b (2) <-> decode (2)
+
+
+@pytest.mark.parametrize("key", ["binary_dense:9x24x20", "shift_dense:8x24x21", "ternary_dense:16x16x30",
+                                 "hashed_dense:8x16x20x37x2", "codebook_dense:10x16x20x300"])
+def test_weight_decoded_inline_or_once_per_tile_gives_the_same_result(key):
+    task = get_task(key)
+    inputs = task.make_inputs(np.random.default_rng(2))
+    start = task.space.initial()
+    assert task.space.as_dict(start)["decode"] == "tile"
+    for decode in ("inline", "tile"):
+        got, expected = _run(task, start[:-1] + (decode,), inputs)
+        assert task.mismatch(got, expected) is None, (decode, np.abs(got - expected).max())
+    assert "W" in task.primfunc(start).script() and "W" not in task.primfunc(start[:-1] + ("inline",)).script()
 
 
 def test_every_kernel_space_is_tuned_by_a_tuner_and_recorded(tmp_path):
@@ -87,8 +105,11 @@ def test_compressed_spaces_start_from_a_valid_heuristic_config(shape):
     assert task.space.contains(start)
     knobs = task.space.as_dict(start)
     assert knobs["vectorize"] and knobs["accumulate"] == "local"
-    # decoding kernels: 32 lanes where N allows, an inner K block of 8 (constant bit offsets)
-    if n % 32 == 0:
+    # decoding kernels: batches decode a tile once for all rows; one row takes 32 lanes where N
+    # allows, an inner K block of 8 (constant bit offsets)
+    if m >= 8 and n % 16 == 0:
+        assert knobs["decode"] == "tile" and knobs["tile_m"][:2] == (1, 1) and knobs["tile_n"][3] == 16
+    elif n % 32 == 0:
         assert knobs["tile_n"][3] == 32 and knobs["tile_k"][1] == 8
     elif n % 16 == 0:
         assert knobs["tile_n"][3] == 16

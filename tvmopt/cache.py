@@ -149,7 +149,7 @@ class RecordCache:
             raise RecordsError(f"cannot read records file '{path}': {e.strerror}") from None
         records, bad, foreign = [], 0, 0
         for line in raw.decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
+            if not line.strip() or line.startswith("#"):   # blank, or a header comment
                 continue
             try:
                 r = Record.from_line(line)
@@ -167,8 +167,40 @@ class RecordCache:
                           f"than {self._tvm}; their timings may not hold", RuntimeWarning, stacklevel=2)
         return records
 
+    def best_all(self, target_key: str) -> dict[str, Record]:
+        """The fastest successful record of every workload of a target, reading the file once."""
+        best: dict[str, Record] = {}
+        for r in self.load(target_key):
+            if r.error == "ok" and (r.workload not in best or r.cost < best[r.workload].cost):
+                best[r.workload] = r
+        return best
+
+    def target_keys(self) -> list[str]:
+        """The target keys this directory holds records for."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.jsonl"))
+
     def best(self, workload: str, target_key: str, space: str | None = None) -> Record | None:
         """The fastest successful record for a workload (of a given space fingerprint)."""
         candidates = [r for r in self.load(target_key, workload)
                       if r.error == "ok" and (space is None or r.space == space)]
         return min(candidates, key=lambda r: r.cost, default=None)
+
+
+def pick_best(source: str | Path, destination: str | Path, target_key: str, header: str = "",
+              workloads: Iterable[str] | None = None) -> int:
+    """Write the best record of each workload (optionally only ``workloads``) from the records
+    in ``source`` to ``destination`` (a new file, replaced), after ``header`` lines written as
+    ``# `` comments. This is how the shipped records in ``logs/records`` are made. Returns the
+    number of records written."""
+    best = RecordCache(source).best_all(target_key)
+    keep = set(workloads) if workloads is not None else None
+    rows = [r for w, r in sorted(best.items()) if keep is None or w in keep]
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"# {line}\n" for line in header.splitlines()) + "".join(r.to_line() + "\n" for r in rows)
+    tmp = destination.with_name(destination.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, destination)
+    return len(rows)

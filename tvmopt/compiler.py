@@ -28,7 +28,7 @@ class Compiled:
     lowered: Lowered
     target: TargetSpec
     executable: object
-    tuned: dict[str, bool]            # task key -> a record was used
+    tuned: dict[str, str]             # task key -> where its config came from ('' = default)
 
     def __post_init__(self):
         import tvm
@@ -50,19 +50,31 @@ class Compiled:
 
 
 def best_configs(target: TargetSpec, records: str | Path | None):
-    """``key -> config or None`` from the user's records, falling back to the shipped ones."""
-    caches = [RecordCache(records)] if records else []
+    """``key -> config or None`` from the user's records, falling back to the shipped ones.
+
+    Each records file is read once. When the shipped records hold nothing for this exact
+    target key (another CPU model, say), those of another target of the same kind are used:
+    a config tuned on another CPU is valid everywhere and usually far better than the
+    untuned default. ``used[key]`` says where a task's config came from: ``"records"``,
+    ``"shipped"``, ``"shipped:<other key>"`` or ``""`` (none)."""
+    tables: list[tuple[str, dict]] = []
+    if records:
+        tables.append(("records", RecordCache(records).best_all(target.key)))
     if SHIPPED_RECORDS.exists():
-        caches.append(RecordCache(SHIPPED_RECORDS))
-    used: dict[str, bool] = {}
+        shipped = RecordCache(SHIPPED_RECORDS)
+        tables.append(("shipped", shipped.best_all(target.key)))
+        for other in shipped.target_keys():
+            if other != target.key and other.split("-")[0] == target.key.split("-")[0]:
+                tables.append((f"shipped:{other}", shipped.best_all(other)))
+    used: dict[str, str] = {}
 
     def lookup(key: str):
-        for cache in caches:
-            rec = cache.best(key, target.key)
+        for source, table in tables:
+            rec = table.get(key)
             if rec is not None:
-                used[key] = True
+                used[key] = source
                 return rec.config
-        used[key] = False
+        used[key] = ""
         return None
 
     return lookup, used

@@ -52,7 +52,7 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
     out_shape = list(compiled(x).shape)
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
             "input_name": compiled.imported.input_name, "input_shape": list(compiled.imported.input_shape),
-            "output_shape": out_shape, "tuned": sorted(k for k, u in compiled.tuned.items() if u),
+            "output_shape": out_shape, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
             "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     meta_path(output).write_text(json.dumps(meta, indent=2) + "\n")

@@ -172,3 +172,24 @@ def train_all(archs=("mlp", "cnn"), epochs: int = 60, finetune_epochs: int = 40,
             results.append(Result(arch, v.name, acc, weight_bytes(model), secs, v.note, model))
             log(f"{arch:4s} {v.name:9s} accuracy {acc * 100:5.1f}%  ({secs:.1f} s)")
     return results
+
+
+def stem(arch: str, variant: str) -> str:
+    """File stem of a bundled model: ``digits_<arch>_<variant>`` (``nm2:4`` -> ``nm24``)."""
+    return f"digits_{arch}_{variant.replace(':', '')}"
+
+
+def build_model(arch: str, variant: str) -> nn.Module:
+    """The untrained module of ``arch`` in ``variant`` (the layers a state dict loads into)."""
+    found = {v.name: v for v in variants(arch)}
+    if variant not in found:
+        raise KeyError(f"no variant {variant!r} of {arch}; have {sorted(found)}")
+    torch.manual_seed(0)
+    return found[variant].apply(ARCHS[arch]())
+
+
+def load_model(arch: str, variant: str, path) -> nn.Module:
+    """A bundled model's trained PyTorch module (from its ``.pt`` state dict), in eval mode."""
+    model = build_model(arch, variant)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()

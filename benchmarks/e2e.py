@@ -1,0 +1,222 @@
+"""End to end: every bundled digits model compiled by tvmopt against onnxruntime and PyTorch.
+
+    python benchmarks/e2e.py [--models mlp_binary,cnn_shift] [--batches 1,64] [--trials 32]
+                             [--tuner random] [--rounds 7] [--no-tune] [--ship]
+
+For each model (``examples/models/digits_<arch>_<variant>.onnx``) and batch size:
+
+1. **Tune** it as ``tvmopt tune`` does (``--trials`` split over its tasks by FLOPs, records in
+   benchmarks/results/e2e_records, so a rerun resumes and measures nothing new); the tuning
+   wall time is reported. ``--ship`` then writes the best record of every task to
+   ``logs/records/<target>.jsonl`` (the records ``tvmopt build`` falls back on), with a header
+   saying where and when they were measured.
+2. **Check** the compiled module: its outputs against PyTorch's on the same batch (relative
+   error), and its accuracy on the 360 held-out digits against PyTorch's (must be equal).
+3. **Time**, interleaved in the same run, medians of ``--rounds`` rounds, numpy in and numpy
+   out for everyone: tvmopt; onnxruntime on the model's plain ONNX export (standard ops, the
+   file a user would otherwise deploy); PyTorch eager, the faster of the trained compressed
+   module and its plain dense equivalent (``tvmopt.nn.to_plain``). The speed-up is against
+   the *faster* of onnxruntime and PyTorch.
+
+Writes benchmarks/results/e2e.json and the ``e2e`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+from report import ROOT, machine, update_section, write_json
+
+from tvmopt.target import parse_target
+
+MODELS = ROOT / "examples" / "models"
+RECORDS = ROOT / "benchmarks" / "results" / "e2e_records"
+SHIPPED = ROOT / "logs" / "records"
+VARIANTS = ("fp32", "shift", "binary", "ternary", "fastfood", "nm2:4", "nm2:4-T", "hashed")
+# speed-up goals over the faster of onnxruntime and PyTorch (the end-to-end issue)
+GOALS = {"binary": 1.5, "shift": 1.5, "fastfood": 1.5, "nm2:4": 1.2, "nm2:4-T": 1.2, "ternary": 1.2,
+         "hashed": 1.2, "fp32": 1.0}
+
+
+def _timer(fn, min_seconds: float = 0.05):
+    """A function giving the median seconds per call of ``fn`` over ``min_seconds``."""
+    def run():
+        fn()
+        samples, start = [], time.perf_counter()
+        while time.perf_counter() - start < min_seconds or len(samples) < 5:
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples)
+    return run
+
+
+def _batches(x: np.ndarray, batch: int):
+    """``x`` cut into full batches; the last one padded with zeros (and its true length)."""
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + x.shape[1:], x.dtype)])
+        yield chunk, min(batch, len(x) - start)
+
+
+def predict(fn, x: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([fn(chunk)[:n] for chunk, n in _batches(x, batch)])
+
+
+def tune(stem: str, batch: int, target, trials: int, tuner: str) -> dict:
+    from tvmopt.tuning import tune_model
+
+    start = time.perf_counter()
+    result = tune_model(MODELS / f"{stem}.onnx", target, tuner=tuner, trials=trials, records=RECORDS,
+                        batch=batch, progress=False, log=lambda *_: None)
+    measured = sum(r.measured for _, _, _, r in result.tasks)
+    return {"tune_s": time.perf_counter() - start, "measured": measured, "tasks": len(result.tasks)}
+
+
+def evaluate(arch: str, variant: str, batch: int, target, rounds: int) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from tvmopt.compiler import compile_model
+    from tvmopt.nn import to_plain
+    from tvmopt.nn.digits import load_model, stem
+
+    name = stem(arch, variant)
+    data = np.load(MODELS / "digits_test.npz")
+    x_all, y_all = data["x"].astype(np.float32), data["y"]
+    x = x_all[:batch] if batch <= len(x_all) else np.resize(x_all, (batch,) + x_all.shape[1:])
+
+    compiled = compile_model(MODELS / f"{name}.onnx", target, records=RECORDS, batch=batch)
+    plain = MODELS / f"{name}.plain.onnx"
+    sess = ort.InferenceSession(str(plain if plain.exists() else MODELS / f"{name}.onnx"),
+                                providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    model = load_model(arch, variant, MODELS / f"{name}.pt")
+    dense = to_plain(model).eval()
+
+    def torch_fn(module):
+        def run(a):
+            with torch.inference_mode():
+                return module(torch.from_numpy(a)).numpy()
+        return run
+
+    def ort_fn(a):
+        return sess.run(None, {in_name: a})[0]
+
+    ref = torch_fn(model)(x)
+    out = compiled(x)
+    rel_err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+    acc_tvm = float((predict(compiled, x_all, batch).argmax(1) == y_all).mean())
+    acc_torch = float((predict(torch_fn(model), x_all, batch).argmax(1) == y_all).mean())
+
+    timers = {"tvmopt": _timer(lambda: compiled(x)), "onnxruntime": _timer(lambda: ort_fn(x)),
+              "torch": _timer(lambda: torch_fn(model)(x)), "torch plain": _timer(lambda: torch_fn(dense)(x))}
+    samples = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, fn in timers.items():
+            samples[k].append(fn())
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    torch_best = min(med["torch"], med["torch plain"])
+    best_ref = min(med["onnxruntime"], torch_best)
+    speedup = best_ref / med["tvmopt"]
+    layers = [f"{la.kernel.split(':')[0]}" for la in compiled.lowered.layers]
+    return {"model": name, "arch": arch, "variant": variant, "batch": batch,
+            "tvmopt_us": med["tvmopt"] * 1e6, "onnxruntime_us": med["onnxruntime"] * 1e6,
+            "torch_us": med["torch"] * 1e6, "torch_plain_us": med["torch plain"] * 1e6,
+            "vs_onnxruntime": med["onnxruntime"] / med["tvmopt"], "vs_torch": torch_best / med["tvmopt"],
+            "speedup": speedup, "goal": GOALS[variant], "met": speedup >= GOALS[variant],
+            "max_rel_err": rel_err, "accuracy": acc_tvm, "torch_accuracy": acc_torch,
+            "accuracy_equal": acc_tvm == acc_torch, "kernels": layers,
+            "untuned": sorted(k for k, v in compiled.tuned.items() if not v)}
+
+
+def ship(target, rows: list[dict], trials: int, tuner: str) -> int:
+    from tvmopt.cache import pick_best
+    from tvmopt.tuning import extract_tasks
+
+    keys = set()
+    for r in rows:
+        keys.update(k for k, _, _ in extract_tasks(MODELS / f"{r['model']}.onnx", r["batch"]))
+    m = machine()
+    header = (f"tvmopt shipped records for the bundled digits models on {target.key}\n"
+              f"measured on {m['cpu']} ({target.key}), {m['date']}, commit {m['commit']}\n"
+              f"best of {tuner} search, {trials} trials per model and batch "
+              f"(benchmarks/e2e.py --ship); one record per task")
+    return pick_best(RECORDS, SHIPPED / f"{target.key}.jsonl", target.key, header, workloads=keys)
+
+
+def table(rows: list[dict], tuning: list[dict], note: str) -> str:
+    lines = [note, "",
+             "| model | batch | kernels | tvmopt µs | onnxruntime µs | torch µs (compressed / plain) "
+             "| speed-up vs best | goal | rel. err | accuracy (tvmopt = torch) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kernels = ", ".join(sorted(set(r["kernels"])))
+        lines.append(f"| {r['model'].removeprefix('digits_')} | {r['batch']} | {kernels} | {r['tvmopt_us']:.0f} "
+                     f"| {r['onnxruntime_us']:.0f} | {r['torch_us']:.0f} / {r['torch_plain_us']:.0f} "
+                     f"| **{r['speedup']:.2f}x** {'met' if r['met'] else 'not met'} | {r['goal']}x "
+                     f"| {r['max_rel_err']:.1e} | {r['accuracy'] * 100:.1f}% "
+                     f"{'=' if r['accuracy_equal'] else '!='} {r['torch_accuracy'] * 100:.1f}% |")
+    if tuning:
+        lines += ["", "Tuning wall time (`tvmopt tune` budget per model and batch; a task shared with an "
+                  "earlier model resumes from its records):", "",
+                  "| model | batch | tasks | trials measured | seconds |", "|---|---|---|---|---|"]
+        for t in tuning:
+            lines.append(f"| {t['model'].removeprefix('digits_')} | {t['batch']} | {t['tasks']} | {t['measured']} "
+                         f"| {t['tune_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=None, help="comma-separated <arch>_<variant> (default: all 16)")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--trials", type=int, default=32, help="tuning budget per model and batch")
+    ap.add_argument("--tuner", default="random")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--no-tune", action="store_true", help="use the records as they are")
+    ap.add_argument("--ship", action="store_true", help="write the best records to logs/records")
+    args = ap.parse_args()
+    target = parse_target("llvm")
+    models = [(a, v) for a in ("mlp", "cnn") for v in VARIANTS]
+    if args.models:
+        want = set(args.models.split(","))
+        models = [(a, v) for a, v in models if f"{a}_{v}" in want or f"{a}_{v.replace(':', '')}" in want]
+    batches = [int(b) for b in args.batches.split(",")]
+
+    from tvmopt.nn.digits import stem
+
+    tuning = []
+    if not args.no_tune:
+        for arch, variant in models:
+            for batch in batches:
+                t = tune(stem(arch, variant), batch, target, args.trials, args.tuner)
+                tuning.append({"model": stem(arch, variant), "batch": batch, **t})
+                print(f"tuned {stem(arch, variant)} batch {batch}: {t['measured']} trials in {t['tune_s']:.0f} s",
+                      flush=True)
+    rows = []
+    for arch, variant in models:
+        for batch in batches:
+            r = evaluate(arch, variant, batch, target, args.rounds)
+            rows.append(r)
+            print(f"{r['model']:24s} b{batch:<3d} tvmopt {r['tvmopt_us']:8.0f} us  ort {r['onnxruntime_us']:8.0f}  "
+                  f"torch {r['torch_us']:8.0f}/{r['torch_plain_us']:.0f}  x{r['speedup']:.2f} "
+                  f"err {r['max_rel_err']:.1e} acc {r['accuracy']:.3f}/{r['torch_accuracy']:.3f}", flush=True)
+    shipped = ship(target, rows, args.trials, args.tuner) if args.ship else None
+    note = (f"{machine()['cpu']} ({target.key}); tuned with {args.tuner}, {args.trials} trials per model and "
+            f"batch; latency medians of {args.rounds} interleaved rounds, numpy in and out for all three."
+            + (f" {shipped} records shipped in logs/records/{target.key}.jsonl." if shipped is not None else ""))
+    write_json("e2e", {"machine": machine(), "target": target.key, "trials": args.trials, "tuner": args.tuner,
+                       "rows": rows, "tuning": tuning})
+    update_section("e2e", table(rows, tuning, note))
+    print(table(rows, tuning, note))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

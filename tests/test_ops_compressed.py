@@ -45,7 +45,7 @@ def test_xnor_kernel_is_exact():
     np.testing.assert_array_equal(got, expected)
     # the reference really is sign(x) @ W with W = ±1
     x, words = inputs
-    assert set(np.unique(task.dense_weight([words]))) == {-1.0, 1.0}
+    assert set(np.unique(task.dense_weight(task.logical([words])))) == {-1.0, 1.0}
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
@@ -105,13 +105,30 @@ def test_compressed_spaces_start_from_a_valid_heuristic_config(shape):
     assert task.space.contains(start)
     knobs = task.space.as_dict(start)
     assert knobs["vectorize"] and knobs["accumulate"] == "local"
-    # decoding kernels: batches decode a tile once for all rows; one row takes 32 lanes where N
-    # allows, an inner K block of 8 (constant bit offsets)
+    # decoding kernels: batches decode a tile once for all rows; one row takes 16 lanes (a
+    # panel), an inner K block of 8 (constant bit offsets)
     if m >= 8 and n % 16 == 0:
         assert knobs["decode"] == "tile" and knobs["tile_m"][:2] == (1, 1) and knobs["tile_n"][3] == 16
-    elif n % 32 == 0:
-        assert knobs["tile_n"][3] == 32 and knobs["tile_k"][1] == 8
     elif n % 16 == 0:
-        assert knobs["tile_n"][3] == 16
+        assert knobs["tile_n"][3] == 16 and knobs["tile_k"][1] == 8
     # the tuner-comparison GEMM space keeps the trivial start
     assert get_task(f"dense:{m}x{n}x{k}").space.initial()[0] == (m, 1, 1, 1)
+
+
+@pytest.mark.parametrize("key,panel", [("ternary_dense:2x64x24", 16), ("shift_dense:1x48x16", 16),
+                                       ("binary_dense:1x40x16", 8), ("ternary_dense:1x13x8", None)])
+def test_weight_arrays_are_stored_as_panels_of_outputs(key, panel):
+    """[rows, N] arrays are stored [N / P, rows, P] (P = 32, 16 or 8 dividing N): each strip of
+    P outputs is one contiguous block; to_kernel and logical are inverses."""
+    task = get_task(key)
+    assert task.panel == panel
+    arrays = task.random_weights(np.random.default_rng(0))
+    kernel = task.to_kernel(arrays)
+    first = arrays[0]
+    if panel:
+        assert kernel[0].shape == (task.n // panel, first.shape[0], panel)
+        np.testing.assert_array_equal(kernel[0][1, :, 3], first[:, panel + 3])
+    else:
+        assert kernel[0].shape == first.shape
+    for a, b in zip(task.logical(kernel), arrays):
+        np.testing.assert_array_equal(a, b)

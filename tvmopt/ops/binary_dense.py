@@ -68,7 +68,7 @@ class XnorDenseTask(DecodedDenseTask):
 
     def reference(self, inputs):
         x, *arrays = inputs
-        return (np.where(x >= 0, 1.0, -1.0) @ self.dense_weight(arrays)).astype(np.float32)
+        return (np.where(x >= 0, 1.0, -1.0) @ self.dense_weight(self.logical(arrays))).astype(np.float32)
 
     def tolerance(self):
         return 0.0, 0.0            # integers: exact

@@ -210,7 +210,8 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
                 kern.family = kern.family.replace("_lut_dense", "_dense")
             key = kern.key(m)
             gv = self._kernel_func(kern, key)
-            args = [x] + [relax.const(a) for a in kern.arrays]
+            arrays = tasks[key].to_kernel(kern.arrays) if hasattr(tasks[key], "to_kernel") else kern.arrays
+            args = [x] + [relax.const(a) for a in arrays]
             y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((m, kern.out_features), "float32")))
             if kern.scale is not None:
                 y = self.builder_.emit(relax.op.multiply(y, relax.const(kern.scale.astype(np.float32))))

@@ -100,3 +100,28 @@ def test_cli_errors_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_calls_take_misaligned_and_strided_inputs_and_return_owned_outputs():
+    """Inputs cross into TVM by DLPack: a view that is not 64-byte aligned or not contiguous is
+    copied first; the output is the caller's own array (the VM may reuse its storage)."""
+    from pathlib import Path
+
+    from tvmopt.compiler import compile_model
+
+    model = Path(__file__).resolve().parent.parent / "examples" / "models" / "digits_mlp_fp32.onnx"
+    compiled = compile_model(model, batch=2)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 1, 8, 8)).astype(np.float32)
+    ref = compiled(x.copy())
+    raw = np.zeros(2 * 64 + 1, np.float32)
+    shifted = raw[1:].reshape(2, 1, 8, 8)           # 4 bytes past an aligned start
+    shifted[...] = x
+    np.testing.assert_array_equal(compiled(shifted), ref)
+    wide = np.zeros((2, 1, 8, 16), np.float32)
+    wide[..., ::2] = x
+    np.testing.assert_array_equal(compiled(wide[..., ::2]), ref)   # strided view
+    first = compiled(x)
+    second = compiled(np.zeros_like(x))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, ref)       # not overwritten by the later call

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .compiler import Compiled, compile_model
+from .compiler import Compiled, compile_model, run_main
 from .errors import UserError
 
 
@@ -75,6 +75,7 @@ class Module:
             raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(lib, self.device)
+        self._main = self.vm["main"]
         meta = meta_path(self.path)
         self.meta = json.loads(meta.read_text()) if meta.exists() else {}
 
@@ -83,15 +84,10 @@ class Module:
         return tuple(self.meta.get("input_shape", ())) or None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        import tvm
-
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
         if self.input_shape and tuple(x.shape) != self.input_shape:
             raise UserError(f"input shape {tuple(x.shape)} differs from the module's {self.input_shape}")
-        out = self.vm["main"](tvm.runtime.tensor(x, self.device))
-        if not hasattr(out, "numpy"):
-            out = out[0]
-        return out.numpy()
+        return run_main(self._main, x, self.device)
 
     def time(self, x: np.ndarray, repeat: int = 20) -> float:
         """Median seconds per call."""

@@ -154,22 +154,25 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-LIMITS = """What limits the rows that miss (read from the schedules, not guessed from the numbers):
-- **Decode inside the reduction.** binary (real x), shift, ternary and hashed decode each weight in
-  the innermost loop: 3 to 6 integer ops for binary, shift and ternary, about 20 for hashed, in place
-  of one FMA. At batch 64 this decode is repeated for every row of X, because no stage decodes a
-  tile of W once into registers or L1 for all M rows (a `cache_read` + `compute_at` stage, not in the
-  space yet). At batch 1 the GEMV is memory bound, and the space's loop order (the GEMM's) streams
-  the [K, N] code arrays with a stride of N. numpy's GEMV reads W once, contiguously.
-- **N:M** gathers one X element per kept weight (`x[i, g*M + pos]`), which defeats vectorization
-  along N.
-- **Dense TVM GEMM** is itself 3-6x slower than OpenBLAS here after 10 trials, because 10 trials of
-  a 10^7-10^8 config space is too little. The reference used is the faster of the two, so this
-  does not inflate the ratios.
-- **FWHT** makes log2(n) full passes over each vector (one TE stage per butterfly level, with a
-  select per element). FFHT-style radix-8 in-register blocks would do it in about 4 passes.
-- **XNOR** at batch 64 is held back by popcount: Zen 3 has no AVX2 vector popcount, so LLVM
-  emulates it with shuffles."""
+LIMITS = """What limits the rows that miss (read from the schedules and the generated assembly):
+- **Decode per weight at batch 1.** binary (real x), shift, ternary and hashed build each weight
+  from its code in the innermost loop: about 10 AVX2 instructions per 8 weights for binary, shift
+  and ternary (widen the byte, shift, mask, convert or assemble the float bits, FMA), about 30 for
+  hashed (fmix32 and a gather from the 1/8-size table). numpy's GEMV needs one FMA per 8 weights
+  and is bound by memory bandwidth; at size 1024 the 4 MiB dense weight sits in the 32 MiB L3, so
+  it is not even that, and no decode can keep up.
+- **Batches share a decoded tile** (`decode=tile`): the weight is decoded once per [k1, n2*n3]
+  tile and every row reuses it, so at batch 64 the decode is amortized and these kernels run at
+  about dense GEMM speed, never much faster: the multiplies remain.
+- **N:M** gathers one X element per kept weight (`x[i, g*M + pos]`), an AVX2 gather per 8 weights,
+  and stores fp32 values, so it reads half of the dense bytes at best.
+- **Lookup tables** (binary and ternary LUT) beat the decode only when N is large enough to pay for
+  building the 256-entry table of every input group; at batch 64 the pass uses the decode kernels.
+- **FWHT** makes log2(n) passes over each vector (one TE stage per butterfly level). FFHT-style
+  radix-8 in-register blocks would take about 4 passes.
+- **XNOR** at batch 64: Zen 3 has no AVX2 vector popcount, so LLVM emulates it with shuffles.
+- **Dense TVM GEMM** after this few trials is slower than OpenBLAS; the reference used is the faster
+  of the two, so this does not inflate the ratios."""
 
 
 def main() -> None:

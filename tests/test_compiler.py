@@ -2,6 +2,9 @@
 compressed kernels (asserted on the IR), build for llvm and match onnxruntime / PyTorch; random
 dense weights are not rewritten; inspect and errors."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -34,8 +37,9 @@ STRUCTURES = {
     "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "codebook_dense"),
     # two hashes mix into too many distinct values for a codebook: the plain export stays dense
     "funhash": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=3, num_hashes=2), "hashed_dense", "dense"),
-    "fastfood": (lambda: tn.Fastfood(IN, 100), "fastfood", None),     # plain: butterflies stay in Relax
-    "hadamard": (lambda: tn.HadamardClassifier(IN, 10), "hadamard", None),
+    # plain: hundreds of butterfly ops, measured as a linear region and factored (passes/linear.py)
+    "fastfood": (lambda: tn.Fastfood(IN, 100), "fastfood", "fastfood"),
+    "hadamard": (lambda: tn.HadamardClassifier(IN, 10), "hadamard", "hadamard"),
 }
 
 
@@ -247,3 +251,31 @@ def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path
     assert lookup("dense:4x64x32") is None and used["dense:4x64x32"] == ""
     compiled = compile_model(compact, batch=4)
     assert compiled.tuned[key] == "shipped:llvm-elsewhere-64c"
+
+
+def test_linear_regions_that_are_not_fastfood_become_a_matrix_and_rows_never_mix():
+    """A butterfly region whose multiplies are not S, G, B of a Fastfood is replaced by its
+    measured matrix (then lowered like any constant weight); a region that mixes batch rows is
+    left alone."""
+    from tvmopt.passes.linear import collapse
+
+    class Butterfly(nn.Module):
+        def forward(self, x):                         # [a + b, a - b] * c: linear, not Fastfood
+            a, b = x[:, :16], x[:, 16:]
+            return torch.cat([a + b, a - b], dim=1) * torch.linspace(0.5, 2.0, 32)
+
+    class MixRows(nn.Module):
+        def forward(self, x):                         # row 0 + row 1: linear but mixes the batch
+            return torch.cat([x[:1] + x[1:], x[1:] - x[:1]], dim=0)
+
+    for module, collapsed in ((Butterfly(), True), (MixRows(), False)):
+        model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), module).eval()
+        x = torch.randn(2, 8)
+        path = tn.export_onnx(model, x, Path(tempfile.mkdtemp()) / "m.onnx", plain=True)
+        compiled = compile_model(path, batch=2)
+        with torch.no_grad():
+            np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
+        from tvmopt.frontend import load
+
+        text = collapse(load(path, batch=2).mod).script()
+        assert ("R.subtract" not in text) == collapsed, text

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from .linear import collapse as collapse_linear_regions
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
 
 
@@ -245,6 +246,9 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             return funcs[cache_key]
 
     # exporters leave ops on constant weights (Sign, Transpose, Mul by a folded BN scale...)
+    # plain exports of Fastfood / Hadamard layers: butterfly regions -> placeholder or matmul
+    # (first: folding their shape arithmetic would compile hundreds of tiny functions)
+    mod = collapse_linear_regions(mod)
     mod = relax.transform.FoldConstant()(mod)
     rewriter = Rewriter(mod)
     for gv, func in mod.functions_items():

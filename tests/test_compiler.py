@@ -216,17 +216,18 @@ def test_convolutions_become_im2col_and_kernels(layer, family, tmp_path):
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-def test_wide_binary_and_ternary_layers_use_lookup_tables(tmp_path):
+def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_path):
+    """Where the tables won in ops_llvm: binary layers from 4096 outputs; ternary never."""
     rng = np.random.default_rng(2)
-    signs = np.sign(rng.standard_normal((512, 96))).astype(np.float32)
+    signs = np.sign(rng.standard_normal((4096, 24))).astype(np.float32)
     assert detect(signs).family == "binary_lut_dense"
-    assert detect(signs[:256]).family == "binary_dense"
-    ternary = (signs * (rng.random((512, 96)) > 0.4)).astype(np.float32)
-    assert detect(ternary).family == "ternary_lut_dense"
-    model = nn.Sequential(tn.TernaryLinear(96, 512), nn.ReLU(), tn.BinaryLinear(512, 512)).eval()
-    x = torch.randn(3, 96)
+    assert detect(signs[:1024]).family == "binary_dense"
+    ternary = (signs * (rng.random((4096, 24)) > 0.4)).astype(np.float32)
+    assert detect(ternary).family == "ternary_dense"
+    model = nn.Sequential(tn.TernaryLinear(24, 96), nn.ReLU(), tn.BinaryLinear(96, 4096)).eval()
+    x = torch.randn(3, 24)
     compiled = compile_model(tn.export_onnx(model, x, tmp_path / "wide.onnx"), batch=3)
-    assert _families(compiled) == ["ternary_lut_dense", "binary_lut_dense"]
+    assert _families(compiled) == ["ternary_dense", "binary_lut_dense"]
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -78,9 +78,8 @@ def _ints(expr) -> list[int]:
 
 
 def _is_prim(expr) -> bool:
-    """A prim value (``R.prim_value``: an integer immediate in TVM 0.27)."""
-    return isinstance(getattr(expr, "value", None), (int, float)) and not hasattr(expr, "ty") or \
-        type(expr).__name__ in ("IntImm", "FloatImm", "PrimValue")
+    """A prim value (``R.prim_value`` is an integer immediate in TVM 0.27)."""
+    return type(expr).__name__ in ("IntImm", "FloatImm", "PrimValue", "StringImm")
 
 
 class _Interp:
@@ -201,7 +200,9 @@ def find_regions(func) -> list[Region]:
             for e in args:
                 escape(e)
             continue
-        if op in ("relax.take",) and value_of(args[1]) is None:
+        # indices must be known; only the dividend may depend on the input
+        if (op == "relax.take" and value_of(args[1]) is None) or (op == "relax.divide" and
+                                                                  value_of(args[0]) is not None):
             for e in args:
                 escape(e)
             continue

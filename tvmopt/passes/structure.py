@@ -16,8 +16,11 @@ from ..nn import formats
 
 DENSE = "dense"
 # byte lookup tables (binary_lut_dense, ternary_lut_dense) cost 256 entries per input group and
-# row of X whatever N is; they pay off once each group is looked up by this many outputs
-LUT_MIN_OUTPUTS = 512
+# row of X whatever N is; they pay off once each group is looked up by this many outputs. Measured
+# (ops_llvm, Zen 3, batch 1, both cores): binary 0.66x vs the decode kernel's 1.39x at N = 1024,
+# 3.70x vs 2.86x at N = 4096; ternary loses at both sizes (1.25x vs 2.49x at 4096), so the pass
+# never picks its table kernel (it stays available to `tvmopt tune`).
+LUT_MIN_OUTPUTS = {"binary": 4096, "ternary": None}
 # ... and while X has few rows: each row of X rebuilds them (ops_llvm: at batch 64 the decode
 # kernels are 2-3x faster than the tables)
 LUT_MAX_ROWS = 8
@@ -67,6 +70,11 @@ def _bytes(arrays) -> int:
     return int(sum(a.nbytes for a in arrays))
 
 
+def _use_lut(kind: str, n: int) -> bool:
+    least = LUT_MIN_OUTPUTS.get(kind)
+    return least is not None and n >= least
+
+
 def binary_kernel(signs_pm1: np.ndarray, scale, binarize_input: bool, structure="binary") -> Kernel:
     from ..ops.binary_dense import pack_signs
 
@@ -76,7 +84,7 @@ def binary_kernel(signs_pm1: np.ndarray, scale, binarize_input: bool, structure=
         return Kernel("xnor_dense", "binary, XNOR-popcount", n, k, arrays, scale=scale,
                       compact_bytes=_bytes(arrays) + _scale_bytes(scale))
     arrays = [pack_signs(signs_pm1.T, 8)]
-    family = "binary_lut_dense" if n >= LUT_MIN_OUTPUTS else "binary_dense"
+    family = "binary_lut_dense" if _use_lut("binary", n) else "binary_dense"
     return Kernel(family, structure, n, k, arrays, scale=scale, compact_bytes=_bytes(arrays) + _scale_bytes(scale))
 
 
@@ -85,7 +93,7 @@ def ternary_kernel(t: np.ndarray, scale) -> Kernel:
 
     n, k = t.shape
     arrays = [pack_fields(formats.encode_ternary(t).T, 2)]
-    family = "ternary_lut_dense" if n >= LUT_MIN_OUTPUTS else "ternary_dense"
+    family = "ternary_lut_dense" if _use_lut("ternary", n) else "ternary_dense"
     return Kernel(family, "ternary", n, k, arrays, scale=scale,
                   compact_bytes=_bytes(arrays) + _scale_bytes(scale))
 

@@ -126,3 +126,25 @@ def test_bad_replay_table_is_a_user_error(tmp_path):
         ReplayMeasurer(bad)
     with pytest.raises(UserError, match="does not exist"):
         ReplayMeasurer(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("name", ["random", "xgb"])
+def test_global_tuners_measure_an_explicit_start_config_first(name):
+    """A space's heuristic start (compressed kernels) is the first candidate of every tuner;
+    a space without one (the tuner-comparison GEMM space) is sampled as before."""
+    from tvmopt.schedules.space import Space
+    from tvmopt.tasks import get_task
+    from tvmopt.tuners import make_tuner
+
+    space = get_task("ternary_dense:16x64x64").space
+    assert space.start is not None
+    first = make_tuner(name, space, seed=1).next_batch(4)
+    assert first[0] == space.start and len(set(first)) == 4
+    plain = Space(space.name, space.knobs)          # same knobs, no explicit start
+    assert plain.start is None
+    seeded = make_tuner(name, space, seed=1)
+    seeded.observe([space.start], [1.0])             # with the start visited, both sample alike
+    assert make_tuner(name, plain, seed=1).next_batch(3) == seeded.next_batch(3)
+    tuner = make_tuner(name, space, seed=1)
+    tuner.observe([space.start], [1.0])              # resumed from records: nothing to re-seed
+    assert space.start not in tuner.next_batch(4)

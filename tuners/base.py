@@ -40,6 +40,17 @@ class Tuner:
                 self.best_cost, self.best_config = cost, config
         self.update(configs, costs)
 
+    def seed_batch(self, batch: list[Config]) -> list[Config]:
+        """Put the space's explicit start config (a heuristic such as the compressed kernels'
+        DLight-style rule) first in the very first batch: global strategies would otherwise
+        never measure it, and with a few trials per task their best random config is often
+        far worse. Spaces without an explicit start (the tuner-comparison GEMM space) are left
+        alone, so comparisons stay as they were."""
+        start = self.space.start
+        if start is not None and not self.visited and start not in batch:
+            batch.insert(0, start)
+        return batch
+
     def random_fill(self, batch: list[Config], n: int, exclude: Container[Config] = ()) -> list[Config]:
         """Append random configs, unvisited and not in ``exclude`` or ``batch``, up to n in all."""
         for _ in range(100 * n):

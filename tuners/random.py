@@ -21,10 +21,10 @@ class RandomTuner(Tuner):
             if self._order is None:
                 self._order = list(self.space.all())
                 self.rng.shuffle(self._order)
-            batch = []
+            batch = self.seed_batch([])
             while self._order and len(batch) < n:
                 config = self._order.pop()
-                if config not in self.visited:
+                if config not in self.visited and config not in batch:
                     batch.append(config)
             return batch
-        return self.random_fill([], n)
+        return self.random_fill(self.seed_batch([]), n)

@@ -37,7 +37,7 @@ class XGBTuner(Tuner):
 
     # ---- proposing
     def next_batch(self, n: int) -> list[Config]:
-        batch: list[Config] = []
+        batch: list[Config] = self.seed_batch([])
         attempts = 0
         while len(batch) < n and attempts < 100 * n:
             attempts += 1

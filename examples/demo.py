@@ -1,6 +1,6 @@
 """`make demo`: a bundled compressed model through the whole product, as a user runs it.
 
-    .venv/bin/python examples/demo.py [--model digits_mlp_binary] [--trials 16] [--batch 1]
+    .venv/bin/python examples/demo.py [--model digits_mlp_fastfood] [--trials 16] [--batch 1]
 
 1. ``tvmopt inspect``: which layers the pass found compressed and the kernel each lowers to;
 2. ``tvmopt tune``: a short tuning run (the shipped records in logs/records cover what it
@@ -52,7 +52,8 @@ def median_time(fn, rounds: int = 7, min_s: float = 0.05) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="digits_mlp_binary", help="a bundled model (examples/models/<name>.onnx)")
+    ap.add_argument("--model", default="digits_mlp_fastfood",
+                    help="a bundled model, examples/models/<name>.onnx (default: the Fastfood MLP; try digits_cnn_binary)")
     ap.add_argument("--trials", default="16", help="tuning budget of step 2")
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()

@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__
 from .compiler import Compiled, compile_model, run_main
 from .errors import UserError
+from .native import quiet_native_logs
 
 
 @dataclass
@@ -47,7 +48,8 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
         warnings.warn(f"{len(untuned)} task(s) have no tuning record and use a default schedule: "
                       + ", ".join(untuned))
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiled.executable.export_library(str(output))
+    with quiet_native_logs():
+        compiled.executable.export_library(str(output))
     x = np.zeros(compiled.imported.input_shape, np.float32)
     out_shape = list(compiled(x).shape)
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
@@ -70,7 +72,8 @@ class Module:
         if not self.path.exists():
             raise UserError(f"module not found: {self.path}")
         try:
-            lib = tvm.runtime.load_module(str(self.path))
+            with quiet_native_logs():
+                lib = tvm.runtime.load_module(str(self.path))
         except Exception as exc:  # noqa: BLE001 - any loader failure is the file's fault
             raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
         self.device = tvm.cpu()

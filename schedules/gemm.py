@@ -55,16 +55,17 @@ def gemm_space(shape: GemmShape, packable: bool = True, name: str = "gemm-llvm",
     return Space(name, knobs, start=heuristic_config(shape, space)) if heuristic_start else space
 
 
-def _largest_divisor(n: int, options) -> int:
-    return next((d for d in options if n % d == 0), 1)
+def largest_divisor(n: int, options, default: int | None = 1) -> int | None:
+    """The first of ``options`` (largest first) that divides ``n``, else ``default``."""
+    return next((d for d in options if n % d == 0), default)
 
 
 def heuristic_config(shape: GemmShape, space: Space):
     """A reasonable config without search (what a DLight rule would pick): a vector of up to 16
     outputs per register (n3), up to 4 rows (m3) of register tile, two parallel strips of N
     fused with the outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
-    n3 = _largest_divisor(shape.n, (16, 8, 4, 2))
-    m3 = _largest_divisor(shape.m, (4, 2))
+    n3 = largest_divisor(shape.n, (16, 8, 4, 2))
+    m3 = largest_divisor(shape.m, (4, 2))
     n0 = 2 if (shape.n // n3) % 2 == 0 else 1
     k1 = max(d for d in range(1, min(shape.k, 256) + 1) if shape.k % d == 0)
     knob = {k.name: k for k in space.knobs}

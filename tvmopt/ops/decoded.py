@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import WorkloadError
 from ..nn import formats
-from ..schedules.gemm import GemmShape, apply_gemm, gemm_space
+from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, largest_divisor
 from ..schedules.space import Choice, Config, Space
 from ..tasks import Task, register
 
@@ -81,7 +81,7 @@ class DecodedDenseTask(Task):
         [rows, N] array (a 4 KiB stride: a new page per row). On Zen 3 at 1x4096x4096 this made
         binary_dense 2.2x, ternary 1.6x and shift up to 2.3x faster. None: N has no such divisor;
         the arrays stay [rows, N]."""
-        return next((p for p in PANEL_WIDTHS if self.n % p == 0), None)
+        return largest_divisor(self.n, PANEL_WIDTHS, None)
 
     def _paneled(self, spec: WeightSpec) -> bool:
         return self.panel is not None and len(spec.shape) == 2 and spec.shape[1] == self.n
@@ -117,22 +117,18 @@ class DecodedDenseTask(Task):
           1.2x faster than with 32 outputs and 2.5x faster than with 64 (register spills), and
           shift about 2x faster than the GEMM heuristic's K block of 256."""
         m, n, k = self.m, self.n, self.k_eff
-
-        def divisor(total, options):
-            return next((d for d in options if total % d == 0), None)
-
         if self.decodes_tiles and m >= DECODE_TILE_MIN_M:
-            m3 = divisor(m, (4, 2)) or 1
-            n3 = divisor(n, (16, 8))
-            k1 = divisor(k, (128, 64, 32, 16, 8))
+            m3 = largest_divisor(m, (4, 2))
+            n3 = largest_divisor(n, (16, 8), None)
+            k1 = largest_divisor(k, (128, 64, 32, 16, 8), None)
             if n3 is None or k1 is None:
                 return {}
             n2 = 2 if (n // n3) % 2 == 0 else 1
             n0 = 2 if (n // (n3 * n2)) % 2 == 0 else 1
             return {"tile_m": (1, 1, m // m3, m3), "tile_n": (n0, n // (n0 * n2 * n3), n2, n3),
                     "tile_k": (k // k1, k1), "unroll": 16, "decode": "tile"}
-        n3 = divisor(n, (16, 8))
-        k1 = divisor(k, (8, 4))
+        n3 = largest_divisor(n, (16, 8), None)
+        k1 = largest_divisor(k, (8, 4), None)
         if n3 is None or k1 is None:
             return {}
         n0 = 2 if (n // n3) % 2 == 0 else 1
@@ -284,13 +280,10 @@ class LookupTableMixin:
         4 x 64 outputs per strip step and 4 groups per inner step."""
         n, groups = self.n, self.k_eff
 
-        def divisor(total, options):
-            return next((d for d in options if total % d == 0), 1)
-
         n0 = 2 if n % 2 == 0 else 1
-        n3 = divisor(n // n0, (64, 32, 16, 8, 4, 2))
-        n2 = divisor(n // (n0 * n3), (4, 2))
-        k1 = divisor(groups, (4, 2))
+        n3 = largest_divisor(n // n0, (64, 32, 16, 8, 4, 2))
+        n2 = largest_divisor(n // (n0 * n3), (4, 2))
+        k1 = largest_divisor(groups, (4, 2))
         return {"tile_n": (n0, n // (n0 * n2 * n3), n2, n3), "tile_k": (groups // k1, k1),
                 "vectorize": False, "unroll": 64}
 

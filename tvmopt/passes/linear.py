@@ -44,25 +44,15 @@ class Region:
     mixes: int = 0
     outputs: list = field(default_factory=list)  # region vars used outside the region
     known: dict = field(default_factory=dict)    # values of the shape arithmetic it reads
-
-
-_SHAPES: dict = {}
+    shapes: dict = field(default_factory=dict)   # binding var -> static shape (read per probe)
 
 
 def _shape(expr) -> tuple[int, ...] | None:
-    """Static shape of a Relax expression (None if it has none), memoized per object."""
-    key = expr.__hash__() if hasattr(expr, "__hash__") else None
-    if key is not None and key in _SHAPES and _SHAPES[key][0].same_as(expr):
-        return _SHAPES[key][1]
+    """Static shape of a Relax expression (None if it has none)."""
     try:
-        shape = tuple(int(d) for d in expr.ty.shape)
+        return tuple(int(d) for d in expr.ty.shape)
     except (AttributeError, TypeError, ValueError):
-        shape = None
-    if key is not None:
-        if len(_SHAPES) > 100_000:
-            _SHAPES.clear()
-        _SHAPES[key] = (expr, shape)
-    return shape
+        return None
 
 
 def _ints(expr) -> list[int]:
@@ -227,6 +217,7 @@ def find_regions(func) -> list[Region]:
             const = value_of(args[1]) if value_of(args[1]) is not None else value_of(args[0])
             reg.muls.append((b, np.asarray(const, np.float32)))
         reg.bindings.append(b)
+        reg.shapes[var] = _shape(var)
         owner[var] = reg
     # the function's result escapes too
     escape(func.body.body)
@@ -270,7 +261,7 @@ def evaluate(region: Region, start, value: np.ndarray, stop) -> np.ndarray:
             args = [get(a) for a in b.value.args]
         except KeyError:
             continue                          # before ``start`` or in another branch
-        env[b.var] = _Interp.run(b.value, args, _shape(b.var))
+        env[b.var] = _Interp.run(b.value, args, region.shapes[b.var])
         if b.var.same_as(stop):
             return env[b.var]
     if stop in env:

@@ -34,16 +34,19 @@ def test_best_ignores_errors_and_other_spaces(tmp_path):
     assert cache.best("gemm:1x1x1", "llvm-test-1c") is None
 
 
-def test_corrupt_lines_are_skipped_with_one_warning(tmp_path):
+def test_corrupt_lines_refuse_the_file_and_set_aside_keeps_everything(tmp_path):
     cache = RecordCache(tmp_path)
     cache.append([rec(1)])
     with open(cache.path("llvm-test-1c"), "a") as f:
-        f.write("{not json\n[1, 2]\n\x00\x01garbage\n")
+        f.write('{not json\n[1, 2]\n\x00\x01garbage\n{"costs": [-1]}\n')
     cache.append([rec(2)])
-    with pytest.warns(RuntimeWarning, match="skipped 3 unreadable line") as caught:
-        loaded = cache.load("llvm-test-1c")
-    assert len([w for w in caught if "unreadable" in str(w.message)]) == 1
-    assert [r.config[1] for r in loaded] == [1, 2]
+    with pytest.raises(RecordsError, match=r"4 unreadable .* first at line 2.*--fix"):
+        cache.load("llvm-test-1c")
+    assert cache.set_aside("llvm-test-1c") == 4
+    assert [r.config[1] for r in cache.load("llvm-test-1c")] == [1, 2]
+    rejected = (tmp_path / "llvm-test-1c.jsonl.rejected").read_text().splitlines()
+    assert rejected[0] == "{not json" and len(rejected) == 4
+    assert cache.set_aside("llvm-test-1c") == 0
 
 
 def test_truncated_last_line_does_not_swallow_next_record(tmp_path):
@@ -52,16 +55,21 @@ def test_truncated_last_line_does_not_swallow_next_record(tmp_path):
     with open(cache.path("llvm-test-1c"), "a") as f:
         f.write(rec(2).to_line()[:40])  # a writer killed mid-line
     cache.append([rec(3)])
-    with pytest.warns(RuntimeWarning, match="skipped 1"):
-        loaded = cache.load("llvm-test-1c")
-    assert [r.config[1] for r in loaded] == [1, 3]
+    records, unusable = cache.scan("llvm-test-1c")
+    assert [r.config[1] for r in records] == [1, 3]
+    assert [(u.line_number, u.reason) for u in unusable] == [(2, "unreadable")]
 
 
-def test_other_tvm_version_is_loaded_with_warning(tmp_path):
+def test_other_tvm_version_or_target_is_refused_by_name(tmp_path):
     cache = RecordCache(tmp_path)
-    cache.append([rec(1, tvm="0.19.0")])
-    with pytest.warns(RuntimeWarning, match="another TVM version"):
-        assert len(cache.load("llvm-test-1c")) == 1
+    cache.append([rec(1), rec(2, tvm="0.19.0")])
+    with pytest.raises(RecordsError, match=r"1 measured with TVM 0.19.0 .* line 2"):
+        cache.load("llvm-test-1c")
+    cache.set_aside("llvm-test-1c")
+    with open(cache.path("llvm-test-1c"), "a") as f:
+        f.write(rec(3, target="cuda-sm90").to_line() + "\n")
+    with pytest.raises(RecordsError, match="of target 'cuda-sm90'"):
+        cache.best_all("llvm-test-1c")
 
 
 def test_unwritable_records_directory_is_a_user_error(tmp_path):

@@ -1,9 +1,11 @@
 """Tuning records: one JSON-lines file per target key, appended under a file lock.
 
-Every measurement is a line; nothing is ever rewritten, so a killed run loses at most the
-candidates it had not yet reported. Lines that cannot be read are skipped with one warning;
-records written by another TVM version are loaded but flagged, since the code they timed
-may no longer be what TVM generates.
+Every measurement is a line, appended under a lock with one write and an fsync, so a killed
+run loses at most the candidates it had not yet reported and two writers never interleave.
+A file with a line that cannot be used (corrupt, another target's, or measured with another
+TVM version, whose timings may no longer hold) is refused with one message naming it and the
+fix, never half-read; ``RecordCache.set_aside`` (``tvmopt records --fix``) moves such lines to
+``<file>.rejected`` so that nothing is lost.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 import os
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -82,7 +83,13 @@ class Record:
             raise ValueError("not a JSON object")
         d["config"] = config_from_json(d["config"])
         d["costs"] = tuple(float(c) for c in d["costs"])
-        return cls(**d)
+        record = cls(**d)
+        for name in ("workload", "target", "error", "space", "tuner", "tvm"):
+            if not isinstance(getattr(record, name), str):
+                raise TypeError(f"field '{name}' is not a string")
+        if not all(math.isfinite(c) and c > 0 for c in record.costs):
+            raise ValueError("a cost is not a positive number")
+        return record
 
 
 class RecordCache:
@@ -135,11 +142,12 @@ class RecordCache:
             except OSError as e:
                 raise RecordsError(f"cannot write records file '{self.path(target_key)}': {e.strerror}") from None
 
-    def load(self, target_key: str, workload: str | None = None) -> list[Record]:
-        """All readable records for a target (optionally one workload), oldest first."""
+    def scan(self, target_key: str) -> tuple[list[Record], list["Unusable"]]:
+        """Every line of a target's file: the usable records, and the lines that cannot be
+        used (unreadable, another target's, or measured with another TVM version)."""
         path = self.path(target_key)
         if not path.exists():
-            return []
+            return [], []
         if path.is_dir():
             raise RecordsError(f"records path '{path}' is a directory, expected a file")
         try:
@@ -147,33 +155,48 @@ class RecordCache:
                 raw = f.read()
         except OSError as e:
             raise RecordsError(f"cannot read records file '{path}': {e.strerror}") from None
-        records, bad, foreign = [], 0, 0
-        for line in raw.decode("utf-8", errors="replace").splitlines():
+        records, unusable = [], []
+        for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip() or line.startswith("#"):   # blank, or a header comment
                 continue
             try:
                 r = Record.from_line(line)
-            except (ValueError, TypeError, KeyError):
-                bad += 1
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                unusable.append(Unusable(number, line, "unreadable", type(e).__name__))
                 continue
-            if workload is not None and r.workload != workload:
-                continue
-            foreign += r.tvm != self._tvm
-            records.append(r)
-        if bad:
-            warnings.warn(f"{path}: skipped {bad} unreadable line(s)", RuntimeWarning, stacklevel=2)
-        if foreign:
-            warnings.warn(f"{path}: {foreign} record(s) were measured with another TVM version "
-                          f"than {self._tvm}; their timings may not hold", RuntimeWarning, stacklevel=2)
-        return records
+            if r.target != target_key:
+                unusable.append(Unusable(number, line, "other target", r.target))
+            elif r.tvm != self._tvm:
+                unusable.append(Unusable(number, line, "other TVM", r.tvm))
+            else:
+                records.append(r)
+        return records, unusable
+
+    def load(self, target_key: str, workload: str | None = None) -> list[Record]:
+        """All records for a target (optionally one workload), oldest first.
+
+        A file with any line that cannot be used is refused (RecordsError naming the file, the
+        first bad line and the fix), never half-read: a corrupt line, a record of another target
+        or one measured with another TVM (whose timings may not hold) would silently change
+        what gets built. ``tvmopt records --fix`` moves such lines aside."""
+        records, unusable = self.scan(target_key)
+        if unusable:
+            raise RecordsError(describe_unusable(self.path(target_key), unusable, self._tvm))
+        return [r for r in records if workload is None or r.workload == workload]
+
+    def ranked(self, target_key: str) -> dict[str, list[Record]]:
+        """Every workload's successful records, fastest first, reading the file once."""
+        out: dict[str, list[Record]] = {}
+        for r in self.load(target_key):
+            if r.error == "ok":
+                out.setdefault(r.workload, []).append(r)
+        for rows in out.values():
+            rows.sort(key=lambda r: r.cost)
+        return out
 
     def best_all(self, target_key: str) -> dict[str, Record]:
-        """The fastest successful record of every workload of a target, reading the file once."""
-        best: dict[str, Record] = {}
-        for r in self.load(target_key):
-            if r.error == "ok" and (r.workload not in best or r.cost < best[r.workload].cost):
-                best[r.workload] = r
-        return best
+        """The fastest successful record of every workload of a target."""
+        return {w: rows[0] for w, rows in self.ranked(target_key).items()}
 
     def target_keys(self) -> list[str]:
         """The target keys this directory holds records for."""
@@ -183,9 +206,66 @@ class RecordCache:
 
     def best(self, workload: str, target_key: str, space: str | None = None) -> Record | None:
         """The fastest successful record for a workload (of a given space fingerprint)."""
-        candidates = [r for r in self.load(target_key, workload)
-                      if r.error == "ok" and (space is None or r.space == space)]
-        return min(candidates, key=lambda r: r.cost, default=None)
+        rows = self.ranked(target_key).get(workload, [])
+        return next((r for r in rows if space is None or r.space == space), None)
+
+    def set_aside(self, target_key: str) -> int:
+        """Move the lines that cannot be used to ``<file>.rejected`` (appended, so nothing is
+        lost) and keep the rest, under the writers' lock. Returns the number of lines moved."""
+        path = self.path(target_key)
+        try:
+            with self._lock(target_key):
+                _, unusable = self.scan(target_key)
+                if not unusable:
+                    return 0
+                bad = {u.line_number for u in unusable}
+                lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+                keep = [ln for i, ln in enumerate(lines, 1) if i not in bad and ln.strip()]
+                with open(path.with_name(path.name + ".rejected"), "a", encoding="utf-8") as f:
+                    f.write("".join(u.text + "\n" for u in unusable))
+                    f.flush()
+                    os.fsync(f.fileno())
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write("".join(ln + "\n" for ln in keep))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                return len(unusable)
+        except Timeout:
+            raise RecordsError(f"records file '{path}' stayed locked for {LOCK_TIMEOUT_S:g} s") from None
+        except OSError as e:
+            raise RecordsError(f"cannot rewrite records file '{path}': {e.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A line of a records file that cannot be used, and why."""
+
+    line_number: int
+    text: str
+    reason: str     # "unreadable" | "other target" | "other TVM"
+    detail: str     # the parse error, the record's target or its TVM version
+
+
+def describe_unusable(path: Path, unusable: list[Unusable], tvm: str) -> str:
+    """One line: how many lines of ``path`` cannot be used, why, and how to fix it."""
+    from collections import Counter
+
+    counts = Counter(u.reason for u in unusable)
+    first = {}
+    for u in unusable:
+        first.setdefault(u.reason, u)
+    parts = []
+    for reason, n in counts.items():
+        u = first[reason]
+        what = {"unreadable": f"unreadable ({u.detail}), first at line {u.line_number}",
+                "other target": f"of target '{u.detail}', first at line {u.line_number}",
+                "other TVM": f"measured with TVM {u.detail} (this is {tvm}; their timings may not hold), "
+                             f"first at line {u.line_number}"}[reason]
+        parts.append(f"{n} {what}")
+    return (f"records file '{path}' has lines that cannot be used: {'; '.join(parts)}. "
+            f"Run 'tvmopt records --records {path.parent} --fix' to move them to {path.name}.rejected")
 
 
 def pick_best(source: str | Path, destination: str | Path, target_key: str, header: str = "",

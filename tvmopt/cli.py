@@ -42,6 +42,10 @@ Live mode measures on this machine; its reference is the best config any run fou
 """
 
 
+#: more trials than any space here needs measuring; a larger number is a typo
+MAX_TRIALS = 1_000_000
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -49,6 +53,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _trials(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_TRIALS:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_TRIALS:,} trials (days of measuring); "
+                                         f"a budget of 100-2000 is typical")
     return value
 
 
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")
     tune.add_argument("--tuner", default="random", choices=sorted(TUNERS), help="search strategy (default: random)")
-    tune.add_argument("--trials", type=_positive_int, default=DEFAULT_TRIALS,
+    tune.add_argument("--trials", type=_trials, default=DEFAULT_TRIALS,
                       help=f"measurement budget: for a workload, this tuner's trials on it; for a model, the "
                            f"total, split over its tasks by FLOPs (default: {DEFAULT_TRIALS}, which tunes the "
                            f"bundled digits CNN in a few minutes on 2 cores)")
@@ -101,8 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0, help="tuner seed (default: 0)")
     tune.add_argument("--build-timeout", type=_positive_float, default=60.0, metavar="S")
     tune.add_argument("--run-timeout", type=_positive_float, default=20.0, metavar="S")
+    tune.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                      help="continue from the records: configs measured before are learned from, not "
+                           "measured again, and this tuner's earlier trials count against --trials "
+                           "(default); --no-resume starts the tuner afresh (new measurements are still appended)")
     tune.add_argument("--no-compare", action="store_true", help="skip the final timing against numpy/torch")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.add_argument("--verbose", action="store_true",
+                      help="print one line per measurement once it is safely in the records file")
     tune.set_defaults(func=cmd_tune)
 
     comp = sub.add_parser(
@@ -114,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", default="llvm", help="target for live measurement (default: llvm)")
     comp.add_argument("--tuners", default="gbfs,na2c,xgb,random",
                       help="comma-separated tuners (default: gbfs,na2c,xgb,random)")
-    comp.add_argument("--trials", type=_positive_int, default=300, help="budget per run (default: 300)")
+    comp.add_argument("--trials", type=_trials, default=300, help="budget per run (default: 300)")
     comp.add_argument("--repeats", type=_positive_int, default=5, help="runs per tuner (default: 5)")
     comp.add_argument("--replay", metavar="TABLE", help="measure by lookup in a pre-measured table (logs/replay/)")
     comp.add_argument("--batch-size", type=_positive_int, default=8)
@@ -158,7 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--min-weights", type=_positive_int, default=256,
                       help="layers with fewer weights stay dense (default: 256)")
     insp.set_defaults(func=cmd_inspect)
+
+    recs = sub.add_parser(
+        "records", help="check a records directory; --fix moves unusable lines aside",
+        description="List each records file of a directory (one per target): its records, workloads and "
+                    "failed measurements, and the lines that cannot be used: unreadable, another target's, "
+                    "or measured with another TVM version. tune and build refuse a file with such lines; "
+                    "--fix moves them to <file>.rejected (appended, nothing is deleted) and keeps the rest.")
+    recs.add_argument("--records", metavar="DIR", default=None,
+                      help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+    recs.add_argument("--fix", action="store_true", help="move unusable lines to <file>.rejected")
+    recs.set_defaults(func=cmd_records)
     return parser
+
+
+def cmd_records(args) -> int:
+    from .cache import RecordCache, describe_unusable
+
+    cache = RecordCache(args.records)
+    if not cache.directory.is_dir():
+        raise UserError(f"records directory '{cache.directory}' does not exist")
+    keys = cache.target_keys()
+    if not keys:
+        print(f"{cache.directory}: no records files")
+        return 0
+    print(f"{'target':<28} {'records':>8} {'workloads':>9} {'failed':>7} {'unusable':>8}")
+    for key in keys:
+        records, unusable = cache.scan(key)
+        failed = sum(r.error != "ok" for r in records)
+        print(f"{key:<28} {len(records):>8} {len({r.workload for r in records}):>9} {failed:>7} {len(unusable):>8}")
+        if unusable and args.fix:
+            moved = cache.set_aside(key)
+            print(f"  moved {moved} line(s) to {cache.path(key).name}.rejected")
+        elif unusable:
+            print("  " + describe_unusable(cache.path(key), unusable, cache._tvm))
+    return 0
 
 
 def cmd_build(args) -> int:
@@ -179,9 +231,14 @@ def cmd_run(args) -> int:
     module = load(args.module)
     if args.input:
         try:
-            x = np.load(args.input)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read input {args.input}: {exc}") from None
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"cannot read input {args.input} as a .npy array ({type(exc).__name__}: "
+                            f"{str(exc)[:120]})") from None
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+            raise UserError(f"input {args.input} holds {kind}; the module takes float32 "
+                            f"(convert it with x.astype(np.float32))")
     elif module.input_shape:
         x = np.zeros(module.input_shape, np.float32)
     else:
@@ -191,7 +248,9 @@ def cmd_run(args) -> int:
     print(f"output shape {y.shape}, sum {float(y.sum()):.6g}, first {np.round(y.reshape(-1)[:4], 5).tolist()}")
     print(f"latency: {seconds * 1e3:.3f} ms (median of {args.repeat})")
     if args.output:
-        np.save(args.output, y)
+        from .deploy import write_atomically
+
+        write_atomically(args.output, lambda f: np.save(f, y))
     return 0
 
 
@@ -249,12 +308,25 @@ def cmd_tune_model(args) -> int:
 
     target = parse_target(args.target)
     result = tune_model(args.workload, target, tuner=args.tuner, trials=args.trials, records=args.records,
-                        batch=args.batch, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+                        batch=args.batch, batch_size=args.batch_size, seed=args.seed,
+                        progress=not args.quiet and not args.verbose, resume=args.resume,
+                        report=_report_line if args.verbose else None)
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"
         print(f"{key:<36} {count:>6} {budget:>6} {r.measured:>4} {best:>12}")
     return 0
+
+
+def _report_line(record) -> None:
+    """--verbose: one line per measurement, printed after its record was written and flushed."""
+    import json
+
+    from .schedules.space import config_to_json
+
+    cost = f"{record.cost * 1e3:.4f} ms" if record.error == "ok" else record.error
+    print(f"recorded {record.workload} {cost} config={json.dumps(config_to_json(record.config), separators=(',', ':'))}",
+          flush=True)
 
 
 def cmd_tune(args) -> int:
@@ -273,7 +345,8 @@ def cmd_tune(args) -> int:
     with LocalMeasurer(target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
         result = tune_task(task.key, target, tuner=args.tuner, trials=args.trials, records=args.records,
                            batch_size=args.batch_size, seed=args.seed, early_stopping=args.early_stopping,
-                           measurer=measurer, progress=not args.quiet)
+                           measurer=measurer, progress=not args.quiet and not args.verbose,
+                           resume=args.resume, report=_report_line if args.verbose else None)
         print(f"measured {result.measured} new config(s) ({result.failed} failed), "
               f"reused {result.reused} from the records")
         if result.best_config is None or not math.isfinite(result.best_cost):
@@ -308,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tvmopt: interrupted; measurements so far are in the records", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug of ours: one line, the traceback on request
+        from .errors import debugging, one_line
+
+        if debugging():
+            raise
+        print(f"tvmopt: internal error: {one_line(e)} (please report it; TVMOPT_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

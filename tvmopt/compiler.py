@@ -9,12 +9,14 @@ records shipped in ``logs/``), or its space's initial config when there is none.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .cache import RecordCache
+from .errors import RecordsError, TargetError, model_stage
 from .frontend import Imported, load
 from .passes import DetectOptions, Lowered, lower
 from .target import TargetSpec, parse_target
@@ -75,32 +77,47 @@ def run_main(func, x: np.ndarray, device) -> np.ndarray:
 
 
 def best_configs(target: TargetSpec, records: str | Path | None):
-    """``key -> config or None`` from the user's records, falling back to the shipped ones.
+    """``lookup(key, space) -> config or None`` from the user's records, then the shipped ones.
 
-    Each records file is read once. When the shipped records hold nothing for this exact
-    target key (another CPU model, say), those of another target of the same kind are used:
-    a config tuned on another CPU is valid everywhere and usually far better than the
-    untuned default. ``used[key]`` says where a task's config came from: ``"records"``,
-    ``"shipped"``, ``"shipped:<other key>"`` or ``""`` (none)."""
+    Each records file is read once. A task gets the fastest record whose config fits its
+    current space: a record made before the space changed is passed over with one warning,
+    never built. When the shipped records hold nothing for this exact target key (another
+    CPU model, say), those of another target of the same kind are used: a config tuned on
+    another CPU is valid everywhere and usually far better than the untuned default.
+    ``used[key]`` says where a task's config came from: ``"records"``, ``"shipped"``,
+    ``"shipped:<other key>"`` or ``""`` (none). A user's records file that cannot be used
+    stops the build (RecordsError); shipped records that cannot be used are skipped with a
+    warning, since the user cannot fix them."""
     tables: list[tuple[str, dict]] = []
     if records:
-        tables.append(("records", RecordCache(records).best_all(target.key)))
+        tables.append(("records", RecordCache(records).ranked(target.key)))
     if SHIPPED_RECORDS.exists():
         shipped = RecordCache(SHIPPED_RECORDS)
-        tables.append(("shipped", shipped.best_all(target.key)))
-        for other in shipped.target_keys():
-            if other != target.key and other.split("-")[0] == target.key.split("-")[0]:
-                tables.append((f"shipped:{other}", shipped.best_all(other)))
+        keys = [target.key] + [k for k in shipped.target_keys()
+                               if k != target.key and k.split("-")[0] == target.key.split("-")[0]]
+        for key in keys:
+            try:
+                tables.append(("shipped" if key == target.key else f"shipped:{key}", shipped.ranked(key)))
+            except RecordsError as e:
+                warnings.warn(f"shipped records skipped: {e}")
     used: dict[str, str] = {}
 
-    def lookup(key: str):
+    def lookup(key: str, space=None):
+        stale, found, source = 0, None, ""
         for source, table in tables:
-            rec = table.get(key)
-            if rec is not None:
-                used[key] = source
-                return rec.config
-        used[key] = ""
-        return None
+            for rec in table.get(key, ()):
+                if space is None or space.contains(rec.config):
+                    found = rec.config
+                    break
+                stale += 1
+            if found is not None:
+                break
+        used[key] = source if found is not None else ""
+        if stale:
+            instead = f"the best that fits ({source})" if found is not None else "the default schedule"
+            warnings.warn(f"{key}: passed over {stale} faster record(s) whose configs do not fit the current "
+                          f"schedule space (made before it changed?); using {instead}")
+        return found
 
     return lookup, used
 
@@ -110,9 +127,14 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     import tvm
 
     spec = parse_target(target) if isinstance(target, str) else target
+    if spec.kind != "llvm":
+        raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
+                          f"CUDA model builds wait for the CUDA schedule spaces")
     imported = load(source, batch=batch)
     lookup, used = best_configs(spec, records)
-    lowered = lower(imported.mod, configs=lookup, options=options)
-    with tvm.transform.PassContext(opt_level=3):
+    name = Path(imported.source).name
+    with model_stage(f"{name}: lowering"):
+        lowered = lower(imported.mod, configs=lookup, options=options)
+    with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
         exe = tvm.compile(lowered.mod, target=spec.tvm_target())
     return Compiled(imported, lowered, spec, exe, used)

@@ -47,9 +47,10 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
     if untuned:
         warnings.warn(f"{len(untuned)} task(s) have no tuning record and use a default schedule: "
                       + ", ".join(untuned))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with quiet_native_logs():
-        compiled.executable.export_library(str(output))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output directory '{output.parent}': {e.strerror}") from None
     x = np.zeros(compiled.imported.input_shape, np.float32)
     out_shape = list(compiled(x).shape)
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
@@ -57,8 +58,40 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
             "output_shape": out_shape, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
             "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    meta_path(output).write_text(json.dumps(meta, indent=2) + "\n")
+    # both files appear complete or not at all: written beside their place, then renamed
+    with quiet_native_logs():
+        write_atomically(output, compiled.executable.export_library, binary=True, by_name=True)
+    write_atomically(meta_path(output), lambda f: f.write(json.dumps(meta, indent=2) + "\n"), binary=False)
     return BuildResult(output, compiled, untuned)
+
+
+def write_atomically(path, write, binary: bool = True, by_name: bool = False) -> None:
+    """Write a file so that it appears whole or not at all: ``write`` fills a temporary file
+    next to ``path`` (given the open file, or with ``by_name`` its path), which then replaces
+    ``path``. A failure leaves neither a partial file nor the temporary one behind."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
+    except OSError as e:
+        raise UserError(f"cannot write '{path}': {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            if not by_name:
+                write(f)
+        if by_name:
+            write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if path.suffix == ".so" else 0o666) & ~umask)   # as a plain open() would
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write '{path}': {e.strerror or e}") from None
+        raise
 
 
 class Module:

@@ -1,5 +1,12 @@
 """Errors a user can cause. The CLI prints their message on one line and exits 2."""
 
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import traceback
+
 
 class UserError(Exception):
     """A mistake in what the user asked for; the message names the input and the fix."""
@@ -19,3 +26,46 @@ class RecordsError(UserError):
 
 class ConfigError(UserError):
     """A configuration that does not belong to its schedule space."""
+
+
+class ModelError(UserError):
+    """The model file is missing, unreadable, inconsistent or cannot be compiled."""
+
+
+def debugging() -> bool:
+    """``TVMOPT_DEBUG=1``: let unexpected exceptions through with their traceback."""
+    return os.environ.get("TVMOPT_DEBUG", "") not in ("", "0")
+
+
+def one_line(exc: BaseException) -> str:
+    """One informative line out of a (often multi-line, TVM-decorated) exception message."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("File ", "|", "-->", "^", "note:", "Traceback"))
+             and not re.match(r"^\d+ \|", ln)]
+    errorish = [ln for ln in lines if "rror" in ln]
+    text = (errorish or lines or ["unknown error"])[0 if errorish else -1]
+    name = type(exc).__name__
+    return (text if text.startswith(name) else f"{name}: {text}")[:300]
+
+
+@contextlib.contextmanager
+def model_stage(what: str):
+    """Turn any failure inside ``what`` (importing, lowering or compiling a model) into one
+    ModelError line. A model that makes TVM's importer or our pass fail is a model we cannot
+    compile, whatever the Python exception; ``TVMOPT_DEBUG=1`` shows the original traceback."""
+    error = None
+    try:
+        yield
+    except UserError as exc:
+        traceback.clear_frames(exc.__traceback__)
+        error = exc.with_traceback(None)
+        error.__context__ = None
+    except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+        if debugging():
+            raise
+        traceback.clear_frames(exc.__traceback__)
+        error = ModelError(f"{what} failed ({one_line(exc)}); set TVMOPT_DEBUG=1 for the traceback")
+    if error is not None:
+        # raised here, outside the handler, with no traceback or chained exception whose frames
+        # would keep the failed importer's objects (and their C++ destructors' warnings) alive
+        raise error

@@ -14,6 +14,7 @@ placeholder to a scheduled kernel; a module that still holds one cannot be built
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .errors import ModelError, model_stage
 
 PLACEHOLDER_PREFIX = "tvmopt."
-
-
-class ModelError(UserError):
-    """The model file is missing, unreadable or uses operators we cannot import."""
 
 
 @dataclass
@@ -79,6 +76,20 @@ def placeholder(op: str, x, tensors: dict, attrs: dict, out_shape) -> Any:
                                  relax.TensorType([int(d) for d in out_shape], "float32"))
 
 
+def checked_placeholder(spec, x, tensors: dict, attrs: dict, node_name: str = ""):
+    """The placeholder of one ``ai.tvmopt`` node after checking that its input, tensors and
+    attributes agree (ModelError naming the node and the problem otherwise)."""
+    from .nn.ops import check_node, output_shape
+
+    x_shape = static_shape(x)
+    shapes = {name: (None if t is None else static_shape(t)) for name, t in tensors.items()}
+    problem = check_node(spec, x_shape, shapes, attrs)
+    if problem:
+        where = f" '{node_name}'" if node_name else ""
+        raise ModelError(f"ai.tvmopt {spec.name} node{where}: {problem}")
+    return placeholder(spec.name, x, tensors, attrs, output_shape(spec, x_shape, attrs))
+
+
 def static_shape(expr) -> tuple[int, ...]:
     shape = expr.ty.shape
     try:
@@ -93,7 +104,7 @@ def static_shape(expr) -> tuple[int, ...]:
 def _onnx_converters() -> dict:
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-    from .nn.ops import SPECS, output_shape
+    from .nn.ops import SPECS
 
     converters = {}
     for spec in SPECS.values():
@@ -106,8 +117,7 @@ def _onnx_converters() -> dict:
                 if name not in attr:
                     raise ModelError(f"{_spec.name} node lacks attribute '{name}'")
                 attrs[name] = list(attr[name]) if kind == "ints" else int(attr[name])
-            out = output_shape(_spec, static_shape(x), attrs)
-            return placeholder(_spec.name, x, tensors, attrs, out)
+            return checked_placeholder(_spec, x, tensors, attrs, attr.get("tvm_custom", {}).get("name", ""))
 
         converters[spec.name] = type(spec.name + "Converter", (OnnxOpConverter,),
                                      {"_impl_v1": classmethod(_impl_v1)})
@@ -169,14 +179,11 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
             d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in dims)
         from tvm.relax.frontend.onnx import from_onnx
 
-        with warnings.catch_warnings():
+        # the importer prints each failing node with its inputs to stdout; the error we raise says it
+        with warnings.catch_warnings(), model_stage(f"{path.name}: import"), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            try:
-                mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
-            except ModelError:
-                raise
-            except Exception as exc:
-                raise ModelError(f"{path.name}: import failed ({type(exc).__name__}: {str(exc)[:200]})") from None
+            mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
     return Imported(mod, inp.name, shape, str(path))
 
 
@@ -184,7 +191,7 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
 # torch.export
 
 def _torch_converters() -> dict:
-    from .nn.ops import SPECS, output_shape, register_torch_ops
+    from .nn.ops import SPECS, register_torch_ops
 
     register_torch_ops()
     table = {}
@@ -193,8 +200,7 @@ def _torch_converters() -> dict:
             x = importer.env[node.args[0]]
             nodes, attrs = _spec.split_args(list(node.args[1:]))
             tensors = {name: (None if a is None else importer.env[a]) for name, a in nodes.items()}
-            out = output_shape(_spec, static_shape(x), attrs)
-            return importer.block_builder.emit(placeholder(_spec.name, x, tensors, attrs, out))
+            return importer.block_builder.emit(checked_placeholder(_spec, x, tensors, attrs, node.name))
         table[f"{spec.torch_name}.default"] = convert
     return table
 
@@ -207,8 +213,6 @@ def _load_exported_program(program) -> Imported:
         raise ModelError(f"expected an exported program with one user input, found {len(users)}")
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == users[0].arg.name)
     shape = tuple(int(d) for d in node.meta["val"].shape)
-    try:
+    with model_stage("exported program: import"):
         mod = from_exported_program(program, custom_convert_map=_torch_converters(), unwrap_unit_return_tuple=True)
-    except AssertionError as exc:
-        raise ModelError(f"exported program: {exc}") from None
     return Imported(mod, users[0].arg.name, shape, "torch.export")

@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import re
 import select
 import shutil
 import statistics
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .errors import one_line
 from .schedules.space import Config, config_from_json, config_to_json
 from .target import TargetSpec
 
@@ -125,17 +125,6 @@ def _warm_up(env: dict[str, str]) -> None:
     from . import tasks  # noqa: F401
 
 
-def _summary(exc: BaseException) -> str:
-    """One informative line out of a (often multi-line, TVM-decorated) exception message."""
-    lines = [ln.strip() for ln in str(exc).splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith(("File ", "|", "-->", "^", "note:", "Traceback"))
-             and not re.match(r"^\d+ \|", ln)]
-    errorish = [ln for ln in lines if "rror" in ln]
-    text = (errorish or lines or ["unknown error"])[0 if errorish else -1]
-    name = type(exc).__name__
-    return (text if text.startswith(name) else f"{name}: {text}")[:300]
-
-
 def _in_worker(fn):
     """Re-raise a worker-side failure as one short line (the parent shows nothing else)."""
 
@@ -144,7 +133,7 @@ def _in_worker(fn):
         try:
             return fn(*args)
         except Exception as e:  # noqa: BLE001 - every failure of a candidate is data
-            raise RuntimeError(_summary(e)) from None
+            raise RuntimeError(one_line(e)) from None
 
     return wrapper
 

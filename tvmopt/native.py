@@ -2,7 +2,8 @@
 
 TVM's C++ side writes ``LOG(WARNING)`` lines straight to file descriptor 2: one per constant
 scope when a Relax executable is saved or loaded ("Scope Saving:", "Scope Loaded:"), one per
-``take`` op the ONNX importer creates ("Fast mode segfaults..."). A model with a few layers
+``take`` op the ONNX importer creates ("Fast mode segfaults..."), one when an import that
+failed drops its half-built graph ("BlockBuilder destroyed with remaining blocks"). A model with a few layers
 prints dozens of them around every ``build`` and ``run``. They say nothing a user can act on,
 so the calls that emit them run with descriptor 2 redirected to a temporary file, and lines
 other than those known ones are written back to stderr afterwards: real warnings still show.
@@ -11,13 +12,15 @@ other than those known ones are written back to stderr afterwards: real warnings
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import sys
 import tempfile
 
 #: C++ log lines that are dropped (anything else captured is passed on)
-NOISE = re.compile(r"Warning: (Scope Saving:|Scope Loaded:|Fast mode segfaults when there are out-of-bounds)")
+NOISE = re.compile(r"Warning: (Scope Saving:|Scope Loaded:|Fast mode segfaults when there are out-of-bounds"
+                   r"|BlockBuilder destroyed with remaining blocks)")
 
 
 @contextlib.contextmanager
@@ -33,6 +36,11 @@ def quiet_native_logs():
         os.dup2(capture.fileno(), 2)
         try:
             yield
+        except BaseException:
+            # a failed import leaves reference cycles (importer <-> block builder) whose C++
+            # destructors log: collect them now, while their lines are still captured
+            gc.collect()
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)

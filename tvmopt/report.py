@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .errors import model_stage
 from .frontend import load
 from .passes import DetectOptions, LayerReport, lower
 
 
 def inspect_model(source, batch: int = 1, options: DetectOptions | None = None) -> list[LayerReport]:
     """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer."""
-    return lower(load(source, batch=batch).mod, options=options).layers
+    imported = load(source, batch=batch)
+    with model_stage(f"{Path(imported.source).name}: lowering"):
+        return lower(imported.mod, options=options).layers
 
 
 def _size(n: int) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .cache import Record, RecordCache
-from .errors import UserError
+from .errors import UserError, model_stage
 from .measure import LocalMeasurer, Measurer
 from .schedules.space import Config
 from .target import TargetSpec
@@ -62,11 +63,14 @@ def tune_task(
     early_stopping: int | None = None,
     measurer: Measurer | None = None,
     progress: bool = True,
+    resume: bool = True,
+    report: Callable[[Record], None] | None = None,
 ) -> TuneResult:
     """Tune ``task_key`` until this tuner has ``trials`` measurements of it in the records.
 
-    Configs already in the records (from any tuner) are never measured again; a killed run
-    continues where it stopped.
+    With ``resume`` (the default), configs already in the records (from any tuner) are never
+    measured again and a killed run continues where it stopped; without it the tuner starts
+    afresh. ``report`` is called with each record once it is written and flushed.
     """
     if trials < 1:
         raise UserError(f"--trials must be a positive number, got {trials}")
@@ -76,7 +80,7 @@ def tune_task(
     check_measurable(target)
     cache = RecordCache(records)
     cache.ensure_writable()
-    history, records_so_far = history_for(cache, task, target)
+    history, records_so_far = history_for(cache, task, target) if resume else ([], [])
     done_before = sum(1 for r in records_so_far if r.tuner == tuner)
     remaining = max(0, trials - done_before)
     strategy = make_tuner(tuner, task.space, seed=seed)
@@ -86,8 +90,10 @@ def tune_task(
     def on_results(configs, results):
         nonlocal failed
         failed += sum(1 for r in results if r.cost == math.inf)
-        cache.append(Record.from_result(task.key, target.key, c, r, fingerprint, tuner)
-                     for c, r in zip(configs, results))
+        rows = [Record.from_result(task.key, target.key, c, r, fingerprint, tuner) for c, r in zip(configs, results)]
+        cache.append(rows)
+        for row in rows if report is not None else ():
+            report(row)
 
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(target)
@@ -144,7 +150,9 @@ def extract_tasks(source, batch: int = 1) -> list[tuple[str, Task, int]]:
     from .frontend import load
     from .passes import lower
 
-    lowered = lower(load(source, batch=batch).mod)
+    imported = load(source, batch=batch)
+    with model_stage(f"{Path(imported.source).name}: lowering"):
+        lowered = lower(imported.mod)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
     return sorted(rows, key=lambda r: -r[1].flops * r[2])
@@ -168,7 +176,8 @@ def split_budget(weights: list[float], total: int) -> list[int]:
 
 def tune_model(source, target: TargetSpec, tuner: str = "random", trials: int = 200,
                records: str | Path | None = None, batch: int = 1, batch_size: int = 8, seed: int = 0,
-               progress: bool = True, log=print) -> ModelTuneResult:
+               progress: bool = True, log=print, resume: bool = True,
+               report: Callable[[Record], None] | None = None) -> ModelTuneResult:
     """Tune every task of a model; the budget is split by each task's share of the model's FLOPs.
     Rerunning with the same records resumes (configs already measured are not measured again)."""
     check_measurable(target)
@@ -179,6 +188,6 @@ def tune_model(source, target: TargetSpec, tuner: str = "random", trials: int = 
         for i, ((key, task, count), budget) in enumerate(zip(tasks, budgets), 1):
             log(f"[{i}/{len(tasks)}] {key}: {count} layer(s), {budget} trial(s)")
             result = tune_task(key, target, tuner=tuner, trials=budget, records=records, batch_size=batch_size,
-                               seed=seed, measurer=measurer, progress=progress)
+                               seed=seed, measurer=measurer, progress=progress, resume=resume, report=report)
             out.append((key, count, budget, result))
     return ModelTuneResult(out)

@@ -172,6 +172,79 @@ def _transform_input(op: str, x: np.ndarray, attrs: dict) -> np.ndarray:
     return x
 
 
+def check_node(spec: OpSpec, x_shape, shapes: dict, attrs: dict) -> str | None:
+    """What is inconsistent in one node (its input's shape, its tensors' ``shapes`` by name, a
+    missing one as None, and its attributes), or None. The importer refuses such a node with
+    this message instead of failing deep inside the compiler."""
+    def ints(name, n, low):
+        v = attrs[name]
+        if len(v) != n or any(int(i) < low for i in v):
+            return f"attribute {name}={list(v)} must be {n} integers >= {low}"
+        return None
+
+    for name, _, optional in spec.inputs:
+        if not optional and shapes.get(name) is None:
+            return f"required input '{name}' is missing"
+    for name, kind in spec.attrs:
+        if kind == "int" and name in ("in_features", "out_features", "in_channels", "out_channels") \
+                and attrs[name] < 1:
+            return f"attribute {name}={attrs[name]} must be positive"
+    if spec.conv:
+        for name, n, low in (("kernel_shape", 2, 1), ("strides", 2, 1), ("pads", 4, 0), ("dilations", 2, 1)):
+            problem = ints(name, n, low)
+            if problem:
+                return problem
+        if len(x_shape) != 4 or x_shape[1] != attrs["in_channels"]:
+            return f"in_channels={attrs['in_channels']} but the input has shape {list(x_shape)}"
+        if min(output_shape(spec, x_shape, attrs)[2:]) < 1:
+            return f"kernel {attrs['kernel_shape']} does not fit the input {list(x_shape)}"
+    elif not x_shape or x_shape[-1] != attrs["in_features"]:
+        return f"in_features={attrs['in_features']} but the input has shape {list(x_shape)}"
+    out, red, _ = _rows(attrs)
+    kind = spec.name.replace("Gemm", "").replace("Conv", "")
+    expected: dict[str, tuple] = {"bias": (out,)}
+    if kind == "Shift":
+        if not 2 <= attrs["bits"] <= 8:
+            return f"attribute bits={attrs['bits']} must be 2..8"
+        expected["codes"] = (out, formats.packed_nbytes(red, attrs["bits"]))
+    elif kind in ("Binary", "Ternary"):
+        expected["signs" if kind == "Binary" else "codes"] = (out, formats.packed_nbytes(red, 1 if kind == "Binary" else 2))
+        if shapes.get("alpha") is not None and int(np.prod(shapes["alpha"])) not in (1, out):
+            return f"alpha has shape {list(shapes['alpha'])}; it needs 1 or {out} values"
+    elif kind == "NMSparse":
+        n, m = attrs["n"], attrs["m"]
+        if not 1 <= n <= m or m < 2 or red % m:
+            return f"N:M = {n}:{m} does not fit a reduction of {red} (need 1 <= N <= M, M >= 2, M divides it)"
+        kept = red // m * n
+        expected["values"] = (out, kept)
+        expected["indices"] = (out, formats.packed_nbytes(kept, formats.index_bits(m)))
+    elif kind == "Hashed":
+        if attrs["num_hashes"] < 1 or not shapes.get("values") or len(shapes["values"]) != 1:
+            return "a hashed layer needs num_hashes >= 1 and a 1-D values vector"
+        if shapes.get("mix") is not None:
+            expected["mix"] = (attrs["num_hashes"],)
+    elif kind == "Fastfood":
+        b = shapes.get("diag_b")
+        if b is None or len(b) != 2 or b[1] < attrs["in_features"] or b[1] & (b[1] - 1) or b[0] * b[1] < out:
+            return (f"diag_b has shape {list(b or [])}; Fastfood needs [blocks, n] with n a power of two >= "
+                    f"in_features and blocks * n >= out_features")
+        for name in ("diag_g", "diag_s", "perm"):
+            expected[name] = tuple(b)
+    elif kind == "Hadamard":
+        if attrs["first_row"] < 0:
+            return f"attribute first_row={attrs['first_row']} must be >= 0"
+        expected["scale"] = (1,)
+    for name, want in expected.items():
+        got = shapes.get(name)
+        if got is None:
+            continue
+        if name in ("scale", "mix", "bias") and int(np.prod(got)) == int(np.prod(want)):
+            continue
+        if tuple(got) != tuple(want):
+            return f"input '{name}' has shape {list(got)}, the attributes imply {list(want)}"
+    return None
+
+
 def output_shape(spec: OpSpec, x_shape, attrs) -> tuple[int, ...]:
     if spec.conv:
         n, _, h, w = x_shape

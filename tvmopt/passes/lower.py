@@ -11,7 +11,7 @@ It rewrites, in ``main``:
   no heavy op is left unscheduled.
 
 Each kernel is built from its task (so tuning records keyed by the task apply) with the best
-config ``configs(key)`` returns, or the space's initial config. Scales, biases and input
+config ``configs(key, space)`` returns (one that fits the space), or the space's initial config. Scales, biases and input
 transforms become ordinary Relax ops around the ``call_tir``. Convolutions with constant weights
 (plain ``conv2d`` and ``ai.tvmopt`` conv nodes, decoded exactly and detected again) become an
 im2col stage and the same GEMM-family kernels over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``.
@@ -49,14 +49,14 @@ class Lowered:
     tasks: dict[str, object]                     # task key -> Task (deduplicated)
 
 
-def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOptions | None = None) -> Lowered:
+def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None) -> Lowered:
     """Apply the pass to ``mod`` (from :func:`tvmopt.frontend.load`)."""
     import tvm
     from tvm import relax
 
     from ..nn.ops import SPECS
 
-    configs = configs or (lambda key: None)
+    configs = configs or (lambda key, space: None)
     options = options or DetectOptions()
     layers: list[LayerReport] = []
     tasks: dict[str, object] = {}
@@ -239,7 +239,7 @@ def lower(mod, configs: Callable[[str], object] | None = None, options: DetectOp
             if cache_key not in funcs:
                 if kern.family != DENSE:
                     task = type(task)(task.key, *_dims(task), params={**task.params, **kern.params})
-                config = configs(key)
+                config = configs(key, task.space)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
                 funcs[cache_key] = self.builder_.add_func(func, name)

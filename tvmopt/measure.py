@@ -118,11 +118,38 @@ class ReplayMeasurer(Measurer):
 
 
 def _warm_up(env: dict[str, str]) -> None:
-    """Runs once per worker: set its environment, pay TVM's import cost up front."""
+    """Runs once per worker: set its environment, pay TVM's import cost up front, and make
+    sure the worker dies with its parent."""
     os.environ.update(env)  # before TVM's thread pool starts, which reads TVM_NUM_THREADS
+    _die_with_parent()
     import tvm  # noqa: F401
 
     from . import tasks  # noqa: F401
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive a ``tvmopt`` killed with SIGKILL: its pipe never reaches EOF,
+    since sibling workers inherited the other end. On Linux the kernel kills it with the parent
+    (PR_SET_PDEATHSIG); elsewhere, and as a second guard, a thread watches the parent's pid."""
+    import threading
+
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="tvmopt-parent-watch").start()
 
 
 def _in_worker(fn):

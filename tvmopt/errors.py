@@ -52,10 +52,14 @@ def one_line(exc: BaseException) -> str:
 def model_stage(what: str):
     """Turn any failure inside ``what`` (importing, lowering or compiling a model) into one
     ModelError line. A model that makes TVM's importer or our pass fail is a model we cannot
-    compile, whatever the Python exception; ``TVMOPT_DEBUG=1`` shows the original traceback."""
+    compile, whatever the Python exception; ``TVMOPT_DEBUG=1`` shows the original traceback.
+    TVM's known C++ log noise inside is dropped (:func:`tvmopt.native.quiet_native_logs`)."""
+    from .native import quiet_native_logs
+
     error = None
     try:
-        yield
+        with quiet_native_logs():          # TVM's C++ noise while importing, lowering, compiling
+            yield
     except UserError as exc:
         traceback.clear_frames(exc.__traceback__)
         error = exc.with_traceback(None)

@@ -83,7 +83,8 @@ def checked_placeholder(spec, x, tensors: dict, attrs: dict, node_name: str = ""
 
     x_shape = static_shape(x)
     shapes = {name: (None if t is None else static_shape(t)) for name, t in tensors.items()}
-    problem = check_node(spec, x_shape, shapes, attrs)
+    dtypes = {name: str(t.ty.dtype) for name, t in tensors.items() if t is not None}
+    problem = check_node(spec, x_shape, shapes, attrs, dtypes)
     if problem:
         where = f" '{node_name}'" if node_name else ""
         raise ModelError(f"ai.tvmopt {spec.name} node{where}: {problem}")
@@ -174,9 +175,8 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
         if len(inputs) != 1:
             raise ModelError(f"{path.name}: expected one graph input, found {len(inputs)}")
         inp = inputs[0]
-        dims = inp.type.tensor_type.shape.dim
-        shape = tuple(input_shape) if input_shape else tuple(
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in dims)
+        shape = tuple(input_shape) if input_shape else _input_shape(path.name, inp, batch)
+        _check_graph(path.name, model, inp.name)
         from tvm.relax.frontend.onnx import from_onnx
 
         # the importer prints each failing node with its inputs to stdout; the error we raise says it
@@ -184,7 +184,81 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
                 contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
+    check_sizes(path.name, mod)
     return Imported(mod, inp.name, shape, str(path))
+
+
+#: the largest tensor tvmopt compiles: TVM indexes with int32
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _input_shape(name: str, inp, batch: int) -> tuple[int, ...]:
+    """The graph input's static shape: the first axis, when symbolic or unset, is the batch."""
+    shape = []
+    for axis, d in enumerate(inp.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(d.dim_value)
+        elif axis == 0 and not d.HasField("dim_value"):
+            shape.append(batch)
+        else:
+            what = f"dim_value {d.dim_value}" if d.HasField("dim_value") else f"symbolic '{d.dim_param}'"
+            raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "
+                             f"size on every axis but the first (the batch)")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+        raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
+    return tuple(shape)
+
+
+def _check_graph(name: str, model, input_name: str) -> None:
+    """Each node reads only tensors defined before it and defines each tensor once: the two
+    invariants whose breach makes TVM's importer fail with a bare KeyError."""
+    from onnx import helper
+
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data"):
+            continue
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{name}: initializer '{t.name}' has unknown data type {t.data_type}") from None
+        need = int(np.prod(list(t.dims), dtype=np.float64)) * itemsize
+        if t.data_type != 0 and need != len(t.raw_data):
+            raise ModelError(f"{name}: initializer '{t.name}' holds {len(t.raw_data)} bytes, but its shape "
+                             f"{list(t.dims)} of {helper.tensor_dtype_to_np_dtype(t.data_type)} needs {need}")
+    defined = {input_name, ""} | {t.name for t in model.graph.initializer}
+    for i, node in enumerate(model.graph.node):
+        label = f"node {i} ({node.op_type}{', ' + repr(node.name) if node.name else ''})"
+        for x in node.input:
+            if x not in defined:
+                raise ModelError(f"{name}: {label} reads '{x}', which no earlier node, initializer or input "
+                                 f"defines (nodes out of order, or a missing initializer)")
+        for y in node.output:
+            if y and y in defined:
+                raise ModelError(f"{name}: {label} defines '{y}' a second time")
+            defined.add(y)
+    for out in model.graph.output:
+        if out.name not in defined:
+            raise ModelError(f"{name}: graph output '{out.name}' is not defined by any node")
+
+
+def check_sizes(name: str, mod) -> None:
+    """Refuse a model with a tensor TVM cannot index (more than 2^31 elements): such a shape
+    comes from a corrupt attribute or dimension, and would fail deep in the compiler."""
+    from tvm import relax
+
+    def visit(expr):
+        shape = getattr(getattr(expr, "ty", None), "shape", None)
+        try:
+            dims = [int(d) for d in shape] if shape is not None else []
+        except TypeError:
+            return
+        if dims and (min(dims) < 0 or int(np.prod(dims, dtype=np.float64)) > MAX_ELEMENTS):
+            raise ModelError(f"{name}: a tensor of shape {dims} is out of range (over 2^31 elements or "
+                             f"negative); a dimension or attribute of the model is corrupt")
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
 
 
 # ---------------------------------------------------------------------------------------------

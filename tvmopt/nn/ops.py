@@ -172,10 +172,21 @@ def _transform_input(op: str, x: np.ndarray, attrs: dict) -> np.ndarray:
     return x
 
 
-def check_node(spec: OpSpec, x_shape, shapes: dict, attrs: dict) -> str | None:
-    """What is inconsistent in one node (its input's shape, its tensors' ``shapes`` by name, a
-    missing one as None, and its attributes), or None. The importer refuses such a node with
-    this message instead of failing deep inside the compiler."""
+_FLAGS = ("binarize_input", "transposable")
+
+
+def check_node(spec: OpSpec, x_shape, shapes: dict, attrs: dict, dtypes: dict | None = None) -> str | None:
+    """What is inconsistent in one node (its input's shape, its tensors' ``shapes`` and
+    ``dtypes`` by name, a missing one as None, and its attributes), or None. The importer
+    refuses such a node with this message instead of failing deep inside the compiler."""
+    for name, etype, _ in spec.inputs:
+        got = (dtypes or {}).get(name)
+        want = "float32" if etype == "float" else etype
+        if got is not None and got != want:
+            return f"input '{name}' is {got}, the op stores it as {want}"
+    for flag in _FLAGS:
+        if flag in attrs and attrs[flag] not in (0, 1):
+            return f"attribute {flag}={attrs[flag]} must be 0 or 1"
     def ints(name, n, low):
         v = attrs[name]
         if len(v) != n or any(int(i) < low for i in v):

@@ -1,6 +1,6 @@
 """How tvmopt fails: the long variant of tests/reliability, written to RELIABILITY.md.
 
-    python benchmarks/reliability.py                  # everything: ~25 minutes on 2 cores
+    python benchmarks/reliability.py                  # everything: ~30 minutes on 2 cores
     python benchmarks/reliability.py --fuzz 40 --kills 2   # a quicker pass
 
 Runs, through the real command line:
@@ -42,13 +42,13 @@ def bad_inputs(work: Path) -> list[dict]:
     return rows
 
 
-def fuzzing(work: Path, n: int) -> dict:
+def fuzzing(work: Path, n: int, jobs: int) -> dict:
     def show(case):
         status = case.problem or f"exit {case.outcome.returncode}"
         print(f"  seed {case.seed:>3} {case.kind:<20} {case.model:<32} {case.command:<8} "
               f"{case.outcome.seconds:5.1f}s {status}", flush=True)
 
-    cases = fuzz(work / "fuzz", range(n), on_case=show)
+    cases = fuzz(work / "fuzz", range(n), on_case=show, jobs=jobs)
     by_kind: dict[str, Counter] = defaultdict(Counter)
     for c in cases:
         by_kind[c.kind]["runs"] += 1
@@ -66,7 +66,7 @@ def fuzzing(work: Path, n: int) -> dict:
 def faults(work: Path) -> dict:
     records = work / "faults"
     outcome = run_cli(["tune", "fault:16", "--trials", str(len(BEHAVIOURS)), "--records", str(records),
-                       "--build-timeout", "4", "--run-timeout", "4", "--no-compare", "--verbose"],
+                       "--build-timeout", "10", "--run-timeout", "10", "--no-compare", "--verbose"],
                       work, env=cli_env(records), timeout=600)
     rows = [json.loads(line) for line in records_file(records).read_text().splitlines()] if outcome.returncode == 0 else []
     recorded = {row["config"][0]: row["error"] for row in rows}
@@ -122,7 +122,7 @@ def markdown(result: dict) -> str:
     for p in fz["problems"]:
         lines.append(f"\n- problem: seed {p['seed']} ({p['kind']}, {p['model']}, {p['command']}): {p['problem']}")
     lines += ["", "## Faulty candidates", "",
-              f"`tvmopt tune fault:16 --trials {len(BEHAVIOURS)} --build-timeout 4 --run-timeout 4`: exit {f['exit']} "
+              f"`tvmopt tune fault:16 --trials {len(BEHAVIOURS)} --build-timeout 10 --run-timeout 10`: exit {f['exit']} "
               f"in {f['seconds']} s, best config `{f['best']}`.", "", "| candidate | recorded as |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(f["recorded"].items())]
     lines += ["", "## Killed runs", "",
@@ -144,6 +144,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fuzz", type=int, default=200, help="mutants (default: 200)")
     ap.add_argument("--kills", type=int, default=5, help="killed runs (default: 5)")
+    ap.add_argument("--jobs", type=int, default=2, help="fuzzed models run at a time (default: 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
     ap.add_argument("--markdown", default=str(ROOT / "RELIABILITY.md"))
     args = ap.parse_args()
@@ -155,7 +156,7 @@ def main() -> int:
         print("bad inputs:", flush=True)
         result["bad_inputs"] = bad_inputs(work)
         print("fuzzing:", flush=True)
-        result["fuzz"] = fuzzing(work, args.fuzz)
+        result["fuzz"] = fuzzing(work, args.fuzz, args.jobs)
         print("faulty candidates:", flush=True)
         result["faults"] = faults(work)
         print(f"  {result['faults']}", flush=True)

@@ -363,29 +363,35 @@ class FuzzCase:
 
 
 def fuzz(directory: Path, seeds, commands=("inspect", "build"), timeout: float = 180,
-         models=FUZZ_MODELS, on_case=None) -> list[FuzzCase]:
+         models=FUZZ_MODELS, on_case=None, jobs: int = 1) -> list[FuzzCase]:
     """Mutate the bundled models (seed i mutates ``models[i % len]``) and run each command on
-    each mutant. ``build`` is skipped for a mutant ``inspect`` refused (it would stop at the
-    same import error)."""
+    each mutant, ``jobs`` mutants at a time. ``build`` is skipped for a mutant ``inspect``
+    refused (it would stop at the same import error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     directory.mkdir(parents=True, exist_ok=True)
-    cases = []
-    for seed in seeds:
+    lock = threading.Lock()
+
+    def one(seed) -> list[FuzzCase]:
         model = models[seed % len(models)]
         kind, data = mutate((MODELS / model).read_bytes(), seed)
         path = directory / f"m{seed}.onnx"
         path.write_bytes(data)
-        refused = False
+        refused, out = False, []
         for command in commands:
             if command == "build" and refused:
                 continue
             argv = [command, str(path)] + (["-o", str(directory / f"m{seed}.so")] if command == "build" else [])
             outcome = run_cli(argv, directory, timeout=timeout)
             refused = refused or outcome.returncode == 2
-            case = FuzzCase(seed, model, kind, command, outcome)
-            cases.append(case)
+            out.append(FuzzCase(seed, model, kind, command, outcome))
             if on_case is not None:
-                on_case(case)
-    return cases
+                with lock:
+                    on_case(out[-1])
+        return out
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return [case for cases in pool.map(one, list(seeds)) for case in cases]
 
 
 # --------------------------------------------------------------------------- killed and concurrent runs

@@ -10,7 +10,7 @@ from tvmopt.testing import BEHAVIOURS
 def test_tune_survives_every_fault_and_keeps_the_correct_best(tmp_path):
     records = tmp_path / "records"
     outcome = run_cli(["tune", "fault:16", "--trials", str(len(BEHAVIOURS)), "--records", str(records),
-                       "--build-timeout", "4", "--run-timeout", "4", "--no-compare", "--verbose"],
+                       "--build-timeout", "10", "--run-timeout", "10", "--no-compare", "--verbose"],
                       tmp_path, env=cli_env(records), timeout=300)
     assert outcome.returncode == 0, outcome.stderr
     assert outcome.problem() is None

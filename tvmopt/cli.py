@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue from the records: configs measured before are learned from, not "
                            "measured again, and this tuner's earlier trials count against --trials "
                            "(default); --no-resume starts the tuner afresh (new measurements are still appended)")
+    _rpc_options(tune)
     tune.add_argument("--no-compare", action="store_true", help="skip the final timing against numpy/torch")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.add_argument("--verbose", action="store_true",
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--replay", metavar="TABLE", help="measure by lookup in a pre-measured table (logs/replay/)")
     comp.add_argument("--batch-size", type=_positive_int, default=8)
     comp.add_argument("--out", metavar="DIR", help="output directory (default: logs/compare/<workload>-<mode>-<time>)")
+    _rpc_options(comp)
     comp.add_argument("--metaschedule", action="store_true",
                       help="live mode: add one MetaSchedule run with the same trial budget as a reference row")
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -187,7 +189,56 @@ def build_parser() -> argparse.ArgumentParser:
                       help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
     recs.add_argument("--fix", action="store_true", help="move unusable lines to <file>.rejected")
     recs.set_defaults(func=cmd_records)
+
+    rpc = sub.add_parser(
+        "rpc", help="run TVM's RPC tracker or a measurement server (for --rpc-tracker)",
+        description="Thin wrappers over tvm.rpc. Start one tracker, then a server on each measuring device "
+                    "with a key naming the device kind; 'tune' and 'compare' with --rpc-tracker HOST:PORT "
+                    "--rpc-key KEY build locally and measure on those servers.",
+        epilog="example:\n  tvmopt rpc tracker --port 9190 &\n  tvmopt rpc server --tracker 127.0.0.1:9190 "
+               "--key zen3 &\n  tvmopt tune gemm:512x512x512 --rpc-tracker 127.0.0.1:9190 --rpc-key zen3",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rpc_sub = rpc.add_subparsers(dest="role", metavar="ROLE", parser_class=_Parser, required=True)
+    trk = rpc_sub.add_parser("tracker", help="start a tracker (serves until Ctrl-C)")
+    trk.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
+    trk.add_argument("--port", type=_positive_int, default=9190, help="first port to try (default: 9190)")
+    trk.set_defaults(func=cmd_rpc)
+    srv = rpc_sub.add_parser("server", help="start a measurement server registered with a tracker")
+    srv.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker to register with")
+    srv.add_argument("--key", required=True, help="device key that tune's --rpc-key asks for")
+    srv.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
+    srv.add_argument("--port", type=_positive_int, default=9090, help="first port to try (default: 9090)")
+    srv.set_defaults(func=cmd_rpc)
     return parser
+
+
+def _rpc_options(parser) -> None:
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", default=None,
+                        help="measure on the RPC servers of this tracker (builds stay local and parallel)")
+    parser.add_argument("--rpc-key", metavar="KEY", default=None, help="device key of the RPC servers to use")
+
+
+def make_measurer(args, target, **kw):
+    """The measurer the command line asked for: RPC servers or this machine."""
+    from .measure import LocalMeasurer
+
+    if getattr(args, "rpc_tracker", None):
+        from .rpc import RPCMeasurer, parse_address
+
+        return RPCMeasurer(target, tracker=parse_address(args.rpc_tracker), key=args.rpc_key or "", **kw)
+    if getattr(args, "rpc_key", None):
+        raise UserError("--rpc-key needs --rpc-tracker HOST:PORT")
+    return LocalMeasurer(target, **kw)
+
+
+def cmd_rpc(args) -> int:
+    from .rpc import parse_address, run_server, run_tracker
+
+    if args.role == "tracker":
+        run_tracker(args.host, args.port)
+    else:
+        run_server(parse_address(args.tracker), args.key, args.host, args.port)
+    return 0
 
 
 def cmd_records(args) -> int:
@@ -269,7 +320,7 @@ def cmd_compare(args) -> int:
     from pathlib import Path
 
     from .compare import add_metaschedule_reference, compare
-    from .measure import LocalMeasurer, ReplayMeasurer
+    from .measure import ReplayMeasurer
     from .target import parse_target
     from .tasks import get_task
 
@@ -287,7 +338,7 @@ def cmd_compare(args) -> int:
         from .tuning import check_measurable
 
         check_measurable(target)
-        measurer, space, target_key = LocalMeasurer(target), task.space, target.key
+        measurer, space, target_key = make_measurer(args, target), task.space, target.key
     mode = "replay" if args.replay else "live"
     out = Path(args.out or f"logs/compare/{task.key.replace(':', '_')}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.metaschedule and args.replay:
@@ -307,10 +358,11 @@ def cmd_tune_model(args) -> int:
     from .tuning import tune_model
 
     target = parse_target(args.target)
-    result = tune_model(args.workload, target, tuner=args.tuner, trials=args.trials, records=args.records,
-                        batch=args.batch, batch_size=args.batch_size, seed=args.seed,
-                        progress=not args.quiet and not args.verbose, resume=args.resume,
-                        report=_report_line if args.verbose else None)
+    with make_measurer(args, target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
+        result = tune_model(args.workload, target, tuner=args.tuner, trials=args.trials, records=args.records,
+                            batch=args.batch, batch_size=args.batch_size, seed=args.seed,
+                            progress=not args.quiet and not args.verbose, resume=args.resume,
+                            report=_report_line if args.verbose else None, measurer=measurer)
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"
@@ -332,7 +384,6 @@ def _report_line(record) -> None:
 def cmd_tune(args) -> int:
     from pathlib import Path
 
-    from .measure import LocalMeasurer
     from .target import parse_target
     from .tasks import get_task
     from .tuning import tune_task
@@ -342,7 +393,7 @@ def cmd_tune(args) -> int:
     target = parse_target(args.target)
     task = get_task(args.workload)
     print(f"tuning {task.key} on {target.key} with {args.tuner}: space of {task.space.size():,} configs")
-    with LocalMeasurer(target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
+    with make_measurer(args, target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
         result = tune_task(task.key, target, tuner=args.tuner, trials=args.trials, records=args.records,
                            batch_size=args.batch_size, seed=args.seed, early_stopping=args.early_stopping,
                            measurer=measurer, progress=not args.quiet and not args.verbose,
@@ -356,7 +407,9 @@ def cmd_tune(args) -> int:
         for name, value in task.space.as_dict(result.best_config).items():
             print(f"  {name:<11} {value}")
         print(f"best: {result.best_cost * 1e3:.3f} ms, {result.best_gflops:.1f} GFLOPS")
-        if not args.no_compare:
+        if args.rpc_tracker and not args.no_compare:
+            print("(no same-run comparison with numpy: the candidates ran on the RPC servers)")
+        elif not args.no_compare:
             times = measurer.compare_with_references(task.key, result.best_config)
             parts = [f"{times['tvm'] * 1e3:.3f} ms"]
             for ref in ("numpy", "torch"):

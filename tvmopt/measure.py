@@ -35,6 +35,7 @@ class ErrorKind(str, enum.Enum):
     RUN_TIMEOUT = "run_timeout"
     WRONG_RESULT = "wrong_result"
     WORKER_CRASHED = "worker_crashed"
+    DEVICE_ERROR = "device_error"       # an RPC session broke on every try (server gone or unusable)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,15 @@ def _entry_name(lib) -> str:
 @_in_worker
 def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int,
          slow_s: float):
-    """Check one compiled candidate against the reference, then time it.
+    """Check one compiled candidate against the reference, then time it (see check_and_time)."""
+    task, inputs, expected = _inputs_and_reference(task_key, seed)
+    lib, _, dev = _load(lib_path, target_json)
+    return check_and_time(lib, _entry_name(lib), dev, task, inputs, expected, repeat, min_repeat_ms, slow_s)
+
+
+def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, min_repeat_ms: int, slow_s: float):
+    """Run ``lib[entry]`` once on ``dev`` (local or an RPC session's), compare with the numpy
+    reference, then time it with TVM's time evaluator.
 
     A candidate whose checking run alone takes longer than ``slow_s`` is far from any good
     config: that one timing is its cost, which spares the repeats.
@@ -227,8 +236,7 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
     import numpy as np
     import tvm
 
-    task, inputs, expected = _inputs_and_reference(task_key, seed)
-    lib, func, dev = _load(lib_path, target_json)
+    func = lib[entry]
     args = [tvm.runtime.tensor(x, dev) for x in inputs]
     out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
     start = time.perf_counter()
@@ -240,7 +248,7 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
         return "wrong", wrong
     if first_s > slow_s:
         return "ok", (first_s,)
-    timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    timer = lib.time_evaluator(entry, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return "ok", tuple(timer(*args, out).results)
 
 

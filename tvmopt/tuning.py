@@ -177,17 +177,22 @@ def split_budget(weights: list[float], total: int) -> list[int]:
 def tune_model(source, target: TargetSpec, tuner: str = "random", trials: int = 200,
                records: str | Path | None = None, batch: int = 1, batch_size: int = 8, seed: int = 0,
                progress: bool = True, log=print, resume: bool = True,
-               report: Callable[[Record], None] | None = None) -> ModelTuneResult:
+               report: Callable[[Record], None] | None = None, measurer: Measurer | None = None) -> ModelTuneResult:
     """Tune every task of a model; the budget is split by each task's share of the model's FLOPs.
     Rerunning with the same records resumes (configs already measured are not measured again)."""
     check_measurable(target)
     tasks = extract_tasks(source, batch)
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
     out = []
-    with LocalMeasurer(target) as measurer:
+    own = measurer is None
+    measurer = measurer or LocalMeasurer(target)
+    try:
         for i, ((key, task, count), budget) in enumerate(zip(tasks, budgets), 1):
             log(f"[{i}/{len(tasks)}] {key}: {count} layer(s), {budget} trial(s)")
             result = tune_task(key, target, tuner=tuner, trials=budget, records=records, batch_size=batch_size,
                                seed=seed, measurer=measurer, progress=progress, resume=resume, report=report)
             out.append((key, count, budget, result))
+    finally:
+        if own:
+            measurer.close()
     return ModelTuneResult(out)

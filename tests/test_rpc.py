@@ -3,57 +3,20 @@ test (`tvmopt rpc ...`), a short tuning run whose configs and timings match a lo
 a server killed mid-run with every trial still recorded."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from tvmopt.reliability import cli_env, records_file, reported_configs, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args, log):
-    proc = subprocess.Popen([sys.executable, "-m", "tvmopt", "rpc", *args], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=cli_env())
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        text = open(log).read()
-        if "listening" in text or "registered" in text:
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError(text)
-        time.sleep(0.3)
-    raise RuntimeError(f"{args} did not start: {open(log).read()}")
-
-
-def stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+from tvmopt.rpc import LoopbackFleet, _free_port
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rpc")
-    port = free_port()
-    tracker = start(["tracker", "--host", "127.0.0.1", "--port", str(port)], d / "tracker.log")
-    servers = [start(["server", "--tracker", f"127.0.0.1:{port}", "--key", "loop", "--host", "127.0.0.1",
-                      "--port", str(free_port())], d / f"server{i}.log") for i in range(2)]
-    yield f"127.0.0.1:{port}", servers
-    for p in servers + [tracker]:
-        stop(p)
+    with LoopbackFleet(servers=2, key="loop", log_dir=str(tmp_path_factory.mktemp("rpc"))) as f:
+        yield f
 
 
 def tune(tmp_path, name, extra, trials=8, workload="gemm:48x48x32"):
@@ -66,7 +29,7 @@ def tune(tmp_path, name, extra, trials=8, workload="gemm:48x48x32"):
 
 
 def test_rpc_run_matches_a_local_run(tmp_path, fleet):
-    address, _ = fleet
+    address = fleet.address
     _, remote = tune(tmp_path, "remote", ["--rpc-tracker", address, "--rpc-key", "loop"])
     _, local = tune(tmp_path, "local", [])
     assert set(remote) == set(local) and len(remote) == 8      # the random tuner proposes the same configs
@@ -76,7 +39,7 @@ def test_rpc_run_matches_a_local_run(tmp_path, fleet):
 
 
 def test_server_killed_mid_run_loses_no_trial(tmp_path, fleet):
-    address, servers = fleet
+    address = fleet.address
     records = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "tvmopt", "tune", "gemm:48x48x32", "--trials", "16",
                              "--records", str(records), "--no-compare", "--verbose", "--batch-size", "4",
@@ -91,7 +54,7 @@ def test_server_killed_mid_run_loses_no_trial(tmp_path, fleet):
             first.set()
     threading.Thread(target=read, daemon=True).start()
     assert first.wait(180)
-    stop(servers[0])                                           # SIGKILL the server and its sessions
+    fleet.kill(fleet.servers[0])                               # SIGKILL the server and its sessions
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     rows = [json.loads(line) for line in records_file(records).read_text().splitlines()]
     assert len(rows) == 16 and len({json.dumps(r["config"]) for r in rows}) == 16
@@ -100,8 +63,8 @@ def test_server_killed_mid_run_loses_no_trial(tmp_path, fleet):
 
 
 def test_unreachable_tracker_and_missing_key_are_one_line_errors(tmp_path, fleet):
-    address, _ = fleet
-    for extra, needle in ((["--rpc-tracker", f"127.0.0.1:{free_port()}", "--rpc-key", "loop"], "cannot reach an RPC tracker"),
+    address = fleet.address
+    for extra, needle in ((["--rpc-tracker", f"127.0.0.1:{_free_port()}", "--rpc-key", "loop"], "cannot reach an RPC tracker"),
                           (["--rpc-tracker", address, "--rpc-key", "nosuch"], "no server with key 'nosuch'"),
                           (["--rpc-tracker", address], "--rpc-key is required"),
                           (["--rpc-tracker", "nohostport:x", "--rpc-key", "loop"], "is not HOST:PORT")):

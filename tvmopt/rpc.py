@@ -221,3 +221,82 @@ def run_server(tracker: tuple[str, int], key: str, host: str = "0.0.0.0", port: 
         server.proc.join()
     finally:
         server.terminate()
+
+
+# --------------------------------------------------------------------------- a loopback fleet
+
+class LoopbackFleet:
+    """A tracker and ``servers`` servers on 127.0.0.1, each a ``tvmopt rpc`` process: what the
+    tests and ``benchmarks/rpc.py`` measure on, and a way to try the fleet path on one machine.
+
+        with LoopbackFleet(servers=2, key="loop") as fleet:
+            tune_task(..., measurer=RPCMeasurer(target, tracker=fleet.tracker, key="loop"))
+    """
+
+    def __init__(self, servers: int = 1, key: str = "loop", log_dir: str | None = None):
+        import tempfile
+
+        self.key = key
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="tvmopt-fleet-")
+        self.tracker = ("127.0.0.1", _free_port())
+        self._started = 0
+        self._tracker = self._start(["tracker", "--host", "127.0.0.1", "--port", str(self.tracker[1])], "tracker")
+        self.servers = [self.add_server() for _ in range(servers)]
+
+    def add_server(self):
+        self._started += 1
+        return self._start(["server", "--tracker", f"127.0.0.1:{self.tracker[1]}", "--key", self.key,
+                            "--host", "127.0.0.1", "--port", str(_free_port())], f"server{self._started}")
+
+    def _start(self, args: list[str], name: str, timeout: float = 120.0):
+        import subprocess
+        import sys
+
+        log = os.path.join(self.log_dir, f"{name}.log")
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "tvmopt", "rpc", *args], stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(log) as f:
+                text = f.read()
+            if "listening" in text or "registered" in text:
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        self.kill(proc)
+        raise RuntimeError(f"'tvmopt rpc {' '.join(args)}' did not start: {text[-500:]}")
+
+    @staticmethod
+    def kill(proc) -> None:
+        """SIGKILL a server or tracker with its session processes."""
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    @property
+    def address(self) -> str:
+        return f"{self.tracker[0]}:{self.tracker[1]}"
+
+    def close(self) -> None:
+        for proc in self.servers + [self._tracker]:
+            self.kill(proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -70,3 +70,47 @@ def test_unreachable_tracker_and_missing_key_are_one_line_errors(tmp_path, fleet
                           (["--rpc-tracker", "nohostport:x", "--rpc-key", "loop"], "is not HOST:PORT")):
         out = run_cli(["tune", "gemm:8x8x8", "--trials", "2", *extra], tmp_path, timeout=120)
         assert out.returncode == 2 and out.problem() is None and needle in out.error_line, out.stderr
+
+
+def test_compare_measures_through_the_fleet(tmp_path, fleet):
+    out = run_cli(["compare", "gemm:32x32x32", "--tuners", "random,gbfs", "--trials", "4", "--repeats", "1",
+                   "--rpc-tracker", fleet.address, "--rpc-key", "loop", "--out", str(tmp_path / "cmp"), "--quiet"],
+                  tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert "random" in json.dumps(summary) and "gbfs" in json.dumps(summary)
+
+
+def test_in_flight_candidate_of_a_killed_server_is_requeued(tmp_path):
+    import random
+
+    from tvmopt.rpc import RPCMeasurer
+    from tvmopt.target import parse_target
+    from tvmopt.tasks import get_task
+
+    task = get_task("gemm:64x64x64")
+    rng = random.Random(0)
+    configs = list({task.space.random(rng) for _ in range(6)})
+    with LoopbackFleet(servers=2, key="requeue", log_dir=str(tmp_path)) as fleet:
+        measurer = RPCMeasurer(parse_target("llvm"), tracker=fleet.tracker, key="requeue", min_repeat_ms=400)
+        started = threading.Event()
+        run_remote = measurer._run_remote
+
+        def spy(*args):
+            started.set()
+            return run_remote(*args)
+        measurer._run_remote = spy
+
+        def kill_when_busy():
+            started.wait(120)
+            threading.Event().wait(0.5)          # both servers are timing a candidate (>= 1.2 s each)
+            fleet.kill(fleet.servers[0])
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        try:
+            results = measurer.measure(task.key, configs)
+        finally:
+            killer.join()
+            measurer.close()
+    assert measurer.sessions_lost >= 1                         # a candidate was in flight on it
+    assert [r.error.value for r in results] == ["ok"] * len(configs), [r.message for r in results]

@@ -96,6 +96,8 @@ def markdown(result: dict) -> str:
     f = result["faults"]
     ks = result["kills"]
     cc = result["concurrent"]
+    kill_problems = sum(k["invalid_lines"] + k["duplicates"] + k["orphans"] + (not k["resume_ok"])
+                        + (k["final_trials"] != k["trials"]) for k in ks)
     fault_ok = f["exit"] == 0 and f["best"] == "ok" and len(f["recorded"]) == len(BEHAVIOURS)
     lines += [
         f"| bad inputs (one `tvmopt: error:` line, exit 2, no output left) | {len(bad)} | "
@@ -105,7 +107,7 @@ def markdown(result: dict) -> str:
         f"| faulty candidates (each recorded with its kind, tuning goes on, best is correct) | {len(BEHAVIOURS)} | "
         f"{0 if fault_ok else 1} | - |",
         f"| `kill -9` of `tvmopt tune`, then resume | {len(ks)} | "
-        f"{sum(k['invalid_lines'] + k['duplicates'] + k['orphans'] + (not k['resume_ok']) for k in ks)} | "
+        f"{kill_problems} | "
         f"{sum(k['lost'] for k in ks)} |",
         f"| two `tvmopt tune` writing one records file | 2 processes, {cc['reported']} measurements | "
         f"{cc['invalid_lines'] + (2 - cc['processes_ok'])} | {cc['lost']} |",
@@ -126,13 +128,14 @@ def markdown(result: dict) -> str:
               f"in {f['seconds']} s, best config `{f['best']}`.", "", "| candidate | recorded as |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(f["recorded"].items())]
     lines += ["", "## Killed runs", "",
-              "Each run tunes `gemm:48x48x32` (16 trials, batches of 4, `--verbose`); once it has reported a "
-              "measurement it is killed with SIGKILL after a seeded random delay, then the same command resumes it. "
-              "*Reported* = measurements the killed run printed as recorded; *lost* = reported but not in the file.",
+              "Each run tunes `gemm:48x48x32` (40 trials, batches of 4, `--verbose`); once it has reported a "
+              "measurement it is killed with SIGKILL after a seeded random delay (0 to 5 s), mid-run, then the same "
+              "command resumes it. *Reported* = measurements the killed run printed as recorded; *lost* = reported "
+              "but not in the file; *workers left* = its build and run workers still alive a second after the kill.",
               "", "| seed | killed after (s) | reported | lost | invalid lines | measured twice | trials after resume "
               "| workers left |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {k['seed']} | {k['killed_after_s']} | {k['reported_before_kill']} | {k['lost']} | "
-              f"{k['invalid_lines']} | {k['duplicates']} | {k['final_trials']}/16 | {k['orphans']} |" for k in ks]
+              f"{k['invalid_lines']} | {k['duplicates']} | {k['final_trials']}/{k['trials']} | {k['orphans']} |" for k in ks]
     lines += ["", "## Concurrent writers", "",
               f"`random` (seed 1) and `gbfs` (seed 2) tuning `gemm:32x32x32` into one records directory at once: "
               f"{cc['processes_ok']}/2 exited 0, {cc['reported']} measurements reported, {cc['records']} in the file, "
@@ -147,26 +150,26 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="fuzzed models run at a time (default: 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
     ap.add_argument("--markdown", default=str(ROOT / "RELIABILITY.md"))
+    ap.add_argument("--reuse", action="store_true", help="keep the sections already in --out (after an interruption)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tvmopt-reliability-") as tmp:
-        work = Path(tmp)
-        from tvmopt.target import parse_target
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if args.reuse and out.exists() else {}
+    from tvmopt.target import parse_target
 
-        result = {"machine": f"`{parse_target('llvm').key}` ({platform.machine()})", "date": time.strftime("%Y-%m-%d")}
-        print("bad inputs:", flush=True)
-        result["bad_inputs"] = bad_inputs(work)
-        print("fuzzing:", flush=True)
-        result["fuzz"] = fuzzing(work, args.fuzz, args.jobs)
-        print("faulty candidates:", flush=True)
-        result["faults"] = faults(work)
-        print(f"  {result['faults']}", flush=True)
-        print("killed runs:", flush=True)
-        result["kills"] = kills(work, args.kills)
-        print("concurrent writers:", flush=True)
-        result["concurrent"] = asdict(concurrent_tunes(work / "concurrent"))
-        print(f"  {result['concurrent']}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    result.update({"machine": f"`{parse_target('llvm').key}` ({platform.machine()})", "date": time.strftime("%Y-%m-%d")})
+    sections = [("bad_inputs", "bad inputs", bad_inputs), ("fuzz", "fuzzing", lambda w: fuzzing(w, args.fuzz, args.jobs)),
+                ("faults", "faulty candidates", faults), ("kills", "killed runs", lambda w: kills(w, args.kills)),
+                ("concurrent", "concurrent writers", lambda w: asdict(concurrent_tunes(w / "concurrent")))]
+    with tempfile.TemporaryDirectory(prefix="tvmopt-reliability-") as tmp:
+        for key, title, run in sections:
+            if key in result:
+                print(f"{title}: reused from {out}", flush=True)
+                continue
+            print(f"{title}:", flush=True)
+            result[key] = run(Path(tmp))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")       # each section saved as it ends
+    print(f"  faults: {result['faults']}\n  concurrent: {result['concurrent']}", flush=True)
     Path(args.markdown).write_text(markdown(result))
     print(f"wrote {args.out} and {args.markdown}")
     return 0

@@ -444,6 +444,7 @@ def _tune_argv(workload: str, trials: int, records: Path, seed: int = 0, tuner: 
 @dataclass
 class KillResult:
     seed: int
+    trials: int
     killed_after_s: float     # after the first reported measurement
     reported_before_kill: int
     lost: int                 # reported by the killed run, missing from the file
@@ -471,11 +472,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_and_resume(directory: Path, seed: int, workload: str = "gemm:48x48x32", trials: int = 16,
-                    window: float = 6.0) -> KillResult:
+def kill_and_resume(directory: Path, seed: int, workload: str = "gemm:48x48x32", trials: int = 40,
+                    window: float = 5.0) -> KillResult:
     """Start ``tvmopt tune --verbose``; once it has reported its first measurement, wait a
     seeded random time in [0, ``window``] seconds and ``kill -9`` it (mid-build, mid-run or
     mid-write); check the file, resume to the full budget and check again."""
+    directory.mkdir(parents=True, exist_ok=True)
     records = directory / f"kill{seed}"
     env = cli_env(records)
     delay = random.Random(seed).uniform(0.0, window)
@@ -507,7 +509,7 @@ def kill_and_resume(directory: Path, seed: int, workload: str = "gemm:48x48x32",
     lost = len(set(reported) - set(after_kill.configs))
     resumed = run_cli(_tune_argv(workload, trials, records), directory, env=env, timeout=600)
     final = check_records_file(records_file(records), workload, "random")
-    return KillResult(seed, round(delay, 2), len(reported), lost, after_kill.invalid + final.invalid,
+    return KillResult(seed, trials, round(delay, 2), len(reported), lost, after_kill.invalid + final.invalid,
                       final.duplicates, len(final.configs), resumed.returncode == 0, len(orphans))
 
 
@@ -523,6 +525,7 @@ class ConcurrentResult:
 def concurrent_tunes(directory: Path, workload: str = "gemm:32x32x32", trials: int = 8) -> ConcurrentResult:
     """Two ``tvmopt tune`` processes (different tuners and seeds) appending to one records file
     at the same time; every measurement either reports must be in the file, every line valid."""
+    directory.mkdir(parents=True, exist_ok=True)
     records = directory / "shared"
     env = cli_env(records)
     procs = [subprocess.Popen([sys.executable, "-m", "tvmopt", *_tune_argv(workload, trials, records, seed, tuner)],

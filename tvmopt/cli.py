@@ -105,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"measurement budget: for a workload, this tuner's trials on it; for a model, the "
                            f"total, split over its tasks by FLOPs (default: {DEFAULT_TRIALS}, which tunes the "
                            f"bundled digits CNN in a few minutes on 2 cores)")
-    tune.add_argument("--records", metavar="DIR", default=None,
-                      help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+    _records_option(tune)
     tune.add_argument("--batch-size", type=_positive_int, default=8, help="candidates built in parallel per step")
     tune.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
                       help="stop after N trials without improvement")
@@ -153,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("model", help="path to an .onnx file")
     bld.add_argument("-o", "--output", required=True, help="output .so path")
     bld.add_argument("--target", default="llvm", help="target (default: llvm)")
-    bld.add_argument("--records", metavar="DIR", default=None, help="records directory")
+    _records_option(bld)
     bld.add_argument("--batch", type=_positive_int, default=1, help="batch size (default: 1)")
     bld.set_defaults(func=cmd_build)
 
@@ -185,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "failed measurements, and the lines that cannot be used: unreadable, another target's, "
                     "or measured with another TVM version. tune and build refuse a file with such lines; "
                     "--fix moves them to <file>.rejected (appended, nothing is deleted) and keeps the rest.")
-    recs.add_argument("--records", metavar="DIR", default=None,
-                      help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+    _records_option(recs)
     recs.add_argument("--fix", action="store_true", help="move unusable lines to <file>.rejected")
     recs.set_defaults(func=cmd_records)
 
@@ -210,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=_positive_int, default=9090, help="first port to try (default: 9090)")
     srv.set_defaults(func=cmd_rpc)
     return parser
+
+
+def _records_option(parser) -> None:
+    parser.add_argument("--records", metavar="DIR", default=None,
+                        help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
 
 
 def _rpc_options(parser) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import RecordCache
+from .cache import DEFAULT_DIR, RecordCache
 from .errors import RecordsError, TargetError, model_stage
 from .frontend import Imported, load
 from .passes import DetectOptions, Lowered, lower
@@ -77,7 +77,8 @@ def run_main(func, x: np.ndarray, device) -> np.ndarray:
 
 
 def best_configs(target: TargetSpec, records: str | Path | None):
-    """``lookup(key, space) -> config or None`` from the user's records, then the shipped ones.
+    """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
+    default records directory ``tvmopt tune`` writes to), then the shipped ones.
 
     Each records file is read once. A task gets the fastest record whose config fits its
     current space: a record made before the space changed is passed over with one warning,
@@ -89,6 +90,8 @@ def best_configs(target: TargetSpec, records: str | Path | None):
     stops the build (RecordsError); shipped records that cannot be used are skipped with a
     warning, since the user cannot fix them."""
     tables: list[tuple[str, dict]] = []
+    if records is None and DEFAULT_DIR.is_dir():       # where `tvmopt tune` writes by default
+        records = DEFAULT_DIR
     if records:
         tables.append(("records", RecordCache(records).ranked(target.key)))
     if SHIPPED_RECORDS.exists():

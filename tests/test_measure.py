@@ -6,7 +6,6 @@ import pytest
 
 from tvmopt.measure import ErrorKind, LocalMeasurer
 from tvmopt.testing import BEHAVIOURS
-from tvmopt.tuners import RandomTuner
 from tvmopt.tasks import get_task
 
 EXPECTED = {
@@ -39,16 +38,6 @@ def test_each_fault_gets_its_error_kind(measurer):
             assert result.cost == math.inf and result.message
     assert "SIGSEGV" in results[0].message
     assert "max abs error" in results[3].message
-
-
-def test_tuning_goes_on_and_finds_the_correct_config(measurer):
-    task = get_task("fault:16")
-    tuner = RandomTuner(task.space, seed=0)
-    seen = []
-    best, cost = tuner.tune(lambda cs: measurer.measure(task.key, cs), n_trial=len(BEHAVIOURS), batch_size=3,
-                            on_results=lambda cs, rs: seen.extend(zip(cs, rs)))
-    assert len(seen) == len(BEHAVIOURS)
-    assert best == ("ok",) and math.isfinite(cost)
 
 
 def test_real_gemm_candidates_are_timed(measurer):

@@ -100,9 +100,12 @@ class RPCMeasurer(LocalMeasurer):
             self._local.tracker = session
         return session
 
-    def _run_remote(self, lib_path: str, task, inputs, expected):
+    def _run_remote(self, lib_path: str, task, inputs, expected, clock: list):
+        """Run one candidate on a fresh session; ``clock[0]`` is set when the session is had
+        (waiting for a free server is not the candidate's run time)."""
         session = self._tracker_session().request(self.key, priority=1, max_retry=2,
                                                   session_timeout=self.run_timeout + SESSION_SLACK_S)
+        clock[0] = time.perf_counter()
         name = os.path.basename(lib_path)
         session.upload(lib_path)
         lib = session.load_module(name)
@@ -119,11 +122,11 @@ class RPCMeasurer(LocalMeasurer):
     def _measure_one(self, lib_path: str, build_s: float, task, inputs, expected) -> MeasureResult:
         errors = []
         for _ in range(self.retries + 1):
-            start = time.perf_counter()
+            clock = [None]
             try:
-                status, value = self._run_remote(lib_path, task, inputs, expected)
+                status, value = self._run_remote(lib_path, task, inputs, expected, clock)
             except Exception as e:  # noqa: BLE001 - classified below
-                elapsed = time.perf_counter() - start
+                elapsed = time.perf_counter() - clock[0] if clock[0] is not None else 0.0
                 if elapsed >= self.run_timeout:
                     return MeasureResult((), ErrorKind.RUN_TIMEOUT, build_s, elapsed,
                                          f"no answer from the server in {self.run_timeout:g} s")
@@ -131,7 +134,7 @@ class RPCMeasurer(LocalMeasurer):
                 self.sessions_lost += 1
                 self._local.tracker = None       # its socket may be the broken part
                 continue
-            run_s = time.perf_counter() - start
+            run_s = time.perf_counter() - clock[0]
             if status == "ok":
                 return MeasureResult(tuple(value), ErrorKind.OK, build_s, run_s)
             return MeasureResult((), ErrorKind.WRONG_RESULT, build_s, run_s, value)
@@ -239,16 +242,22 @@ class LoopbackFleet:
         self.key = key
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="tvmopt-fleet-")
         self.tracker = ("127.0.0.1", _free_port())
-        self._started = 0
-        self._tracker = self._start(["tracker", "--host", "127.0.0.1", "--port", str(self.tracker[1])], "tracker")
-        self.servers = [self.add_server() for _ in range(servers)]
+        self.servers: list = []
+        self._tracker = self._wait(*self._spawn(["tracker", "--host", "127.0.0.1", "--port", str(self.tracker[1])],
+                                                "tracker"))
+        started = [self._spawn(self._server_args(), f"server{i}") for i in range(servers)]   # in parallel
+        self.servers = [self._wait(*s) for s in started]
 
     def add_server(self):
-        self._started += 1
-        return self._start(["server", "--tracker", f"127.0.0.1:{self.tracker[1]}", "--key", self.key,
-                            "--host", "127.0.0.1", "--port", str(_free_port())], f"server{self._started}")
+        proc = self._wait(*self._spawn(self._server_args(), f"server{len(self.servers)}"))
+        self.servers.append(proc)
+        return proc
 
-    def _start(self, args: list[str], name: str, timeout: float = 120.0):
+    def _server_args(self) -> list[str]:
+        return ["server", "--tracker", f"127.0.0.1:{self.tracker[1]}", "--key", self.key, "--host", "127.0.0.1",
+                "--port", str(_free_port())]
+
+    def _spawn(self, args: list[str], name: str):
         import subprocess
         import sys
 
@@ -256,6 +265,10 @@ class LoopbackFleet:
         with open(log, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "tvmopt", "rpc", *args], stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return proc, args, log
+
+    def _wait(self, proc, args: list[str], log: str, timeout: float = 120.0):
+        text = ""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(log) as f:

@@ -7,7 +7,7 @@ import pytest
 from tvmopt.reliability import concurrent_tunes, kill_and_resume
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [1])   # benchmarks/reliability.py runs 5 seeds
 def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path, seed):
     r = kill_and_resume(tmp_path, seed, trials=40)
     assert 1 <= r.reported_before_kill < 40                   # killed mid-run

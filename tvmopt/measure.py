@@ -367,7 +367,8 @@ class LocalMeasurer(Measurer):
     _tmp: str = field(default="", init=False, repr=False)
 
     def __post_init__(self):
-        self._tmp = tempfile.mkdtemp(prefix="tvmopt-measure-")
+        _remove_orphaned_dirs()
+        self._tmp = tempfile.mkdtemp(prefix=f"tvmopt-measure-{os.getpid()}-")
         threads = str(self.target.config.get("num-cores", 1))
         # builders compile with one thread each so parallel builds do not oversubscribe
         self._builders = [_Worker({"TVM_NUM_THREADS": "1"}) for _ in range(self.n_build)]
@@ -455,6 +456,23 @@ class LocalMeasurer(Measurer):
             self._runner.close()
         self._pool.shutdown(wait=False)
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _remove_orphaned_dirs() -> None:
+    """Delete candidate directories left by measurers whose process is gone (a ``kill -9``
+    skips ``close``). The directory name holds its owner's pid; a live pid's is kept."""
+    import glob
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "tvmopt-measure-*-*")):
+        try:
+            pid = int(os.path.basename(path).split("-")[2])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:            # alive, another user's
+            continue
 
 
 def _remove(path: str) -> None:

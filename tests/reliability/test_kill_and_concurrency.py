@@ -21,3 +21,20 @@ def test_two_tuners_append_to_one_file(tmp_path):
     assert r.processes_ok == 2
     assert r.reported == 16 and r.lost == 0 and r.invalid_lines == 0
     assert r.records == 16
+
+
+def test_candidate_directories_of_a_killed_measurer_are_removed(llvm_target):
+    import os
+    import subprocess
+    import tempfile
+
+    from tvmopt.measure import LocalMeasurer
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                                # a pid that no longer runs
+    orphan = tempfile.mkdtemp(prefix=f"tvmopt-measure-{dead.pid}-")
+    live = tempfile.mkdtemp(prefix=f"tvmopt-measure-{os.getpid()}-")
+    with LocalMeasurer(llvm_target):
+        assert not os.path.exists(orphan)
+        assert os.path.exists(live)
+    os.rmdir(live)

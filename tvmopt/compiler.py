@@ -125,6 +125,15 @@ def best_configs(target: TargetSpec, records: str | Path | None):
     return lookup, used
 
 
+def load_and_lower(source, batch: int = 1, configs=None, options: DetectOptions | None = None
+                   ) -> tuple[Imported, Lowered]:
+    """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
+    Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``."""
+    imported = load(source, batch=batch)
+    with model_stage(f"{Path(imported.source).name}: lowering"):
+        return imported, lower(imported.mod, configs=configs, options=options)
+
+
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int = 1,
                   options: DetectOptions | None = None) -> Compiled:
     import tvm
@@ -133,11 +142,8 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
                           f"CUDA model builds wait for the CUDA schedule spaces")
-    imported = load(source, batch=batch)
     lookup, used = best_configs(spec, records)
-    name = Path(imported.source).name
-    with model_stage(f"{name}: lowering"):
-        lowered = lower(imported.mod, configs=lookup, options=options)
-    with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
+    imported, lowered = load_and_lower(source, batch, configs=lookup, options=options)
+    with model_stage(f"{Path(imported.source).name}: compiling"), tvm.transform.PassContext(opt_level=3):
         exe = tvm.compile(lowered.mod, target=spec.tvm_target())
     return Compiled(imported, lowered, spec, exe, used)

@@ -60,14 +60,14 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     # both files appear complete or not at all: written beside their place, then renamed
     with quiet_native_logs():
-        write_atomically(output, compiled.executable.export_library, binary=True, by_name=True)
-    write_atomically(meta_path(output), lambda f: f.write(json.dumps(meta, indent=2) + "\n"), binary=False)
+        write_atomically(output, compiled.executable.export_library, by_name=True)
+    write_atomically(meta_path(output), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return BuildResult(output, compiled, untuned)
 
 
-def write_atomically(path, write, binary: bool = True, by_name: bool = False) -> None:
+def write_atomically(path, write, by_name: bool = False) -> None:
     """Write a file so that it appears whole or not at all: ``write`` fills a temporary file
-    next to ``path`` (given the open file, or with ``by_name`` its path), which then replaces
+    next to ``path`` (given it open in binary mode, or with ``by_name`` its path), which then replaces
     ``path``. A failure leaves neither a partial file nor the temporary one behind."""
     import os
     import tempfile
@@ -78,7 +78,7 @@ def write_atomically(path, write, binary: bool = True, by_name: bool = False) ->
     except OSError as e:
         raise UserError(f"cannot write '{path}': {e.strerror}") from None
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
+        with os.fdopen(fd, "wb") as f:
             if not by_name:
                 write(f)
         if by_name:

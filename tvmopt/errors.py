@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import traceback
@@ -57,19 +58,22 @@ def model_stage(what: str):
     from .native import quiet_native_logs
 
     error = None
-    try:
-        with quiet_native_logs():          # TVM's C++ noise while importing, lowering, compiling
+    with quiet_native_logs():          # TVM's C++ noise while importing, lowering, compiling
+        try:
             yield
-    except UserError as exc:
-        traceback.clear_frames(exc.__traceback__)
-        error = exc.with_traceback(None)
-        error.__context__ = None
-    except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
-        if debugging():
-            raise
-        traceback.clear_frames(exc.__traceback__)
-        error = ModelError(f"{what} failed ({one_line(exc)}); set TVMOPT_DEBUG=1 for the traceback")
+        except UserError as exc:
+            traceback.clear_frames(exc.__traceback__)
+            error = exc.with_traceback(None)
+            error.__context__ = None
+        except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+            if debugging():
+                raise
+            traceback.clear_frames(exc.__traceback__)
+            error = ModelError(f"{what} failed ({one_line(exc)}); set TVMOPT_DEBUG=1 for the traceback")
+        if error is not None:
+            # with the failing frames cleared, the failed importer's reference cycles (importer
+            # <-> block builder) are collectable: free them while their C++ destructors' log
+            # lines are still captured
+            gc.collect()
     if error is not None:
-        # raised here, outside the handler, with no traceback or chained exception whose frames
-        # would keep the failed importer's objects (and their C++ destructors' warnings) alive
         raise error

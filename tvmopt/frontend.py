@@ -47,10 +47,7 @@ def load(source, batch: int = 1, input_shape: tuple[int, ...] | None = None) -> 
             return _load_exported_program(source)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    from .native import quiet_native_logs
-
-    with quiet_native_logs():              # one C++ warning per `take` the importer creates
-        return _load_onnx(Path(source), batch, input_shape)
+    return _load_onnx(Path(source), batch, input_shape)   # TVM's C++ noise: captured by model_stage
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ other than those known ones are written back to stderr afterwards: real warnings
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import re
 import sys
@@ -36,11 +35,6 @@ def quiet_native_logs():
         os.dup2(capture.fileno(), 2)
         try:
             yield
-        except BaseException:
-            # a failed import leaves reference cycles (importer <-> block builder) whose C++
-            # destructors log: collect them now, while their lines are still captured
-            gc.collect()
-            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)

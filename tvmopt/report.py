@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .errors import model_stage
-from .frontend import load
-from .passes import DetectOptions, LayerReport, lower
+from .compiler import load_and_lower
+from .passes import DetectOptions, LayerReport
 
 
 def inspect_model(source, batch: int = 1, options: DetectOptions | None = None) -> list[LayerReport]:
     """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer."""
-    imported = load(source, batch=batch)
-    with model_stage(f"{Path(imported.source).name}: lowering"):
-        return lower(imported.mod, options=options).layers
+    return load_and_lower(source, batch, options=options)[1].layers
 
 
 def _size(n: int) -> str:

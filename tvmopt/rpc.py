@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .errors import UserError, one_line
-from .measure import ErrorKind, LocalMeasurer, MeasureResult, _inputs_and_reference, check_and_time
+from .measure import ErrorKind, LocalMeasurer, MeasureResult, _inputs_and_reference, _remove, check_and_time
 from .schedules.space import Config
 
 #: seconds a session may take beyond the run timeout (upload, load, allocation)
@@ -180,13 +180,6 @@ class RPCMeasurer(LocalMeasurer):
     def compare_with_references(self, task_key: str, config: Config, rounds: int = 7) -> dict[str, float]:
         raise UserError("the same-run comparison with numpy needs local measurement (the candidates ran on "
                         "RPC servers); pass --no-compare")
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 # --------------------------------------------------------------------------- tracker and server

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import Record, RecordCache
-from .errors import UserError, model_stage
+from .errors import UserError
 from .measure import LocalMeasurer, Measurer
 from .schedules.space import Config
 from .target import TargetSpec
@@ -92,8 +92,9 @@ def tune_task(
         failed += sum(1 for r in results if r.cost == math.inf)
         rows = [Record.from_result(task.key, target.key, c, r, fingerprint, tuner) for c, r in zip(configs, results)]
         cache.append(rows)
-        for row in rows if report is not None else ():
-            report(row)
+        if report is not None:
+            for row in rows:
+                report(row)
 
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(target)
@@ -147,12 +148,9 @@ def extract_tasks(source, batch: int = 1) -> list[tuple[str, Task, int]]:
     most FLOPs first."""
     from collections import Counter
 
-    from .frontend import load
-    from .passes import lower
+    from .compiler import load_and_lower
 
-    imported = load(source, batch=batch)
-    with model_stage(f"{Path(imported.source).name}: lowering"):
-        lowered = lower(imported.mod)
+    _, lowered = load_and_lower(source, batch)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
     return sorted(rows, key=lambda r: -r[1].flops * r[2])

@@ -19,6 +19,7 @@ from .cache import DEFAULT_DIR, RecordCache
 from .errors import RecordsError, TargetError, model_stage
 from .frontend import Imported, load
 from .passes import DetectOptions, Lowered, lower
+from .passes.schedule import fuse, schedule_module, unscheduled_heavy
 from .target import TargetSpec, parse_target
 
 SHIPPED_RECORDS = Path(__file__).resolve().parent.parent / "logs" / "records"
@@ -31,6 +32,9 @@ class Compiled:
     target: TargetSpec
     executable: object
     tuned: dict[str, str]             # task key -> where its config came from ('' = default)
+    mod: object = None                # the scheduled Relax module that was compiled
+    defaulted: list = None            # functions scheduled by the default rule
+    serial: list = None               # heavy functions left serial and scalar (should be empty)
 
     def __post_init__(self):
         import tvm
@@ -144,6 +148,39 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
                           f"CUDA model builds wait for the CUDA schedule spaces")
     lookup, used = best_configs(spec, records)
     imported, lowered = load_and_lower(source, batch, configs=lookup, options=options)
-    with model_stage(f"{Path(imported.source).name}: compiling"), tvm.transform.PassContext(opt_level=3):
-        exe = tvm.compile(lowered.mod, target=spec.tvm_target())
-    return Compiled(imported, lowered, spec, exe, used)
+    name = Path(imported.source).name
+    with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
+        mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
+    serial = unscheduled_heavy(mod)
+    if serial:
+        warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "
+                      f"{', '.join(serial[:5])}")
+    untuned = sorted(key for key in lowered.tasks if not used.get(key))
+    if untuned:
+        warnings.warn(f"{name}: {len(untuned)} of {len(lowered.tasks)} task(s) have no tuning record and use "
+                      f"the default schedule: {', '.join(untuned[:6])}{' ...' if len(untuned) > 6 else ''} "
+                      f"(run `tvmopt tune {name}`)", UntunedWarning)
+    with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
+        exe = tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
+    return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
+
+
+class UntunedWarning(UserWarning):
+    """Some tasks of a build had no tuning record (the CLI prints it as one line)."""
+
+
+def _after_scheduling(spec: TargetSpec):
+    """The CPU Relax pipeline minus legalization and fusion, which :func:`fuse` already did
+    (running them again would re-fuse scheduled functions)."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    target = spec.tvm_target()
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.dataflow_lower_passes(target)
+                                            + cpu.finalize_passes(target))(mod)
+
+    return _pipeline

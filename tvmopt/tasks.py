@@ -24,7 +24,7 @@ _LAZY_FAMILIES = {"gemm": "tvmopt.ops.gemm", "dense": "tvmopt.ops.gemm", "bgemm"
                   "ternary_lut_dense": "tvmopt.ops.ternary_dense",
                   "nm_dense": "tvmopt.ops.nm_dense", "hashed_dense": "tvmopt.ops.hashed_dense",
                   "codebook_dense": "tvmopt.ops.codebook_dense", "fastfood": "tvmopt.ops.fastfood",
-                  "hadamard": "tvmopt.ops.fastfood"}
+                  "hadamard": "tvmopt.ops.fastfood", "conv2d": "tvmopt.ops.conv2d"}
 
 
 class Task(ABC):
@@ -62,17 +62,22 @@ class Task(ABC):
         return f"max abs error {float(np.nanmax(np.abs(got - expected))):.3g} against the numpy reference"
 
 
-def register(prefix: str):
-    """Decorator: ``factory(key, dims) -> Task`` handles keys ``prefix:AxBx...``."""
+_ZERO_OK: dict[str, set[int]] = {}
+
+
+def register(prefix: str, zero_ok: tuple[int, ...] = ()):
+    """Decorator: ``factory(key, dims) -> Task`` handles keys ``prefix:AxBx...``; ``zero_ok``:
+    positions of dimensions that may be 0 (a padding, say)."""
 
     def wrap(factory):
         _FAMILIES[prefix] = factory
+        _ZERO_OK[prefix] = set(zero_ok)
         return factory
 
     return wrap
 
 
-_KEY = re.compile(r"^([a-z_]+):(\d+(?:x\d+)*)$")
+_KEY = re.compile(r"^([a-z][a-z0-9_]*):(\d+(?:x\d+)*)$")
 
 
 def get_task(key: str) -> Task:
@@ -88,6 +93,6 @@ def get_task(key: str) -> Task:
         __import__(_LAZY_FAMILIES[family])
     if family not in _FAMILIES:
         raise WorkloadError(f"unknown workload family '{family}' in '{key}'; known: {sorted(_LAZY_FAMILIES)}")
-    if any(d < 1 for d in dims):
+    if any(d < 1 for i, d in enumerate(dims) if i not in _ZERO_OK[family] or d < 0):
         raise WorkloadError(f"workload '{key}' has a zero extent; every dimension must be >= 1")
     return _FAMILIES[family](key.strip(), dims)

@@ -26,7 +26,9 @@ from typing import Callable
 import numpy as np
 
 from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
+from .schedule import OUT_EWISE_FUSABLE
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
 
 
@@ -185,6 +187,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
             kern = detect(w.reshape(o, -1), options=options)
+            if kern.family == DENSE and sh == sw and dh == dw == 1:
+                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source)
             if bias is not None:
                 kern.bias = bias.astype(np.float32)
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
@@ -193,6 +197,38 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                            f"{source} {kh}x{kw}/{sh}", report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}")
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
+
+        def _direct_conv(self, x, w, stride, pads, bias, source):
+            """A dense convolution: the direct conv2d task, emitted *unscheduled* (fusable), so
+            its epilogue fuses with it and :mod:`.schedule` applies the config afterwards."""
+            from ..ops.conv2d import block_weight
+            from ..tasks import get_task
+
+            n, c, h, wd = static_shape(x)
+            o, _, kh, kw = w.shape
+            pt, pl, pb, pr = pads
+            pad = pt
+            if not pt == pl == pb == pr:
+                x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
+                h, wd, pad = h + pt + pb, wd + pl + pr, 0
+            key = f"conv2d:{n}x{c}x{h}x{wd}x{o}x{kh}x{kw}x{stride}x{pad}"
+            task = tasks[key] = tasks.get(key) or get_task(key)
+            if key not in funcs:
+                from tvm import te
+
+                name = "conv2d_" + "_".join(key.split(":")[1].split("x"))
+                func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
+                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE)
+                funcs[key] = self.builder_.add_func(func.with_attr("global_symbol", name), name)
+            shape = task.shape
+            y = relax.call_tir(funcs[key], [x, relax.const(block_weight(w, shape.ob))],
+                               relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
+            if bias is not None:
+                y = relax.op.add(self.builder_.emit(y), relax.const(bias.astype(np.float32).reshape(1, o, 1, 1)))
+            layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
+                                      f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", "dense", key,
+                                      w.size * 4, w.size * 4))
+            return y
 
         # ---- emit one kernel ----
         def _emit(self, kern: Kernel, x, xshape, source, report_shape: str | None = None):
@@ -250,12 +286,14 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     # (first: folding their shape arithmetic would compile hundreds of tiny functions)
     mod = collapse_linear_regions(mod)
     mod = relax.transform.FoldConstant()(mod)
+    mod = fold_batch_norm(mod)
     rewriter = Rewriter(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     new_mod = rewriter.builder_.finalize()
     new_mod = relax.transform.DeadCodeElimination()(new_mod)
+    new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
     new_mod = _schedule_im2col(new_mod)
     _check_no_placeholder(new_mod)
     return Lowered(new_mod, layers, tasks)

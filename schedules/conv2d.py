@@ -1,0 +1,136 @@
+"""The LLVM schedule space of direct 2-D convolution (NCHW in, NCHW out) and ``apply_conv2d``.
+
+Why direct and not im2col + the GEMM space: on ResNet-50's 3x3 layers the im2col stage
+writes 9x the input and reads it back, and it ran as a separate, memory-bound pass; measured
+here, direct convolution was faster on every conv shape of ResNet-50 and SqueezeNet (see
+BENCHMARKS.md, "conv2d: direct vs im2col"). im2col stays for the compressed conv variants,
+whose kernels are GEMMs over decoded weights.
+
+The weight is stored (at compile time, it is a constant) as ``W'[O/ob, C, KH, KW, ob]``: a
+block of ``ob`` output channels is one contiguous vector per (c, kh, kw). The loop nest
+(outermost first), a register micro-kernel of ``h1 x w1`` output pixels by ``ob`` channels:
+
+    n c0 h0 w0 | c1 | i0 [kh kw i1 | i1 kh kw] | h1 w1 ob          (c1_at = outer)
+    n c0 h0 w0 |      i0 [kh kw i1 | i1 kh kw] | c1 h1 w1 ob       (c1_at = inner)
+    ^ parallel (fused)   ^ reduction              ^ register tile, vectorized ob
+
+Knobs: ``tile_c`` (O/ob into c0 x c1), ``tile_h``, ``tile_w``, ``tile_ic`` (2-level splits,
+prime-factor moves like the GEMM), ``c1_at`` (channel blocks in the register tile or
+outside it: the way out for prime widths such as 13 or 7), ``reduce_order`` (the input-channel block inside or
+outside the kernel window), ``unroll``, ``parallel`` (how many of n, c0, h0, w0 are fused and
+run in parallel). Accumulation is always in a local buffer written back once (with any fused
+epilogue: bias, ReLU, residual add), since every fast GEMM config did that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .gemm import UNROLL, largest_divisor
+from .space import Choice, Config, Space, Split
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def oh(self) -> int:
+        return (self.h + 2 * self.pad - self.kh) // self.stride + 1
+
+    @property
+    def ow(self) -> int:
+        return (self.w + 2 * self.pad - self.kw) // self.stride + 1
+
+    @property
+    def ob(self) -> int:
+        """Output channels per vector block (fixed by the shape: it sets the weight layout)."""
+        return largest_divisor(self.o, (16, 8), default=None) or largest_divisor(self.o, range(16, 0, -1))
+
+
+def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
+    knobs = (
+        Split("tile_c", shape.o // shape.ob, 2),
+        Split("tile_h", shape.oh, 2),
+        Split("tile_w", shape.ow, 2),
+        Split("tile_ic", shape.c, 2),
+        Choice("reduce_order", ("ic_outer", "ic_inner")),
+        Choice("c1_at", ("outer", "inner")),
+        Choice("unroll", UNROLL, default=1),
+        Choice("parallel", (1, 2, 3, 4), default=2),
+    )
+    space = Space(name, knobs)
+    return Space(name, knobs, start=heuristic_config(shape, space))
+
+
+def heuristic_config(shape: ConvShape, space: Space) -> Config:
+    """The untuned default (what a rule would pick): all output-channel blocks and rows in the
+    parallel outer loops, a register tile of up to 6 output pixels of one row by ``ob``
+    channels (12 accumulators at ob = 16), input channels in blocks of up to 64 outermost,
+    the kernel window inside."""
+    lanes = 96 // shape.ob                       # pixels x channel blocks of 8 lanes <= 12 registers
+    rows = max(d for d in range(1, min(shape.ow, lanes) + 1) if shape.ow % d == 0)
+    ic1 = max(d for d in range(1, min(shape.c, 64) + 1) if shape.c % d == 0)
+    blocks = shape.o // shape.ob
+    c1, at = 1, "outer"
+    if rows < 3:       # a prime or tiny width: widen the register tile over output channels instead
+        c1 = max(d for d in range(1, min(blocks, lanes // rows) + 1) if blocks % d == 0)
+        at = "inner" if c1 > 1 else "outer"
+    config = ((blocks // c1, c1), (shape.oh, 1), (shape.ow // rows, rows), (shape.c // ic1, ic1),
+              "ic_outer", at, 16, 3)
+    return config if space.contains(config) else space.initial()
+
+
+def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=()) -> None:
+    """Schedule the convolution ``block`` of ``sch`` in place. ``epilogue``: the elementwise
+    blocks that consume it (fused by Relax), inlined into the write-back of the accumulator."""
+    from tvmopt.errors import ConfigError
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    (c0, c1), (h0, h1), (w0, w1), (i0, i1) = knob["tile_c"], knob["tile_h"], knob["tile_w"], knob["tile_ic"]
+
+    local = sch.cache_write(block, 0, "local")
+    # output channels innermost in the accumulator, so the ob-wide vectors stay in registers
+    sch.transform_layout(block, ("write", 0), lambda n, o, y, x: (n, y, x, o))
+    for consumer in epilogue:
+        sch.reverse_compute_inline(consumer)
+    n, o, y, x, ic, r, s = sch.get_loops(block)
+    oc = sch.split(o, factors=[c0, c1, shape.ob])
+    hh = sch.split(y, factors=[h0, h1])
+    ww = sch.split(x, factors=[w0, w1])
+    ii = sch.split(ic, factors=[i0, i1])
+    window = [r, s, ii[1]] if knob["reduce_order"] == "ic_outer" else [ii[1], r, s]
+    if knob["c1_at"] == "outer":      # c1 blocks of ob channels one after the other
+        sch.reorder(n, oc[0], hh[0], ww[0], oc[1], ii[0], *window, hh[1], ww[1], oc[2])
+    else:                             # c1 x ob channels in the register tile
+        sch.reorder(n, oc[0], hh[0], ww[0], ii[0], *window, oc[1], hh[1], ww[1], oc[2])
+    outer = [n, oc[0], hh[0], ww[0]][: knob["parallel"]]
+    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    sch.reverse_compute_at(local, oc[1] if knob["c1_at"] == "outer" else ww[0])
+    if shape.ob > 1:      # the write-back's ob loop: contiguous in the local buffer
+        sch.vectorize(sch.get_loops(local)[-1])
+    if knob["unroll"]:
+        sch.annotate(ii[0], "pragma_auto_unroll_max_step", knob["unroll"])
+        sch.annotate(ii[0], "pragma_unroll_explicit", 1)
+    if shape.ob > 1:
+        sch.vectorize(oc[2])
+    sch.decompose_reduction(block, ii[0])
+    _schedule_pad(sch, block)
+
+
+def _schedule_pad(sch, block) -> None:
+    """The zero-padding stage of the input, if any: in parallel over (n, c) planes."""
+    for producer in sch.get_producers(block):
+        if sch.get(producer).name_hint.startswith("pad"):
+            loops = sch.get_loops(producer)
+            sch.parallel(sch.fuse(*loops[:2]))

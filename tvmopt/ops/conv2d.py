@@ -1,0 +1,123 @@
+"""Dense fp32 2-D convolution, direct (NCHW in and out), with the weight in output-channel
+blocks ``W'[O/ob, C, KH, KW, ob]`` (laid out at compile time: it is a constant).
+
+Key: ``conv2d:NxCxHxWxOxKHxKWxSxP`` (batch, in channels, height, width, out channels, kernel
+height and width, stride, symmetric zero padding). Asymmetric padding is an explicit pad before
+the kernel (``P`` = 0); dilated or unevenly strided convolutions keep the im2col path.
+The space and ``apply_conv2d`` are in schedules/conv2d.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import WorkloadError
+from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
+from ..schedules.space import Config
+from ..tasks import Task, register
+
+#: the block annotation that names a kernel's task inside a fused function
+TASK_ANNOTATION = "tvmopt_task"
+
+
+def block_weight(w: np.ndarray, ob: int) -> np.ndarray:
+    """[O, C, KH, KW] -> [O/ob, C, KH, KW, ob]."""
+    o, c, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(o // ob, ob, c, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def unblock_weight(wb: np.ndarray) -> np.ndarray:
+    """[O/ob, C, KH, KW, ob] -> [O, C, KH, KW]."""
+    oo, c, kh, kw, ob = wb.shape
+    return np.ascontiguousarray(wb.transpose(0, 4, 1, 2, 3).reshape(oo * ob, c, kh, kw))
+
+
+def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """numpy NCHW convolution (cross-correlation, as ONNX and PyTorch define it)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    o, c, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]   # n c oh ow kh kw
+    return np.einsum("nchwij,ocij->nohw", win, w, optimize=True).astype(np.float32)
+
+
+@dataclass
+class Conv2dTask(Task):
+    key: str
+    shape: ConvShape
+
+    def __post_init__(self):
+        s = self.shape
+        if s.oh < 1 or s.ow < 1:
+            raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
+        self.space = conv2d_space(s)
+        self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw
+
+    def to_kernel(self, arrays):
+        """The pass's [O, C, KH, KW] weight in the kernel's block layout."""
+        return [block_weight(arrays[0], self.shape.ob)]
+
+    def make_inputs(self, rng):
+        s = self.shape
+        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        w = rng.uniform(-1, 1, size=(s.o, s.c, s.kh, s.kw)).astype(np.float32)
+        return [x, block_weight(w, s.ob)]
+
+    def reference(self, inputs):
+        x, wb = inputs
+        return conv2d_reference(x, unblock_weight(wb), self.shape.stride, self.shape.pad)
+
+    def tolerance(self):
+        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
+
+    def compute(self, x=None):
+        """TE: (X, W', Y). ``x``: an existing tensor to read instead of a new placeholder."""
+        import tvm
+        from tvm import te
+
+        s = self.shape
+        X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
+        W = te.placeholder((s.o // s.ob, s.c, s.kh, s.kw, s.ob), "float32", name="W")
+        if s.pad:
+            p = s.pad
+
+            def padded(n, c, y, xx):
+                inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
+                return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
+
+            data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
+        else:
+            data = X
+        ic = te.reduce_axis((0, s.c), name="ic")
+        r = te.reduce_axis((0, s.kh), name="r")
+        q = te.reduce_axis((0, s.kw), name="q")
+        Y = te.compute(
+            (s.n, s.o, s.oh, s.ow),
+            lambda n, o, y, xx: te.sum(data[n, ic, y * s.stride + r, xx * s.stride + q]
+                                       * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
+            name="conv", attrs={TASK_ANNOTATION: self.key})
+        return X, W, Y
+
+    def schedule(self, config: Config, target):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        self.apply(sch, sch.get_sblock("conv"), config)
+        return sch.mod
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> None:
+        """Schedule ``block`` (this task's convolution, possibly inside a fused function)."""
+        apply_conv2d(sch, block, self.shape, self.space, self.space.initial() if config is None else config,
+                     epilogue)
+
+
+@register("conv2d", zero_ok=(8,))
+def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
+    if len(dims) != 9:
+        raise WorkloadError(f"workload '{key}' needs 9 dimensions (conv2d:NxCxHxWxOxKHxKWxSxP)")
+    return Conv2dTask(key, ConvShape(*dims))

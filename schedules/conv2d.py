@@ -10,9 +10,10 @@ The weight is stored (at compile time, it is a constant) as ``W'[O/ob, C, KH, KW
 block of ``ob`` output channels is one contiguous vector per (c, kh, kw). The loop nest
 (outermost first), a register micro-kernel of ``h1 x w1`` output pixels by ``ob`` channels:
 
-    n c0 h0 w0 | c1 | i0 [kh kw i1 | i1 kh kw] | h1 w1 ob          (c1_at = outer)
-    n c0 h0 w0 |      i0 [kh kw i1 | i1 kh kw] | c1 h1 w1 ob       (c1_at = inner)
-    ^ parallel (fused)   ^ reduction              ^ register tile, vectorized ob
+    [n c0 h0 w0]p | rest of n c0 h0 w0 | c1 | i0 | kh kw i1 | h1 w1 ob      (ic_at = inside)
+    [n c0 h0 w0]p | i0 | rest of n c0 h0 w0 | c1 | kh kw i1 | h1 w1 ob      (ic_at = outside)
+    ^ the first p fused and parallel      ^ or after i0 (c1_at = outer) or in the register tile
+                                             (c1_at = inner); kh kw i1 or i1 kh kw
 
 Knobs: ``tile_c`` (O/ob into c0 x c1), ``tile_h``, ``tile_w``, ``tile_ic`` (2-level splits,
 prime-factor moves like the GEMM), ``c1_at`` (channel blocks in the register tile or
@@ -64,6 +65,7 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
         Split("tile_ic", shape.c, 2),
         Choice("reduce_order", ("ic_outer", "ic_inner")),
         Choice("c1_at", ("outer", "inner")),
+        Choice("ic_at", ("inside", "outside")),
         Choice("unroll", UNROLL, default=1),
         Choice("parallel", (1, 2, 3, 4), default=2),
     )
@@ -72,20 +74,33 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
 
 
 def heuristic_config(shape: ConvShape, space: Space) -> Config:
-    """The untuned default (what a rule would pick): all output-channel blocks and rows in the
-    parallel outer loops, a register tile of up to 6 output pixels of one row by ``ob``
-    channels (12 accumulators at ob = 16), input channels in blocks of up to 64 outermost,
-    the kernel window inside."""
-    lanes = 96 // shape.ob                       # pixels x channel blocks of 8 lanes <= 12 registers
-    rows = max(d for d in range(1, min(shape.ow, lanes) + 1) if shape.ow % d == 0)
-    ic1 = max(d for d in range(1, min(shape.c, 64) + 1) if shape.c % d == 0)
+    """The untuned default (what a rule would pick): the register tile of ``h1 x w1`` pixels by
+    ``c1`` blocks of ``ob`` channels with at most 12 vector accumulators (AVX2 has 16
+    registers) that does the most FMAs per load (pixels are broadcast, weights loaded as
+    vectors); everything else in the parallel outer loops; input channels in blocks of up to
+    64, the kernel window inside them."""
+    vectors = max(1, shape.ob // 8)
     blocks = shape.o // shape.ob
-    c1, at = 1, "outer"
-    if rows < 3:       # a prime or tiny width: widen the register tile over output channels instead
-        c1 = max(d for d in range(1, min(blocks, lanes // rows) + 1) if blocks % d == 0)
-        at = "inner" if c1 > 1 else "outer"
-    config = ((blocks // c1, c1), (shape.oh, 1), (shape.ow // rows, rows), (shape.c // ic1, ic1),
-              "ic_outer", at, 16, 3)
+
+    def divisors(n, most):
+        return [d for d in range(1, min(n, most) + 1) if n % d == 0]
+
+    best = (0.0, 0, 0, 1, 1, 1)
+    for c1 in divisors(blocks, 12):
+        for h1 in divisors(shape.oh, 12):
+            for w1 in divisors(shape.ow, 12):
+                fmas = h1 * w1 * c1 * vectors
+                if fmas > 12:
+                    continue
+                best = max(best, (fmas / (h1 * w1 + c1 * vectors), fmas, w1, h1, c1 and -c1, c1))
+    _, _, w1, h1, _, c1 = best
+    ic1 = max(divisors(shape.c, 64))
+    # a small output (deep layers): accumulate a whole channel block's output in cache with the
+    # input-channel blocks outermost, so each block of weights is read once, not once per tile
+    small = shape.oh * shape.ow * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
+    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.ow // w1, w1), (shape.c // ic1, ic1),
+              "ic_outer", "inner" if c1 > 1 else "outer", "outside" if small else "inside", 16,
+              2 if small else 3)
     return config if space.contains(config) else space.initial()
 
 
@@ -110,18 +125,24 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     ww = sch.split(x, factors=[w0, w1])
     ii = sch.split(ic, factors=[i0, i1])
     window = [r, s, ii[1]] if knob["reduce_order"] == "ic_outer" else [ii[1], r, s]
-    if knob["c1_at"] == "outer":      # c1 blocks of ob channels one after the other
-        sch.reorder(n, oc[0], hh[0], ww[0], oc[1], ii[0], *window, hh[1], ww[1], oc[2])
-    else:                             # c1 x ob channels in the register tile
-        sch.reorder(n, oc[0], hh[0], ww[0], ii[0], *window, oc[1], hh[1], ww[1], oc[2])
-    outer = [n, oc[0], hh[0], ww[0]][: knob["parallel"]]
-    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-    sch.reverse_compute_at(local, oc[1] if knob["c1_at"] == "outer" else ww[0])
-    if shape.ob > 1:      # the write-back's ob loop: contiguous in the local buffer
-        sch.vectorize(sch.get_loops(local)[-1])
+    inner = ([] if knob["c1_at"] == "outer" else [oc[1]]) + [hh[1], ww[1], oc[2]]
+    spatial = [n, oc[0], hh[0], ww[0]]
+    parallel, rest = spatial[: knob["parallel"]], spatial[knob["parallel"]:]
+    rest += [oc[1]] if knob["c1_at"] == "outer" else []
+    if knob["ic_at"] == "inside":     # each tile reduces over all input channels in turn
+        middle = rest + [ii[0]]
+    else:                             # input-channel blocks right inside the parallel loop: one
+        middle = [ii[0]] + rest       # block of weights stays in cache for all the chunk's tiles
+    sch.reorder(*parallel, *middle, *window, *inner)
+    fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
+    sch.parallel(fused)
+    at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
+    sch.reverse_compute_at(local, at)
+    if shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
+        sch.vectorize(sch.get_loops(local)[-1])      # the write-back's x loop: contiguous output
     if knob["unroll"]:
-        sch.annotate(ii[0], "pragma_auto_unroll_max_step", knob["unroll"])
-        sch.annotate(ii[0], "pragma_unroll_explicit", 1)
+        sch.annotate(middle[-1], "pragma_auto_unroll_max_step", knob["unroll"])
+        sch.annotate(middle[-1], "pragma_unroll_explicit", 1)
     if shape.ob > 1:
         sch.vectorize(oc[2])
     sch.decompose_reduction(block, ii[0])

@@ -119,6 +119,18 @@ def _onnx_converters() -> dict:
 
         converters[spec.name] = type(spec.name + "Converter", (OnnxOpConverter,),
                                      {"_impl_v1": classmethod(_impl_v1)})
+
+    def _sum(cls, bb, inputs, attr, params):
+        """ONNX Sum as a chain of adds (TVM imports it as broadcast_to + stack + sum, which no
+        kernel can fuse: a ResNet's residual adds would run as separate reductions)."""
+        from tvm import relax
+
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = relax.op.add(out, x)
+        return out
+
+    converters["Sum"] = type("SumConverter", (OnnxOpConverter,), {"_impl_v1": classmethod(_sum)})
     return converters
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..frontend import static_shape
+
 
 def fold_batch_norm(mod):
     """``mod`` with every inference ``relax.nn.batch_norm`` on constant statistics folded."""
@@ -35,8 +37,8 @@ def fold_batch_norm(mod):
             return expr
 
         def _const(self, expr):
-            expr = self._resolve(expr)
-            return expr.data.numpy() if isinstance(expr, relax.Constant) else None
+            value = getattr(self._resolve(expr), "value", None)       # a relax constant's tensor
+            return value.numpy() if hasattr(value, "numpy") else None
 
         def visit_tuple_getitem_(self, op):
             op = super().visit_tuple_getitem_(op)
@@ -51,7 +53,7 @@ def fold_batch_norm(mod):
             shift = beta - mean * scale
             data = bn.args[0]
             conv, bias = self._conv_and_bias(data, len(scale))
-            channels = (1, len(scale)) + (1,) * (len(data.struct_info.shape) - 2)
+            channels = (1, len(scale)) + (1,) * (len(static_shape(data)) - 2)
             if conv is not None:
                 weight = self._const(conv.args[1])
                 folded = (weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1)))

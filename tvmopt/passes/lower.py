@@ -28,7 +28,7 @@ import numpy as np
 from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
-from .schedule import OUT_EWISE_FUSABLE
+from .schedule import OPAQUE, OUT_EWISE_FUSABLE
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
 
 
@@ -278,6 +278,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 config = configs(key, task.space)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
+                func = func.with_attr("op_pattern", OPAQUE)      # scheduled already: never re-fused
                 funcs[cache_key] = self.builder_.add_func(func, name)
             return funcs[cache_key]
 

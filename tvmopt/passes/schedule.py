@@ -22,6 +22,7 @@ from ..ops.conv2d import TASK_ANNOTATION
 
 #: Relax's pattern kind of a kernel that accepts elementwise epilogues (conv2d, matmul)
 OUT_EWISE_FUSABLE = 4
+OPAQUE = 8
 
 #: a function doing at least this many innermost iterations counts as heavy
 HEAVY_WORK = 1 << 16

@@ -155,18 +155,9 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     if serial:
         warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "
                       f"{', '.join(serial[:5])}")
-    untuned = sorted(key for key in lowered.tasks if not used.get(key))
-    if untuned:
-        warnings.warn(f"{name}: {len(untuned)} of {len(lowered.tasks)} task(s) have no tuning record and use "
-                      f"the default schedule: {', '.join(untuned[:6])}{' ...' if len(untuned) > 6 else ''} "
-                      f"(run `tvmopt tune {name}`)", UntunedWarning)
     with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
         exe = tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
     return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
-
-
-class UntunedWarning(UserWarning):
-    """Some tasks of a build had no tuning record (the CLI prints it as one line)."""
 
 
 def _after_scheduling(spec: TargetSpec):

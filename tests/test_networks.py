@@ -1,0 +1,169 @@
+"""Whole networks: the direct conv2d task, batch-norm folding, epilogue fusion, the default
+schedule of every other op, and real CNNs against onnxruntime."""
+
+import itertools
+import random
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from tvmopt.compiler import compile_model
+from tvmopt.nn.export import export_onnx
+from tvmopt.ops.conv2d import conv2d_reference
+from tvmopt.passes.schedule import fuse, unscheduled_heavy
+from tvmopt.target import parse_target
+from tvmopt.tasks import get_task
+
+
+def _run_task(task, config, target):
+    import tvm
+
+    lib = tvm.compile(task.schedule(config, None), target=target.tvm_target())
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    return out.numpy(), expected
+
+
+def test_conv2d_reference_is_pytorch_conv2d():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 2)).astype(np.float32)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=2, padding=1).numpy()
+    np.testing.assert_allclose(conv2d_reference(x, w, 2, 1), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("key", ["conv2d:1x6x10x9x24x3x3x1x1",    # ob = 8, prime-ish widths
+                                 "conv2d:2x16x8x8x32x1x1x2x0"])  # batch 2, strided 1x1
+def test_every_knob_value_of_the_conv2d_space_is_correct(key):
+    task = get_task(key)
+    target = parse_target("llvm")
+    space = task.space
+    configs = [space.initial()]
+    for i, knob in enumerate(space.knobs):             # each value of each choice knob once
+        if hasattr(knob, "values"):
+            for v in knob.values:
+                c = list(space.initial())
+                c[i] = v
+                configs.append(tuple(c))
+    rng = random.Random(1)
+    configs += [space.random(rng) for _ in range(3)]
+    for config in dict.fromkeys(configs):
+        got, expected = _run_task(task, config, target)
+        assert task.mismatch(got, expected) is None, config
+
+
+class _Block(nn.Module):
+    """conv-BN-ReLU, conv-BN, + identity, ReLU (a ResNet basic block)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.b, self.bn_b = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn_a(self.a(x)))
+        return torch.relu(self.bn_b(self.b(y)) + x)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16)
+        self.block = _Block(16)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.pool(self.block(torch.relu(self.bn(self.stem(x)))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    for m in model.modules():                 # non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    path = export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path_factory.mktemp("cnn") / "small_cnn.onnx",
+                       plain=True, dynamic_batch=False)
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return path, x, expected
+
+
+def _close(got, expected, rel=1e-4):
+    assert np.abs(got - expected).max() <= rel * np.abs(expected).max(), np.abs(got - expected).max()
+
+
+def test_small_cnn_untuned_matches_onnxruntime_with_bn_folded_and_epilogues_fused(small_cnn):
+    path, x, expected = small_cnn
+    compiled = compile_model(path, "llvm", records=path.parent / "no-records")
+    _close(compiled(x), expected)
+    # BN folded at import: no batch_norm is left after the pass
+    assert "batch_norm" not in compiled.lowered.mod.script(show_meta=False)
+    # each conv's bias, ReLU and the residual add run inside the conv's function
+    fused = {gv.name_hint: f.script() for gv, f in compiled.mod.functions_items()
+             if "tvmopt_task" in f.script() and gv.name_hint.startswith("fused_conv2d")}
+    assert len(fused) == 3, sorted(fused)
+    assert all("T.max(" in text for text in fused.values())                      # ReLU fused
+    assert any(name.count("add") >= 2 for name in fused)                         # bias + residual
+    # nothing heavy runs serial: the build's own checker, and it does catch an unscheduled module
+    assert compiled.serial == []
+    assert unscheduled_heavy(fuse(compiled.lowered.mod), threshold=1 << 12)
+
+
+def test_small_cnn_tuned_uses_its_records_and_matches_onnxruntime(small_cnn, tmp_path):
+    from tvmopt.tuning import tune_model
+
+    path, x, expected = small_cnn
+    target = parse_target("llvm")
+    result = tune_model(path, target, tuner="random", trials=6, records=tmp_path, progress=False, log=lambda *a: None)
+    keys = [key for key, *_ in result.tasks]
+    assert sum(k.startswith("conv2d:") for k in keys) == 2            # stem + the two identical block convs
+    compiled = compile_model(path, target, records=tmp_path)
+    assert all(compiled.tuned[k] == "records" for k in keys)
+    _close(compiled(x), expected)
+
+
+@pytest.mark.parametrize("network", ["squeezenet", "resnet50"])
+def test_real_network_matches_onnxruntime(network, tmp_path):
+    from tvmopt import zoo
+
+    path = zoo.realize(network, tmp_path / f"{network}.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(1).standard_normal(inp.shape).astype(np.float32)
+    expected = sess.run(None, {inp.name: x})[0]
+    assert np.std(expected) > 1e-3                 # random weights: logits that differ
+    compiled = compile_model(path, "llvm", records=tmp_path / "none")
+    _close(compiled(x), expected)
+    assert compiled.serial == []
+    assert all(k.startswith(("conv2d:", "dense:")) for k in compiled.tuned)
+
+
+def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
+    from tvmopt.reliability import run_cli
+
+    path, _, _ = small_cnn
+    out = run_cli(["build", str(path), "-o", str(tmp_path / "m.so"), "--records", str(tmp_path / "none")],
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    warning = [line for line in out.stderr.splitlines() if "no tuning record" in line]
+    assert len(warning) == 1 and "conv2d:1x16x16x16x16x3x3x1x1" in warning[0], out.stderr
+
+
+def test_space_moves_stay_in_the_conv2d_space():
+    space = get_task("conv2d:1x64x56x56x64x3x3x1x1").space
+    start = space.initial()
+    assert space.contains(start)
+    for c in itertools.islice(space.neighbours(start), 50):
+        assert space.contains(c)

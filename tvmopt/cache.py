@@ -268,13 +268,17 @@ def describe_unusable(path: Path, unusable: list[Unusable], tvm: str) -> str:
             f"Run 'tvmopt records --records {path.parent} --fix' to move them to {path.name}.rejected")
 
 
-def pick_best(source: str | Path, destination: str | Path, target_key: str, header: str = "",
+def pick_best(source: str | Path | list, destination: str | Path, target_key: str, header: str = "",
               workloads: Iterable[str] | None = None) -> int:
     """Write the best record of each workload (optionally only ``workloads``) from the records
-    in ``source`` to ``destination`` (a new file, replaced), after ``header`` lines written as
+    in ``source`` (a directory or a list of them) to ``destination`` (a new file, replaced), after ``header`` lines written as
     ``# `` comments. This is how the shipped records in ``logs/records`` are made. Returns the
     number of records written."""
-    best = RecordCache(source).best_all(target_key)
+    best: dict = {}
+    for src in ([source] if isinstance(source, (str, Path)) else source):
+        for w, r in RecordCache(src).best_all(target_key).items():
+            if w not in best or r.cost < best[w].cost:
+                best[w] = r
     keep = set(workloads) if workloads is not None else None
     rows = [r for w, r in sorted(best.items()) if keep is None or w in keep]
     destination = Path(destination)

@@ -80,7 +80,7 @@ def run_main(func, x: np.ndarray, device) -> np.ndarray:
     return np.from_dlpack(out).copy() if on_cpu else out.numpy()
 
 
-def best_configs(target: TargetSpec, records: str | Path | None):
+def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
     """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
     default records directory ``tvmopt tune`` writes to), then the shipped ones.
 
@@ -98,7 +98,7 @@ def best_configs(target: TargetSpec, records: str | Path | None):
         records = DEFAULT_DIR
     if records:
         tables.append(("records", RecordCache(records).ranked(target.key)))
-    if SHIPPED_RECORDS.exists():
+    if shipped and SHIPPED_RECORDS.exists():
         shipped = RecordCache(SHIPPED_RECORDS)
         keys = [target.key] + [k for k in shipped.target_keys()
                                if k != target.key and k.split("-")[0] == target.key.split("-")[0]]
@@ -139,14 +139,15 @@ def load_and_lower(source, batch: int = 1, configs=None, options: DetectOptions 
 
 
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int = 1,
-                  options: DetectOptions | None = None) -> Compiled:
+                  options: DetectOptions | None = None, shipped: bool = True) -> Compiled:
+    """``shipped=False``: ignore the records shipped in ``logs/records`` (the untuned baseline)."""
     import tvm
 
     spec = parse_target(target) if isinstance(target, str) else target
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
                           f"CUDA model builds wait for the CUDA schedule spaces")
-    lookup, used = best_configs(spec, records)
+    lookup, used = best_configs(spec, records, shipped)
     imported, lowered = load_and_lower(source, batch, configs=lookup, options=options)
     name = Path(imported.source).name
     with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):

@@ -1,0 +1,166 @@
+"""Real CNNs (the ONNX model zoo graphs of onnx's backend test data, with random weights):
+tvmopt untuned and tuned against onnxruntime and PyTorch in the same run, batch 1.
+
+    python benchmarks/networks.py                       # all networks; tune resnet50 and squeezenet
+    python benchmarks/networks.py --networks squeezenet --tune squeezenet --rounds 3
+    python benchmarks/networks.py --reuse               # reuse earlier tuning records, only time
+    python benchmarks/networks.py --ship                # also ship the best records in logs/records
+
+Per network: the untuned build (default schedules only: no user or shipped records) with its
+compile time; for the networks in ``--tune``, ``tvmopt tune`` with the CLI's default budget
+from empty records, then the tuned build. Timings are interleaved rounds (median of calls per
+round, median over rounds); each figure is a ratio to onnxruntime measured in that round
+(> 1: tvmopt is faster). Writes benchmarks/results/networks.json and BENCHMARKS.md's
+"networks" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, machine, update_section, write_json  # noqa: E402
+
+WORK = ROOT / ".bench" / "networks"
+SHIPPED = ROOT / "logs" / "records"
+GOAL_UNTUNED = 0.5        # within 2x of onnxruntime
+GOAL_TUNED = 1.0          # at least onnxruntime's speed (resnet50, squeezenet)
+GOAL_COMPILE_S = 180.0    # ResNet-50
+
+
+def _median_call(fn, min_seconds: float = 0.3, least: int = 5) -> float:
+    fn()
+    samples, start = [], time.perf_counter()
+    while time.perf_counter() - start < min_seconds or len(samples) < least:
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int, reuse: bool) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from tvmopt import zoo
+    from tvmopt.compiler import compile_model
+    from tvmopt.tuning import tune_model
+
+    path = zoo.realize(name, WORK / f"{name}.onnx")
+    records = WORK / f"records-{name}"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(1).standard_normal(inp.shape).astype(np.float32)
+    expected = sess.run(None, {inp.name: x})[0]
+    runner = zoo.TorchRunner(path)
+    torch.set_num_threads(target.config.get("num-cores", 2))
+
+    start = time.perf_counter()
+    untuned = compile_model(path, target, records=WORK / "no-records", shipped=False)
+    compile_s = time.perf_counter() - start
+    fns = {"onnxruntime": lambda: sess.run(None, {inp.name: x}), "torch": lambda: runner(x),
+           "untuned": lambda: untuned(x)}
+    row = {"network": name, "convs": sum(1 for la in untuned.lowered.layers if la.kernel.startswith("conv2d:")),
+           "tasks": len(untuned.tuned), "defaulted_functions": len(untuned.defaulted or []),
+           "compile_s": compile_s, "serial": untuned.serial,
+           "err_untuned": _rel(untuned(x), expected), "err_torch": _rel(runner(x), expected)}
+    if tune:
+        if not (reuse and records.exists()):
+            start = time.perf_counter()
+            result = tune_model(path, target, tuner=tuner, trials=trials, records=records, progress=False,
+                                log=lambda *_: None)
+            row["tune_s"] = time.perf_counter() - start
+            row["measured"] = sum(r.measured for _, _, _, r in result.tasks)
+        tuned = compile_model(path, target, records=records, shipped=False)
+        row["err_tuned"] = _rel(tuned(x), expected)
+        fns["tuned"] = lambda: tuned(x)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            time.sleep(0.2)          # the previous runtime's spinning threads go to sleep
+            samples[k].append(_median_call(fn))
+    ratios = {k: statistics.median(o / t for o, t in zip(samples["onnxruntime"], samples[k])) for k in fns}
+    row.update({f"{k}_ms": statistics.median(v) * 1e3 for k, v in samples.items()})
+    row.update({f"{k}_vs_onnxruntime": r for k, r in ratios.items() if k != "onnxruntime"})
+    return row
+
+
+def _rel(got, expected) -> float:
+    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+def table(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "## Real networks (issue 11)",
+        "",
+        f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {meta['machine']['date']}, "
+        f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
+        f"weights (`tvmopt.zoo.realize`), batch 1. Ratios are onnxruntime's time over each system's (> 1: faster "
+        f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
+        f"(no user or shipped records); *tuned*: after `tvmopt tune` with the default budget "
+        f"({meta['trials']} trials, {meta['tuner']} tuner) from empty records. Goals: untuned >= "
+        f"{GOAL_UNTUNED}x (within 2x) everywhere, tuned >= {GOAL_TUNED}x on ResNet-50 and SqueezeNet, "
+        f"ResNet-50 compiled in <= {GOAL_COMPILE_S:.0f} s, outputs within 1e-4 of onnxruntime.",
+        "",
+        "| network | convs | tasks | compile s | onnxruntime ms | torch | untuned | tuned | tune s | max rel err |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        tuned = f"{r['tuned_vs_onnxruntime']:.2f}x" if "tuned_vs_onnxruntime" in r else "-"
+        tune_s = f"{r['tune_s']:.0f}" if "tune_s" in r else "-"
+        err = max(r["err_untuned"], r.get("err_tuned", 0.0))
+        lines.append(f"| {r['network']} | {r['convs']} | {r['tasks']} | {r['compile_s']:.1f} | "
+                     f"{r['onnxruntime_ms']:.1f} | {r['torch_vs_onnxruntime']:.2f}x | "
+                     f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {tune_s} | {err:.1e} |")
+    met_untuned = [r["network"] for r in rows if r["untuned_vs_onnxruntime"] < GOAL_UNTUNED]
+    met_tuned = [r["network"] for r in rows if r.get("tuned_vs_onnxruntime", GOAL_TUNED) < GOAL_TUNED]
+    lines += ["", f"Untuned within 2x of onnxruntime: {'all' if not met_untuned else 'not ' + ', '.join(met_untuned)}. "
+                  f"Tuned >= 1.0x: {'all tuned' if not met_tuned else 'not ' + ', '.join(met_tuned)}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from tvmopt import zoo
+    from tvmopt.cli import DEFAULT_TRIALS
+    from tvmopt.target import parse_target
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--networks", default=",".join(zoo.NETWORKS), help="comma-separated (default: all)")
+    ap.add_argument("--tune", default="resnet50,squeezenet", help="networks to tune (default: resnet50,squeezenet)")
+    ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="tuning budget per network")
+    ap.add_argument("--tuner", default="random")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--target", default="llvm")
+    ap.add_argument("--reuse", action="store_true", help="reuse earlier tuning records instead of tuning again")
+    ap.add_argument("--ship", action="store_true", help="merge the tuned networks' best records into logs/records")
+    args = ap.parse_args()
+    target = parse_target(args.target)
+    WORK.mkdir(parents=True, exist_ok=True)
+    tune = set(filter(None, args.tune.split(",")))
+    rows = []
+    for name in args.networks.split(","):
+        row = evaluate(name, target, name in tune, args.trials, args.tuner, args.rounds, args.reuse)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        rows.append(row)
+    meta = {"machine": machine(), "target": target.key, "rounds": args.rounds, "trials": args.trials,
+            "tuner": args.tuner}
+    write_json("networks", {**meta, "rows": rows})
+    update_section("networks", table(rows, meta))
+    if args.ship:
+        from tvmopt.cache import pick_best
+
+        sources = [SHIPPED] + [WORK / f"records-{n}" for n in tune if (WORK / f"records-{n}").exists()]
+        header = (f"tvmopt shipped records on {target.key}: the bundled digits models (benchmarks/e2e.py --ship) "
+                  f"and the zoo networks {', '.join(sorted(tune))} (benchmarks/networks.py --ship, "
+                  f"{args.trials} {args.tuner} trials each, {meta['machine']['date']}); one record per task")
+        print("shipped", pick_best(sources, SHIPPED / f"{target.key}.jsonl", target.key, header), "records")
+
+
+if __name__ == "__main__":
+    main()

@@ -151,7 +151,7 @@ def _cooperative(sch, block, depth: int, threads: tuple[int, int], vector: int) 
     """Every thread of the block copies part of the tile: the tile's own loops (below the
     first ``depth``) fused and split over (threadIdx.y, threadIdx.x), innermost ``vector``
     lanes at a time where the tile's and the source array's rows allow it."""
-    own = sch.get_loops(block)[depth:]
+    own = sch.get_loops(block)[depth:] or [sch.add_unit_loop(block)]   # a one-element tile
     extents = [int(sch.get(lp).extent) for lp in own]
     reads = sch.get(block).reads
     row = int(reads[0].source.shape[-1]) if reads else 0

@@ -25,7 +25,7 @@ from .tasks import Task, get_task
 
 #: buffers a task family reads with a data-dependent index: never staged in shared memory
 UNSTAGED = {"nm_dense": ("X",), "binary_lut_dense": ("Table",), "ternary_lut_dense": ("Table",),
-            "codebook_dense": ("Codebook", "codebook")}
+            "codebook_dense": ("table",), "hashed_dense": ("values", "mix", "seeds")}
 
 #: threads of the one-dimensional kernels of prologue stages (bit packing, lookup tables)
 PROLOGUE_THREADS = 256

@@ -385,14 +385,19 @@ def run_batch(directory: str, backend: str = "auto", timeout: float | None = Non
     if worker is not None:
         worker.proc.stdin.close()
         worker.kill()
-    out = {"format": RESULTS_FORMAT, "batch": batch.get("id", ""), "target": batch["target"], "device": device[0],
-           "backend": device[1], "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(time.time() - started, 2),
-           "how": f"CUDA events, {batch.get('repeat', 5)} samples per candidate, each >= "
-                  f"{batch.get('min_sample_ms', 1.0)} ms; costs in seconds per call of all the candidate's kernels",
-           "results": results}
+    out = results_document(batch, results, device[0], device[1], time.time() - started)
     write_json_atomically(os.path.join(directory, "results.json"), out)
     os.remove(partial)
     return out
+
+
+def results_document(batch: dict, results: list[dict], device: str, backend: str, wall_s: float) -> dict:
+    """What results.json holds: the results in batch order and how they were measured."""
+    return {"format": RESULTS_FORMAT, "batch": batch.get("id", ""), "target": batch["target"], "device": device,
+            "backend": backend, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(wall_s, 2),
+            "how": f"CUDA events, {batch.get('repeat', 5)} samples per candidate, each >= "
+                   f"{batch.get('min_sample_ms', 1.0)} ms; costs in seconds per call of all the candidate's kernels",
+            "results": results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,8 @@ def export_batch(task_key: str, configs: Iterable[Config], target: TargetSpec | 
 def ingest(directory: str | Path, records: str | Path | None = None) -> list[Record]:
     """Append the results of a measured batch (and its rejected configs) to the records."""
     out = Path(directory)
+    if not (out / "batch.json").is_file():
+        raise CudaError(f"'{out}' is not a batch directory (no batch.json)")
     try:
         batch = json.loads((out / "batch.json").read_text())
         results = json.loads((out / "results.json").read_text())

@@ -10,10 +10,11 @@ tvmopt/ops/fastfood.py. Knobs:
   stage, each stage streaming through global memory (the baseline the shared form beats).
 - ``threads``: threads per block (each thread takes row_len / threads butterflies per stage).
 
-Warp shuffles for the butterflies of span < 32 are not in the space: TIR's shuffle intrinsic
-(``tvm_warp_shuffle``) is only produced by TVM's own reduction lowering, and a stage written
-with it in TE keeps its per-element buffer indexing, which does not map onto lanes. The
-shared-memory form is what this space offers.
+Warp shuffles for the butterflies of span < 32 are not in this space (not attempted): TVM
+emits ``__shfl_sync`` only from its own lowering of cross-thread reductions, and a TE stage reads
+a buffer at ``t ^ h``; a shuffle stage needs each element held by one lane in a register and the
+shuffle executed by all lanes unconditionally, which would take a hand-written TIR stage. The
+shared-memory butterflies are what this space offers.
 """
 
 from __future__ import annotations

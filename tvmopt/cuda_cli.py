@@ -25,6 +25,8 @@ measuring on a GPU host without TVM (python3 with numpy and CuPy, or torch + nvc
 
 def add_cuda_parser(sub, parser_class) -> None:
     """Register ``tvmopt cuda ...`` on the subparsers ``sub`` of the main parser."""
+    from .cli import _positive_int
+
     cuda = sub.add_parser("cuda", help="CUDA: export candidates for a GPU host, ingest its results, check a config",
                           description="CUDA candidates are compiled here (no GPU needed) and measured on a GPU "
                                       "host by the standalone script tvmopt/remote_cuda.py.",
@@ -36,13 +38,13 @@ def add_cuda_parser(sub, parser_class) -> None:
     exp.add_argument("--target", default="cuda -arch=sm_90", help="'cuda -arch=sm_80' or sm_90 (default: sm_90)")
     exp.add_argument("--out", required=True, metavar="DIR", help="new (or empty) batch directory")
     which = exp.add_mutually_exclusive_group()
-    which.add_argument("--sample", type=_count, default=16, metavar="N",
+    which.add_argument("--sample", type=_positive_int, default=16, metavar="N",
                        help="the space's start config plus N-1 random ones (default: 16)")
     which.add_argument("--replay-subspace", action="store_true",
                        help="every config of the CUDA GEMM replay sub-space (GEMM family only)")
     which.add_argument("--config", metavar="JSON", help="one config as a JSON list")
     exp.add_argument("--seed", type=int, default=0, help="seed of the random configs and of the inputs")
-    exp.add_argument("--repeat", type=_count, default=5, help="timing samples per candidate (default: 5)")
+    exp.add_argument("--repeat", type=_positive_int, default=5, help="timing samples per candidate (default: 5)")
     exp.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per candidate on the GPU host")
     exp.set_defaults(func=cmd_export)
 
@@ -66,16 +68,6 @@ def add_cuda_parser(sub, parser_class) -> None:
     chk.add_argument("--config", metavar="JSON", help="config as a JSON list (default: the space's start config)")
     chk.add_argument("--source", metavar="FILE.cu", help="also write the CUDA C here")
     chk.set_defaults(func=cmd_check)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _config(text: str):

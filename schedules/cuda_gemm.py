@@ -71,14 +71,14 @@ def threads_per_block(space: Space, config: Config) -> int:
 def cuda_replay_subspace(shape: GemmShape):
     """The CUDA GEMM sub-space measured whole (one exported batch) for replay comparisons:
     register tiles m2, n2 in {1, 2, 4, 8}, 64 to 256 threads per block, k1 in {4, 8, 16, 32},
-    shared staging and float4 loads on, unroll 0 or 64. 1024^3 gives 1,600 configs."""
+    shared staging, float4 loads and unroll 64 fixed. 1024^3 gives 1,504 configs (about 15 min
+    to export on 2 cores, 5 MiB of CUDA C plus 12 MiB of inputs and reference)."""
     full = cuda_gemm_space(shape)
     tm, tn, tk = (k.all() for k in full.knobs[:3])
     ms = [f for f in tm if f[2] in (1, 2, 4, 8)]
     ns = [f for f in tn if f[2] in (1, 2, 4, 8)]
     ks = [f for f in tk if f[1] in (4, 8, 16, 32)]
-    return restrict(full, ((m, n, k, True, 4, u) for m in ms for n in ns if 64 <= m[1] * n[1] <= 256
-                           for k in ks for u in (0, 64)))
+    return restrict(full, ((m, n, k, True, 4, 64) for m in ms for n in ns if 64 <= m[1] * n[1] <= 256 for k in ks))
 
 
 def apply_cuda_gemm(sch, shape: GemmShape, space: Space, config: Config, block: str = "C",

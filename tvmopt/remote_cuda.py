@@ -310,8 +310,9 @@ def worker_main(directory: str, backend_name: str) -> int:
     for line in sys.stdin:
         cand = batch["candidates"][int(line)]
         result = measure_candidate(backend, batch, directory, cand, cache)
+        fatal = result.pop("fatal", False)
         print(json.dumps(result), flush=True)
-        if result.pop("fatal", False):
+        if fatal:
             return 1
     return 0
 
@@ -358,6 +359,7 @@ def run_batch(directory: str, backend: str = "auto", timeout: float | None = Non
     partial = os.path.join(directory, "results.jsonl.part")
     started = time.time()
     results, worker = [], _Worker(directory, backend, start_timeout=120.0)   # NoGPU before any file
+    device = (worker.device, worker.backend)
     with open(partial, "w", encoding="utf-8") as progress:
         for index, cand in enumerate(batch["candidates"]):
             if worker is None:
@@ -381,7 +383,6 @@ def run_batch(directory: str, backend: str = "auto", timeout: float | None = Non
             progress.flush()
             log(f"[{index + 1}/{len(batch['candidates'])}] {cand['id']} {answer['error']}"
                 + (f" {statistics.median(answer['costs']) * 1e6:.1f} us" if answer["costs"] else f" {answer['message']}"))
-    device = (worker.device, worker.backend) if worker else ("", backend)
     if worker is not None:
         worker.proc.stdin.close()
         worker.kill()

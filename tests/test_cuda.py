@@ -3,6 +3,7 @@ launches respect the hardware limits, and the export -> remote runner -> ingest 
 works on its pure-Python parts."""
 
 import json
+import os
 import random
 import re
 import shutil
@@ -247,6 +248,56 @@ def test_runner_without_gpu_exits_with_one_clear_line(batch_dir, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("remote_cuda: error: no usable CUDA GPU here (")
     assert "cupy" in lines[0] and "torch" in lines[0]
     assert not (work / "results.json").exists() and not (work / "results.jsonl.part").exists()
+
+
+FAKE_BACKEND = """
+import os, time
+import numpy as np
+
+class Backend:
+    name, device = "fake", "numpy"
+    def compile(self, source, names, arch):
+        self.mode = source.strip()
+        return {n: n for n in names}
+    def array(self, host): return np.array(host)
+    def empty(self, dtype, count): return np.zeros(count, dtype)
+    def to_host(self, arr): return arr
+    def launch(self, fn, kernel, args):
+        if self.mode == "HANG": time.sleep(60)
+        if self.mode == "CRASH": os._exit(7)
+        if self.mode == "FAULT": raise RuntimeError("an illegal memory access was encountered")
+        a, b, c = args
+        c[...] = a @ b
+    def event(self): return [time.perf_counter()]
+    def record(self, event): event[0] = time.perf_counter()
+    def elapsed_s(self, start, end): return end[0] - start[0]
+    def sync(self): pass
+"""
+
+
+def test_runner_survives_hangs_crashes_and_launch_errors(batch_dir, tmp_path):
+    # one batch: a good candidate after each failure, so every failure must restart the worker
+    work = tmp_path / "b"
+    shutil.copytree(batch_dir, work)
+    batch = json.loads((work / "batch.json").read_text())
+    good = batch["candidates"][0]
+    modes = ["HANG", "ok", "CRASH", "ok", "FAULT", "ok"]
+    batch["candidates"] = []
+    for i, mode in enumerate(modes):
+        (work / f"m{i}.cu").write_text(mode)
+        batch["candidates"].append({**good, "id": f"m{i}", "source": f"m{i}.cu"})
+    (work / "batch.json").write_text(json.dumps(batch))
+    (tmp_path / "fake_gpu.py").write_text(FAKE_BACKEND)
+    proc = subprocess.run([sys.executable, "-m", "tvmopt.remote_cuda", str(work), "--backend", "fake_gpu:Backend",
+                           "--timeout", "2"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((work / "results.json").read_text())
+    assert [r["error"] for r in results["results"]] == ["run_timeout", "ok", "worker_crashed", "ok",
+                                                         "runtime_error", "ok"]
+    assert "status 7" in results["results"][2]["message"] and "illegal memory" in results["results"][4]["message"]
+    assert all(len(r["costs"]) == 3 and min(r["costs"]) > 0 for r in results["results"][1::2])
+    assert results["device"] == "numpy" and not (work / "results.jsonl.part").exists()
 
 
 def test_runner_runs_as_a_copied_file_and_refuses_a_bad_directory(tmp_path):

@@ -203,7 +203,14 @@ class TorchBackend:
 
 
 def make_backend(preferred: str = "auto"):
-    """CuPy if it can reach a GPU, else torch; NoGPU says why neither can."""
+    """CuPy if it can reach a GPU, else torch; NoGPU says why neither can. ``module:Class``
+    names a backend of one's own with the same methods (another GPU library, or a fake one in
+    tests), importable from the working directory or PYTHONPATH."""
+    if ":" in preferred:
+        import importlib
+
+        module, cls = preferred.split(":", 1)
+        return getattr(importlib.import_module(module), cls)()
     reasons = []
     for cls in (CupyBackend, TorchBackend):
         if preferred not in ("auto", cls.name):
@@ -305,6 +312,9 @@ def worker_main(directory: str, backend_name: str) -> int:
     except NoGPU as e:
         print(json.dumps({"no_gpu": str(e)}), flush=True)
         return EXIT_NO_GPU
+    except Exception as e:  # noqa: BLE001 - a backend of one's own that does not load
+        print(json.dumps({"no_gpu": f"backend {backend_name}: {_line(e)}"}), flush=True)
+        return EXIT_NO_GPU
     print(json.dumps({"ready": backend.name, "device": backend.device}), flush=True)
     cache: dict = {}
     for line in sys.stdin:
@@ -326,9 +336,9 @@ class _Worker:
         if hello is None:
             self.kill()
             raise NoGPU(f"the measuring worker did not start within {start_timeout:g} s")
-        if "no_gpu" in hello:
+        if "no_gpu" in hello or "crashed" in hello:
             self.kill()
-            raise NoGPU(hello["no_gpu"])
+            raise NoGPU(hello.get("no_gpu") or f"the measuring worker exited with status {hello['crashed']}")
         self.backend, self.device = hello["ready"], hello["device"]
 
     def read(self, timeout: float):
@@ -404,7 +414,8 @@ def results_document(batch: dict, results: list[dict], device: str, backend: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remote_cuda", description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", help="a batch directory written by 'tvmopt cuda export'")
-    parser.add_argument("--backend", choices=("auto", "cupy", "torch"), default="auto")
+    parser.add_argument("--backend", default="auto",
+                        help="auto (CuPy, else torch), cupy, torch, or module:Class of your own (default: auto)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per candidate (default: the batch's)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -31,8 +31,8 @@ FAMILIES = {
     "binary_dense:8x64x128": ("W_shared",),
     "shift_dense:8x64x128": ("W_shared",),
     "nm_dense:4x64x128x2x4": ("positions_shared", "values_shared"),
-    "fastfood:2x128x256": ("__syncthreads",),
-    "hadamard:2x100x60": ("__syncthreads",),
+    "fastfood:2x128x256": ("__syncthreads", "__shfl_sync"),
+    "hadamard:2x100x60": ("__syncthreads", "__shfl_sync"),
 }
 
 

@@ -38,8 +38,9 @@ class CudaError(UserError):
 class CudaTask(Task):
     """A task seen through its CUDA schedule space (same key, inputs, reference and FLOPs)."""
 
-    def __init__(self, base: Task, space: Space, apply):
+    def __init__(self, base: Task, space: Space, apply, compute=None):
         self.base, self.space, self._apply = base, space, apply
+        self._compute = compute or (lambda config: base.compute())     # config -> TE tensors
         self.key, self.flops = base.key, base.flops
 
     @property
@@ -59,7 +60,7 @@ class CudaTask(Task):
         import tvm
         from tvm import te
 
-        func = te.create_prim_func(list(self.base.compute())).with_attr("global_symbol", "main")
+        func = te.create_prim_func(list(self._compute(config))).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         self._apply(sch, config)
         return sch.mod
@@ -70,7 +71,7 @@ def cuda_task(task: Task | str) -> CudaTask:
     from .ops.decoded import DecodedDenseTask
     from .ops.fastfood import FWHTTask
     from .ops.gemm import GemmTask
-    from .schedules.cuda_fwht import apply_cuda_fwht, cuda_fwht_space
+    from .schedules.cuda_fwht import apply_cuda_fwht, cuda_fwht_space, shuffle_below
     from .schedules.cuda_gemm import apply_cuda_gemm, cuda_gemm_space
 
     task = get_task(task) if isinstance(task, str) else task
@@ -93,7 +94,8 @@ def cuda_task(task: Task | str) -> CudaTask:
         return CudaTask(task, space, apply)
     if isinstance(task, FWHTTask):
         space = cuda_fwht_space(task.n * task.blocks, name)
-        return CudaTask(task, space, lambda sch, c: apply_cuda_fwht(sch, space, c))
+        return CudaTask(task, space, lambda sch, c: apply_cuda_fwht(sch, space, c),
+                        lambda c: task.compute(shuffle_below=shuffle_below(space, c)))
     raise CudaError(f"workload '{task.key}': the {family} family has no CUDA schedule space")
 
 

@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
     srv.add_argument("--port", type=_positive_int, default=9090, help="first port to try (default: 9090)")
     srv.set_defaults(func=cmd_rpc)
+    from .cuda_cli import add_cuda_parser
+    add_cuda_parser(sub, _Parser)
     return parser
 
 

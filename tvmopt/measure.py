@@ -83,14 +83,14 @@ class ReplayMeasurer(Measurer):
     def __init__(self, path):
         from .errors import UserError
         from .schedules.space import restrict
-        from .tasks import get_task
+        from .tasks import task_for
 
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             self.header = data["header"]
             entries = [(config_from_json(e[0]), e[1], e[2], float(e[3])) for e in data["entries"]]
-            self.task = get_task(self.header["workload"])
+            self.task = task_for(self.header["workload"], str(self.header.get("target", "")).split("-")[0])
             self.space = restrict(self.task.space, (e[0] for e in entries))
         except FileNotFoundError:
             raise UserError(f"replay table '{path}' does not exist") from None

@@ -96,3 +96,12 @@ def get_task(key: str) -> Task:
     if any(d < 1 for i, d in enumerate(dims) if i not in _ZERO_OK[family] or d < 0):
         raise WorkloadError(f"workload '{key}' has a zero extent; every dimension must be >= 1")
     return _FAMILIES[family](key.strip(), dims)
+
+
+def task_for(key: str, target_kind: str = "llvm") -> Task:
+    """The task with the schedule space of a target kind (``cuda``: its CUDA view)."""
+    if target_kind == "cuda":
+        from .cuda import cuda_task
+
+        return cuda_task(key)
+    return get_task(key)

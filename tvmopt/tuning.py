@@ -49,7 +49,8 @@ def check_measurable(target: TargetSpec) -> None:
         if not tvm.cuda(0).exist:
             raise UserError("target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled "
                             "here but not measured, so tuning stops (use --target llvm)")
-        raise UserError("target cuda: CUDA schedule spaces are not available yet; use --target llvm")
+        raise UserError("target cuda: tune measures on this machine's GPU through TVM, which is not wired yet; "
+                        "measure on a GPU host with 'tvmopt cuda export' and 'tvmopt cuda ingest' (see --help)")
 
 
 def tune_task(

@@ -27,17 +27,29 @@ def fwht_space(n: int, name: str) -> Space:
                         Choice("row_local", (False, True), default=1)))
 
 
-def _fwht_stages(te, tvm, h, n, prefix):
-    """log2(n) butterfly stages over the last axis of the 3-D tensor ``h``."""
+def _fwht_stages(te, tvm, h, n, prefix, shuffle_below=0):
+    """log2(n) butterfly stages over the last axis of the 3-D tensor ``h``. Stages of span
+    below ``shuffle_below`` (CUDA: 32) read the partner through a warp shuffle from the lane
+    holding element ``(b * n + t) ^ step`` of the row (schedules/cuda_fwht.py keeps one element
+    per lane in a register); the shuffle is unconditional, so every lane of the warp runs it."""
     def butterfly(prev, step):
         def stage(i, b, t):
             partner = prev[i, b, t ^ step]
             return tvm.tirx.Select((t & step) == 0, prev[i, b, t] + partner, partner - prev[i, b, t])
         return stage
 
+    def shuffled(prev, step):
+        def stage(i, b, t):
+            mine = prev[i, b, t].asobject()
+            partner = tvm.tirx.op.tvm_warp_shuffle(tvm.tirx.const(0xFFFFFFFF, "uint32"), mine,
+                                                   ((b * n + t) ^ step) & 31, 32, 32)
+            sign = 1.0 - 2.0 * ((t & step) != 0).astype("float32")     # x[t^h] +- x[t]
+            return partner + sign * mine
+        return stage
+
     step, s = 1, 0
     while step < n:
-        h = te.compute(h.shape, butterfly(h, step), name=f"{prefix}{s}")
+        h = te.compute(h.shape, (shuffled if step < shuffle_below else butterfly)(h, step), name=f"{prefix}{s}")
         step, s = step * 2, s + 1
     return h
 
@@ -81,7 +93,7 @@ class FWHTTask(Task):
         return 1e-4, 1e-5 * max(1.0, self.n ** 0.5)
 
     # ---- compute ----
-    def compute(self):
+    def compute(self, shuffle_below: int = 0):
         import tvm
         from tvm import te
 
@@ -91,11 +103,11 @@ class FWHTTask(Task):
         perm = te.placeholder((blocks, n), "int32", name="Perm")
         h = te.compute((m, blocks, n), lambda i, k, t: tvm.tirx.Select(
             t < inf, x[i, tvm.tirx.min(t, inf - 1)], tvm.tirx.const(0.0, "float32")) * b[k, t], name="InB")
-        h = _fwht_stages(te, tvm, h, n, "H1_")
+        h = _fwht_stages(te, tvm, h, n, "H1_", shuffle_below)
         # the clamp only tells bound inference the gather stays in the row (perm is a permutation)
         h = te.compute((m, blocks, n), lambda i, k, t: h[i, k, tvm.tirx.max(tvm.tirx.min(perm[k, t], n - 1), 0)]
                        * g[k, t], name="PermG")
-        h = _fwht_stages(te, tvm, h, n, "H2_")
+        h = _fwht_stages(te, tvm, h, n, "H2_", shuffle_below)
         y = te.compute((m, self.out_features), lambda i, o: h[i, o // n, o % n] * s[o // n, o % n], name="Y")
         return [x, b, g, s, perm, y]
 
@@ -138,7 +150,7 @@ class HadamardTask(FWHTTask):
         lo = self.params["first_row"]
         return (fwht_np(xp)[:, lo: lo + self.out_features] * scale[0]).astype(np.float32)
 
-    def compute(self):
+    def compute(self, shuffle_below: int = 0):
         import tvm
         from tvm import te
 
@@ -147,7 +159,7 @@ class HadamardTask(FWHTTask):
         scale = te.placeholder((1,), "float32", name="Scale")
         h = te.compute((m, 1, n), lambda i, k, t: tvm.tirx.Select(
             t < inf, x[i, tvm.tirx.min(t, inf - 1)], tvm.tirx.const(0.0, "float32")), name="InB")
-        h = _fwht_stages(te, tvm, h, n, "H1_")
+        h = _fwht_stages(te, tvm, h, n, "H1_", shuffle_below)
         y = te.compute((m, self.out_features), lambda i, o: h[i, 0, o + lo] * scale[0], name="Y")
         return [x, scale, y]
 

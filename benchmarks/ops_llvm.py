@@ -86,7 +86,7 @@ def measure(size: int, batch: int, target, tuner: str, trials: int, rounds: int,
     x = rng.uniform(-1, 1, size=(batch, size)).astype(np.float32)
     w = rng.uniform(-1, 1, size=(size, size)).astype(np.float32)
     dense_lib = _build(dense_task, dense_cfg, target)
-    dense_args = [tvm.runtime.tensor(a) for a in (x, w, np.zeros((batch, size), np.float32))]
+    dense_args = [tvm.runtime.tensor(a) for a in (x, *dense_task.to_kernel([w]), np.zeros((batch, size), np.float32))]
     rows = []
     for name, (make_key, goal, scope) in OPS.items():
         if only and name not in only:

@@ -62,11 +62,11 @@ def largest_divisor(n: int, options, default: int | None = 1) -> int | None:
 
 def heuristic_config(shape: GemmShape, space: Space):
     """A reasonable config without search (what a DLight rule would pick): a vector of up to 16
-    outputs per register (n3), up to 4 rows (m3) of register tile, two parallel strips of N
+    outputs per register (n3), up to 4 rows (m3) of register tile, two (or the fewest > 1) parallel strips of N
     fused with the outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
     n3 = largest_divisor(shape.n, (16, 8, 4, 2))
     m3 = largest_divisor(shape.m, (4, 2))
-    n0 = 2 if (shape.n // n3) % 2 == 0 else 1
+    n0 = next((d for d in range(2, 17) if (shape.n // n3) % d == 0), 1)     # 2 strips, else the next
     k1 = max(d for d in range(1, min(shape.k, 256) + 1) if shape.k % d == 0)
     knob = {k.name: k for k in space.knobs}
     config = ((1, shape.m // m3, 1, m3), (n0, shape.n // (n0 * n3), 1, n3), (shape.k // k1, k1),

@@ -203,6 +203,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     (lambda: tn.NMSparseConv2d(8, 16, 3, dilation=2, padding=2), "nm_dense"),
 ], ids=["shift", "binary-binarized-input", "ternary", "nm"])
 def test_convolutions_become_im2col_and_kernels(layer, family, tmp_path):
+    """Compressed convolutions: im2col + their GEMM-family kernel; the fp32 one: direct conv2d."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), layer()).eval()
     x = torch.randn(2, 3, 9, 9)
@@ -211,7 +212,7 @@ def test_convolutions_become_im2col_and_kernels(layer, family, tmp_path):
     for plain in (False, True):
         path = tn.export_onnx(model, x, tmp_path / f"c{int(plain)}.onnx", plain=plain)
         compiled = compile_model(path, batch=2)
-        assert _families(compiled) == ["dense", family]
+        assert _families(compiled) == ["conv2d", family]
         assert "im2col" in " ".join(_funcs(compiled))
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 

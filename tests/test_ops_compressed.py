@@ -112,7 +112,7 @@ def test_compressed_spaces_start_from_a_valid_heuristic_config(shape):
     elif n % 16 == 0:
         assert knobs["tile_n"][3] == 16 and knobs["tile_k"][1] == (8 if k % 8 == 0 else 4)
     # the tuner-comparison GEMM space keeps the trivial start
-    assert get_task(f"dense:{m}x{n}x{k}").space.initial()[0] == (m, 1, 1, 1)
+    assert get_task(f"gemm:{m}x{n}x{k}").space.initial()[0] == (m, 1, 1, 1)
 
 
 @pytest.mark.parametrize("key,panel", [("ternary_dense:2x64x24", 16), ("shift_dense:1x48x16", 16),

@@ -18,7 +18,7 @@ DEFAULT_TRIALS = 200
 TUNE_EPILOG = """\
 workloads:
   gemm:MxNxK     C[M,N] = A[M,K] . B[K,N]
-  dense:MxNxK    C[M,N] = A[M,K] . W[N,K]^T  (linear layers)
+  dense:MxNxK    C[M,N] = A[M,K] . W[K,N]  (linear layers: the weight laid out [K,N] at build)
   bgemm:BxMxNxK  batched A . B
 
 examples:

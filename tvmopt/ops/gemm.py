@@ -1,5 +1,13 @@
-"""The dense GEMM family: ``gemm`` (A·B), ``dense`` (A·Wᵀ, as linear layers) and ``bgemm``
-(batched A·B). Compute and references here; the schedule space is in schedules/gemm.py."""
+"""The dense GEMM family: ``gemm`` (A·B), ``dense`` (linear layers) and ``bgemm`` (batched
+A·B). Compute and references here; the schedule space is in schedules/gemm.py.
+
+``dense`` is the kernel of a linear layer whose weight is a constant: the pass stores the
+weight ``W[N, K]`` transposed, as ``[K, N]`` (``to_kernel``), at compile time, so the output
+vectors read contiguous weight rows without a per-call packing copy, and its space starts from
+the heuristic config (no B packing below 16 rows: packing would copy the whole weight on
+every call to use it a few times). ``gemm`` keeps the trivial start: it is the tuner-comparison
+workload.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WorkloadError
-from ..schedules.gemm import GemmShape, apply_gemm, gemm_space
-from ..schedules.space import Config
+from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config
+from ..schedules.space import Config, Space
 from ..tasks import Task, register
+
+
+#: dense kernels with at least this many rows start with B packed (the copy is amortized)
+DENSE_PACK_MIN_M = 16
 
 
 class _TorchMatmul:
@@ -39,9 +51,17 @@ class GemmTask(Task):
 
     def __post_init__(self):
         self.space = gemm_space(self.shape)
+        if self.key.startswith("dense:"):
+            start = heuristic_config(self.shape, self.space)
+            pack = self.shape.m >= DENSE_PACK_MIN_M
+            self.space = Space(self.space.name, self.space.knobs, start=(*start[:3], pack, *start[4:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
         self.torch_reference = _TorchMatmul(s.transposed_b)
+
+    def to_kernel(self, arrays):
+        """The pass's [N, K] linear weight in the kernel's [K, N] layout."""
+        return [np.ascontiguousarray(arrays[0].T)] if self.key.startswith("dense:") else list(arrays)
 
     def _input_shapes(self):
         s = self.shape
@@ -97,7 +117,7 @@ def _make(family: str):
         batch = dims[0] if family == "bgemm" else 1
         m, n, k = dims[-3:]
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm",
-                                       transposed_b=family == "dense"))
+                                       transposed_b=False))
 
     return factory
 

@@ -77,6 +77,7 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
                                 log=lambda *_: None)
             row["tune_s"] = time.perf_counter() - start
             row["measured"] = sum(r.measured for _, _, _, r in result.tasks)
+            row["trials"] = sum(budget for _, _, budget, _ in result.tasks)
         tuned = compile_model(path, target, records=records, shipped=False)
         row["err_tuned"] = _rel(tuned(x), expected)
         fns["tuned"] = lambda: tuned(x)
@@ -103,13 +104,14 @@ def table(rows: list[dict], meta: dict) -> str:
         f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
         f"weights (`tvmopt.zoo.realize`), batch 1. Ratios are onnxruntime's time over each system's (> 1: faster "
         f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
-        f"(no user or shipped records); *tuned*: after `tvmopt tune` with the default budget "
-        f"({meta['trials']} trials, {meta['tuner']} tuner) from empty records. Goals: untuned >= "
+        f"(no user or shipped records); *tuned*: after `tvmopt tune` from empty records with "
+        f"{'the default budget (20 trials per task, at least 200)' if meta['trials'] is None else str(meta['trials']) + ' trials'}"
+        f" and the {meta['tuner']} tuner (trials in the table). Goals: untuned >= "
         f"{GOAL_UNTUNED}x (within 2x) everywhere, tuned >= {GOAL_TUNED}x on ResNet-50 and SqueezeNet, "
         f"ResNet-50 compiled in <= {GOAL_COMPILE_S:.0f} s, outputs within 1e-4 of onnxruntime.",
         "",
-        "| network | convs | tasks | compile s | onnxruntime ms | torch | untuned | tuned | tune s | max rel err |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | convs | tasks | compile s | onnxruntime ms | torch | untuned | tuned | trials | tune s | max rel err |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         tuned = f"{r['tuned_vs_onnxruntime']:.2f}x" if "tuned_vs_onnxruntime" in r else "-"
@@ -117,7 +119,7 @@ def table(rows: list[dict], meta: dict) -> str:
         err = max(r["err_untuned"], r.get("err_tuned", 0.0))
         lines.append(f"| {r['network']} | {r['convs']} | {r['tasks']} | {r['compile_s']:.1f} | "
                      f"{r['onnxruntime_ms']:.1f} | {r['torch_vs_onnxruntime']:.2f}x | "
-                     f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {tune_s} | {err:.1e} |")
+                     f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {r.get('trials', '-')} | {tune_s} | {err:.1e} |")
     met_untuned = [r["network"] for r in rows if r["untuned_vs_onnxruntime"] < GOAL_UNTUNED]
     met_tuned = [r["network"] for r in rows if r.get("tuned_vs_onnxruntime", GOAL_TUNED) < GOAL_TUNED]
     lines += ["", f"Untuned within 2x of onnxruntime: {'all' if not met_untuned else 'not ' + ', '.join(met_untuned)}. "
@@ -127,14 +129,14 @@ def table(rows: list[dict], meta: dict) -> str:
 
 def main() -> None:
     from tvmopt import zoo
-    from tvmopt.cli import DEFAULT_TRIALS
+    from tvmopt.tuning import MODEL_TUNER
     from tvmopt.target import parse_target
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--networks", default=",".join(zoo.NETWORKS), help="comma-separated (default: all)")
     ap.add_argument("--tune", default="resnet50,squeezenet", help="networks to tune (default: resnet50,squeezenet)")
-    ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="tuning budget per network")
-    ap.add_argument("--tuner", default="random")
+    ap.add_argument("--trials", type=int, default=None, help="tuning budget per network (default: tvmopt tune's)")
+    ap.add_argument("--tuner", default=MODEL_TUNER)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--reuse", action="store_true", help="reuse earlier tuning records instead of tuning again")
@@ -158,7 +160,7 @@ def main() -> None:
         sources = [SHIPPED] + [WORK / f"records-{n}" for n in tune if (WORK / f"records-{n}").exists()]
         header = (f"tvmopt shipped records on {target.key}: the bundled digits models (benchmarks/e2e.py --ship) "
                   f"and the zoo networks {', '.join(sorted(tune))} (benchmarks/networks.py --ship, "
-                  f"{args.trials} {args.tuner} trials each, {meta['machine']['date']}); one record per task")
+                  f"default budget, {args.tuner}, {meta['machine']['date']}); one record per task")
         print("shipped", pick_best(sources, SHIPPED / f"{target.key}.jsonl", target.key, header), "records")
 
 

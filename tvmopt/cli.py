@@ -84,6 +84,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .tuners import TUNERS
+    from .tuning import MODEL_MIN_TRIALS, MODEL_TRIALS_PER_TASK
 
     parser = _Parser(prog="tvmopt", description="Compile and autotune compressed neural networks with Apache TVM.")
     parser.add_argument("--version", action="version", version=f"tvmopt {__version__}")
@@ -100,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--target", default="llvm",
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")
-    tune.add_argument("--tuner", default="random", choices=sorted(TUNERS), help="search strategy (default: random)")
-    tune.add_argument("--trials", type=_trials, default=DEFAULT_TRIALS,
-                      help=f"measurement budget: for a workload, this tuner's trials on it; for a model, the "
-                           f"total, split over its tasks by FLOPs (default: {DEFAULT_TRIALS}, which tunes the "
-                           f"bundled digits CNN in a few minutes on 2 cores)")
+    tune.add_argument("--tuner", default=None, choices=sorted(TUNERS),
+                      help="search strategy (default: random for a workload; gbfs for a model, whose tasks "
+                           "start from heuristic configs that a local search improves)")
+    tune.add_argument("--trials", type=_trials, default=None,
+                      help=f"measurement budget: for a workload, this tuner's trials on it (default: "
+                           f"{DEFAULT_TRIALS}); for a model, the total, split over its tasks by FLOPs (default: "
+                           f"{MODEL_TRIALS_PER_TASK} per task, at least {MODEL_MIN_TRIALS}: the bundled digits CNN "
+                           f"in a few minutes, ResNet-50 in about 20 on 2 cores)")
     _records_option(tune)
     tune.add_argument("--batch-size", type=_positive_int, default=8, help="candidates built in parallel per step")
     tune.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
@@ -360,11 +364,12 @@ def cmd_compare(args) -> int:
 
 def cmd_tune_model(args) -> int:
     from .target import parse_target
-    from .tuning import tune_model
+    from .tuning import MODEL_TUNER, tune_model
 
     target = parse_target(args.target)
     with make_measurer(args, target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
-        result = tune_model(args.workload, target, tuner=args.tuner, trials=args.trials, records=args.records,
+        result = tune_model(args.workload, target, tuner=args.tuner or MODEL_TUNER, trials=args.trials,
+                            records=args.records,
                             batch=args.batch, batch_size=args.batch_size, seed=args.seed,
                             progress=not args.quiet and not args.verbose, resume=args.resume,
                             report=_report_line if args.verbose else None, measurer=measurer)
@@ -397,6 +402,7 @@ def cmd_tune(args) -> int:
         return cmd_tune_model(args)
     target = parse_target(args.target)
     task = get_task(args.workload)
+    args.tuner, args.trials = args.tuner or "random", args.trials or DEFAULT_TRIALS
     print(f"tuning {task.key} on {target.key} with {args.tuner}: space of {task.space.size():,} configs")
     with make_measurer(args, target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
         result = tune_task(task.key, target, tuner=args.tuner, trials=args.trials, records=args.records,

@@ -1,10 +1,10 @@
 """The LLVM schedule space of direct 2-D convolution (NCHW in, NCHW out) and ``apply_conv2d``.
 
 Why direct and not im2col + the GEMM space: on ResNet-50's 3x3 layers the im2col stage
-writes 9x the input and reads it back, and it ran as a separate, memory-bound pass; measured
-here, direct convolution was faster on every conv shape of ResNet-50 and SqueezeNet (see
-BENCHMARKS.md, "conv2d: direct vs im2col"). im2col stays for the compressed conv variants,
-whose kernels are GEMMs over decoded weights.
+writes 9x the input and reads it back as a separate, memory-bound pass, and its epilogue
+cannot fuse through the reshape back to NCHW. Measured on whole networks with default schedules
+(benchmarks/conv_choice.py, BENCHMARKS.md "conv2d: direct vs im2col"): DIRECT_VS_IM2COL. im2col
+stays for the compressed conv variants, whose kernels are GEMMs over decoded weights.
 
 The weight is stored (at compile time, it is a constant) as ``W'[O/ob, C, KH, KW, ob]``: a
 block of ``ob`` output channels is one contiguous vector per (c, kh, kw). The loop nest

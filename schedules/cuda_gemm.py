@@ -26,7 +26,7 @@ Nothing here imports TVM at module level.
 
 from __future__ import annotations
 
-from .gemm import GemmShape, largest_divisor
+from .gemm import GemmShape, largest_divisor, split_gemm_loops
 from .space import Choice, Config, Space, Split, restrict
 
 UNROLL = (0, 16, 64, 512)
@@ -102,12 +102,7 @@ def apply_cuda_gemm(sch, shape: GemmShape, space: Space, config: Config, block: 
         sch.compute_inline(sch.get_sblock("W"))
         has_w = False
 
-    loops = sch.get_loops(c)
-    lead = list(loops[:-3]) if shape.batched else []
-    i, j, k = loops[-3:]
-    m = sch.split(i, factors=list(tm))
-    n = sch.split(j, factors=list(tn))
-    kk = sch.split(k, factors=list(tk))
+    lead, m, n, kk = split_gemm_loops(sch, c, shape, tm, tn, tk)
     sch.reorder(*lead, m[0], n[0], m[1], n[1], kk[0], kk[1], m[2], n[2])
     if lead:
         sch.bind(lead[0], "blockIdx.z")

@@ -105,12 +105,7 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
     if knob["pack_b"]:
         _pack_b(sch, block, shape, tn[3])
 
-    loops = sch.get_loops(block)
-    lead = list(loops[:-3]) if shape.batched else []
-    i, j, k = loops[-3:]
-    m = sch.split(i, factors=list(tm))
-    n = sch.split(j, factors=list(tn))
-    kk = sch.split(k, factors=list(tk))
+    lead, m, n, kk = split_gemm_loops(sch, block, shape, tm, tn, tk)
     sch.reorder(*lead, m[0], n[0], m[1], n[1], kk[0], m[2], n[2], kk[1], m[3], n[3])
 
     outer = lead + [m[0], n[0]]
@@ -133,6 +128,15 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
     if knob["vectorize"] and tn[3] > 1:
         sch.vectorize(n[3])
     sch.decompose_reduction(block, kk[0])
+
+
+def split_gemm_loops(sch, block, shape: GemmShape, tm, tn, tk):
+    """The (i, j, k) loops of a GEMM block split by the factors of its config: returns the
+    batch loops and the split loops of M, N and K (shared by the LLVM and CUDA spaces)."""
+    loops = sch.get_loops(block)
+    lead = list(loops[:-3]) if shape.batched else []
+    i, j, k = loops[-3:]
+    return lead, sch.split(i, factors=list(tm)), sch.split(j, factors=list(tn)), sch.split(k, factors=list(tk))
 
 
 def _pack_b(sch, block, shape: GemmShape, width: int) -> None:

@@ -167,3 +167,31 @@ def test_space_moves_stay_in_the_conv2d_space():
     assert space.contains(start)
     for c in itertools.islice(space.neighbours(start), 50):
         assert space.contains(c)
+
+
+def test_batch_norm_not_after_a_conv_and_asymmetric_padding(tmp_path):
+    """BN after a ReLU becomes a per-channel multiply-add; a conv with asymmetric pads gets an
+    explicit pad before the direct kernel (pads = 0 in its key). Both match onnxruntime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((16, 8, 2, 2)).astype(np.float32)
+    stats = [rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.1, 8), rng.normal(0, 0.1, 8), rng.uniform(0.5, 1.5, 8)]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")] + [
+        numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(stats, ("g", "b", "m", "v"))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("BatchNormalization", ["r1", "g", "b", "m", "v"], ["n1"]),
+             helper.make_node("Conv", ["n1", "w2"], ["y"], pads=[0, 1, 1, 0], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 11, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "bn_pad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = rng.standard_normal((1, 3, 11, 11)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    compiled = compile_model(path, "llvm", records=tmp_path / "none")
+    _close(compiled(x), expected)
+    assert "batch_norm" not in compiled.lowered.mod.script(show_meta=False)
+    assert "conv2d:1x8x12x12x16x2x2x2x0" in compiled.tuned          # 11 + 0 + 1 padded explicitly

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..frontend import static_shape
+from .bindings import Bindings
 
 
 def fold_batch_norm(mod):
@@ -27,19 +28,7 @@ def fold_batch_norm(mod):
     op_add = tvm.ir.Op.get("relax.add")
 
     @relax.expr_functor.mutator
-    class Folder(relax.PyExprMutator):
-        def _resolve(self, expr):
-            while isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                if bound is None:
-                    return expr
-                expr = bound
-            return expr
-
-        def _const(self, expr):
-            value = getattr(self._resolve(expr), "value", None)       # a relax constant's tensor
-            return value.numpy() if hasattr(value, "numpy") else None
-
+    class Folder(Bindings, relax.PyExprMutator):
         def visit_tuple_getitem_(self, op):
             op = super().visit_tuple_getitem_(op)
             bn = self._resolve(op.tuple_value)

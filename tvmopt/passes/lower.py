@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from .schedule import OPAQUE, OUT_EWISE_FUSABLE
@@ -71,26 +72,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
 
     @relax.expr_functor.mutator
-    class Rewriter(relax.PyExprMutator):
-        def _const(self, expr):
-            """numpy value of a constant (through variable bindings), else None."""
-            expr = self._resolve(expr)
-            if isinstance(expr, (relax.Var, relax.Call)):
-                return None
-            value = getattr(expr, "value", None)
-            if value is not None and hasattr(value, "numpy"):
-                return value.numpy()
-            return None
-
-        def _resolve(self, expr):
-            """What a variable is bound to, through chains of bindings (the variable if unbound)."""
-            while isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                if bound is None:
-                    return expr
-                expr = bound
-            return expr
-
+    class Rewriter(Bindings, relax.PyExprMutator):
         def _is_binarize(self, expr) -> bool:
             """where(x >= 0, 1, -1) as written by tvmopt.nn's plain export."""
             call = self._resolve(expr)
@@ -187,7 +169,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
             kern = detect(w.reshape(o, -1), options=options)
-            if kern.family == DENSE and sh == sw and dh == dw == 1:
+            if kern.family == DENSE and sh == sw and dh == dw == 1 and options.direct_conv:
                 return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source)
             if bias is not None:
                 kern.bias = bias.astype(np.float32)

@@ -1,0 +1,28 @@
+"""What the pass's Relax mutators share: looking through variable bindings."""
+
+from __future__ import annotations
+
+
+class Bindings:
+    """Mixed into a ``relax.PyExprMutator``: constants and bound expressions behind variables."""
+
+    def _resolve(self, expr):
+        """What a variable is bound to, through chains of bindings (the variable if unbound)."""
+        from tvm import relax
+
+        while isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            if bound is None:
+                return expr
+            expr = bound
+        return expr
+
+    def _const(self, expr):
+        """numpy value of a constant (through variable bindings), else None."""
+        from tvm import relax
+
+        expr = self._resolve(expr)
+        if isinstance(expr, (relax.Var, relax.Call)):
+            return None
+        value = getattr(expr, "value", None)       # a relax constant's tensor
+        return value.numpy() if value is not None and hasattr(value, "numpy") else None

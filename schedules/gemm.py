@@ -66,7 +66,8 @@ def heuristic_config(shape: GemmShape, space: Space):
     fused with the outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
     n3 = largest_divisor(shape.n, (16, 8, 4, 2))
     m3 = largest_divisor(shape.m, (4, 2))
-    n0 = next((d for d in range(2, 17) if (shape.n // n3) % d == 0), 1)     # 2 strips, else the next
+    # two parallel strips (else the fewest > 1), unless the product is too small to share
+    n0 = next((d for d in range(2, 17) if (shape.n // n3) % d == 0), 1) if shape.m * shape.n * shape.k >= 1 << 16 else 1
     k1 = max(d for d in range(1, min(shape.k, 256) + 1) if shape.k % d == 0)
     knob = {k.name: k for k in space.knobs}
     config = ((1, shape.m // m3, 1, m3), (n0, shape.n // (n0 * n3), 1, n3), (shape.k // k1, k1),

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WorkloadError
-from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config
+from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config, largest_divisor
 from ..schedules.space import Config, Space
 from ..tasks import Task, register
 
 
 #: dense kernels with at least this many rows start with B packed (the copy is amortized)
 DENSE_PACK_MIN_M = 16
+#: up to this many rows a dense kernel is a matrix-vector product: its start streams the weight
+GEMV_MAX_M = 4
 
 
 class _TorchMatmul:
@@ -52,9 +54,18 @@ class GemmTask(Task):
     def __post_init__(self):
         self.space = gemm_space(self.shape)
         if self.key.startswith("dense:"):
-            start = heuristic_config(self.shape, self.space)
-            pack = self.shape.m >= DENSE_PACK_MIN_M
-            self.space = Space(self.space.name, self.space.knobs, start=(*start[:3], pack, *start[4:]))
+            s = self.shape
+            tm, tn, tk, *rest = heuristic_config(s, self.space)
+            if s.m <= GEMV_MAX_M:
+                # a few rows: stream the weight row by row (a K block of a few rows at a time) with
+                # all of a strip's outputs accumulated in cache; K-deep column strips of a [K, N]
+                # weight touch one page per row and ran 3x slower (dense:1x4096x9216)
+                n0, n3 = tn[0], tn[3]
+                tn = (n0, 1, s.n // (n0 * n3), n3)
+                k1 = largest_divisor(s.k, (4, 2, 1))
+                tk = (s.k // k1, k1)
+            self.space = Space(self.space.name, self.space.knobs,
+                               start=(tm, tn, tk, s.m >= DENSE_PACK_MIN_M, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
         self.torch_reference = _TorchMatmul(s.transposed_b)

@@ -28,7 +28,7 @@ def fold_batch_norm(mod):
     op_add = tvm.ir.Op.get("relax.add")
 
     @relax.expr_functor.mutator
-    class Folder(Bindings, relax.PyExprMutator):
+    class Folder(relax.PyExprMutator, Bindings):
         def visit_tuple_getitem_(self, op):
             op = super().visit_tuple_getitem_(op)
             bn = self._resolve(op.tuple_value)

@@ -72,7 +72,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
 
     @relax.expr_functor.mutator
-    class Rewriter(Bindings, relax.PyExprMutator):
+    class Rewriter(relax.PyExprMutator, Bindings):
         def _is_binarize(self, expr) -> bool:
             """where(x >= 0, 1, -1) as written by tvmopt.nn's plain export."""
             call = self._resolve(expr)
@@ -94,13 +94,28 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if call.op.same_as(op_conv):
                 w = self._const(call.args[1])
                 a = call.attrs
-                if w is not None and int(a.groups) == 1 and str(a.data_layout) == "NCHW" \
-                        and str(a.kernel_layout) == "OIHW":
+                groups = int(a.groups)
+                if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" \
+                        and (groups == 1 or w.shape[1] > 1):          # depthwise stays with Relax
                     pads = [int(p) for p in a.padding]
                     geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
                                 "dilations": [int(v) for v in a.dilation]}
-                    return self._conv(call.args[0], w, geometry, None, "conv2d")
+                    if groups == 1:
+                        return self._conv(call.args[0], w, geometry, None, "conv2d")
+                    return self._grouped_conv(call.args[0], w, groups, geometry)
             return call
+
+        def _grouped_conv(self, x, w, groups, geometry):
+            """A grouped convolution as one convolution per group on its slice of the channels,
+            concatenated (each group is an ordinary conv task; identical groups share it)."""
+            per_in, per_out = w.shape[1], w.shape[0] // groups
+            outs = []
+            for g in range(groups):
+                part = self.builder_.emit(relax.op.strided_slice(x, axes=[1], begin=[g * per_in],
+                                                                 end=[(g + 1) * per_in]))
+                conv = self._conv(part, w[g * per_out:(g + 1) * per_out], geometry, None, f"conv2d group {g}")
+                outs.append(self.builder_.emit(conv))
+            return relax.op.concat(outs, axis=1)
 
         # ---- matmul with a constant weight ----
         def _lower_matmul(self, call):

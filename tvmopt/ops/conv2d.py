@@ -110,9 +110,10 @@ class Conv2dTask(Task):
         self.apply(sch, sch.get_sblock("conv"), config)
         return sch.mod
 
-    def apply(self, sch, block, config: Config | None, epilogue=()) -> None:
-        """Schedule ``block`` (this task's convolution, possibly inside a fused function)."""
-        apply_conv2d(sch, block, self.shape, self.space, self.space.initial() if config is None else config,
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        """Schedule ``block`` (this task's convolution, possibly inside a fused function);
+        returns the epilogue blocks it could not inline."""
+        return apply_conv2d(sch, block, self.shape, self.space, self.space.initial() if config is None else config,
                      epilogue)
 
 

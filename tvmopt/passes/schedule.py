@@ -65,7 +65,8 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
             order = [sch.get(b).name_hint for b in blocks]
             at = order.index(sch.get(block).name_hint)
             epilogue = [sch.get_sblock(name) for name in order[at + 1:]]
-            task.apply(sch, block, configs(task.key, task.space), epilogue)
+            for rest in task.apply(sch, block, configs(task.key, task.space), epilogue) or ():
+                _parallel_vectorize(sch, rest)
         else:
             default_schedule(sch)
             defaulted.append(gv.name_hint)

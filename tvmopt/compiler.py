@@ -4,7 +4,9 @@
     y = compiled(x)                       # numpy in, numpy out
 
 Each kernel uses the best record of its task for this target (user records first, then the
-records shipped in ``logs/``), or its space's initial config when there is none.
+records shipped in ``logs/``), or its space's initial config when there is none. After the
+pass, Relax fuses epilogues into the convolutions and every function is scheduled
+(:mod:`tvmopt.passes.schedule`); the build warns if any heavy function is left serial.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def run_main(func, x: np.ndarray, device) -> np.ndarray:
 
 def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
     """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
-    default records directory ``tvmopt tune`` writes to), then the shipped ones.
+    default records directory ``tvmopt tune`` writes to), then the shipped ones (unless
+    ``shipped`` is False).
 
     Each records file is read once. A task gets the fastest record whose config fits its
     current space: a record made before the space changed is passed over with one warning,
@@ -99,12 +102,12 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     if records:
         tables.append(("records", RecordCache(records).ranked(target.key)))
     if shipped and SHIPPED_RECORDS.exists():
-        shipped = RecordCache(SHIPPED_RECORDS)
-        keys = [target.key] + [k for k in shipped.target_keys()
+        bundled = RecordCache(SHIPPED_RECORDS)
+        keys = [target.key] + [k for k in bundled.target_keys()
                                if k != target.key and k.split("-")[0] == target.key.split("-")[0]]
         for key in keys:
             try:
-                tables.append(("shipped" if key == target.key else f"shipped:{key}", shipped.ranked(key)))
+                tables.append(("shipped" if key == target.key else f"shipped:{key}", bundled.ranked(key)))
             except RecordsError as e:
                 warnings.warn(f"shipped records skipped: {e}")
     used: dict[str, str] = {}

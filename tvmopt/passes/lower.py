@@ -12,9 +12,14 @@ It rewrites, in ``main``:
 
 Each kernel is built from its task (so tuning records keyed by the task apply) with the best
 config ``configs(key, space)`` returns (one that fits the space), or the space's initial config. Scales, biases and input
-transforms become ordinary Relax ops around the ``call_tir``. Convolutions with constant weights
-(plain ``conv2d`` and ``ai.tvmopt`` conv nodes, decoded exactly and detected again) become an
-im2col stage and the same GEMM-family kernels over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``.
+transforms become ordinary Relax ops around the ``call_tir``.
+
+Convolutions with constant weights: a dense fp32 weight becomes the direct ``conv2d`` task,
+emitted *unscheduled* and fusable so that its bias, ReLU and residual add fuse into it
+(:mod:`.schedule` applies its config after fusion); grouped ones become one such conv per
+group. A compressed weight (plain ``conv2d`` with detected structure, or ``ai.tvmopt`` conv
+nodes, decoded exactly and detected again) becomes an im2col stage and the GEMM-family kernel
+over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``. Batch norms are folded first (:mod:`.fold`).
 """
 
 from __future__ import annotations

@@ -93,18 +93,22 @@ def test_in_flight_candidate_of_a_killed_server_is_requeued(tmp_path):
     rng = random.Random(0)
     configs = list({task.space.random(rng) for _ in range(6)})
     with LoopbackFleet(servers=2, key="requeue", log_dir=str(tmp_path)) as fleet:
-        measurer = RPCMeasurer(parse_target("llvm"), tracker=fleet.tracker, key="requeue", min_repeat_ms=300)
-        started = threading.Event()
+        # each candidate times for >= 3 s, so once two runs have started both servers are busy
+        measurer = RPCMeasurer(parse_target("llvm"), tracker=fleet.tracker, key="requeue", min_repeat_ms=1000)
+        both_busy = threading.Event()
+        started = []
         run_remote = measurer._run_remote
 
         def spy(*args):
-            started.set()
+            started.append(1)
+            if len(started) >= 2:
+                both_busy.set()
             return run_remote(*args)
         measurer._run_remote = spy
 
         def kill_when_busy():
-            started.wait(120)
-            threading.Event().wait(0.5)          # both servers are timing a candidate (>= 0.9 s each)
+            both_busy.wait(120)
+            threading.Event().wait(0.3)
             fleet.kill(fleet.servers[0])
         killer = threading.Thread(target=kill_when_busy)
         killer.start()

@@ -240,11 +240,26 @@ class LoopbackFleet:
                                                 "tracker"))
         started = [self._spawn(self._server_args(), f"server{i}") for i in range(servers)]   # in parallel
         self.servers = [self._wait(*s) for s in started]
+        self._wait_registered()
 
     def add_server(self):
         proc = self._wait(*self._spawn(self._server_args(), f"server{len(self.servers)}"))
         self.servers.append(proc)
+        self._wait_registered()
         return proc
+
+    def _wait_registered(self, timeout: float = 60.0) -> None:
+        """Until the tracker lists every server: a server logs that it listens before it has
+        registered, and a measurer started in between sees fewer servers than there are."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if servers_for(connect_tracker(*self.tracker).summary(), self.key) >= len(self.servers):
+                    return
+            except Exception:  # noqa: BLE001 - the tracker is still starting
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the tracker lists fewer than {len(self.servers)} servers after {timeout:g} s")
 
     def _server_args(self) -> list[str]:
         return ["server", "--tracker", f"127.0.0.1:{self.tracker[1]}", "--key", self.key, "--host", "127.0.0.1",

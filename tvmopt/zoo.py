@@ -51,7 +51,7 @@ def source_path(name: str) -> Path:
 def _role_value(op: str, index: int, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A random tensor for input ``index`` of an ``op`` node."""
     size = int(np.prod(shape)) if shape else 1
-    if op == "Conv" and index == 1 or op == "Gemm" and index == 1 or op == "MatMul" and index == 1:
+    if index == 1 and op in ("Conv", "Gemm", "MatMul"):
         fan_in = size // shape[0] if op == "Conv" else (shape[0] if op == "MatMul" else shape[-1])
         return rng.normal(0.0, np.sqrt(2.0 / max(1, fan_in)), size=shape)
     if op == "BatchNormalization":

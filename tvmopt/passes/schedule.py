@@ -58,14 +58,12 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
             continue
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         blocks = _blocks(sch)
-        tasked = [b for b in blocks if TASK_ANNOTATION in sch.get(b).annotations]
-        if tasked:
-            block = tasked[0]
+        at = next((i for i, b in enumerate(blocks) if TASK_ANNOTATION in sch.get(b).annotations), None)
+        if at is not None:
+            block = blocks[at]
             task = get_task(str(sch.get(block).annotations[TASK_ANNOTATION]))
-            order = [sch.get(b).name_hint for b in blocks]
-            at = order.index(sch.get(block).name_hint)
-            epilogue = [sch.get_sblock(name) for name in order[at + 1:]]
-            for rest in task.apply(sch, block, configs(task.key, task.space), epilogue) or ():
+            # the task schedules its own stages (a pad) and inlines what it can of the epilogue
+            for rest in task.apply(sch, block, configs(task.key, task.space), blocks[at + 1:]) or ():
                 _parallel_vectorize(sch, rest)
         else:
             default_schedule(sch)

@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from report import ROOT, machine, update_section, write_json
+from report import ROOT, machine, median_seconds, update_section, write_json
 
 from tvmopt.target import parse_target
 
@@ -44,15 +44,7 @@ GOALS = {"binary": 1.5, "shift": 1.5, "fastfood": 1.5, "nm2:4": 1.2, "nm2:4-T": 
 
 def _timer(fn, min_seconds: float = 0.05):
     """A function giving the median seconds per call of ``fn`` over ``min_seconds``."""
-    def run():
-        fn()
-        samples, start = [], time.perf_counter()
-        while time.perf_counter() - start < min_seconds or len(samples) < 5:
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples)
-    return run
+    return lambda: median_seconds(fn, min_seconds)
 
 
 def _batches(x: np.ndarray, batch: int):

@@ -25,23 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, update_section, write_json  # noqa: E402
+from report import ROOT, machine, median_seconds, update_section, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
 GOAL_UNTUNED = 0.5        # within 2x of onnxruntime
 GOAL_TUNED = 1.0          # at least onnxruntime's speed (resnet50, squeezenet)
 GOAL_COMPILE_S = 180.0    # ResNet-50
-
-
-def _median_call(fn, min_seconds: float = 0.3, least: int = 5) -> float:
-    fn()
-    samples, start = [], time.perf_counter()
-    while time.perf_counter() - start < min_seconds or len(samples) < least:
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
 
 
 def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int, reuse: bool) -> dict:
@@ -85,7 +75,7 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
     for _ in range(rounds):
         for k, fn in fns.items():
             time.sleep(0.2)          # the previous runtime's spinning threads go to sleep
-            samples[k].append(_median_call(fn))
+            samples[k].append(median_seconds(fn, 0.3))
     ratios = {k: statistics.median(o / t for o, t in zip(samples["onnxruntime"], samples[k])) for k in fns}
     row.update({f"{k}_ms": statistics.median(v) * 1e3 for k, v in samples.items()})
     row.update({f"{k}_vs_onnxruntime": r for k, r in ratios.items() if k != "onnxruntime"})

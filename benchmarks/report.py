@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +32,18 @@ def machine() -> dict:
         commit = ""
     return {"cpu": cpu, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "commit": commit}
+
+
+def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
+    """Median seconds per call of ``fn`` (after one warm-up call) over at least ``min_seconds``
+    and ``least`` calls."""
+    fn()
+    samples, start = [], time.perf_counter()
+    while time.perf_counter() - start < min_seconds or len(samples) < least:
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
 
 
 def write_json(name: str, data: dict) -> Path:

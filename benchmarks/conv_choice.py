@@ -26,8 +26,8 @@ from report import machine, median_seconds, update_section, write_json  # noqa: 
 def main() -> None:
     import onnxruntime as ort
 
-    from tvmopt import zoo
-    from tvmopt.compiler import compile_model
+    from tvmopt.testing import zoo
+    from tvmopt.build.compile import compile_model
     from tvmopt.passes import DetectOptions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -61,7 +61,7 @@ def predict(fn, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def tune(stem: str, batch: int, target, trials: int, tuner: str) -> dict:
-    from tvmopt.tuning import tune_model
+    from tvmopt.tune.loop import tune_model
 
     start = time.perf_counter()
     result = tune_model(MODELS / f"{stem}.onnx", target, tuner=tuner, trials=trials, records=RECORDS,
@@ -74,9 +74,9 @@ def evaluate(arch: str, variant: str, batch: int, target, rounds: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from tvmopt.compiler import compile_model
+    from tvmopt.build.compile import compile_model
     from tvmopt.nn import to_plain
-    from tvmopt.nn.digits import load_model, stem
+    from tvmopt.testing.digits import load_model, stem
 
     name = stem(arch, variant)
     data = np.load(MODELS / "digits_test.npz")
@@ -132,8 +132,8 @@ def budget_check(name: str, target, tuner: str) -> dict:
     """``tvmopt tune`` of a bundled model with the CLI's default budget, from empty records."""
     import tempfile
 
-    from tvmopt.cli import DEFAULT_TRIALS
-    from tvmopt.tuning import tune_model
+    from tvmopt.cli.main import DEFAULT_TRIALS
+    from tvmopt.tune.loop import tune_model
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -145,8 +145,8 @@ def budget_check(name: str, target, tuner: str) -> dict:
 
 
 def ship(target, rows: list[dict], trials: int, tuner: str) -> int:
-    from tvmopt.cache import pick_best
-    from tvmopt.tuning import extract_tasks
+    from tvmopt.records.store import pick_best
+    from tvmopt.tune.loop import extract_tasks
 
     keys = set()
     for r in rows:
@@ -223,7 +223,7 @@ def main() -> None:
         models = [(a, v) for a, v in models if f"{a}_{v}" in want or f"{a}_{v.replace(':', '')}" in want]
     batches = [int(b) for b in args.batches.split(",")]
 
-    from tvmopt.nn.digits import stem
+    from tvmopt.testing.digits import stem
 
     tuning = []
     if not args.no_tune:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.measure import LocalMeasurer
+from tvmopt.measure.local import LocalMeasurer
 from tvmopt.target import parse_target
-from tvmopt.tasks import get_task
-from tvmopt.tuning import tune_task
+from tvmopt.ops.task import get_task
+from tvmopt.tune.loop import tune_task
 
 # Goto-style: 2 parallel row halves, 8-row x 32-column register tile (16 zmm accumulators on
 # AVX-512, 32 ymm would spill on AVX2: see BENCHMARKS.md), B packed in 32-wide panels.

@@ -18,12 +18,12 @@ import time
 from report import ROOT, machine
 from tqdm import tqdm
 
-from tvmopt.cache import Record, RecordCache, tvm_version
-from tvmopt.measure import LocalMeasurer
+from tvmopt.records.store import Record, RecordCache, tvm_version
+from tvmopt.measure.local import LocalMeasurer
 from tvmopt.schedules.gemm import replay_subspace
 from tvmopt.schedules.space import config_to_json
 from tvmopt.target import parse_target
-from tvmopt.tasks import get_task
+from tvmopt.ops.task import get_task
 
 BATCH = 16
 

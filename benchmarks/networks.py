@@ -38,9 +38,9 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
     import onnxruntime as ort
     import torch
 
-    from tvmopt import zoo
-    from tvmopt.compiler import compile_model
-    from tvmopt.tuning import tune_model
+    from tvmopt.testing import zoo
+    from tvmopt.build.compile import compile_model
+    from tvmopt.tune.loop import tune_model
 
     path = zoo.realize(name, WORK / f"{name}.onnx")
     records = WORK / f"records-{name}"
@@ -118,8 +118,8 @@ def table(rows: list[dict], meta: dict) -> str:
 
 
 def main() -> None:
-    from tvmopt import zoo
-    from tvmopt.tuning import MODEL_TUNER
+    from tvmopt.testing import zoo
+    from tvmopt.tune.loop import MODEL_TUNER
     from tvmopt.target import parse_target
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -145,7 +145,7 @@ def main() -> None:
     write_json("networks", {**meta, "rows": rows})
     update_section("networks", table(rows, meta))
     if args.ship:
-        from tvmopt.cache import pick_best
+        from tvmopt.records.store import pick_best
 
         sources = [SHIPPED] + [WORK / f"records-{n}" for n in tune if (WORK / f"records-{n}").exists()]
         header = (f"tvmopt shipped records on {target.key}: the bundled digits models (benchmarks/e2e.py --ship) "

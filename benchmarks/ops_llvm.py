@@ -20,8 +20,8 @@ import numpy as np
 from report import ROOT, machine, update_section, write_json
 
 from tvmopt.target import parse_target
-from tvmopt.tasks import get_task
-from tvmopt.tuning import tune_task
+from tvmopt.ops.task import get_task
+from tvmopt.tune.loop import tune_task
 
 RECORDS = ROOT / "benchmarks" / "results" / "ops_records"
 

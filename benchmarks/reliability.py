@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tvmopt.reliability import (BAD_INPUTS, MUTATIONS, check_bad_input, cli_env, concurrent_tunes,  # noqa: E402
+from tvmopt.testing.reliability import (BAD_INPUTS, MUTATIONS, check_bad_input, cli_env, concurrent_tunes,  # noqa: E402
                                 fuzz, kill_and_resume, records_file, run_cli)
-from tvmopt.testing import BEHAVIOURS  # noqa: E402
+from tvmopt.testing.faults import BEHAVIOURS  # noqa: E402
 
 
 def bad_inputs(work: Path) -> list[dict]:

@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import machine, update_section, write_json  # noqa: E402
-from tvmopt.measure import LocalMeasurer  # noqa: E402
-from tvmopt.rpc import LoopbackFleet, RPCMeasurer  # noqa: E402
+from tvmopt.measure.local import LocalMeasurer  # noqa: E402
+from tvmopt.measure.rpc import LoopbackFleet, RPCMeasurer  # noqa: E402
 from tvmopt.target import parse_target  # noqa: E402
-from tvmopt.tuning import tune_task  # noqa: E402
+from tvmopt.tune.loop import tune_task  # noqa: E402
 
 
 def one_run(workload: str, trials: int, measurer) -> dict:

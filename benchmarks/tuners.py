@@ -20,10 +20,11 @@ import shutil
 
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.compare import add_metaschedule_reference, compare, runs_from_logs, summarize_runs
-from tvmopt.measure import LocalMeasurer, ReplayMeasurer
+from tvmopt.tune.compare import add_metaschedule_reference, compare, runs_from_logs, summarize_runs
+from tvmopt.measure.local import LocalMeasurer
+from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.target import parse_target
-from tvmopt.tasks import get_task
+from tvmopt.ops.task import get_task
 
 TUNERS = ["gbfs", "na2c", "xgb", "random"]
 DEFAULT_TABLE = ROOT / "logs" / "replay" / "gemm_256x256x256_llvm-znver5-2c.json"

@@ -77,7 +77,7 @@ def main() -> None:
     import torch
 
     import tvmopt
-    from tvmopt.nn.digits import load_model
+    from tvmopt.testing.digits import load_model
 
     module = tvmopt.load(lib)
     _, arch, variant = args.model.split("_", 2)

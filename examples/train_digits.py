@@ -28,7 +28,7 @@ from report import machine, update_section, write_json  # noqa: E402
 
 from tvmopt.nn import export_onnx  # noqa: E402
 from tvmopt.nn import digits  # noqa: E402
-from tvmopt.nn.digits import load_split, train_all  # noqa: E402
+from tvmopt.testing.digits import load_split, train_all  # noqa: E402
 
 # weight-memory goals of the compressed-layers issue, on the layers each variant compresses
 RATIO_GOAL = {"shift": 6.0, "binary": 32.0, "ternary": 16.0, "nm2:4": 1.7, "nm2:4-T": 1.7, "hashed": 8.0}

@@ -5,9 +5,9 @@
 
 import argparse
 
-from tvmopt.cache import RecordCache
+from tvmopt.records.store import RecordCache
 from tvmopt.target import parse_target
-from tvmopt.tuning import tune_task
+from tvmopt.tune.loop import tune_task
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--trials", type=int, default=32)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tvmopt.cache import Record, RecordCache
+from tvmopt.records.store import Record, RecordCache
 from tvmopt.errors import RecordsError
 
 
@@ -102,7 +102,7 @@ def test_concurrent_writers_never_interleave(tmp_path):
 def test_lock_is_held_while_writing(tmp_path):
     from filelock import FileLock
 
-    import tvmopt.cache as cache_mod
+    import tvmopt.records.store as cache_mod
 
     cache = RecordCache(tmp_path)
     cache.append([rec(0)])
@@ -119,7 +119,7 @@ def test_lock_is_held_while_writing(tmp_path):
 
 
 def test_pick_best_writes_one_record_per_workload_after_a_header(tmp_path):
-    from tvmopt.cache import pick_best
+    from tvmopt.records.store import pick_best
 
     src = RecordCache(tmp_path / "all")
     src.append([rec(1, cost=3.0), rec(2, cost=0.5), rec(3, cost=0.1, error="wrong_result"),

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import tvmopt.nn as tn
-from tvmopt.cli import main
-from tvmopt.compiler import compile_model
+from tvmopt.cli.main import main
+from tvmopt.build.compile import compile_model
 from tvmopt.passes import detect
 
 IN = 64
@@ -183,7 +183,7 @@ def test_unsupported_operator_is_named(tmp_path, capsys):
 
 def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     from tvmopt.target import parse_target
-    from tvmopt.tuning import tune_task
+    from tvmopt.tune.loop import tune_task
 
     model, compact, _ = exports["ternary"]
     key = "ternary_dense:4x48x64"
@@ -236,9 +236,9 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
 
 def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path, exports, monkeypatch):
     """A config tuned on another CPU of the same target kind beats the untuned default."""
-    from tvmopt import compiler
-    from tvmopt.cache import Record, RecordCache
-    from tvmopt.tasks import get_task
+    from tvmopt.build import compile as compiler
+    from tvmopt.records.store import Record, RecordCache
+    from tvmopt.ops.task import get_task
 
     _, compact, _ = exports["ternary"]
     key = "ternary_dense:4x48x64"
@@ -277,7 +277,7 @@ def test_linear_regions_that_are_not_fastfood_become_a_matrix_and_rows_never_mix
         compiled = compile_model(path, batch=2)
         with torch.no_grad():
             np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
-        from tvmopt.frontend import load
+        from tvmopt.model.frontend import load
 
         text = collapse(load(path, batch=2).mod).script()
         assert ("R.subtract" not in text) == collapsed, text

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvmopt import remote_cuda
-from tvmopt.cache import RecordCache
-from tvmopt.cuda import (CudaCandidate, CudaError, Kernel, check_launch_bounds, compile_candidate, cuda_task,
+from tvmopt.measure import remote_cuda
+from tvmopt.records.store import RecordCache
+from tvmopt.measure.cuda import (CudaCandidate, CudaError, Kernel, check_launch_bounds, compile_candidate, cuda_task,
                          nvcc_check)
 from tvmopt.schedules.space import config_from_json
 
@@ -112,15 +112,15 @@ def test_nvcc_reports_a_broken_source():
 
 
 def test_llvm_tasks_are_unchanged_and_cuda_spaces_are_data():
-    from tvmopt.tasks import get_task, task_for
+    from tvmopt.ops.task import get_task, task_for
 
     assert task_for("gemm:64x64x64").space == get_task("gemm:64x64x64").space
     assert task_for("gemm:64x64x64", "cuda").space.name == "gemm-cuda"
     with pytest.raises(CudaError, match="no CUDA schedule space"):
         cuda_task("fault:1")
-    code = ("import sys; import tvmopt.schedules.cuda_gemm, tvmopt.schedules.cuda_fwht, tvmopt.remote_cuda; "
+    code = ("import sys; import tvmopt.schedules.gemm, tvmopt.schedules.fwht, tvmopt.measure.remote_cuda; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tvm', 'torch', 'cupy') or "
-            "m in ('tvmopt.cuda', 'tvmopt.tasks', 'tvmopt.cache')); print(bad)")
+            "m in ('tvmopt.measure.cuda', 'tvmopt.ops.task', 'tvmopt.records.store')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -171,7 +171,7 @@ class FakeBackend:
 
 @pytest.fixture(scope="module")
 def batch_dir(tmp_path_factory):
-    from tvmopt.cuda_batch import export_batch
+    from tvmopt.measure.cuda_batch import export_batch
 
     task = cuda_task("gemm:64x64x64")
     too_many_threads = ((1, 64, 1), (1, 64, 1), (8, 8), True, 4, 0)
@@ -214,7 +214,7 @@ def test_runner_checks_times_and_reports_each_failure(batch_dir, tmp_path):
 
 
 def test_ingest_appends_records_like_local_measurements(batch_dir, tmp_path):
-    from tvmopt.cuda_batch import ingest
+    from tvmopt.measure.cuda_batch import ingest
 
     work = tmp_path / "b"
     shutil.copytree(batch_dir, work)
@@ -310,10 +310,10 @@ def test_runner_runs_as_a_copied_file_and_refuses_a_bad_directory(tmp_path):
 
 
 def test_cuda_replay_table_replays_the_cuda_space_for_every_tuner(tmp_path):
-    from tvmopt.cache import Record
-    from tvmopt.cuda_batch import write_replay_table
-    from tvmopt.measure import ReplayMeasurer
-    from tvmopt.schedules.cuda_gemm import cuda_replay_subspace
+    from tvmopt.records.store import Record
+    from tvmopt.measure.cuda_batch import write_replay_table
+    from tvmopt.measure.replay import ReplayMeasurer
+    from tvmopt.schedules.gemm import cuda_replay_subspace
     from tvmopt.tuners import make_tuner
 
     task = cuda_task("gemm:64x64x64")
@@ -334,7 +334,7 @@ def test_cuda_replay_table_replays_the_cuda_space_for_every_tuner(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from tvmopt.cli import main
+    from tvmopt.cli.main import main
 
     assert main(["cuda", "export", "gemm:64x64x64", "--out", str(tmp_path / "b"), "--config", "[1, 2]"]) == 2
     assert capsys.readouterr().err == "tvmopt: error: config (1, 2) is not in the space gemm-cuda\n"
@@ -344,6 +344,6 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["cuda", "ingest", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tvmopt: error: '{tmp_path / 'results.json'}' does not exist: run 'python3 -m "
-                          f"tvmopt.remote_cuda {tmp_path}' on the GPU host") and err.count("\n") == 1
+                          f"tvmopt.measure.remote_cuda {tmp_path}' on the GPU host") and err.count("\n") == 1
     assert main(["cuda", "export", "fault:1", "--out", str(tmp_path / "c")]) == 2
     assert "no CUDA schedule space" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 
 import tvmopt
-from tvmopt.cli import main
-from tvmopt.deploy import build
+from tvmopt.cli.main import main
+from tvmopt.build.deploy import build
 from tvmopt.target import parse_target
-from tvmopt.tuning import split_budget, tune_model
+from tvmopt.tune.loop import split_budget, tune_model
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 MODEL = MODELS / "digits_mlp_ternary.onnx"
@@ -107,7 +107,7 @@ def test_calls_take_misaligned_and_strided_inputs_and_return_owned_outputs():
     copied first; the output is the caller's own array (the VM may reuse its storage)."""
     from pathlib import Path
 
-    from tvmopt.compiler import compile_model
+    from tvmopt.build.compile import compile_model
 
     model = Path(__file__).resolve().parent.parent / "examples" / "models" / "digits_mlp_fp32.onnx"
     compiled = compile_model(model, batch=2)

@@ -7,7 +7,7 @@ import pytest
 import tvm
 
 from tvmopt.errors import ConfigError
-from tvmopt.tasks import get_task
+from tvmopt.ops.task import get_task
 
 SHAPES = ["gemm:96x80x48", "gemm:127x64x33", "dense:127x64x33", "dense:40x24x36", "bgemm:3x16x20x12",
           "gemm:1x7x5"]

@@ -4,9 +4,10 @@ import math
 
 import pytest
 
-from tvmopt.measure import ErrorKind, LocalMeasurer
-from tvmopt.testing import BEHAVIOURS
-from tvmopt.tasks import get_task
+from tvmopt.measure.base import ErrorKind
+from tvmopt.measure.local import LocalMeasurer
+from tvmopt.testing.faults import BEHAVIOURS
+from tvmopt.ops.task import get_task
 
 EXPECTED = {
     "ok": ErrorKind.OK,

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from tvmopt.compiler import compile_model
+from tvmopt.build.compile import compile_model
 from tvmopt.nn.export import export_onnx
 from tvmopt.ops.conv2d import conv2d_reference
-from tvmopt.passes.schedule import fuse, unscheduled_heavy
+from tvmopt.passes.fuse_schedule import fuse, unscheduled_heavy
 from tvmopt.target import parse_target
-from tvmopt.tasks import get_task
+from tvmopt.ops.task import get_task
 
 
 def _run_task(task, config, target):
@@ -122,7 +122,7 @@ def test_small_cnn_untuned_matches_onnxruntime_with_bn_folded_and_epilogues_fuse
 
 
 def test_small_cnn_tuned_uses_its_records_and_matches_onnxruntime(small_cnn, tmp_path):
-    from tvmopt.tuning import tune_model
+    from tvmopt.tune.loop import tune_model
 
     path, x, expected = small_cnn
     target = parse_target("llvm")
@@ -136,7 +136,7 @@ def test_small_cnn_tuned_uses_its_records_and_matches_onnxruntime(small_cnn, tmp
 
 @pytest.mark.parametrize("network", ["squeezenet", "resnet50"])
 def test_real_network_matches_onnxruntime(network, tmp_path):
-    from tvmopt import zoo
+    from tvmopt.testing import zoo
 
     path = zoo.realize(network, tmp_path / f"{network}.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -151,7 +151,7 @@ def test_real_network_matches_onnxruntime(network, tmp_path):
 
 
 def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
-    from tvmopt.reliability import run_cli
+    from tvmopt.testing.reliability import run_cli
 
     path, _, _ = small_cnn
     out = run_cli(["build", str(path), "-o", str(tmp_path / "m.so"), "--records", str(tmp_path / "none")],

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tvmopt.nn.ops import run_onnx
+from tvmopt.model.opset import run_onnx
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 SUMMARY = json.loads((MODELS / "digits.json").read_text())
@@ -30,7 +30,7 @@ def test_bundled_model_files_reproduce_the_recorded_accuracy(row):
 
 
 def test_training_pipeline_runs_and_learns():
-    from tvmopt.nn.digits import train_all
+    from tvmopt.testing.digits import train_all
 
     results = train_all(archs=("mlp",), epochs=4, finetune_epochs=1, only=("shift", "nm2:4"), log=lambda s: None)
     assert [r.variant for r in results] == ["fp32", "shift", "nm2:4"]
@@ -44,7 +44,7 @@ def test_bundled_pytorch_state_dicts_are_the_exported_models(row):
     ONNX exports compute."""
     import torch
 
-    from tvmopt.nn.digits import load_model, stem
+    from tvmopt.testing.digits import load_model, stem
 
     x = TEST["x"][:64]
     model = load_model(row["arch"], row["variant"], MODELS / f"{stem(row['arch'], row['variant'])}.pt")

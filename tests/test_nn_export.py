@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tvmopt.nn as tn
-from tvmopt.nn.ops import DOMAIN, SPECS, register_onnx_schemas, run_onnx
+from tvmopt.model.opset import DOMAIN, SPECS, register_onnx_schemas, run_onnx
 
 
 def _all_layers_model():

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from tvmopt.nn import formats
+from tvmopt.model import formats
 from tvmopt.nn.fastfood import fwht, fwht_np
 from tvmopt.nn.nm import nm_mask, transposable_mask
 

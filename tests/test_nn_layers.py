@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tvmopt.nn as tn
-from tvmopt.nn import formats
-from tvmopt.nn.ops import reference
+from tvmopt.model import formats
+from tvmopt.model.opset import reference
 
 
 def _np(t):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tvmopt.ops.decoded import pack_fields, unpack_fields
-from tvmopt.tasks import get_task
+from tvmopt.ops.task import get_task
 
 KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
@@ -82,10 +82,10 @@ def test_weight_decoded_inline_or_once_per_tile_gives_the_same_result(key):
 def test_every_kernel_space_is_tuned_by_a_tuner_and_recorded(tmp_path):
     """Small shapes, two trials each, real measurements: every compressed space works with the
     tuner loop, the measurer (which checks results against the reference) and the records."""
-    from tvmopt.cache import RecordCache
-    from tvmopt.measure import LocalMeasurer
+    from tvmopt.records.store import RecordCache
+    from tvmopt.measure.local import LocalMeasurer
     from tvmopt.target import parse_target
-    from tvmopt.tuning import tune_task
+    from tvmopt.tune.loop import tune_task
 
     target = parse_target("llvm")
     with LocalMeasurer(target) as measurer:

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from tvmopt.reliability import cli_env, records_file, reported_configs, run_cli
-from tvmopt.rpc import LoopbackFleet, _free_port
+from tvmopt.testing.reliability import cli_env, records_file, reported_configs, run_cli
+from tvmopt.measure.rpc import LoopbackFleet, _free_port
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def test_compare_measures_through_the_fleet(tmp_path, fleet):
 def test_in_flight_candidate_of_a_killed_server_is_requeued(tmp_path):
     import random
 
-    from tvmopt.rpc import RPCMeasurer
+    from tvmopt.measure.rpc import RPCMeasurer
     from tvmopt.target import parse_target
-    from tvmopt.tasks import get_task
+    from tvmopt.ops.task import get_task
 
     task = get_task("gemm:64x64x64")
     rng = random.Random(0)

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from tvmopt.compare import compare, expected_random_curve, methodology_score
-from tvmopt.measure import ReplayMeasurer
+from tvmopt.tune.compare import compare, expected_random_curve, methodology_score
+from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.tuners import TUNERS, make_tuner
 
 from tests_support import WORKLOAD, write_synthetic_table
@@ -133,7 +133,7 @@ def test_global_tuners_measure_an_explicit_start_config_first(name):
     """A space's heuristic start (compressed kernels) is the first candidate of every tuner;
     a space without one (the tuner-comparison GEMM space) is sampled as before."""
     from tvmopt.schedules.space import Space
-    from tvmopt.tasks import get_task
+    from tvmopt.ops.task import get_task
     from tvmopt.tuners import make_tuner
 
     space = get_task("ternary_dense:16x64x64").space

@@ -20,6 +20,6 @@ _default_threads()
 
 def load(path):
     """Load a module written by ``tvmopt build``: returns a callable taking numpy arrays."""
-    from .deploy import load as _load
+    from tvmopt.build.deploy import load as _load
 
     return _load(path)

@@ -29,6 +29,10 @@ class ConfigError(UserError):
     """A configuration that does not belong to its schedule space."""
 
 
+class CudaError(UserError):
+    """A CUDA candidate or batch that cannot be used (no CUDA space, bad config, failed nvcc, bad batch)."""
+
+
 class ModelError(UserError):
     """The model file is missing, unreadable, inconsistent or cannot be compiled."""
 

@@ -3,7 +3,7 @@ status 2, no traceback and no output file left behind (tvmopt/reliability.py: BA
 
 import pytest
 
-from tvmopt.reliability import BAD_INPUTS, check_bad_input
+from tvmopt.testing.reliability import BAD_INPUTS, check_bad_input
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ recorded with its error kind, tuning goes on, and the best config is a correct o
 
 import json
 
-from tvmopt.reliability import cli_env, records_file, run_cli
-from tvmopt.testing import BEHAVIOURS
+from tvmopt.testing.reliability import cli_env, records_file, run_cli
+from tvmopt.testing.faults import BEHAVIOURS
 
 
 def test_tune_survives_every_fault_and_keeps_the_correct_best(tmp_path):

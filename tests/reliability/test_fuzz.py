@@ -5,7 +5,7 @@ benchmarks/reliability.py runs 200."""
 import onnx
 import pytest
 
-from tvmopt.reliability import FUZZ_MODELS, MODELS, MUTATIONS, fuzz, mutate
+from tvmopt.testing.reliability import FUZZ_MODELS, MODELS, MUTATIONS, fuzz, mutate
 
 
 def test_mutations_are_seeded_and_change_the_model():

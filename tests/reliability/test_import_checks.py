@@ -5,8 +5,8 @@ import onnx
 import pytest
 
 from tvmopt.errors import ModelError
-from tvmopt.frontend import load
-from tvmopt.reliability import MODELS
+from tvmopt.model.frontend import load
+from tvmopt.testing.reliability import MODELS
 
 
 def edited(tmp_path, name, edit):

@@ -4,7 +4,7 @@ valid, both runs' measurements present."""
 
 import pytest
 
-from tvmopt.reliability import concurrent_tunes, kill_and_resume
+from tvmopt.testing.reliability import concurrent_tunes, kill_and_resume
 
 
 @pytest.mark.parametrize("seed", [1])   # benchmarks/reliability.py runs 5 seeds
@@ -28,7 +28,7 @@ def test_candidate_directories_of_a_killed_measurer_are_removed(llvm_target):
     import subprocess
     import tempfile
 
-    from tvmopt.measure import LocalMeasurer
+    from tvmopt.measure.local import LocalMeasurer
 
     dead = subprocess.Popen(["true"])
     dead.wait()                                                # a pid that no longer runs

@@ -3,8 +3,8 @@ the unusable lines to <file>.rejected, after which tuning resumes from the good 
 
 import json
 
-from tvmopt.cache import Record, RecordCache
-from tvmopt.cli import main
+from tvmopt.records.store import Record, RecordCache
+from tvmopt.cli.main import main
 from tvmopt.target import parse_target
 
 

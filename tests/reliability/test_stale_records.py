@@ -5,11 +5,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tvmopt.cache import Record, RecordCache
-from tvmopt.deploy import build
-from tvmopt.reliability import MODELS
+from tvmopt.records.store import Record, RecordCache
+from tvmopt.build.deploy import build
+from tvmopt.testing.reliability import MODELS
 from tvmopt.target import parse_target
-from tvmopt.tuning import extract_tasks
+from tvmopt.tune.loop import extract_tasks
 
 MODEL = MODELS / "digits_mlp_binary.onnx"
 

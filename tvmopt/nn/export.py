@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import CompressedLayer
-from .ops import SPECS, onnx_translation_table, register_torch_ops
+from tvmopt.model.opset import SPECS, onnx_translation_table, register_torch_ops
 
 OPSET = 18
 

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tvmopt.model.formats import fwht_np, next_pow2  # noqa: F401  (numpy twins, re-exported)
+
 from .base import CompressedLayer, tensor_np
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def fwht(x: torch.Tensor) -> torch.Tensor:
@@ -34,19 +32,6 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
         y = x.reshape(*lead, n // (2 * h), 2, h)
         a, b = y[..., 0, :], y[..., 1, :]
         x = torch.stack((a + b, a - b), dim=-2).reshape(*lead, n)
-        h *= 2
-    return x
-
-
-def fwht_np(x: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`fwht`."""
-    x = np.asarray(x)
-    n = x.shape[-1]
-    lead = x.shape[:-1]
-    h = 1
-    while h < n:
-        y = x.reshape(*lead, n // (2 * h), 2, h)
-        x = np.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), axis=-2).reshape(*lead, n)
         h *= 2
     return x
 

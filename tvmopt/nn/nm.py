@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import formats
+from tvmopt.model import formats
 from .base import CompressedLayer, tensor_np
 
 

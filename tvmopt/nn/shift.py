@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import formats
+from tvmopt.model import formats
 from .base import CompressedLayer, FixedPoint, fixed_point, round_ste, tensor_np
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from . import formats
+from tvmopt.model import formats
 from .base import CompressedLayer, tensor_np
 
 

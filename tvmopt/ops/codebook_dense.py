@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decoded import DecodedDenseTask, WeightSpec, register_family
+from tvmopt.ops.kernel import Kernel, array_bytes
+from tvmopt.ops.registry import OpFamily, register_family
+
+from .decoded import DecodedDenseTask, WeightSpec, cuda_view, decoded_task
 
 
 class CodebookDenseTask(DecodedDenseTask):
     family = "codebook_dense"
+    cuda_unstaged = ("table",)
 
     def default_params(self):
         return {"entries": 16}
@@ -41,4 +45,18 @@ class CodebookDenseTask(DecodedDenseTask):
         return table[index[kk, j].astype("int32")]
 
 
-register_family(CodebookDenseTask, "MxNxKxC", extra=lambda d: {"entries": d[0]})
+
+def codebook_kernel(w: np.ndarray, table: np.ndarray, index: np.ndarray) -> Kernel:
+    """A weight [N, K] of few distinct values: ``table[index]``."""
+    n, k = w.shape
+    dtype = np.uint8 if len(table) <= 256 else np.uint16
+    arrays = [np.ascontiguousarray(index.T.astype(dtype)), table.astype(np.float32)]
+    return Kernel("codebook_dense", f"shared weights ({len(table)} values)", n, k, arrays,
+                  params={"entries": len(table)}, compact_bytes=array_bytes(arrays), key_dims=(len(table),))
+
+
+FAMILY = register_family(OpFamily(
+    "codebook", "shared weights (weight sharing, k-means quantization): an index into a table of values",
+    tasks={"codebook_dense": decoded_task(CodebookDenseTask, "MxNxKxC", extra=lambda d: {"entries": d[0]},
+                                          summary="weights from a codebook of C values")},
+    schedules="tvmopt.schedules.gemm", cuda=cuda_view))

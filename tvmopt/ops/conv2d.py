@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Config
-from ..tasks import Task, register
+from tvmopt.ops.registry import OpFamily, TaskKind, register_family
+from tvmopt.ops.task import Task
 
 #: the block annotation that names a kernel's task inside a fused function
 TASK_ANNOTATION = "tvmopt_task"
@@ -117,8 +118,14 @@ class Conv2dTask(Task):
                      epilogue)
 
 
-@register("conv2d", zero_ok=(8,))
 def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
     if len(dims) != 9:
         raise WorkloadError(f"workload '{key}' needs 9 dimensions (conv2d:NxCxHxWxOxKHxKWxSxP)")
     return Conv2dTask(key, ConvShape(*dims))
+
+
+FAMILY = register_family(OpFamily(
+    "conv2d", "direct fp32 convolutions (weight in output-channel blocks, epilogue fused)",
+    tasks={"conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP", zero_ok=(8,),
+                              summary="direct conv2d: batch, channels, height, width, outputs, kernel, stride, pad")},
+    schedules="tvmopt.schedules.conv2d"))

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import WorkloadError
-from ..nn import formats
+from tvmopt.model import formats
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, largest_divisor
 from ..schedules.space import Choice, Config, Space
-from ..tasks import Task, register
+from tvmopt.ops.registry import TaskKind
+from tvmopt.ops.task import CudaTask, Task
 
 
 #: kernel arrays [rows, N] are stored as panels [N / P, rows, P] for the first P that divides N
@@ -49,6 +50,8 @@ class DecodedDenseTask(Task):
     params: dict = field(default_factory=dict)
 
     family = ""
+    #: CUDA: buffers read with a data-dependent index (never staged in shared memory)
+    cuda_unstaged: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.params = {**self.default_params(), **self.params}
@@ -102,6 +105,9 @@ class DecodedDenseTask(Task):
                 for a, s in zip(arrays, self.weight_specs())]
 
     # ---- what an op defines ----
+    def with_params(self, params: dict) -> "DecodedDenseTask":
+        return type(self)(self.key, self.m, self.n, self.k, params={**self.params, **params})
+
     def default_params(self) -> dict:
         return {}
 
@@ -301,8 +307,8 @@ def parse_dims(key: str, dims: tuple[int, ...], want: int, form: str) -> tuple[i
     return dims
 
 
-def register_family(cls, form: str = "MxNxK", extra=None):
-    """Register ``cls`` for keys ``<family>:MxNxK[x...]``; ``extra(dims[3:])`` -> params."""
+def decoded_task(cls, form: str = "MxNxK", extra=None, summary: str = "") -> TaskKind:
+    """The task kind of ``cls`` for keys ``<family>:MxNxK[x...]``; ``extra(dims[3:])`` -> params."""
     want = form.count("x") + 1
 
     def factory(key, dims):
@@ -310,8 +316,16 @@ def register_family(cls, form: str = "MxNxK", extra=None):
         params = extra(dims[3:]) if extra else {}
         return cls(key, *dims[:3], params=params)
 
-    register(cls.family)(factory)
-    return cls
+    return TaskKind(factory, form, summary=summary or (cls.__doc__ or "").strip().split("\n")[0])
+
+
+def cuda_view(task: "DecodedDenseTask") -> CudaTask:
+    """A compressed dense task through the CUDA GEMM space (with the ``decode`` knob where its
+    weight is a separate stage); buffers in ``task.cuda_unstaged`` are never staged in shared memory."""
+    from tvmopt.schedules.gemm import apply_cuda_decoded, cuda_gemm_space
+
+    space = cuda_gemm_space(task.shape, f"{task.family}-cuda", decode=task.decodes_tiles)
+    return CudaTask(task, space, lambda sch, c: apply_cuda_decoded(sch, task.shape, space, c, task.cuda_unstaged))
 
 
 def bitfield(word, index, width: int):

@@ -15,22 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..nn.fastfood import fwht_np, next_pow2
-from ..schedules.space import Choice, Config, Space
-from ..tasks import Task, register
+from tvmopt.model.formats import fwht_np, next_pow2
+from tvmopt.schedules.fwht import fwht_space
+from tvmopt.schedules.space import Config, Space
+from tvmopt.ops.kernel import Kernel, array_bytes
+from tvmopt.ops.registry import OpFamily, TaskKind, register_family
+from tvmopt.ops.task import CudaTask, Task
 
-
-def fwht_space(n: int, name: str) -> Space:
-    vectors = tuple(v for v in (1, 4, 8, 16) if v <= n)
-    return Space(name, (Choice("parallel", (False, True), default=1),
-                        Choice("vector", vectors, default=min(len(vectors) - 1, 2)),
-                        Choice("row_local", (False, True), default=1)))
 
 
 def _fwht_stages(te, tvm, h, n, prefix, shuffle_below=0):
     """log2(n) butterfly stages over the last axis of the 3-D tensor ``h``. Stages of span
     below ``shuffle_below`` (CUDA: 32) read the partner through a warp shuffle from the lane
-    holding element ``(b * n + t) ^ step`` of the row (schedules/cuda_fwht.py keeps one element
+    holding element ``(b * n + t) ^ step`` of the row (schedules/fwht.py keeps one element
     per lane in a register); the shuffle is unconditional, so every lane of the warp runs it."""
     def butterfly(prev, step):
         def stage(i, b, t):
@@ -73,6 +70,9 @@ class FWHTTask(Task):
         self.flops = 2.0 * self.m * self.in_features * self.out_features
         self.real_flops = 2.0 * self.m * self.blocks * self.n * log_n
 
+    def with_params(self, params: dict) -> "FWHTTask":
+        return type(self)(self.key, self.m, self.in_features, self.out_features, params={**self.params, **params})
+
     # ---- inputs and reference ----
     def make_inputs(self, rng):
         shape = (self.blocks, self.n)
@@ -83,7 +83,7 @@ class FWHTTask(Task):
                 np.stack([rng.permutation(self.n) for _ in range(self.blocks)]).astype(np.int32)]
 
     def reference(self, inputs):
-        from ..nn.ops import reference
+        from tvmopt.model.opset import reference
 
         x, b, g, s, perm = inputs
         return reference("Fastfood", x, {"diag_b": b, "diag_g": g, "diag_s": s, "perm": perm, "bias": None},
@@ -202,5 +202,35 @@ def _factory(cls):
     return make
 
 
-register("fastfood")(_factory(FWHTTask))
-register("hadamard")(_factory(HadamardTask))
+def hadamard_kernel(n_out: int, k: int, scale: float, first_row: int) -> Kernel:
+    """Rows ``first_row ..`` of the Sylvester-Hadamard matrix times one scale."""
+    return Kernel("hadamard", "Hadamard rows", n_out, k, [np.array([scale], np.float32)],
+                  params={"first_row": first_row}, compact_bytes=4, reduction_first=True)
+
+
+def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
+    """``ai.tvmopt`` Fastfood (the diagonals and the permutation) and HadamardGemm (a scale)."""
+    out, k = attrs["out_features"], attrs["in_features"]
+    if op == "HadamardGemm":
+        return hadamard_kernel(out, k, float(inputs["scale"].reshape(-1)[0]), attrs["first_row"])
+    arrays = [inputs[n].astype(np.float32) for n in ("diag_b", "diag_g", "diag_s")]
+    arrays.append(inputs["perm"].astype(np.int32))
+    return Kernel("fastfood", f"Fastfood ({arrays[0].shape[0]} x {arrays[0].shape[1]})", out, k, arrays,
+                  compact_bytes=array_bytes(arrays), reduction_first=True)
+
+
+def cuda_view(task: FWHTTask) -> CudaTask:
+    """The transforms through their CUDA space (``schedules/fwht.py``)."""
+    from tvmopt.schedules.fwht import apply_cuda_fwht, cuda_fwht_space, shuffle_below
+
+    space = cuda_fwht_space(task.n * task.blocks, f"{task.family}-cuda")
+    return CudaTask(task, space, lambda sch, c: apply_cuda_fwht(sch, space, c),
+                    lambda c: task.compute(shuffle_below=shuffle_below(space, c)))
+
+
+FAMILY = register_family(OpFamily(
+    "fastfood", "structured transforms: Fastfood (S H G Pi H B) and fixed Hadamard heads, by fast Walsh-Hadamard",
+    tasks={"fastfood": TaskKind(_factory(FWHTTask), "MxINxOUT", summary="stacked Fastfood blocks"),
+           "hadamard": TaskKind(_factory(HadamardTask), "MxINxOUT", summary="rows of a Hadamard matrix times a scale")},
+    schedules="tvmopt.schedules.fwht", onnx_ops=("Fastfood", "HadamardGemm"), from_compact=from_compact,
+    cuda=cuda_view, layer="Fastfood, HadamardClassifier"))

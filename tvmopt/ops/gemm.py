@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import WorkloadError
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config, largest_divisor
 from ..schedules.space import Config, Space
-from ..tasks import Task, register
+from tvmopt.ops.registry import OpFamily, TaskKind, register_family
+from tvmopt.ops.task import CudaTask, Task
 
 
 #: dense kernels with at least this many rows start with B packed (the copy is amortized)
@@ -133,5 +134,18 @@ def _make(family: str):
     return factory
 
 
-for _family in ("gemm", "dense", "bgemm"):
-    register(_family)(_make(_family))
+def cuda_view(task: GemmTask) -> CudaTask:
+    """The GEMM family through its CUDA space (``schedules/gemm.py``, second half)."""
+    from tvmopt.schedules.gemm import apply_cuda_gemm, cuda_gemm_space
+
+    space = cuda_gemm_space(task.shape, f"{task.family}-cuda")
+    return CudaTask(task, space, lambda sch, c: apply_cuda_gemm(sch, task.shape, space, c))
+
+
+FAMILY = register_family(OpFamily(
+    "gemm", "dense fp32 products: matrix products, linear layers, batched products",
+    tasks={"gemm": TaskKind(_make("gemm"), "MxNxK", summary="C[M,N] = A[M,K] . B[K,N]"),
+           "dense": TaskKind(_make("dense"), "MxNxK",
+                             summary="C[M,N] = A[M,K] . W[K,N]  (linear layers: the weight laid out [K,N] at build)"),
+           "bgemm": TaskKind(_make("bgemm"), "BxMxNxK", summary="batched A . B")},
+    schedules="tvmopt.schedules.gemm", cuda=cuda_view))

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn import formats
-from .decoded import DecodedDenseTask, WeightSpec, register_family
+from tvmopt.model import formats
+from tvmopt.ops.kernel import Kernel
+from tvmopt.ops.registry import OpFamily, register_family
+
+from .decoded import DecodedDenseTask, WeightSpec, cuda_view, decoded_task
 
 
 def _fmix32(h):
@@ -28,6 +31,7 @@ def _fmix32(h):
 
 class HashedDenseTask(DecodedDenseTask):
     family = "hashed_dense"
+    cuda_unstaged = ("values", "mix", "seeds")
 
     def default_params(self):
         return {"buckets": max(1, self.n * self.k // 8), "hashes": 1, "seed": 0}
@@ -75,5 +79,23 @@ class HashedDenseTask(DecodedDenseTask):
         return total
 
 
-register_family(HashedDenseTask, "MxNxKxBUCKETSxHASHES",
-                extra=lambda d: {"buckets": d[0], "hashes": d[1]})
+
+def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
+    """``ai.tvmopt`` HashedGemm: the bucket values, per-hash mixing weights and the seed."""
+    values = inputs["values"].astype(np.float32)
+    mix = inputs.get("mix")
+    mix = np.ones(attrs["num_hashes"], np.float32) if mix is None else mix.astype(np.float32)
+    seeds = HashedDenseTask.seeds(attrs["seed"], attrs["num_hashes"])
+    return Kernel("hashed_dense", f"hashed ({len(values)} values, {attrs['num_hashes']} hash)", attrs["out_features"],
+                  attrs["in_features"], [values, mix, seeds],
+                  params={"buckets": len(values), "hashes": attrs["num_hashes"]},
+                  compact_bytes=values.nbytes + mix.nbytes, key_dims=(len(values), attrs["num_hashes"]))
+
+
+FAMILY = register_family(OpFamily(
+    "hashed", "hashed weights (HashedNets): virtual weights looked up by a hash of their position",
+    tasks={"hashed_dense": decoded_task(HashedDenseTask, "MxNxKxBUCKETSxHASHES",
+                                        extra=lambda d: {"buckets": d[0], "hashes": d[1]},
+                                        summary="hashed weights: BUCKETS values, HASHES hash functions")},
+    schedules="tvmopt.schedules.gemm", onnx_ops=("HashedGemm",), from_compact=from_compact,
+    cuda=cuda_view, layer="HashedLinear"))

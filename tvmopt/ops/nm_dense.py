@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decoded import DecodedDenseTask, WeightSpec, bitfield, pack_fields, register_family, unpack_fields
+from tvmopt.model import formats
+from tvmopt.ops.kernel import Kernel, array_bytes
+from tvmopt.ops.registry import OpFamily, register_family
+
+from .decoded import DecodedDenseTask, WeightSpec, bitfield, cuda_view, decoded_task, pack_fields, unpack_fields
 
 
 def position_width(m: int) -> int:
@@ -23,6 +27,7 @@ def position_width(m: int) -> int:
 
 class NMDenseTask(DecodedDenseTask):
     family = "nm_dense"
+    cuda_unstaged = ("X",)
 
     def default_params(self):
         return {"n": 2, "m": 4}
@@ -72,4 +77,27 @@ class NMDenseTask(DecodedDenseTask):
         return values[kk, j] * x[i, kk // self.params["n"] * self.params["m"] + pos]
 
 
-register_family(NMDenseTask, "MxNxKxNNxMM", extra=lambda d: {"n": d[0], "m": d[1]})
+
+def nm_kernel(w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:
+    """A weight [N, K] with at most ``n_keep`` nonzeros in each group of ``m`` along K."""
+    n, k = w.shape
+    values, positions = formats.compress_nm(w, n_keep, m)
+    arrays = [np.ascontiguousarray(values.T), pack_fields(positions.T, position_width(m))]
+    return Kernel("nm_dense", structure or f"{n_keep}:{m} sparse", n, k, arrays, params={"n": n_keep, "m": m},
+                  compact_bytes=array_bytes(arrays), key_dims=(n_keep, m))
+
+
+def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
+    """``ai.tvmopt`` NMSparseGemm: kept values and their packed positions."""
+    from tvmopt.model.opset import decode_weight
+
+    return nm_kernel(decode_weight(op, inputs, attrs), attrs["n"], attrs["m"],
+                     f"{attrs['n']}:{attrs['m']} sparse" + (" (transposable)" if attrs["transposable"] else ""))
+
+
+FAMILY = register_family(OpFamily(
+    "nm", "N:M and transposable N:M sparsity: kept values and their positions, inputs gathered",
+    tasks={"nm_dense": decoded_task(NMDenseTask, "MxNxKxNNxMM", extra=lambda d: {"n": d[0], "m": d[1]},
+                                    summary="NN:MM sparse weights")},
+    schedules="tvmopt.schedules.gemm", onnx_ops=("NMSparseGemm", "NMSparseConv"), from_compact=from_compact,
+    cuda=cuda_view, layer="NMSparseConv"))

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decoded import DecodedDenseTask, WeightSpec, bitfield, pack_fields, register_family, unpack_fields
+from tvmopt.model import formats
+from tvmopt.ops.kernel import Kernel, array_bytes, dense_kernel, scale_bytes
+from tvmopt.ops.registry import OpFamily, register_family
+
+from .decoded import DecodedDenseTask, WeightSpec, bitfield, cuda_view, decoded_task, pack_fields, unpack_fields
 
 
 class ShiftDenseTask(DecodedDenseTask):
@@ -52,4 +56,40 @@ class ShiftDenseTask(DecodedDenseTask):
         return tvm.tirx.Select(m == u32(0), tvm.tirx.const(0.0, "float32"), tvm.tirx.reinterpret("float32", bits))
 
 
-register_family(ShiftDenseTask)
+
+def shift_kernel(sign: np.ndarray, shift: np.ndarray, scale, structure="shift") -> Kernel | None:
+    """sign in {-1, 0, 1} and integer shifts [N, K]; None when the shifts span more than the
+    kernel's 15 values."""
+    n, k = sign.shape
+    live = sign != 0
+    lo = int(shift[live].min()) if live.any() else 0
+    hi = int(shift[live].max()) if live.any() else 0
+    if hi - lo > 14:
+        return None
+    mag = np.where(live, shift - lo + 1, 0)
+    arrays = ShiftDenseTask.encode(mag.T, (sign < 0).T)
+    return Kernel("shift_dense", structure + f" (2^{lo}..2^{hi})", n, k, arrays, params={"shift_min": lo},
+                  scale=scale, compact_bytes=array_bytes(arrays) + scale_bytes(scale))
+
+
+def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
+    """``ai.tvmopt`` ShiftGemm: packed sign + shift codes, optional fixed-point activations."""
+    from tvmopt.model.opset import decode_weight
+
+    codes = formats.unpack_rows(inputs["codes"], attrs["bits"], attrs["in_features"])
+    half = 1 << (attrs["bits"] - 1)
+    mag = codes & (half - 1)
+    sign = np.where(mag == 0, 0, np.where(codes & half, -1, 1))
+    kern = shift_kernel(sign, mag + attrs["shift_min"] - 1, None)
+    if kern is None:
+        kern = dense_kernel(decode_weight(op, inputs, attrs), "shift (range too wide: dense)")
+    if attrs["act_int_bits"] or attrs["act_frac_bits"]:
+        kern.input_transform = ("fixed", attrs["act_int_bits"], attrs["act_frac_bits"])
+    return kern
+
+
+FAMILY = register_family(OpFamily(
+    "shift", "powers of two (DeepShift): sign and exponent fields turned into float bits",
+    tasks={"shift_dense": decoded_task(ShiftDenseTask, summary="weights ±2^p, 4-bit exponents and sign bits")},
+    schedules="tvmopt.schedules.gemm", onnx_ops=("ShiftGemm", "ShiftConv"), from_compact=from_compact,
+    cuda=cuda_view, layer="ShiftConv"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend import static_shape
+from tvmopt.model.frontend import static_shape
 from .bindings import Bindings
 
 

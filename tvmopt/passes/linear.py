@@ -319,7 +319,7 @@ def _close(got, want) -> bool:
 
 def _fastfood(region: Region, rows, features, out, bias, check, want):
     """The Fastfood factors of a region with exactly three constant multiplies, else None."""
-    from ..nn.ops import reference
+    from tvmopt.model.opset import reference
 
     if len(region.muls) != 3:
         return None
@@ -366,7 +366,7 @@ def collapse(mod):
     """Rewrite every linear region of every Relax function in ``mod`` (see the module doc)."""
     from tvm import relax
 
-    from ..frontend import placeholder
+    from tvmopt.model.frontend import placeholder
 
     plans = {}
     for _, func in mod.functions_items():

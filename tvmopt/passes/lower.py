@@ -30,11 +30,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from tvmopt.model.frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
 from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
-from .schedule import OPAQUE, OUT_EWISE_FUSABLE
+from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
 
 
@@ -62,7 +62,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     import tvm
     from tvm import relax
 
-    from ..nn.ops import SPECS
+    from tvmopt.model.opset import SPECS
 
     configs = configs or (lambda key, space: None)
     options = options or DetectOptions()
@@ -169,7 +169,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         def _decoded_conv(self, op, x, inputs, attrs):
             """ai.tvmopt conv nodes: decode (exactly), let detection find the structure again."""
-            from ..nn.ops import decode_weight
+            from tvmopt.model.opset import decode_weight
 
             w = decode_weight(op, inputs, attrs)
             if attrs.get("binarize_input"):
@@ -204,7 +204,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             """A dense convolution: the direct conv2d task, emitted *unscheduled* (fusable), so
             its epilogue fuses with it and :mod:`.schedule` applies the config afterwards."""
             from ..ops.conv2d import block_weight
-            from ..tasks import get_task
+            from tvmopt.ops.task import get_task
 
             n, c, h, wd = static_shape(x)
             o, _, kh, kw = w.shape
@@ -249,7 +249,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 kern.family = kern.family.replace("_lut_dense", "_dense")
             key = kern.key(m)
             gv = self._kernel_func(kern, key)
-            arrays = tasks[key].to_kernel(kern.arrays) if hasattr(tasks[key], "to_kernel") else kern.arrays
+            arrays = tasks[key].to_kernel(kern.arrays)
             args = [x] + [relax.const(a) for a in arrays]
             y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((m, kern.out_features), "float32")))
             if kern.scale is not None:
@@ -266,7 +266,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):
-            from ..tasks import get_task
+            from tvmopt.ops.task import get_task
 
             task = tasks.get(key)
             if task is None:
@@ -276,7 +276,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             cache_key = (key, params)
             if cache_key not in funcs:
                 if kern.family != DENSE:
-                    task = type(task)(task.key, *_dims(task), params={**task.params, **kern.params})
+                    task = task.with_params(kern.params)
                 config = configs(key, task.space)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
@@ -338,21 +338,13 @@ def _im2col(x, kh, kw, strides, pads, dilations, oh, ow):
     return te.compute((n * oh * ow, c * kh * kw), patch, name="im2col")
 
 
-def _dims(task):
-    if hasattr(task, "in_features"):
-        return task.m, task.in_features, task.out_features
-    return task.m, task.n, task.k
-
-
 def _primfunc(task, config):
     if config is not None and not task.space.contains(config):
         import warnings
 
         warnings.warn(f"{task.key}: a record's config does not fit the current space; using the default")
         config = None
-    if hasattr(task, "primfunc"):
-        return task.primfunc(config)
-    return task.schedule(task.space.initial() if config is None else config, None)["main"]
+    return task.primfunc(config)
 
 
 def _fixed_point(x, int_bits: int, frac_bits: int):

@@ -1,0 +1,182 @@
+"""Import, lower and compile a model; run it with the Relax VM.
+
+    compiled = compile_model("model.onnx", "llvm", records="records")
+    y = compiled(x)                       # numpy in, numpy out
+
+Each kernel uses the best record of its task for this target (user records first, then the
+records shipped inside the package, ``tvmopt.records.shipped``), or its space's initial config when there is none. After the
+pass, Relax fuses epilogues into the convolutions and every function is scheduled
+(:mod:`tvmopt.passes.fuse_schedule`); the build warns if any heavy function is left serial.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tvmopt.records import shipped as shipped_data
+from tvmopt.records.store import DEFAULT_DIR, RecordCache
+from tvmopt.errors import RecordsError, TargetError, model_stage
+from tvmopt.model.frontend import Imported, load
+from tvmopt.passes import DetectOptions, Lowered, lower
+from tvmopt.passes.fuse_schedule import fuse, schedule_module, unscheduled_heavy
+from tvmopt.target import TargetSpec, parse_target
+
+
+
+@dataclass
+class Compiled:
+    imported: Imported
+    lowered: Lowered
+    target: TargetSpec
+    executable: object
+    tuned: dict[str, str]             # task key -> where its config came from ('' = default)
+    mod: object = None                # the scheduled Relax module that was compiled
+    defaulted: list = None            # functions scheduled by the default rule
+    serial: list = None               # heavy functions left serial and scalar (should be empty)
+
+    def __post_init__(self):
+        import tvm
+        from tvm import relax
+
+        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.cuda()
+        self._vm = relax.VirtualMachine(self.executable, self._device)
+        self._main = self._vm["main"]           # looked up once: each lookup costs ~3 us
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if tuple(x.shape) != tuple(self.imported.input_shape):
+            raise ValueError(f"input shape {x.shape} differs from the compiled {self.imported.input_shape}")
+        return run_main(self._main, x, self._device)
+
+
+def _aligned(x: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """``x`` as a C-contiguous float32 array whose data starts on an ``alignment`` boundary."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ctypes.data % alignment == 0:
+        return x
+    raw = np.empty(x.nbytes + alignment, np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    out = raw[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+def run_main(func, x: np.ndarray, device) -> np.ndarray:
+    """Call a Relax VM function on one numpy input and return its (first) output as numpy.
+
+    On the CPU, input and output cross by DLPack without a copy: ``tvm.runtime.tensor(x)`` and
+    ``.numpy()`` cost about 55 and 20 us, more than the whole digits MLP (about 20 us). The
+    output is copied once, since the VM may reuse its storage on the next call."""
+    import tvm
+    import tvm_ffi
+
+    on_cpu = device.dlpack_device_type() == 1          # kDLCPU
+    x = _aligned(x)
+    out = func(tvm_ffi.from_dlpack(x) if on_cpu else tvm.runtime.tensor(x, device))
+    if not hasattr(out, "__dlpack__"):
+        out = out[0]
+    return np.from_dlpack(out).copy() if on_cpu else out.numpy()
+
+
+def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
+    """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
+    default records directory ``tvmopt tune`` writes to), then the shipped ones (unless
+    ``shipped`` is False).
+
+    Each records file is read once. A task gets the fastest record whose config fits its
+    current space: a record made before the space changed is passed over with one warning,
+    never built. When the shipped records hold nothing for this exact target key (another
+    CPU model, say), those of another target of the same kind are used: a config tuned on
+    another CPU is valid everywhere and usually far better than the untuned default.
+    ``used[key]`` says where a task's config came from: ``"records"``, ``"shipped"``,
+    ``"shipped:<other key>"`` or ``""`` (none). A user's records file that cannot be used
+    stops the build (RecordsError); shipped records that cannot be used are skipped with a
+    warning, since the user cannot fix them."""
+    tables: list[tuple[str, dict]] = []
+    if records is None and DEFAULT_DIR.is_dir():       # where `tvmopt tune` writes by default
+        records = DEFAULT_DIR
+    if records:
+        tables.append(("records", RecordCache(records).ranked(target.key)))
+    shipped_dir = shipped_data.records_dir() if shipped else None
+    if shipped_dir is not None:
+        bundled = RecordCache(shipped_dir)
+        keys = [target.key] + [k for k in bundled.target_keys()
+                               if k != target.key and k.split("-")[0] == target.key.split("-")[0]]
+        for key in keys:
+            try:
+                tables.append(("shipped" if key == target.key else f"shipped:{key}", bundled.ranked(key)))
+            except RecordsError as e:
+                warnings.warn(f"shipped records skipped: {e}")
+    used: dict[str, str] = {}
+
+    def lookup(key: str, space=None):
+        stale, found, source = 0, None, ""
+        for source, table in tables:
+            for rec in table.get(key, ()):
+                if space is None or space.contains(rec.config):
+                    found = rec.config
+                    break
+                stale += 1
+            if found is not None:
+                break
+        used[key] = source if found is not None else ""
+        if stale:
+            instead = f"the best that fits ({source})" if found is not None else "the default schedule"
+            warnings.warn(f"{key}: passed over {stale} faster record(s) whose configs do not fit the current "
+                          f"schedule space (made before it changed?); using {instead}")
+        return found
+
+    return lookup, used
+
+
+def load_and_lower(source, batch: int = 1, configs=None, options: DetectOptions | None = None
+                   ) -> tuple[Imported, Lowered]:
+    """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
+    Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``."""
+    imported = load(source, batch=batch)
+    with model_stage(f"{Path(imported.source).name}: lowering"):
+        return imported, lower(imported.mod, configs=configs, options=options)
+
+
+def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int = 1,
+                  options: DetectOptions | None = None, shipped: bool = True) -> Compiled:
+    """``shipped=False``: ignore the records shipped in ``logs/records`` (the untuned baseline)."""
+    import tvm
+
+    spec = parse_target(target) if isinstance(target, str) else target
+    if spec.kind != "llvm":
+        raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
+                          f"CUDA model builds wait for the CUDA schedule spaces")
+    lookup, used = best_configs(spec, records, shipped)
+    imported, lowered = load_and_lower(source, batch, configs=lookup, options=options)
+    name = Path(imported.source).name
+    with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
+        mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
+    serial = unscheduled_heavy(mod)
+    if serial:
+        warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "
+                      f"{', '.join(serial[:5])}")
+    with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
+        exe = tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
+    return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
+
+
+def _after_scheduling(spec: TargetSpec):
+    """The CPU Relax pipeline minus legalization and fusion, which :func:`fuse` already did
+    (running them again would re-fuse scheduled functions)."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    target = spec.tvm_target()
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.dataflow_lower_passes(target)
+                                            + cpu.finalize_passes(target))(mod)
+
+    return _pipeline

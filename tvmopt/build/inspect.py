@@ -1,0 +1,27 @@
+"""`tvmopt inspect`: what the pass finds in a model, as a table."""
+
+from __future__ import annotations
+
+from tvmopt.build.compile import load_and_lower
+from tvmopt.passes import DetectOptions, LayerReport
+
+
+def inspect_model(source, batch: int = 1, options: DetectOptions | None = None) -> list[LayerReport]:
+    """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer."""
+    return load_and_lower(source, batch, options=options)[1].layers
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+def format_layers(layers: list[LayerReport]) -> str:
+    head = ("#", "layer", "shape (M x N x K)", "structure found", "lowered to", "weights", "stored", "ratio")
+    rows = [(str(l.index), l.source, l.shape, l.structure, l.kernel, _size(l.dense_bytes), _size(l.compact_bytes),
+             f"{l.dense_bytes / max(1, l.compact_bytes):.1f}x") for l in layers]
+    dense = sum(l.dense_bytes for l in layers)
+    stored = sum(l.compact_bytes for l in layers)
+    rows.append(("", "total", "", "", "", _size(dense), _size(stored), f"{dense / max(1, stored):.1f}x"))
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(tuple("-" * w for w in widths))] + [line(r) for r in rows])

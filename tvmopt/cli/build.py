@@ -1,0 +1,30 @@
+"""``tvmopt build``: compile a model with its best records into a deployable .so."""
+
+from __future__ import annotations
+
+from tvmopt.cli.common import positive_int, records_option
+
+
+def add_parser(sub) -> None:
+    bld = sub.add_parser(
+        "build", help="compile a model with its best records into a deployable .so",
+        description="Import, lower and compile a model; each kernel uses its best record (your --records "
+                    "first, then the records shipped in logs/records), tasks without one get a default schedule "
+                    "and are listed in one warning. Writes OUT (a TVM module library, loadable with TVM's "
+                    "runtime alone) and OUT.json (input/output shapes, tuned and untuned tasks).")
+    bld.add_argument("model", help="path to an .onnx file")
+    bld.add_argument("-o", "--output", required=True, help="output .so path")
+    bld.add_argument("--target", default="llvm", help="target (default: llvm)")
+    records_option(bld)
+    bld.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
+    bld.set_defaults(func=cmd_build)
+
+
+def cmd_build(args) -> int:
+    from tvmopt.build.deploy import build
+
+    result = build(args.model, args.output, target=args.target, records=args.records, batch=args.batch)
+    tuned = len(result.compiled.tuned) - len(result.untuned)
+    print(f"wrote {result.path} ({len(result.compiled.lowered.layers)} layers, {tuned}/{len(result.compiled.tuned)} "
+          f"tasks tuned) and {result.path.name}.json")
+    return 0

@@ -1,0 +1,82 @@
+"""What the commands share: the one-line argparse errors, argument types, the records and RPC
+options and the measurer they ask for."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from tvmopt.errors import UserError
+
+#: more trials than any space here needs measuring; a larger number is a typo
+MAX_TRIALS = 1_000_000
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def trials(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_TRIALS:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_TRIALS:,} trials (days of measuring); "
+                                         f"a budget of 100-2000 is typical")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"tvmopt: error: {message} (see '{self.prog} --help')\n")
+
+
+def records_option(parser) -> None:
+    parser.add_argument("--records", metavar="DIR", default=None,
+                        help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+
+
+def rpc_options(parser) -> None:
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", default=None,
+                        help="measure on the RPC servers of this tracker (builds stay local and parallel)")
+    parser.add_argument("--rpc-key", metavar="KEY", default=None, help="device key of the RPC servers to use")
+
+
+def make_measurer(args, target, **kw):
+    """The measurer the command line asked for: RPC servers or this machine."""
+    from tvmopt.measure.local import LocalMeasurer
+
+    if getattr(args, "rpc_tracker", None):
+        from tvmopt.measure.rpc import RPCMeasurer, parse_address
+
+        return RPCMeasurer(target, tracker=parse_address(args.rpc_tracker), key=args.rpc_key or "", **kw)
+    if getattr(args, "rpc_key", None):
+        raise UserError("--rpc-key needs --rpc-tracker HOST:PORT")
+    return LocalMeasurer(target, **kw)
+
+
+def report_line(record) -> None:
+    """--verbose: one line per measurement, printed after its record was written and flushed."""
+    import json
+
+    from tvmopt.schedules.space import config_to_json
+
+    cost = f"{record.cost * 1e3:.4f} ms" if record.error == "ok" else record.error
+    print(f"recorded {record.workload} {cost} config={json.dumps(config_to_json(record.config), separators=(',', ':'))}",
+          flush=True)

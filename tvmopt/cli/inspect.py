@@ -1,0 +1,29 @@
+"""``tvmopt inspect``: each layer, the structure found in it and the kernel it lowers to."""
+
+from __future__ import annotations
+
+from tvmopt.cli.common import positive_int
+
+
+def add_parser(sub) -> None:
+    insp = sub.add_parser(
+        "inspect", help="show each layer of a model, the structure found in it and the kernel it lowers to",
+        description="Import a model (.onnx, standard or with ai.tvmopt ops), run the compressed-layer pass "
+                    "and print one row per weighted layer: its shape, the structure detected in its weights "
+                    "(binary, ternary, shift, N:M, hashed, Fastfood...), the kernel it lowers to and its weight "
+                    "memory before and after. Nothing is compiled or measured.")
+    insp.add_argument("model", help="path to an .onnx file")
+    insp.add_argument("--batch", type=positive_int, default=1, help="batch size for a dynamic batch axis (default: 1)")
+    insp.add_argument("--min-weights", type=positive_int, default=256,
+                      help="layers with fewer weights stay dense (default: 256)")
+    insp.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args) -> int:
+    from tvmopt.passes import DetectOptions
+    from tvmopt.build.inspect import format_layers, inspect_model
+
+    layers = inspect_model(args.model, batch=args.batch, options=DetectOptions(min_weights=args.min_weights))
+    print(f"{args.model}: {len(layers)} weighted layer(s)")
+    print(format_layers(layers))
+    return 0

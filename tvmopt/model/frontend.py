@@ -1,0 +1,301 @@
+"""Import a model into Relax: ONNX files (standard ops and the ``ai.tvmopt`` domain) and
+``torch.export`` programs (with the ``torch.ops.tvmopt`` ops of :mod:`tvmopt.nn`).
+
+Compressed layers are imported *faithfully*, not lowered: each becomes a placeholder call
+
+    R.call_dps_packed("tvmopt.<OnnxOp>", (x, *compact tensors, *attributes), out_ty)
+
+whose tensors are the layer's compact initializers (an empty tensor stands for a missing
+optional input) and whose attributes are ``R.prim_value`` (ints) or ``R.shape`` (int lists), in
+the order of :data:`tvmopt.nn.ops.SPECS`. The pass in :mod:`tvmopt.passes` rewrites every
+placeholder to a scheduled kernel; a module that still holds one cannot be built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvmopt.errors import ModelError, model_stage
+
+PLACEHOLDER_PREFIX = "tvmopt."
+
+
+@dataclass
+class Imported:
+    mod: Any                      # tvm.IRModule with "main"
+    input_name: str
+    input_shape: tuple[int, ...]
+    source: str
+
+
+def load(source, batch: int = 1, input_shape: tuple[int, ...] | None = None) -> Imported:
+    """Import ``source`` (a path to an .onnx file, or a ``torch.export.ExportedProgram``).
+
+    Symbolic dimensions of the input (a dynamic batch) are set to ``batch``; ``input_shape``
+    overrides the whole shape.
+    """
+    try:
+        import torch
+        if isinstance(source, torch.export.ExportedProgram):
+            return _load_exported_program(source)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return _load_onnx(Path(source), batch, input_shape)   # TVM's C++ noise: captured by model_stage
+
+
+# ---------------------------------------------------------------------------------------------
+# placeholders
+
+def placeholder(op: str, x, tensors: dict, attrs: dict, out_shape) -> Any:
+    """The Relax call standing for one compressed layer (see the module docstring)."""
+    from tvm import relax
+
+    from tvmopt.model.opset import SPECS
+
+    spec = SPECS[op]
+    args = [x]
+    for name, etype, _ in spec.inputs:
+        t = tensors.get(name)
+        if t is None:
+            t = relax.const(np.zeros((0,), dtype=np.float32 if etype == "float" else etype))
+        args.append(t)
+    for name, kind in spec.attrs:
+        v = attrs[name]
+        args.append(relax.ShapeExpr([int(i) for i in v]) if kind == "ints" else relax.prim_value(int(v)))
+    return relax.call_dps_packed(relax.ExternFunc(PLACEHOLDER_PREFIX + op), relax.Tuple(args),
+                                 relax.TensorType([int(d) for d in out_shape], "float32"))
+
+
+def checked_placeholder(spec, x, tensors: dict, attrs: dict, node_name: str = ""):
+    """The placeholder of one ``ai.tvmopt`` node after checking that its input, tensors and
+    attributes agree (ModelError naming the node and the problem otherwise)."""
+    from tvmopt.model.opset import check_node, output_shape
+
+    x_shape = static_shape(x)
+    shapes = {name: (None if t is None else static_shape(t)) for name, t in tensors.items()}
+    dtypes = {name: str(t.ty.dtype) for name, t in tensors.items() if t is not None}
+    problem = check_node(spec, x_shape, shapes, attrs, dtypes)
+    if problem:
+        where = f" '{node_name}'" if node_name else ""
+        raise ModelError(f"ai.tvmopt {spec.name} node{where}: {problem}")
+    return placeholder(spec.name, x, tensors, attrs, output_shape(spec, x_shape, attrs))
+
+
+def static_shape(expr) -> tuple[int, ...]:
+    shape = expr.ty.shape
+    try:
+        return tuple(int(d) for d in shape)
+    except TypeError as exc:
+        raise ModelError(f"tvmopt needs static shapes; got {shape} (set the batch size)") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+def _onnx_converters() -> dict:
+    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    from tvmopt.model.opset import SPECS
+
+    converters = {}
+    for spec in SPECS.values():
+        def _impl_v1(cls, bb, inputs, attr, params, _spec=spec):
+            x = inputs[0]
+            names = [name for name, _, _ in _spec.inputs]
+            tensors = {n: (inputs[i + 1] if i + 1 < len(inputs) else None) for i, n in enumerate(names)}
+            attrs = {}
+            for name, kind in _spec.attrs:
+                if name not in attr:
+                    raise ModelError(f"{_spec.name} node lacks attribute '{name}'")
+                attrs[name] = list(attr[name]) if kind == "ints" else int(attr[name])
+            return checked_placeholder(_spec, x, tensors, attrs, attr.get("tvm_custom", {}).get("name", ""))
+
+        converters[spec.name] = type(spec.name + "Converter", (OnnxOpConverter,),
+                                     {"_impl_v1": classmethod(_impl_v1)})
+
+    def _sum(cls, bb, inputs, attr, params):
+        """ONNX Sum as a chain of adds (TVM imports it as broadcast_to + stack + sum, which no
+        kernel can fuse: a ResNet's residual adds would run as separate reductions)."""
+        from tvm import relax
+
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = relax.op.add(out, x)
+        return out
+
+    converters["Sum"] = type("SumConverter", (OnnxOpConverter,), {"_impl_v1": classmethod(_sum)})
+    return converters
+
+
+@contextlib.contextmanager
+def _tvmopt_onnx_ops():
+    """Make TVM's ONNX importer know the ai.tvmopt ops (it has no hook for custom domains)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend._get_convert_map
+    extra = _onnx_converters()
+
+    def patched():
+        table = dict(original())
+        table.update(extra)
+        return table
+
+    onnx_frontend._get_convert_map = patched
+    try:
+        yield patched
+    finally:
+        onnx_frontend._get_convert_map = original
+
+
+def read_onnx(path: Path):
+    """onnx.load with one clear error per way a file can be bad."""
+    import onnx
+
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not an ONNX file: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, truncated file...
+        raise ModelError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not model.graph.node:
+        raise ModelError(f"{path} holds no graph nodes (corrupt or not an ONNX model)")
+    return model
+
+
+def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
+    model = read_onnx(path)
+    with _tvmopt_onnx_ops() as table:
+        known = table()
+        unsupported = sorted({n.op_type for n in model.graph.node if n.op_type not in known
+                              and n.op_type not in ("Constant", "If")})
+        if unsupported:
+            raise ModelError(f"{path.name}: unsupported operator(s): {', '.join(unsupported)}")
+        inits = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name}: expected one graph input, found {len(inputs)}")
+        inp = inputs[0]
+        shape = tuple(input_shape) if input_shape else _input_shape(path.name, inp, batch)
+        _check_graph(path.name, model, inp.name)
+        from tvm.relax.frontend.onnx import from_onnx
+
+        # the importer prints each failing node with its inputs to stdout; the error we raise says it
+        with warnings.catch_warnings(), model_stage(f"{path.name}: import"), \
+                contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
+    check_sizes(path.name, mod)
+    return Imported(mod, inp.name, shape, str(path))
+
+
+#: the largest tensor tvmopt compiles: TVM indexes with int32
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _input_shape(name: str, inp, batch: int) -> tuple[int, ...]:
+    """The graph input's static shape: the first axis, when symbolic or unset, is the batch."""
+    shape = []
+    for axis, d in enumerate(inp.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(d.dim_value)
+        elif axis == 0 and not d.HasField("dim_value"):
+            shape.append(batch)
+        else:
+            what = f"dim_value {d.dim_value}" if d.HasField("dim_value") else f"symbolic '{d.dim_param}'"
+            raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "
+                             f"size on every axis but the first (the batch)")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+        raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
+    return tuple(shape)
+
+
+def _check_graph(name: str, model, input_name: str) -> None:
+    """Each node reads only tensors defined before it and defines each tensor once: the two
+    invariants whose breach makes TVM's importer fail with a bare KeyError."""
+    from onnx import helper
+
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data"):
+            continue
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{name}: initializer '{t.name}' has unknown data type {t.data_type}") from None
+        need = int(np.prod(list(t.dims), dtype=np.float64)) * itemsize
+        if t.data_type != 0 and need != len(t.raw_data):
+            raise ModelError(f"{name}: initializer '{t.name}' holds {len(t.raw_data)} bytes, but its shape "
+                             f"{list(t.dims)} of {helper.tensor_dtype_to_np_dtype(t.data_type)} needs {need}")
+    defined = {input_name, ""} | {t.name for t in model.graph.initializer}
+    for i, node in enumerate(model.graph.node):
+        label = f"node {i} ({node.op_type}{', ' + repr(node.name) if node.name else ''})"
+        for x in node.input:
+            if x not in defined:
+                raise ModelError(f"{name}: {label} reads '{x}', which no earlier node, initializer or input "
+                                 f"defines (nodes out of order, or a missing initializer)")
+        for y in node.output:
+            if y and y in defined:
+                raise ModelError(f"{name}: {label} defines '{y}' a second time")
+            defined.add(y)
+    for out in model.graph.output:
+        if out.name not in defined:
+            raise ModelError(f"{name}: graph output '{out.name}' is not defined by any node")
+
+
+def check_sizes(name: str, mod) -> None:
+    """Refuse a model with a tensor TVM cannot index (more than 2^31 elements): such a shape
+    comes from a corrupt attribute or dimension, and would fail deep in the compiler."""
+    from tvm import relax
+
+    def visit(expr):
+        shape = getattr(getattr(expr, "ty", None), "shape", None)
+        try:
+            dims = [int(d) for d in shape] if shape is not None else []
+        except TypeError:
+            return
+        if dims and (min(dims) < 0 or int(np.prod(dims, dtype=np.float64)) > MAX_ELEMENTS):
+            raise ModelError(f"{name}: a tensor of shape {dims} is out of range (over 2^31 elements or "
+                             f"negative); a dimension or attribute of the model is corrupt")
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.export
+
+def _torch_converters() -> dict:
+    from tvmopt.model.opset import SPECS, register_torch_ops
+
+    register_torch_ops()
+    table = {}
+    for spec in SPECS.values():
+        def convert(node, importer, _spec=spec):
+            x = importer.env[node.args[0]]
+            nodes, attrs = _spec.split_args(list(node.args[1:]))
+            tensors = {name: (None if a is None else importer.env[a]) for name, a in nodes.items()}
+            return importer.block_builder.emit(checked_placeholder(_spec, x, tensors, attrs, node.name))
+        table[f"{spec.torch_name}.default"] = convert
+    return table
+
+
+def _load_exported_program(program) -> Imported:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    users = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if len(users) != 1:
+        raise ModelError(f"expected an exported program with one user input, found {len(users)}")
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == users[0].arg.name)
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    with model_stage("exported program: import"):
+        mod = from_exported_program(program, custom_convert_map=_torch_converters(), unwrap_unit_return_tuple=True)
+    return Imported(mod, users[0].arg.name, shape, "torch.export")

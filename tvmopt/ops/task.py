@@ -1,0 +1,151 @@
+"""Tunable tasks: a workload key, its schedule space, a numpy reference and its FLOPs.
+
+A task is rebuilt from its key alone, so worker processes receive plain strings and configs,
+never pickled IR. Each op family (:mod:`tvmopt.ops.registry`) registers the factories of its
+key prefixes (``gemm:``, ``dense:``, ``binary_dense:``...); :func:`task_for` gives the task
+with the space of a target kind (its CUDA view for ``cuda``).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from tvmopt.errors import CudaError, WorkloadError
+from tvmopt.schedules.space import Config, Space
+
+class Task(ABC):
+    """One tunable workload. Subclasses know their compute, space and reference.
+
+    Everything the pass, the measurer and the CUDA code call on a task is declared here; the
+    defaults fit a task whose kernel takes its constants as given and has no parameters.
+    """
+
+    key: str
+    space: Space
+    flops: float
+    #: values that do not change the loop nest (``shift_min``, hash seeds): data, not key
+    params: dict = {}
+    #: an optional second reference (``torch``) timed beside numpy by ``tvmopt tune``
+    torch_reference = None
+
+    @property
+    def family(self) -> str:
+        """The workload key's prefix (``gemm``, ``binary_dense``...)."""
+        return self.key.split(":", 1)[0]
+
+    @abstractmethod
+    def make_inputs(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Random inputs for checking and timing."""
+
+    @abstractmethod
+    def reference(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """The expected output, computed with numpy."""
+
+    @abstractmethod
+    def schedule(self, config: Config, target):
+        """An IRModule holding the scheduled PrimFunc for ``config`` (imports TVM)."""
+
+    def compute(self):
+        """The TE tensors of the kernel (inputs first, output last)."""
+        raise NotImplementedError(f"{type(self).__name__} has no TE compute")
+
+    def primfunc(self, config: Config | None = None):
+        """The scheduled PrimFunc for ``config`` (None: the space's start)."""
+        return self.schedule(self.space.initial() if config is None else config, None)["main"]
+
+    def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Constant arrays in the logical layout -> the layout the kernel reads (default: as is)."""
+        return arrays
+
+    def with_params(self, params: dict) -> "Task":
+        """The same task with other parameters (a layer's ``shift_min``, hash seeds...)."""
+        return self
+
+    def tolerance(self) -> tuple[float, float]:
+        """(rtol, atol) for comparing against the reference."""
+        return 1e-4, 1e-4
+
+    def mismatch(self, got: np.ndarray, expected: np.ndarray) -> str | None:
+        """Why ``got`` is not the reference output, or None when it matches within tolerance.
+
+        atol is scaled by the largest reference magnitude, so sums of many terms are judged
+        relative to their size.
+        """
+        rtol, atol = self.tolerance()
+        if np.allclose(got, expected, rtol=rtol, atol=atol * max(1.0, float(np.abs(expected).max()))):
+            return None
+        return f"max abs error {float(np.nanmax(np.abs(got - expected))):.3g} against the numpy reference"
+
+
+_KEY = re.compile(r"^([a-z][a-z0-9_]*):(\d+(?:x\d+)*)$")
+
+
+def get_task(key: str) -> Task:
+    """Parse a workload key such as ``gemm:1024x1024x1024`` into its Task (LLVM space)."""
+    from tvmopt.ops.registry import family_of_prefix, workload_prefixes
+
+    m = _KEY.match(key.strip()) if isinstance(key, str) else None
+    if not m:
+        raise WorkloadError(
+            f"cannot read workload '{key}'; expected FAMILY:DIMS, e.g. gemm:1024x1024x1024 "
+            f"(M x N x K), dense:64x1024x1024 or bgemm:8x64x64x64; families: {workload_prefixes()}"
+        )
+    prefix, dims = m.group(1), tuple(int(d) for d in m.group(2).split("x"))
+    family = family_of_prefix(prefix)
+    if family is None:
+        raise WorkloadError(f"unknown workload family '{prefix}' in '{key}'; known: {workload_prefixes()}")
+    kind = family.tasks[prefix]
+    if any(d < 1 for i, d in enumerate(dims) if i not in kind.zero_ok or d < 0):
+        raise WorkloadError(f"workload '{key}' has a zero extent; every dimension must be >= 1")
+    return kind.factory(key.strip(), dims)
+
+
+def task_for(key: str, target_kind: str = "llvm") -> Task:
+    """The task with the schedule space of a target kind (``cuda``: its CUDA view)."""
+    if target_kind == "cuda":
+        return cuda_task(key)
+    return get_task(key)
+
+
+class CudaTask(Task):
+    """A task seen through its CUDA schedule space (same key, inputs, reference and FLOPs)."""
+
+    def __init__(self, base: Task, space: Space, apply, compute=None):
+        self.base, self.space, self._apply = base, space, apply
+        self._compute = compute or (lambda config: base.compute())     # config -> TE tensors
+        self.key, self.flops = base.key, base.flops
+
+    def make_inputs(self, rng):
+        return self.base.make_inputs(rng)
+
+    def reference(self, inputs):
+        return self.base.reference(inputs)
+
+    def tolerance(self):
+        return self.base.tolerance()
+
+    def schedule(self, config: Config, target=None):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(list(self._compute(config))).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        self._apply(sch, config)
+        return sch.mod
+
+
+def cuda_task(task: Task | str) -> CudaTask:
+    """The CUDA view of a task (or workload key), from its family's registration; a family
+    without a CUDA space is a CudaError."""
+    from tvmopt.ops.registry import family_of_prefix
+
+    task = get_task(task) if isinstance(task, str) else task
+    if isinstance(task, CudaTask):
+        return task
+    family = family_of_prefix(task.family)
+    if family is None or family.cuda is None:
+        raise CudaError(f"workload '{task.key}': the {task.family} family has no CUDA schedule space")
+    return family.cuda(task)

@@ -1,0 +1,175 @@
+"""After the pass: fuse, then schedule every PrimFunc of the module.
+
+1. :func:`fuse` runs Relax's legalization and fusion (``LegalizeOps``, ``AnnotateTIROpPattern``,
+   ``FuseOps``, ``FuseTIR``). The dense convolutions the pass emits are *unscheduled* TE
+   functions marked ``op_pattern = kOutEWiseFusable``, so bias adds, batch-norm shifts, ReLUs and
+   residual adds after them fuse into one function with them.
+2. :func:`schedule_module` schedules each fused function: a block carrying a task annotation
+   (``tvmopt_task``) gets its task's config (the best record, or the space's start) and its
+   epilogue blocks are inlined into the accumulator's write-back; every other unscheduled
+   function gets :func:`default_schedule` (parallel outer loops, vectorized inner loop), so no
+   heavy loop nest runs serial and scalar.
+3. :func:`unscheduled_heavy` is the checker the build runs last: functions with enough work
+   and neither a parallel nor a vectorized loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from tvmopt.ops.conv2d import TASK_ANNOTATION
+
+#: Relax's pattern kind of a kernel that accepts elementwise epilogues (conv2d, matmul)
+OUT_EWISE_FUSABLE = 4
+OPAQUE = 8
+
+#: a function doing at least this many innermost iterations counts as heavy
+HEAVY_WORK = 1 << 16
+
+#: loops fused into the parallel loop until it has at least this many iterations
+MIN_PARALLEL = 64
+
+
+def fuse(mod):
+    import tvm
+    from tvm import relax
+
+    return tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])(mod)
+
+
+def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[object, list[str]]:
+    """Schedule every unscheduled PrimFunc of ``mod``. Returns the module and the names of the
+    functions that got the default rule."""
+    import tvm
+
+    from tvmopt.ops.task import get_task
+
+    defaulted = []
+    for gv, func in list(mod.functions_items()):
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is not None and \
+                func.attrs.get("tirx.is_scheduled", False):
+            continue
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        blocks = _blocks(sch)
+        at = next((i for i, b in enumerate(blocks) if TASK_ANNOTATION in sch.get(b).annotations), None)
+        if at is not None:
+            block = blocks[at]
+            task = get_task(str(sch.get(block).annotations[TASK_ANNOTATION]))
+            # the task schedules its own stages (a pad) and inlines what it can of the epilogue
+            for rest in task.apply(sch, block, configs(task.key, task.space), blocks[at + 1:]) or ():
+                _parallel_vectorize(sch, rest)
+        else:
+            default_schedule(sch)
+            defaulted.append(gv.name_hint)
+        mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return mod, defaulted
+
+
+def _blocks(sch) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root"))) if _has_root(sch) else []
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001 - a function without a root block has nothing to schedule
+        return False
+
+
+def default_schedule(sch) -> None:
+    """A sound schedule for any function without a template: for each block, the leading
+    spatial loops fused into one parallel loop (until it has ``MIN_PARALLEL`` iterations) and,
+    for blocks without a reduction, the innermost loop vectorized when its extent is a
+    multiple of 4 up to 64 (else split by 8 with the inner part vectorized when that divides).
+    Injective stages that feed another stage are inlined first where TVM allows it."""
+    blocks = _blocks(sch)
+    for block in blocks[:-1]:
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - not inlinable (reduction, multiple consumers...)
+            pass
+    for block in _blocks(sch):
+        try:
+            _parallel_vectorize(sch, block)
+        except Exception as exc:  # noqa: BLE001 - the checker reports what stays serial
+            warnings.warn(f"default schedule failed for block {sch.get(block).name_hint}: {exc}")
+
+
+def _parallel_vectorize(sch, block) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    kinds = [int(v.iter_type) for v in sch.get(block).iter_vars]
+    extents = [int(sch.get(lp).extent) for lp in loops]
+    if len(kinds) != len(loops):       # a block whose loops were rearranged: parallel outer only
+        kinds = [0] + [2] * (len(loops) - 1)
+    spatial = 0
+    while spatial < len(loops) and kinds[spatial] == 0:
+        spatial += 1
+    reduces = spatial < len(loops)
+    keep_inner = not reduces and spatial > 1       # the innermost spatial loop is vectorized
+    take, product = 0, 1
+    while take < spatial - (1 if keep_inner else 0) and product < MIN_PARALLEL:
+        product *= extents[take]
+        take += 1
+    if take and product > 1:
+        sch.parallel(sch.fuse(*loops[:take]) if take > 1 else loops[0])
+    if reduces or take == len(loops):
+        return
+    inner, extent = loops[-1], extents[-1]
+    if extent % 4 == 0 and extent <= 64:
+        sch.vectorize(inner)
+    elif extent % 8 == 0:
+        sch.vectorize(sch.split(inner, factors=[None, 8])[1])
+
+
+def unscheduled_heavy(mod, threshold: int = HEAVY_WORK) -> list[str]:
+    """Names of the PrimFuncs of ``mod`` that do at least ``threshold`` innermost iterations
+    without any parallel or vectorized loop."""
+    import tvm
+    from tvm.tirx import ForKind
+
+    heavy = []
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        work, fast = _work(func.body, ForKind)
+        if work >= threshold and not fast:
+            heavy.append(gv.name_hint)
+    return heavy
+
+
+def _work(stmt, ForKind) -> tuple[int, bool]:
+    """(innermost iterations of ``stmt``, whether it has a parallel or vectorized loop)."""
+    import tvm
+
+    total, fast = 0, False
+
+    def visit(node, mult):
+        nonlocal total, fast
+        if isinstance(node, tvm.tirx.For):
+            extent = node.extent.value if hasattr(node.extent, "value") else 1
+            if node.kind in (ForKind.PARALLEL, ForKind.VECTORIZED):
+                fast = True
+            visit(node.body, mult * extent)
+        elif isinstance(node, tvm.tirx.SeqStmt):
+            for s in node.seq:
+                visit(s, mult)
+        elif isinstance(node, (tvm.tirx.BufferStore,)):
+            total += mult
+        else:
+            for attr in ("body", "block", "then_case", "else_case"):
+                child = getattr(node, attr, None)
+                if isinstance(child, tvm.tirx.Stmt):
+                    visit(child, mult)
+
+    visit(stmt, 1)
+    return total, fast

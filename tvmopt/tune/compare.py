@@ -1,0 +1,316 @@
+"""Compare tuners' search cost: same space, same budget, same measurer, repeated seeds.
+
+Every trial of every run is logged (JSON lines, one file per tuner and repeat). The summary
+per tuner: best GFLOPS at the budget (median and IQR over repeats), trials and measurement
+time to reach 90/95/99% of the reference (the replay table's optimum, or the best config seen
+by any run when measuring live), the fraction of the space explored, and the methodology score
+of Willemsen et al.: the area between the tuner's median best-so-far curve and random search's
+expected curve, normalised so 0 = random and 1 = the optimum from the first trial on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tvmopt.records.store import Record
+from tvmopt.errors import UserError
+from tvmopt.measure.base import Measurer
+from tvmopt.measure.replay import ReplayMeasurer
+from tvmopt.schedules.space import Space
+from tvmopt.ops.task import Task
+from tvmopt.tuners import TUNERS, make_tuner
+
+THRESHOLDS = (0.90, 0.95, 0.99)
+
+
+@dataclass
+class Run:
+    """One tuner, one seed: per trial, its cost and the measurement seconds spent so far."""
+
+    tuner: str
+    seed: int
+    costs: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def best_so_far(self, flops: float) -> np.ndarray:
+        perf = np.array([flops / c / 1e9 if math.isfinite(c) else 0.0 for c in self.costs])
+        return np.maximum.accumulate(perf) if len(perf) else perf
+
+
+def expected_random_curve(perfs: list[float], budget: int) -> np.ndarray:
+    """E[best of M distinct uniform draws] for M = 1..budget, exactly (order statistics).
+
+    With values sorted in descending order, P(best is the i-th) = C(N-i, M-1) / C(N, M).
+    """
+    values = np.sort(np.asarray(perfs, dtype=float))[::-1]
+    n = len(values)
+    out = np.empty(budget)
+    ranks = np.arange(1, n + 1)
+    for m in range(1, budget + 1):
+        if m >= n:
+            out[m - 1] = values[0]
+            continue
+        log_p = _log_comb(n - ranks, m - 1) - _log_comb(n, m)
+        out[m - 1] = float(np.sum(np.exp(log_p) * values))
+    return out
+
+
+def _log_comb(n, k):
+    from scipy.special import gammaln
+
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore"):
+        res = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+    return np.where(n >= k, res, -np.inf)
+
+
+def methodology_score(curve: np.ndarray, random_curve: np.ndarray, optimum: float) -> float:
+    """Mean over the budget of (S(t) - R(t)) / (opt - R(t)): 0 = random, 1 = optimum throughout."""
+    t = min(len(curve), len(random_curve))
+    s, r = curve[:t], random_curve[:t]
+    gap = optimum - r
+    valid = gap > 1e-12 * optimum
+    if not valid.any():
+        return float("nan")
+    return float(np.mean((s[valid] - r[valid]) / gap[valid]))
+
+
+def _first_reaching(curve: np.ndarray, level: float) -> int | None:
+    hits = np.nonzero(curve >= level)[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+@dataclass
+class TunerSummary:
+    tuner: str
+    best_gflops: tuple[float, float, float]  # q25, median, q75
+    trials_to: dict[float, float | None]  # threshold -> median trials (None: most runs never got there)
+    seconds_to: dict[float, float | None]  # measurement seconds (build + run) spent until then
+    explored: float | None  # fraction of the space measured to reach 95% (median trials / size)
+    score: float
+
+
+@dataclass
+class Comparison:
+    task: Task
+    space: Space
+    runs: list[Run]
+    reference: float  # GFLOPS that the thresholds refer to
+    random_curve: np.ndarray | None
+    budget: int
+    mode: str  # "replay" or "live"
+    summaries: list[TunerSummary] = field(default_factory=list)
+    references: list[dict] = field(default_factory=list)  # other tuners run once, e.g. MetaSchedule
+
+    def add_reference(self, name: str, gflops: float, wall_s: float, trials: int) -> None:
+        self.references.append({"name": name, "gflops": gflops, "wall_s": wall_s, "trials": trials})
+
+    def curves(self, tuner: str) -> np.ndarray:
+        rows = [_pad(r.best_so_far(self.task.flops), self.budget) for r in self.runs if r.tuner == tuner]
+        return np.array(rows)
+
+    def summarize(self) -> list[TunerSummary]:
+        self.summaries = []
+        for tuner in dict.fromkeys(r.tuner for r in self.runs):
+            runs = [r for r in self.runs if r.tuner == tuner]
+            curves = self.curves(tuner)
+            finals = curves[:, -1]
+            trials_to, seconds_to = {}, {}
+            for th in THRESHOLDS:
+                hits = [_first_reaching(c, th * self.reference) for c in curves]
+                reached = [h for h in hits if h is not None]
+                trials_to[th] = float(np.median([h if h is not None else math.inf for h in hits])) \
+                    if len(reached) * 2 > len(hits) else None
+                secs = [r.seconds[h - 1] if h is not None else math.inf for r, h in zip(runs, hits)]
+                seconds_to[th] = float(np.median(secs)) if trials_to[th] is not None else None
+            # expected value against expected value: the median of skewed best-so-far curves
+            # would put random search itself well above 0
+            score = (methodology_score(np.mean(curves, axis=0), self.random_curve, self.reference)
+                     if self.random_curve is not None else float("nan"))
+            explored = None if trials_to[0.95] is None else trials_to[0.95] / self.space.size()
+            q25, med, q75 = np.percentile(finals, [25, 50, 75])
+            self.summaries.append(TunerSummary(tuner, (q25, med, q75), trials_to, seconds_to, explored, score))
+        return self.summaries
+
+    def markdown(self) -> str:
+        summaries = self.summaries or self.summarize()
+        ref_name = "table optimum" if self.mode == "replay" else "best seen by any run"
+        lines = [
+            f"`{self.task.key}`, {self.mode}, budget {self.budget} trials, "
+            f"{len(self.runs) // max(1, len(summaries))} repeats, space of {self.space.size():,} configs; "
+            f"reference = {ref_name} = {self.reference:.1f} GFLOPS.",
+            "",
+            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | measuring time to 95% "
+            "| space explored to 95% | score |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in summaries:
+            q25, med, q75 = s.best_gflops
+            cells = [_fmt_trials(s.trials_to[th], self.budget) for th in THRESHOLDS]
+            secs = s.seconds_to[0.95]
+            lines.append(f"| {s.tuner} | {med:.1f} [{q25:.1f}, {q75:.1f}] | " + " | ".join(cells) +
+                         f" | {'-' if secs is None else f'{secs:.0f} s'} | "
+                         f"{'-' if s.explored is None else f'{100 * s.explored:.2g}%'} | "
+                         f"{'n/a (live)' if math.isnan(s.score) else f'{s.score:.3f}'} |")
+        for ref in self.references:
+            lines.append(f"| {ref['name']} (1 run, {ref['trials']} trials) | {ref['gflops']:.1f} | | | | "
+                         f"total {ref['wall_s']:.0f} s | | |")
+        return "\n".join(lines)
+
+    def save(self, log_dir: Path) -> None:
+        """summary.md, summary.json and convergence.png in ``log_dir``."""
+        (log_dir / "summary.md").write_text(self.markdown() + "\n")
+        (log_dir / "summary.json").write_text(json.dumps(_summary_json(self), indent=2) + "\n")
+        self.plot(log_dir / "convergence.png")
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        x = np.arange(1, self.budget + 1)
+        for tuner in dict.fromkeys(r.tuner for r in self.runs):
+            curves = self.curves(tuner)
+            q25, med, q75 = np.percentile(curves, [25, 50, 75], axis=0)
+            (line,) = ax.plot(x, med, label=tuner, lw=1.6)
+            ax.fill_between(x, q25, q75, color=line.get_color(), alpha=0.18, lw=0)
+        if self.random_curve is not None:
+            ax.plot(x, self.random_curve[: self.budget], "k--", lw=1, label="random (expected)")
+        ax.axhline(self.reference, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("trials")
+        ax.set_ylabel("best GFLOPS so far")
+        ax.set_title(f"{self.task.key} ({self.mode}): median and IQR over repeats")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def _pad(curve: np.ndarray, budget: int) -> np.ndarray:
+    """A run that stopped early (space exhausted) keeps its last best for the rest."""
+    if len(curve) >= budget:
+        return curve[:budget]
+    last = curve[-1] if len(curve) else 0.0
+    return np.concatenate([curve, np.full(budget - len(curve), last)])
+
+
+def _fmt_trials(value: float | None, budget: int) -> str:
+    return f"> {budget}" if value is None else f"{value:.0f}"
+
+
+def compare(
+    task: Task,
+    measurer: Measurer,
+    target_key: str,
+    tuners: list[str],
+    trials: int,
+    repeats: int,
+    log_dir: Path,
+    space: Space | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Comparison:
+    """Run every tuner ``repeats`` times (seeds 0..repeats-1) with the same budget and measurer."""
+    unknown = [t for t in tuners if t not in TUNERS]
+    if unknown:
+        raise UserError(f"unknown tuner(s) {unknown}; choose from: {', '.join(sorted(TUNERS))}")
+    if trials < 1 or repeats < 1:
+        raise UserError("--trials and --repeats must be positive")
+    space = space or task.space
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = space.fingerprint()
+    from tqdm import tqdm
+
+    runs: list[Run] = []
+    bar = tqdm(total=len(tuners) * repeats * trials, unit="trial", disable=not progress, dynamic_ncols=True)
+    for name in tuners:
+        for seed in range(repeats):
+            run = Run(name, seed)
+            log = log_dir / f"{name}_seed{seed}.jsonl"
+            bar.set_description(f"{name} seed {seed}")
+
+            def measure(configs, run=run, log=log):
+                results = measurer.measure(task.key, configs)
+                for result in results:
+                    spent = (run.seconds[-1] if run.seconds else 0.0) + result.build_s + result.run_s
+                    run.costs.append(result.cost)
+                    run.seconds.append(spent)
+                with open(log, "a", encoding="utf-8") as f:
+                    for config, result in zip(configs, results):
+                        f.write(Record.from_result(task.key, target_key, config, result, fingerprint,
+                                                   name).to_line() + "\n")
+                bar.update(len(configs))
+                return results
+
+            log.unlink(missing_ok=True)
+            make_tuner(name, space, seed=seed).tune(measure, n_trial=trials, batch_size=batch_size)
+            bar.update(trials - len(run.costs))  # a run that exhausted the space early
+            runs.append(run)
+    bar.close()
+    return summarize_runs(task, space, runs, trials, measurer, log_dir)
+
+
+def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measurer: Measurer,
+                   log_dir: Path) -> Comparison:
+    """Statistics, summary files and plot for finished runs."""
+    replay = isinstance(measurer, ReplayMeasurer)
+    if replay:
+        perfs = [task.flops / c / 1e9 if c is not None else 0.0 for c, _, _ in measurer.table.values()]
+        reference = task.flops / measurer.optimum / 1e9
+        random_curve = expected_random_curve(perfs, trials)
+    else:
+        # no table, so no exact expected curve of random search: the score is left out (an
+        # estimate from a few random runs makes the normaliser opt - R(t) collapse to noise)
+        reference = max(float(r.best_so_far(task.flops)[-1]) for r in runs if r.costs)
+        random_curve = None
+    comparison = Comparison(task, space, runs, reference, random_curve, trials, "replay" if replay else "live")
+    comparison.summarize()
+    comparison.save(log_dir)
+    return comparison
+
+
+def add_metaschedule_reference(comparison: Comparison, target, log_dir: Path) -> None:
+    """Run MetaSchedule once with the comparison's budget and add it as a reference row."""
+    from tvmopt.tune.metaschedule import run_metaschedule
+
+    ms = run_metaschedule(comparison.task, target, comparison.budget, work_dir=str(log_dir / "metaschedule"))
+    comparison.add_reference("metaschedule", ms["gflops"], ms["wall_s"], comparison.budget)
+    comparison.save(log_dir)
+
+
+def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
+    """Runs read back from a comparison's logs, to summarize them again."""
+    runs = []
+    for name in tuners:
+        for seed in range(repeats):
+            run = Run(name, seed)
+            spent = 0.0
+            with open(log_dir / f"{name}_seed{seed}.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    record = Record.from_line(line)
+                    spent += record.build_s + record.run_s
+                    run.costs.append(record.cost)
+                    run.seconds.append(spent)
+            runs.append(run)
+    return runs
+
+
+def _summary_json(c: Comparison) -> dict:
+    return {
+        "workload": c.task.key, "mode": c.mode, "budget": c.budget, "reference_gflops": c.reference,
+        "space_size": c.space.size(), "references": c.references,
+        "tuners": [{"tuner": s.tuner, "best_gflops_q25_median_q75": list(s.best_gflops),
+                    "trials_to": {str(k): v for k, v in s.trials_to.items()},
+                    "seconds_to": {str(k): v for k, v in s.seconds_to.items()},
+                    "explored": s.explored, "score": None if math.isnan(s.score) else s.score}
+                   for s in c.summaries],
+    }

@@ -1,0 +1,212 @@
+"""Tune one task: wire a tuner, the measurer and the record cache together, resumably."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tvmopt.records.store import Record, RecordCache
+from tvmopt.errors import UserError
+from tvmopt.measure.base import Measurer
+from tvmopt.measure.local import LocalMeasurer
+from tvmopt.schedules.space import Config
+from tvmopt.target import TargetSpec
+from tvmopt.ops.task import Task, task_for
+from tvmopt.tuners import make_tuner
+
+
+@dataclass
+class TuneResult:
+    task: Task
+    target: TargetSpec
+    best_config: Config | None
+    best_cost: float
+    measured: int  # new measurements made by this call
+    reused: int  # earlier records learned from instead of re-measured
+    failed: int  # new measurements that failed (any error kind)
+
+    @property
+    def best_gflops(self) -> float:
+        return self.task.flops / self.best_cost / 1e9 if math.isfinite(self.best_cost) else 0.0
+
+
+def history_for(cache: RecordCache, task: Task, target: TargetSpec) -> tuple[list[tuple[Config, float]], list[Record]]:
+    """Earlier results of this task's current space: one (config, cost) per config."""
+    records = [r for r in cache.load(target.key, task.key) if r.space == task.space.fingerprint()]
+    seen: dict[Config, float] = {}
+    for r in records:
+        if task.space.contains(r.config):
+            seen[r.config] = min(seen.get(r.config, math.inf), r.cost)
+    return list(seen.items()), records
+
+
+def check_measurable(target: TargetSpec) -> None:
+    """Refuse to tune where candidates cannot run, rather than measure the wrong device."""
+    if target.kind == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise UserError("target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled "
+                            "here but not measured, so tuning stops (use --target llvm)")
+        raise UserError("target cuda: tune measures on this machine's GPU through TVM, which is not wired yet; "
+                        "measure on a GPU host with 'tvmopt cuda export' and 'tvmopt cuda ingest' (see --help)")
+
+
+def tune_task(
+    task_key: str,
+    target: TargetSpec,
+    tuner: str = "random",
+    trials: int = 200,
+    records: str | Path | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    early_stopping: int | None = None,
+    measurer: Measurer | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    report: Callable[[Record], None] | None = None,
+) -> TuneResult:
+    """Tune ``task_key`` until this tuner has ``trials`` measurements of it in the records.
+
+    With ``resume`` (the default), configs already in the records (from any tuner) are never
+    measured again and a killed run continues where it stopped; without it the tuner starts
+    afresh. ``report`` is called with each record once it is written and flushed.
+    """
+    if trials < 1:
+        raise UserError(f"--trials must be a positive number, got {trials}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be a positive number, got {batch_size}")
+    task = task_for(task_key, target.kind)       # the target picks the space (LLVM or CUDA)
+    check_measurable(target)
+    cache = RecordCache(records)
+    cache.ensure_writable()
+    history, records_so_far = history_for(cache, task, target) if resume else ([], [])
+    done_before = sum(1 for r in records_so_far if r.tuner == tuner)
+    remaining = max(0, trials - done_before)
+    strategy = make_tuner(tuner, task.space, seed=seed)
+    fingerprint = task.space.fingerprint()
+    failed = 0
+
+    def on_results(configs, results):
+        nonlocal failed
+        failed += sum(1 for r in results if r.cost == math.inf)
+        rows = [Record.from_result(task.key, target.key, c, r, fingerprint, tuner) for c, r in zip(configs, results)]
+        cache.append(rows)
+        if report is not None:
+            for row in rows:
+                report(row)
+
+    own_measurer = measurer is None
+    measurer = measurer or LocalMeasurer(target)
+    bar = _ProgressBar(task, remaining, progress)
+    try:
+        best_config, best_cost = strategy.tune(
+            lambda configs: measurer.measure(task.key, configs),
+            n_trial=remaining,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            on_results=on_results,
+            history=history,
+            progress=bar.step,
+        )
+    finally:
+        bar.close()
+        if own_measurer:
+            measurer.close()
+    measured = len(strategy.visited) - len(history)
+    return TuneResult(task, target, best_config, best_cost, measured, len(history), failed)
+
+
+class _ProgressBar:
+    """tqdm bar: trials done, best GFLOPS so far, ETA."""
+
+    def __init__(self, task: Task, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.task = task
+        self.bar = tqdm(total=total, desc=task.key, unit="trial", disable=not enabled or total == 0,
+                        dynamic_ncols=True)
+
+    def step(self, n: int, tuner) -> None:
+        if math.isfinite(tuner.best_cost):
+            self.bar.set_postfix_str(f"best {self.task.flops / tuner.best_cost / 1e9:.1f} GFLOPS", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class ModelTuneResult:
+    """Per task: its key, how many layers use it, its trial budget and the task's result."""
+
+    tasks: list[tuple[str, int, int, TuneResult]]
+
+
+def extract_tasks(source, batch: int = 1) -> list[tuple[str, Task, int]]:
+    """The tunable tasks of a model after the pass: (key, task, layers using it), deduplicated,
+    most FLOPs first."""
+    from collections import Counter
+
+    from tvmopt.build.compile import load_and_lower
+
+    _, lowered = load_and_lower(source, batch)
+    counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
+    rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
+    return sorted(rows, key=lambda r: -r[1].flops * r[2])
+
+
+def split_budget(weights: list[float], total: int) -> list[int]:
+    """``total`` trials split in proportion to ``weights``, at least one each (largest remainder)."""
+    n = len(weights)
+    if n == 0:
+        return []
+    total = max(total, n)
+    spare = total - n
+    s = sum(weights) or 1.0
+    exact = [spare * w / s for w in weights]
+    base = [int(e) for e in exact]
+    order = sorted(range(n), key=lambda i: exact[i] - base[i], reverse=True)
+    for i in order[: spare - sum(base)]:
+        base[i] += 1
+    return [b + 1 for b in base]
+
+
+#: a model's default budget: this many trials per task, and at least MODEL_MIN_TRIALS
+MODEL_TRIALS_PER_TASK = 20
+MODEL_MIN_TRIALS = 200
+#: a model's tasks start from heuristic configs: a local search from there beats random
+#: sampling at a few trials per task (ResNet-50, 200 trials: gbfs won on 15 of 24 tasks)
+MODEL_TUNER = "gbfs"
+
+
+def model_budget(tasks: int) -> int:
+    return max(MODEL_MIN_TRIALS, MODEL_TRIALS_PER_TASK * tasks)
+
+
+def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int | None = None,
+               records: str | Path | None = None, batch: int = 1, batch_size: int = 8, seed: int = 0,
+               progress: bool = True, log=print, resume: bool = True,
+               report: Callable[[Record], None] | None = None, measurer: Measurer | None = None) -> ModelTuneResult:
+    """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each
+    task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
+    measured are not measured again)."""
+    check_measurable(target)
+    tasks = extract_tasks(source, batch)
+    trials = model_budget(len(tasks)) if trials is None else trials
+    budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
+    out = []
+    own = measurer is None
+    measurer = measurer or LocalMeasurer(target)
+    try:
+        for i, ((key, task, count), budget) in enumerate(zip(tasks, budgets), 1):
+            log(f"[{i}/{len(tasks)}] {key}: {count} layer(s), {budget} trial(s)")
+            result = tune_task(key, target, tuner=tuner, trials=budget, records=records, batch_size=batch_size,
+                               seed=seed, measurer=measurer, progress=progress, resume=resume, report=report)
+            out.append((key, count, budget, result))
+    finally:
+        if own:
+            measurer.close()
+    return ModelTuneResult(out)

@@ -247,7 +247,7 @@ def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path
     config = task.space.random(random.Random(3))
     RecordCache(tmp_path).append([Record(key, "llvm-elsewhere-64c", config, (1e-6,))])
     RecordCache(tmp_path).append([Record(key, "cuda-sm_90", task.space.initial(), (1e-9,))])
-    monkeypatch.setattr(compiler, "SHIPPED_RECORDS", tmp_path)
+    monkeypatch.setattr("tvmopt.records.shipped.records_dir", lambda: tmp_path)
     lookup, used = compiler.best_configs(compiler.parse_target("llvm"), None)
     assert lookup(key) == config and used[key] == "shipped:llvm-elsewhere-64c"
     assert lookup("dense:4x64x32") is None and used["dense:4x64x32"] == ""

@@ -69,6 +69,8 @@ def model_stage(what: str):
             traceback.clear_frames(exc.__traceback__)
             error = exc.with_traceback(None)
             error.__context__ = None
+        except AssertionError:
+            raise              # a broken invariant of ours or TVM's is a bug, not the model's fault: exit 1
         except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
             if debugging():
                 raise

@@ -126,6 +126,8 @@ def parse_target(text: str) -> TargetSpec:
 
 
 def _llvm_spec(text: str, opts: dict) -> TargetSpec:
+    if "mcpu" in opts and not isinstance(opts["mcpu"], str):
+        raise TargetError(f"mcpu must be a CPU name (a string) in '{text}', got {opts['mcpu']!r}")
     unknown = set(opts) - {"mcpu", "num-cores", "num_cores"}
     if unknown:
         raise TargetError(f"unknown llvm option(s) {sorted(unknown)} in '{text}'; {ACCEPTED}")

@@ -46,7 +46,8 @@ class Compiled:
         self._vm = relax.VirtualMachine(self.executable, self._device)
         self._main = self._vm["main"]           # looked up once: each lookup costs ~3 us
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The model's output for ``x``; a tuple of every output, in order, when it has several."""
         x = np.asarray(x)
         if tuple(x.shape) != tuple(self.imported.input_shape):
             raise ValueError(f"input shape {x.shape} differs from the compiled {self.imported.input_shape}")
@@ -65,8 +66,9 @@ def _aligned(x: np.ndarray, alignment: int = 64) -> np.ndarray:
     return out
 
 
-def run_main(func, x: np.ndarray, device) -> np.ndarray:
-    """Call a Relax VM function on one numpy input and return its (first) output as numpy.
+def run_main(func, x: np.ndarray, device) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Call a Relax VM function on one numpy input and return its output as numpy: one array,
+    or a tuple of every output, in the model's order, when it returns several.
 
     On the CPU, input and output cross by DLPack without a copy: ``tvm.runtime.tensor(x)`` and
     ``.numpy()`` cost about 55 and 20 us, more than the whole digits MLP (about 20 us). The
@@ -77,9 +79,21 @@ def run_main(func, x: np.ndarray, device) -> np.ndarray:
     on_cpu = device.dlpack_device_type() == 1          # kDLCPU
     x = _aligned(x)
     out = func(tvm_ffi.from_dlpack(x) if on_cpu else tvm.runtime.tensor(x, device))
-    if not hasattr(out, "__dlpack__"):
-        out = out[0]
-    return np.from_dlpack(out).copy() if on_cpu else out.numpy()
+
+    def to_numpy(t):
+        return np.from_dlpack(t).copy() if on_cpu else t.numpy()
+
+    if hasattr(out, "__dlpack__"):
+        return to_numpy(out)
+    outputs = _flatten(out)
+    return to_numpy(outputs[0]) if len(outputs) == 1 else tuple(to_numpy(o) for o in outputs)
+
+
+def _flatten(value) -> list:
+    """The tensors of a (possibly nested) VM tuple, in order."""
+    if hasattr(value, "__dlpack__"):
+        return [value]
+    return [t for item in value for t in _flatten(item)]
 
 
 def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
@@ -100,7 +114,8 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     if records is None and DEFAULT_DIR.is_dir():       # where `tvmopt tune` writes by default
         records = DEFAULT_DIR
     if records:
-        tables.append(("records", RecordCache(records).ranked(target.key)))
+        cache = RecordCache.single_file(records) if Path(records).is_file() else RecordCache(records)
+        tables.append(("records", cache.ranked(target.key)))
     shipped_dir = shipped_data.records_dir() if shipped else None
     if shipped_dir is not None:
         bundled = RecordCache(shipped_dir)

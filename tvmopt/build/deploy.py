@@ -52,15 +52,17 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
     except OSError as e:
         raise UserError(f"cannot create the output directory '{output.parent}': {e.strerror}") from None
     x = np.zeros(compiled.imported.input_shape, np.float32)
-    out_shape = list(compiled(x).shape)
+    outputs = compiled(x)
+    shapes = [list(y.shape) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
             "input_name": compiled.imported.input_name, "input_shape": list(compiled.imported.input_shape),
-            "output_shape": out_shape, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
+            "output_shape": shapes[0], "output_shapes": shapes, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
             "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     # both files appear complete or not at all: written beside their place, then renamed
     with quiet_native_logs():
         write_atomically(output, compiled.executable.export_library, by_name=True)
+    meta["library"] = {"bytes": output.stat().st_size, "sha256": _sha256(output)}    # checked by load
     write_atomically(meta_path(output), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return BuildResult(output, compiled, untuned)
 
@@ -104,22 +106,30 @@ class Module:
         self.path = Path(path)
         if not self.path.exists():
             raise UserError(f"module not found: {self.path}")
+        if self.path.is_dir():
+            raise UserError(f"module path is a directory, not a .so file: {self.path}")
+        self.meta = read_meta(self.path)
+        check_library(self.path, self.meta.get("library"))     # before dlopen: a damaged .so can kill it
         try:
             with quiet_native_logs():
                 lib = tvm.runtime.load_module(str(self.path))
         except Exception as exc:  # noqa: BLE001 - any loader failure is the file's fault
             raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
         self.device = tvm.cpu()
-        self.vm = relax.VirtualMachine(lib, self.device)
-        self._main = self.vm["main"]
-        meta = meta_path(self.path)
-        self.meta = json.loads(meta.read_text()) if meta.exists() else {}
+        try:
+            with quiet_native_logs():
+                self.vm = relax.VirtualMachine(lib, self.device)
+                self._main = self.vm["main"]
+        except Exception:  # noqa: BLE001 - a shared library that holds no Relax executable
+            raise UserError(f"{self.path} is a shared library but not a module written by 'tvmopt build' "
+                            f"(it holds no Relax VM executable with a 'main' function)") from None
 
     @property
     def input_shape(self):
         return tuple(self.meta.get("input_shape", ())) or None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The output for ``x``; a tuple of every output, in order, when the model has several."""
         x = np.asarray(x)
         if self.input_shape and tuple(x.shape) != self.input_shape:
             raise UserError(f"input shape {tuple(x.shape)} differs from the module's {self.input_shape}")
@@ -140,3 +150,65 @@ class Module:
 
 def load(path) -> Module:
     return Module(path)
+
+
+def read_meta(path: Path) -> dict:
+    """The ``.so.json`` written beside a module ({} when there is none); a damaged one is a UserError."""
+    meta = meta_path(path)
+    if not meta.exists():
+        return {}
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{meta} is damaged ({type(e).__name__}); rebuild the module with 'tvmopt build' "
+                        f"or delete {meta.name}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{meta} is damaged (not a JSON object); rebuild the module or delete {meta.name}")
+    return data
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_library(path: Path, recorded: dict | None = None) -> None:
+    """Refuse a damaged shared library before the dynamic loader maps it (a truncated ``.so``
+    kills the process with a bus error): its size and SHA-256 against what ``build`` recorded,
+    and in any case its ELF header against its length."""
+    size = path.stat().st_size
+    if recorded:
+        if size != recorded.get("bytes"):
+            raise UserError(f"{path} is damaged: {size:,} bytes where its build wrote {recorded.get('bytes'):,} "
+                            f"(truncated or overwritten); rebuild it with 'tvmopt build'")
+        if recorded.get("sha256") and _sha256(path) != recorded["sha256"]:
+            raise UserError(f"{path} is damaged: its checksum differs from the one its build recorded; "
+                            f"rebuild it with 'tvmopt build'")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:4] != b"\x7fELF":
+        raise UserError(f"{path} is not a shared library (no ELF header)")
+    if len(head) < 64 or head[4] != 2 or head[5] != 1:
+        raise UserError(f"{path} is damaged or not a 64-bit little-endian shared library")
+    import struct
+
+    phoff, shoff = struct.unpack_from("<QQ", head, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x36)
+    need = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+    if need > size:
+        raise UserError(f"{path} is damaged: {size:,} bytes, but its ELF header describes {need:,} "
+                        f"(truncated); rebuild it with 'tvmopt build'")
+    with open(path, "rb") as f:
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _, p_offset = struct.unpack_from("<IIQ", table, i * phentsize)
+        (p_filesz,) = struct.unpack_from("<Q", table, i * phentsize + 32)
+        if p_type == 1 and p_offset + p_filesz > size:        # PT_LOAD past the end of the file
+            raise UserError(f"{path} is damaged: a segment ends at byte {p_offset + p_filesz:,} of "
+                            f"{size:,} (truncated); rebuild it with 'tvmopt build'")

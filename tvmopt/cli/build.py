@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     bld = sub.add_parser(
         "build", help="compile a model with its best records into a deployable .so",
         description="Import, lower and compile a model; each kernel uses its best record (your --records "
-                    "first, then the records shipped in logs/records), tasks without one get a default schedule "
+                    "first, then the records shipped with tvmopt), tasks without one get a default schedule "
                     "and are listed in one warning. Writes OUT (a TVM module library, loadable with TVM's "
                     "runtime alone) and OUT.json (input/output shapes, tuned and untuned tasks).")
     bld.add_argument("model", help="path to an .onnx file")
@@ -21,8 +21,18 @@ def add_parser(sub) -> None:
 
 
 def cmd_build(args) -> int:
-    from tvmopt.build.deploy import build
+    from pathlib import Path
 
+    from tvmopt.build.deploy import build
+    from tvmopt.errors import RecordsError
+
+    if args.records is not None:           # given explicitly: a typo must not build untuned silently
+        records = Path(args.records)
+        if records.is_file() and records.suffix != ".jsonl":
+            raise RecordsError(f"--records {records} is neither a records directory nor a .jsonl records file")
+        if not records.exists():
+            raise RecordsError(f"records directory '{records}' does not exist (omit --records to build with "
+                               f"the default and shipped records)")
     result = build(args.model, args.output, target=args.target, records=args.records, batch=args.batch)
     tuned = len(result.compiled.tuned) - len(result.untuned)
     print(f"wrote {result.path} ({len(result.compiled.lowered.layers)} layers, {tuned}/{len(result.compiled.tuned)} "

@@ -48,8 +48,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def records_option(parser) -> None:
-    parser.add_argument("--records", metavar="DIR", default=None,
-                        help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS)")
+    parser.add_argument("--records", "--tuning-records", dest="records", metavar="DIR", default=None,
+                        help="records directory (default: ~/.cache/tvmopt or $TVMOPT_RECORDS; build also takes one "
+                             ".jsonl file, like tvmc's --tuning-records)")
 
 
 def rpc_options(parser) -> None:

@@ -64,7 +64,7 @@ def cmd_compare(args) -> int:
         task = get_task(args.workload)
         from tvmopt.tune.loop import check_measurable
 
-        check_measurable(target)
+        check_measurable(target, remote=bool(args.rpc_tracker))
         measurer, space, target_key = make_measurer(args, target), task.space, target.key
     mode = "replay" if args.replay else "live"
     out = Path(args.out or f"tvmopt-compare/{task.key.replace(':', '_')}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")

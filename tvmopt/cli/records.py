@@ -19,20 +19,33 @@ def add_parser(sub) -> None:
 
 
 def cmd_records(args) -> int:
+    from tvmopt.records.check import invalid_records, stale_records
     from tvmopt.records.store import RecordCache, describe_unusable
 
     cache = RecordCache(args.records)
+    if cache.directory.exists() and not cache.directory.is_dir():
+        raise UserError(f"records path '{cache.directory}' is a file; --records takes the directory that holds "
+                        f"<target>.jsonl files (here: --records {cache.directory.parent})")
     if not cache.directory.is_dir():
         raise UserError(f"records directory '{cache.directory}' does not exist")
     keys = cache.target_keys()
     if not keys:
         print(f"{cache.directory}: no records files")
         return 0
-    print(f"{'target':<28} {'records':>8} {'workloads':>9} {'failed':>7} {'unusable':>8}")
+    print(f"{'target':<28} {'records':>8} {'workloads':>9} {'failed':>7} {'invalid':>8} {'unusable':>8}")
     for key in keys:
         records, unusable = cache.scan(key)
         failed = sum(r.error != "ok" for r in records)
-        print(f"{key:<28} {len(records):>8} {len({r.workload for r in records}):>9} {failed:>7} {len(unusable):>8}")
+        invalid = invalid_records(records, key.split("-")[0])
+        print(f"{key:<28} {len(records):>8} {len({r.workload for r in records}):>9} {failed:>7} {len(invalid):>8} "
+              f"{len(unusable):>8}")
+        if invalid:
+            record, why = invalid[0]
+            print(f"  {len(invalid)} invalid record(s), never built; first: {record.workload}: {why}")
+        stale = stale_records(records, key.split("-")[0])
+        if stale:
+            print(f"  {len(stale)} record(s) made before their schedule space changed (not built; re-tune "
+                  f"to replace them), first: {stale[0].workload}")
         if unusable and args.fix:
             moved = cache.set_aside(key)
             print(f"  moved {moved} line(s) to {cache.path(key).name}.rejected")

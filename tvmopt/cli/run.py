@@ -12,9 +12,12 @@ def add_parser(sub) -> None:
         description="Load a module written by 'tvmopt build', run it on the array in --input (.npy) or on zeros, "
                     "print the output's shape and checksum and the median latency of --repeat calls.")
     run.add_argument("module", help="path to a .so written by 'tvmopt build'")
-    run.add_argument("--input", metavar="X.npy", default=None, help="input array (default: zeros)")
+    run.add_argument("--input", "--inputs", dest="input", metavar="X.npy", default=None,
+                     help="input array, .npy (or an .npz holding one array; --inputs as in tvmc) (default: zeros)")
     run.add_argument("--repeat", type=positive_int, default=20, help="timed calls (default: 20)")
-    run.add_argument("--output", metavar="Y.npy", default=None, help="save the output here")
+    run.add_argument("--output", "--outputs", dest="output", metavar="Y.npy", default=None,
+                     help="save the output here (.npy); a model with several outputs writes an .npz holding "
+                          "output_0, output_1, ... in the model's order")
     run.set_defaults(func=cmd_run)
 
 
@@ -27,6 +30,12 @@ def cmd_run(args) -> int:
     if args.input:
         try:
             x = np.load(args.input, allow_pickle=False)
+            if isinstance(x, np.lib.npyio.NpzFile):
+                arrays = [x[name] for name in x.files]
+                if len(arrays) != 1:
+                    raise UserError(f"input {args.input} holds {len(arrays)} arrays ({', '.join(x.files)}); "
+                                    f"the module takes one input")
+                x = arrays[0]
         except (OSError, ValueError, EOFError) as exc:
             raise UserError(f"cannot read input {args.input} as a .npy array ({type(exc).__name__}: "
                             f"{str(exc)[:120]})") from None
@@ -39,11 +48,21 @@ def cmd_run(args) -> int:
     else:
         raise UserError("no --input given and the module has no shape description (.json)")
     y = module(x)
+    outputs = y if isinstance(y, tuple) else (y,)
     seconds = module.time(x, args.repeat)
-    print(f"output shape {y.shape}, sum {float(y.sum()):.6g}, first {np.round(y.reshape(-1)[:4], 5).tolist()}")
+    for i, out in enumerate(outputs):
+        label = "output" if len(outputs) == 1 else f"output {i}:"
+        print(f"{label} shape {out.shape}, sum {float(out.sum()):.6g}, "
+              f"first {np.round(out.reshape(-1)[:4], 5).tolist()}")
     print(f"latency: {seconds * 1e3:.3f} ms (median of {args.repeat})")
     if args.output:
         from tvmopt.build.deploy import write_atomically
 
-        write_atomically(args.output, lambda f: np.save(f, y))
+        if len(outputs) == 1:
+            write_atomically(args.output, lambda f: np.save(f, y))
+        else:
+            path = args.output if args.output.endswith(".npz") else args.output.removesuffix(".npy") + ".npz"
+            write_atomically(path, lambda f: np.savez(f, **{f"output_{i}": o for i, o in enumerate(outputs)}))
+            if path != args.output:
+                print(f"{len(outputs)} outputs: wrote {path}")
     return 0

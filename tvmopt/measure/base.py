@@ -49,6 +49,9 @@ class MeasureResult:
 class Measurer:
     """Interface shared by every way of measuring (local pool, replay table, RPC)."""
 
+    #: candidates run on other machines (RPC servers): the target need not match this one
+    remote: bool = False
+
     def measure(self, task_key: str, configs: Sequence[Config]) -> list[MeasureResult]:
         raise NotImplementedError
 

@@ -74,6 +74,8 @@ def servers_for(summary: dict, key: str) -> int:
 class RPCMeasurer(LocalMeasurer):
     """Local parallel builds, remote checking and timing on the tracker's servers for ``key``."""
 
+    remote = True
+
     tracker: tuple[str, int] = ("127.0.0.1", 9190)
     key: str = ""
     retries: int = 2                 # fresh sessions tried after one breaks

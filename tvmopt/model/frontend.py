@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tvmopt.errors import ModelError, model_stage
+from tvmopt.model.fold import fold_constants
 
 PLACEHOLDER_PREFIX = "tvmopt."
 
@@ -168,6 +169,11 @@ def read_onnx(path: Path):
         raise ModelError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not model.graph.node:
         raise ModelError(f"{path} holds no graph nodes (corrupt or not an ONNX model)")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise ModelError(f"{path.name} declares ONNX opset {opset.version}, newer than any this onnx package "
+                             f"knows (up to {newest}); re-export it with opset {newest} or lower")
     return model
 
 
@@ -186,6 +192,9 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
         inp = inputs[0]
         shape = tuple(input_shape) if input_shape else _input_shape(path.name, inp, batch)
         _check_graph(path.name, model, inp.name)
+        # exporters compute shapes and paddings in the graph; TVM's importer wants them constant
+        with model_stage(f"{path.name}: folding constants"):
+            model = fold_constants(model, {inp.name: shape})
         from tvm.relax.frontend.onnx import from_onnx
 
         # the importer prints each failing node with its inputs to stdout; the error we raise says it

@@ -23,7 +23,7 @@ from tvmopt.model import formats
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, largest_divisor
 from ..schedules.space import Choice, Config, Space
 from tvmopt.ops.registry import TaskKind
-from tvmopt.ops.task import CudaTask, Task
+from tvmopt.ops.task import CudaTask, Task, check_sizes
 
 
 #: kernel arrays [rows, N] are stored as panels [N / P, rows, P] for the first P that divides N
@@ -313,6 +313,8 @@ def decoded_task(cls, form: str = "MxNxK", extra=None, summary: str = "") -> Tas
 
     def factory(key, dims):
         parse_dims(key, dims, want, f"{cls.family}:{form}")
+        m, n, k = dims[:3]
+        check_sizes(key, {"X": m * k, "the dense weight": k * n, "Y": m * n})
         params = extra(dims[3:]) if extra else {}
         return cls(key, *dims[:3], params=params)
 

@@ -19,7 +19,7 @@ from ..errors import WorkloadError
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config, largest_divisor
 from ..schedules.space import Config, Space
 from tvmopt.ops.registry import OpFamily, TaskKind, register_family
-from tvmopt.ops.task import CudaTask, Task
+from tvmopt.ops.task import CudaTask, Task, check_sizes
 
 
 #: dense kernels with at least this many rows start with B packed (the copy is amortized)
@@ -128,6 +128,7 @@ def _make(family: str):
             raise WorkloadError(f"workload '{key}' needs {want} dimensions ({family}:{form})")
         batch = dims[0] if family == "bgemm" else 1
         m, n, k = dims[-3:]
+        check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm",
                                        transposed_b=False))
 

@@ -103,6 +103,30 @@ def get_task(key: str) -> Task:
     return kind.factory(key.strip(), dims)
 
 
+#: the most elements one buffer may hold: TVM indexes with int32
+MAX_ELEMENTS = 2**31 - 1
+
+
+def check_sizes(key: str, buffers: dict[str, int]) -> None:
+    """Refuse, before anything is built, a workload whose buffers (name -> elements, float32)
+    TVM's int32 indexing or this machine's memory cannot hold (inputs, output and the numpy
+    reference must all fit in a quarter of it)."""
+    import os
+
+    name, largest = max(buffers.items(), key=lambda kv: kv[1])
+    if largest > MAX_ELEMENTS:
+        raise WorkloadError(f"workload '{key}': {name} would hold {largest:,} elements, more than TVM's int32 "
+                            f"indexing allows ({MAX_ELEMENTS:,})")
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    need = 4 * 2 * sum(buffers.values())
+    if need > memory // 4:
+        raise WorkloadError(f"workload '{key}' needs about {need / 2**30:.1f} GiB for its buffers and reference, "
+                            f"more than a quarter of this machine's {memory / 2**30:.0f} GiB")
+
+
 def task_for(key: str, target_kind: str = "llvm") -> Task:
     """The task with the schedule space of a target kind (``cuda``: its CUDA view)."""
     if target_kind == "cuda":

@@ -31,12 +31,24 @@ HEAVY_WORK = 1 << 16
 MIN_PARALLEL = 64
 
 
+def _relu_keeping_nan(bb, call):
+    """ReLU as ``x < 0 ? 0 : x``: TOPI's ``max(x, 0)`` becomes LLVM's maxnum, which turns NaN
+    into 0, where onnxruntime and PyTorch keep NaN."""
+    from tvm import te, tirx
+
+    def relu(x):
+        return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < tirx.const(0, x.dtype),
+                                                          tirx.const(0, x.dtype), x(*i)), name="relu")
+
+    return bb.call_te(relu, call.args[0], primfunc_name_hint="relu")
+
+
 def fuse(mod):
     import tvm
     from tvm import relax
 
     return tvm.transform.Sequential([
-        relax.transform.LegalizeOps(),
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.relu": _relu_keeping_nan}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

@@ -45,6 +45,10 @@ def detect(w: np.ndarray, binarized_input: bool = False, options: DetectOptions 
     opt = options or DetectOptions()
     w = np.asarray(w, dtype=np.float32)
     n, k = w.shape
+    if not np.isfinite(w).all():
+        # NaN or Inf: no compressed form computes what the dense product does with them
+        _warn_non_finite(w)
+        return dense_kernel(w, "dense (non-finite weights)")
     if w.size < opt.min_weights:
         return dense_kernel(w, f"dense (under {opt.min_weights} weights)")
     a = np.abs(w)
@@ -92,6 +96,14 @@ def detect(w: np.ndarray, binarized_input: bool = False, options: DetectOptions 
     if len(table) <= min(opt.max_codebook, w.size // 4):
         return codebook_kernel(w, table, index.reshape(w.shape))
     return dense_kernel(w)
+
+
+def _warn_non_finite(w: np.ndarray) -> None:
+    import warnings
+
+    bad = int((~np.isfinite(w)).sum())
+    warnings.warn(f"a weight of shape {list(w.shape)} holds {bad} NaN or Inf value(s); that layer stays dense "
+                  f"(never compressed), and its outputs carry them as onnxruntime's would")
 
 
 def _compact_scale(scale: np.ndarray, opt: DetectOptions) -> np.ndarray:

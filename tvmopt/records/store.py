@@ -16,7 +16,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -81,6 +81,10 @@ class Record:
         d = json.loads(line)
         if not isinstance(d, dict):
             raise ValueError("not a JSON object")
+        # fields a newer tvmopt added are ignored, so its records stay usable here
+        d = {k: v for k, v in d.items() if k in _FIELDS}
+        if not isinstance(d.get("config"), list):
+            raise TypeError("field 'config' is not a list of knob values")
         d["config"] = config_from_json(d["config"])
         d["costs"] = tuple(float(c) for c in d["costs"])
         record = cls(**d)
@@ -92,6 +96,9 @@ class Record:
         return record
 
 
+_FIELDS = {f.name for f in fields(Record)}
+
+
 class RecordCache:
     """The records of one directory: ``<dir>/<target key>.jsonl``."""
 
@@ -99,7 +106,17 @@ class RecordCache:
         self.directory = Path(directory) if directory is not None else DEFAULT_DIR
         self._tvm = tvm_version()
 
+    @classmethod
+    def single_file(cls, path: str | Path) -> "RecordCache":
+        """A cache reading one records file whatever its name (tvmc's ``--tuning-records FILE``);
+        its lines of another target are reported as unusable, as in any records file."""
+        cache = cls(Path(path).parent)
+        cache._file = Path(path)
+        return cache
+
     def path(self, target_key: str) -> Path:
+        if getattr(self, "_file", None) is not None:
+            return self._file
         return self.directory / f"{target_key}.jsonl"
 
     def _lock(self, target_key: str) -> FileLock:

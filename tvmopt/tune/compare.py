@@ -23,6 +23,7 @@ from tvmopt.measure.base import Measurer
 from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.schedules.space import Space
 from tvmopt.ops.task import Task
+from tvmopt.tune.loop import interactive
 from tvmopt.tuners import TUNERS, make_tuner
 
 THRESHOLDS = (0.90, 0.95, 0.99)
@@ -231,7 +232,8 @@ def compare(
     from tqdm import tqdm
 
     runs: list[Run] = []
-    bar = tqdm(total=len(tuners) * repeats * trials, unit="trial", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(tuners) * repeats * trials, unit="trial", disable=not progress or not interactive(),
+               dynamic_ncols=True)
     for name in tuners:
         for seed in range(repeats):
             run = Run(name, seed)
@@ -314,3 +316,4 @@ def _summary_json(c: Comparison) -> dict:
                     "explored": s.explored, "score": None if math.isnan(s.score) else s.score}
                    for s in c.summaries],
     }
+

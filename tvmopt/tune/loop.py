@@ -42,8 +42,24 @@ def history_for(cache: RecordCache, task: Task, target: TargetSpec) -> tuple[lis
     return list(seen.items()), records
 
 
-def check_measurable(target: TargetSpec) -> None:
-    """Refuse to tune where candidates cannot run, rather than measure the wrong device."""
+def check_measurable(target: TargetSpec, measurer: Measurer | None = None, remote: bool = False) -> None:
+    """Refuse to tune where candidates cannot run, rather than measure the wrong device: a CUDA
+    target without a GPU, or an LLVM target naming another CPU (or more cores than this machine
+    has) measured locally, whose timings would be filed under the other machine's name. Remote
+    measurers (RPC) measure on the machine the target names."""
+    remote = remote or bool(getattr(measurer, "remote", False))
+    if target.kind == "llvm" and not remote:
+        from tvmopt.target import host_cores, host_llvm_config
+
+        here = host_llvm_config()
+        wanted, cpu = target.config.get("mcpu"), here.get("mcpu")
+        cores = int(target.config.get("num-cores", 1))
+        if wanted != cpu or cores > host_cores():
+            what = (f"CPU '{wanted}' but this machine is '{cpu}'" if wanted != cpu
+                    else f"{cores} cores but this machine has {host_cores()}")
+            raise UserError(f"target {target.key} names {what}: timings measured here would be filed under "
+                            f"that machine's name. Measure there (run 'tvmopt rpc server' on it and pass "
+                            f"--rpc-tracker here), or tune for this machine with --target llvm")
     if target.kind == "cuda":
         import tvm
 
@@ -79,7 +95,7 @@ def tune_task(
     if batch_size < 1:
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
     task = task_for(task_key, target.kind)       # the target picks the space (LLVM or CUDA)
-    check_measurable(target)
+    check_measurable(target, measurer)
     cache = RecordCache(records)
     cache.ensure_writable()
     history, records_so_far = history_for(cache, task, target) if resume else ([], [])
@@ -126,7 +142,7 @@ class _ProgressBar:
         from tqdm import tqdm
 
         self.task = task
-        self.bar = tqdm(total=total, desc=task.key, unit="trial", disable=not enabled or total == 0,
+        self.bar = tqdm(total=total, desc=task.key, unit="trial", disable=not enabled or total == 0 or not interactive(),
                         dynamic_ncols=True)
 
     def step(self, n: int, tuner) -> None:
@@ -193,7 +209,7 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
     """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each
     task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
     measured are not measured again)."""
-    check_measurable(target)
+    check_measurable(target, measurer)
     tasks = extract_tasks(source, batch)
     trials = model_budget(len(tasks)) if trials is None else trials
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
@@ -210,3 +226,10 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
         if own:
             measurer.close()
     return ModelTuneResult(out)
+
+
+def interactive() -> bool:
+    """Progress bars only on a terminal: in a log or a pipe tqdm's frames are noise."""
+    import sys
+
+    return sys.stderr.isatty()

@@ -121,7 +121,7 @@ class Module:
                 self.vm = relax.VirtualMachine(lib, self.device)
                 self._main = self.vm["main"]
         except Exception:  # noqa: BLE001 - a shared library that holds no Relax executable
-            raise UserError(f"{self.path} is a shared library but not a module written by 'tvmopt build' "
+            raise UserError(f"cannot load {self.path}: a shared library, but not a module written by 'tvmopt build' "
                             f"(it holds no Relax VM executable with a 'main' function)") from None
 
     @property
@@ -184,24 +184,24 @@ def check_library(path: Path, recorded: dict | None = None) -> None:
     size = path.stat().st_size
     if recorded:
         if size != recorded.get("bytes"):
-            raise UserError(f"{path} is damaged: {size:,} bytes where its build wrote {recorded.get('bytes'):,} "
+            raise UserError(f"cannot load {path}: it is damaged: {size:,} bytes where its build wrote {recorded.get('bytes'):,} "
                             f"(truncated or overwritten); rebuild it with 'tvmopt build'")
         if recorded.get("sha256") and _sha256(path) != recorded["sha256"]:
-            raise UserError(f"{path} is damaged: its checksum differs from the one its build recorded; "
+            raise UserError(f"cannot load {path}: it is damaged: its checksum differs from the one its build recorded; "
                             f"rebuild it with 'tvmopt build'")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:4] != b"\x7fELF":
-        raise UserError(f"{path} is not a shared library (no ELF header)")
+        raise UserError(f"cannot load {path}: it is not a shared library (no ELF header)")
     if len(head) < 64 or head[4] != 2 or head[5] != 1:
-        raise UserError(f"{path} is damaged or not a 64-bit little-endian shared library")
+        raise UserError(f"cannot load {path}: it is damaged or not a 64-bit little-endian shared library")
     import struct
 
     phoff, shoff = struct.unpack_from("<QQ", head, 0x20)
     phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x36)
     need = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
     if need > size:
-        raise UserError(f"{path} is damaged: {size:,} bytes, but its ELF header describes {need:,} "
+        raise UserError(f"cannot load {path}: it is damaged: {size:,} bytes, but its ELF header describes {need:,} "
                         f"(truncated); rebuild it with 'tvmopt build'")
     with open(path, "rb") as f:
         f.seek(phoff)
@@ -210,5 +210,5 @@ def check_library(path: Path, recorded: dict | None = None) -> None:
         p_type, _, p_offset = struct.unpack_from("<IIQ", table, i * phentsize)
         (p_filesz,) = struct.unpack_from("<Q", table, i * phentsize + 32)
         if p_type == 1 and p_offset + p_filesz > size:        # PT_LOAD past the end of the file
-            raise UserError(f"{path} is damaged: a segment ends at byte {p_offset + p_filesz:,} of "
+            raise UserError(f"cannot load {path}: it is damaged: a segment ends at byte {p_offset + p_filesz:,} of "
                             f"{size:,} (truncated); rebuild it with 'tvmopt build'")

@@ -244,7 +244,79 @@ BAD_INPUTS: list[BadInput] = [
              lambda d: [*_TUNE, "--records", _records_with(d, [_record_line(target="cuda-sm_80")])],
              "of target 'cuda-sm_80'"),
     BadInput("unknown workload", lambda d: [*_TUNE[:1], "matmul:8x8x8"], "unknown workload family"),
+    # real exports and deployments (issue 23)
+    BadInput("run: truncated module (1,000 bytes)", lambda d: ["run", _truncated_module(d, 1000)], "it is damaged"),
+    BadInput("run: truncated module (20,000 bytes)", lambda d: ["run", _truncated_module(d, 20000)], "it is damaged"),
+    BadInput("run: truncated module without its .json",
+             lambda d: ["run", _truncated_module(d, 20000, meta=False)], "it is damaged"),
+    BadInput("run: corrupt .so.json", lambda d: ["run", _module_with_meta(d, b"{not json")], ".so.json is damaged"),
+    BadInput("run: a shared library that is not a tvmopt module",
+             lambda d: ["run", _copy(_a_system_library(), d / "libm.so")], "not a module written by 'tvmopt build'"),
+    BadInput("build --records that does not exist",
+             lambda d: ["build", _model(), "-o", str(d / "o.so"), "--records", str(d / "typo_dir")],
+             "does not exist", ("o.so",)),
+    BadInput("records --records naming a file", lambda d: ["records", "--records", _write(d / "f.txt", "x")],
+             "is a file"),
+    BadInput("tune for another CPU, measured here", lambda d: [*_TUNE, "--target", f"llvm -mcpu={_other_cpu()}"],
+             "would be filed under"),
+    BadInput("tune for more cores than this machine has",
+             lambda d: [*_TUNE, "--target", "llvm -num-cores=4096"], "would be filed under"),
+    BadInput("workload over int32 indexing", lambda d: [*_TUNE[:1], "gemm:99999x99999x99999"], "int32 indexing"),
+    BadInput("ONNX opset that does not exist", lambda d: ["inspect", _onnx_with(d, "o30.onnx", _opset(30))],
+             "newer than any"),
+    BadInput("JSON target with a number as mcpu", lambda d: [*_TUNE, "--target", '{"kind": "llvm", "mcpu": 5}'],
+             "mcpu must be a CPU name"),
+    BadInput("records line whose config is a string",
+             lambda d: [*_TUNE, "--records", _records_with(d, [_record_line(config="hello")])], "1 unreadable"),
 ]
+
+
+def _truncated_module(d: Path, size: int, meta: bool = True) -> str:
+    built = Path(_built_module(d))
+    path = d / "cut.so"
+    path.write_bytes(built.read_bytes()[:size])
+    if meta:
+        (d / "cut.so.json").write_text(Path(str(built) + ".json").read_text())
+    return str(path)
+
+
+def _module_with_meta(d: Path, meta: bytes) -> str:
+    path = d / "m.so"
+    path.write_bytes(Path(_built_module(d)).read_bytes())
+    (d / "m.so.json").write_bytes(meta)
+    return str(path)
+
+
+def _copy(source: Path, dest: Path) -> str:
+    dest.write_bytes(source.read_bytes())
+    return str(dest)
+
+
+def _a_system_library() -> Path:
+    """A real shared library that is no TVM module (libm, found through ctypes)."""
+    import ctypes.util
+
+    name = ctypes.util.find_library("m") or "libm.so.6"
+    for folder in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"):
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    raise RuntimeError("no libm found")
+
+
+def _other_cpu() -> str:
+    """An LLVM CPU name that is not this machine's."""
+    from tvmopt.target import host_llvm_config
+
+    here = host_llvm_config()["mcpu"]
+    return next(cpu for cpu in ("znver3", "skylake-avx512", "haswell") if cpu != here)
+
+
+def _opset(version: int):
+    def edit(model) -> None:
+        for opset in model.opset_import:
+            if opset.domain in ("", "ai.onnx"):
+                opset.version = version
+    return edit
 
 
 def check_bad_input(case: BadInput, directory: Path) -> str | None:

@@ -1,0 +1,252 @@
+"""Real exports import, and nothing wrong passes silently (issue 23): shape arithmetic folded
+before import (a CIFAR ResNet-20 with DeepShift's option-A shortcuts, from both torch.onnx
+exporters), every output kept, NaN kept NaN, records, targets and modules checked."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tvmopt.nn as tn
+from tvmopt.build.compile import compile_model
+from tvmopt.testing.reliability import run_cli
+
+
+class _Shortcut(nn.Module):
+    """DeepShift's option-A shortcut: a strided slice, then zero channels on both sides."""
+
+    def __init__(self, planes):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad), "constant", 0)
+
+
+class _Block(nn.Module):
+    def __init__(self, inp, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = _Shortcut(planes) if stride != 1 or inp != planes else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """The CIFAR ResNet-20 of He et al. as DeepShift defines it (3 stages of 3 basic blocks)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, inp = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(_Block(inp, planes, stride if i == 0 else 1))
+                inp = planes
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(64, classes)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _resnet20():
+    torch.manual_seed(0)
+    model = ResNet20().eval()
+    with torch.no_grad():          # non-trivial batch-norm statistics, so folding them matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return model
+
+
+def _ort(path, *inputs):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), inputs)})
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("compressed", [False, True], ids=["fp32", "shift"])
+def test_deepshift_resnet20_builds_and_matches_onnxruntime(tmp_path, exporter, compressed):
+    model = _resnet20()
+    if compressed:      # DeepShift-PS on every conv but the first; the classifier stays fp32, as in the paper
+        model = tn.to_plain(tn.compress(model, "shift", skip=("conv1", "linear"))).eval()
+    x = torch.randn(1, 3, 32, 32)
+    path = tmp_path / "r20.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=exporter == "dynamo", input_names=["x"],
+                          **({} if exporter == "dynamo" else {"opset_version": 17}))
+    if exporter == "torchscript":       # the exporter computes the shortcut's pads in the graph
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert {"ConstantOfShape", "Concat"} & ops
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+    got = compiled(x.numpy())
+    want = _ort(path, x.numpy())[0]
+    scale = float(np.abs(want).max())
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, scale)
+    with torch.no_grad():
+        assert np.abs(got - model(x).numpy()).max() <= 1e-4 * max(1.0, scale)
+    kinds = {layer.structure.split(" ")[0] for layer in compiled.lowered.layers}
+    assert ("shift" in kinds) == compressed
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(32, 64)
+        self.a = nn.Linear(64, 10)
+        self.b = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = F.relu(self.body(x))
+        return self.a(h), torch.sigmoid(self.b(h))
+
+
+def test_every_output_is_kept_in_order(tmp_path):
+    torch.manual_seed(1)
+    model = _TwoHeads().eval()
+    x = torch.randn(1, 32)
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    want = _ort(path, x.numpy())
+    got = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)(x.numpy())
+    assert isinstance(got, tuple) and [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+    program = torch.export.export(model, (x,))
+    got = compile_model(program, "llvm", records=tmp_path / "none", shipped=False)(x.numpy())
+    assert isinstance(got, tuple) and len(got) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+    # the CLI: build, run prints both, --output writes an .npz in the model's order
+    so = tmp_path / "two.so"
+    assert run_cli(["build", str(path), "-o", str(so)], tmp_path).returncode == 0
+    meta = json.loads((tmp_path / "two.so.json").read_text())
+    assert meta["output_shapes"] == [[1, 10], [1, 3]]
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = run_cli(["run", str(so), "--inputs", str(tmp_path / "x.npy"), "--outputs", str(tmp_path / "y.npy")],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "output 0: shape (1, 10)" in out.stdout and "output 1: shape (1, 3)" in out.stdout
+    saved = np.load(tmp_path / "y.npz")
+    for name, w in zip(("output_0", "output_1"), want):
+        np.testing.assert_allclose(saved[name], w, rtol=1e-5, atol=1e-5)
+
+
+def _mlp_with(weight_edit, tmp_path, name):
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        weight_edit(model)
+    path = tmp_path / name
+    torch.onnx.export(model, (torch.randn(1, 64),), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    return path
+
+
+def _same_nans(got, want):
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_weights_are_never_compressed_and_nan_propagates(tmp_path):
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+
+    def pm1_with_nan(model):          # ±1 weights with one NaN: not a shift/binary layer
+        w = torch.where(torch.rand(32, 64) > 0.5, 1.0, -1.0)
+        w[3, 5] = float("nan")
+        model[0].weight.copy_(w)
+
+    def dense_nan(model):             # a NaN before the ReLU: max(NaN, 0) must stay NaN
+        model[0].weight[7, 0] = float("nan")
+
+    def inf_weight(model):
+        model[2].weight[1, 1] = float("inf")
+
+    for edit, name in ((pm1_with_nan, "pm1.onnx"), (dense_nan, "dense.onnx"), (inf_weight, "inf.onnx")):
+        path = _mlp_with(edit, tmp_path, name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], name     # no numpy noise
+        assert any("NaN or Inf" in str(w.message) for w in caught), name
+        assert all(layer.structure.startswith("dense") for layer in compiled.lowered.layers), name
+        _same_nans(compiled(x), _ort(path, x)[0])
+    all_nan = np.full((1, 64), np.nan, np.float32)
+    path = _mlp_with(lambda m: None, tmp_path, "plain.onnx")
+    got = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)(all_nan)
+    assert np.isnan(got).all() and np.isnan(_ort(path, all_nan)[0]).all()
+
+
+def test_records_lines_of_newer_versions_load_and_impossible_configs_are_invalid(tmp_path):
+    from tvmopt.records.check import invalid_records, stale_records
+    from tvmopt.records.store import Record, RecordCache
+    from tvmopt.target import parse_target
+
+    key = parse_target("llvm").key
+    good = Record("gemm:8x8x8", key, ((8, 1, 1, 1), (8, 1, 1, 1), (8, 1), False, "local", 0, True, 0), (1e-5,))
+    line = json.loads(good.to_line())
+    newer = dict(line, measured_by="tvmopt 9.9", noise_band=[0.9, 1.1])      # fields a newer tvmopt adds
+    lines = [json.dumps(newer)]
+    for config in ([[8, 1, 1, 1], [8, 1, 1, 1], [8, -1], False, "local", 0, True, 0],
+                   [[8, 1, 1, 1], [8, 1, 1, 1], [10**12, 1], False, "local", 0, True, 0]):
+        lines.append(json.dumps(dict(line, config=config)))
+    lines.append(json.dumps(dict(line, config=[[4, 2, 1, 1], [8, 1, 1, 1], [8, 1], False, "local", 0, True, 0, 7])))
+    (tmp_path / f"{key}.jsonl").write_text("\n".join(lines) + "\n")
+    records, unusable = RecordCache(tmp_path).scan(key)
+    assert not unusable and len(records) == 4
+    assert records[0].config == good.config
+    invalid = invalid_records(records)
+    assert [r.config[2] for r, _ in invalid] == [(8, -1), (10**12, 1)]
+    assert len(stale_records(records)) == 1                      # a plausible config of another space
+    out = run_cli(["records", "--records", str(tmp_path)], tmp_path)
+    assert out.returncode == 0 and "2 invalid record(s)" in out.stdout and "1 record(s) made before" in out.stdout
+
+
+def test_build_takes_one_records_file_like_tvmc(tmp_path):
+    from tvmopt.testing.reliability import MODELS
+
+    model = MODELS / "digits_mlp_fp32.onnx"
+    out = run_cli(["build", str(model), "-o", str(tmp_path / "m.so"), "--tuning-records",
+                   str(tmp_path / "missing.jsonl")], tmp_path)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_internal_failures_are_exit_1_not_user_errors():
+    from tvmopt.errors import ModelError, model_stage
+
+    with pytest.raises(AssertionError):
+        with model_stage("model.onnx: lowering"):
+            raise AssertionError("an invariant of ours")
+    with pytest.raises(ModelError):
+        with model_stage("model.onnx: import"):
+            raise ValueError("the model's fault")
+
+
+def test_cli_conventions(tmp_path):
+    version = subprocess.run([sys.executable, "-m", "tvmopt", "--version"], capture_output=True, text=True)
+    assert "Apache TVM 0.27" in version.stdout
+    helptext = subprocess.run([sys.executable, "-m", "tvmopt", "tune", "--help"], capture_output=True, text=True)
+    assert "  fault:N" not in helptext.stdout and "  xnor_dense:MxNxK" in helptext.stdout
+    out = run_cli(["tune", "gemm:8x8x8", "--trials", "2", "--no-compare", "--records", str(tmp_path / "r")], tmp_path)
+    assert out.returncode == 0 and "trial/s" not in out.stderr and "\r" not in out.stderr   # no bar in a pipe

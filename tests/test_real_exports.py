@@ -250,3 +250,105 @@ def test_cli_conventions(tmp_path):
     assert "  fault:N" not in helptext.stdout and "  xnor_dense:MxNxK" in helptext.stdout
     out = run_cli(["tune", "gemm:8x8x8", "--trials", "2", "--no-compare", "--records", str(tmp_path / "r")], tmp_path)
     assert out.returncode == 0 and "trial/s" not in out.stderr and "\r" not in out.stderr   # no bar in a pipe
+
+
+class _Encoder(nn.Module):
+    """Token ids (int64) and an attention mask in, a pooled projection out."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 32)
+        self.l1 = nn.Linear(32, 64)
+        self.l2 = nn.Linear(64, 4)
+
+    def forward(self, ids, mask):
+        h = self.emb(ids) * mask.unsqueeze(-1).float()
+        h = torch.relu(self.l1(h)).sum(1) / mask.float().sum(1, keepdim=True)
+        return self.l2(h)
+
+
+class _TwoBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(12, 16)
+        self.o = nn.Linear(16, 3)
+
+    def forward(self, x, y):
+        return self.o(torch.relu(self.a(x)) + torch.relu(self.b(y)))
+
+
+def test_models_with_several_named_inputs_of_any_dtype(tmp_path):
+    torch.manual_seed(3)
+    model = _Encoder().eval()
+    ids = torch.randint(0, 100, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.int64)
+    mask[1, 10:] = 0
+    path = tmp_path / "enc.onnx"
+    torch.onnx.export(model, (ids, mask), str(path), dynamo=False, opset_version=17, input_names=["ids", "mask"])
+    want = _ort(path, ids.numpy(), mask.numpy())[0]
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+    assert [(i.name, i.dtype) for i in compiled.imported.inputs] == [("ids", "int64"), ("mask", "int64")]
+    np.testing.assert_allclose(compiled(ids.numpy(), mask.numpy()), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compiled(mask=mask.numpy(), ids=ids.numpy()), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="takes 2 input"):
+        compiled(ids.numpy())
+
+    so = tmp_path / "enc.so"
+    assert run_cli(["build", str(path), "-o", str(so)], tmp_path).returncode == 0
+    np.savez(tmp_path / "in.npz", mask=mask.numpy(), ids=ids.numpy())
+    out = run_cli(["run", str(so), "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "y.npy")],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-5, atol=1e-5)
+    out = run_cli(["run", str(so), "--inputs", str(tmp_path / "y.npy")], tmp_path)
+    assert out.returncode == 2 and "takes 2 inputs" in out.stderr
+
+    branch = _TwoBranch().eval()
+    x, y = torch.randn(1, 8), torch.randn(1, 12)
+    got = compile_model(torch.export.export(branch, (x, y)), "llvm", records=tmp_path / "none", shipped=False)(
+        x.numpy(), y.numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(got, branch(x, y).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_rebatches_static_exports_and_specialises_dynamic_programs(tmp_path):
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    path = tmp_path / "static1.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17)
+    x = torch.randn(8, 3, 8, 8)
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False, batch=8)
+    assert compiled.imported.input_shape == (8, 3, 8, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    assert compile_model(path, "llvm", records=tmp_path / "none", shipped=False).imported.input_shape[0] == 1
+
+    class FixedBatch(nn.Module):          # a graph that hard-codes its batch cannot be rebatched
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.lin(x.reshape(1, -1)[:, :16])
+
+    fixed = tmp_path / "fixed.onnx"
+    torch.onnx.export(FixedBatch().eval(), (torch.randn(1, 16),), str(fixed), dynamo=False, opset_version=17)
+    out = run_cli(["build", str(fixed), "-o", str(tmp_path / "f.so"), "--batch", "8"], tmp_path)
+    assert out.returncode == 2 and "static batch of 1" in out.stderr and not (tmp_path / "f.so").exists()
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
+    compiled = compile_model(program, "llvm", records=tmp_path / "none", shipped=False, batch=8)
+    assert compiled.imported.input_shape == (8, 3, 8, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_compress_keeps_layers_it_cannot_take_dense_and_names_them():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 16))
+    with pytest.warns(UserWarning, match=r"kept 1 layer\(s\) dense .*0 \(reduction length 27 is not a multiple"):
+        out = tn.compress(model, "nm")
+    assert type(out[0]) is nn.Conv2d and type(out[3]).__name__ == "NMSparseLinear"
+    with pytest.raises(ValueError, match=r"layer '0' cannot be made nm: .* skip=\('0',\)"):
+        tn.compress(model, "nm", strict=True)

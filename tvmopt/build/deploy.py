@@ -37,7 +37,7 @@ def meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildResult:
+def build(source, output, target="llvm", records=None, batch: int | None = None) -> BuildResult:
     """Compile ``source`` with the best records and export it to ``output``."""
     output = Path(output)
     if output.suffix != ".so":
@@ -51,11 +51,12 @@ def build(source, output, target="llvm", records=None, batch: int = 1) -> BuildR
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the output directory '{output.parent}': {e.strerror}") from None
-    x = np.zeros(compiled.imported.input_shape, np.float32)
-    outputs = compiled(x)
+    inputs = compiled.imported.inputs
+    outputs = compiled(*[np.zeros(i.shape, i.dtype) for i in inputs])
     shapes = [list(y.shape) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
             "input_name": compiled.imported.input_name, "input_shape": list(compiled.imported.input_shape),
+            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
             "output_shape": shapes[0], "output_shapes": shapes, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
             "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
             "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -128,22 +129,40 @@ class Module:
     def input_shape(self):
         return tuple(self.meta.get("input_shape", ())) or None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
-        """The output for ``x``; a tuple of every output, in order, when the model has several."""
-        x = np.asarray(x)
-        if self.input_shape and tuple(x.shape) != self.input_shape:
-            raise UserError(f"input shape {tuple(x.shape)} differs from the module's {self.input_shape}")
-        return run_main(self._main, x, self.device)
+    @property
+    def inputs(self) -> list:
+        """The module's inputs (name, shape, dtype) as its build recorded them; [] without a .json."""
+        from tvmopt.model.frontend import Input
 
-    def time(self, x: np.ndarray, repeat: int = 20) -> float:
+        if "inputs" in self.meta:
+            return [Input(i["name"], tuple(i["shape"]), i.get("dtype", "float32")) for i in self.meta["inputs"]]
+        if self.input_shape:        # written by an earlier tvmopt: one float32 input
+            return [Input(self.meta.get("input_name", "input"), self.input_shape)]
+        return []
+
+    def __call__(self, *args, **named) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The output for the inputs (positional, or by name); a tuple of every output, in
+        order, when the model has several."""
+        from tvmopt.build.compile import bind_inputs
+
+        specs = self.inputs
+        if not specs:                  # no .json: trust the caller
+            return run_main(self._main, [np.asarray(a) for a in args], self.device)
+        if len(specs) == 1 and len(args) == 1 and not named:
+            x = np.asarray(args[0])
+            if tuple(x.shape) != specs[0].shape:
+                raise UserError(f"input shape {tuple(x.shape)} differs from the module's {specs[0].shape}")
+        return run_main(self._main, bind_inputs(specs, args, named, UserError), self.device)
+
+    def time(self, *args, repeat: int = 20, **named) -> float:
         """Median seconds per call."""
         import statistics
 
-        self(x)
+        self(*args, **named)
         samples = []
         for _ in range(repeat):
             start = time.perf_counter()
-            self(x)
+            self(*args, **named)
             samples.append(time.perf_counter() - start)
         return statistics.median(samples)
 

@@ -6,7 +6,7 @@ from tvmopt.build.compile import load_and_lower
 from tvmopt.passes import DetectOptions, LayerReport
 
 
-def inspect_model(source, batch: int = 1, options: DetectOptions | None = None) -> list[LayerReport]:
+def inspect_model(source, batch: int | None = None, options: DetectOptions | None = None) -> list[LayerReport]:
     """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer."""
     return load_and_lower(source, batch, options=options)[1].layers
 

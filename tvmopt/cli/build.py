@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
     bld.add_argument("-o", "--output", required=True, help="output .so path")
     bld.add_argument("--target", default="llvm", help="target (default: llvm)")
     records_option(bld)
-    bld.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
+    bld.add_argument("--batch", type=positive_int, default=None,
+                     help="batch size: a dynamic batch axis is built at it, a static one rebatched when the "
+                          "graph allows (default: the model's, or 1 for a dynamic axis)")
     bld.set_defaults(func=cmd_build)
 
 

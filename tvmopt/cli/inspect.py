@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                     "(binary, ternary, shift, N:M, hashed, Fastfood...), the kernel it lowers to and its weight "
                     "memory before and after. Nothing is compiled or measured.")
     insp.add_argument("model", help="path to an .onnx file")
-    insp.add_argument("--batch", type=positive_int, default=1, help="batch size for a dynamic batch axis (default: 1)")
+    insp.add_argument("--batch", type=positive_int, default=None,
+                      help="batch size (default: the model's, or 1 for a dynamic batch axis)")
     insp.add_argument("--min-weights", type=positive_int, default=256,
                       help="layers with fewer weights stay dense (default: 256)")
     insp.set_defaults(func=cmd_inspect)

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                     "print the output's shape and checksum and the median latency of --repeat calls.")
     run.add_argument("module", help="path to a .so written by 'tvmopt build'")
     run.add_argument("--input", "--inputs", dest="input", metavar="X.npy", default=None,
-                     help="input array, .npy (or an .npz holding one array; --inputs as in tvmc) (default: zeros)")
+                     help="input array (.npy), or an .npz with one array per model input, by name (--inputs as in "
+                          "tvmc) (default: zeros)")
     run.add_argument("--repeat", type=positive_int, default=20, help="timed calls (default: 20)")
     run.add_argument("--output", "--outputs", dest="output", metavar="Y.npy", default=None,
                      help="save the output here (.npy); a model with several outputs writes an .npz holding "
@@ -27,29 +28,19 @@ def cmd_run(args) -> int:
     from tvmopt.build.deploy import load
 
     module = load(args.module)
+    specs = module.inputs
     if args.input:
-        try:
-            x = np.load(args.input, allow_pickle=False)
-            if isinstance(x, np.lib.npyio.NpzFile):
-                arrays = [x[name] for name in x.files]
-                if len(arrays) != 1:
-                    raise UserError(f"input {args.input} holds {len(arrays)} arrays ({', '.join(x.files)}); "
-                                    f"the module takes one input")
-                x = arrays[0]
-        except (OSError, ValueError, EOFError) as exc:
-            raise UserError(f"cannot read input {args.input} as a .npy array ({type(exc).__name__}: "
-                            f"{str(exc)[:120]})") from None
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-            raise UserError(f"input {args.input} holds {kind}; the module takes float32 "
-                            f"(convert it with x.astype(np.float32))")
-    elif module.input_shape:
-        x = np.zeros(module.input_shape, np.float32)
+        arrays = _read_inputs(args.input, specs)
+    elif specs:
+        arrays = [np.zeros(i.shape, i.dtype) for i in specs]
     else:
         raise UserError("no --input given and the module has no shape description (.json)")
-    y = module(x)
+    if len(specs) == 1 and arrays[0].dtype != np.dtype(specs[0].dtype):
+        raise UserError(f"input {args.input} holds {arrays[0].dtype}; the module takes {specs[0].dtype} "
+                        f"(convert it with x.astype(np.{specs[0].dtype}))")
+    y = module(*arrays)
     outputs = y if isinstance(y, tuple) else (y,)
-    seconds = module.time(x, args.repeat)
+    seconds = module.time(*arrays, repeat=args.repeat)
     for i, out in enumerate(outputs):
         label = "output" if len(outputs) == 1 else f"output {i}:"
         print(f"{label} shape {out.shape}, sum {float(out.sum()):.6g}, "
@@ -66,3 +57,32 @@ def cmd_run(args) -> int:
             if path != args.output:
                 print(f"{len(outputs)} outputs: wrote {path}")
     return 0
+
+
+def _read_inputs(path: str, specs) -> list:
+    """The arrays of ``--input``: one .npy, or an .npz holding one array per input (by the
+    model's input names, or in order), each of the element type the model declares."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"cannot read input {path} as a .npy array ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if isinstance(data, np.ndarray):
+        arrays = [data]
+    else:
+        names = list(data.files)
+        if specs and set(names) == {s.name for s in specs}:
+            arrays = [data[s.name] for s in specs]
+        elif specs and len(names) != len(specs):
+            raise UserError(f"input {path} holds {len(names)} array(s) ({', '.join(names)}); the module takes "
+                            f"{len(specs)}: {', '.join(s.name for s in specs)}")
+        else:
+            arrays = [data[n] for n in names]
+    if specs and len(arrays) != len(specs):
+        raise UserError(f"input {path} holds one array; the module takes {len(specs)} inputs "
+                        f"({', '.join(s.name for s in specs)}): pass an .npz with one array per name")
+    for spec, a in zip(specs, arrays):
+        if len(specs) > 1 and a.dtype != np.dtype(spec.dtype):
+            raise UserError(f"input '{spec.name}' in {path} holds {a.dtype}; the module takes {spec.dtype}")
+    return arrays

@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
         epilog=TUNE_EPILOG.format(workloads=_workloads()), formatter_class=argparse.RawDescriptionHelpFormatter)
     tune.add_argument("workload", help="workload key (e.g. gemm:1024x1024x1024) or a model file (.onnx): "
                                        "then every task of the model is tuned, the budget split by FLOPs")
-    tune.add_argument("--batch", type=positive_int, default=1, help="model mode: batch size (default: 1)")
+    tune.add_argument("--batch", type=positive_int, default=None,
+                      help="model mode: batch size (default: the model's, or 1 for a dynamic batch axis)")
     tune.add_argument("--target", default="llvm",
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")

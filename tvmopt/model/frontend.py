@@ -28,24 +28,44 @@ from tvmopt.model.fold import fold_constants
 PLACEHOLDER_PREFIX = "tvmopt."
 
 
+@dataclass(frozen=True)
+class Input:
+    """One graph input: its name, static shape and element type."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
 @dataclass
 class Imported:
     mod: Any                      # tvm.IRModule with "main"
-    input_name: str
+    input_name: str               # the first input's (most models have one)
     input_shape: tuple[int, ...]
     source: str
+    inputs: list[Input] = None    # every input, in the model's order
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = [Input(self.input_name, tuple(self.input_shape))]
 
 
-def load(source, batch: int = 1, input_shape: tuple[int, ...] | None = None) -> Imported:
+#: input element types tvmopt compiles (ONNX TensorProto codes)
+_INPUT_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool"}
+
+
+def load(source, batch: int | None = None, input_shape: tuple[int, ...] | None = None) -> Imported:
     """Import ``source`` (a path to an .onnx file, or a ``torch.export.ExportedProgram``).
 
-    Symbolic dimensions of the input (a dynamic batch) are set to ``batch``; ``input_shape``
-    overrides the whole shape.
+    ``batch`` sets the first axis of the input: a symbolic one (a dynamic batch, ONNX or
+    ``torch.export`` with ``Dim``) is specialised to it (default 1); a static one of another
+    size is rebatched when the graph does not fix the batch elsewhere (a ModelError says so
+    when it does). None keeps a static batch as exported. ``input_shape`` overrides the shape.
     """
     try:
         import torch
         if isinstance(source, torch.export.ExportedProgram):
-            return _load_exported_program(source)
+            return _load_exported_program(source, batch)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return _load_onnx(Path(source), batch, input_shape)   # TVM's C++ noise: captured by model_stage
@@ -186,38 +206,93 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
         if unsupported:
             raise ModelError(f"{path.name}: unsupported operator(s): {', '.join(unsupported)}")
         inits = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in inits]
-        if len(inputs) != 1:
-            raise ModelError(f"{path.name}: expected one graph input, found {len(inputs)}")
-        inp = inputs[0]
-        shape = tuple(input_shape) if input_shape else _input_shape(path.name, inp, batch)
-        _check_graph(path.name, model, inp.name)
+        graph_inputs = [i for i in model.graph.input if i.name not in inits]
+        if not graph_inputs:
+            raise ModelError(f"{path.name}: the graph has no input (every graph input is an initializer)")
+        inputs, exported = [], None
+        for i, inp in enumerate(graph_inputs):
+            if not inp.name:
+                raise ModelError(f"{path.name}: graph input {i} has an empty name")
+            code = inp.type.tensor_type.elem_type
+            if code not in _INPUT_TYPES:
+                from onnx import helper
+
+                kind = helper.tensor_dtype_to_np_dtype(code) if code else "no type"
+                raise ModelError(f"{path.name}: input '{inp.name}' is {kind}; tvmopt compiles float32 models "
+                                 f"(with int32/int64/bool inputs such as token ids): convert the model to float32")
+            shape = tuple(input_shape) if input_shape and i == 0 else _input_shape(path.name, inp, batch)
+            exported = exported if exported is not None else _static_first_axis(inp)
+            inputs.append(Input(inp.name, shape, _INPUT_TYPES[code]))
+        rebatched = exported is not None and inputs[0].shape[0] != exported
+        _check_graph(path.name, model, {i.name for i in inputs})
+        shapes = {i.name: i.shape for i in inputs}
         # exporters compute shapes and paddings in the graph; TVM's importer wants them constant
         with model_stage(f"{path.name}: folding constants"):
-            model = fold_constants(model, {inp.name: shape})
+            model = fold_constants(model, shapes)
         from tvm.relax.frontend.onnx import from_onnx
 
         # the importer prints each failing node with its inputs to stdout; the error we raise says it
         with warnings.catch_warnings(), model_stage(f"{path.name}: import"), \
                 contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            mod = from_onnx(model, shape_dict={inp.name: list(shape)}, sanitize_input_names=False)
+            mod = from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()},
+                            dtype_dict={i.name: i.dtype for i in inputs}, sanitize_input_names=False)
     check_sizes(path.name, mod)
-    return Imported(mod, inp.name, shape, str(path))
+    if rebatched:
+        _check_rebatched(path.name, mod, model, exported, inputs[0].shape[0])
+    return Imported(mod, inputs[0].name, inputs[0].shape, str(path), inputs)
+
+
+def _static_first_axis(inp) -> int | None:
+    dims = inp.type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
+def _check_rebatched(name: str, mod, model, exported: int, batch: int) -> None:
+    """A static batch-``exported`` graph imported at ``batch``: every output whose first axis
+    was the batch must now have ``batch`` rows, or the graph fixes the batch somewhere (a
+    Reshape to [1, -1], say) and its results would mix samples."""
+    outputs = _output_types(mod)
+    for out, ty in zip(model.graph.output, outputs):
+        dims = out.type.tensor_type.shape.dim
+        was = int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+        now = _first_dim(ty)
+        if was == exported and now != batch:
+            raise ModelError(f"{name} was exported with a static batch of {exported} and its graph fixes it "
+                             f"(output '{out.name}' keeps {now} rows at batch {batch}); re-export it with a dynamic "
+                             f"batch axis (torch.onnx.export(..., dynamic_axes={{'input': {{0: 'batch'}}}}) or "
+                             f"dynamo=True with dynamic_shapes) or build it with --batch {exported}")
+
+
+def _output_types(mod) -> list:
+    ty = mod["main"].ret_ty
+    fields = getattr(ty, "fields", None)
+    return list(fields) if fields is not None else [ty]
+
+
+def _first_dim(ty) -> int | None:
+    shape = getattr(ty, "shape", None)
+    try:
+        return int(shape[0]) if shape is not None and len(shape) else None
+    except TypeError:
+        return None
 
 
 #: the largest tensor tvmopt compiles: TVM indexes with int32
 MAX_ELEMENTS = 2**31 - 1
 
 
-def _input_shape(name: str, inp, batch: int) -> tuple[int, ...]:
-    """The graph input's static shape: the first axis, when symbolic or unset, is the batch."""
+def _input_shape(name: str, inp, batch: int | None) -> tuple[int, ...]:
+    """The graph input's static shape: the first axis, when symbolic or unset, is the batch
+    (default 1); a static first axis is replaced by ``batch`` when one is given."""
     shape = []
     for axis, d in enumerate(inp.type.tensor_type.shape.dim):
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if axis == 0 and batch is not None and d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(batch)
+        elif d.HasField("dim_value") and d.dim_value > 0:
             shape.append(d.dim_value)
         elif axis == 0 and not d.HasField("dim_value"):
-            shape.append(batch)
+            shape.append(batch or 1)
         else:
             what = f"dim_value {d.dim_value}" if d.HasField("dim_value") else f"symbolic '{d.dim_param}'"
             raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "
@@ -227,7 +302,7 @@ def _input_shape(name: str, inp, batch: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_graph(name: str, model, input_name: str) -> None:
+def _check_graph(name: str, model, input_names: set[str]) -> None:
     """Each node reads only tensors defined before it and defines each tensor once: the two
     invariants whose breach makes TVM's importer fail with a bare KeyError."""
     from onnx import helper
@@ -243,7 +318,7 @@ def _check_graph(name: str, model, input_name: str) -> None:
         if t.data_type != 0 and need != len(t.raw_data):
             raise ModelError(f"{name}: initializer '{t.name}' holds {len(t.raw_data)} bytes, but its shape "
                              f"{list(t.dims)} of {helper.tensor_dtype_to_np_dtype(t.data_type)} needs {need}")
-    defined = {input_name, ""} | {t.name for t in model.graph.initializer}
+    defined = set(input_names) | {""} | {t.name for t in model.graph.initializer}
     for i, node in enumerate(model.graph.node):
         label = f"node {i} ({node.op_type}{', ' + repr(node.name) if node.name else ''})"
         for x in node.input:
@@ -297,14 +372,39 @@ def _torch_converters() -> dict:
     return table
 
 
-def _load_exported_program(program) -> Imported:
+def _load_exported_program(program, batch: int | None = None) -> Imported:
     from tvm.relax.frontend.torch import from_exported_program
 
     users = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    if len(users) != 1:
-        raise ModelError(f"expected an exported program with one user input, found {len(users)}")
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == users[0].arg.name)
-    shape = tuple(int(d) for d in node.meta["val"].shape)
+    if not users:
+        raise ModelError("the exported program takes no user input")
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     with model_stage("exported program: import"):
         mod = from_exported_program(program, custom_convert_map=_torch_converters(), unwrap_unit_return_tuple=True)
-    return Imported(mod, users[0].arg.name, shape, "torch.export")
+        mod = _specialise(mod, batch)
+    inputs = []
+    for spec, param in zip(users, mod["main"].params):
+        val = placeholders[spec.arg.name].meta["val"]
+        shape = tuple(int(d) for d in param.ty.shape)
+        inputs.append(Input(spec.arg.name, shape, str(val.dtype).removeprefix("torch.")))
+    if batch is not None and inputs[0].shape[0] != batch:
+        raise ModelError(f"the exported program has a static batch of {inputs[0].shape[0]}, not {batch}; export it "
+                         f"with dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}} to build other batch sizes")
+    return Imported(mod, inputs[0].name, inputs[0].shape, "torch.export", inputs)
+
+
+def _specialise(mod, batch: int | None):
+    """Bind the symbolic first axis of the inputs (``torch.export`` with ``Dim``) to ``batch``
+    (default 1); any other symbolic axis is a ModelError (tvmopt compiles static shapes)."""
+    from tvm import relax
+
+    binding = {}
+    for param in mod["main"].params:
+        for axis, d in enumerate(getattr(param.ty, "shape", None) or ()):
+            if isinstance(d, int) or hasattr(d, "value"):
+                continue
+            if axis != 0:
+                raise ModelError(f"the exported program's input '{param.name_hint}' axis {axis} is symbolic ({d}); "
+                                 f"tvmopt needs a static size on every axis but the first (the batch)")
+            binding[d] = batch or 1
+    return relax.transform.BindSymbolicVars(binding)(mod) if binding else mod

@@ -39,20 +39,38 @@ def _convert(layer: nn.Module, method: str, kwargs: dict) -> nn.Module:
 
 
 def compress(model: nn.Module, method: str, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
-             **kwargs) -> nn.Module:
+             strict: bool = False, **kwargs) -> nn.Module:
     """A copy of ``model`` with its ``nn.Linear`` (and, where the method has one, ``nn.Conv2d``)
     layers replaced by ``method``'s compressed layer, built with ``from_dense`` (``kwargs`` go
     to it). ``skip`` names layers to keep dense (e.g. the first and last), ``only`` restricts
-    the conversion to the named layers."""
+    the conversion to the named layers.
+
+    A layer the method cannot take (a reduction of 27 for 2:4 sparsity, say) stays dense, and
+    one warning names every such layer and why; ``strict=True`` raises a ValueError naming the
+    first one instead."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     model = copy.deepcopy(model)
+    kept = []
     for name, child in list(model.named_modules()):
         if not name or name in skip or (only is not None and name not in only):
             continue
         if type(child) in (nn.Linear, nn.Conv2d):
             parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, _convert(child, method, kwargs))
+            try:
+                converted = _convert(child, method, kwargs)
+            except ValueError as e:
+                if strict:
+                    raise ValueError(f"layer '{name}' cannot be made {method}: {e} (keep it dense with "
+                                     f"skip=({name!r},))") from None
+                kept.append(f"{name} ({e})")
+                continue
+            setattr(model.get_submodule(parent) if parent else model, attr, converted)
+    if kept:
+        import warnings
+
+        warnings.warn(f"compress({method!r}): kept {len(kept)} layer(s) dense that it cannot take: "
+                      f"{'; '.join(kept)}; pass skip=(...) to name them, or strict=True to make this an error")
     return model
 
 

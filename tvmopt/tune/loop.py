@@ -161,7 +161,7 @@ class ModelTuneResult:
     tasks: list[tuple[str, int, int, TuneResult]]
 
 
-def extract_tasks(source, batch: int = 1) -> list[tuple[str, Task, int]]:
+def extract_tasks(source, batch: int | None = None) -> list[tuple[str, Task, int]]:
     """The tunable tasks of a model after the pass: (key, task, layers using it), deduplicated,
     most FLOPs first."""
     from collections import Counter
@@ -203,7 +203,7 @@ def model_budget(tasks: int) -> int:
 
 
 def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int | None = None,
-               records: str | Path | None = None, batch: int = 1, batch_size: int = 8, seed: int = 0,
+               records: str | Path | None = None, batch: int | None = None, batch_size: int = 8, seed: int = 0,
                progress: bool = True, log=print, resume: bool = True,
                report: Callable[[Record], None] | None = None, measurer: Measurer | None = None) -> ModelTuneResult:
     """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each

@@ -34,7 +34,8 @@ STRUCTURES = {
     "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
     "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), "ternary_dense", "ternary_dense"),
     "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_dense", "nm_dense"),
-    "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "codebook_dense"),
+    # plain: the hash is found again (seed and bucket count recovered), so the 8x compact form is kept
+    "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "hashed_dense"),
     # two hashes mix into too many distinct values for a codebook: the plain export stays dense
     "funhash": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=3, num_hashes=2), "hashed_dense", "dense"),
     # plain: hundreds of butterfly ops, measured as a linear region and factored (passes/linear.py)

@@ -80,6 +80,54 @@ class HashedDenseTask(DecodedDenseTask):
 
 
 
+#: seeds tried when looking for the hashing structure in a plain weight (tvmopt.nn.HashedLinear's
+#: default is 0), and the compression rates whose bucket counts are tried besides the count of
+#: distinct magnitudes
+DETECT_SEEDS = tuple(range(16))
+DETECT_RATES = (2, 4, 8, 16, 32, 64)
+
+
+def _consistent(w_flat: np.ndarray, positions: np.ndarray, buckets: int, seed: int):
+    """The bucket values when ``w[positions] = sign * values[bucket]`` holds for the hash with
+    ``buckets`` and ``seed`` (one hash function), else None."""
+    seed_b, seed_s = formats.hash_seeds(seed, 0)
+    key = positions.astype(np.uint64)
+    bucket = ((formats.fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
+    sign = (1 - 2 * (formats.fmix32(key ^ np.uint64(seed_s)) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
+    implied = w_flat[positions] * sign
+    values = np.zeros(buckets, np.float32)
+    values[bucket] = implied                      # one writer per bucket wins; all must agree
+    return values if np.array_equal(values[bucket], implied) else None
+
+
+def detect_hashed(w: np.ndarray) -> Kernel | None:
+    """A plain weight [N, K] that a HashedNets layer (one hash function, ``tvmopt.nn.HashedLinear``)
+    produced: its bucket values recovered, so the compact kernel is used instead of a codebook.
+    Tries the seeds ``DETECT_SEEDS`` and bucket counts near the number of distinct magnitudes or
+    at the usual compression rates, each first on 4,096 positions, then on the whole weight."""
+    n, k = w.shape
+    flat = w.ravel().astype(np.float32)
+    distinct = len(np.unique(np.abs(flat)))
+    if distinct < 2 or distinct > flat.size // 2:
+        return None
+    candidates = sorted({b for b in [distinct, distinct + 1, distinct + 2] + [round(flat.size / r) for r in DETECT_RATES]
+                         if distinct <= b <= flat.size // 2})
+    sample = np.arange(min(flat.size, 4096))
+    everything = np.arange(flat.size)
+    for buckets in candidates:
+        for seed in DETECT_SEEDS:
+            if _consistent(flat, sample, buckets, seed) is None:
+                continue
+            values = _consistent(flat, everything, buckets, seed)
+            if values is None:
+                continue
+            mix = np.ones(1, np.float32)
+            return Kernel("hashed_dense", f"hashed ({buckets} values, 1 hash, seed {seed})", n, k,
+                          [values, mix, HashedDenseTask.seeds(seed, 1)], params={"buckets": buckets, "hashes": 1},
+                          compact_bytes=values.nbytes + mix.nbytes, key_dims=(buckets, 1))
+    return None
+
+
 def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
     """``ai.tvmopt`` HashedGemm: the bucket values, per-hash mixing weights and the seed."""
     values = inputs["values"].astype(np.float32)

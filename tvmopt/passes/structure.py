@@ -17,6 +17,7 @@ import numpy as np
 from tvmopt.ops.binary_dense import binary_kernel
 from tvmopt.ops.codebook_dense import codebook_kernel
 from tvmopt.ops.fastfood import hadamard_kernel
+from tvmopt.ops.hashed_dense import detect_hashed
 from tvmopt.ops.kernel import DENSE, LUT_MAX_ROWS, Kernel, dense_kernel  # noqa: F401  (re-exported)
 from tvmopt.ops.nm_dense import nm_kernel
 from tvmopt.ops.shift_dense import shift_kernel
@@ -91,8 +92,13 @@ def detect(w: np.ndarray, binarized_input: bool = False, options: DetectOptions 
         if k % m == 0 and (nz.reshape(n, k // m, m).sum(axis=2) <= n_keep).all():
             return nm_kernel(w, n_keep, m)
 
-    # few distinct values
+    # hashed weights (HashedNets): the bucket values behind the hash, else a codebook
     table, index = np.unique(w, return_inverse=True)
+    if len(table) <= w.size // 2:
+        hashed = detect_hashed(w)
+        if hashed is not None:
+            return hashed
+    # few distinct values
     if len(table) <= min(opt.max_codebook, w.size // 4):
         return codebook_kernel(w, table, index.reshape(w.shape))
     return dense_kernel(w)

@@ -80,6 +80,7 @@ def test_module_runs_with_tvm_runtime_alone(tmp_path):
 
 def test_cli_build_and_run(tmp_path, capsys):
     out = tmp_path / "cli.so"
+    (tmp_path / "r").mkdir()                    # an explicit --records must exist (issue 23)
     assert main(["build", str(MODEL), "-o", str(out), "--records", str(tmp_path / "r")]) == 0
     x = np.load(MODELS / "digits_test.npz")["x"][:1]
     np.save(tmp_path / "x.npy", x)

@@ -16,7 +16,10 @@ from torch import nn
 import tvmopt.nn as tn
 from tvmopt.cli.main import main
 from tvmopt.build.compile import compile_model
-from tvmopt.passes import detect
+from tvmopt.passes import DetectOptions, detect
+
+#: tests of the compressed lowering itself force it (the default picks the faster of compressed and dense)
+COMPRESSED = DetectOptions(kernels="compressed")
 
 IN = 64
 
@@ -75,7 +78,7 @@ def test_both_exports_are_rewritten_and_match(name, exports):
     sess = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
     ort_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     for path, fam in ((compact, family), (plain, plain_family)):
-        compiled = compile_model(path, batch=4)
+        compiled = compile_model(path, batch=4, options=COMPRESSED)
         fams = _families(compiled)
         assert fams[0] == "dense"                       # the fp32 first layer: tuned GEMM
         if fam is not None:
@@ -133,7 +136,7 @@ def test_sign_on_constant_weights_and_binarized_input_become_xnor(tmp_path):
 def test_torch_export_program_compiles():
     model = nn.Sequential(tn.ShiftLinear(32, 64), nn.ReLU(), tn.TernaryLinear(64, 16)).eval()
     x = torch.randn(3, 32)
-    compiled = compile_model(tn.export_program(model, x))
+    compiled = compile_model(tn.export_program(model, x), options=COMPRESSED)
     assert _families(compiled) == ["shift_dense", "ternary_dense"]
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
@@ -147,7 +150,7 @@ def test_bundled_cnn_compiles_and_keeps_pytorch_accuracy():
     row = next(r for r in json.loads((models / "digits.json").read_text())["models"]
                if r["arch"] == "cnn" and r["variant"] == "binary")
     data = np.load(models / "digits_test.npz")
-    compiled = compile_model(models / row["onnx"], batch=len(data["y"]))
+    compiled = compile_model(models / row["onnx"], batch=len(data["y"]), options=COMPRESSED)
     assert "binary_dense" in _families(compiled)
     accuracy = float((compiled(data["x"]).argmax(1) == data["y"]).mean())
     assert accuracy == pytest.approx(row["accuracy"])
@@ -155,7 +158,7 @@ def test_bundled_cnn_compiles_and_keeps_pytorch_accuracy():
 
 def test_inspect_prints_the_table(capsys, exports):
     _, compact, plain = exports["nm"]
-    assert main(["inspect", str(plain), "--batch", "8"]) == 0
+    assert main(["inspect", str(plain), "--batch", "8", "--kernels", "compressed"]) == 0
     out = capsys.readouterr().out
     assert "2:4 sparse" in out and "nm_dense:8x48x64x2x4" in out and "dense:8x64x32" in out
     assert "total" in out
@@ -190,7 +193,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     key = "ternary_dense:4x48x64"
     result = tune_task(key, parse_target("llvm"), tuner="random", trials=3, records=tmp_path, progress=False)
     assert result.measured == 3 and result.best_config is not None
-    compiled = compile_model(compact, batch=4, records=tmp_path)
+    compiled = compile_model(compact, batch=4, records=tmp_path, options=COMPRESSED)
     assert compiled.tuned[key] == "records" and compiled.tuned["dense:4x64x32"] == ""
     x = torch.randn(4, 32)
     with torch.no_grad():
@@ -212,7 +215,7 @@ def test_convolutions_become_im2col_and_kernels(layer, family, tmp_path):
         ref = model(x).numpy()
     for plain in (False, True):
         path = tn.export_onnx(model, x, tmp_path / f"c{int(plain)}.onnx", plain=plain)
-        compiled = compile_model(path, batch=2)
+        compiled = compile_model(path, batch=2, options=COMPRESSED)
         assert _families(compiled) == ["conv2d", family]
         assert "im2col" in " ".join(_funcs(compiled))
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -228,7 +231,7 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
     assert detect(ternary).family == "ternary_dense"
     model = nn.Sequential(tn.TernaryLinear(24, 96), nn.ReLU(), tn.BinaryLinear(96, 4096)).eval()
     x = torch.randn(3, 24)
-    compiled = compile_model(tn.export_onnx(model, x, tmp_path / "wide.onnx"), batch=3)
+    compiled = compile_model(tn.export_onnx(model, x, tmp_path / "wide.onnx"), batch=3, options=COMPRESSED)
     assert _families(compiled) == ["ternary_dense", "binary_lut_dense"]
     with torch.no_grad():
         ref = model(x).numpy()
@@ -252,7 +255,7 @@ def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path
     lookup, used = compiler.best_configs(compiler.parse_target("llvm"), None)
     assert lookup(key) == config and used[key] == "shipped:llvm-elsewhere-64c"
     assert lookup("dense:4x64x32") is None and used["dense:4x64x32"] == ""
-    compiled = compile_model(compact, batch=4)
+    compiled = compile_model(compact, batch=4, options=COMPRESSED)
     assert compiled.tuned[key] == "shipped:llvm-elsewhere-64c"
 
 

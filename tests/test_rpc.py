@@ -127,3 +127,38 @@ def test_in_flight_candidate_of_a_killed_server_is_requeued(tmp_path):
             fleet.add_server()
     assert measurer.sessions_lost >= 1                         # a candidate was in flight on it
 
+
+
+def test_stopping_a_server_and_tracker_ends_every_process_they_started(tmp_path):
+    """SIGTERM (and SIGINT) on 'tvmopt rpc server' and 'tvmopt rpc tracker', after measurements
+    went through them: none of the processes they started survives."""
+    import signal
+    import time
+
+    import psutil
+
+    from tvmopt.measure.rpc import LoopbackFleet, RPCMeasurer
+    from tvmopt.target import parse_target
+    from tvmopt.tune.loop import tune_task
+
+    target = parse_target("llvm")
+    fleet = LoopbackFleet(servers=1, key="leak")
+    try:
+        measurer = RPCMeasurer(target, tracker=fleet.tracker, key="leak")
+        with measurer:
+            tune_task("gemm:32x32x32", target, tuner="random", trials=4, records=tmp_path / "r", progress=False,
+                      measurer=measurer)
+        procs = [fleet.servers[0], fleet._tracker]
+        started = [c for p in procs for c in psutil.Process(p.pid).children(recursive=True)]
+        assert started                      # TVM's server process and its session workers
+        for sig, proc in zip((signal.SIGTERM, signal.SIGINT), procs):
+            proc.send_signal(sig)
+            assert proc.wait(timeout=60) is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                                                  for c in started):
+            time.sleep(0.3)
+        left = [c.pid for c in started if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert left == []
+    finally:
+        fleet.close()

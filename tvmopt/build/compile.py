@@ -148,6 +148,13 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
                 warnings.warn(f"shipped records skipped: {e}")
     used: dict[str, str] = {}
 
+    def cost(key: str) -> float | None:
+        """Seconds of the task's fastest record measured on this very target, or None."""
+        for source, table in tables:
+            if source in ("records", "shipped") and table.get(key):
+                return min(r.cost for r in table[key])
+        return None
+
     def lookup(key: str, space=None):
         stale, found, source = 0, None, ""
         for source, table in tables:
@@ -165,16 +172,65 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
                           f"schedule space (made before it changed?); using {instead}")
         return found
 
+    lookup.cost = cost                 # what decides between a layer's compressed and dense kernels
     return lookup, used
 
 
-def load_and_lower(source, batch: int | None = None, configs=None, options: DetectOptions | None = None
-                   ) -> tuple[Imported, Lowered]:
+def measuring_costs(target: TargetSpec, records, lookup):
+    """``cost(key)`` for ``--kernels measure``: a task's record on this target, or else a
+    measurement made now (its best record's config, or its space's start), appended to the
+    records (``records``, or the default directory) so the next build reads it."""
+    from tvmopt.measure.local import LocalMeasurer
+    from tvmopt.ops.task import get_task
+    from tvmopt.records.store import Record
+
+    cache = RecordCache(records if records and not Path(records).is_file() else DEFAULT_DIR)
+    measured: dict[str, float | None] = {}
+    state = {"measurer": None}
+
+    def cost(key: str) -> float | None:
+        known = lookup.cost(key)
+        if known is not None:
+            return known
+        if key not in measured:
+            task = get_task(key)
+            config = lookup(key, task.space) or task.space.initial()
+            if state["measurer"] is None:
+                state["measurer"] = LocalMeasurer(target)
+            (result,) = state["measurer"].measure(key, [config])
+            record = Record.from_result(key, target.key, config, result, task.space.fingerprint(), "kernel-choice")
+            cache.append([record])
+            measured[key] = record.cost if record.error == "ok" else None
+        return measured[key]
+
+    def close() -> None:
+        if state["measurer"] is not None:
+            state["measurer"].close()
+
+    cost.close = close
+    return cost
+
+
+def load_and_lower(source, batch: int | None = None, configs=None, options: DetectOptions | None = None,
+                   costs=None) -> tuple[Imported, Lowered]:
     """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
-    Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``."""
+    Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``. ``configs``
+    and ``costs`` are what :func:`best_configs` returns (``lookup`` and ``lookup.cost``)."""
     imported = load(source, batch=batch)
+    if costs is None and configs is not None:
+        costs = getattr(configs, "cost", None)
     with model_stage(f"{Path(imported.source).name}: lowering"):
-        return imported, lower(imported.mod, configs=configs, options=options)
+        return imported, lower(imported.mod, configs=configs, options=options, costs=costs)
+
+
+def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shipped: bool = True):
+    """(lookup, used, costs) for a build: the best configs and what decides each layer's kernel
+    (records, or measurements made now for ``options.kernels == "measure"``)."""
+    lookup, used = best_configs(target, records, shipped)
+    costs = lookup.cost
+    if options is not None and options.kernels == "measure":
+        costs = measuring_costs(target, records, lookup)
+    return lookup, used, costs
 
 
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int | None = None,
@@ -186,8 +242,11 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
                           f"CUDA model builds wait for the CUDA schedule spaces")
-    lookup, used = best_configs(spec, records, shipped)
-    imported, lowered = load_and_lower(source, batch, configs=lookup, options=options)
+    lookup, used, costs = plan_kernels(spec, records, options, shipped)
+    try:
+        imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
+    finally:
+        getattr(costs, "close", lambda: None)()
     name = Path(imported.source).name
     with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
         mod, defaulted = schedule_module(fuse(lowered.mod), lookup)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from tvmopt.build.compile import load_and_lower
+from tvmopt.build.compile import load_and_lower, plan_kernels
 from tvmopt.passes import DetectOptions, LayerReport
 
 
-def inspect_model(source, batch: int | None = None, options: DetectOptions | None = None) -> list[LayerReport]:
-    """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer."""
-    return load_and_lower(source, batch, options=options)[1].layers
+def inspect_model(source, batch: int | None = None, options: DetectOptions | None = None, records=None,
+                  target: str = "llvm") -> list[LayerReport]:
+    """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer;
+    each layer's kernel is chosen as ``build`` would choose it for ``target`` and ``records``."""
+    from tvmopt.target import parse_target
+
+    lookup, _, costs = plan_kernels(parse_target(target), records, options)
+    try:
+        return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
+    finally:
+        getattr(costs, "close", lambda: None)()
 
 
 def _size(n: int) -> str:
@@ -16,12 +24,13 @@ def _size(n: int) -> str:
 
 
 def format_layers(layers: list[LayerReport]) -> str:
-    head = ("#", "layer", "shape (M x N x K)", "structure found", "lowered to", "weights", "stored", "ratio")
+    head = ("#", "layer", "shape (M x N x K)", "structure found", "lowered to", "weights", "stored", "ratio",
+            "kernel chosen")
     rows = [(str(l.index), l.source, l.shape, l.structure, l.kernel, _size(l.dense_bytes), _size(l.compact_bytes),
-             f"{l.dense_bytes / max(1, l.compact_bytes):.1f}x") for l in layers]
+             f"{l.dense_bytes / max(1, l.compact_bytes):.1f}x", l.choice) for l in layers]
     dense = sum(l.dense_bytes for l in layers)
     stored = sum(l.compact_bytes for l in layers)
-    rows.append(("", "total", "", "", "", _size(dense), _size(stored), f"{dense / max(1, stored):.1f}x"))
+    rows.append(("", "total", "", "", "", _size(dense), _size(stored), f"{dense / max(1, stored):.1f}x", ""))
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(tuple("-" * w for w in widths))] + [line(r) for r in rows])

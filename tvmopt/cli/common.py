@@ -81,3 +81,12 @@ def report_line(record) -> None:
     cost = f"{record.cost * 1e3:.4f} ms" if record.error == "ok" else record.error
     print(f"recorded {record.workload} {cost} config={json.dumps(config_to_json(record.config), separators=(',', ':'))}",
           flush=True)
+
+
+def kernels_option(parser) -> None:
+    from tvmopt.passes.choose import POLICIES
+
+    parser.add_argument("--kernels", choices=POLICIES, default="auto",
+                        help="per layer, the compressed or the dense kernel: auto (default) takes the faster by "
+                             "the records when both kernels have one, else the prediction of tvmopt.passes.choose; "
+                             "measure times both now (and records the timings); compressed or dense force one")

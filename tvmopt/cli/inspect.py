@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvmopt.cli.common import positive_int
+from tvmopt.cli.common import kernels_option, positive_int, records_option
 
 
 def add_parser(sub) -> None:
@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
                       help="batch size (default: the model's, or 1 for a dynamic batch axis)")
     insp.add_argument("--min-weights", type=positive_int, default=256,
                       help="layers with fewer weights stay dense (default: 256)")
+    kernels_option(insp)
+    records_option(insp)
     insp.set_defaults(func=cmd_inspect)
 
 
@@ -24,7 +26,8 @@ def cmd_inspect(args) -> int:
     from tvmopt.passes import DetectOptions
     from tvmopt.build.inspect import format_layers, inspect_model
 
-    layers = inspect_model(args.model, batch=args.batch, options=DetectOptions(min_weights=args.min_weights))
+    layers = inspect_model(args.model, batch=args.batch, records=args.records,
+                           options=DetectOptions(min_weights=args.min_weights, kernels=args.kernels))
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from tvmopt.cli.common import make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials
+from tvmopt.cli.common import kernels_option, make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials
 
 #: `tvmopt tune`'s budget; benchmarks/e2e.py --budget-check times it on the bundled CNN
 DEFAULT_TRIALS = 200
@@ -58,6 +58,7 @@ def add_parser(sub) -> None:
                            f"{MODEL_TRIALS_PER_TASK} per task, at least {MODEL_MIN_TRIALS}: the bundled digits CNN "
                            f"in a few minutes, ResNet-50 in about 20 on 2 cores)")
     records_option(tune)
+    kernels_option(tune)
     tune.add_argument("--batch-size", type=positive_int, default=8, help="candidates built in parallel per step")
     tune.add_argument("--early-stopping", type=positive_int, default=None, metavar="N",
                       help="stop after N trials without improvement")
@@ -77,6 +78,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_tune_model(args) -> int:
+    from tvmopt.passes import DetectOptions
     from tvmopt.target import parse_target
     from tvmopt.tune.loop import MODEL_TUNER, tune_model
 
@@ -86,7 +88,8 @@ def cmd_tune_model(args) -> int:
                             records=args.records,
                             batch=args.batch, batch_size=args.batch_size, seed=args.seed,
                             progress=not args.quiet and not args.verbose, resume=args.resume,
-                            report=report_line if args.verbose else None, measurer=measurer)
+                            report=report_line if args.verbose else None, measurer=measurer,
+                            options=DetectOptions(kernels=args.kernels))
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"

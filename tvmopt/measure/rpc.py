@@ -16,6 +16,7 @@ breaks the candidate is recorded as ``device_error``. A candidate still running 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -193,12 +194,13 @@ def run_tracker(host: str = "0.0.0.0", port: int = 9190, port_end: int | None = 
         from tvm.rpc.tracker import Tracker
     except ImportError as e:
         raise UserError(f"TVM's RPC tracker cannot start: {e}") from None
-    tracker = Tracker(host, port=port, port_end=port_end or port + 10, silent=True)
-    print(f"RPC tracker listening on {host}:{tracker.port} (Ctrl-C stops it)", flush=True)
-    try:
-        tracker.proc.join()
-    finally:
-        tracker.terminate()
+    with _stopped_with_everything_it_started():
+        tracker = Tracker(host, port=port, port_end=port_end or port + 10, silent=True)
+        print(f"RPC tracker listening on {host}:{tracker.port} (Ctrl-C stops it)", flush=True)
+        try:
+            tracker.proc.join()
+        finally:
+            tracker.terminate()
 
 
 def run_server(tracker: tuple[str, int], key: str, host: str = "0.0.0.0", port: int = 9090,
@@ -208,18 +210,55 @@ def run_server(tracker: tuple[str, int], key: str, host: str = "0.0.0.0", port: 
     from tvm.rpc.server import Server
 
     session = connect_tracker(*tracker)                    # a clear error if it is not there
-    server = Server(host, port=port, port_end=port_end or port + 100, key=key, tracker_addr=tracker, silent=True)
-    deadline = time.monotonic() + 60                       # TVM's server retries its first connection
-    while time.monotonic() < deadline and not any(
-            s.get("addr", [None, None])[1] == server.port for s in session.summary().get("server_info", [])):
-        time.sleep(0.5)
-    session.close()
-    print(f"RPC server on {host}:{server.port}, key '{key}', registered with {tracker[0]}:{tracker[1]} "
-          f"(Ctrl-C stops it)", flush=True)
+    with _stopped_with_everything_it_started():
+        server = Server(host, port=port, port_end=port_end or port + 100, key=key, tracker_addr=tracker, silent=True)
+        deadline = time.monotonic() + 60                   # TVM's server retries its first connection
+        while time.monotonic() < deadline and not any(
+                s.get("addr", [None, None])[1] == server.port for s in session.summary().get("server_info", [])):
+            time.sleep(0.5)
+        session.close()
+        print(f"RPC server on {host}:{server.port}, key '{key}', registered with {tracker[0]}:{tracker[1]} "
+              f"(Ctrl-C stops it)", flush=True)
+        try:
+            server.proc.join()
+        finally:
+            server.terminate()
+
+
+@contextlib.contextmanager
+def _stopped_with_everything_it_started():
+    """SIGTERM stops the process like Ctrl-C does, and on the way out every process it started
+    (TVM's server or tracker process, their session workers, ``popen_worker``s) is ended:
+    nothing is left running, re-parented to init."""
+    import signal
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        server.proc.join()
+        yield
     finally:
-        server.terminate()
+        signal.signal(signal.SIGTERM, previous)
+        end_descendants()
+
+
+def end_descendants(grace: float = 3.0) -> None:
+    """Terminate every descendant of this process, then kill those still alive after ``grace``."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 # --------------------------------------------------------------------------- a loopback fleet

@@ -35,7 +35,8 @@ from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, detect, from_compact
+from .choose import choose
+from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 
 
 @dataclass
@@ -48,6 +49,7 @@ class LayerReport:
     kernel: str            # the task key, or "relax" when left to Relax
     dense_bytes: int
     compact_bytes: int
+    choice: str = ""       # compressed or dense, and why (passes/choose.py); "" for dense layers
 
 
 @dataclass
@@ -57,8 +59,11 @@ class Lowered:
     tasks: dict[str, object]                     # task key -> Task (deduplicated)
 
 
-def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None) -> Lowered:
-    """Apply the pass to ``mod`` (from :func:`tvmopt.frontend.load`)."""
+def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None,
+          costs: Callable[[str], float | None] | None = None) -> Lowered:
+    """Apply the pass to ``mod`` (from :func:`tvmopt.model.frontend.load`). ``costs(key)``: the
+    seconds of a task's best record (or a fresh measurement), which decide between a layer's
+    compressed and dense kernels (:mod:`tvmopt.passes.choose`)."""
     import tvm
     from tvm import relax
 
@@ -146,7 +151,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = detect(weight, binarized_input=binarized, options=options)
             if binarized and kern.family == "xnor_dense":
                 x = self._resolve(self._resolve(x).args[0]).args[0]   # the kernel binarizes (x >= 0) itself
-            return self._emit(kern, x, xshape, "matmul")
+            return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
 
         # ---- ai.tvmopt placeholder ----
         def _lower_placeholder(self, call):
@@ -165,7 +170,13 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if spec.conv:
                 return self._decoded_conv(op, x, inputs, attrs)
             kern = from_compact(op, inputs, attrs)
-            return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}")
+
+            def dense_weight():
+                from tvmopt.model.opset import decode_weight
+
+                return decode_weight(op, inputs, attrs)
+
+            return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}", dense_weight=dense_weight)
 
         def _decoded_conv(self, op, x, inputs, attrs):
             """ai.tvmopt conv nodes: decode (exactly), let detection find the structure again."""
@@ -189,18 +200,31 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
             kern = detect(w.reshape(o, -1), options=options)
-            if kern.family == DENSE and sh == sw and dh == dw == 1 and options.direct_conv:
-                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source)
+            direct = sh == sw and dh == dw == 1 and options.direct_conv
+            found, choice = kern.structure, ""
+            if kern.family != DENSE:
+                rows = n * oh * ow
+                dense_key = (_conv_key(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr)) if direct
+                             else dense_kernel(w.reshape(o, -1)).key(rows))
+                picked = choose(options.kernels, kern.family, kern.key(rows), dense_key, rows, o * c * kh * kw,
+                                conv=True, cost=costs)
+                choice = picked.label
+                if not picked.compressed:
+                    kern = dense_kernel(w.reshape(o, -1), found)
+            if kern.family == DENSE and direct:
+                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source, found if choice else "dense",
+                                         choice)
             if bias is not None:
                 kern.bias = bias.astype(np.float32)
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
                                          primfunc_name_hint="im2col")
             y = self._emit(kern, cols, (n * oh * ow, c * kh * kw),
-                           f"{source} {kh}x{kw}/{sh}", report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}")
+                           f"{source} {kh}x{kw}/{sh}", report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}",
+                           choice=choice)
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
 
-        def _direct_conv(self, x, w, stride, pads, bias, source):
+        def _direct_conv(self, x, w, stride, pads, bias, source, structure="dense", choice=""):
             """A dense convolution: the direct conv2d task, emitted *unscheduled* (fusable), so
             its epilogue fuses with it and :mod:`.schedule` applies the config afterwards."""
             from ..ops.conv2d import block_weight
@@ -228,25 +252,37 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if bias is not None:
                 y = relax.op.add(self.builder_.emit(y), relax.const(bias.astype(np.float32).reshape(1, o, 1, 1)))
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
-                                      f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", "dense", key,
-                                      w.size * 4, w.size * 4))
+                                      f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
+                                      w.size * 4, w.size * 4, choice))
             return y
 
         # ---- emit one kernel ----
-        def _emit(self, kern: Kernel, x, xshape, source, report_shape: str | None = None):
+        def _emit(self, kern: Kernel, x, xshape, source, report_shape: str | None = None, dense_weight=None,
+                  choice: str = ""):
             lead, k = xshape[:-1], xshape[-1]
             m = int(np.prod(lead)) if lead else 1
             if k != kern.reduction:
                 raise ModelError(f"{source}: input has {k} features, the weight expects {kern.reduction}")
+            if kern.family.endswith("_lut_dense") and m > LUT_MAX_ROWS:
+                # the tables are rebuilt for every row of X: with many rows the decode kernel
+                # (same weight layout) is cheaper
+                kern.family = kern.family.replace("_lut_dense", "_dense")
+            if kern.family != DENSE and dense_weight is not None:
+                dense_key = f"dense:{m}x{kern.out_features}x{kern.reduction}"
+                picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,
+                                kern.out_features * kern.reduction, conv=False, cost=costs)
+                choice = picked.label
+                if not picked.compressed:
+                    # the decoded weight already holds the kernel's scale; bias and input transform stay
+                    alternative = dense_kernel(np.asarray(dense_weight(), np.float32).reshape(kern.out_features, -1),
+                                               kern.structure)
+                    alternative.bias, alternative.input_transform = kern.bias, kern.input_transform
+                    kern = alternative
             if len(xshape) != 2:
                 x = self.builder_.emit(relax.op.reshape(x, (m, k)))
             if kern.input_transform:
                 _, ib, fb = kern.input_transform
                 x = self.builder_.emit(_fixed_point(x, ib, fb))
-            if kern.family.endswith("_lut_dense") and m > LUT_MAX_ROWS:
-                # the tables are rebuilt for every row of X: with many rows the decode kernel
-                # (same weight layout) is cheaper
-                kern.family = kern.family.replace("_lut_dense", "_dense")
             key = kern.key(m)
             gv = self._kernel_func(kern, key)
             arrays = tasks[key].to_kernel(kern.arrays)
@@ -262,7 +298,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if report_shape:
                 shape = f"{report_shape} ({shape})"
             layers.append(LayerReport(len(layers), source, shape, kern.structure, key,
-                                      kern.dense_bytes, kern.compact_bytes))
+                                      kern.dense_bytes, kern.compact_bytes, choice))
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):
@@ -345,6 +381,14 @@ def _primfunc(task, config):
         warnings.warn(f"{task.key}: a record's config does not fit the current space; using the default")
         config = None
     return task.primfunc(config)
+
+
+def _conv_key(n, c, h, w, o, kh, kw, stride, pads) -> str:
+    """The direct conv2d task's key; asymmetric padding is applied by an explicit pad first."""
+    pt, pl, pb, pr = pads
+    if not pt == pl == pb == pr:
+        h, w, pt = h + pt + pb, w + pl + pr, 0
+    return f"conv2d:{n}x{c}x{h}x{w}x{o}x{kh}x{kw}x{stride}x{pt}"
 
 
 def _fixed_point(x, int_bits: int, frac_bits: int):

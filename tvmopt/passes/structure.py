@@ -30,6 +30,7 @@ class DetectOptions:
     min_weights: int = 256        # smaller layers stay dense
     max_codebook: int = 65536     # distinct values for a codebook (8-bit index up to 256)
     direct_conv: bool = True      # dense convolutions: the direct conv2d kernel (False: im2col + dense)
+    kernels: str = "auto"         # compressed or dense kernel per layer: auto, measure, compressed, dense (choose.py)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,14 +161,22 @@ class ModelTuneResult:
     tasks: list[tuple[str, int, int, TuneResult]]
 
 
-def extract_tasks(source, batch: int | None = None) -> list[tuple[str, Task, int]]:
+def extract_tasks(source, batch: int | None = None, options=None, target: TargetSpec | None = None,
+                  records=None) -> list[tuple[str, Task, int]]:
     """The tunable tasks of a model after the pass: (key, task, layers using it), deduplicated,
-    most FLOPs first."""
+    most FLOPs first. With ``target``, each layer's kernel (compressed or dense) is chosen as
+    ``build`` will choose it (``options.kernels``, the records in ``records``)."""
     from collections import Counter
 
-    from tvmopt.build.compile import load_and_lower
+    from tvmopt.build.compile import load_and_lower, plan_kernels
 
-    _, lowered = load_and_lower(source, batch)
+    lookup = costs = None
+    if target is not None:
+        lookup, _, costs = plan_kernels(target, records, options)
+    try:
+        _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
+    finally:
+        getattr(costs, "close", lambda: None)()
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
     return sorted(rows, key=lambda r: -r[1].flops * r[2])
@@ -205,12 +213,13 @@ def model_budget(tasks: int) -> int:
 def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int | None = None,
                records: str | Path | None = None, batch: int | None = None, batch_size: int = 8, seed: int = 0,
                progress: bool = True, log=print, resume: bool = True,
-               report: Callable[[Record], None] | None = None, measurer: Measurer | None = None) -> ModelTuneResult:
+               report: Callable[[Record], None] | None = None, measurer: Measurer | None = None,
+               options=None) -> ModelTuneResult:
     """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each
     task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
     measured are not measured again)."""
     check_measurable(target, measurer)
-    tasks = extract_tasks(source, batch)
+    tasks = extract_tasks(source, batch, options, target, records)
     trials = model_budget(len(tasks)) if trials is None else trials
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
     out = []

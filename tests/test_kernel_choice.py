@@ -1,0 +1,119 @@
+"""Never slower than dense (issue 18): a layer runs its compressed kernel only where the records,
+a measurement or the prediction say it is at least as fast as the dense kernel of the same layer;
+``inspect`` shows the choice and why; a user can force either."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tvmopt.nn as tn
+from tvmopt.build.compile import compile_model
+from tvmopt.cli.main import main
+from tvmopt.passes import DetectOptions
+from tvmopt.passes.choose import choose
+from tvmopt.records.store import Record, RecordCache
+from tvmopt.target import parse_target
+
+
+def test_the_policy_in_each_case():
+    ternary, dense = "ternary_dense:1x4096x4096", "dense:1x4096x4096"
+    costs = {ternary: 1e-3, dense: 2e-3}
+    assert choose("compressed", "nm_dense", "k", "d", 64, 100, conv=True).compressed
+    assert not choose("dense", "xnor_dense", "k", "d", 1, 1 << 24, conv=False).compressed
+    assert choose("auto", "xnor_dense", "k", "d", 64, 100, conv=True).compressed            # less arithmetic
+    assert choose("auto", "fastfood", "k", "d", 64, 100, conv=False).compressed
+    picked = choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, costs.get)
+    assert picked.compressed and "records: 2.00x faster" in picked.why
+    picked = choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, {ternary: 3e-3, dense: 1e-3}.get)
+    assert not picked.compressed and "dense 3.00x faster" in picked.why
+    # no records: the prediction (weights past the caches win; convolutions and 2:4 go dense)
+    assert choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, {}.get).compressed
+    assert not choose("auto", "ternary_dense", "k", "d", 1, 256 * 256, False).compressed
+    assert not choose("auto", "ternary_dense", "k", "d", 64, 4096 * 4096, False).compressed
+    assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed
+    assert not choose("auto", "shift_dense", "k", "d", 3136, 4096 * 4096, True).compressed
+    with pytest.raises(ValueError, match="kernel policy"):
+        choose("fastest", "nm_dense", "k", "d", 1, 1, False)
+
+
+def _ternary_mlp(tmp_path, plain):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), tn.TernaryLinear(64, 48), nn.ReLU(),
+                          tn.TernaryLinear(48, 10)).eval()
+    x = torch.randn(2, 32)
+    return model, x, tn.export_onnx(model, x, tmp_path / f"t{int(plain)}.onnx", plain=plain)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["ai.tvmopt", "plain"])
+def test_a_layer_where_dense_wins_stays_dense_and_the_records_can_say_otherwise(tmp_path, plain):
+    model, x, path = _ternary_mlp(tmp_path, plain)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    auto = compile_model(path, batch=2, records=tmp_path / "empty", shipped=False)
+    kernels = [layer.kernel.split(":")[0] for layer in auto.lowered.layers]
+    assert kernels == ["dense", "dense", "dense"]            # small ternary layers: predicted dense
+    chosen = [layer for layer in auto.lowered.layers if layer.choice]
+    assert [layer.structure for layer in chosen] == ["ternary", "ternary"]
+    assert all(layer.choice.startswith("dense (predicted") for layer in chosen)
+    np.testing.assert_allclose(auto(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+    # records where the compressed kernel of the first ternary layer is faster: it is chosen
+    records = tmp_path / "records"
+    target = parse_target("llvm")
+    from tvmopt.ops.task import get_task
+
+    fast, slow = "ternary_dense:2x48x64", "dense:2x48x64"
+    RecordCache(records).append([Record(fast, target.key, get_task(fast).space.initial(), (1e-6,)),
+                                 Record(slow, target.key, get_task(slow).space.initial(), (4e-6,))])
+    compiled = compile_model(path, batch=2, records=records, shipped=False)
+    assert [layer.kernel for layer in compiled.lowered.layers][1] == fast
+    assert "records: 4.00x faster than dense" in compiled.lowered.layers[1].choice
+    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+    forced = compile_model(path, batch=2, records=records, shipped=False, options=DetectOptions(kernels="compressed"))
+    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["dense", "ternary_dense",
+                                                                               "ternary_dense"]
+    np.testing.assert_allclose(forced(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_compressed_convolutions_go_to_the_direct_dense_kernel_unless_forced(tmp_path):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), tn.ShiftConv2d(8, 16, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 9, 9)
+    path = tn.export_onnx(model, x, tmp_path / "c.onnx", plain=True)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    auto = compile_model(path, records=tmp_path / "none", shipped=False)
+    assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d", "conv2d"]
+    assert auto.lowered.layers[1].structure.startswith("shift") and "direct dense convolution" in \
+        auto.lowered.layers[1].choice
+    forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="compressed"))
+    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d", "shift_dense"]
+    for compiled in (auto, forced):
+        np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_inspect_shows_the_choice_and_measure_records_its_timings(tmp_path, capsys):
+    _, x, path = _ternary_mlp(tmp_path, plain=False)
+    records = tmp_path / "records"
+    records.mkdir()
+    assert main(["inspect", str(path), "--batch", "2", "--records", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert "kernel chosen" in out and "dense (predicted" in out
+    assert main(["inspect", str(path), "--batch", "2", "--kernels", "compressed"]) == 0
+    assert "ternary_dense:2x48x64" in capsys.readouterr().out
+
+    assert main(["inspect", str(path), "--batch", "2", "--kernels", "measure", "--records", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(measured:") == 2
+    lines = (records / f"{parse_target('llvm').key}.jsonl").read_text().splitlines()
+    measured = {json.loads(line)["workload"]: json.loads(line)["tuner"] for line in lines}
+    assert set(measured) >= {"ternary_dense:2x48x64", "dense:2x48x64", "ternary_dense:2x10x48", "dense:2x10x48"}
+    assert set(measured.values()) == {"kernel-choice"}
+    # the next build reads those timings as records, measuring nothing new
+    compiled = compile_model(path, batch=2, records=records, shipped=False)
+    assert all("records:" in layer.choice for layer in compiled.lowered.layers if layer.choice)
+    assert len((records / f"{parse_target('llvm').key}.jsonl").read_text().splitlines()) == len(lines)

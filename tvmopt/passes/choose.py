@@ -1,0 +1,77 @@
+"""Never slower than dense: the compressed kernel of a layer is used only where it is measured
+(records) or predicted to be at least as fast as the dense kernel of the same layer.
+
+``DetectOptions.kernels`` sets the policy:
+
+- ``auto`` (default): when both kernels have a record for the target (``tvmopt tune`` writes
+  them; ``--kernels measure`` does too), the faster one; otherwise the prediction below.
+- ``measure``: time both kernels now (their best record's config or the space's start) and use
+  the faster; the timings are appended to the records, so the next build reads them.
+- ``compressed`` / ``dense``: forced.
+
+The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py --sweep`` (each
+kernel on its default config against the dense kernel of the same layer, one quiet run; table in
+BENCHMARKS.md). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
+product and win at every size. The decoded kernels (binary, ternary, shift) win once the weight
+no longer fits in cache (4096 x 4096: 1.9x at one row, 2.5 to 3.8x at 16) and lose or tie while
+it does (256 and 1024: 0.7 to 0.8x at one row, 0.7 to 1.1x at 16). 2:4, hashed and codebook
+kernels lose or tie at one row at every size, and at 16 rows win only at 4096 with the dense
+default untuned: they are predicted dense. A compressed convolution is im2col plus a GEMM and
+loses to the direct dense convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+POLICIES = ("auto", "measure", "compressed", "dense")
+
+#: families that do less arithmetic than the dense product: chosen at any size
+CHEAPER = {"xnor_dense", "fastfood", "hadamard"}
+#: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
+#: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
+MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
+                            "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22}
+#: rows of X up to which the prediction holds (measured at 1 and 16 rows)
+MEMORY_BOUND_ROWS = 16
+
+
+@dataclass
+class Choice:
+    compressed: bool
+    why: str
+
+    @property
+    def label(self) -> str:
+        return ("compressed" if self.compressed else "dense") + f" ({self.why})"
+
+
+def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: int, weights: int, conv: bool,
+           cost: Callable[[str], float | None] | None = None) -> Choice:
+    """Whether the layer runs its compressed kernel (``compressed_key``) or the dense one
+    (``dense_key``). ``cost(key)``: seconds of the best record (or of a measurement, for
+    ``measure``), None when there is none."""
+    if policy not in POLICIES:
+        raise ValueError(f"kernel policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    if policy == "compressed":
+        return Choice(True, "forced")
+    if policy == "dense":
+        return Choice(False, "forced")
+    if family in CHEAPER:
+        return Choice(True, "less arithmetic than dense")
+    if cost is not None:
+        c, d = cost(compressed_key), cost(dense_key)
+        if c is not None and d is not None:
+            source = "measured" if policy == "measure" else "records"
+            if c <= d:
+                return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
+            return Choice(False, f"{source}: dense {c / d:.2f}x faster")
+    if conv:
+        return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
+    least = MEMORY_BOUND_MIN_WEIGHTS.get(family)
+    if least is not None and rows <= MEMORY_BOUND_ROWS and weights >= least:
+        return Choice(True, f"predicted: the weight outgrows the caches ({rows} row(s), {weights:,} weights)")
+    if least is None:
+        return Choice(False, f"predicted: {family} lost to dense at every size measured")
+    return Choice(False, f"predicted: dense wins at {rows} row(s) x {weights:,} weights")

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 import tvmopt
+from tvmopt.passes import DetectOptions
 from tvmopt.cli.main import main
 from tvmopt.build.deploy import build
 from tvmopt.target import parse_target
@@ -35,15 +36,18 @@ def test_split_budget_follows_flops_and_gives_each_task_one():
 def test_tune_build_run_round_trip_and_resume(tmp_path):
     records = tmp_path / "records"
     target = parse_target("llvm")
-    first = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None)
+    compressed = DetectOptions(kernels="compressed")          # the round trip of the compressed kernels
+    first = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None,
+                       options=compressed)
     keys = [key for key, _, _, _ in first.tasks]
     assert keys[0] == "ternary_dense:2x256x256"               # most FLOPs first
     assert sum(r.measured for *_, r in first.tasks) == 4
-    again = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None)
+    again = tune_model(MODEL, target, trials=4, records=records, batch=2, progress=False, log=lambda s: None,
+                       options=compressed)
     assert sum(r.measured for *_, r in again.tasks) == 0       # resumed: nothing re-measured
 
     out = tmp_path / "m.so"
-    result = build(MODEL, out, records=records, batch=2)
+    result = build(MODEL, out, records=records, batch=2, options=compressed)
     assert result.untuned == [] and out.exists()
     meta = json.loads((tmp_path / "m.so.json").read_text())
     assert meta["input_shape"] == [2, 1, 8, 8] and meta["output_shape"] == [2, 10]

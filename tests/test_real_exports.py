@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
+from tvmopt.passes import DetectOptions
 from tvmopt.testing.reliability import run_cli
 
 
@@ -361,7 +362,8 @@ def test_plain_exports_of_hashed_layers_keep_their_compact_form(tmp_path):
     model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), tn.HashedLinear(256, 128, seed=2)).eval()
     x = torch.randn(1, 32)
     path = tn.export_onnx(model, x, tmp_path / "hashed.plain.onnx", plain=True)
-    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False,
+                             options=DetectOptions(kernels="compressed"))     # the default may keep it dense
     layer = compiled.lowered.layers[-1]
     assert layer.kernel.startswith("hashed_dense:") and layer.dense_bytes / layer.compact_bytes > 7.9
     np.testing.assert_allclose(compiled(x.numpy()), _ort(path, x.numpy())[0], rtol=1e-4, atol=1e-5)

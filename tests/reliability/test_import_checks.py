@@ -60,8 +60,9 @@ def _second_definition(m):
     (_attr("BinaryGemm", "binarize_input", -1), "binarize_input=-1 must be 0 or 1"),
     (_attr("BinaryGemm", "out_features", 0), "out_features=0 must be positive"),
     (_dim(1, 0), "axis 1 is dim_value 0"),
+    (_dim(0, 0), "has a batch axis (axis 0) of size 0"),
     (_dim(0, 10**9), "larger than 2^31 elements"),
-], ids=["order", "ssa", "initializer-size", "dtype", "flag", "out-features", "zero-axis", "huge-batch"])
+], ids=["order", "ssa", "initializer-size", "dtype", "flag", "out-features", "zero-axis", "zero-batch", "huge-batch"])
 def test_corrupt_model_is_refused_by_name(tmp_path, edit, needle):
     with pytest.raises(ModelError) as info:
         load(edited(tmp_path, "digits_mlp_binary.onnx", edit))

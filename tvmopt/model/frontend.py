@@ -293,6 +293,9 @@ def _input_shape(name: str, inp, batch: int | None) -> tuple[int, ...]:
             shape.append(d.dim_value)
         elif axis == 0 and not d.HasField("dim_value"):
             shape.append(batch or 1)
+        elif axis == 0:               # a batch axis of size 0 (or negative): nothing to run
+            raise ModelError(f"{name}: input '{inp.name}' has a batch axis (axis 0) of size {d.dim_value}; "
+                             f"export it with a positive or a symbolic (dynamic) batch size")
         else:
             what = f"dim_value {d.dim_value}" if d.HasField("dim_value") else f"symbolic '{d.dim_param}'"
             raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "

@@ -4,7 +4,7 @@
     python benchmarks/reliability.py --fuzz 40 --kills 2   # a quicker pass
 
 Runs, through the real command line:
-  * every case of the bad-input catalogue (tvmopt/reliability.py: BAD_INPUTS);
+  * every case of the bad-input catalogue (tvmopt/testing/reliability.py: BAD_INPUTS);
   * ``--fuzz N`` seeded mutations of the bundled ONNX models through ``inspect`` and ``build``;
   * the fault workload (segfault, abort, hang, wrong result, build error, build hang);
   * ``--kills K`` runs of ``tvmopt tune`` killed with SIGKILL at a random moment, then resumed;
@@ -89,7 +89,7 @@ def markdown(result: dict) -> str:
              f"Produced by `python benchmarks/reliability.py --fuzz {result['fuzz']['mutants']} --kills "
              f"{len(result['kills'])}` on {result['machine']} ({result['date']}); "
              "rerun it to check. Each probe drives the real command line in a subprocess "
-             "(`tvmopt/reliability.py`); `tests/reliability/` runs a short variant of each in CI.", "",
+             "(`tvmopt/testing/reliability.py`); `tests/reliability/` runs a short variant of each in CI.", "",
              "| probe | tried | problems | records lost |", "|---|---:|---:|---:|"]
     bad = result["bad_inputs"]
     fz = result["fuzz"]

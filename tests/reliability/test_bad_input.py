@@ -1,5 +1,5 @@
 """Every mistake in the catalogue ends in one 'tvmopt: error:' line naming the problem, exit
-status 2, no traceback and no output file left behind (tvmopt/reliability.py: BAD_INPUTS)."""
+status 2, no traceback and no output file left behind (tvmopt/testing/reliability.py: BAD_INPUTS)."""
 
 import pytest
 
@@ -22,5 +22,9 @@ def test_catalogue_covers_the_issue_list():
     for needed in ("missing", "directory", "empty", "random bytes", "truncated", "unsupported op", "wrong shape",
                    "wrong dtype", "unknown target", "malformed target", "zero --trials", "negative --trials",
                    "huge --trials", "unwritable records", "corrupt lines", "another TVM version",
-                   "another target", "inconsistent attributes"):
+                   "another target", "inconsistent attributes",
+                   # issue 23
+                   "truncated module", "corrupt .so.json", "not a tvmopt module", "--records that does not exist",
+                   "naming a file", "another CPU", "more cores", "int32", "opset", "number as mcpu",
+                   "config is a string"):
         assert needed in names, needed

@@ -95,8 +95,10 @@ def replay_subspace(shape: GemmShape):
     return restrict(full, ((m, n, k) + fixed for m in ms for n in ns for k in ks))
 
 
-def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
-    """Schedule the block ``C`` of ``sch`` (built from ops/gemm.py's compute) in place."""
+def apply_gemm(sch, shape: GemmShape, space: Space, config: Config, epilogue=()) -> list:
+    """Schedule the block ``C`` of ``sch`` (built from ops/gemm.py's compute) in place.
+    ``epilogue``: elementwise blocks fused after it (scale, bias, ReLU), inlined into the
+    accumulator's write-back where the config accumulates locally; returns those left over."""
     from tvmopt.errors import ConfigError
 
     if not space.contains(config):
@@ -104,6 +106,7 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
     knob = space.as_dict(config)
     tm, tn, tk = knob["tile_m"], knob["tile_n"], knob["tile_k"]
     block = sch.get_sblock("C")
+    leftover = list(epilogue)
 
     if knob["pack_b"]:
         _pack_b(sch, block, shape, tn[3])
@@ -118,6 +121,7 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
 
     if knob["accumulate"] == "local":
         local = sch.cache_write(block, 0, "local")
+        leftover = inline_epilogue(sch, epilogue)
         sch.reverse_compute_at(local, n[1])
         wb_loops = sch.get_loops(local)
         depth = [sch.get(lp).same_as(sch.get(n[1])) for lp in wb_loops].index(True) + 1
@@ -131,6 +135,22 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config) -> None:
     if knob["vectorize"] and tn[3] > 1:
         sch.vectorize(n[3])
     sch.decompose_reduction(block, kk[0])
+    return leftover
+
+
+def inline_epilogue(sch, epilogue) -> list:
+    """Inline each elementwise block of ``epilogue`` (in order) into its producer, the
+    accumulator's write-back; the first that cannot be inlined, and all after it, are returned."""
+    leftover = []
+    for consumer in epilogue:
+        if not leftover:
+            try:
+                sch.reverse_compute_inline(consumer)
+                continue
+            except Exception:  # noqa: BLE001 - TVM's ScheduleError: not a plain elementwise epilogue
+                pass
+        leftover.append(consumer)
+    return leftover
 
 
 def split_gemm_loops(sch, block, shape: GemmShape, tm, tn, tk):

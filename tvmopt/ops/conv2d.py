@@ -17,10 +17,9 @@ from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Config
 from tvmopt.ops.registry import OpFamily, TaskKind, register_family
-from tvmopt.ops.task import Task
+from tvmopt.ops.task import TASK_ANNOTATION, Task  # noqa: F401  (re-exported)
 
 #: the block annotation that names a kernel's task inside a fused function
-TASK_ANNOTATION = "tvmopt_task"
 
 
 def block_weight(w: np.ndarray, ob: int) -> np.ndarray:
@@ -110,6 +109,8 @@ class Conv2dTask(Task):
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         self.apply(sch, sch.get_sblock("conv"), config)
         return sch.mod
+
+    fuses_epilogue = True
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         """Schedule ``block`` (this task's convolution, possibly inside a fused function);

@@ -23,7 +23,7 @@ from tvmopt.model import formats
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, largest_divisor
 from ..schedules.space import Choice, Config, Space
 from tvmopt.ops.registry import TaskKind
-from tvmopt.ops.task import CudaTask, Task, check_sizes
+from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
 
 
 #: kernel arrays [rows, N] are stored as panels [N / P, rows, P] for the first P that divides N
@@ -191,10 +191,12 @@ class DecodedDenseTask(Task):
         kk = te.reduce_axis((0, self.k_eff), name="k")
         if self.decodes_tiles:
             w = te.compute((self.k_eff, self.n), lambda r, j: self.te_weight(tensors, r, j), name="W")
-            out = te.compute((self.m, self.n), lambda i, j: te.sum(operand[i, kk] * w[kk, j], axis=kk), name="C")
+            out = te.compute((self.m, self.n), lambda i, j: te.sum(operand[i, kk] * w[kk, j], axis=kk), name="C",
+                             attrs={TASK_ANNOTATION: self.key})
         else:
             out = te.compute((self.m, self.n),
-                             lambda i, j: te.sum(self.te_term(operand, tensors, i, kk, j), axis=kk), name="C")
+                             lambda i, j: te.sum(self.te_term(operand, tensors, i, kk, j), axis=kk), name="C",
+                             attrs={TASK_ANNOTATION: self.key})
         return [x, *raw, out]
 
     def primfunc(self, config: Config | None = None):
@@ -204,15 +206,24 @@ class DecodedDenseTask(Task):
 
         func = te.create_prim_func(self.compute()).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        self.apply(sch, sch.get_sblock("C"), config)
+        return sch.mod["main"]
+
+    #: the pass emits these kernels unscheduled: scale, bias and activation run in the write-back
+    fuses_epilogue = True
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        """Schedule the kernel's stages in ``sch`` (its own function, or the one Relax fused it
+        into): the weight decoded inline or per tile, the product, the prologue stages."""
         config = self.space.initial() if config is None else config
         decode = self.space.as_dict(config).get("decode", "inline") if self.decodes_tiles else None
         if decode == "inline":
             sch.compute_inline(sch.get_sblock("W"))
-        apply_gemm(sch, self.shape, self.space, config)
+        leftover = apply_gemm(sch, self.shape, self.space, config, epilogue)
         if decode == "tile":
             self._decode_tile(sch)
         self._schedule_prologue(sch)
-        return sch.mod["main"]
+        return leftover
 
     @staticmethod
     def _decode_tile(sch) -> None:

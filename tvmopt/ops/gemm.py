@@ -19,7 +19,7 @@ from ..errors import WorkloadError
 from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config, largest_divisor
 from ..schedules.space import Config, Space
 from tvmopt.ops.registry import OpFamily, TaskKind, register_family
-from tvmopt.ops.task import CudaTask, Task, check_sizes
+from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
 
 
 #: dense kernels with at least this many rows start with B packed (the copy is amortized)
@@ -107,7 +107,7 @@ class GemmTask(Task):
             return te.sum(A[(*lead, i, k)] * b_val, axis=k)
 
         out_shape = ((s.batch,) if s.batched else ()) + (s.m, s.n)
-        C = te.compute(out_shape, body, name="C")
+        C = te.compute(out_shape, body, name="C", attrs={TASK_ANNOTATION: self.key})
         return A, B, C
 
     def schedule(self, config: Config, target):
@@ -118,6 +118,13 @@ class GemmTask(Task):
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         apply_gemm(sch, self.shape, self.space, config)
         return sch.mod
+
+    @property
+    def fuses_epilogue(self) -> bool:
+        return self.family == "dense"          # linear layers: bias and activation in the write-back
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        return apply_gemm(sch, self.shape, self.space, self.space.initial() if config is None else config, epilogue)
 
 
 def _make(family: str):

@@ -64,6 +64,16 @@ class Task(ABC):
         """The same task with other parameters (a layer's ``shift_min``, hash seeds...)."""
         return self
 
+    #: the pass emits this task unscheduled so that Relax fuses its elementwise epilogue (scale,
+    #: bias, ReLU, residual add) into it; :meth:`apply` then schedules the fused function
+    fuses_epilogue: bool = False
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        """Schedule this task's ``block`` inside ``sch`` (possibly a fused function) with
+        ``config`` (None: the space's start), inlining what it can of the ``epilogue`` blocks
+        into the write-back; returns the epilogue blocks left for the default schedule."""
+        raise NotImplementedError(f"{type(self).__name__} is scheduled whole (see schedule)")
+
     def tolerance(self) -> tuple[float, float]:
         """(rtol, atol) for comparing against the reference."""
         return 1e-4, 1e-4
@@ -79,6 +89,11 @@ class Task(ABC):
             return None
         return f"max abs error {float(np.nanmax(np.abs(got - expected))):.3g} against the numpy reference"
 
+
+#: block annotation naming the task whose loop nest a block is: the pass emits such kernels
+#: unscheduled, Relax fuses their elementwise epilogue into them, and the scheduler finds the
+#: block by it inside the fused function (passes/fuse_schedule.py)
+TASK_ANNOTATION = "tvmopt_task"
 
 _KEY = re.compile(r"^([a-z][a-z0-9_]*):(\d+(?:x\d+)*)$")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
-from tvmopt.ops.conv2d import TASK_ANNOTATION
+from tvmopt.ops.task import TASK_ANNOTATION
 
 #: Relax's pattern kind of a kernel that accepts elementwise epilogues (conv2d, matmul)
 OUT_EWISE_FUSABLE = 4
@@ -53,6 +53,7 @@ def fuse(mod):
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),      # the kernels' unfused originals
     ])(mod)
 
 

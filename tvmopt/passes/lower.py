@@ -244,8 +244,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
                 name = "conv2d_" + "_".join(key.split(":")[1].split("x"))
                 func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
-                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE)
-                funcs[key] = self.builder_.add_func(func.with_attr("global_symbol", name), name)
+                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
+                funcs[key] = self.builder_.add_func(func, name)
             shape = task.shape
             y = relax.call_tir(funcs[key], [x, relax.const(block_weight(w, shape.ob))],
                                relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
@@ -313,10 +313,19 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if cache_key not in funcs:
                 if kern.family != DENSE:
                     task = task.with_params(kern.params)
-                config = configs(key, task.space)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
-                func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
-                func = func.with_attr("op_pattern", OPAQUE)      # scheduled already: never re-fused
+                if task.fuses_epilogue:
+                    # unscheduled and fusable: Relax fuses the scale, bias and activation after it
+                    # into one function, which fuse_schedule.schedule_module schedules by the
+                    # task's annotation with the epilogue in the accumulator's write-back
+                    from tvm import te
+
+                    func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
+                    func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
+                else:
+                    config = configs(key, task.space)
+                    func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
+                    func = func.with_attr("op_pattern", OPAQUE)      # scheduled already: never re-fused
                 funcs[cache_key] = self.builder_.add_func(func, name)
             return funcs[cache_key]
 

@@ -92,7 +92,7 @@ def table(rows: list[dict], meta: dict) -> str:
         "",
         f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {meta['machine']['date']}, "
         f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
-        f"weights (`tvmopt.zoo.realize`), batch 1. Ratios are onnxruntime's time over each system's (> 1: faster "
+        f"weights (`tvmopt.testing.zoo.realize`), batch 1. Ratios are onnxruntime's time over each system's (> 1: faster "
         f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
         f"(no user or shipped records); *tuned*: after `tvmopt tune` from empty records with "
         f"{'the default budget (20 trials per task, at least 200)' if meta['trials'] is None else str(meta['trials']) + ' trials'}"

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gemm import UNROLL, largest_divisor
+from .gemm import UNROLL, inline_epilogue, largest_divisor
 from .space import Choice, Config, Space, Split
 
 
@@ -119,15 +119,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     local = sch.cache_write(block, 0, "local")
     # output channels innermost in the accumulator, so the ob-wide vectors stay in registers
     sch.transform_layout(block, ("write", 0), lambda n, o, y, x: (n, y, x, o))
-    leftover = []
-    for consumer in epilogue:     # what cannot be inlined is returned for the caller to schedule
-        if not leftover:
-            try:
-                sch.reverse_compute_inline(consumer)
-                continue
-            except Exception:  # noqa: BLE001 - TVM's ScheduleError: not a plain elementwise epilogue
-                pass
-        leftover.append(consumer)
+    leftover = inline_epilogue(sch, epilogue)     # what cannot be inlined is left for the caller
     n, o, y, x, ic, r, s = sch.get_loops(block)
     oc = sch.split(o, factors=[c0, c1, shape.ob])
     hh = sch.split(y, factors=[h0, h1])

@@ -11,6 +11,7 @@ pass, Relax fuses epilogues into the convolutions and every function is schedule
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ def bind_inputs(inputs, args, named, error=ValueError) -> list[np.ndarray]:
         value = named[spec.name] if spec.name in named else positional.pop(0)
         x = np.asarray(value)
         if tuple(x.shape) != tuple(spec.shape):
-            raise error(f"input '{spec.name}' has shape {tuple(x.shape)}; the compiled model takes {tuple(spec.shape)}")
+            raise error(f"input '{spec.name}' shape {tuple(x.shape)} differs from the module's {tuple(spec.shape)}")
         arrays.append(x.astype(spec.dtype, copy=False))
     return arrays
 
@@ -215,22 +216,26 @@ def load_and_lower(source, batch: int | None = None, configs=None, options: Dete
                    costs=None) -> tuple[Imported, Lowered]:
     """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
     Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``. ``configs``
-    and ``costs`` are what :func:`best_configs` returns (``lookup`` and ``lookup.cost``)."""
+    and ``costs`` are what :func:`plan_kernels` gives (``lookup`` and ``costs``)."""
     imported = load(source, batch=batch)
-    if costs is None and configs is not None:
-        costs = getattr(configs, "cost", None)
     with model_stage(f"{Path(imported.source).name}: lowering"):
         return imported, lower(imported.mod, configs=configs, options=options, costs=costs)
 
 
+@contextlib.contextmanager
 def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shipped: bool = True):
-    """(lookup, used, costs) for a build: the best configs and what decides each layer's kernel
-    (records, or measurements made now for ``options.kernels == "measure"``)."""
+    """``with plan_kernels(...) as (lookup, used, costs)``: the best configs and what decides
+    each layer's kernel (records, or measurements made now for ``options.kernels == "measure"``,
+    whose measurer is closed on the way out)."""
     lookup, used = best_configs(target, records, shipped)
-    costs = lookup.cost
-    if options is not None and options.kernels == "measure":
-        costs = measuring_costs(target, records, lookup)
-    return lookup, used, costs
+    if options is None or options.kernels != "measure":
+        yield lookup, used, lookup.cost
+        return
+    costs = measuring_costs(target, records, lookup)
+    try:
+        yield lookup, used, costs
+    finally:
+        costs.close()
 
 
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int | None = None,
@@ -242,11 +247,8 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
                           f"CUDA model builds wait for the CUDA schedule spaces")
-    lookup, used, costs = plan_kernels(spec, records, options, shipped)
-    try:
+    with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
         imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
-    finally:
-        getattr(costs, "close", lambda: None)()
     name = Path(imported.source).name
     with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
         mod, defaulted = schedule_module(fuse(lowered.mod), lookup)

@@ -148,10 +148,6 @@ class Module:
         specs = self.inputs
         if not specs:                  # no .json: trust the caller
             return run_main(self._main, [np.asarray(a) for a in args], self.device)
-        if len(specs) == 1 and len(args) == 1 and not named:
-            x = np.asarray(args[0])
-            if tuple(x.shape) != specs[0].shape:
-                raise UserError(f"input shape {tuple(x.shape)} differs from the module's {specs[0].shape}")
         return run_main(self._main, bind_inputs(specs, args, named, UserError), self.device)
 
     def time(self, *args, repeat: int = 20, **named) -> float:

@@ -12,11 +12,8 @@ def inspect_model(source, batch: int | None = None, options: DetectOptions | Non
     each layer's kernel is chosen as ``build`` would choose it for ``target`` and ``records``."""
     from tvmopt.target import parse_target
 
-    lookup, _, costs = plan_kernels(parse_target(target), records, options)
-    try:
+    with plan_kernels(parse_target(target), records, options) as (lookup, _, costs):
         return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
-    finally:
-        getattr(costs, "close", lambda: None)()
 
 
 def _size(n: int) -> str:

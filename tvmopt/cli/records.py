@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_records(args) -> int:
-    from tvmopt.records.check import invalid_records, stale_records
+    from tvmopt.records.check import check_records
     from tvmopt.records.store import RecordCache, describe_unusable
 
     cache = RecordCache(args.records)
@@ -36,13 +36,12 @@ def cmd_records(args) -> int:
     for key in keys:
         records, unusable = cache.scan(key)
         failed = sum(r.error != "ok" for r in records)
-        invalid = invalid_records(records, key.split("-")[0])
+        invalid, stale = check_records(records, key.split("-")[0])
         print(f"{key:<28} {len(records):>8} {len({r.workload for r in records}):>9} {failed:>7} {len(invalid):>8} "
               f"{len(unusable):>8}")
         if invalid:
             record, why = invalid[0]
             print(f"  {len(invalid)} invalid record(s), never built; first: {record.workload}: {why}")
-        stale = stale_records(records, key.split("-")[0])
         if stale:
             print(f"  {len(stale)} record(s) made before their schedule space changed (not built; re-tune "
                   f"to replace them), first: {stale[0].workload}")

@@ -35,9 +35,6 @@ def cmd_run(args) -> int:
         arrays = [np.zeros(i.shape, i.dtype) for i in specs]
     else:
         raise UserError("no --input given and the module has no shape description (.json)")
-    if len(specs) == 1 and arrays[0].dtype != np.dtype(specs[0].dtype):
-        raise UserError(f"input {args.input} holds {arrays[0].dtype}; the module takes {specs[0].dtype} "
-                        f"(convert it with x.astype(np.{specs[0].dtype}))")
     y = module(*arrays)
     outputs = y if isinstance(y, tuple) else (y,)
     seconds = module.time(*arrays, repeat=args.repeat)
@@ -83,6 +80,8 @@ def _read_inputs(path: str, specs) -> list:
         raise UserError(f"input {path} holds one array; the module takes {len(specs)} inputs "
                         f"({', '.join(s.name for s in specs)}): pass an .npz with one array per name")
     for spec, a in zip(specs, arrays):
-        if len(specs) > 1 and a.dtype != np.dtype(spec.dtype):
-            raise UserError(f"input '{spec.name}' in {path} holds {a.dtype}; the module takes {spec.dtype}")
+        if a.dtype != np.dtype(spec.dtype):
+            where = path if len(specs) == 1 else f"'{spec.name}' in {path}"
+            raise UserError(f"input {where} holds {a.dtype}; the module takes {spec.dtype} "
+                            f"(convert it with x.astype(np.{spec.dtype}))")
     return arrays

@@ -29,7 +29,6 @@ _NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifo
 def fold_constants(model, input_shapes: dict[str, tuple[int, ...]]):
     """A copy of ``model`` with its constant subgraphs folded (see the module docstring), the
     graph inputs' shapes set to ``input_shapes`` (by name)."""
-    import onnx
     from onnx import numpy_helper, shape_inference
 
     model = _copy(model)
@@ -50,11 +49,9 @@ def fold_constants(model, input_shapes: dict[str, tuple[int, ...]]):
         if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
             shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
 
-    known: dict[str, np.ndarray] = {}
     initializers = {t.name for t in graph.initializer}
-    small = {t.name: numpy_helper.to_array(t) for t in graph.initializer
-             if int(np.prod(list(t.dims), dtype=np.float64)) <= MAX_FOLDED}
-    known.update(small)
+    known: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer
+                                    if int(np.prod(list(t.dims), dtype=np.float64)) <= MAX_FOLDED}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     kept, folded = [], {}
     for node in graph.node:
@@ -68,15 +65,13 @@ def fold_constants(model, input_shapes: dict[str, tuple[int, ...]]):
                 folded[name] = value
     if len(kept) == len(graph.node):
         return model
-    used = {x for n in kept for x in n.input} | {o.name for o in graph.output}
+    live = {x for n in kept for x in n.input} | {o.name for o in graph.output}
     new_inits = [numpy_helper.from_array(np.asarray(v), name) for name, v in folded.items()
-                 if name in used and name not in initializers]
+                 if name in live and name not in initializers]
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(new_inits)
-    live = {x for n in kept for x in n.input} | {o.name for o in graph.output}
-    unused = [t for t in graph.initializer if t.name not in live]
-    for t in unused:
+    for t in [t for t in graph.initializer if t.name not in live]:
         graph.initializer.remove(t)
     del graph.value_info[:]
     return model

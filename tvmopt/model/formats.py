@@ -138,12 +138,19 @@ def hash_seeds(seed: int, k: int = 0) -> tuple[int, int]:
     return int(fmix32(np.uint64(seed + 2 * k))), int(fmix32(np.uint64(seed + 2 * k + 1)))
 
 
-def hash_with_seeds(out_features: int, in_features: int, buckets: int, seed_b: int, seed_s: int):
-    """(bucket index int64 [out, in], sign float32 [out, in]) for explicit seeds."""
-    key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
+def hash_keys(keys: np.ndarray, buckets: int, seed_b: int, seed_s: int):
+    """(bucket index int64, sign float32) of the weights at flat positions ``keys`` (row-major
+    ``out * in_features + in``) for explicit seeds."""
+    key = np.asarray(keys).astype(np.uint64)
     bucket = ((fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
     sign = (1 - 2 * (fmix32(key ^ np.uint64(seed_s)) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
     return bucket, sign
+
+
+def hash_with_seeds(out_features: int, in_features: int, buckets: int, seed_b: int, seed_s: int):
+    """(bucket index int64 [out, in], sign float32 [out, in]) for explicit seeds."""
+    key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
+    return hash_keys(key, buckets, seed_b, seed_s)
 
 
 def hash_indices(out_features: int, in_features: int, buckets: int, seed: int, k: int = 0):

@@ -7,7 +7,7 @@ Compressed layers are imported *faithfully*, not lowered: each becomes a placeho
 
 whose tensors are the layer's compact initializers (an empty tensor stands for a missing
 optional input) and whose attributes are ``R.prim_value`` (ints) or ``R.shape`` (int lists), in
-the order of :data:`tvmopt.nn.ops.SPECS`. The pass in :mod:`tvmopt.passes` rewrites every
+the order of :data:`tvmopt.model.opset.SPECS`. The pass in :mod:`tvmopt.passes` rewrites every
 placeholder to a scheduled kernel; a module that still holds one cannot be built.
 """
 
@@ -40,14 +40,17 @@ class Input:
 @dataclass
 class Imported:
     mod: Any                      # tvm.IRModule with "main"
-    input_name: str               # the first input's (most models have one)
-    input_shape: tuple[int, ...]
+    inputs: list[Input]           # every input, in the model's order
     source: str
-    inputs: list[Input] = None    # every input, in the model's order
 
-    def __post_init__(self):
-        if self.inputs is None:
-            self.inputs = [Input(self.input_name, tuple(self.input_shape))]
+    @property
+    def input_name(self) -> str:
+        """The first input's name (most models have one input)."""
+        return self.inputs[0].name
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inputs[0].shape
 
 
 #: input element types tvmopt compiles (ONNX TensorProto codes)
@@ -240,7 +243,7 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
     check_sizes(path.name, mod)
     if rebatched:
         _check_rebatched(path.name, mod, model, exported, inputs[0].shape[0])
-    return Imported(mod, inputs[0].name, inputs[0].shape, str(path), inputs)
+    return Imported(mod, inputs, str(path))
 
 
 def _static_first_axis(inp) -> int | None:
@@ -393,7 +396,7 @@ def _load_exported_program(program, batch: int | None = None) -> Imported:
     if batch is not None and inputs[0].shape[0] != batch:
         raise ModelError(f"the exported program has a static batch of {inputs[0].shape[0]}, not {batch}; export it "
                          f"with dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}} to build other batch sizes")
-    return Imported(mod, inputs[0].name, inputs[0].shape, "torch.export", inputs)
+    return Imported(mod, inputs, "torch.export")
 
 
 def _specialise(mod, batch: int | None):

@@ -90,10 +90,7 @@ DETECT_RATES = (2, 4, 8, 16, 32, 64)
 def _consistent(w_flat: np.ndarray, positions: np.ndarray, buckets: int, seed: int):
     """The bucket values when ``w[positions] = sign * values[bucket]`` holds for the hash with
     ``buckets`` and ``seed`` (one hash function), else None."""
-    seed_b, seed_s = formats.hash_seeds(seed, 0)
-    key = positions.astype(np.uint64)
-    bucket = ((formats.fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
-    sign = (1 - 2 * (formats.fmix32(key ^ np.uint64(seed_s)) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
+    bucket, sign = formats.hash_keys(positions, buckets, *formats.hash_seeds(seed, 0))
     implied = w_flat[positions] * sign
     values = np.zeros(buckets, np.float32)
     values[bucket] = implied                      # one writer per bucket wins; all must agree

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from tvmopt.errors import WorkloadError
@@ -55,7 +55,6 @@ class OpFamily:
     cuda: Callable | None = None              # task -> CudaTask
     layer: str | None = None
     internal: bool = False                    # test workloads: never listed to users
-    module: str = field(default="", compare=False)
 
 
 _FAMILIES: dict[str, OpFamily] = {}
@@ -73,11 +72,6 @@ def register_family(family: OpFamily) -> OpFamily:
         other = next((f for f in _FAMILIES.values() if op in f.onnx_ops and f.name != family.name), None)
         if other is not None:
             raise ValueError(f"ai.tvmopt op {op} is claimed by families {other.name} and {family.name}")
-    if not family.module:
-        import inspect
-
-        caller = inspect.stack()[1].frame.f_globals.get("__name__", "")
-        family.module = caller
     _FAMILIES[family.name] = family
     for prefix in family.tasks:
         _PREFIXES[prefix] = family
@@ -106,11 +100,6 @@ def families(internal: bool = False) -> list[OpFamily]:
     """Every registered family (test workloads only with ``internal``), by name."""
     _load_all()
     return [f for _, f in sorted(_FAMILIES.items()) if internal or not f.internal]
-
-
-def family(name: str) -> OpFamily:
-    _load_all()
-    return _FAMILIES[name]
 
 
 def family_of_prefix(prefix: str) -> OpFamily | None:

@@ -118,15 +118,13 @@ def get_task(key: str) -> Task:
     return kind.factory(key.strip(), dims)
 
 
-#: the most elements one buffer may hold: TVM indexes with int32
-MAX_ELEMENTS = 2**31 - 1
-
-
 def check_sizes(key: str, buffers: dict[str, int]) -> None:
     """Refuse, before anything is built, a workload whose buffers (name -> elements, float32)
     TVM's int32 indexing or this machine's memory cannot hold (inputs, output and the numpy
     reference must all fit in a quarter of it)."""
     import os
+
+    from tvmopt.model.frontend import MAX_ELEMENTS
 
     name, largest = max(buffers.items(), key=lambda kv: kv[1])
     if largest > MAX_ELEMENTS:

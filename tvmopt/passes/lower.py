@@ -205,7 +205,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if kern.family != DENSE:
                 rows = n * oh * ow
                 dense_key = (_conv_key(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr)) if direct
-                             else dense_kernel(w.reshape(o, -1)).key(rows))
+                             else _dense_key(rows, o, c * kh * kw))
                 picked = choose(options.kernels, kern.family, kern.key(rows), dense_key, rows, o * c * kh * kw,
                                 conv=True, cost=costs)
                 choice = picked.label
@@ -233,11 +233,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             n, c, h, wd = static_shape(x)
             o, _, kh, kw = w.shape
             pt, pl, pb, pr = pads
-            pad = pt
+            key = _conv_key(n, c, h, wd, o, kh, kw, stride, pads)
             if not pt == pl == pb == pr:
                 x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
-                h, wd, pad = h + pt + pb, wd + pl + pr, 0
-            key = f"conv2d:{n}x{c}x{h}x{wd}x{o}x{kh}x{kw}x{stride}x{pad}"
+                h, wd = h + pt + pb, wd + pl + pr
             task = tasks[key] = tasks.get(key) or get_task(key)
             if key not in funcs:
                 from tvm import te
@@ -268,7 +267,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 # (same weight layout) is cheaper
                 kern.family = kern.family.replace("_lut_dense", "_dense")
             if kern.family != DENSE and dense_weight is not None:
-                dense_key = f"dense:{m}x{kern.out_features}x{kern.reduction}"
+                dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,
                                 kern.out_features * kern.reduction, conv=False, cost=costs)
                 choice = picked.label
@@ -390,6 +389,11 @@ def _primfunc(task, config):
         warnings.warn(f"{task.key}: a record's config does not fit the current space; using the default")
         config = None
     return task.primfunc(config)
+
+
+def _dense_key(m: int, out_features: int, reduction: int) -> str:
+    """The dense kernel's key for ``m`` rows (what :func:`dense_kernel`'s ``key(m)`` gives)."""
+    return f"{DENSE}:{m}x{out_features}x{reduction}"
 
 
 def _conv_key(n, c, h, w, o, kh, kw, stride, pads) -> str:

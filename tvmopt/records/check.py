@@ -9,16 +9,19 @@ predate a change of their space (those fit the space's shape but not its current
 from __future__ import annotations
 
 from tvmopt.errors import UserError
+from tvmopt.model.frontend import MAX_ELEMENTS
 
 
-def invalid_records(records, target_kind: str = "llvm") -> list[tuple[object, str]]:
-    """(record, why) for each record whose config no space could hold (values that are not
-    knob values: strings where factors belong, negative or absurd factors) or whose workload
-    is unknown. Configs of the right kind that the current space lacks are *stale* instead
-    (:func:`stale_records`)."""
+def check_records(records, target_kind: str = "llvm") -> tuple[list[tuple[object, str]], list]:
+    """``(invalid, stale)`` in one pass, each workload's space built once.
+
+    *invalid*: (record, why) for each record whose config no space could hold (values that are
+    not knob values: strings where factors belong, negative or absurd factors) or whose
+    workload is unknown. *stale*: records of plausible configs that the current space of their
+    workload does not contain (made before the space changed, or on another tvmopt version)."""
     from tvmopt.ops.task import task_for
 
-    spaces, out = {}, []
+    spaces, invalid, stale = {}, [], []
     for r in records:
         if r.workload not in spaces:
             try:
@@ -27,32 +30,23 @@ def invalid_records(records, target_kind: str = "llvm") -> list[tuple[object, st
                 spaces[r.workload] = e
         space = spaces[r.workload]
         if isinstance(space, UserError):
-            out.append((r, f"workload: {space}"))
-        elif not space_contains(space, r.config) and not _plausible(r.config):
-            out.append((r, f"config {str(r.config)[:80]} holds values no schedule knob takes"))
-    return out
+            invalid.append((r, f"workload: {space}"))
+        elif not space_contains(space, r.config):
+            if _plausible(r.config):
+                stale.append(r)
+            else:
+                invalid.append((r, f"config {str(r.config)[:80]} holds values no schedule knob takes"))
+    return invalid, stale
+
+
+def invalid_records(records, target_kind: str = "llvm") -> list[tuple[object, str]]:
+    """The invalid part of :func:`check_records`."""
+    return check_records(records, target_kind)[0]
 
 
 def stale_records(records, target_kind: str = "llvm") -> list:
-    """Records of plausible configs that the current space of their workload does not contain
-    (made before the space changed, or on another tvmopt version)."""
-    from tvmopt.ops.task import task_for
-
-    spaces, out = {}, []
-    for r in records:
-        if r.workload not in spaces:
-            try:
-                spaces[r.workload] = task_for(r.workload, target_kind).space
-            except UserError:
-                spaces[r.workload] = None
-        space = spaces[r.workload]
-        if space is not None and _plausible(r.config) and not space_contains(space, r.config):
-            out.append(r)
-    return out
-
-
-#: no tile factor of a workload tvmopt accepts exceeds this (TVM indexes with int32)
-_MAX_FACTOR = 2**31 - 1
+    """The stale part of :func:`check_records`."""
+    return check_records(records, target_kind)[1]
 
 
 def _plausible(value) -> bool:
@@ -62,7 +56,7 @@ def _plausible(value) -> bool:
     if isinstance(value, bool):
         return True
     if isinstance(value, int):
-        return 0 <= value <= _MAX_FACTOR
+        return 0 <= value <= MAX_ELEMENTS        # no factor of a workload tvmopt accepts exceeds it
     if isinstance(value, str):
         return value.isidentifier() and len(value) <= 32
     return False

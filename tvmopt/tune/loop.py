@@ -170,13 +170,11 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
 
     from tvmopt.build.compile import load_and_lower, plan_kernels
 
-    lookup = costs = None
-    if target is not None:
-        lookup, _, costs = plan_kernels(target, records, options)
-    try:
-        _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
-    finally:
-        getattr(costs, "close", lambda: None)()
+    if target is None:
+        _, lowered = load_and_lower(source, batch, options=options)
+    else:
+        with plan_kernels(target, records, options) as (lookup, _, costs):
+            _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
     return sorted(rows, key=lambda r: -r[1].flops * r[2])

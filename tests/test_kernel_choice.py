@@ -79,7 +79,7 @@ def test_a_layer_where_dense_wins_stays_dense_and_the_records_can_say_otherwise(
     np.testing.assert_allclose(forced(x.numpy()), ref, rtol=1e-4, atol=1e-5)
 
 
-def test_compressed_convolutions_go_to_the_direct_dense_kernel_unless_forced(tmp_path):
+def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp_path):
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), tn.ShiftConv2d(8, 16, 3, padding=1)).eval()
     x = torch.randn(1, 3, 9, 9)
@@ -87,12 +87,22 @@ def test_compressed_convolutions_go_to_the_direct_dense_kernel_unless_forced(tmp
     with torch.no_grad():
         ref = model(x).numpy()
     auto = compile_model(path, records=tmp_path / "none", shipped=False)
-    assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d", "conv2d"]
-    assert auto.lowered.layers[1].structure.startswith("shift") and "direct dense convolution" in \
-        auto.lowered.layers[1].choice
-    forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="compressed"))
-    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d", "shift_dense"]
-    for compiled in (auto, forced):
+    assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d", "shift_conv2d"]
+    assert auto.lowered.layers[1].structure.startswith("shift") and "dense conv's speed" in auto.lowered.layers[1].choice
+    assert auto.lowered.layers[1].compact_bytes * 5 < auto.lowered.layers[1].dense_bytes
+    # records where the dense conv of the layer is faster: the layer stays dense
+    from tvmopt.ops.task import get_task
+
+    target = parse_target("llvm")
+    compressed, dense = auto.lowered.layers[1].kernel, "conv2d:1x8x9x9x16x3x3x1x1"
+    records = tmp_path / "records"
+    RecordCache(records).append([Record(compressed, target.key, get_task(compressed).space.initial(), (9e-6,)),
+                                   Record(dense, target.key, get_task(dense).space.initial(), (3e-6,))])
+    slower = compile_model(path, records=records, shipped=False)
+    assert slower.lowered.layers[1].kernel == dense and "dense 3.00x faster" in slower.lowered.layers[1].choice
+    forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
+    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d", "conv2d"]
+    for compiled in (auto, slower, forced):
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 

@@ -18,64 +18,13 @@ import torch.nn.functional as F
 import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
 from tvmopt.passes import DetectOptions
+from tvmopt.testing.nets import ResNet20, randomize_batch_norm
 from tvmopt.testing.reliability import run_cli
-
-
-class _Shortcut(nn.Module):
-    """DeepShift's option-A shortcut: a strided slice, then zero channels on both sides."""
-
-    def __init__(self, planes):
-        super().__init__()
-        self.pad = planes // 4
-
-    def forward(self, x):
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad), "constant", 0)
-
-
-class _Block(nn.Module):
-    def __init__(self, inp, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inp, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _Shortcut(planes) if stride != 1 or inp != planes else nn.Identity()
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet20(nn.Module):
-    """The CIFAR ResNet-20 of He et al. as DeepShift defines it (3 stages of 3 basic blocks)."""
-
-    def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        blocks, inp = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                blocks.append(_Block(inp, planes, stride if i == 0 else 1))
-                inp = planes
-        self.layers = nn.Sequential(*blocks)
-        self.linear = nn.Linear(64, classes)
-
-    def forward(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 def _resnet20():
     torch.manual_seed(0)
-    model = ResNet20().eval()
-    with torch.no_grad():          # non-trivial batch-norm statistics, so folding them matters
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-    return model
+    return randomize_batch_norm(ResNet20().eval())
 
 
 def _ort(path, *inputs):

@@ -44,6 +44,33 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.
     return np.einsum("nchwij,ocij->nohw", win, w, optimize=True).astype(np.float32)
 
 
+def conv_compute(s: ConvShape, X, W, key: str):
+    """TE: the direct convolution of NCHW ``X`` with the blocked weight ``W[O/ob, C, KH, KW, ob]``
+    (a placeholder, or a stage that decodes it), zero padding as a separate stage; the conv
+    block carries the task annotation ``key``."""
+    import tvm
+    from tvm import te
+
+    if s.pad:
+        p = s.pad
+
+        def padded(n, c, y, xx):
+            inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
+            return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
+
+        data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
+    else:
+        data = X
+    ic = te.reduce_axis((0, s.c), name="ic")
+    r = te.reduce_axis((0, s.kh), name="r")
+    q = te.reduce_axis((0, s.kw), name="q")
+    return te.compute(
+        (s.n, s.o, s.oh, s.ow),
+        lambda n, o, y, xx: te.sum(data[n, ic, y * s.stride + r, xx * s.stride + q]
+                                   * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
+        name="conv", attrs={TASK_ANNOTATION: key})
+
+
 @dataclass
 class Conv2dTask(Task):
     key: str
@@ -75,31 +102,12 @@ class Conv2dTask(Task):
 
     def compute(self, x=None):
         """TE: (X, W', Y). ``x``: an existing tensor to read instead of a new placeholder."""
-        import tvm
         from tvm import te
 
         s = self.shape
         X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
         W = te.placeholder((s.o // s.ob, s.c, s.kh, s.kw, s.ob), "float32", name="W")
-        if s.pad:
-            p = s.pad
-
-            def padded(n, c, y, xx):
-                inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
-                return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
-
-            data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
-        else:
-            data = X
-        ic = te.reduce_axis((0, s.c), name="ic")
-        r = te.reduce_axis((0, s.kh), name="r")
-        q = te.reduce_axis((0, s.kw), name="q")
-        Y = te.compute(
-            (s.n, s.o, s.oh, s.ow),
-            lambda n, o, y, xx: te.sum(data[n, ic, y * s.stride + r, xx * s.stride + q]
-                                       * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
-            name="conv", attrs={TASK_ANNOTATION: self.key})
-        return X, W, Y
+        return X, W, conv_compute(s, X, W, self.key)
 
     def schedule(self, config: Config, target):
         import tvm

@@ -76,6 +76,21 @@ class NMDenseTask(DecodedDenseTask):
         pos = bitfield(positions[kk // per, j], kk % per, self.width)
         return values[kk, j] * x[i, kk // self.params["n"] * self.params["m"] + pos]
 
+    def te_weight(self, tensors, kk, j):
+        """The dense weight at reduction index ``kk`` (of K, not of the kept values): the kept
+        value of its group whose position is ``kk % M``, else 0. The GEMM kernel gathers inputs
+        instead (``te_term``); the direct convolution decodes weight tiles with this."""
+        import tvm
+
+        values, positions = tensors
+        n, m, per = self.params["n"], self.params["m"], 8 // self.width
+        weight = tvm.tirx.const(0.0, "float32")
+        for t in reversed(range(n)):
+            kept = kk // m * n + t
+            pos = bitfield(positions[kept // per, j], kept % per, self.width)
+            weight = tvm.tirx.Select(pos == kk % m, values[kept, j], weight)
+        return weight
+
 
 
 def nm_kernel(w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:

@@ -17,7 +17,11 @@ no longer fits in cache (4096 x 4096: 1.9x at one row, 2.5 to 3.8x at 16) and lo
 it does (256 and 1024: 0.7 to 0.8x at one row, 0.7 to 1.1x at 16). 2:4, hashed and codebook
 kernels lose or tie at one row at every size, and at 16 rows win only at 4096 with the dense
 default untuned: they are predicted dense. A compressed convolution is im2col plus a GEMM and
-loses to the direct dense convolution.
+loses to the direct dense convolution. A direct compressed convolution (``binary_conv2d``...,
+weight decoded in blocks inside the conv's loops) ran at the dense conv's speed on ResNet-18's
+layers for binary, ternary, shift and 2:4 weights (0.95 to 1.04x, batch 1 and 16, Zen 5), so it
+is predicted for them (same speed, weights 6 to 32x smaller); hashed and codebook decodes cost
+more per weight and fell to 0.83 to 0.87x at 512 channels: predicted up to ``DIRECT_CONV_MAX_WEIGHTS``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ CHEAPER = {"xnor_dense", "fastfood", "hadamard"}
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
                             "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22}
+#: direct compressed convolutions measured at the dense conv's speed at every layer size
+DIRECT_CONV_AT_DENSE_SPEED = {"binary_conv2d", "ternary_conv2d", "shift_conv2d", "nm_conv2d"}
+#: the others: the largest weight (O*C*KH*KW) at which they still tied (128x128x3x3: 0.99x)
+DIRECT_CONV_MAX_WEIGHTS = {"hashed_conv2d": 1 << 18, "codebook_conv2d": 1 << 18}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 
@@ -68,6 +76,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                 return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
             return Choice(False, f"{source}: dense {c / d:.2f}x faster")
     if conv:
+        if family in DIRECT_CONV_AT_DENSE_SPEED or weights <= DIRECT_CONV_MAX_WEIGHTS.get(family, -1):
+            return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
+        if family in DIRECT_CONV_MAX_WEIGHTS:
+            return Choice(False, f"predicted: decoding {weights:,} {family} weights costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least = MEMORY_BOUND_MIN_WEIGHTS.get(family)
     if least is not None and rows <= MEMORY_BOUND_ROWS and weights >= least:

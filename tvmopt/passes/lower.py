@@ -36,6 +36,7 @@ from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
 from .choose import choose
+from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 
 
@@ -202,15 +203,19 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = detect(w.reshape(o, -1), options=options)
             direct = sh == sw and dh == dw == 1 and options.direct_conv
             found, choice = kern.structure, ""
+            conv_prefix = CONV_OF.get(kern.family) if direct else None
             if kern.family != DENSE:
                 rows = n * oh * ow
-                dense_key = (_conv_key(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr)) if direct
-                             else _dense_key(rows, o, c * kh * kw))
-                picked = choose(options.kernels, kern.family, kern.key(rows), dense_key, rows, o * c * kh * kw,
-                                conv=True, cost=costs)
+                dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
+                dense_key = conv_key("conv2d", dims) if direct else _dense_key(rows, o, c * kh * kw)
+                compressed_key = conv_key(conv_prefix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
+                picked = choose(options.kernels, conv_prefix or kern.family, compressed_key, dense_key, rows,
+                                o * c * kh * kw, conv=True, cost=costs)
                 choice = picked.label
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
+                elif conv_prefix:
+                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source, found, choice, kern, conv_prefix)
             if kern.family == DENSE and direct:
                 return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source, found if choice else "dense",
                                          choice)
@@ -224,35 +229,44 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
 
-        def _direct_conv(self, x, w, stride, pads, bias, source, structure="dense", choice=""):
-            """A dense convolution: the direct conv2d task, emitted *unscheduled* (fusable), so
-            its epilogue fuses with it and :mod:`.schedule` applies the config afterwards."""
+        def _direct_conv(self, x, w, stride, pads, bias, source, structure="dense", choice="", kern=None,
+                         prefix="conv2d"):
+            """A convolution as a direct conv task (``conv2d``, or with ``kern`` a compressed
+            weight's ``<format>_conv2d``), emitted *unscheduled* (fusable), so its scale, bias and
+            activation fuse with it and :mod:`.fuse_schedule` applies the config afterwards."""
             from ..ops.conv2d import block_weight
             from tvmopt.ops.task import get_task
 
             n, c, h, wd = static_shape(x)
             o, _, kh, kw = w.shape
             pt, pl, pb, pr = pads
-            key = _conv_key(n, c, h, wd, o, kh, kw, stride, pads)
+            key = conv_key(prefix, _conv_dims(n, c, h, wd, o, kh, kw, stride, pads), kern.key_dims if kern else ())
             if not pt == pl == pb == pr:
                 x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
                 h, wd = h + pt + pb, wd + pl + pr
             task = tasks[key] = tasks.get(key) or get_task(key)
-            if key not in funcs:
+            params = tuple(sorted(kern.params.items())) if kern else ()
+            if (key, params) not in funcs:
                 from tvm import te
 
-                name = "conv2d_" + "_".join(key.split(":")[1].split("x"))
+                if kern is not None:
+                    task = task.with_params(kern.params)
+                name = prefix + "_" + "_".join(key.split(":")[1].split("x"))
                 func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
                 func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
-                funcs[key] = self.builder_.add_func(func, name)
+                funcs[(key, params)] = self.builder_.add_func(func, name)
             shape = task.shape
-            y = relax.call_tir(funcs[key], [x, relax.const(block_weight(w, shape.ob))],
+            arrays = [block_weight(w, shape.ob)] if kern is None else task.to_kernel(kern.arrays)
+            y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
-            if bias is not None:
-                y = relax.op.add(self.builder_.emit(y), relax.const(bias.astype(np.float32).reshape(1, o, 1, 1)))
+            for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):
+                if value is not None:
+                    value = np.asarray(value, np.float32)
+                    y = op(self.builder_.emit(y), relax.const(value.reshape(1, -1, 1, 1) if value.size > 1 else
+                                                              value.reshape(())))
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
-                                      w.size * 4, w.size * 4, choice))
+                                      w.size * 4, kern.compact_bytes if kern else w.size * 4, choice))
             return y
 
         # ---- emit one kernel ----
@@ -396,12 +410,12 @@ def _dense_key(m: int, out_features: int, reduction: int) -> str:
     return f"{DENSE}:{m}x{out_features}x{reduction}"
 
 
-def _conv_key(n, c, h, w, o, kh, kw, stride, pads) -> str:
-    """The direct conv2d task's key; asymmetric padding is applied by an explicit pad first."""
+def _conv_dims(n, c, h, w, o, kh, kw, stride, pads) -> tuple[int, ...]:
+    """A direct conv task's nine dimensions; asymmetric padding is applied by an explicit pad first."""
     pt, pl, pb, pr = pads
     if not pt == pl == pb == pr:
         h, w, pt = h + pt + pb, w + pl + pr, 0
-    return f"conv2d:{n}x{c}x{h}x{w}x{o}x{kh}x{kw}x{stride}x{pt}"
+    return (n, c, h, w, o, kh, kw, stride, pt)
 
 
 def _fixed_point(x, int_bits: int, frac_bits: int):

@@ -1,0 +1,253 @@
+"""The real-size suite (issue 18, item 5): compressed versions of real networks against
+onnxruntime, PyTorch and tvmopt's own dense build, at batch 1 and 16, with weight memory.
+
+    python benchmarks/suite.py                                  # everything (about an hour on 2 cores)
+    python benchmarks/suite.py --models resnet20,mlp4096 --batches 1
+    python benchmarks/suite.py --resume                         # keep rows already in the JSON
+
+Networks (``tvmopt/testing/nets.py``): ResNet-18 at 224x224, the CIFAR ResNet-20 of DeepShift
+(option-A shortcuts), a VGG-style CIFAR CNN (VGG-11's convolutions), an MLP of three 4096-wide
+layers, and a BERT-base encoder MLP (768 -> 3072 -> 768 on 128 tokens). Random weights (speed
+does not depend on training); batch norms with non-trivial statistics.
+
+Variants, made with ``tvmopt.nn.compress``: ``shift-q`` and ``shift-ps`` (DeepShift's two
+trainings; the same ±2^p weights at inference), ``binary`` (±α weights, real inputs),
+``binary-act`` (weights and activations binarized), ``ternary``, ``nm`` (2:4), and for the
+MLPs ``hashed`` and ``fastfood``. In the CNNs the first convolution and the classifier stay
+fp32, as the papers keep them; the MLPs compress every layer.
+
+Every variant is exported as plain ONNX (standard ops: the file a user would otherwise deploy)
+and built from that file by ``tvmopt build``'s path with default schedules (no records), so the
+figures are untuned. Timed in interleaved rounds (``--rounds``, median of calls per round,
+median over rounds), same inputs, same run:
+
+- ``tvmopt``: the compressed export, kernels chosen by the default policy (``--kernels auto``);
+- ``tvmopt dense``: the same network's fp32 export (the never-slower reference: compression
+  detection cannot change anything there);
+- ``ort``: onnxruntime on the compressed plain export; ``ort dense``: on the fp32 export;
+- ``torch``: PyTorch eager on the fp32 network (the plain compressed network computes with the
+  same dense layers, so it runs at the same speed).
+
+Writes benchmarks/results/suite.json (after every row) and BENCHMARKS.md's ``suite`` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import RESULTS, ROOT, machine, median_seconds, update_section, write_json  # noqa: E402
+
+WORK = ROOT / ".bench" / "suite"
+CNNS = ("resnet18", "resnet20", "vgg")
+MLPS = ("mlp4096", "encoder")
+MODELS = CNNS + MLPS
+VARIANTS = ("shift-q", "shift-ps", "binary", "binary-act", "ternary", "nm", "hashed", "fastfood")
+#: (compress method, its keyword arguments)
+METHOD = {"shift-q": ("shift", {"mode": "q"}), "shift-ps": ("shift", {"mode": "ps"}), "binary": ("binary", {}),
+          "binary-act": ("binary", {"binarize_input": True}), "ternary": ("ternary", {}), "nm": ("nm", {}),
+          "hashed": ("hashed", {}), "fastfood": ("fastfood", {})}
+#: the weight-memory reductions the issue asks of the fp32-activation CNNs
+MEMORY_GOAL = {"shift-q": 6, "shift-ps": 6, "ternary": 16, "binary": 32}
+#: memory-bound layers (MLPs, batch 1 to 8): speed-up over onnxruntime asked
+MLP_GOAL = {"binary": 2.0, "ternary": 2.0, "shift-q": 1.5, "shift-ps": 1.5, "nm": 1.5, "hashed": 1.2}
+NEVER_SLOWER = 0.95          # tvmopt / tvmopt dense, within noise
+
+
+def build_model(name: str):
+    import torch
+
+    from tvmopt.testing import nets
+
+    torch.manual_seed(0)
+    model = {"resnet18": nets.ResNet18, "resnet20": nets.ResNet20, "vgg": nets.VGGSmall, "mlp4096": nets.MLP,
+             "encoder": nets.EncoderMLP}[name]()
+    return nets.randomize_batch_norm(model.eval())
+
+
+def applies(model: str, variant: str) -> bool:
+    return model in MLPS or variant not in ("hashed", "fastfood")
+
+
+def compressed(model_name: str, model, variant: str):
+    import tvmopt.nn as tn
+
+    method, kwargs = METHOD[variant]
+    skip = ()
+    if model_name in CNNS:        # first conv and classifier in fp32, as the papers keep them
+        skip = {"resnet18": ("conv1", "fc"), "resnet20": ("conv1", "linear"),
+                "vgg": ("features.0", "classifier")}[model_name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tn.compress(model, method, skip=skip, **kwargs).eval()
+
+
+def export(model, shape, path: Path) -> Path:
+    import torch
+
+    import tvmopt.nn as tn
+
+    if path.exists():
+        return path
+    return tn.export_onnx(model, torch.randn(1, *shape), path, plain=True)
+
+
+def timed_rounds(fns: dict, rounds: int, min_seconds: float) -> dict:
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            time.sleep(0.2)          # the previous runtime's spinning worker threads go to sleep
+            samples[k].append(median_seconds(fn, min_seconds, least=3))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: int, done: set) -> list[dict]:
+    import onnxruntime as ort
+    import torch
+
+    from tvmopt.build.compile import compile_model
+
+    base = build_model(model_name)
+    shape = tuple(base.input_shape)
+    x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+    dense_path = export(base, shape, WORK / f"{model_name}_fp32.onnx")
+    torch.set_num_threads(int(target.config.get("num-cores", 2)))
+
+    def session(path):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: x})[0]
+
+    def torch_fn():
+        with torch.inference_mode():
+            return base(torch.from_numpy(x)).numpy()
+
+    empty = WORK / "no-records"
+    start = time.perf_counter()
+    dense_build = compile_model(dense_path, target, records=empty, shipped=False, batch=batch)
+    dense_compile_s = time.perf_counter() - start
+    ort_dense = session(dense_path)
+    rows = []
+    for variant in variants:
+        if not applies(model_name, variant) or (model_name, variant, batch) in done:
+            continue
+        model = compressed(model_name, base, variant)
+        path = export(model, shape, WORK / f"{model_name}_{variant}.onnx")
+        start = time.perf_counter()
+        build = compile_model(path, target, records=empty, shipped=False, batch=batch)
+        compile_s = time.perf_counter() - start
+        ort_plain = session(path)
+        want = ort_plain()
+        got = build(x)
+        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+        med = timed_rounds({"tvmopt": lambda: build(x), "tvmopt dense": lambda: dense_build(x), "ort": ort_plain,
+                            "ort dense": ort_dense, "torch": torch_fn}, rounds,
+                           min_seconds=0.3 if batch > 1 else 0.1)
+        layers = build.lowered.layers
+        weight_bytes = sum(la.compact_bytes for la in layers)
+        dense_bytes = sum(la.dense_bytes for la in layers)
+        families: dict[str, int] = {}
+        for la in layers:
+            fam = la.kernel.split(":")[0]
+            families[fam] = families.get(fam, 0) + 1
+        row = {"model": model_name, "variant": variant, "batch": batch, "max_rel_err": err,
+               "compile_s": compile_s, "dense_compile_s": dense_compile_s,
+               **{f"{k.replace(' ', '_')}_ms": v * 1e3 for k, v in med.items()},
+               "vs_ort": med["ort"] / med["tvmopt"], "vs_ort_dense": med["ort dense"] / med["tvmopt"],
+               "vs_torch": med["torch"] / med["tvmopt"], "vs_tvmopt_dense": med["tvmopt dense"] / med["tvmopt"],
+               "weight_bytes": weight_bytes, "dense_weight_bytes": dense_bytes,
+               "memory_reduction": dense_bytes / max(weight_bytes, 1), "kernels": families}
+        row.update(goals(row))
+        rows.append(row)
+        print(f"{model_name:9s} {variant:10s} b{batch:<3d} tvmopt {med['tvmopt'] * 1e3:8.2f} ms  "
+              f"vs ort {row['vs_ort']:5.2f}x  vs ort dense {row['vs_ort_dense']:5.2f}x  "
+              f"vs tvmopt dense {row['vs_tvmopt_dense']:5.2f}x  memory /{row['memory_reduction']:.1f}  "
+              f"err {err:.1e}  {families}", flush=True)
+    return rows
+
+
+def goals(row: dict) -> dict:
+    """The issue's goal for the row (against onnxruntime on the same file) and whether it is met."""
+    model, variant, batch = row["model"], row["variant"], row["batch"]
+    goal, memory = None, None
+    if variant == "binary-act":
+        goal = 4.0
+    elif model in CNNS and variant in ("shift-q", "shift-ps", "binary", "ternary", "nm"):
+        goal, memory = 1.0, MEMORY_GOAL.get(variant)
+    elif model in MLPS and batch <= 8:
+        goal = MLP_GOAL.get(variant)
+    met = None if goal is None else (row["vs_ort"] >= goal and (memory is None or row["memory_reduction"] >= memory))
+    return {"goal_vs_ort": goal, "goal_memory": memory, "met": met,
+            "never_slower": row["vs_tvmopt_dense"] >= NEVER_SLOWER, "accurate": row["max_rel_err"] <= 1e-4}
+
+
+def table(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "## The real-size suite (`benchmarks/suite.py`)",
+        "",
+        f"Measured on {meta['cpu']}, 2 cores, commit {meta['commit']}, {meta['date']}; untuned builds "
+        "(default schedules, no records), plain ONNX exports with random weights. Each figure is a ratio "
+        "of medians from interleaved rounds in the same run (> 1: tvmopt faster). *vs ORT*: onnxruntime on "
+        "the same compressed file; *vs ORT dense*: on the fp32 network; *vs tvmopt dense*: tvmopt's own build "
+        "of the fp32 network (the never-slower check, goal >= 0.95); *memory*: dense weight bytes / the bytes "
+        "tvmopt's chosen kernels store (first and last CNN layers fp32). *goal*: the issue's speed-up over "
+        "onnxruntime (and memory reduction), met or not.",
+        "",
+        "| model | variant | batch | tvmopt ms | vs ORT | vs ORT dense | vs torch | vs tvmopt dense | memory "
+        "| max rel err | goal | met | kernels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        goal = "" if r["goal_vs_ort"] is None else f">= {r['goal_vs_ort']:g}x" + (
+            f", /{r['goal_memory']}" if r["goal_memory"] else "")
+        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        kernels = ", ".join(f"{k} {v}" for k, v in sorted(r["kernels"].items()))
+        slower = "" if r["never_slower"] else " **(slower)**"
+        lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['tvmopt_ms']:.2f} | {r['vs_ort']:.2f}x "
+                     f"| {r['vs_ort_dense']:.2f}x | {r['vs_torch']:.2f}x | {r['vs_tvmopt_dense']:.2f}x{slower} "
+                     f"| /{r['memory_reduction']:.1f} | {r['max_rel_err']:.1e} | {goal} | {met} | {kernels} |")
+    judged = [r for r in rows if r["met"] is not None]
+    lines += ["", f"Goals met: {sum(r['met'] for r in judged)} of {len(judged)} rows with a goal; never slower than "
+              f"the dense build: {sum(r['never_slower'] for r in rows)} of {len(rows)} rows; outputs within 1e-4 of "
+              f"onnxruntime: {sum(r['accurate'] for r in rows)} of {len(rows)}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--resume", action="store_true", help="keep the rows of results/suite.json and skip them")
+    args = parser.parse_args()
+
+    from tvmopt.target import parse_target
+
+    target = parse_target("llvm")
+    meta = {**machine(), "target": target.key}
+    rows: list[dict] = []
+    previous = RESULTS / "suite.json"
+    if args.resume and previous.exists():
+        rows = json.loads(previous.read_text())["rows"]
+    for model_name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            done = {(r["model"], r["variant"], r["batch"]) for r in rows}
+            rows += evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)
+            write_json("suite", {"meta": meta, "rows": rows})
+    order = {m: i for i, m in enumerate(MODELS)}
+    rows.sort(key=lambda r: (order[r["model"]], r["batch"], VARIANTS.index(r["variant"])))
+    write_json("suite", {"meta": meta, "rows": rows})
+    update_section("suite", table(rows, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Direct compressed convolutions (issue 18, item 2): a direct conv that decodes its weight in
+blocks inside its loops, for every compressed weight format; each knob value against the numpy
+reference; the pass emits them with the epilogue (folded batch norm, ReLU, residual add) fused
+into the write-back and no im2col."""
+
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tvmopt.nn as tn
+from tvmopt.build.compile import compile_model
+from tvmopt.ops.compressed_conv2d import FORMATS
+from tvmopt.ops.conv2d import conv2d_reference
+from tvmopt.ops.task import TASK_ANNOTATION, get_task
+from tvmopt.passes import DetectOptions
+
+KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
+        "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2
+        "shift_conv2d": "shift_conv2d:1x16x8x7x24x3x3x1x1",             # ob 8
+        "nm_conv2d": "nm_conv2d:1x16x8x8x16x3x3x1x1x2x4",
+        "hashed_conv2d": "hashed_conv2d:2x8x6x6x16x3x3x1x0x100x2",     # two hashes, no padding
+        "codebook_conv2d": "codebook_conv2d:1x8x8x8x16x1x1x1x0x16"}    # 1x1
+
+
+def _run(task, config, inputs):
+    import tvm
+
+    lib = tvm.compile(task.schedule(config, None), target=tvm.target.Target({"kind": "llvm"}))
+    out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    return out.numpy()
+
+
+def test_every_format_has_a_case():
+    assert set(KEYS) == set(FORMATS)
+
+
+@pytest.mark.parametrize("prefix", sorted(KEYS))
+def test_every_knob_value_matches_the_numpy_reference(prefix):
+    task = get_task(KEYS[prefix])
+    space = task.space
+    configs = [space.initial()]
+    for i, knob in enumerate(space.knobs):              # each value of each choice knob once
+        for value in getattr(knob, "values", ()):
+            config = list(space.initial())
+            config[i] = value
+            configs.append(tuple(config))
+    pick = random.Random(3)
+    configs += [space.random(pick) for _ in range(2)]
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    for config in dict.fromkeys(configs):
+        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+
+
+@pytest.mark.parametrize("prefix", sorted(KEYS))
+def test_the_reference_decodes_the_weight_that_pytorch_convolves(prefix):
+    """The kernel arrays' numpy decode, convolved by PyTorch, is the task's reference."""
+    task = get_task(KEYS[prefix])
+    x, *arrays = task.make_inputs(np.random.default_rng(1))
+    w = task.dense_weight(arrays)
+    s = task.shape
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=s.stride, padding=s.pad)
+    np.testing.assert_allclose(task.reference([x, *arrays]), want.numpy(), rtol=1e-4, atol=1e-4)
+    assert np.allclose(conv2d_reference(x, w, s.stride, s.pad), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+class _Block(nn.Module):
+    """conv-BN-ReLU, conv-BN, + the block's input, ReLU: a ResNet basic block."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.b, self.bn_b = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn_a(self.a(x)))
+        return torch.relu(self.bn_b(self.b(y)) + x)
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), _Block(16), _Block(16)).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return net
+
+
+@pytest.mark.parametrize("kind,prefix", [("shift", "shift_conv2d"), ("binary", "binary_conv2d"),
+                                         ("ternary", "ternary_conv2d"), ("nm", "nm_conv2d")])
+def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(kind, prefix, tmp_path):
+    """Folded batch norm (a per-channel scale on the structured weight), ReLU and the residual
+    add: inlined into the compressed kernel; the IR holds no elementwise function and no
+    im2col between the kernels."""
+    net = tn.compress(_net(), kind, skip=("0",))
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        want = net(x).numpy()
+    path = tn.export_onnx(tn.to_plain(net).eval(), x, tmp_path / "net.onnx", plain=True)
+    compiled = compile_model(path, batch=2, options=DetectOptions(kernels="compressed"), records=tmp_path / "none",
+                             shipped=False)
+    assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["conv2d"] + [prefix] * 4
+    functions = {gv.name_hint: f.script() for gv, f in compiled.mod.functions_items()
+                 if type(f).__name__ == "PrimFunc"}
+    kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}
+    assert set(kernels) == set(functions), sorted(set(functions) - set(kernels))
+    compressed = [n for n in kernels if n.startswith(f"fused_{prefix}")]
+    # (identical blocks share their functions) the first conv of a block: BN scale, shift, ReLU;
+    # the second: BN scale, shift, the residual add, ReLU (2:4 keeps the scale in its values)
+    assert sorted(len(re.findall(r"_add", n)) for n in compressed) == [1, 2]
+    assert all(("_multiply_" in n) == (kind != "nm") and n.endswith("_relu") for n in compressed), compressed
+    for name, text in kernels.items():
+        assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text), name
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

@@ -1,0 +1,203 @@
+"""Direct compressed convolutions: the dense direct conv2d loop nest (``conv2d:``, NCHW in and
+out, epilogue fused) reading a weight that is *decoded* from the compressed arrays in blocks,
+inside the convolution's loops; no im2col, and the dense fp32 weight never exists in memory.
+
+One task kind per weight format, named after it: ``binary_conv2d``, ``ternary_conv2d``,
+``shift_conv2d``, ``nm_conv2d``, ``hashed_conv2d``, ``codebook_conv2d``. Key: the ``conv2d:``
+key's nine dimensions (``NxCxHxWxOxKHxKWxSxP``) followed by the format's own (N:M, buckets and
+hashes, codebook entries), e.g. ``nm_conv2d:1x64x56x56x64x3x3x1x1x2x4``.
+
+The arrays are the compressed dense op's (``tvmopt.ops.<format>_dense``) for the weight seen as
+``[K = C*KH*KW, N = O]``, in its panel layout (panels of ``ob`` output channels: the conv's
+channel block), so the decode of one (c, kh, kw) row of a block reads one contiguous vector of
+codes. The decode stage ``decode[O/ob, C, KH, KW, ob]`` is placed by the ``decode`` knob:
+
+- ``chunk``: inside the parallel loop, for the channel blocks that iteration computes: each
+  weight is decoded once per (image, channel chunk) into a buffer that stays in L2 and is read
+  by every spatial tile of the chunk (memory traffic: the compressed arrays only);
+- ``global``: once per call, in parallel, into a whole decoded weight (what the start config
+  uses when the parallel loop holds too few chunks, e.g. the first stage of a ResNet at batch 1,
+  where the weight is small).
+
+The rest of the space is the dense conv's (``schedules/conv2d.py``): the same knobs, tuned by
+every tuner; a record of ``conv2d:`` shape does not apply (the key differs), so each is tuned on
+its own. N:M weights are decoded to their dense block (zeros included): on a CPU the fp32 FMAs
+of the dense block are cheaper than gathering inputs per kept weight, which is what made the
+im2col + ``nm_dense`` path 20x slower than onnxruntime on SqueezeNet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import WorkloadError
+from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
+from ..schedules.space import Choice, Config, Space
+from .binary_dense import BinaryDenseTask
+from .codebook_dense import CodebookDenseTask
+from .conv2d import conv2d_reference, conv_compute
+from .decoded import _PanelView
+from .hashed_dense import HashedDenseTask
+from .nm_dense import NMDenseTask
+from .registry import OpFamily, TaskKind, register_family
+from .shift_dense import ShiftDenseTask
+from .task import Task, check_sizes
+from .ternary_dense import TernaryDenseTask
+
+#: conv task prefix -> (the dense op whose arrays and decode it uses, the key's extra dimensions,
+#: extra dimensions -> params)
+FORMATS = {
+    "binary_conv2d": (BinaryDenseTask, "", None),
+    "ternary_conv2d": (TernaryDenseTask, "", None),
+    "shift_conv2d": (ShiftDenseTask, "", None),
+    "nm_conv2d": (NMDenseTask, "xNNxMM", lambda d: {"n": d[0], "m": d[1]}),
+    "hashed_conv2d": (HashedDenseTask, "xBUCKETSxHASHES", lambda d: {"buckets": d[0], "hashes": d[1]}),
+    "codebook_conv2d": (CodebookDenseTask, "xC", lambda d: {"entries": d[0]}),
+}
+
+#: the compressed dense families (kernel recipes of tvmopt.ops.kernel) -> their conv task
+CONV_OF = {"binary_dense": "binary_conv2d", "binary_lut_dense": "binary_conv2d",
+           "ternary_dense": "ternary_conv2d", "ternary_lut_dense": "ternary_conv2d",
+           "shift_dense": "shift_conv2d", "nm_dense": "nm_conv2d", "hashed_dense": "hashed_conv2d",
+           "codebook_dense": "codebook_conv2d"}
+
+DECODE = ("chunk", "global")
+
+#: formats whose decode costs many instructions per weight (a hash, a table lookup): with more
+#: than one image they decode once per call (per image, ``chunk`` ran 0.84x the dense conv on
+#: 16x512x7x7 hashed weights; ``global`` 0.97x)
+COSTLY_DECODE = ("hashed_conv2d", "codebook_conv2d")
+
+#: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
+#: start: fewer would leave cores idle (the weight is then small and decoded once per call)
+CHUNK_MIN_PARALLEL = 4
+
+
+def conv_key(prefix: str, dims: tuple[int, ...], key_dims: tuple[int, ...] = ()) -> str:
+    return f"{prefix}:" + "x".join(str(d) for d in tuple(dims) + tuple(key_dims))
+
+
+@dataclass
+class CompressedConv2dTask(Task):
+    key: str
+    shape: ConvShape
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        s = self.shape
+        if s.oh < 1 or s.ow < 1:
+            raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
+        fmt_cls = FORMATS[self.family][0]
+        # the weight as the dense op sees it: [K = C*KH*KW, N = O] (one row of X: unused)
+        self.weights = fmt_cls(self.key, 1, s.o, s.c * s.kh * s.kw, params=dict(self.params))
+        self.params = self.weights.params
+        base = conv2d_space(s, name=f"{self.family}-llvm")
+        knobs = base.knobs + (Choice("decode", DECODE),)
+        self.space = Space(base.name, knobs, start=self._start(base))
+        self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
+
+    def _start(self, base: Space) -> Config:
+        """The dense conv's start with the decode placed: per chunk where the (image, channel
+        chunk) loop alone has enough parallel work (parallel = 2) and the decode is cheap or
+        done for one image, else once per call. Measured on Zen 5 with this start, at ResNet-18's
+        3x3 layers (batch 1 and 16): binary, ternary, shift and 2:4 ran 0.95 to 1.04x the dense
+        conv's time; hashed and codebook 0.99 to 1.01x up to 128 channels, 0.83 to 0.87x at 512."""
+        s, start = self.shape, base.initial()
+        knob = base.as_dict(start)
+        c0, _ = knob["tile_c"]
+        if s.n * c0 >= CHUNK_MIN_PARALLEL and (s.n == 1 or self.family not in COSTLY_DECODE):
+            chunked = tuple(2 if k.name == "parallel" else v for k, v in zip(base.knobs, start)) + ("chunk",)
+            if base.contains(chunked[:-1]):
+                return chunked
+        return start + ("global",)
+
+    def with_params(self, params: dict) -> "CompressedConv2dTask":
+        return type(self)(self.key, self.shape, {**self.params, **params})
+
+    # ---- arrays ----
+    def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The dense op's logical arrays ([K, O] for the weight [O, C*KH*KW].T) -> panels."""
+        return self.weights.to_kernel(arrays)
+
+    def dense_weight(self, kernel_arrays: list[np.ndarray]) -> np.ndarray:
+        """numpy: the [O, C, KH, KW] float32 weight the kernel arrays encode."""
+        s = self.shape
+        w = self.weights.dense_weight(self.weights.logical(kernel_arrays))       # [K, O]
+        return np.ascontiguousarray(w.T.reshape(s.o, s.c, s.kh, s.kw))
+
+    def make_inputs(self, rng):
+        s = self.shape
+        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        return [x] + self.to_kernel(self.weights.random_weights(rng))
+
+    def reference(self, inputs):
+        x, *arrays = inputs
+        return conv2d_reference(x, self.dense_weight(arrays), self.shape.stride, self.shape.pad)
+
+    def tolerance(self):
+        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
+
+    # ---- TE ----
+    def compute(self, x=None):
+        """TE: (X, *compressed arrays, Y); the decode stage is ``decode``."""
+        from tvm import te
+
+        s, fmt = self.shape, self.weights
+        X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
+        specs = fmt.weight_specs()
+        raw = [te.placeholder(fmt.kernel_shape(spec), spec.dtype, name=spec.name) for spec in specs]
+        tensors = [_PanelView(t, fmt.panel) if fmt._paneled(spec) else t for t, spec in zip(raw, specs)]
+        ob, kh, kw = s.ob, s.kh, s.kw
+        W = te.compute((s.o // ob, s.c, kh, kw, ob),
+                       lambda oo, c, r, q, b: fmt.te_weight(tensors, (c * kh + r) * kw + q, oo * ob + b),
+                       name="decode")
+        return (X, *raw, conv_compute(s, X, W, self.key))
+
+    def schedule(self, config: Config, target):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        self.apply(sch, sch.get_sblock("conv"), config)
+        return sch.mod
+
+    fuses_epilogue = True
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        """The dense conv's schedule, then the decode stage placed and vectorized along ``ob``."""
+        config = self.space.initial() if config is None else config
+        decode = next(b for b in sch.get_producers(block) if sch.get(b).name_hint.startswith("decode"))
+        leftover = apply_conv2d(sch, block, self.shape, self.space, config, epilogue)
+        if self.space.as_dict(config)["decode"] == "chunk":
+            sch.compute_at(decode, sch.get_loops(block)[0], preserve_unit_loops=True)
+        else:
+            sch.parallel(sch.get_loops(decode)[0])
+        loops = sch.get_loops(decode)
+        if self.shape.ob > 1:
+            sch.vectorize(loops[-1])
+        return leftover
+
+
+def _kind(prefix: str) -> TaskKind:
+    fmt_cls, extra_form, extra = FORMATS[prefix]
+
+    def factory(key: str, dims: tuple[int, ...]) -> CompressedConv2dTask:
+        want = 9 + extra_form.count("x")
+        if len(dims) != want:
+            raise WorkloadError(f"workload '{key}' needs {want} dimensions ({prefix}:NxCxHxWxOxKHxKWxSxP{extra_form})")
+        n, c, h, w, o, kh, kw = dims[:7]
+        check_sizes(key, {"X": n * c * h * w, "the decoded weight": o * c * kh * kw,
+                          "Y": n * o * max(h, 1) * max(w, 1)})
+        return CompressedConv2dTask(key, ConvShape(*dims[:9]), extra(dims[9:]) if extra else {})
+
+    what = fmt_cls.family.replace("_dense", "")
+    return TaskKind(factory, "NxCxHxWxOxKHxKWxSxP" + extra_form, zero_ok=(8,),
+                    summary=f"direct conv2d with {what} weights decoded in blocks (no im2col)")
+
+
+FAMILY = register_family(OpFamily(
+    "compressed_conv2d", "direct convolutions over compressed weights, decoded in blocks inside the loops",
+    tasks={prefix: _kind(prefix) for prefix in FORMATS}, schedules="tvmopt.schedules.conv2d"))

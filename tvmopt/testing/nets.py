@@ -1,0 +1,155 @@
+"""The real-size networks of the benchmark suite (``benchmarks/suite.py``), in plain PyTorch, so
+``tvmopt.nn.compress`` can turn them into each compressed variant:
+
+- :class:`ResNet18`: He et al.'s ImageNet ResNet-18 (224x224 input, 11.7 M weights);
+- :class:`ResNet20`: the CIFAR ResNet-20 as DeepShift defines it (3 stages of 3 basic blocks,
+  option-A shortcuts: a strided slice plus zero channels on both sides);
+- :class:`VGGSmall`: a VGG-style CIFAR CNN (VGG-11's convolutions, one classifier layer);
+- :class:`MLP`: three 4096-wide fully connected layers;
+- :class:`EncoderMLP`: a BERT-base encoder's feed-forward block (768 -> 3072 -> GELU -> 768) on
+  128 tokens.
+
+:func:`randomize_batch_norm` gives batch norms non-trivial statistics, so folding them matters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class OptionAShortcut(nn.Module):
+    """DeepShift's option-A shortcut: a strided slice, then zero channels on both sides."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad), "constant", 0)
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU, conv-BN, + shortcut, ReLU. ``shortcut``: ``"A"`` (slice and zero channels)
+    or ``"B"`` (1x1 strided conv and BN) where the shape changes."""
+
+    def __init__(self, inp: int, planes: int, stride: int, shortcut: str = "B"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride == 1 and inp == planes:
+            self.shortcut = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = OptionAShortcut(planes)
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(inp, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """The CIFAR ResNet-20 of He et al. as DeepShift defines it (3 stages of 3 basic blocks)."""
+
+    input_shape = (3, 32, 32)
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, inp = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(inp, planes, stride if i == 0 else 1, shortcut="A"))
+                inp = planes
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(64, classes)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class ResNet18(nn.Module):
+    """ImageNet ResNet-18 (torchvision's layout: 7x7/2 stem, max pool, 4 stages of 2 blocks)."""
+
+    input_shape = (3, 224, 224)
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks, inp = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for i in range(2):
+                blocks.append(BasicBlock(inp, planes, stride if i == 0 else 1))
+                inp = planes
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        out = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        return self.fc(F.adaptive_avg_pool2d(self.layers(out), 1).flatten(1))
+
+
+class VGGSmall(nn.Module):
+    """VGG-11's convolutions (each followed by BN and ReLU) on 32x32 inputs, one classifier."""
+
+    input_shape = (3, 32, 32)
+    PLAN = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        layers, inp = [], 3
+        for v in self.PLAN:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(inp, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU()]
+                inp = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """Three fully connected layers of ``width`` (4096) units, ReLU between them."""
+
+    def __init__(self, width: int = 4096):
+        super().__init__()
+        self.input_shape = (width,)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class EncoderMLP(nn.Module):
+    """A BERT-base encoder's feed-forward block on ``tokens`` tokens: 768 -> 3072, GELU (tanh
+    approximation, as ONNX exports it without an opset-20 Gelu), -> 768."""
+
+    def __init__(self, tokens: int = 128, hidden: int = 768, inner: int = 3072):
+        super().__init__()
+        self.input_shape = (tokens, hidden)
+        self.up, self.down = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial batch-norm statistics (as after training), in place; returns ``model``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+    return model

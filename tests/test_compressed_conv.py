@@ -120,3 +120,60 @@ def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(k
     for name, text in kernels.items():
         assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text), name
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+# ---- binarized activations: the XNOR conv ----
+
+XNOR_KEYS = ["xnor_conv2d:1x40x9x10x16x3x3x1x1",       # a partial word (40 channels), padding at every border
+             "xnor_conv2d:2x64x8x8x24x3x3x2x1",        # batch 2, stride 2, ob 8
+             "xnor_conv2d:1x32x6x6x16x1x1x1x0"]        # 1x1, one word
+
+
+@pytest.mark.parametrize("key", XNOR_KEYS)
+def test_xnor_conv_is_exact_for_every_knob_value(key):
+    task = get_task(key)
+    space = task.space
+    configs = [space.initial()]
+    for i, knob in enumerate(space.knobs):
+        for value in getattr(knob, "values", ()):
+            config = list(space.initial())
+            config[i] = value
+            configs.append(tuple(config))
+    configs += [space.random(random.Random(5)) for _ in range(2)]
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    for config in dict.fromkeys(configs):
+        np.testing.assert_array_equal(_run(task, config, inputs), expected, err_msg=str(config))
+
+
+def test_xnor_weight_words_round_trip_and_match_pytorch():
+    from tvmopt.ops.xnor_conv2d import pack_weight, unpack_weight
+
+    rng = np.random.default_rng(2)
+    signs = rng.choice([-1.0, 1.0], size=(16, 40, 3, 3)).astype(np.float32)
+    packed = pack_weight(signs, 8)
+    assert packed.shape == (2, 2, 3, 3, 8) and packed.dtype == np.uint32
+    np.testing.assert_array_equal(unpack_weight(packed, 40), signs)
+    task = get_task("xnor_conv2d:1x40x9x10x16x3x3x1x1")
+    x = rng.uniform(-1, 1, size=(1, 40, 9, 10)).astype(np.float32)
+    sign_x = torch.from_numpy(np.where(x >= 0, 1.0, -1.0).astype(np.float32))
+    want = torch.nn.functional.conv2d(sign_x, torch.from_numpy(signs), padding=1).numpy()     # pads with 0
+    np.testing.assert_array_equal(task.reference([x, pack_weight(signs, task.shape.ob)]), want)
+
+
+def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):
+    """XNOR-Net style: binarized inputs and weights in the blocks (first conv fp32); the plain
+    export's ``where(x >= 0, 1, -1)`` is taken into the kernel, α and batch norm into its write-back."""
+    net = tn.compress(_net(), "binary", skip=("0",), binarize_input=True)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        want = net(x).numpy()
+    for plain in (True, False):
+        path = tn.export_onnx(net if not plain else tn.to_plain(net).eval(), x, tmp_path / f"b{plain}.onnx",
+                              plain=plain)
+        compiled = compile_model(path, batch=2, records=tmp_path / "none", shipped=False)
+        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["conv2d"] + ["xnor_conv2d"] * 4
+        assert all("less arithmetic" in layer.choice for layer in compiled.lowered.layers[1:])
+        functions = [gv.name_hint for gv, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"]
+        assert not [n for n in functions if "where" in n], functions       # no binarizing pass left
+        np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

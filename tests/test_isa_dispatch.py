@@ -39,7 +39,8 @@ def _run(task, lib) -> None:
     assert task.mismatch(out.numpy(), expected) is None
 
 
-@pytest.mark.parametrize("key", ["xnor_dense:16x256x512", "ternary_dense:4x256x512", "dense:4x256x512"])
+@pytest.mark.parametrize("key", ["xnor_dense:16x256x512", "xnor_conv2d:1x64x8x8x32x3x3x1x1", "ternary_dense:4x256x512",
+                                 "dense:4x256x512"])
 def test_each_target_gets_its_instruction_set_and_both_agree(key):
     flags = _host_flags()
     task, lib2, asm2 = _build(key, AVX2)

@@ -32,7 +32,7 @@ from typing import Callable
 POLICIES = ("auto", "measure", "compressed", "dense")
 
 #: families that do less arithmetic than the dense product: chosen at any size
-CHEAPER = {"xnor_dense", "fastfood", "hadamard"}
+CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard"}
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,

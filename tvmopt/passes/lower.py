@@ -112,7 +112,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
                                 "dilations": [int(v) for v in a.dilation]}
                     if groups == 1:
-                        return self._conv(call.args[0], w, geometry, None, "conv2d")
+                        x, binarized = call.args[0], self._is_binarize(call.args[0])
+                        if binarized:      # the XNOR kernel binarizes (x >= 0) itself
+                            x = self._resolve(self._resolve(x).args[0]).args[0]
+                        return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
                     return self._grouped_conv(call.args[0], w, groups, geometry)
             return call
 
@@ -184,16 +187,16 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             from tvmopt.model.opset import decode_weight
 
             w = decode_weight(op, inputs, attrs)
-            if attrs.get("binarize_input"):
-                # binarized activations with zero padding are not ±1: the add/subtract kernel
-                x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
-                                                      relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
-            elif attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
+            if attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
                 x = self.builder_.emit(_fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"]))
-            return self._conv(x, w, attrs, inputs.get("bias"), f"ai.tvmopt:{op}")
+            return self._conv(x, w, attrs, inputs.get("bias"), f"ai.tvmopt:{op}",
+                              binarized=bool(attrs.get("binarize_input")))
 
-        def _conv(self, x, w, geometry, bias, source):
-            """conv2d as im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O]."""
+        def _conv(self, x, w, geometry, bias, source, binarized=False):
+            """conv2d: the direct dense conv, a direct compressed conv (weight decoded in blocks),
+            the XNOR conv (``binarized``: ``x`` is the input *before* ``where(x >= 0, 1, -1)``), or
+            im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O] (dilated or
+            unevenly strided convolutions)."""
             n, c, h, wd = static_shape(x)
             o, _, kh, kw = w.shape
             (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
@@ -203,6 +206,17 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = detect(w.reshape(o, -1), options=options)
             direct = sh == sw and dh == dw == 1 and options.direct_conv
             found, choice = kern.structure, ""
+            if binarized:
+                if direct and kern.family in ("binary_dense", "binary_lut_dense"):
+                    dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
+                    picked = choose(options.kernels, "xnor_conv2d", conv_key("xnor_conv2d", dims),
+                                    conv_key("conv2d", dims), n * oh * ow, o * c * kh * kw, conv=True, cost=costs)
+                    if picked.compressed:
+                        return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, "binary, XNOR-popcount",
+                                                 picked.label, kern, "xnor_conv2d", source=source)
+                # binarized activations with zero padding are not ±1: the other kernels take them as data
+                x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
+                                                      relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
             conv_prefix = CONV_OF.get(kern.family) if direct else None
             if kern.family != DENSE:
                 rows = n * oh * ow
@@ -215,10 +229,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
                 elif conv_prefix:
-                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source, found, choice, kern, conv_prefix)
+                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found, choice, kern, conv_prefix,
+                                             source=source)
             if kern.family == DENSE and direct:
-                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, source, found if choice else "dense",
-                                         choice)
+                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found if choice else "dense", choice,
+                                         source=source)
             if bias is not None:
                 kern.bias = bias.astype(np.float32)
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
@@ -229,11 +244,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
 
-        def _direct_conv(self, x, w, stride, pads, bias, source, structure="dense", choice="", kern=None,
-                         prefix="conv2d"):
+        def _direct_conv(self, x, w, stride, pads, bias, structure="dense", choice="", kern=None,
+                         prefix="conv2d", source="conv2d"):
             """A convolution as a direct conv task (``conv2d``, or with ``kern`` a compressed
-            weight's ``<format>_conv2d``), emitted *unscheduled* (fusable), so its scale, bias and
-            activation fuse with it and :mod:`.fuse_schedule` applies the config afterwards."""
+            weight's ``<format>_conv2d`` or ``xnor_conv2d``), emitted *unscheduled* (fusable), so
+            its scale, bias and activation fuse with it and :mod:`.fuse_schedule` applies the
+            config afterwards."""
             from ..ops.conv2d import block_weight
             from tvmopt.ops.task import get_task
 
@@ -256,7 +272,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
                 funcs[(key, params)] = self.builder_.add_func(func, name)
             shape = task.shape
-            arrays = [block_weight(w, shape.ob)] if kern is None else task.to_kernel(kern.arrays)
+            if kern is None:
+                arrays = [block_weight(w, shape.ob)]
+            else:       # the XNOR conv packs the signs of w itself (its scale is kern.scale)
+                arrays = task.to_kernel([w] if prefix == "xnor_conv2d" else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
             for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):

@@ -4,8 +4,8 @@ Why direct and not im2col + the GEMM space: on ResNet-50's 3x3 layers the im2col
 writes 9x the input and reads it back as a separate, memory-bound pass, and its epilogue
 cannot fuse through the reshape back to NCHW. Measured on whole networks with default schedules
 (benchmarks/conv_choice.py, BENCHMARKS.md "conv2d: direct vs im2col"), direct was 1.41x faster
-than im2col + the dense GEMM on ResNet-50 and 2.28x on SqueezeNet. im2col
-stays for the compressed conv variants, whose kernels are GEMMs over decoded weights.
+than im2col + the dense GEMM on ResNet-50 and 2.28x on SqueezeNet. The compressed convolutions
+(tvmopt/ops/compressed_conv2d.py, xnor_conv2d.py) use this loop nest and space too.
 
 The weight is stored (at compile time, it is a constant) as ``W'[O/ob, C, KH, KW, ob]``: a
 block of ``ob`` output channels is one contiguous vector per (c, kh, kw). The loop nest

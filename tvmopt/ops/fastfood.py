@@ -20,7 +20,7 @@ from tvmopt.schedules.fwht import fwht_space
 from tvmopt.schedules.space import Config, Space
 from tvmopt.ops.kernel import Kernel, array_bytes
 from tvmopt.ops.registry import OpFamily, TaskKind, register_family
-from tvmopt.ops.task import CudaTask, Task
+from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task
 
 
 
@@ -108,7 +108,8 @@ class FWHTTask(Task):
         h = te.compute((m, blocks, n), lambda i, k, t: h[i, k, tvm.tirx.max(tvm.tirx.min(perm[k, t], n - 1), 0)]
                        * g[k, t], name="PermG")
         h = _fwht_stages(te, tvm, h, n, "H2_", shuffle_below)
-        y = te.compute((m, self.out_features), lambda i, o: h[i, o // n, o % n] * s[o // n, o % n], name="Y")
+        y = te.compute((m, self.out_features), lambda i, o: h[i, o // n, o % n] * s[o // n, o % n], name="Y",
+                       attrs={TASK_ANNOTATION: self.key})
         return [x, b, g, s, perm, y]
 
     def primfunc(self, config: Config | None = None):
@@ -124,6 +125,19 @@ class FWHTTask(Task):
         import tvm
 
         return tvm.IRModule({"main": self.primfunc(config)})
+
+    #: the pass emits the transform unscheduled and fusable: the bias and activation after it
+    #: (and a following scale) run in the output stage's write-back
+    fuses_epilogue = True
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        """``block``: the output stage ``Y`` (inside a fused function); the epilogue is inlined
+        into it, then every stage before it is scheduled by the config."""
+        from tvmopt.schedules.gemm import inline_epilogue
+
+        leftover = inline_epilogue(sch, epilogue)
+        apply_fwht(sch, self.space, self.space.initial() if config is None else config, out=block)
+        return leftover
 
 
 class HadamardTask(FWHTTask):
@@ -160,19 +174,23 @@ class HadamardTask(FWHTTask):
         h = te.compute((m, 1, n), lambda i, k, t: tvm.tirx.Select(
             t < inf, x[i, tvm.tirx.min(t, inf - 1)], tvm.tirx.const(0.0, "float32")), name="InB")
         h = _fwht_stages(te, tvm, h, n, "H1_", shuffle_below)
-        y = te.compute((m, self.out_features), lambda i, o: h[i, 0, o + lo] * scale[0], name="Y")
+        y = te.compute((m, self.out_features), lambda i, o: h[i, 0, o + lo] * scale[0], name="Y",
+                       attrs={TASK_ANNOTATION: self.key})
         return [x, scale, y]
 
 
-def apply_fwht(sch, space: Space, config: Config) -> None:
-    """Schedule every stage of a fastfood/hadamard PrimFunc (blocks InB, H*, PermG, Y)."""
+def apply_fwht(sch, space: Space, config: Config, out=None) -> None:
+    """Schedule every stage of a fastfood/hadamard PrimFunc (blocks InB, H*, PermG, Y): ``out``
+    is the output stage (default: the block ``Y``), the stages are the blocks before it."""
     from tvmopt.errors import ConfigError
 
     if not space.contains(config):
         raise ConfigError(f"config {config} is not in the space {space.name}")
     knob = space.as_dict(config)
-    out = sch.get_sblock("Y")
-    stages = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint != "Y"]
+    out = sch.get_sblock("Y") if out is None else out
+    children = list(sch.get_child_blocks(sch.get_sblock("root")))
+    at = next(i for i, b in enumerate(children) if sch.get(b).same_as(sch.get(out)))
+    stages = children[:at]
     row = sch.get_loops(out)[0]
     if knob["row_local"]:
         for block in reversed(stages):

@@ -40,8 +40,13 @@ class NMDenseTask(DecodedDenseTask):
         super().__post_init__()
 
     @property
-    def k_eff(self):
+    def kept(self) -> int:
+        """Kept weights per output: K / M * N."""
         return self.k // self.params["m"] * self.params["n"]
+
+    @property
+    def k_eff(self):
+        return self.kept
 
     @property
     def width(self):
@@ -49,23 +54,23 @@ class NMDenseTask(DecodedDenseTask):
 
     def weight_specs(self):
         per = 8 // self.width
-        return [WeightSpec("values", (self.k_eff, self.n), "float32"),
-                WeightSpec("positions", (-(-self.k_eff // per), self.n), "uint8")]
+        return [WeightSpec("values", (self.kept, self.n), "float32"),
+                WeightSpec("positions", (-(-self.kept // per), self.n), "uint8")]
 
     def random_weights(self, rng):
         n, m = self.params["n"], self.params["m"]
         groups = self.k // m
         # n distinct positions per group, ascending: the first n of a random permutation
         pos = np.sort(np.argsort(rng.random((self.n * groups, m)), axis=1)[:, :n], axis=1)
-        pos = pos.reshape(self.n, groups * n).T                      # [k_eff, outputs]
-        values = rng.uniform(-1, 1, size=(self.k_eff, self.n)).astype(np.float32)
+        pos = pos.reshape(self.n, groups * n).T                      # [kept, outputs]
+        values = rng.uniform(-1, 1, size=(self.kept, self.n)).astype(np.float32)
         return [values, pack_fields(pos, self.width)]
 
     def dense_weight(self, arrays):
         values, packed = arrays
         n, m = self.params["n"], self.params["m"]
-        pos = unpack_fields(packed, self.width, self.k_eff)
-        rows = (np.arange(self.k_eff) // n * m)[:, None] + pos
+        pos = unpack_fields(packed, self.width, self.kept)
+        rows = (np.arange(self.kept) // n * m)[:, None] + pos
         dense = np.zeros((self.k, self.n), np.float32)
         np.add.at(dense, (rows, np.broadcast_to(np.arange(self.n), rows.shape)), values)
         return dense
@@ -93,7 +98,22 @@ class NMDenseTask(DecodedDenseTask):
 
 
 
-def nm_kernel(w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:
+class NMDecodeDenseTask(NMDenseTask):
+    """N:M weights decoded to their dense tile (zeros included) inside the product, instead of
+    gathering one input per kept weight: twice the FMAs of the kept weights, but every load is a
+    contiguous vector and the decode is a few integer ops shared by a vector of outputs. Same
+    arrays and layout as ``nm_dense``; the GEMM space with the ``decode`` knob (inline, or a
+    decoded tile shared by the rows of a step)."""
+
+    family = "nm_decode_dense"
+    cuda_unstaged = ()
+    te_term = DecodedDenseTask.te_term
+
+    @property
+    def k_eff(self):
+        return self.k
+
+w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:
     """A weight [N, K] with at most ``n_keep`` nonzeros in each group of ``m`` along K."""
     n, k = w.shape
     values, positions = formats.compress_nm(w, n_keep, m)
@@ -113,6 +133,8 @@ def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
 FAMILY = register_family(OpFamily(
     "nm", "N:M and transposable N:M sparsity: kept values and their positions, inputs gathered",
     tasks={"nm_dense": decoded_task(NMDenseTask, "MxNxKxNNxMM", extra=lambda d: {"n": d[0], "m": d[1]},
-                                    summary="NN:MM sparse weights")},
+                                    summary="NN:MM sparse weights, inputs gathered per kept weight"),
+           "nm_decode_dense": decoded_task(NMDecodeDenseTask, "MxNxKxNNxMM", extra=lambda d: {"n": d[0], "m": d[1]},
+                                           summary="NN:MM sparse weights decoded to dense tiles in the product")},
     schedules="tvmopt.schedules.gemm", onnx_ops=("NMSparseGemm", "NMSparseConv"), from_compact=from_compact,
     cuda=cuda_view, layer="NMSparseConv"))

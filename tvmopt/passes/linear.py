@@ -282,26 +282,52 @@ def _probe(fn, rows: int, features: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cols).T, zero
 
 
+def _geometry(src_shape, out_shape) -> tuple[int, int, int] | None:
+    """(rows, features, outputs) of a region from its input and output shapes: [rows, ...] ->
+    [rows, out] (the features are everything after the first axis), or [..., features] ->
+    [..., out] with the same leading axes (tokens of a sequence: every leading position is a row)."""
+    if src_shape is None or out_shape is None:
+        return None
+    if len(out_shape) == 2 and src_shape[0] == out_shape[0]:
+        return src_shape[0], int(np.prod(src_shape[1:])), out_shape[1]
+    if len(out_shape) == len(src_shape) >= 3 and src_shape[:-1] == out_shape[:-1]:
+        return int(np.prod(src_shape[:-1])), src_shape[-1], out_shape[-1]
+    return None
+
+
 def recover(region: Region, out_var):
-    """What replaces ``out_var``: ("fastfood", tensors) or ("dense", W [out, in], bias), or None."""
+    """What replaces ``out_var``: ("fastfood", tensors) or ("dense", W [out, in], bias), or None.
+
+    The map is measured in numpy (``_probe``, one probe per input feature) only where a dense
+    matrix may replace it (up to ``MAX_DENSE_ELEMENTS``); a larger region can still be a Fastfood
+    layer, checked against its reference on random inputs."""
     src_shape = _shape(region.src)
-    out_shape = _shape(out_var)
-    if src_shape is None or out_shape is None or len(out_shape) != 2 or src_shape[0] != out_shape[0]:
+    geometry = _geometry(src_shape, _shape(out_var))
+    if geometry is None:
         return None
-    rows, features, out = src_shape[0], int(np.prod(src_shape[1:])), out_shape[1]
-    if features * out > MAX_DENSE_ELEMENTS:
-        return None
+    rows, features, out = geometry
 
     def f(x2d):
         return evaluate(region, region.src, x2d.reshape(src_shape), out_var).reshape(rows, out)
 
+    rng = np.random.default_rng(0)
+    check = rng.standard_normal((rows, features)).astype(np.float32)
+    if features * out > MAX_DENSE_ELEMENTS:
+        try:
+            zero, want = f(np.zeros((rows, features), np.float32)), f(check)
+        except Exception:  # noqa: BLE001 - an op the interpreter does not know: leave the region alone
+            return None
+        bias = zero[0]
+        if not np.allclose(zero, bias, rtol=RTOL, atol=RTOL):
+            return None
+        fastfood = _fastfood(region, rows, features, out, None if not np.any(bias) else bias.astype(np.float32),
+                             check, want)
+        return None if fastfood is None else ("fastfood", fastfood)
     try:
         w, zero = _probe(f, rows, features)
     except Exception:  # noqa: BLE001 - an op the interpreter does not know: leave the region alone
         return None
     bias = zero[0]
-    rng = np.random.default_rng(0)
-    check = rng.standard_normal((rows, features)).astype(np.float32)
     want = f(check)
     if not np.allclose(zero, bias, rtol=RTOL, atol=RTOL) or not _close(check @ w.T + bias, want):
         return None                          # not affine row by row
@@ -389,18 +415,19 @@ def collapse(mod):
                 return super().visit_var_binding_(binding)
             region, plan = plans[binding.var]
             src = self.visit_expr(region.src)
-            shape = _shape(region.src)
-            rows, features = shape[0], int(np.prod(shape[1:]))
+            shape, out_shape = _shape(region.src), _shape(binding.var)
+            rows, features, out = _geometry(shape, out_shape)
             x = src if len(shape) == 2 else self.builder_.emit(relax.op.reshape(src, (rows, features)))
-            out = _shape(binding.var)
             if plan[0] == "fastfood":
                 tensors = {k: (None if v is None else relax.const(v)) for k, v in plan[1].items()}
-                expr = placeholder("Fastfood", x, tensors, {"in_features": features, "out_features": out[1]}, out)
+                expr = placeholder("Fastfood", x, tensors, {"in_features": features, "out_features": out}, (rows, out))
             else:
                 _, w, bias = plan
                 expr = relax.op.matmul(x, relax.const(np.ascontiguousarray(w.T)))
                 if bias is not None:
                     expr = relax.op.add(self.builder_.emit(expr), relax.const(bias))
+            if len(out_shape) != 2:
+                expr = relax.op.reshape(self.builder_.emit(expr), out_shape)
             emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
             new = emit(expr)
             self.set_var_remap(binding.var, new)

@@ -16,10 +16,13 @@ transforms become ordinary Relax ops around the ``call_tir``.
 
 Convolutions with constant weights: a dense fp32 weight becomes the direct ``conv2d`` task,
 emitted *unscheduled* and fusable so that its bias, ReLU and residual add fuse into it
-(:mod:`.schedule` applies its config after fusion); grouped ones become one such conv per
+(:mod:`.fuse_schedule` applies its config after fusion); grouped ones become one such conv per
 group. A compressed weight (plain ``conv2d`` with detected structure, or ``ai.tvmopt`` conv
-nodes, decoded exactly and detected again) becomes an im2col stage and the GEMM-family kernel
-over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``. Batch norms are folded first (:mod:`.fold`).
+nodes, decoded exactly and detected again) becomes the direct compressed conv of its format
+(``shift_conv2d``..., :mod:`tvmopt.ops.compressed_conv2d`), emitted the same fusable way, or
+``xnor_conv2d`` when the input is binarized; dilated or unevenly strided ones an im2col stage and
+the GEMM-family kernel over ``[N*OH*OW, C*kh*kw] x [C*kh*kw, O]``. Whether a layer runs its
+compressed or its dense kernel is :mod:`.choose`'s call. Batch norms are folded first (:mod:`.fold`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,132 @@
+"""Direct compressed convolutions against the dense direct convolution, one layer at a time.
+
+    python benchmarks/conv_kernels.py                      # ResNet-18's 3x3 layers, batch 1 and 16
+    python benchmarks/conv_kernels.py --batches 1 --rounds 3 --formats binary,shift
+
+For each layer shape: ``conv2d:`` (dense fp32 weight, the start config) and each format's
+``<format>_conv2d:`` with both values of its ``decode`` knob (``chunk``: inside the parallel
+loop; ``global``: once per call) and the start config's choice, plus ``xnor_conv2d:``
+(binarized inputs). Each kernel is compiled for this machine and timed with TVM's time
+evaluator, in interleaved rounds (median over rounds); every figure is a ratio to the dense
+conv of the same layer in the same round (> 1: faster than dense). Outputs are checked against
+the numpy reference first. These are the measurements behind ``passes/choose.py``'s prediction
+for convolutions.
+
+Writes benchmarks/results/conv_kernels.json and BENCHMARKS.md's ``conv_kernels`` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, update_section, write_json  # noqa: E402
+
+#: ResNet-18's 3x3 convolutions at 224x224 (C x H x W -> O, stride)
+LAYERS = ("64x56x56x64x3x3x1x1", "64x56x56x128x3x3x2x1", "128x28x28x128x3x3x1x1", "128x28x28x256x3x3x2x1",
+          "256x14x14x256x3x3x1x1", "256x14x14x512x3x3x2x1", "512x7x7x512x3x3x1x1")
+FORMATS = ("binary", "ternary", "shift", "nm", "hashed", "codebook")
+EXTRA = {"nm": "x2x4", "hashed": "x4096x1", "codebook": "x16"}
+
+
+def _kernel(key: str, config, target):
+    import tvm
+
+    from tvmopt.ops.task import get_task
+
+    task = get_task(key)
+    config = task.space.initial() if config is None else config
+    lib = tvm.compile(task.schedule(config, target), target=target)
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32), dev)]
+    lib["main"](*args)
+    wrong = task.mismatch(args[-1].numpy(), expected)
+    if wrong:
+        raise SystemExit(f"{key} {config}: {wrong}")
+    timer = lib.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)
+    return lambda: timer(*args).mean
+
+
+def layer(shape: str, batch: int, formats: list[str], target, rounds: int) -> dict:
+    from tvmopt.ops.task import get_task
+
+    dims = f"{batch}x{shape}"
+    contenders = {"dense": _kernel(f"conv2d:{dims}", None, target)}
+    starts = {}
+    for fmt in formats:
+        key = f"{fmt}_conv2d:{dims}{EXTRA.get(fmt, '')}"
+        space = get_task(key).space
+        starts[fmt] = space.as_dict(space.initial())["decode"]
+        for decode in ("chunk", "global"):
+            config = space.initial()[:-1] + (decode,)
+            contenders[f"{fmt} {decode}"] = _kernel(key, config, target)
+    contenders["xnor"] = _kernel(f"xnor_conv2d:{dims}", None, target)
+    samples = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, timed in contenders.items():
+            time.sleep(0.1)
+            samples[name].append(timed())
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    row = {"layer": dims, "batch": batch, "dense_ms": med["dense"] * 1e3,
+           "ratios": {k: med["dense"] / v for k, v in med.items() if k != "dense"}, "start_decode": starts}
+    row["start"] = {fmt: row["ratios"][f"{fmt} {starts[fmt]}"] for fmt in formats}
+    print(dims, {k: round(v, 2) for k, v in row["ratios"].items()}, flush=True)
+    return row
+
+
+def table(rows: list[dict], formats: list[str], meta: dict) -> str:
+    lines = ["## Direct compressed convolutions vs the dense conv (`benchmarks/conv_kernels.py`)", "",
+             f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. One layer "
+             "at a time (ResNet-18's 3x3 convolutions), default (start) configs, interleaved rounds; each figure "
+             "is the dense direct conv's time over the kernel's, same round (> 1: faster than dense). For the "
+             "decoded formats: the start config's decode placement (in brackets: the other placement's ratio). "
+             "*xnor*: binarized inputs and weights (XNOR + popcount).", "",
+             "| layer | dense ms | " + " | ".join(formats) + " | xnor |",
+             "|---|---|" + "---|" * (len(formats) + 1)]
+    for r in rows:
+        cells = []
+        for fmt in formats:
+            start = r["start_decode"][fmt]
+            other = "global" if start == "chunk" else "chunk"
+            cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({r['ratios'][f'{fmt} {other}']:.2f}x)")
+        lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | " + " | ".join(cells) + f" | {r['ratios']['xnor']:.1f}x |")
+    starts = [v for r in rows for v in r["start"].values()]
+    lines += ["", f"Start configs over all formats and layers: {min(starts):.2f}x to {max(starts):.2f}x the dense "
+              f"conv (geometric mean {float(np.exp(np.mean(np.log(starts)))):.2f}x); xnor "
+              f"{min(r['ratios']['xnor'] for r in rows):.1f}x to {max(r['ratios']['xnor'] for r in rows):.1f}x."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import tvm
+
+    from tvmopt.target import parse_target
+
+    spec = parse_target("llvm")
+    target = spec.tvm_target()
+    formats = args.formats.split(",")
+    meta = {**machine(), "target": spec.key}
+    rows = [layer(shape, int(b), formats, target, args.rounds)
+            for b in args.batches.split(",") for shape in args.layers.split(",")]
+    write_json("conv_kernels", {"meta": meta, "rows": rows})
+    update_section("conv_kernels", table(rows, formats, meta))
+    del tvm
+
+
+if __name__ == "__main__":
+    main()

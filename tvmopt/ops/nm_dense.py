@@ -97,7 +97,6 @@ class NMDenseTask(DecodedDenseTask):
         return weight
 
 
-
 class NMDecodeDenseTask(NMDenseTask):
     """N:M weights decoded to their dense tile (zeros included) inside the product, instead of
     gathering one input per kept weight: twice the FMAs of the kept weights, but every load is a
@@ -113,7 +112,8 @@ class NMDecodeDenseTask(NMDenseTask):
     def k_eff(self):
         return self.k
 
-w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:
+
+def nm_kernel(w: np.ndarray, n_keep: int, m: int, structure=None) -> Kernel:
     """A weight [N, K] with at most ``n_keep`` nonzeros in each group of ``m`` along K."""
     n, k = w.shape
     values, positions = formats.compress_nm(w, n_keep, m)

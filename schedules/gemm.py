@@ -64,11 +64,18 @@ def largest_divisor(n: int, options, default: int | None = 1) -> int | None:
 
 
 def heuristic_config(shape: GemmShape, space: Space):
-    """A reasonable config without search (what a DLight rule would pick): a vector of up to 16
-    outputs per register (n3), up to 4 rows (m3) of register tile, two (or the fewest > 1) parallel strips of N
-    fused with the outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
-    n3 = largest_divisor(shape.n, (16, 8, 4, 2))
-    m3 = largest_divisor(shape.m, (4, 2))
+    """A reasonable config without search (what a DLight rule would pick): a register tile of
+    up to 4 rows (m3) by 16 outputs (n3: two AVX2 vectors), 8 by 32 on AVX-512 (16 of its 32
+    zmm registers: :mod:`.isa`), two (or the fewest > 1) parallel strips of N fused with the
+    outer M loop, K blocked by up to 256, a local accumulator, unroll 16."""
+    from .isa import current
+
+    if current().lanes >= 16:
+        n3 = largest_divisor(shape.n, (32, 16, 8, 4, 2))
+        m3 = largest_divisor(shape.m, (8, 4, 2))
+    else:
+        n3 = largest_divisor(shape.n, (16, 8, 4, 2))
+        m3 = largest_divisor(shape.m, (4, 2))
     # two parallel strips (else the fewest > 1), unless the product is too small to share
     n0 = next((d for d in range(2, 17) if (shape.n // n3) % d == 0), 1) if shape.m * shape.n * shape.k >= 1 << 16 else 1
     k1 = max(d for d in range(1, min(shape.k, 256) + 1) if shape.k % d == 0)

@@ -24,6 +24,7 @@ from tvmopt.errors import RecordsError, TargetError, model_stage
 from tvmopt.model.frontend import Imported, load
 from tvmopt.passes import DetectOptions, Lowered, lower
 from tvmopt.passes.fuse_schedule import fuse, schedule_module, unscheduled_heavy
+from tvmopt.schedules import isa
 from tvmopt.target import TargetSpec, parse_target
 
 
@@ -247,11 +248,13 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
                           f"CUDA model builds wait for the CUDA schedule spaces")
-    with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
-        imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
-    name = Path(imported.source).name
-    with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
-        mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
+    # untuned kernels start from register tiles shaped for the target's vector registers
+    with isa.use(isa.for_target(spec)):
+        with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
+            imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
+        name = Path(imported.source).name
+        with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
+            mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
     serial = unscheduled_heavy(mod)
     if serial:
         warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "

@@ -22,8 +22,11 @@ from tvmopt.ops.registry import OpFamily, TaskKind, register_family
 from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
 
 
-#: dense kernels with at least this many rows start with B packed (the copy is amortized)
+#: dense kernels with at least this many rows start with B packed (the copy is amortized); on
+#: AVX-512 (8 x 32 register tiles) from 64: at 16 x 4096 x 4096 the per-call copy of the weight
+#: cost more than it saved, at 128 x 768 x 3072 packing won (benchmarks/heuristics.py)
 DENSE_PACK_MIN_M = 16
+DENSE_PACK_MIN_M_AVX512 = 64
 #: up to this many rows a dense kernel is a matrix-vector product: its start streams the weight
 GEMV_MAX_M = 4
 
@@ -65,8 +68,10 @@ class GemmTask(Task):
                 tn = (n0, 1, s.n // (n0 * n3), n3)
                 k1 = largest_divisor(s.k, (4, 2, 1))
                 tk = (s.k // k1, k1)
-            self.space = Space(self.space.name, self.space.knobs,
-                               start=(tm, tn, tk, s.m >= DENSE_PACK_MIN_M, *rest[1:]))
+            from ..schedules.isa import current
+
+            least = DENSE_PACK_MIN_M_AVX512 if current().lanes >= 16 else DENSE_PACK_MIN_M
+            self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, s.m >= least, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
         self.torch_reference = _TorchMatmul(s.transposed_b)

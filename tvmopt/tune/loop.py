@@ -11,6 +11,7 @@ from tvmopt.records.store import Record, RecordCache
 from tvmopt.errors import UserError
 from tvmopt.measure.base import Measurer
 from tvmopt.measure.local import LocalMeasurer
+from tvmopt.schedules import isa
 from tvmopt.schedules.space import Config
 from tvmopt.target import TargetSpec
 from tvmopt.ops.task import Task, task_for
@@ -94,7 +95,8 @@ def tune_task(
         raise UserError(f"--trials must be a positive number, got {trials}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
-    task = task_for(task_key, target.kind)       # the target picks the space (LLVM or CUDA)
+    with isa.use(isa.for_target(target)):         # the space's start: shaped for the target's registers
+        task = task_for(task_key, target.kind)   # the target picks the space (LLVM or CUDA)
     check_measurable(target, measurer)
     cache = RecordCache(records)
     cache.ensure_writable()
@@ -217,7 +219,8 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
     task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
     measured are not measured again)."""
     check_measurable(target, measurer)
-    tasks = extract_tasks(source, batch, options, target, records)
+    with isa.use(isa.for_target(target)):
+        tasks = extract_tasks(source, batch, options, target, records)
     trials = model_budget(len(tasks)) if trials is None else trials
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
     out = []

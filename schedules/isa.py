@@ -1,0 +1,77 @@
+"""The vector instruction set a space's *start* config is shaped for (the heuristic starts of
+the GEMM and conv2d spaces: their register tiles).
+
+The spaces themselves do not depend on it (every config stays valid on every CPU); only the
+untuned default does. AVX2 has 16 registers of 8 floats, AVX-512 32 of 16: a register tile
+sized for AVX2 leaves half of an AVX-512 core idle. Measured on Zen 5 with the AVX2-sized
+starts: the direct conv ran at about half of onnxruntime's speed on ResNet-18's 3x3 layers (4
+zmm accumulators cannot hide the FMA latency) and 2.1 to 4.1x faster with 2 weight vectors by
+7 or 8 pixels; ``dense:16x4096x4096`` 3.4x and ``dense:2048x3072x768`` 1.9x faster with an 8 x 32
+tile than with 4 x 16 (``benchmarks/heuristics.py``).
+
+Which one: the innermost :func:`use` context (``compile_model`` and the tuning loop set it from
+the target: ``for_target``), else this host's CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class VectorISA:
+    name: str
+    lanes: int            # fp32 lanes per vector register
+    registers: int        # vector registers
+
+
+AVX2 = VectorISA("avx2", 8, 16)
+AVX512 = VectorISA("avx512", 16, 32)
+
+_CURRENT: contextvars.ContextVar[VectorISA | None] = contextvars.ContextVar("tvmopt_isa", default=None)
+
+
+@lru_cache(maxsize=1)
+def host() -> VectorISA:
+    """This machine's: AVX-512 when the kernel reports ``avx512f``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return AVX512 if "avx512f" in line.split() else AVX2
+    except OSError:
+        pass
+    return AVX2
+
+
+def current() -> VectorISA:
+    return _CURRENT.get() or host()
+
+
+@contextlib.contextmanager
+def use(isa: VectorISA | None):
+    """Shape start configs for ``isa`` inside the block (None: leave as is)."""
+    token = _CURRENT.set(isa) if isa is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _CURRENT.reset(token)
+
+
+def for_target(spec) -> VectorISA | None:
+    """The ISA of a tvmopt TargetSpec (LLVM targets: from its CPU's features as LLVM knows them,
+    minus a ``-avx512f`` attribute); None for other kinds."""
+    if getattr(spec, "kind", None) != "llvm":
+        return None
+    from tvm.target import codegen
+
+    if "-avx512f" in spec.config.get("mattr", ()):
+        return AVX2
+    try:
+        return AVX512 if codegen.llvm_cpu_has_features(["avx512f"], spec.tvm_target()) else AVX2
+    except Exception:  # noqa: BLE001 - a CPU LLVM cannot describe: the host's
+        return None

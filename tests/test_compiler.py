@@ -36,7 +36,7 @@ STRUCTURES = {
     "binary": (lambda: tn.BinaryLinear(IN, 48), "binary_dense", "binary_dense"),
     "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
     "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), "ternary_dense", "ternary_dense"),
-    "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_dense", "nm_dense"),
+    "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_decode_dense", "nm_decode_dense"),
     # plain: the hash is found again (seed and bucket count recovered), so the 8x compact form is kept
     "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "hashed_dense"),
     # two hashes mix into too many distinct values for a codebook: the plain export stays dense
@@ -160,7 +160,7 @@ def test_inspect_prints_the_table(capsys, exports):
     _, compact, plain = exports["nm"]
     assert main(["inspect", str(plain), "--batch", "8", "--kernels", "compressed"]) == 0
     out = capsys.readouterr().out
-    assert "2:4 sparse" in out and "nm_dense:8x48x64x2x4" in out and "dense:8x64x32" in out
+    assert "2:4 sparse" in out and "nm_decode_dense:8x48x64x2x4" in out and "dense:8x64x32" in out
     assert "total" in out
 
 
@@ -204,7 +204,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     (lambda: tn.ShiftConv2d(8, 16, 3, padding=1, stride=2), "shift_conv2d"),
     (lambda: tn.BinaryConv2d(8, 16, 3, padding=1, binarize_input=True), "xnor_conv2d"),
     (lambda: tn.TernaryConv2d(8, 16, (3, 1), padding=(1, 0)), "ternary_conv2d"),
-    (lambda: tn.NMSparseConv2d(8, 16, 3, dilation=2, padding=2), "nm_dense"),
+    (lambda: tn.NMSparseConv2d(8, 16, 3, dilation=2, padding=2), "nm_decode_dense"),
 ], ids=["shift", "binary-binarized-input", "ternary", "nm-dilated"])
 def test_compressed_convolutions_become_direct_compressed_kernels(layer, family, tmp_path):
     """Compressed convolutions: a direct conv decoding their weight in blocks (no im2col);

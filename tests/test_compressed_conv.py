@@ -177,3 +177,21 @@ def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):
         functions = [gv.name_hint for gv, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"]
         assert not [n for n in functions if "where" in n], functions       # no binarizing pass left
         np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_plain_fastfood_layers_on_token_sequences_and_past_the_matrix_limit_are_recovered(tmp_path):
+    """A plain export's butterflies over [batch, tokens, features] (an encoder's MLP), and a
+    layer too large to measure as a matrix (2048 x 4096 > MAX_DENSE_ELEMENTS): both become the
+    Fastfood kernel again, checked against its reference."""
+    from tvmopt.passes.linear import MAX_DENSE_ELEMENTS
+
+    torch.manual_seed(0)
+    layer = tn.Fastfood(2048, 4096).eval()
+    assert 2048 * 4096 > MAX_DENSE_ELEMENTS
+    x = torch.randn(1, 3, 2048)
+    with torch.no_grad():
+        want = layer(x).numpy()
+    path = tn.export_onnx(layer, x, tmp_path / "ff.onnx", plain=True)
+    compiled = compile_model(path, records=tmp_path / "none", shipped=False)
+    assert [la.kernel for la in compiled.lowered.layers] == ["fastfood:3x2048x4096"]
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

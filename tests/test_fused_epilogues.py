@@ -23,7 +23,7 @@ def _functions(compiled):
 
 
 @pytest.mark.parametrize("name,family", [("mlp_ternary", "ternary_dense"), ("mlp_binary.plain", "binary_dense"),
-                                         ("mlp_shift", "shift_dense"), ("mlp_nm24", "nm_dense"),
+                                         ("mlp_shift", "shift_dense"), ("mlp_nm24", "nm_decode_dense"),
                                          ("mlp_hashed", "hashed_dense"), ("mlp_fp32", "dense")])
 def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, tmp_path):
     path = MODELS / f"digits_{name}.onnx"
@@ -42,5 +42,24 @@ def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, tmp_pat
     plain = MODELS / f"digits_{name.split('.')[0]}.plain.onnx"
     plain = plain if plain.exists() else path
     sess = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("name", ["mlp_fastfood", "mlp_fastfood.plain"])
+def test_the_walsh_hadamard_kernels_carry_their_epilogue_too(name, tmp_path):
+    """Fastfood and Hadamard kernels are emitted unscheduled and fusable like the GEMMs: the
+    bias and ReLU after each run in its output stage; no elementwise function is left."""
+    path = MODELS / f"digits_{name}.onnx"
+    compiled = compile_model(path, batch=4, shipped=False, records=tmp_path)
+    assert [la.kernel.split(":")[0] for la in compiled.lowered.layers] == ["fastfood", "fastfood", "hadamard"]
+    functions = _functions(compiled)
+    kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}
+    assert len(kernels) == 3 and sum("relu" in n for n in kernels) == 2, sorted(kernels)
+    for text in kernels.values():
+        assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
+    assert set(functions) - set(kernels) <= {"reshape"}, sorted(set(functions) - set(kernels))
+    x = np.load(MODELS / "digits_test.npz")["x"][:4]
+    sess = ort.InferenceSession(str(MODELS / "digits_mlp_fastfood.plain.onnx"), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

@@ -53,3 +53,33 @@ def test_each_target_gets_its_instruction_set_and_both_agree(key):
         _run(task, lib2)
     if {"avx512f", "avx512_vpopcntdq"} <= flags or {"avx512f", "avx512vpopcntdq"} <= flags:
         _run(task, lib5)
+
+
+def test_start_configs_are_shaped_for_the_targets_registers():
+    """AVX2 (16 ymm) and AVX-512 (32 zmm) register tiles in the untuned starts; the target's
+    CPU picks which (schedules/isa.py); every start computes the right thing."""
+    from tvmopt.schedules import isa
+
+    assert isa.for_target(parse_target(f"llvm -mcpu={AVX2}")) is isa.AVX2
+    assert isa.for_target(parse_target(f"llvm -mcpu={AVX512}")) is isa.AVX512
+    assert isa.for_target(parse_target("cuda")) is None
+    starts = {}
+    for chosen in (isa.AVX2, isa.AVX512):
+        with isa.use(chosen):
+            conv = get_task("conv2d:1x64x14x14x64x3x3x1x1")
+            dense = get_task("dense:16x256x512")
+        c = conv.space.as_dict(conv.space.initial())
+        d = dense.space.as_dict(dense.space.initial())
+        starts[chosen.name] = (c["tile_c"][1] * conv.shape.ob, c["tile_h"][1] * c["tile_w"][1], d["tile_m"][3],
+                               d["tile_n"][3], d["pack_b"])
+        for task in (conv, dense):
+            _run(task, tvm_build(task))
+    assert starts["avx2"] == (16, 4, 4, 16, True)          # 8 ymm accumulators: 2 vectors x 4 pixels
+    assert starts["avx512"] == (32, 7, 8, 32, False)        # 14 zmm: 2 vectors x 7 pixels; 8 x 32 GEMM tile
+    assert isa.current() is isa.host()                     # the context is gone
+
+
+def tvm_build(task):
+    import tvm
+
+    return tvm.compile(task.schedule(task.space.initial(), None), target=tvm.target.Target({"kind": "llvm"}))

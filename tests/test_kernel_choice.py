@@ -33,7 +33,13 @@ def test_the_policy_in_each_case():
     assert choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, {}.get).compressed
     assert not choose("auto", "ternary_dense", "k", "d", 1, 256 * 256, False).compressed
     assert not choose("auto", "ternary_dense", "k", "d", 64, 4096 * 4096, False).compressed
-    assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed
+    assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed         # gathers: never
+    assert choose("auto", "nm_decode_dense", "k", "d", 4, 4096 * 4096, False).compressed
+    assert not choose("auto", "nm_decode_dense", "k", "d", 4, 1024 * 1024, False).compressed
+    # direct compressed convolutions: at the dense conv's speed (hashed only while small)
+    assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+    assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+    assert not choose("auto", "hashed_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
     assert not choose("auto", "shift_dense", "k", "d", 3136, 4096 * 4096, True).compressed
     with pytest.raises(ValueError, match="kernel policy"):
         choose("fastest", "nm_dense", "k", "d", 1, 1, False)

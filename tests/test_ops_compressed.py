@@ -10,7 +10,7 @@ from tvmopt.ops.decoded import pack_fields, unpack_fields
 from tvmopt.ops.task import get_task
 
 KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
-        "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
+        "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "nm_decode_dense:4x24x32x2x4", "nm_decode_dense:12x16x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
         "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20", "shift_dense:12x24x21",
         "hashed_dense:8x16x20x37x2"]
 

@@ -60,7 +60,7 @@ FORMATS = {
 #: the compressed dense families (kernel recipes of tvmopt.ops.kernel) -> their conv task
 CONV_OF = {"binary_dense": "binary_conv2d", "binary_lut_dense": "binary_conv2d",
            "ternary_dense": "ternary_conv2d", "ternary_lut_dense": "ternary_conv2d",
-           "shift_dense": "shift_conv2d", "nm_dense": "nm_conv2d", "hashed_dense": "hashed_conv2d",
+           "shift_dense": "shift_conv2d", "nm_dense": "nm_conv2d", "nm_decode_dense": "nm_conv2d", "hashed_dense": "hashed_conv2d",
            "codebook_dense": "codebook_conv2d"}
 
 DECODE = ("chunk", "global")

@@ -36,7 +36,8 @@ CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard"}
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
-                            "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22}
+                            "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22,
+                            "nm_decode_dense": 1 << 22}
 #: direct compressed convolutions measured at the dense conv's speed at every layer size
 DIRECT_CONV_AT_DENSE_SPEED = {"binary_conv2d", "ternary_conv2d", "shift_conv2d", "nm_conv2d"}
 #: the others: the largest weight (O*C*KH*KW) at which they still tied (128x128x3x3: 0.99x)

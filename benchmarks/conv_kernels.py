@@ -51,7 +51,7 @@ def _kernel(key: str, config, target):
     wrong = task.mismatch(args[-1].numpy(), expected)
     if wrong:
         raise SystemExit(f"{key} {config}: {wrong}")
-    timer = lib.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)
+    timer = lib.mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)
     return lambda: timer(*args).mean
 
 

@@ -62,7 +62,7 @@ def _kernel(key: str, isa, target):
     lib["main"](*args)
     if task.mismatch(args[-1].numpy(), expected):
         raise SystemExit(f"{key}: wrong result with {config}")
-    timer = lib.time_evaluator("main", tvm.cpu(), number=1, repeat=1, min_repeat_ms=100)
+    timer = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=1, min_repeat_ms=100)
     return config, (lambda: timer(*args).mean), inputs
 
 

@@ -88,7 +88,7 @@ def test_a_layer_where_dense_wins_stays_dense_and_the_records_can_say_otherwise(
 def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp_path):
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), tn.ShiftConv2d(8, 16, 3, padding=1)).eval()
-    x = torch.randn(1, 3, 9, 9)
+    x = torch.randn(1, 3, 16, 16)          # 256 output pixels per decode: predicted at dense speed
     path = tn.export_onnx(model, x, tmp_path / "c.onnx", plain=True)
     with torch.no_grad():
         ref = model(x).numpy()
@@ -100,12 +100,15 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     from tvmopt.ops.task import get_task
 
     target = parse_target("llvm")
-    compressed, dense = auto.lowered.layers[1].kernel, "conv2d:1x8x9x9x16x3x3x1x1"
+    compressed, dense = auto.lowered.layers[1].kernel, "conv2d:1x8x16x16x16x3x3x1x1"
     records = tmp_path / "records"
     RecordCache(records).append([Record(compressed, target.key, get_task(compressed).space.initial(), (9e-6,)),
                                    Record(dense, target.key, get_task(dense).space.initial(), (3e-6,))])
     slower = compile_model(path, records=records, shipped=False)
     assert slower.lowered.layers[1].kernel == dense and "dense 3.00x faster" in slower.lowered.layers[1].choice
+    small = tn.export_onnx(model, torch.randn(1, 3, 9, 9), tmp_path / "small.onnx", plain=True)
+    few = compile_model(small, records=tmp_path / "none", shipped=False)      # 81 pixels: the decode would cost
+    assert few.lowered.layers[1].kernel.startswith("conv2d:") and "81 output pixels" in few.lowered.layers[1].choice
     forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
     assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d", "conv2d"]
     for compiled in (auto, slower, forced):

@@ -65,11 +65,6 @@ CONV_OF = {"binary_dense": "binary_conv2d", "binary_lut_dense": "binary_conv2d",
 
 DECODE = ("chunk", "global")
 
-#: formats whose decode costs many instructions per weight (a hash, a table lookup): with more
-#: than one image they decode once per call (per image, ``chunk`` ran 0.84x the dense conv on
-#: 16x512x7x7 hashed weights; ``global`` 0.97x)
-COSTLY_DECODE = ("hashed_conv2d", "codebook_conv2d")
-
 #: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
 #: start: fewer would leave cores idle (the weight is then small and decoded once per call)
 CHUNK_MIN_PARALLEL = 4
@@ -99,15 +94,15 @@ class CompressedConv2dTask(Task):
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
 
     def _start(self, base: Space) -> Config:
-        """The dense conv's start with the decode placed: per chunk where the (image, channel
-        chunk) loop alone has enough parallel work (parallel = 2) and the decode is cheap or
-        done for one image, else once per call. Measured on Zen 5 with this start, at ResNet-18's
-        3x3 layers (batch 1 and 16): binary, ternary, shift and 2:4 ran 0.95 to 1.04x the dense
-        conv's time; hashed and codebook 0.99 to 1.01x up to 128 channels, 0.83 to 0.87x at 512."""
+        """The dense conv's start with the decode placed: for one image, per chunk where the
+        (image, channel chunk) loop alone has enough parallel work (parallel = 2); for a batch,
+        once per call, shared by every image. On ResNet-18's layers (Zen 5,
+        benchmarks/conv_kernels.py) chunk beat global at batch 1 (binary at 512x7x7: 0.97x vs
+        0.88x the dense conv) and global beat chunk at batch 16 (shift at 512x7x7: 0.99x vs 0.92x;
+        hashed at 64x56x56: 1.01x vs 0.57x)."""
         s, start = self.shape, base.initial()
-        knob = base.as_dict(start)
-        c0, _ = knob["tile_c"]
-        if s.n * c0 >= CHUNK_MIN_PARALLEL and (s.n == 1 or self.family not in COSTLY_DECODE):
+        c0, _ = base.as_dict(start)["tile_c"]
+        if s.n == 1 and c0 >= CHUNK_MIN_PARALLEL:
             chunked = tuple(2 if k.name == "parallel" else v for k, v in zip(base.knobs, start)) + ("chunk",)
             if base.contains(chunked[:-1]):
                 return chunked

@@ -18,10 +18,10 @@ it does (256 and 1024: 0.7 to 0.8x at one row, 0.7 to 1.1x at 16). 2:4, hashed a
 kernels lose or tie at one row at every size, and at 16 rows win only at 4096 with the dense
 default untuned: they are predicted dense. A compressed convolution is im2col plus a GEMM and
 loses to the direct dense convolution. A direct compressed convolution (``binary_conv2d``...,
-weight decoded in blocks inside the conv's loops) ran at the dense conv's speed on ResNet-18's
-layers for binary, ternary, shift and 2:4 weights (0.95 to 1.04x, batch 1 and 16, Zen 5), so it
-is predicted for them (same speed, weights 6 to 32x smaller); hashed and codebook decodes cost
-more per weight and fell to 0.83 to 0.87x at 512 channels: predicted up to ``DIRECT_CONV_MAX_WEIGHTS``.
+weight decoded in blocks inside the conv's loops) costs its decode once per image (or per call
+for a batch) on top of the dense conv's FMAs, so it ties with the dense conv where the weight
+serves enough output pixels: predicted from ``DIRECT_CONV_MIN_ROWS`` (same speed, weights 6 to
+32x smaller). ``xnor_conv2d`` does less arithmetic and is always chosen.
 """
 
 from __future__ import annotations
@@ -38,10 +38,13 @@ CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard"}
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
                             "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22,
                             "nm_decode_dense": 1 << 22}
-#: direct compressed convolutions measured at the dense conv's speed at every layer size
-DIRECT_CONV_AT_DENSE_SPEED = {"binary_conv2d", "ternary_conv2d", "shift_conv2d", "nm_conv2d"}
-#: the others: the largest weight (O*C*KH*KW) at which they still tied (128x128x3x3: 0.99x)
-DIRECT_CONV_MAX_WEIGHTS = {"hashed_conv2d": 1 << 18, "codebook_conv2d": 1 << 18}
+#: direct compressed convolutions: the output pixels per weight decode (N*OH*OW: a batch decodes
+#: once per call) from which each format ran within 5% of the dense conv on ResNet-18's 3x3
+#: layers (benchmarks/conv_kernels.py, Zen 5): binary and ternary at every layer (0.95x at 7x7);
+#: shift and 2:4 from 14x14 (0.89x and 0.86x at 7x7, batch 1); hashed and codebook from 56x56
+#: (0.52x and 0.60x at 7x7, 0.83x and 0.89x at 28x28 with 256 outputs)
+DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d": 196, "nm_conv2d": 196,
+                        "hashed_conv2d": 3136, "codebook_conv2d": 3136}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 
@@ -77,10 +80,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                 return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
             return Choice(False, f"{source}: dense {c / d:.2f}x faster")
     if conv:
-        if family in DIRECT_CONV_AT_DENSE_SPEED or weights <= DIRECT_CONV_MAX_WEIGHTS.get(family, -1):
+        least = DIRECT_CONV_MIN_ROWS.get(family)
+        if least is not None and rows >= least:
             return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
-        if family in DIRECT_CONV_MAX_WEIGHTS:
-            return Choice(False, f"predicted: decoding {weights:,} {family} weights costs more than it saves")
+        if least is not None:
+            return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least = MEMORY_BOUND_MIN_WEIGHTS.get(family)
     if least is not None and rows <= MEMORY_BOUND_ROWS and weights >= least:

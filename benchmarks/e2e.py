@@ -246,8 +246,10 @@ def main() -> None:
                   f"torch {r['torch_us']:8.0f}/{r['torch_plain_us']:.0f}  x{r['speedup']:.2f} "
                   f"err {r['max_rel_err']:.1e} acc {r['accuracy']:.3f}/{r['torch_accuracy']:.3f}", flush=True)
     shipped = ship(target, rows, args.trials, args.tuner) if args.ship else None
-    note = (f"{machine()['cpu']} ({target.key}); tuned with {args.tuner}, {args.trials} trials per model and "
-            f"batch; latency medians of {args.rounds} interleaved rounds, numpy in and out for all three."
+    tuned = ("no tuning in this run (--no-tune): the records already in benchmarks/results/e2e_records and "
+             "logs/records, else default schedules" if args.no_tune else
+             f"tuned with {args.tuner}, {args.trials} trials per model and batch")
+    note = (f"{machine()['cpu']} ({target.key}); {tuned}; latency medians of {args.rounds} interleaved rounds, numpy in and out for all three."
             + (f" {shipped} records shipped in logs/records/{target.key}.jsonl." if shipped is not None else ""))
     write_json("e2e", {"machine": machine(), "target": target.key, "trials": args.trials, "tuner": args.tuner,
                        "rows": rows, "tuning": tuning, "budget": budget})

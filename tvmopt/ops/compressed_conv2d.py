@@ -65,6 +65,13 @@ CONV_OF = {"binary_dense": "binary_conv2d", "binary_lut_dense": "binary_conv2d",
 
 DECODE = ("chunk", "global")
 
+#: formats whose decode costs many instructions per weight (a hash, a table lookup): decoded
+#: once per call as soon as there is more than one image
+COSTLY_DECODE = ("hashed_conv2d", "codebook_conv2d")
+
+#: a batch decodes per chunk (and per image) once the decoded weight is larger than this (L2)
+CHUNK_MIN_BYTES = 1 << 20
+
 #: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
 #: start: fewer would leave cores idle (the weight is then small and decoded once per call)
 CHUNK_MIN_PARALLEL = 4
@@ -94,15 +101,18 @@ class CompressedConv2dTask(Task):
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
 
     def _start(self, base: Space) -> Config:
-        """The dense conv's start with the decode placed: for one image, per chunk where the
-        (image, channel chunk) loop alone has enough parallel work (parallel = 2); for a batch,
-        once per call, shared by every image. On ResNet-18's layers (Zen 5,
-        benchmarks/conv_kernels.py) chunk beat global at batch 1 (binary at 512x7x7: 0.97x vs
-        0.88x the dense conv) and global beat chunk at batch 16 (shift at 512x7x7: 0.99x vs 0.92x;
-        hashed at 64x56x56: 1.01x vs 0.57x)."""
+        """The dense conv's start with the decode placed (benchmarks/conv_kernels.py, ResNet-18's
+        3x3 layers on Zen 5): per chunk (parallel = 2) where the (image, channel chunk) loop has
+        enough parallel work and either there is one image or the format decodes cheaply and its
+        decoded weight outgrows L2 (``CHUNK_MIN_BYTES``); otherwise once per call. At batch 16,
+        512x7x7: binary chunk 1.03x the dense conv, global 0.89x (the 9 MiB decoded weight is
+        written and read back through memory); 64x56x56: chunk 0.95x, global 1.00x; hashed
+        chunk 0.56 to 0.58x (decoded again for every image), global 0.93 to 1.01x."""
         s, start = self.shape, base.initial()
         c0, _ = base.as_dict(start)["tile_c"]
-        if s.n == 1 and c0 >= CHUNK_MIN_PARALLEL:
+        decoded = 4 * s.o * s.c * s.kh * s.kw
+        if s.n * c0 >= CHUNK_MIN_PARALLEL and (
+                s.n == 1 or (self.family not in COSTLY_DECODE and decoded > CHUNK_MIN_BYTES)):
             chunked = tuple(2 if k.name == "parallel" else v for k, v in zip(base.knobs, start)) + ("chunk",)
             if base.contains(chunked[:-1]):
                 return chunked

@@ -40,10 +40,10 @@ MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22
                             "nm_decode_dense": 1 << 22}
 #: direct compressed convolutions: the output pixels per weight decode (N*OH*OW: a batch decodes
 #: once per call) from which each format ran within 5% of the dense conv on ResNet-18's 3x3
-#: layers (benchmarks/conv_kernels.py, Zen 5): binary and ternary at every layer (0.95x at 7x7);
-#: shift and 2:4 from 14x14 (0.89x and 0.86x at 7x7, batch 1); hashed and codebook from 56x56
-#: (0.52x and 0.60x at 7x7, 0.83x and 0.89x at 28x28 with 256 outputs)
-DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d": 196, "nm_conv2d": 196,
+#: layers (benchmarks/conv_kernels.py, Zen 5): binary and ternary at every layer (0.94x and above
+#: at 7x7); shift from 14x14 (0.92x at 7x7, batch 1); 2:4, hashed and codebook from 56x56 (2:4
+#: fell to 0.88x at 16 x 7x7, hashed and codebook to 0.54 to 0.64x at 1 x 7x7)
+DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d": 196, "nm_conv2d": 3136,
                         "hashed_conv2d": 3136, "codebook_conv2d": 3136}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16

@@ -2,7 +2,8 @@
 and the function that applies a CUDA config (the LLVM one is ``FWHTTask.schedule``).
 
 LLVM (:func:`fwht_space`): ``parallel`` over rows, the ``vector`` width of the innermost loop,
-``row_local`` (every stage of a row computed inside the output's row loop, so the row stays in L1).
+``row_local`` (every stage of a row computed inside the output's row loop, so the row stays in L1),
+``rows`` (a tile of rows transformed together, one row per vector lane).
 
 CUDA (:func:`cuda_fwht_space`):
 
@@ -26,11 +27,22 @@ from __future__ import annotations
 from .space import Choice, Config, Space
 
 
-def fwht_space(n: int, name: str) -> Space:
+#: row tiles whose rows share the vector lanes (``rows`` knob)
+ROW_TILES = (8, 16)
+
+
+def fwht_space(n: int, name: str, m: int = 1) -> Space:
+    """``m`` rows of transforms of length ``n``. ``rows`` > 1 (offered where it divides ``m``)
+    transforms a tile of that many rows together with the rows in the vector lanes: every
+    butterfly stage is then a contiguous vector add or subtract whatever its span, where along
+    a row the spans below the vector width become gathers. With it, ``vector`` only shapes the
+    input and output stages."""
     vectors = tuple(v for v in (1, 4, 8, 16) if v <= n)
+    rows = (1,) + tuple(r for r in ROW_TILES if m % r == 0)
     return Space(name, (Choice("parallel", (False, True), default=1),
                         Choice("vector", vectors, default=min(len(vectors) - 1, 2)),
-                        Choice("row_local", (False, True), default=1)))
+                        Choice("row_local", (False, True), default=1),
+                        Choice("rows", rows, default=len(rows) - 1)))
 
 
 THREADS = (32, 64, 128, 256, 512, 1024)

@@ -64,7 +64,7 @@ class FWHTTask(Task):
     def __post_init__(self):
         self.n = next_pow2(self.in_features)
         self.blocks = -(-self.out_features // self.n)
-        self.space = fwht_space(self.n, f"{self.family}-llvm")
+        self.space = fwht_space(self.n, f"{self.family}-llvm", self.m)
         log_n = max(1, int(np.log2(self.n)))
         # what the dense product of the same shape costs, so GFLOPS compare with dense
         self.flops = 2.0 * self.m * self.in_features * self.out_features
@@ -149,7 +149,7 @@ class HadamardTask(FWHTTask):
         self.params = {"first_row": 1, **self.params}
         self.n = next_pow2(max(self.in_features, self.out_features + self.params["first_row"]))
         self.blocks = 1
-        self.space = fwht_space(self.n, "hadamard-llvm")
+        self.space = fwht_space(self.n, "hadamard-llvm", self.m)
         self.flops = 2.0 * self.m * self.in_features * self.out_features
         self.real_flops = self.m * self.n * max(1, int(np.log2(self.n)))
 
@@ -191,6 +191,10 @@ def apply_fwht(sch, space: Space, config: Config, out=None) -> None:
     children = list(sch.get_child_blocks(sch.get_sblock("root")))
     at = next(i for i, b in enumerate(children) if sch.get(b).same_as(sch.get(out)))
     stages = children[:at]
+    rows = knob.get("rows", 1)
+    if rows > 1:
+        _rows_in_lanes(sch, out, stages, rows, knob)
+        return
     row = sch.get_loops(out)[0]
     if knob["row_local"]:
         for block in reversed(stages):
@@ -204,6 +208,26 @@ def apply_fwht(sch, space: Space, config: Config, out=None) -> None:
             sch.parallel(sch.get_loops(block)[0])
     if knob["parallel"] and knob["row_local"]:
         sch.parallel(row)
+
+
+def _rows_in_lanes(sch, out, stages, rows: int, knob: dict) -> None:
+    """Every stage of a tile of ``rows`` rows computed inside the output's row-tile loop, each
+    stage's buffer laid out (block, t, row) so the row is the vector lane: a butterfly of any
+    span is then a contiguous vector operation. The input stage gathers its lanes from X's
+    rows, and the output stage reads along t with the ``vector`` width."""
+    tile, _ = sch.split(sch.get_loops(out)[0], factors=[None, rows])
+    for block in reversed(stages):
+        sch.compute_at(block, tile)
+    for block in stages:
+        sch.transform_layout(block, ("write", 0), lambda i, k, t: (k, t, i))
+        own = sch.get_loops(block)[1:]           # (i, k, t); k is gone when there is one block
+        sch.reorder(*own[1:], own[0])
+        sch.vectorize(own[0])
+    inner = sch.get_loops(out)[-1]
+    if knob["vector"] > 1 and _extent(sch, inner) % knob["vector"] == 0:
+        sch.vectorize(sch.split(inner, factors=[None, knob["vector"]])[1])
+    if knob["parallel"]:
+        sch.parallel(tile)
 
 
 def _extent(sch, loop) -> int:

@@ -43,12 +43,56 @@ def _relu_keeping_nan(bb, call):
     return bb.call_te(relu, call.args[0], primfunc_name_hint="relu")
 
 
+def _small_power(bb, call):
+    """``x ** c`` for a constant integer ``c`` in 1..4 as repeated products (GELU's tanh form has
+    ``x ** 3``): TOPI's power is a scalar libm ``pow`` call per element, which LLVM cannot
+    vectorize; other exponents keep it."""
+    import tvm
+    from tvm import te, topi
+
+    x, y = call.args
+    value = None
+    if isinstance(y, tvm.ir.expr.Constant) and y.value.numpy().size == 1:
+        value = float(y.value.numpy().reshape(-1)[0])
+    if value is None or value != int(value) or not 1 <= value <= 4 or \
+            "float" not in str(call.ty.dtype):
+        return bb.call_te(topi.power, x, y)
+    n = int(value)
+
+    def power(t):
+        def at(*i):
+            v = t(*i)
+            out = v
+            for _ in range(n - 1):
+                out = out * v
+            return out
+        return te.compute(t.shape, at, name="power")
+
+    return bb.call_te(power, x, primfunc_name_hint="power")
+
+
+def _fast(name):
+    """tanh and erf as TOPI's vectorizable rational approximations (within a few ulp of
+    float32; onnxruntime uses the same kind of approximation), float32 only."""
+    def legalize(bb, call):
+        from tvm import topi
+
+        x = call.args[0]
+        exact = getattr(topi, name)
+        if str(call.ty.dtype) != "float32":
+            return bb.call_te(exact, x)
+        return bb.call_te(getattr(topi, f"fast_{name}"), x, primfunc_name_hint=name)
+    return legalize
+
+
 def fuse(mod):
     import tvm
     from tvm import relax
 
     return tvm.transform.Sequential([
-        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.relu": _relu_keeping_nan}),
+        relax.transform.LegalizeOps(customize_legalize_map={
+            "relax.nn.relu": _relu_keeping_nan, "relax.power": _small_power,
+            "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf")}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
@@ -81,8 +125,21 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
         else:
             default_schedule(sch)
             defaulted.append(gv.name_hint)
-        mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        mod[gv] = _narrow_indices(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
     return mod, defaulted
+
+
+def _narrow_indices(func):
+    """``func`` with int32 loop and index arithmetic. Relax gives every function int64 shapes
+    (the pass emits its kernels likewise so FuseTIR can merge them with their epilogues), and
+    int64 indices cost the dense GEMM 30% and the FWHT kernels 2.3x (wider gathers, 64-bit
+    address arithmetic in the vector loops). Kept int64 when some buffer is too large."""
+    import tvm
+
+    try:
+        return tvm.tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({"main": func}))["main"]
+    except Exception:  # noqa: BLE001 - symbolic or >2^31-element shapes: leave int64
+        return func
 
 
 def _blocks(sch) -> list:

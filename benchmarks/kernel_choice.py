@@ -39,11 +39,11 @@ def _models(selected):
     return [n for n in names if not selected or n in selected]
 
 
-SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_dense", "hashed_dense", "codebook_dense")
+SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "codebook_dense")
 
 
 def _sweep_key(family: str, m: int, n: int) -> str:
-    extra = {"nm_dense": "x2x4", "hashed_dense": f"x{n * n // 8}x1", "codebook_dense": "x256"}.get(family, "")
+    extra = {"nm_decode_dense": "x2x4", "hashed_dense": f"x{n * n // 8}x1", "codebook_dense": "x256"}.get(family, "")
     return f"{family}:{m}x{n}x{n}{extra}"
 
 

@@ -36,6 +36,13 @@ def test_the_policy_in_each_case():
     assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed         # gathers: never
     assert choose("auto", "nm_decode_dense", "k", "d", 4, 4096 * 4096, False).compressed
     assert not choose("auto", "nm_decode_dense", "k", "d", 4, 1024 * 1024, False).compressed
+    # from 8 rows a weight tile is decoded once for all rows: smaller weights win
+    assert choose("auto", "ternary_dense", "k", "d", 16, 1024 * 1024, False).compressed
+    assert not choose("auto", "ternary_dense", "k", "d", 1, 1024 * 1024, False).compressed
+    assert not choose("auto", "shift_dense", "k", "d", 16, 256 * 256, False).compressed
+    assert choose("auto", "codebook_dense", "k", "d", 16, 4096 * 4096, False).compressed
+    assert not choose("auto", "codebook_dense", "k", "d", 16, 1024 * 1024, False).compressed
+    assert not choose("auto", "hashed_dense", "k", "d", 16, 4096 * 4096, False).compressed
     # direct compressed convolutions: at the dense conv's speed (hashed only while small)
     assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
     assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed

@@ -114,22 +114,28 @@ class DecodedDenseTask(Task):
     def start_overrides(self) -> dict:
         """Knob values that replace the generic GEMM heuristic start for this op.
 
-        - Batches of ``DECODE_TILE_MIN_M`` rows or more decode a [128, 32] weight tile once and
-          run every row over it (``decode=tile``, all rows in m2 x m3, n3 = 16, two n2 steps):
+        - Batches of ``DECODE_TILE_MIN_M`` rows or more decode a [128, 16] weight tile (one
+          panel) once and run every row over it (``decode=tile``, all rows in m2 x m3, n3 = 16):
           on Zen 3 at 64x1024x1024 this took shift_dense from 0.28x to 1.39x numpy, ternary
           from 0.35x to 1.30x, hashed from 0.09x to 0.91x.
         - Otherwise 16 outputs per step (one panel) and an inner K block of 8, unrolled, so
           each field's bit offset (``k % per_byte``) is a constant: at 1x4096x4096, ternary ran
           1.2x faster than with 32 outputs and 2.5x faster than with 64 (register spills), and
           shift about 2x faster than the GEMM heuristic's K block of 256."""
+        from tvmopt.schedules.isa import current
+
         m, n, k = self.m, self.n, self.k_eff
         if self.decodes_tiles and m >= DECODE_TILE_MIN_M:
-            m3 = largest_divisor(m, (4, 2))
+            # 8 rows by one 16-output panel on AVX-512 (8 of its 32 registers accumulate), 4 by
+            # 16 on AVX2; a tile two panels wide (n2 = 2) reads two panels per k step and ran
+            # 0.35 to 0.55x the dense start on Zen 5 at 16x1024x1024 where one panel ran 1.3 to
+            # 1.5x (AVX2 code on the same machine: 0.85x against 1.45x)
+            m3 = largest_divisor(m, (8, 4, 2) if current().lanes >= 16 else (4, 2))
             n3 = largest_divisor(n, (16, 8), None)
             k1 = largest_divisor(k, (128, 64, 32, 16, 8), None)
             if n3 is None or k1 is None:
                 return {}
-            n2 = 2 if (n // n3) % 2 == 0 else 1
+            n2 = 1
             n0 = 2 if (n // (n3 * n2)) % 2 == 0 else 1
             return {"tile_m": (1, 1, m // m3, m3), "tile_n": (n0, n // (n0 * n2 * n3), n2, n3),
                     "tile_k": (k // k1, k1), "unroll": 16, "decode": "tile"}

@@ -12,11 +12,12 @@
 The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py --sweep`` (each
 kernel on its default config against the dense kernel of the same layer, one quiet run; table in
 BENCHMARKS.md). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
-product and win at every size. The decoded kernels (binary, ternary, shift) win once the weight
-no longer fits in cache (4096 x 4096: 1.9x at one row, 2.5 to 3.8x at 16) and lose or tie while
-it does (256 and 1024: 0.7 to 0.8x at one row, 0.7 to 1.1x at 16). 2:4, hashed and codebook
-kernels lose or tie at one row at every size, and at 16 rows win only at 4096 with the dense
-default untuned: they are predicted dense. A compressed convolution is im2col plus a GEMM and
+product and win at every size. At one row the decoded kernels (binary, ternary, shift, 2:4
+decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against
+the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
+rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to
+3.0x at 4096). Hashed kernels lose at every size measured and are predicted dense; codebook
+wins only at 16 rows of 4096 x 4096. A compressed convolution is im2col plus a GEMM and
 loses to the direct dense convolution. A direct compressed convolution (``binary_conv2d``...,
 weight decoded in blocks inside the conv's loops) costs its decode once per image (or per call
 for a batch) on top of the dense conv's FMAs, so it ties with the dense conv where the weight
@@ -45,6 +46,13 @@ MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22
 #: fell to 0.88x at 16 x 7x7, hashed and codebook to 0.54 to 0.64x at 1 x 7x7)
 DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d": 196, "nm_conv2d": 3136,
                         "hashed_conv2d": 3136, "codebook_conv2d": 3136}
+#: from this many rows the decoded kernels decode a weight tile once for all rows
+#: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
+#: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
+#: 1.13x, codebook 1.17x at 4096 x 4096 (0.64x at 1024)
+TILE_DECODE_ROWS = 8
+TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "shift_dense": 1 << 20,
+                           "nm_decode_dense": 1 << 20, "codebook_dense": 1 << 22}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 
@@ -87,6 +95,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least = MEMORY_BOUND_MIN_WEIGHTS.get(family)
+    if rows >= TILE_DECODE_ROWS:
+        least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
     if least is not None and rows <= MEMORY_BOUND_ROWS and weights >= least:
         return Choice(True, f"predicted: the weight outgrows the caches ({rows} row(s), {weights:,} weights)")
     if least is None:

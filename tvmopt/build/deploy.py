@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmopt import __version__
-from tvmopt.build.compile import Compiled, compile_model, run_main
+from tvmopt.build.compile import Compiled, StagedCall, compile_model, run_main
 from tvmopt.errors import UserError
 from tvmopt.native import quiet_native_logs
 
@@ -121,6 +121,7 @@ class Module:
             with quiet_native_logs():
                 self.vm = relax.VirtualMachine(lib, self.device)
                 self._main = self.vm["main"]
+                self._call = StagedCall(self._main, self.device)
         except Exception:  # noqa: BLE001 - a shared library that holds no Relax executable
             raise UserError(f"cannot load {self.path}: a shared library, but not a module written by 'tvmopt build' "
                             f"(it holds no Relax VM executable with a 'main' function)") from None
@@ -148,7 +149,7 @@ class Module:
         specs = self.inputs
         if not specs:                  # no .json: trust the caller
             return run_main(self._main, [np.asarray(a) for a in args], self.device)
-        return run_main(self._main, bind_inputs(specs, args, named, UserError), self.device)
+        return self._call(bind_inputs(specs, args, named, UserError))
 
     def time(self, *args, repeat: int = 20, **named) -> float:
         """Median seconds per call."""

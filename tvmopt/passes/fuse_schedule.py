@@ -97,6 +97,9 @@ def fuse(mod):
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        # a reshape left alone (a model's flatten) becomes a view instead of a copying kernel;
+        # after scheduling its loops would no longer read as a reshape
+        relax.transform.RewriteDataflowReshape(),
         relax.transform.DeadCodeElimination(),      # the kernels' unfused originals
     ])(mod)
 

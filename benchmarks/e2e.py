@@ -189,18 +189,18 @@ def table(rows: list[dict], tuning: list[dict], budget: list[dict], note: str) -
 
 
 LIMITS = """What holds the rest back (read from the compiled modules, not guessed from the numbers):
-- **The models are tiny.** The MLP is 64-256-256-10: 0.15 MFLOP per input. onnxruntime runs it in
-  20 to 40 µs, so fixed costs decide. tvmopt pays the Relax VM's dispatch for every op, and the
-  scale, bias and ReLU around each kernel are separate Relax ops: they are not fused into the
-  custom kernels.
-- **Fastfood wins** (3 to 20x at batch 1) because onnxruntime runs the plain export's
-  butterflies op by op, while tvmopt runs one FWHT kernel per layer (the compact model's op;
-  from the plain export the pass recovers the same kernel).
-- **Batch 64.** The GEMM-family kernels get a few dozen random trials per model against
-  onnxruntime's MLAS kernels. The CNN's convolutions are a materialized im2col plus a GEMM, while
-  onnxruntime runs direct NCHWc convolutions: dense convolution schedules are the whole-network
-  issue. N:M has no decoded-tile schedule yet, so at batch 64 it gathers one input per weight
-  per row."""
+- **The models are tiny.** The MLP is 64-256-256-10: 0.15 MFLOP per input, and onnxruntime runs
+  it in about 7 µs at batch 1, so fixed costs decide. The scale, bias and ReLU run in the
+  kernels' write-back and a flatten is a view, but each kernel is still one Relax VM call
+  (about 1 µs each with its parallel launch), and the kernels of 256 x 256 weights read them
+  from L2 (about 3 µs).
+- **Never slower** decides which layers run compressed: at these sizes the weights fit in cache and
+  most compressed GEMM layers are predicted dense (`kernels` column; `benchmarks/kernel_choice.py`).
+- **Fastfood wins** because onnxruntime runs the plain export's butterflies op by op, while
+  tvmopt runs one FWHT kernel per layer (from the plain export the pass recovers the same kernel).
+- **Batch 64.** Without tuning, every kernel runs its heuristic start against onnxruntime's MLAS
+  kernels; the convolutions are direct NCHW convolutions while onnxruntime keeps its blocked
+  NCHWc layout (the dense-kernel issue)."""
 
 
 def main() -> None:

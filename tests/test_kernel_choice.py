@@ -32,7 +32,8 @@ def test_the_policy_in_each_case():
     # no records: the prediction (weights past the caches win; convolutions and 2:4 go dense)
     assert choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, {}.get).compressed
     assert not choose("auto", "ternary_dense", "k", "d", 1, 256 * 256, False).compressed
-    assert not choose("auto", "ternary_dense", "k", "d", 64, 4096 * 4096, False).compressed
+    assert choose("auto", "ternary_dense", "k", "d", 64, 4096 * 4096, False).compressed
+    assert not choose("auto", "ternary_dense", "k", "d", 256, 4096 * 4096, False).compressed
     assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed         # gathers: never
     assert choose("auto", "nm_decode_dense", "k", "d", 4, 4096 * 4096, False).compressed
     assert not choose("auto", "nm_decode_dense", "k", "d", 4, 1024 * 1024, False).compressed
@@ -43,6 +44,9 @@ def test_the_policy_in_each_case():
     assert choose("auto", "codebook_dense", "k", "d", 16, 4096 * 4096, False).compressed
     assert not choose("auto", "codebook_dense", "k", "d", 16, 1024 * 1024, False).compressed
     assert not choose("auto", "hashed_dense", "k", "d", 16, 4096 * 4096, False).compressed
+    assert choose("auto", "binary_dense", "k", "d", 128, 768 * 3072, False).compressed        # encoder tokens
+    assert not choose("auto", "binary_dense", "k", "d", 2048, 768 * 3072, False).compressed
+    assert not choose("auto", "nm_decode_dense", "k", "d", 128, 768 * 3072, False).compressed
     # direct compressed convolutions: at the dense conv's speed (hashed only while small)
     assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
     assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed

@@ -55,6 +55,10 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
                            "nm_decode_dense": 1 << 20, "codebook_dense": 1 << 22}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
+#: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
+#: 768 x 3072 (the encoder's token count) and 1.3x at 64 x 1024 x 1024, but 0.74x at 2048 rows;
+#: 2:4 0.67x at 128 rows
+TILE_DECODE_MAX_ROWS = {"binary_dense": 128, "ternary_dense": 128, "shift_dense": 128}
 
 
 @dataclass
@@ -94,10 +98,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         if least is not None:
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
-    least = MEMORY_BOUND_MIN_WEIGHTS.get(family)
+    least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
-    if least is not None and rows <= MEMORY_BOUND_ROWS and weights >= least:
+        most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
+    if least is not None and rows <= most_rows and weights >= least:
         return Choice(True, f"predicted: the weight outgrows the caches ({rows} row(s), {weights:,} weights)")
     if least is None:
         return Choice(False, f"predicted: {family} lost to dense at every size measured")

@@ -26,10 +26,12 @@ class VectorISA:
     name: str
     lanes: int            # fp32 lanes per vector register
     registers: int        # vector registers
+    vnni: bool = False    # AVX-512 VNNI (vpdpbusd): the int8 products of ops/int8_dense.py
 
 
 AVX2 = VectorISA("avx2", 8, 16)
 AVX512 = VectorISA("avx512", 16, 32)
+AVX512_VNNI = VectorISA("avx512-vnni", 16, 32, vnni=True)
 
 _CURRENT: contextvars.ContextVar[VectorISA | None] = contextvars.ContextVar("tvmopt_isa", default=None)
 
@@ -41,7 +43,10 @@ def host() -> VectorISA:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return AVX512 if "avx512f" in line.split() else AVX2
+                    flags = line.split()
+                    if "avx512f" not in flags:
+                        return AVX2
+                    return AVX512_VNNI if "avx512_vnni" in flags else AVX512
     except OSError:
         pass
     return AVX2
@@ -72,6 +77,11 @@ def for_target(spec) -> VectorISA | None:
     if "-avx512f" in spec.config.get("mattr", ()):
         return AVX2
     try:
-        return AVX512 if codegen.llvm_cpu_has_features(["avx512f"], spec.tvm_target()) else AVX2
+        target = spec.tvm_target()
+        if not codegen.llvm_cpu_has_features(["avx512f"], target):
+            return AVX2
+        if "-avx512vnni" in spec.config.get("mattr", ()):
+            return AVX512
+        return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
     except Exception:  # noqa: BLE001 - a CPU LLVM cannot describe: the host's
         return None

@@ -61,7 +61,7 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     from tvmopt.schedules import isa
 
     assert isa.for_target(parse_target(f"llvm -mcpu={AVX2}")) is isa.AVX2
-    assert isa.for_target(parse_target(f"llvm -mcpu={AVX512}")) is isa.AVX512
+    assert isa.for_target(parse_target(f"llvm -mcpu={AVX512}")) is isa.AVX512_VNNI
     assert isa.for_target(parse_target("cuda")) is None
     starts = {}
     for chosen in (isa.AVX2, isa.AVX512):

@@ -12,7 +12,8 @@
 The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py --sweep`` (each
 kernel on its default config against the dense kernel of the same layer, one quiet run; table in
 BENCHMARKS.md). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
-product and win at every size. At one row the decoded kernels (binary, ternary, shift, 2:4
+product and win at every size, as does ``int8_dense`` (quantized activations, offered only
+where the CPU has VNNI: 4 bytes of K per lane per instruction). At one row the decoded kernels (binary, ternary, shift, 2:4
 decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against
 the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
 rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to
@@ -33,7 +34,7 @@ from typing import Callable
 POLICIES = ("auto", "measure", "compressed", "dense")
 
 #: families that do less arithmetic than the dense product: chosen at any size
-CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard"}
+CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard", "int8_dense"}
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,

@@ -98,6 +98,27 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     and isinstance(cond, relax.Call) and cond.op.name == "relax.greater_equal"
                     and np.all(self._const(cond.args[1]) == 0))
 
+        def _quantized_input(self, expr):
+            """(the uint8 tensor, scale, zero point) when ``expr`` is ONNX's QuantizeLinear then
+            DequantizeLinear with one scale and zero point, on a CPU with VNNI; else None."""
+            from tvmopt.schedules.isa import current
+
+            if not current().vnni:
+                return None
+            dq = self._resolve(expr)
+            if not (isinstance(dq, relax.Call) and dq.op.name == "relax.dequantize"):
+                return None
+            q = self._resolve(dq.args[0])
+            if not (isinstance(q, relax.Call) and q.op.name == "relax.quantize"):
+                return None
+            values = [self._const(a) for a in (dq.args[1], dq.args[2], q.args[1], q.args[2])]
+            if any(v is None or v.size != 1 for v in values):
+                return None
+            s_dq, z_dq, s_q, z_q = (v.reshape(-1)[0] for v in values)
+            if s_dq != s_q or z_dq != z_q or values[3].dtype != np.uint8:
+                return None
+            return dq.args[0], float(s_q), int(z_q)
+
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if call.op.same_as(op_dps) and isinstance(call.args[0], relax.ExternFunc) \
@@ -154,6 +175,18 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if weight.ndim != 2:
                 return call
             xshape = static_shape(x)
+            quantized = self._quantized_input(x)
+            if quantized is not None:
+                from tvmopt.ops.int8_dense import int8_kernel
+
+                q, scale, zero_point = quantized
+                kern = int8_kernel(weight, scale, zero_point)
+                m = int(np.prod(xshape[:-1])) if len(xshape) > 1 else 1
+                if kern is not None:
+                    picked = choose(options.kernels, "int8_dense", kern.key(m), _dense_key(m, *weight.shape), m,
+                                    weight.size, conv=False, cost=costs)
+                    if picked.compressed:
+                        return self._emit(kern, q, xshape, "matmul", choice=picked.label)
             binarized = self._is_binarize(x)
             kern = detect(weight, binarized_input=binarized, options=options)
             if binarized and kern.family == "xnor_dense":

@@ -1,0 +1,238 @@
+"""Integer products for quantized activations: ``int8_dense:MxNxK``.
+
+A layer whose input the model quantizes (ONNX ``QuantizeLinear`` then ``DequantizeLinear``, one
+scale and zero point for the tensor) and whose weight rows each take the values
+``{-a_n, 0, a_n}`` (ternary, binary, or any per-row ±1/0 pattern) computes exactly
+
+    y[m, n] = s * a_n * (sum_k q[m, k] * t[n, k]  -  zp * sum_k t[n, k])
+
+with ``q`` the uint8 activations and ``t`` in {-1, 0, 1}: an integer product with int32
+accumulation. On CPUs with AVX-512 VNNI the inner product is ``vpdpbusd`` (16 outputs x 4
+bytes of K per instruction, tensorized from :data:`VNNI_INTRIN`); elsewhere the same loop nest
+runs vectorized in int32. Only where the model says the activations are quantized: fp32
+semantics are never changed.
+
+Kernel arrays: the weight as int8 in VNNI panels ``[N/16, K/4, 16, 4]``, the per-output
+``Scale = s * a_n`` and ``Offset = -s * a_n * zp * sum_k t[n, k]`` (bias and activation follow
+as a fused epilogue). Knobs: ``tile_m`` rows and ``tile_n`` 16-output vectors per register
+tile, ``parallel`` over the tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tvmopt.ops.kernel import Kernel
+from tvmopt.ops.registry import OpFamily, TaskKind, register_family
+from tvmopt.ops.task import TASK_ANNOTATION, Task
+from tvmopt.schedules.space import Choice, Config, Space
+
+#: outputs and reduction bytes per vpdpbusd
+LANES, GROUP = 16, 4
+VNNI_INTRIN = "tvmopt_u8s8i32_16x4_vnni"
+
+
+@dataclass
+class Int8DenseTask(Task):
+    key: str
+    m: int
+    n: int
+    k: int
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from tvmopt.errors import WorkloadError
+        from tvmopt.schedules.isa import current
+
+        if self.n % LANES or self.k % GROUP:
+            raise WorkloadError(f"workload '{self.key}' needs N a multiple of {LANES} and K of {GROUP}")
+        rows = tuple(t for t in (1, 2, 4, 8) if self.m % t == 0)
+        vectors = tuple(t for t in (1, 2, 4) if (self.n // LANES) % t == 0)
+        # 8 rows x 2 vectors: 16 of AVX-512's 32 registers accumulate (4 x 2 on AVX2)
+        most = 8 if current().lanes >= 16 else 4
+        start_rows = max(t for t in rows if t <= most)
+        start_vectors = max(t for t in vectors if t <= 2)
+        self.space = Space("int8_dense-llvm", (
+            Choice("tile_m", rows, default=rows.index(start_rows)),
+            Choice("tile_n", vectors, default=vectors.index(start_vectors)),
+            Choice("parallel", (False, True), default=1)))
+        self.flops = 2.0 * self.m * self.n * self.k
+
+    # ---- inputs and reference ----
+    def make_inputs(self, rng):
+        q = rng.integers(0, 256, (self.m, self.k)).astype(np.uint8)
+        t = rng.integers(-1, 2, (self.n, self.k)).astype(np.int8)
+        scale = rng.uniform(0.001, 0.01, self.n).astype(np.float32)
+        offset = rng.uniform(-1, 1, self.n).astype(np.float32)
+        return [q] + self.to_kernel([t, scale, offset])
+
+    def reference(self, inputs):
+        q, packed, scale, offset = inputs
+        t = unpack(packed)
+        acc = q.astype(np.int64) @ t.astype(np.int64).T
+        return (acc.astype(np.float32) * scale + offset).astype(np.float32)
+
+    def tolerance(self):
+        return 1e-5, 1e-6
+
+    def to_kernel(self, arrays):
+        """[t int8 [N, K], Scale, Offset] -> [VNNI panels, Scale, Offset]."""
+        t, scale, offset = arrays
+        return [pack(t), scale.astype(np.float32), offset.astype(np.float32)]
+
+    # ---- compute and schedule ----
+    def compute(self):
+        from tvm import te
+
+        m, n, k = self.m, self.n, self.k
+        q = te.placeholder((m, k), "uint8", name="Q")
+        w = te.placeholder((n // LANES, k // GROUP, LANES, GROUP), "int8", name="W")
+        scale = te.placeholder((n,), "float32", name="Scale")
+        offset = te.placeholder((n,), "float32", name="Offset")
+        r = te.reduce_axis((0, k), name="k")
+        acc = te.compute((m, n), lambda i, j: te.sum(
+            q[i, r].astype("int32") * w[j // LANES, r // GROUP, j % LANES, r % GROUP].astype("int32"), axis=r),
+            name="C", attrs={TASK_ANNOTATION: self.key})
+        y = te.compute((m, n), lambda i, j: acc[i, j].astype("float32") * scale[j] + offset[j], name="Y")
+        return [q, w, scale, offset, y]
+
+    fuses_epilogue = True
+
+    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
+        return apply_int8(sch, block, self.space, self.space.initial() if config is None else config, epilogue)
+
+    def primfunc(self, config: Config | None = None):
+        import tvm
+        from tvm import te
+
+        func = te.create_prim_func(self.compute()).with_attr("global_symbol", "main")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        self.apply(sch, sch.get_sblock("C"), config, [sch.get_sblock("Y")])
+        return sch.mod["main"]
+
+    def schedule(self, config, target):
+        import tvm
+
+        return tvm.IRModule({"main": self.primfunc(config)})
+
+
+def pack(t: np.ndarray) -> np.ndarray:
+    """int8 [N, K] -> [N/16, K/4, 16, 4]: one vpdpbusd operand per (panel, k group)."""
+    n, k = t.shape
+    return np.ascontiguousarray(t.astype(np.int8).reshape(n // LANES, LANES, k // GROUP, GROUP).transpose(0, 2, 1, 3))
+
+
+def unpack(packed: np.ndarray) -> np.ndarray:
+    p, g, lanes, group = packed.shape
+    return np.ascontiguousarray(packed.transpose(0, 2, 1, 3).reshape(p * lanes, g * group))
+
+
+def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
+    """Schedule the int32 product ``block`` (and inline ``epilogue``, starting with the
+    dequantizing stage, into its write-back); returns the epilogue blocks left over."""
+    from tvmopt.errors import ConfigError
+    from tvmopt.schedules.gemm import inline_epilogue
+    from tvmopt.schedules.isa import current
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    local = sch.cache_write(block, 0, "local")
+    leftover = inline_epilogue(sch, epilogue)
+    i, j, r = sch.get_loops(block)[-3:]
+    i0, i1 = sch.split(i, [None, knob["tile_m"]])
+    j0, j1, j2 = sch.split(j, [None, knob["tile_n"], LANES])
+    r0, r1 = sch.split(r, [None, GROUP])
+    sch.reorder(j0, i0, r0, i1, j1, j2, r1)
+    sch.reverse_compute_at(local, i0)
+    tile = sch.fuse(j0, i0)
+    if knob["parallel"]:
+        sch.parallel(tile)
+    wb = sch.get_loops(local)[-1]
+    sch.vectorize(sch.split(wb, [None, LANES])[1])
+    vnni = current().vnni
+    if not vnni:            # AVX2: the 16 outputs as int32 vectors, the 4 bytes of K unrolled
+        sch.reorder(r1, j2)
+        sch.vectorize(j2)
+        sch.unroll(r1)
+    init = sch.decompose_reduction(block, r0)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if vnni:
+        register_intrinsic()
+        sch.tensorize(j2, VNNI_INTRIN)
+    sch.unroll(i1)
+    sch.unroll(j1)
+    return leftover
+
+
+_REGISTERED = []
+
+
+def register_intrinsic() -> None:
+    """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` (once)."""
+    if _REGISTERED:
+        return
+    import tvm
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:GROUP], b[0:LANES, 0:GROUP])
+            T.writes(c[0:LANES])
+            for lane in T.serial(0, LANES):
+                for g in T.serial(0, GROUP):
+                    with T.sblock("update"):
+                        vl, vg = T.axis.remap("SR", [lane, g])
+                        c[vl] = c[vl] + T.cast(a[vg], "int32") * T.cast(b[vl, vg], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:GROUP], b[0:LANES, 0:GROUP])
+            T.writes(c[0:LANES])
+            four = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")           # one K group of x
+            c[T.ramp(T.int32(0), 1, LANES)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(four, LANES), dtype="int8x64"), b.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16")
+
+    tvm.s_tir.TensorIntrin.register(VNNI_INTRIN, desc, impl)
+    _REGISTERED.append(True)
+
+
+def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | None:
+    """The int8 kernel of a [N, K] fp32 weight whose rows are ``a_n * t`` with ``t`` in
+    {-1, 0, 1}, applied to activations quantized with ``scale`` and ``zero_point`` (uint8);
+    None when the weight has no such form or the shape does not fit the panels."""
+    n, k = weight.shape
+    if n % LANES or k % GROUP:
+        return None
+    alpha = np.abs(weight).max(axis=1)
+    alpha[alpha == 0] = 1.0
+    t = np.rint(weight / alpha[:, None])
+    if np.abs(t).max() > 1 or not np.array_equal((t * alpha[:, None]).astype(np.float32), weight.astype(np.float32)):
+        return None
+    t = t.astype(np.int8)
+    s = (np.float32(scale) * alpha).astype(np.float32)
+    offset = (-s * np.float32(zero_point) * t.sum(axis=1, dtype=np.int64).astype(np.float32)).astype(np.float32)
+    kinds = "binary" if np.all(t != 0) else "ternary"
+    return Kernel("int8_dense", f"{kinds} weights, uint8 activations (integer product)", n, k, [t, s, offset],
+                  compact_bytes=t.size + s.nbytes + offset.nbytes)
+
+
+def _make(key, dims):
+    from tvmopt.errors import WorkloadError
+
+    if len(dims) != 3:
+        raise WorkloadError(f"workload '{key}' needs 3 dimensions (int8_dense:MxNxK)")
+    return Int8DenseTask(key, *dims)
+
+
+FAMILY = register_family(OpFamily(
+    "int8_dense", "quantized activations times ±1/0 weights: int8 products with int32 accumulation (VNNI)",
+    tasks={"int8_dense": TaskKind(_make, "MxNxK", summary="uint8 activations x int8 {-1,0,1} weights, per-output scale")}))

@@ -85,3 +85,24 @@ def for_target(spec) -> VectorISA | None:
         return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
     except Exception:  # noqa: BLE001 - a CPU LLVM cannot describe: the host's
         return None
+
+
+def for_target_key(key: str) -> VectorISA | None:
+    """The ISA of a records file's target key (``llvm-znver3-2c``); None when it is not an LLVM
+    key or LLVM does not know its CPU."""
+    parts = key.split("-")
+    if len(parts) < 2 or parts[0] != "llvm":
+        return None
+    try:
+        from tvm.target import Target, codegen
+
+        cpu = "-".join(parts[1:-1]) if len(parts) > 2 else parts[1]
+        if not codegen.llvm_is_valid_cpu(cpu, codegen.llvm_get_system_triple()):
+            return None
+        target = Target({"kind": "llvm", "mcpu": cpu})
+        if not codegen.llvm_cpu_has_features(["avx512f"], target):
+            return AVX2
+        return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
+    except Exception:  # noqa: BLE001 - LLVM cannot describe it
+        return None
+

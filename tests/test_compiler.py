@@ -260,6 +260,21 @@ def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path
     assert compiled.tuned[key] == "shipped:llvm-elsewhere-64c"
 
 
+def test_records_of_another_cpu_stand_in_only_at_the_same_vector_width():
+    """Nearest CPU first: same ISA (AVX-512 with VNNI), then same width, then CPUs LLVM cannot
+    describe; AVX2 records never shape an AVX-512 build, nor the reverse."""
+    from tvmopt.build.compile import _nearest_targets
+    from tvmopt.target import parse_target
+
+    keys = ["llvm-znver3-2c", "llvm-skylake-avx512-4c", "llvm-znver4-2c", "llvm-elsewhere-64c", "cuda-sm_90",
+            "llvm-znver5-2c"]
+    assert _nearest_targets(parse_target("llvm -mcpu=znver5 -num-cores=2"), keys) == \
+        ["llvm-znver4-2c", "llvm-skylake-avx512-4c", "llvm-elsewhere-64c"]
+    assert _nearest_targets(parse_target("llvm -mcpu=znver2 -num-cores=2"), keys) == \
+        ["llvm-znver3-2c", "llvm-elsewhere-64c"]
+    assert _nearest_targets(parse_target("cuda -arch=sm_80"), keys) == ["cuda-sm_90"]
+
+
 def test_linear_regions_that_are_not_fastfood_become_a_matrix_and_rows_never_mix():
     """A butterfly region whose multiplies are not S, G, B of a Fastfood is replaced by its
     measured matrix (then lowered like any constant weight); a region that mixes batch rows is

@@ -158,6 +158,28 @@ def _flatten(value) -> list:
     return [t for item in value for t in _flatten(item)]
 
 
+def _nearest_targets(target: TargetSpec, keys) -> list[str]:
+    """Other target keys of the same kind whose records may stand in for ``target``'s: CPUs with
+    the same vector ISA first (AVX2, AVX-512, AVX-512 with VNNI), then those of a width LLVM
+    cannot tell; never a known different width, whose register tiles (4 x 16 for AVX2) ran at
+    0.25 to 0.54x the AVX-512 start on Zen 5's ResNet-18 layers."""
+    kind = target.key.split("-")[0]
+    others = [k for k in keys if k != target.key and k.split("-")[0] == kind]
+    if kind != "llvm":
+        return others
+    mine = isa.for_target(target)
+    if mine is None:
+        return others
+    same, unknown = [], []
+    for key in others:
+        theirs = isa.for_target_key(key)
+        if theirs is None:
+            unknown.append(key)
+        elif theirs.lanes == mine.lanes:
+            (same.insert(0, key) if theirs == mine else same.append(key))
+    return same + unknown
+
+
 def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
     """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
     default records directory ``tvmopt tune`` writes to), then the shipped ones (unless
@@ -166,12 +188,14 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     Each records file is read once. A task gets the fastest record whose config fits its
     current space: a record made before the space changed is passed over with one warning,
     never built. When the shipped records hold nothing for this exact target key (another
-    CPU model, say), those of another target of the same kind are used: a config tuned on
-    another CPU is valid everywhere and usually far better than the untuned default.
+    CPU model, say), those of another target of the same kind and vector width are used: a
+    config tuned on such a CPU is valid everywhere and usually far better than the untuned
+    default.
     ``used[key]`` says where a task's config came from: ``"records"``, ``"shipped"``,
     ``"shipped:<other key>"`` or ``""`` (none). A user's records file that cannot be used
     stops the build (RecordsError); shipped records that cannot be used are skipped with a
-    warning, since the user cannot fix them."""
+    warning, since the user cannot fix them. Another CPU's records stand in only where its
+    vector width is this one's (:func:`_nearest_targets`)."""
     tables: list[tuple[str, dict]] = []
     if records is None and DEFAULT_DIR.is_dir():       # where `tvmopt tune` writes by default
         records = DEFAULT_DIR
@@ -181,8 +205,7 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     shipped_dir = shipped_data.records_dir() if shipped else None
     if shipped_dir is not None:
         bundled = RecordCache(shipped_dir)
-        keys = [target.key] + [k for k in bundled.target_keys()
-                               if k != target.key and k.split("-")[0] == target.key.split("-")[0]]
+        keys = [target.key] + _nearest_targets(target, bundled.target_keys())
         for key in keys:
             try:
                 tables.append(("shipped" if key == target.key else f"shipped:{key}", bundled.ranked(key)))

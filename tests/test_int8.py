@@ -91,3 +91,31 @@ def test_signed_or_unstructured_quantized_layers_keep_fp32(tmp_path):
         built = compile_model(path, records=tmp_path / "none", shipped=False)
         assert [layer.kernel.split(":")[0] for layer in built.lowered.layers] == ["dense"]
         np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_tvmopt_nn_layers_with_quantized_inputs_build_to_integer_products(tmp_path, plain):
+    """``compress(..., input_quant=(scale, zero_point))``: the PyTorch model fake-quantizes each
+    compressed layer's input; both exports (QDQ + MatMul, QDQ + ai.tvmopt node) build to
+    int8_dense where the CPU has VNNI and agree with the PyTorch model."""
+    import torch
+    from torch import nn
+
+    import tvmopt.nn as tn
+    from tvmopt.build.compile import compile_model
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10))
+    model = tn.compress(base, "ternary", skip=("4",), input_quant=(0.04, 128)).eval()
+    x = torch.randn(16, 64) * 2
+    with torch.no_grad():
+        want = model(x).numpy()
+        unquantized = tn.compress(base, "ternary", skip=("4",)).eval()(x).numpy()
+    assert np.abs(want - unquantized).max() > 1e-4             # the quantization is really there
+    path = tn.export_onnx(model, x[:1], tmp_path / "q.onnx", plain=plain)
+    built = compile_model(path, batch=16, records=tmp_path / "none", shipped=False)
+    np.testing.assert_allclose(built(x.numpy()), want, rtol=1e-4, atol=1e-4)
+    families = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
+    assert families[:2] == (["int8_dense"] * 2 if VNNI else families[:2]) and families[2] == "dense"
+    with pytest.raises(ValueError, match="zero point"):
+        tn.compress(base, "ternary", input_quant=(0.1, 300))

@@ -138,7 +138,14 @@ class CompressedLayer(nn.Module):
         """What happens to activations before the product (binarization, fixed point)."""
         return x
 
+    #: (scale, zero point): the input quantized to uint8 (affine, per tensor) before the layer,
+    #: as a QDQ export writes it; where the weight is ±a/0 per row, tvmopt runs the product in
+    #: integers (ops/int8_dense.py). None: fp32 activations
+    input_quant: tuple[float, int] | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quant is not None:
+            x = quantize_uint8(x, *self.input_quant)
         return self._dense(self.transform_input(x), self.effective_weight())
 
     # ---- export and reports ----
@@ -177,8 +184,9 @@ class CompressedLayer(nn.Module):
             dense.weight.copy_(w)
             if self.bias is not None:
                 dense.bias.copy_(self.bias.detach())
-        pre = self.plain_input_transform()
-        return dense if pre is None else nn.Sequential(pre, dense)
+        pre = [m for m in (QuantizeUint8(*self.input_quant) if self.input_quant else None,
+                           self.plain_input_transform()) if m is not None]
+        return nn.Sequential(*pre, dense) if pre else dense
 
     def extra_repr(self) -> str:
         geo = (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
@@ -202,6 +210,38 @@ class Binarize(nn.Module):
 
     def forward(self, x):
         return binarize(x)
+
+
+def quantize_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """Affine uint8 fake quantization, round half to even (ONNX QuantizeLinear then
+    DequantizeLinear when exported). With gradients: ``fake_quantize_per_tensor_affine``
+    (straight-through inside the range); without (inference, export): the same values through
+    the decomposed quantize/dequantize ops, which ``torch.export`` traces and the ONNX exporter
+    writes as QuantizeLinear and DequantizeLinear."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), 0, 255)
+    import importlib
+
+    importlib.import_module("torch.ao.quantization.fx._decomposed")     # registers quantized_decomposed
+    ops = torch.ops.quantized_decomposed
+    q = ops.quantize_per_tensor(x, float(scale), int(zero_point), 0, 255, torch.uint8)
+    return ops.dequantize_per_tensor(q, float(scale), int(zero_point), 0, 255, torch.uint8)
+
+
+class QuantizeUint8(nn.Module):
+    """:func:`quantize_uint8` as a module (exported as QuantizeLinear, DequantizeLinear)."""
+
+    def __init__(self, scale: float, zero_point: int):
+        super().__init__()
+        if not scale > 0 or not 0 <= int(zero_point) <= 255:
+            raise ValueError(f"input_quant needs a scale > 0 and a zero point in 0..255, got ({scale}, {zero_point})")
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def forward(self, x):
+        return quantize_uint8(x, self.scale, self.zero_point)
+
+    def extra_repr(self):
+        return f"scale={self.scale}, zero_point={self.zero_point}"
 
 
 class FixedPoint(nn.Module):

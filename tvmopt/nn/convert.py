@@ -43,13 +43,21 @@ def compress(model: nn.Module, method: str, *, skip: tuple[str, ...] = (), only:
     """A copy of ``model`` with its ``nn.Linear`` (and, where the method has one, ``nn.Conv2d``)
     layers replaced by ``method``'s compressed layer, built with ``from_dense`` (``kwargs`` go
     to it). ``skip`` names layers to keep dense (e.g. the first and last), ``only`` restricts
-    the conversion to the named layers.
+    the conversion to the named layers. ``input_quant=(scale, zero_point)`` quantizes each
+    converted layer's input to uint8 (exported as QuantizeLinear/DequantizeLinear; ternary and
+    binary layers then run integer products where the CPU has VNNI).
 
     A layer the method cannot take (a reduction of 27 for 2:4 sparsity, say) stays dense, and
     one warning names every such layer and why; ``strict=True`` raises a ValueError naming the
     first one instead."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    input_quant = kwargs.pop("input_quant", None)
+    if input_quant is not None:
+        from .base import QuantizeUint8
+
+        QuantizeUint8(*input_quant)            # checks the values
+        input_quant = (float(input_quant[0]), int(input_quant[1]))
     model = copy.deepcopy(model)
     kept = []
     for name, child in list(model.named_modules()):
@@ -65,6 +73,8 @@ def compress(model: nn.Module, method: str, *, skip: tuple[str, ...] = (), only:
                                      f"skip=({name!r},))") from None
                 kept.append(f"{name} ({e})")
                 continue
+            if input_quant is not None:
+                converted.input_quant = input_quant
             setattr(model.get_submodule(parent) if parent else model, attr, converted)
     if kept:
         import warnings

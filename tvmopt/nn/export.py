@@ -61,7 +61,13 @@ def _replace(model: nn.Module, fn) -> nn.Module:
 
 def freeze(model: nn.Module) -> nn.Module:
     """Compressed layers -> custom-op modules holding their compact form."""
-    return _replace(model, lambda c: OpModule(c.onnx_op, *c.compact()))
+    from .base import QuantizeUint8
+
+    def frozen(c):
+        op = OpModule(c.onnx_op, *c.compact())
+        return nn.Sequential(QuantizeUint8(*c.input_quant), op) if c.input_quant else op
+
+    return _replace(model, frozen)
 
 
 def to_plain(model: nn.Module) -> nn.Module:
@@ -112,6 +118,10 @@ def _export(model, example_input, path, table, dynamic, opset):
     import contextlib
     import io
     import logging
+
+    # the exporter's op table must see quantized_decomposed (QuantizeLinear/DequantizeLinear
+    # of input_quant) registered before its first export in the process
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
 
     # the exporter logs a warning per missing torchvision op and prints its progress
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -175,23 +175,36 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if weight.ndim != 2:
                 return call
             xshape = static_shape(x)
-            quantized = self._quantized_input(x)
-            if quantized is not None:
-                from tvmopt.ops.int8_dense import int8_kernel
-
-                q, scale, zero_point = quantized
-                kern = int8_kernel(weight, scale, zero_point)
-                m = int(np.prod(xshape[:-1])) if len(xshape) > 1 else 1
-                if kern is not None:
-                    picked = choose(options.kernels, "int8_dense", kern.key(m), _dense_key(m, *weight.shape), m,
-                                    weight.size, conv=False, cost=costs)
-                    if picked.compressed:
-                        return self._emit(kern, q, xshape, "matmul", choice=picked.label)
+            integer = self._int8(x, lambda: weight, xshape, "matmul")
+            if integer is not None:
+                return integer
             binarized = self._is_binarize(x)
             kern = detect(weight, binarized_input=binarized, options=options)
             if binarized and kern.family == "xnor_dense":
                 x = self._resolve(self._resolve(x).args[0]).args[0]   # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
+
+        def _int8(self, x, weight, xshape, source, bias=None):
+            """The layer on ``int8_dense`` when its input ``x`` is quantized (see
+            :meth:`_quantized_input`), its weight (``weight()``, [N, K]) has rows of ±a/0 and
+            the policy agrees; else None."""
+            quantized = self._quantized_input(x)
+            if quantized is None:
+                return None
+            from tvmopt.ops.int8_dense import int8_kernel
+
+            q, scale, zero_point = quantized
+            w = np.asarray(weight(), np.float32)
+            kern = int8_kernel(w.reshape(w.shape[0], -1), scale, zero_point)
+            if kern is None:
+                return None
+            m = int(np.prod(xshape[:-1])) if len(xshape) > 1 else 1
+            picked = choose(options.kernels, "int8_dense", kern.key(m), _dense_key(m, kern.out_features, kern.reduction),
+                            m, w.size, conv=False, cost=costs)
+            if not picked.compressed:
+                return None
+            kern.bias = None if bias is None else np.asarray(bias, np.float32)
+            return self._emit(kern, q, xshape, source, choice=picked.label)
 
         # ---- ai.tvmopt placeholder ----
         def _lower_placeholder(self, call):
@@ -216,6 +229,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
                 return decode_weight(op, inputs, attrs)
 
+            if not kern.input_transform and not attrs.get("binarize_input"):
+                integer = self._int8(x, dense_weight, static_shape(x), f"ai.tvmopt:{op}", inputs.get("bias"))
+                if integer is not None:
+                    return integer
             return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}", dense_weight=dense_weight)
 
         def _decoded_conv(self, op, x, inputs, attrs):

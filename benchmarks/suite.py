@@ -150,7 +150,13 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         build = compile_model(path, target, records=empty, shipped=False, batch=batch)
         compile_s = time.perf_counter() - start
         ort_plain = session(path)
-        want = ort_plain()
+        # the error is judged against onnxruntime without graph optimizations: with them, it
+        # drops the ReLU before a QuantizeLinear whose zero point is not 0 (ternary-q8), which
+        # changes the function (18% on mlp4096; PyTorch and the unoptimized run agree to 4e-7)
+        exact = ort.SessionOptions()
+        exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        reference = ort.InferenceSession(str(path), exact, providers=["CPUExecutionProvider"])
+        want = reference.run(None, {reference.get_inputs()[0].name: x})[0]
         got = build(x)
         err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
         med = timed_rounds({"tvmopt": lambda: build(x), "tvmopt dense": lambda: dense_build(x), "ort": ort_plain,
@@ -229,7 +235,7 @@ def table(rows: list[dict], meta: dict) -> str:
     judged = [r for r in rows if r["met"] is not None]
     lines += ["", f"Goals met: {sum(r['met'] for r in judged)} of {len(judged)} rows with a goal; never slower than "
               f"the dense build: {sum(r['never_slower'] for r in rows)} of {len(rows)} rows; outputs within 1e-4 of "
-              f"onnxruntime: {sum(r['accurate'] for r in rows)} of {len(rows)}."]
+              f"onnxruntime (unoptimized): {sum(r['accurate'] for r in rows)} of {len(rows)}."]
     return "\n".join(lines)
 
 

@@ -83,6 +83,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(True, "forced")
     if policy == "dense":
         return Choice(False, "forced")
+    if family == "int8_dense":
+        return Choice(True, "integer products: 4 bytes of K per lane per VNNI instruction")
     if family in CHEAPER:
         return Choice(True, "less arithmetic than dense")
     if cost is not None:

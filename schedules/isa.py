@@ -72,19 +72,22 @@ def for_target(spec) -> VectorISA | None:
     minus a ``-avx512f`` attribute); None for other kinds."""
     if getattr(spec, "kind", None) != "llvm":
         return None
-    from tvm.target import codegen
-
     if "-avx512f" in spec.config.get("mattr", ()):
         return AVX2
     try:
-        target = spec.tvm_target()
-        if not codegen.llvm_cpu_has_features(["avx512f"], target):
-            return AVX2
-        if "-avx512vnni" in spec.config.get("mattr", ()):
-            return AVX512
-        return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
+        found = _of_llvm_target(spec.tvm_target())
     except Exception:  # noqa: BLE001 - a CPU LLVM cannot describe: the host's
         return None
+    return AVX512 if found.vnni and "-avx512vnni" in spec.config.get("mattr", ()) else found
+
+
+def _of_llvm_target(target) -> VectorISA:
+    """The ISA of an LLVM ``tvm.target.Target`` from the features LLVM knows its CPU has."""
+    from tvm.target import codegen
+
+    if not codegen.llvm_cpu_has_features(["avx512f"], target):
+        return AVX2
+    return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
 
 
 def for_target_key(key: str) -> VectorISA | None:
@@ -99,10 +102,6 @@ def for_target_key(key: str) -> VectorISA | None:
         cpu = "-".join(parts[1:-1]) if len(parts) > 2 else parts[1]
         if not codegen.llvm_is_valid_cpu(cpu, codegen.llvm_get_system_triple()):
             return None
-        target = Target({"kind": "llvm", "mcpu": cpu})
-        if not codegen.llvm_cpu_has_features(["avx512f"], target):
-            return AVX2
-        return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
+        return _of_llvm_target(Target({"kind": "llvm", "mcpu": cpu}))
     except Exception:  # noqa: BLE001 - LLVM cannot describe it
         return None
-

@@ -170,14 +170,16 @@ def _nearest_targets(target: TargetSpec, keys) -> list[str]:
     mine = isa.for_target(target)
     if mine is None:
         return others
-    same, unknown = [], []
+    exact, width, unknown = [], [], []
     for key in others:
         theirs = isa.for_target_key(key)
         if theirs is None:
             unknown.append(key)
+        elif theirs == mine:
+            exact.append(key)
         elif theirs.lanes == mine.lanes:
-            (same.insert(0, key) if theirs == mine else same.append(key))
-    return same + unknown
+            width.append(key)
+    return exact + width + unknown
 
 
 def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):

@@ -9,6 +9,8 @@ docs/onnx-ops.md) or for a *plain* standard module that computes the same functi
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from typing import Any
 
@@ -212,6 +214,14 @@ class Binarize(nn.Module):
         return binarize(x)
 
 
+@functools.cache
+def quantize_ops():
+    """``torch.ops.quantized_decomposed``, registered (about 0.9 s, once): the ONNX exporter's
+    op table must also see it before a process's first export."""
+    importlib.import_module("torch.ao.quantization.fx._decomposed")
+    return torch.ops.quantized_decomposed
+
+
 def quantize_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """Affine uint8 fake quantization, round half to even (ONNX QuantizeLinear then
     DequantizeLinear when exported). With gradients: ``fake_quantize_per_tensor_affine``
@@ -220,10 +230,7 @@ def quantize_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tens
     writes as QuantizeLinear and DequantizeLinear."""
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), 0, 255)
-    import importlib
-
-    importlib.import_module("torch.ao.quantization.fx._decomposed")     # registers quantized_decomposed
-    ops = torch.ops.quantized_decomposed
+    ops = quantize_ops()
     q = ops.quantize_per_tensor(x, float(scale), int(zero_point), 0, 255, torch.uint8)
     return ops.dequantize_per_tensor(q, float(scale), int(zero_point), 0, 255, torch.uint8)
 

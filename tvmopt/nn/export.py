@@ -119,9 +119,9 @@ def _export(model, example_input, path, table, dynamic, opset):
     import io
     import logging
 
-    # the exporter's op table must see quantized_decomposed (QuantizeLinear/DequantizeLinear
-    # of input_quant) registered before its first export in the process
-    import torch.ao.quantization.fx._decomposed  # noqa: F401
+    from .base import quantize_ops
+
+    quantize_ops()        # input_quant's QuantizeLinear/DequantizeLinear, known to the exporter
 
     # the exporter logs a warning per missing torchvision op and prints its progress
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -20,6 +20,7 @@ tile, ``parallel`` over the tiles.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,13 +168,9 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
     return leftover
 
 
-_REGISTERED = []
-
-
+@functools.cache
 def register_intrinsic() -> None:
     """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` (once)."""
-    if _REGISTERED:
-        return
     import tvm
     from tvm.script import tirx as T
 
@@ -202,7 +199,6 @@ def register_intrinsic() -> None:
                 dtype="int32x16")
 
     tvm.s_tir.TensorIntrin.register(VNNI_INTRIN, desc, impl)
-    _REGISTERED.append(True)
 
 
 def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | None:

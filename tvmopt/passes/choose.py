@@ -33,8 +33,11 @@ from typing import Callable
 
 POLICIES = ("auto", "measure", "compressed", "dense")
 
-#: families that do less arithmetic than the dense product: chosen at any size
-CHEAPER = {"xnor_dense", "xnor_conv2d", "fastfood", "hadamard", "int8_dense"}
+#: families that do less (or cheaper) arithmetic than the dense product, with why: chosen at any size
+LESS_ARITHMETIC = "less arithmetic than dense"
+CHEAPER = {"xnor_dense": LESS_ARITHMETIC, "xnor_conv2d": LESS_ARITHMETIC, "fastfood": LESS_ARITHMETIC,
+           "hadamard": LESS_ARITHMETIC,
+           "int8_dense": "integer products: 4 bytes of K per lane per VNNI instruction"}
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
@@ -83,10 +86,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(True, "forced")
     if policy == "dense":
         return Choice(False, "forced")
-    if family == "int8_dense":
-        return Choice(True, "integer products: 4 bytes of K per lane per VNNI instruction")
     if family in CHEAPER:
-        return Choice(True, "less arithmetic than dense")
+        return Choice(True, CHEAPER[family])
     if cost is not None:
         c, d = cost(compressed_key), cost(dense_key)
         if c is not None and d is not None:

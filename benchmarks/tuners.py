@@ -1,13 +1,19 @@
-"""Search cost of the tuners, against the issue's goals.
+"""Search cost of the tuners, against issue 20's goals.
 
-    python benchmarks/tuners.py replay [--table T] [--repeats 25] [--trials 300]
-    python benchmarks/tuners.py live [--workload gemm:1024x1024x1024] [--repeats 5] [--trials 300]
+    python benchmarks/tuners.py replay [--repeats 25] [--trials 300] [--jobs 2]
+    python benchmarks/tuners.py live [--workload gemm:1024x1024x1024] [--repeats 5] [--trials 64]
 
-replay: every tuner on the shipped pre-measured table (exact; random's expected curve from
-the table). Goal: median trials to 95% of the optimum for G-BFS and N-A2C each <= 0.6x
-XGBoost's and <= 0.3x random's, each exploring <= 1% of the space.
-live: the same tuners measured on this machine, plus one MetaSchedule run with the same
-budget. Goal: G-BFS and N-A2C median best >= XGBoost's (within noise) and >= MetaSchedule's.
+replay: every tuner variant on every shipped replay table (logs/replay/*.json; exact, and
+random search's expected curve comes from the table). The tables of TUNING_TABLES chose the
+default settings of ``gbfs`` and ``na2c``; the others are held out, and the goals are judged
+on their aggregate (medians over tables of per-table ratios and scores): the better of G-BFS
+and N-A2C reaches 95% of the optimum in <= 0.6x XGBoost's trials with a score >= 0.7, each
+<= 0.3x random's trials, and neither worse than 1.2x XGBoost on any table. The paper's claim
+(a kernel 24% faster than XGBoost's after exploring a sliver of the space) is checked at a
+budget of PAPER_BUDGET trials on every table.
+live: the same tuners measured on this machine, each run's 3 best configs re-measured together
+at the end (the reported best), plus one MetaSchedule run with the same budget. Goal: G-BFS
+and N-A2C median re-measured best >= XGBoost's and >= MetaSchedule's.
 Writes benchmarks/results/tuners_<mode>.{json,png}, logs under logs/compare/, and the
 section of BENCHMARKS.md.
 """
@@ -16,36 +22,132 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
+from pathlib import Path
 
+import numpy as np
 from report import ROOT, machine, update_section, write_json
 
-from tvmopt.tune.compare import add_metaschedule_reference, compare, runs_from_logs, summarize_runs
 from tvmopt.measure.local import LocalMeasurer
-from tvmopt.measure.replay import ReplayMeasurer
-from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
+from tvmopt.target import parse_target
+from tvmopt.tune.compare import (add_metaschedule_reference, aggregate_tables, compare, compare_tables, runs_from_logs,
+                                 summarize_runs, tables_markdown)
 
-TUNERS = ["gbfs", "na2c", "xgb", "random"]
-DEFAULT_TABLE = ROOT / "logs" / "replay" / "gemm_256x256x256_llvm-znver5-2c.json"
+TUNERS = ["gbfs", "gbfs-paper", "na2c", "na2c-paper", "xgb", "random"]
+LIVE_TUNERS = ["gbfs", "na2c", "xgb", "random"]
+#: tables whose results chose the defaults of gbfs and na2c (the rest are held out)
+TUNING_TABLES = ("gemm_256x256x256", "dense_64x1024x1024")
+PAPER_BUDGET = 32
+REPLAY_DIR = ROOT / "logs" / "replay"
 
 
-def verdict_replay(summaries) -> list[str]:
-    by = {s.tuner: s for s in summaries}
+def tables() -> list[Path]:
+    return sorted(REPLAY_DIR.glob("*.json"))
+
+
+def held_out(path: Path) -> bool:
+    return not path.stem.startswith(TUNING_TABLES)
+
+
+def verdict_replay(agg: dict) -> list[str]:
     out = []
-    for name in ("gbfs", "na2c"):
-        t = by[name].trials_to[0.95]
-        xgb, rnd = by["xgb"].trials_to[0.95], by["random"].trials_to[0.95]
-        if t is None:
-            out.append(f"- {name}: did not reach 95% of the optimum in most runs: **not met**.")
-            continue
-        vs_xgb = "n/a (XGBoost never reached 95%)" if xgb is None else f"{t / xgb:.2f}x"
-        vs_rnd = "n/a (random never reached 95%)" if rnd is None else f"{t / rnd:.2f}x"
-        ok = (xgb is None or t / xgb <= 0.6) and (rnd is None or t / rnd <= 0.3) and by[name].explored <= 0.01
-        out.append(f"- {name}: {t:.0f} trials to 95% = {vs_xgb} XGBoost's (goal <= 0.6x), {vs_rnd} random's "
-                   f"(goal <= 0.3x), {100 * by[name].explored:.2f}% of the space (goal <= 1%): "
-                   f"**{'met' if ok else 'not met'}**.")
+    best = min(("gbfs", "na2c"), key=lambda t: (agg[t]["vs_xgb_median"], -agg[t]["score_median"]))
+    b = agg[best]
+    ok = b["vs_xgb_median"] <= 0.6 and b["score_median"] >= 0.7
+    out.append(f"- better of G-BFS and N-A2C ({best}): {b['vs_xgb_median']:.2f}x XGBoost's trials to 95% "
+               f"(goal <= 0.6x), score {b['score_median']:.2f} (goal >= 0.7): **{'met' if ok else 'not met'}**.")
+    for t in ("gbfs", "na2c"):
+        a = agg[t]
+        out.append(f"- {t}: {a['vs_random_median']:.2f}x random's trials (goal <= 0.3x: "
+                   f"**{'met' if a['vs_random_median'] <= 0.3 else 'not met'}**); worst table "
+                   f"{a['vs_xgb_worst']:.2f}x XGBoost (goal <= 1.2x: **{'met' if a['vs_xgb_worst'] <= 1.2 else 'not met'}**).")
+    for t in ("gbfs-paper", "gbfs"):
+        r = agg[t]["vs_xgb_at_budget"]
+        out.append(f"- paper's claim, {t}: best kernel after {PAPER_BUDGET} trials runs at {r:.2f}x XGBoost's GFLOPS "
+                   f"(median over held-out tables; the paper's 24% less GEMM time is 1.32x): "
+                   f"**{'holds' if r >= 1 / 0.76 else 'does not hold'}** here.")
     return out
+
+
+def plot_tables(rows: list[dict], out: Path, dest: Path, repeats: int) -> None:
+    """One panel per table: median best-so-far curves (fraction of the optimum) per tuner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tvmopt.tune.compare import runs_from_logs
+
+    n = len(rows)
+    cols = 3
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(13, 3.4 * ((n + cols - 1) // cols)), dpi=100,
+                             squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        task = get_task(r["workload"])
+        log_dir = out / Path(r["table"]).stem
+        for t in TUNERS:
+            runs = runs_from_logs(log_dir, [t], repeats)
+            curves = [np.maximum.accumulate(np.array([task.flops / c / 1e9 if math.isfinite(c) else 0 for c in x.costs]))
+                      for x in runs]
+            length = min(len(c) for c in curves)
+            med = np.median([c[:length] for c in curves], axis=0) / r["optimum_gflops"]
+            ax.plot(np.arange(1, length + 1), med, label=t, lw=1.3, ls="--" if t.endswith("paper") else "-")
+        ax.axhline(0.95, color="grey", lw=0.7, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(0.5, 1.01)
+        ax.set_title(r["workload"] + ("" if r["held_out"] else " (tuning)"), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.supxlabel("trials")
+    fig.supylabel("median best so far / table optimum")
+    fig.tight_layout()
+    fig.savefig(dest)
+    plt.close(fig)
+
+
+def run_replay(args, info) -> None:
+    out = ROOT / "logs" / "compare" / "bench-replay"
+    paths = tables()
+    if not args.from_logs:
+        shutil.rmtree(out, ignore_errors=True)
+        rows = compare_tables(paths, TUNERS, args.trials, args.repeats, out, jobs=args.jobs, held_out=held_out,
+                              extra_budget=PAPER_BUDGET)
+        (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    rows = json.loads((out / "rows.json").read_text())
+    agg = aggregate_tables(rows, TUNERS)
+    write_json("tuners_replay", {"machine": info, "trials": args.trials, "repeats": args.repeats,
+                                 "tuning_tables": list(TUNING_TABLES), "paper_budget": PAPER_BUDGET,
+                                 "tables": [{k: v for k, v in r.items() if k != "markdown"} for r in rows],
+                                 "aggregate_held_out": agg})
+    plot_tables(rows, out, ROOT / "benchmarks" / "results" / "tuners_replay.png", args.repeats)
+    verdict = verdict_replay(agg)
+    text = "\n".join([
+        "## Tuners' search cost: replay",
+        "",
+        f"`python benchmarks/tuners.py replay --repeats {args.repeats} --trials {args.trials}`: {len(rows)} tables "
+        f"measured exhaustively by `benchmarks/make_replay_table.py` on {info['cpu']} (headers in `logs/replay/`); "
+        f"{info['date']}, commit {info['commit']}. Seeds 0..{args.repeats - 1} for every tuner, same budget. Cells: "
+        f"median trials to reach 95% of the table's optimum (`-`: most runs never did) and, in brackets, the "
+        f"methodology score of Willemsen et al. (0 = random search's expected curve, 1 = the optimum from the "
+        f"first trial). Local searches start where live runs start: the space's heuristic start where it has "
+        f"one (`start` column), else the untiled config. `noise`: median spread of the table's fastest 1% over "
+        f"5 interleaved re-measurements. Tables marked (tuning) chose the default settings of `gbfs` and `na2c` "
+        f"(`tuners/__init__.py`); the aggregate is over the others (held out). `-paper` variants keep the "
+        f"paper's settings. Logs: `logs/compare/bench-replay/`.",
+        "",
+        tables_markdown(rows, TUNERS, agg),
+        "",
+        "![convergence per table](benchmarks/results/tuners_replay.png)",
+        "",
+        "Against the goals (held-out tables):",
+        *verdict,
+    ])
+    update_section("tuners_replay", text)
+    print(text)
 
 
 def verdict_live(summaries, references) -> list[str]:
@@ -63,71 +165,65 @@ def verdict_live(summaries, references) -> list[str]:
     return out
 
 
+def run_live(args, info) -> None:
+    out = ROOT / "logs" / "compare" / "bench-live"
+    target = parse_target("llvm")
+    task = get_task(args.workload)
+    how = f"live on {info['cpu']} ({target.key})"
+    if args.from_logs:
+        previous = json.loads((out / "summary.json").read_text()).get("references", [])
+        with LocalMeasurer(target, run_timeout=10) as measurer:
+            result = summarize_runs(task, task.space, runs_from_logs(out, LIVE_TUNERS, args.repeats), args.trials,
+                                    measurer, out)
+        for ref in previous:
+            result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
+        result.save(out)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        with LocalMeasurer(target, run_timeout=10) as measurer:
+            result = compare(task, measurer, target.key, LIVE_TUNERS, args.trials, args.repeats, out)
+        if not args.no_metaschedule:
+            add_metaschedule_reference(result, target, out)
+    summary = json.loads((out / "summary.json").read_text())
+    write_json("tuners_live", {"machine": info, "how": how, **summary})
+    shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / "tuners_live.png")
+    text = "\n".join([
+        "## Tuners' search cost: live",
+        "",
+        f"`python benchmarks/tuners.py live --workload {task.key} --repeats {args.repeats} --trials {args.trials}`: "
+        f"{how}; {info['date']}, commit {info['commit']}. Seeds 0..{args.repeats - 1} for every tuner, same budget, "
+        f"space and measurer; nothing else ran on the machine. Each run's 3 fastest configs were re-measured "
+        f"together in 5 interleaved rounds at the end; the best column is the re-measured best (the in-run "
+        f"figure in brackets). The reference for the trial columns is the best in-run figure of any run, so "
+        f"they are only indicative live. Measuring time = build + run seconds of the candidates. "
+        f"Logs: `logs/compare/bench-live/`.",
+        "",
+        result.markdown(),
+        "",
+        "![convergence](benchmarks/results/tuners_live.png)",
+        "",
+        "Against the goals:",
+        *verdict_live(result.summaries, result.references),
+    ])
+    update_section("tuners_live", text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["replay", "live"])
-    parser.add_argument("--table", default=str(DEFAULT_TABLE))
     parser.add_argument("--workload", default="gemm:1024x1024x1024")
     parser.add_argument("--repeats", type=int, default=None, help="default: 25 replay, 5 live")
-    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--trials", type=int, default=None, help="default: 300 replay, 64 live")
+    parser.add_argument("--jobs", type=int, default=2, help="replay: tables compared in parallel")
     parser.add_argument("--no-metaschedule", action="store_true")
     parser.add_argument("--from-logs", action="store_true",
                         help="summarize the logs of the last run again (and its MetaSchedule row) instead of running")
     args = parser.parse_args()
-    repeats = args.repeats or (25 if args.mode == "replay" else 5)
+    args.repeats = args.repeats or (25 if args.mode == "replay" else 5)
+    args.trials = args.trials or (300 if args.mode == "replay" else 64)
     info = machine()
-    out = ROOT / "logs" / "compare" / f"bench-{args.mode}"
-    if not args.from_logs:
-        shutil.rmtree(out, ignore_errors=True)
-
-    if args.mode == "replay":
-        measurer = ReplayMeasurer(args.table)
-        task, space, target_key = measurer.task, measurer.space, measurer.header["target"]
-        how = (f"replay of `{DEFAULT_TABLE.relative_to(ROOT) if args.table == str(DEFAULT_TABLE) else args.table}` "
-               f"({space.size():,} configs measured exhaustively on {measurer.header.get('measured_on', '?')}, "
-               f"{measurer.header.get('date', '?')})")
-    else:
-        target = parse_target("llvm")
-        task, space, target_key = get_task(args.workload), None, target.key
-        measurer = LocalMeasurer(target, run_timeout=10)
-        how = f"live on {info['cpu']} ({target.key})"
-    if args.from_logs:
-        previous = json.loads((out / "summary.json").read_text()).get("references", [])
-        result = summarize_runs(task, space or task.space, runs_from_logs(out, TUNERS, repeats), args.trials,
-                                measurer, out)
-        for ref in previous:
-            result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
-        result.save(out)
-        measurer.close()
-    else:
-        with measurer:
-            result = compare(task, measurer, target_key, TUNERS, args.trials, repeats, out, space=space)
-    if args.mode == "live" and not args.no_metaschedule and not args.from_logs:
-        add_metaschedule_reference(result, target, out)
-    summary = json.loads((out / "summary.json").read_text())
-    write_json(f"tuners_{args.mode}", {"machine": info, "how": how, **summary})
-    shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / f"tuners_{args.mode}.png")
-    verdict = verdict_replay(result.summaries) if args.mode == "replay" else \
-        verdict_live(result.summaries, result.references)
-    text = "\n".join([
-        f"## Tuners' search cost: {args.mode}",
-        "",
-        f"`python benchmarks/tuners.py {args.mode} --repeats {repeats} --trials {args.trials}`: {how}; "
-        f"{info['date']}, commit {info['commit']}. Seeds 0..{repeats - 1} for every tuner, same budget, space "
-        f"and measurer. Score: methodology score of Willemsen et al. (0 = random search's expected curve, "
-        f"1 = the optimum from the first trial), in GFLOPS, averaged over the budget; it needs the exact curve "
-        f"of random search, so only replay has it. Measuring time = build + run seconds of the candidates. "
-        f"Logs: `logs/compare/bench-{args.mode}/`.",
-        "",
-        result.markdown(),
-        "",
-        f"![convergence](benchmarks/results/tuners_{args.mode}.png)",
-        "",
-        "Against the goals:",
-        *verdict,
-    ])
-    update_section(f"tuners_{args.mode}", text)
-    print(text)
+    (run_replay if args.mode == "replay" else run_live)(args, info)
 
 
 if __name__ == "__main__":

@@ -93,10 +93,15 @@ class Split:
                 factors[level] *= p ** (edges[level + 1] - edges[level] - 1)
         return tuple(factors)
 
-    def moves(self, value: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-        """Every factorization reached by moving one prime factor between two levels."""
+    def moves(self, value: tuple[int, ...], reach: int = 1) -> Iterator[tuple[int, ...]]:
+        """Every factorization reached by moving one prime factor between two levels (with
+        ``reach`` 2, also a product of two of them in one step: 4 or 6 at once)."""
         for src in range(self.levels):
-            for p in sorted(set(prime_factors(value[src]))):
+            parts = set(prime_factors(value[src]))
+            if reach >= 2:
+                primes = prime_factors(value[src])
+                parts |= {primes[i] * primes[j] for i in range(len(primes)) for j in range(i + 1, len(primes))}
+            for p in sorted(parts):
                 for dst in range(self.levels):
                     if dst != src:
                         new = list(value)
@@ -146,7 +151,7 @@ class Choice:
     def random(self, rng: _random.Random):
         return rng.choice(self.values)
 
-    def moves(self, value) -> Iterator:
+    def moves(self, value, reach: int = 1) -> Iterator:
         i = self.values.index(value)
         if i > 0:
             yield self.values[i - 1]
@@ -215,11 +220,12 @@ class Space:
             and all(k.contains(v) for k, v in zip(self.knobs, config))
         )
 
-    def neighbours(self, config: Config) -> list[Config]:
-        """Configs one move away, in a deterministic order without duplicates."""
+    def neighbours(self, config: Config, reach: int = 1) -> list[Config]:
+        """Configs one move away, in a deterministic order without duplicates (``reach`` 2: a
+        move may carry the product of two primes)."""
         seen, out = {config}, []
         for i, knob in enumerate(self.knobs):
-            for value in knob.moves(config[i]):
+            for value in knob.moves(config[i], reach):
                 new = config[:i] + (value,) + config[i + 1 :]
                 if new not in seen:
                     seen.add(new)
@@ -275,7 +281,8 @@ class Space:
 class SubSpace(Space):
     """A finite subset of a space (e.g. a pre-measured replay table), with the same knobs.
 
-    Moves and random picks stay inside the subset; ``initial`` is the member with the fewest
+    Moves and random picks stay inside the subset; ``initial`` is the start when the subset has
+    one (a replay table of a space with a heuristic start), else the member with the fewest
     tiling levels in use (the closest to the base space's trivial config).
     """
 
@@ -289,7 +296,7 @@ class SubSpace(Space):
         return len(self.members)
 
     def initial(self) -> Config:
-        trivial = Space.initial(self)
+        trivial = Space.initial(self)  # the start, if any
         if trivial in self._member_set:
             return trivial
         return min(self.members, key=lambda c: (_distance(trivial, c), self.members.index(c)))
@@ -304,18 +311,18 @@ class SubSpace(Space):
         return config in self._member_set
 
     @cached_property
-    def _neighbour_cache(self) -> dict[Config, tuple[Config, ...]]:
+    def _neighbour_cache(self) -> dict[tuple[Config, int], tuple[Config, ...]]:
         return {}
 
-    def _neighbours(self, config: Config) -> tuple[Config, ...]:
-        cached = self._neighbour_cache.get(config)
+    def _neighbours(self, config: Config, reach: int = 1) -> tuple[Config, ...]:
+        cached = self._neighbour_cache.get((config, reach))
         if cached is None:
-            cached = tuple(c for c in Space.neighbours(self, config) if c in self._member_set)
-            self._neighbour_cache[config] = cached
+            cached = tuple(c for c in Space.neighbours(self, config, reach) if c in self._member_set)
+            self._neighbour_cache[(config, reach)] = cached
         return cached
 
-    def neighbours(self, config: Config) -> list[Config]:
-        return list(self._neighbours(config))
+    def neighbours(self, config: Config, reach: int = 1) -> list[Config]:
+        return list(self._neighbours(config, reach))
 
     def random_neighbour(self, config: Config, rng: _random.Random) -> Config | None:
         options = self._neighbours(config)
@@ -341,13 +348,14 @@ def _distance(a: Config, b: Config) -> int:
     return total
 
 
-def restrict(space: Space, members) -> SubSpace:
-    """The subset ``members`` of ``space`` (each member must belong to it)."""
+def restrict(space: Space, members, start: Config | None = None) -> SubSpace:
+    """The subset ``members`` of ``space`` (each member must belong to it), starting local
+    searches at ``start`` (a member) when given."""
     members = tuple(members)
     for c in members:
         if not space.contains(c):
             raise ValueError(f"{c} is not in space {space.name}")
-    return SubSpace(space.name, space.knobs, members=members)
+    return SubSpace(space.name, space.knobs, start=start, members=members)
 
 
 def config_to_json(config: Config) -> list:

@@ -9,8 +9,8 @@ taken from measurements the tuner has made. Episodes start at the best config so
 
 The tuner rolls the policy out (epsilon-greedy, 0.1) to collect unmeasured configs; when the
 loop reports their costs, every transition whose two ends are measured goes into an SB3
-rollout buffer and A2C takes one gradient step on it, so the policy trains online as
-measurements arrive and measured states cost nothing to revisit.
+rollout buffer and A2C takes ``grad_steps`` gradient steps on it (1 in the paper), so the
+policy trains online as measurements arrive and measured states cost nothing to revisit.
 """
 
 from __future__ import annotations
@@ -114,8 +114,11 @@ class NA2CTuner(Tuner):
     name = "na2c"
 
     def __init__(self, space, seed: int = 0, horizon: int = 3, epsilon: float = 0.1, hidden: int = 128,
-                 learning_rate: float = 7e-4, gamma: float = 0.9):
+                 learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1):
         super().__init__(space, seed)
+        if grad_steps < 1:
+            raise ValueError("grad_steps must be at least 1")
+        self.grad_steps = grad_steps
         from stable_baselines3 import A2C
         from stable_baselines3.common.logger import configure
 
@@ -180,14 +183,15 @@ class NA2CTuner(Tuner):
 
         buffer = RolloutBuffer(len(transitions), self.env.observation_space, self.env.action_space, device="cpu",
                                gamma=self.gamma, gae_lambda=1.0)
-        with torch.no_grad():
-            for state, action, new, start in transitions:
-                obs = self.env.observe(state)[None]
-                obs_t = torch.as_tensor(obs)
-                act_t = torch.as_tensor([action])
-                value, log_prob, _ = self.model.policy.evaluate_actions(obs_t, act_t)
-                reward = relative_gain(self.costs[state], self.costs[new])
-                buffer.add(obs, np.array([action]), np.array([reward]), np.array([start]), value, log_prob)
+        obs = np.stack([self.env.observe(state) for state, _, _, _ in transitions])
+        actions = np.array([action for _, action, _, _ in transitions])
+        with torch.no_grad():  # one forward pass for the whole buffer
+            values, log_probs, _ = self.model.policy.evaluate_actions(torch.as_tensor(obs), torch.as_tensor(actions))
+        for i, (state, action, new, start) in enumerate(transitions):
+            reward = relative_gain(self.costs[state], self.costs[new])
+            buffer.add(obs[i:i + 1], actions[i:i + 1], np.array([reward]), np.array([start]), values[i:i + 1],
+                       log_probs[i:i + 1])
         buffer.compute_returns_and_advantage(last_values=torch.zeros(1), dones=np.array([True]))
         self.model.rollout_buffer = buffer
-        self.model.train()
+        for _ in range(self.grad_steps):  # A2C's train() is one gradient step on the buffer
+            self.model.train()

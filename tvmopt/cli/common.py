@@ -40,6 +40,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def tuner_spec(text: str) -> str:
+    """A tuner variant with optional settings (``gbfs:rho=8``), checked before anything runs."""
+    from tvmopt.tuners import check_tuner
+
+    try:
+        return check_tuner(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2 like every other user error."""
 

@@ -10,11 +10,19 @@ from tvmopt.errors import UserError
 COMPARE_EPILOG = """\
 examples:
   tvmopt compare --replay gemm_256x256x256_llvm-znver5-2c.json --repeats 25   # a shipped table
+  tvmopt compare --replay all --repeats 10 --trials 200                        # every shipped table
   tvmopt compare gemm:1024x1024x1024 --tuners gbfs,xgb,random --trials 100 --repeats 3
+  tvmopt compare --replay dense_64x1024x1024_llvm-znver5-2c --tuners gbfs,gbfs:rho=8,gbfs-paper
+
+Tuners are named variants (gbfs, gbfs-paper, na2c, na2c-paper, xgb, random), each optionally
+with settings after colons (gbfs:rho=8:pick=random, na2c:grad_steps=1); the -paper variants
+keep the settings of Zhang et al. 2019.
 
 Replay mode measures by lookup in a table of pre-measured configs: exact, instant, and the
 expected curve of random search is computed from the table, so the methodology score is exact.
-Live mode measures on this machine; its reference is the best config any run found.
+Live mode measures on this machine; its reference is the best config any run found, and each
+run's 3 fastest configs are re-measured together at the end (5 interleaved rounds): the best
+column is the re-measured figure.
 """
 
 
@@ -30,7 +38,10 @@ def add_parser(sub) -> None:
                       help="comma-separated tuners (default: gbfs,na2c,xgb,random)")
     comp.add_argument("--trials", type=trials, default=300, help="budget per run (default: 300)")
     comp.add_argument("--repeats", type=positive_int, default=5, help="runs per tuner (default: 5)")
-    comp.add_argument("--replay", metavar="TABLE", help="measure by lookup in a pre-measured table: a path, or the name of a table shipped with tvmopt")
+    comp.add_argument("--replay", metavar="TABLE",
+                      help="measure by lookup in a pre-measured table: a path, the name of a table shipped with "
+                           "tvmopt, or 'all' (every shipped table, two at a time; one line per table and the "
+                           "median ratios to XGBoost)")
     comp.add_argument("--batch-size", type=positive_int, default=8)
     comp.add_argument("--out", metavar="DIR", help="output directory (default: ./tvmopt-compare/<workload>-<mode>-<time> under the current directory)")
     rpc_options(comp)
@@ -50,6 +61,8 @@ def cmd_compare(args) -> int:
     from tvmopt.ops.task import get_task
 
     tuners = [t.strip() for t in args.tuners.split(",") if t.strip()]
+    if args.replay == "all":
+        return _compare_all_tables(args, tuners)
     if args.replay:
         from tvmopt.records.shipped import replay_table
 
@@ -78,3 +91,28 @@ def cmd_compare(args) -> int:
     print(result.markdown())
     print(f"\nlogs, summary.md, summary.json and convergence.png in {out}")
     return 0
+
+
+def _compare_all_tables(args, tuners) -> int:
+    import time
+    from pathlib import Path
+
+    from tvmopt.records.shipped import replay_tables
+    from tvmopt.tune.compare import aggregate_tables, compare_tables, tables_markdown
+
+    if args.metaschedule or args.workload:
+        raise UserError("--replay all compares on every shipped table: it takes no WORKLOAD or --metaschedule")
+    paths = list(replay_tables().values())
+    if not paths:
+        raise UserError("no replay tables are shipped with this installation")
+    out = Path(args.out or f"tvmopt-compare/all-tables-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.quiet:
+        print(f"{len(tuners)} tuners x {args.repeats} repeats x {args.trials} trials on {len(paths)} tables, "
+              f"2 at a time ...", flush=True)
+    rows = compare_tables(paths, tuners, args.trials, args.repeats, out, jobs=2)
+    baseline = "xgb" if "xgb" in tuners else tuners[0]
+    agg = aggregate_tables(rows, tuners, baseline) if "random" in tuners else None
+    print(tables_markdown(rows, tuners, agg, baseline))
+    print(f"\nper-table logs, summaries and plots in {out}")
+    return 0
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from tvmopt.cli.common import kernels_option, make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials
+from tvmopt.cli.common import kernels_option, make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials, tuner_spec
 
 #: `tvmopt tune`'s budget; benchmarks/e2e.py --budget-check times it on the bundled CNN
 DEFAULT_TRIALS = 200
@@ -49,9 +49,10 @@ def add_parser(sub) -> None:
     tune.add_argument("--target", default="llvm",
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")
-    tune.add_argument("--tuner", default=None, choices=sorted(TUNERS),
-                      help="search strategy (default: random for a workload; gbfs for a model, whose tasks "
-                           "start from heuristic configs that a local search improves)")
+    tune.add_argument("--tuner", default=None, type=tuner_spec, metavar="NAME[:KEY=VALUE...]",
+                      help=f"search strategy: one of {', '.join(TUNERS)}, optionally with settings "
+                           f"(gbfs:rho=8, na2c:learning_rate=0.003); default: random for a workload, gbfs for "
+                           f"a model, whose tasks start from heuristic configs that a local search improves")
     tune.add_argument("--trials", type=trials, default=None,
                       help=f"measurement budget: for a workload, this tuner's trials on it (default: "
                            f"{DEFAULT_TRIALS}); for a model, the total, split over its tasks by FLOPs (default: "
@@ -124,6 +125,9 @@ def cmd_tune(args) -> int:
         for name, value in task.space.as_dict(result.best_config).items():
             print(f"  {name:<11} {value}")
         print(f"best: {result.best_cost * 1e3:.3f} ms, {result.best_gflops:.1f} GFLOPS")
+        if result.spread is not None:
+            print(f"  (re-measured with the runners-up in 5 interleaved rounds: spread {100 * result.spread:.1f}% "
+                  f"of the median; {result.in_run_cost * 1e3:.3f} ms during the search)")
         if args.rpc_tracker and not args.no_compare:
             print("(no same-run comparison with numpy: the candidates ran on the RPC servers)")
         elif not args.no_compare:

@@ -55,6 +55,16 @@ class Measurer:
     def measure(self, task_key: str, configs: Sequence[Config]) -> list[MeasureResult]:
         raise NotImplementedError
 
+    def remeasure(self, task_key: str, configs: Sequence[Config], rounds: int = 5) -> list[tuple[float, ...]]:
+        """Time ``configs`` again in ``rounds`` interleaved rounds: one sample (seconds) per round
+        and config, () for a config that failed. Measurers that can keep builds between rounds
+        (the local one) override this."""
+        samples: list[list[float]] = [[] for _ in configs]
+        for _ in range(rounds):
+            for i, result in enumerate(self.measure(task_key, configs)):
+                samples[i].append(result.cost)
+        return [tuple(s) if all(math.isfinite(x) for x in s) else () for s in samples]
+
     def close(self) -> None:
         pass
 

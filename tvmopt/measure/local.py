@@ -9,6 +9,7 @@ recorded with its error kind and the worker is restarted; tuning goes on.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import select
 import shutil
@@ -134,23 +135,48 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
     """Check one compiled candidate against the reference, then time it (see check_and_time)."""
     task, inputs, expected = _inputs_and_reference(task_key, seed)
     lib, _, dev = _load(lib_path, target_json)
-    return check_and_time(lib, _entry_name(lib), dev, task, inputs, expected, repeat, min_repeat_ms, slow_s)
+    buffers = _BUFFERS.get(f"{task_key}#{seed}")
+    if buffers is None:
+        _BUFFERS.clear()
+        buffers = _BUFFERS[f"{task_key}#{seed}"] = _device_buffers(dev, inputs, expected)
+    return check_and_time(lib, _entry_name(lib), dev, task, inputs, expected, repeat, min_repeat_ms, slow_s,
+                          buffers)
 
 
-def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, min_repeat_ms: int, slow_s: float):
+#: the runner's input and output tensors for its current task. Every candidate of a task runs on
+#: the same allocations: fresh ones per candidate put inputs, weights and output at new relative
+#: offsets each time, and on a 128x3072x768 dense that alone made one config's timings jump
+#: between 1.5 and 2.5 ms from one call to the next.
+_BUFFERS: dict[str, tuple] = {}
+
+
+def _device_buffers(dev, inputs, expected):
+    import numpy as np
+    import tvm
+
+    return [tvm.runtime.tensor(x, dev) for x in inputs], tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
+
+
+def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, min_repeat_ms: int, slow_s: float,
+                   buffers=None):
     """Run ``lib[entry]`` once on ``dev`` (local or an RPC session's), compare with the numpy
-    reference, then time it with TVM's time evaluator.
+    reference, then time it with TVM's time evaluator. ``buffers`` (input tensors, output
+    tensor) are reused when given, refilled first.
 
     A candidate whose checking run alone takes longer than ``slow_s`` is far from any good
     config: that one timing is its cost, which spares the repeats.
     Returns ("ok", costs) or ("wrong", message).
     """
     import numpy as np
-    import tvm
 
     func = lib[entry]
-    args = [tvm.runtime.tensor(x, dev) for x in inputs]
-    out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
+    if buffers is None:
+        buffers = _device_buffers(dev, inputs, expected)
+    else:  # reused: contents restored, so no candidate sees what an earlier one left behind
+        for tensor, x in zip(buffers[0], inputs):
+            tensor.copyfrom(x)
+        buffers[1].copyfrom(np.zeros(expected.shape, expected.dtype))
+    args, out = buffers
     start = time.perf_counter()
     func(*args, out)
     dev.sync()
@@ -347,6 +373,35 @@ class LocalMeasurer(Measurer):
             else:
                 out.append(MeasureResult((), ErrorKind.RUNTIME_ERROR, build_s, run_s, value))
         return out
+
+    def remeasure(self, task_key: str, configs: Sequence[Config], rounds: int = 5) -> list[tuple[float, ...]]:
+        """Time ``configs`` again, interleaved: each is built once, then every round runs all of
+        them in turn (the order rotating), so slow drifts of the machine hit every config alike.
+        One sample per round and config (the median of its repeats); () for a config that failed."""
+        built = self.build(task_key, configs)
+        target_json = self.target.to_json()
+        samples: list[list[float]] = [[] for _ in configs]
+        failed = [path is None for path, _, _ in built]
+        try:
+            for r in range(rounds):
+                order = list(range(len(configs)))
+                order = order[r % max(1, len(order)):] + order[: r % max(1, len(order))]
+                for i in order:
+                    if failed[i]:
+                        continue
+                    status, value = self._runner.call(
+                        _run, (task_key, built[i][0], target_json, self.repeat, self.min_repeat_ms, self.seed,
+                               math.inf), self.run_timeout)
+                    if status == "ok" and value[0] == "ok":
+                        samples[i].append(statistics.median(value[1]))
+                    else:
+                        failed[i] = True
+                        samples[i] = []
+        finally:
+            for path, _, _ in built:
+                if path is not None:
+                    _remove(path)
+        return [tuple(s) for s in samples]
 
     def compare_with_references(self, task_key: str, config: Config, rounds: int = 7) -> dict[str, float]:
         """Median seconds of ``config`` and of numpy/torch on the same inputs, interleaved."""

@@ -28,7 +28,10 @@ class ReplayMeasurer(Measurer):
             self.header = data["header"]
             entries = [(config_from_json(e[0]), e[1], e[2], float(e[3])) for e in data["entries"]]
             self.task = task_for(self.header["workload"], str(self.header.get("target", "")).split("-")[0])
-            self.space = restrict(self.task.space, (e[0] for e in entries))
+            start = self.header.get("start")  # the heuristic start live runs use, where the table has it
+            start = config_from_json(start) if start is not None else None
+            members = [e[0] for e in entries]
+            self.space = restrict(self.task.space, members, start if start in set(members) else None)
         except FileNotFoundError:
             raise UserError(f"replay table '{path}' does not exist") from None
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:

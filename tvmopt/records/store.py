@@ -40,6 +40,10 @@ def tvm_version() -> str:
         return "unknown"
 
 
+#: the tuner name of records that re-time a run's best configs in interleaved rounds
+REMEASURE = "remeasure"
+
+
 @dataclass(frozen=True)
 class Record:
     """One measured candidate."""
@@ -202,10 +206,20 @@ class RecordCache:
         return [r for r in records if workload is None or r.workload == workload]
 
     def ranked(self, target_key: str) -> dict[str, list[Record]]:
-        """Every workload's successful records, fastest first, reading the file once."""
+        """Every workload's successful records, fastest first, reading the file once.
+
+        A config that was re-measured after its run (tuner ``remeasure``: interleaved rounds,
+        the reported best of a tuning run) is ranked by its latest re-measurement alone: one
+        lucky timing during the search no longer decides what gets built."""
         out: dict[str, list[Record]] = {}
-        for r in self.load(target_key):
-            if r.error == "ok":
+        latest: dict[tuple, Record] = {}
+        ok = [r for r in self.load(target_key) if r.error == "ok"]
+        for r in ok:
+            if r.tuner == REMEASURE:
+                latest[(r.workload, r.space, r.config)] = r
+        for r in ok:
+            again = latest.get((r.workload, r.space, r.config))
+            if again is None or r is again:
                 out.setdefault(r.workload, []).append(r)
         for rows in out.values():
             rows.sort(key=lambda r: r.cost)

@@ -24,7 +24,7 @@ from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.schedules.space import Space
 from tvmopt.ops.task import Task
 from tvmopt.tune.loop import interactive
-from tvmopt.tuners import TUNERS, make_tuner
+from tvmopt.tuners import check_tuner, make_tuner
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 
@@ -37,6 +37,13 @@ class Run:
     seed: int
     costs: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    configs: list = field(default_factory=list)
+    remeasured: float | None = None  # live: the best of its top configs re-measured interleaved (seconds)
+
+    def top(self, k: int) -> list:
+        """Its k fastest configs by in-run cost."""
+        ranked = sorted((c, cfg) for c, cfg in zip(self.costs, self.configs) if math.isfinite(c))
+        return [cfg for _, cfg in ranked[:k]]
 
     def best_so_far(self, flops: float) -> np.ndarray:
         perf = np.array([flops / c / 1e9 if math.isfinite(c) else 0.0 for c in self.costs])
@@ -94,6 +101,7 @@ class TunerSummary:
     seconds_to: dict[float, float | None]  # measurement seconds (build + run) spent until then
     explored: float | None  # fraction of the space measured to reach 95% (median trials / size)
     score: float
+    in_run_best: float | None = None  # live: median in-run best GFLOPS, before re-measurement
 
 
 @dataclass
@@ -134,8 +142,13 @@ class Comparison:
             score = (methodology_score(np.mean(curves, axis=0), self.random_curve, self.reference)
                      if self.random_curve is not None else float("nan"))
             explored = None if trials_to[0.95] is None else trials_to[0.95] / self.space.size()
+            in_run = None
+            if runs and all(r.remeasured for r in runs):  # live: the re-measured bests decide
+                in_run = float(np.median(finals))
+                finals = np.array([self.task.flops / r.remeasured / 1e9 for r in runs])
             q25, med, q75 = np.percentile(finals, [25, 50, 75])
-            self.summaries.append(TunerSummary(tuner, (q25, med, q75), trials_to, seconds_to, explored, score))
+            self.summaries.append(TunerSummary(tuner, (q25, med, q75), trials_to, seconds_to, explored, score,
+                                               in_run))
         return self.summaries
 
     def markdown(self) -> str:
@@ -146,7 +159,8 @@ class Comparison:
             f"{len(self.runs) // max(1, len(summaries))} repeats, space of {self.space.size():,} configs; "
             f"reference = {ref_name} = {self.reference:.1f} GFLOPS.",
             "",
-            "| tuner | best GFLOPS (median [IQR]) | trials to 90% | to 95% | to 99% | measuring time to 95% "
+            f"| tuner | best GFLOPS{' re-measured' if any(s.in_run_best for s in summaries) else ''} (median [IQR]) "
+            "| trials to 90% | to 95% | to 99% | measuring time to 95% "
             "| space explored to 95% | score |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -154,7 +168,8 @@ class Comparison:
             q25, med, q75 = s.best_gflops
             cells = [_fmt_trials(s.trials_to[th], self.budget) for th in THRESHOLDS]
             secs = s.seconds_to[0.95]
-            lines.append(f"| {s.tuner} | {med:.1f} [{q25:.1f}, {q75:.1f}] | " + " | ".join(cells) +
+            before = f" (in run {s.in_run_best:.1f})" if s.in_run_best else ""
+            lines.append(f"| {s.tuner} | {med:.1f} [{q25:.1f}, {q75:.1f}]{before} | " + " | ".join(cells) +
                          f" | {'-' if secs is None else f'{secs:.0f} s'} | "
                          f"{'-' if s.explored is None else f'{100 * s.explored:.2g}%'} | "
                          f"{'n/a (live)' if math.isnan(s.score) else f'{s.score:.3f}'} |")
@@ -221,9 +236,8 @@ def compare(
     progress: bool = True,
 ) -> Comparison:
     """Run every tuner ``repeats`` times (seeds 0..repeats-1) with the same budget and measurer."""
-    unknown = [t for t in tuners if t not in TUNERS]
-    if unknown:
-        raise UserError(f"unknown tuner(s) {unknown}; choose from: {', '.join(sorted(TUNERS))}")
+    for name in tuners:
+        check_tuner(name)
     if trials < 1 or repeats < 1:
         raise UserError("--trials and --repeats must be positive")
     space = space or task.space
@@ -237,7 +251,7 @@ def compare(
     for name in tuners:
         for seed in range(repeats):
             run = Run(name, seed)
-            log = log_dir / f"{name}_seed{seed}.jsonl"
+            log = log_dir / log_name(name, seed)
             bar.set_description(f"{name} seed {seed}")
 
             def measure(configs, run=run, log=log):
@@ -246,6 +260,7 @@ def compare(
                     spent = (run.seconds[-1] if run.seconds else 0.0) + result.build_s + result.run_s
                     run.costs.append(result.cost)
                     run.seconds.append(spent)
+                run.configs.extend(configs)
                 with open(log, "a", encoding="utf-8") as f:
                     for config, result in zip(configs, results):
                         f.write(Record.from_result(task.key, target_key, config, result, fingerprint,
@@ -258,7 +273,37 @@ def compare(
             bar.update(trials - len(run.costs))  # a run that exhausted the space early
             runs.append(run)
     bar.close()
+    if not isinstance(measurer, ReplayMeasurer):
+        remeasure_bests(task, measurer, runs, progress)
     return summarize_runs(task, space, runs, trials, measurer, log_dir)
+
+
+#: live comparisons: each run's fastest configs re-measured together at the end
+REMEASURE_TOP, REMEASURE_ROUNDS = 3, 5
+
+
+def remeasure_bests(task: Task, measurer: Measurer, runs: list[Run], progress: bool = True) -> None:
+    """Re-measure every run's REMEASURE_TOP fastest configs in REMEASURE_ROUNDS interleaved rounds
+    (one pool for all runs, so all see the same machine) and give each run the best re-measured
+    median: a config that looked fast in one noisy moment no longer decides a comparison."""
+    pool = list(dict.fromkeys(cfg for r in runs for cfg in r.top(REMEASURE_TOP)))
+    if not pool:
+        return
+    if progress and interactive():
+        import sys
+
+        print(f"re-measuring the {len(pool)} best configs of {len(runs)} runs, {REMEASURE_ROUNDS} rounds",
+              file=sys.stderr)
+    samples = dict(zip(pool, measurer.remeasure(task.key, pool, REMEASURE_ROUNDS)))
+    for run in runs:
+        medians = [float(np.median(samples[c])) for c in run.top(REMEASURE_TOP) if samples.get(c)]
+        run.remeasured = min(medians) if medians else None
+
+
+def log_name(tuner: str, seed: int) -> str:
+    """A run's log file: the tuner's name with its settings made file-name safe."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tuner)
+    return f"{safe}_seed{seed}.jsonl"
 
 
 def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measurer: Measurer,
@@ -296,12 +341,13 @@ def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
         for seed in range(repeats):
             run = Run(name, seed)
             spent = 0.0
-            with open(log_dir / f"{name}_seed{seed}.jsonl", encoding="utf-8") as f:
+            with open(log_dir / log_name(name, seed), encoding="utf-8") as f:
                 for line in f:
                     record = Record.from_line(line)
                     spent += record.build_s + record.run_s
                     run.costs.append(record.cost)
                     run.seconds.append(spent)
+                    run.configs.append(record.config)
             runs.append(run)
     return runs
 
@@ -313,7 +359,103 @@ def _summary_json(c: Comparison) -> dict:
         "tuners": [{"tuner": s.tuner, "best_gflops_q25_median_q75": list(s.best_gflops),
                     "trials_to": {str(k): v for k, v in s.trials_to.items()},
                     "seconds_to": {str(k): v for k, v in s.seconds_to.items()},
-                    "explored": s.explored, "score": None if math.isnan(s.score) else s.score}
+                    "explored": s.explored, "score": None if math.isnan(s.score) else s.score,
+                    "in_run_best_gflops": s.in_run_best}
                    for s in c.summaries],
     }
+
+
+# ---------------------------------------------------------------- many replay tables at once
+
+
+def _compare_table(job) -> dict:
+    """Every tuner on one replay table; one worker process (one core) per table."""
+    import os
+
+    path, tuners, trials, repeats, log_dir, held_out, extra_budget = job
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    measurer = ReplayMeasurer(path)
+    result = compare(measurer.task, measurer, measurer.header.get("target", "replay"), tuners, trials, repeats,
+                     Path(log_dir), space=measurer.space, progress=False)
+    by = {s.tuner: s for s in result.summaries}
+    budget = min(extra_budget or trials, trials)
+    return {
+        "table": Path(path).name, "workload": measurer.task.key, "held_out": held_out,
+        "configs": measurer.space.size(), "optimum_gflops": result.reference,
+        "noise": (measurer.header.get("noise") or {}).get("spread_median"),
+        "start": "heuristic" if measurer.header.get("start") else "untiled",
+        "budget": budget,
+        "tuners": {t: {"to95": by[t].trials_to[0.95], "to99": by[t].trials_to[0.99], "score": by[t].score,
+                       "gflops_at_budget": float(np.median(result.curves(t)[:, budget - 1]))} for t in tuners},
+    }
+
+
+def compare_tables(paths, tuners: list[str], trials: int, repeats: int, log_dir: Path, jobs: int = 1,
+                   held_out=lambda path: True, extra_budget: int | None = None) -> list[dict]:
+    """:func:`compare` on every replay table of ``paths``, ``jobs`` tables at a time (logs in
+    ``log_dir/<table>``). One row per table: per tuner, median trials to 95% and 99% of the
+    optimum, score, and median best GFLOPS after ``extra_budget`` trials."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    for name in tuners:
+        check_tuner(name)
+    work = [(str(p), tuners, trials, repeats, str(Path(log_dir) / Path(p).stem), held_out(Path(p)), extra_budget)
+            for p in paths]
+    if jobs <= 1:
+        return [_compare_table(w) for w in work]
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(_compare_table, work))
+
+
+def aggregate_tables(rows: list[dict], tuners: list[str], baseline: str = "xgb") -> dict:
+    """Per tuner over the held-out rows: the median and the worst per-table ratio of trials to
+    95% to the baseline's, the median ratio to random's, the median score, and the median ratio
+    of best GFLOPS at the rows' small budget to the baseline's (``inf``: never reached 95%)."""
+    held = [r for r in rows if r["held_out"]]
+
+    def ratio(a, b):
+        return math.inf if a is None else (a / b if b else math.inf)
+
+    out = {}
+    for t in tuners:
+        vs_base = [ratio(r["tuners"][t]["to95"], r["tuners"][baseline]["to95"]) for r in held if baseline in r["tuners"]]
+        vs_rnd = [ratio(r["tuners"][t]["to95"], r["tuners"]["random"]["to95"]) for r in held if "random" in r["tuners"]]
+        at_budget = [r["tuners"][t]["gflops_at_budget"] / r["tuners"][baseline]["gflops_at_budget"]
+                     for r in held if baseline in r["tuners"]]
+        out[t] = {f"vs_{baseline}_median": float(np.median(vs_base)) if vs_base else None,
+                  f"vs_{baseline}_worst": max(vs_base) if vs_base else None,
+                  "vs_random_median": float(np.median(vs_rnd)) if vs_rnd else None,
+                  "score_median": float(np.median([r["tuners"][t]["score"] for r in held])) if held else None,
+                  f"vs_{baseline}_at_budget": float(np.median(at_budget)) if at_budget else None}
+    return out
+
+
+def tables_markdown(rows: list[dict], tuners: list[str], agg: dict | None = None, baseline: str = "xgb") -> str:
+    """One line per table (median trials to 95% and score per tuner), then the aggregate."""
+    def cell(x):
+        return "-" if x is None else f"{x:.0f}"
+
+    lines = ["| table | configs | start | noise | " + " | ".join(f"{t}: to 95% (score)" for t in tuners) + " |",
+             "|" + " --- |" * 4 + " ---: |" * len(tuners)]
+    for r in rows:
+        name = r["workload"] + ("" if r["held_out"] else " (tuning)")
+        noise = "-" if r["noise"] is None else f"{100 * r['noise']:.1f}%"
+        cells = [f"{cell(r['tuners'][t]['to95'])} ({r['tuners'][t]['score']:.2f})" for t in tuners]
+        lines.append(f"| {name} | {r['configs']:,} | {r['start']} | {noise} | " + " | ".join(cells) + " |")
+    if agg:
+        def fmt(a):
+            med, worst = a[f"vs_{baseline}_median"], a[f"vs_{baseline}_worst"]
+            if med is None:
+                return "-"
+            return f"{med:.2f}x [{worst:.2f}x], {a['score_median']:.2f}"
+
+        lines.append(f"| **aggregate** (held-out): median trials to 95% / {baseline}'s [worst table], median score "
+                     "| | | | " + " | ".join(fmt(agg[t]) for t in tuners) + " |")
+    return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tvmopt.records.store import Record, RecordCache
+from tvmopt.records.store import REMEASURE, Record, RecordCache
 from tvmopt.errors import UserError
 from tvmopt.measure.base import Measurer
 from tvmopt.measure.local import LocalMeasurer
@@ -27,10 +27,16 @@ class TuneResult:
     measured: int  # new measurements made by this call
     reused: int  # earlier records learned from instead of re-measured
     failed: int  # new measurements that failed (any error kind)
+    spread: float | None = None  # the best config's re-measured (max - min) / median; None: not re-measured
+    in_run_cost: float | None = None  # the best config's cost in the run, before re-measuring
 
     @property
     def best_gflops(self) -> float:
         return self.task.flops / self.best_cost / 1e9 if math.isfinite(self.best_cost) else 0.0
+
+
+#: after a run, its fastest configs are re-measured in interleaved rounds
+REMEASURE_TOP, REMEASURE_ROUNDS = 3, 5
 
 
 def history_for(cache: RecordCache, task: Task, target: TargetSpec) -> tuple[list[tuple[Config, float]], list[Record]]:
@@ -84,12 +90,16 @@ def tune_task(
     progress: bool = True,
     resume: bool = True,
     report: Callable[[Record], None] | None = None,
+    remeasure: int = REMEASURE_TOP,
 ) -> TuneResult:
     """Tune ``task_key`` until this tuner has ``trials`` measurements of it in the records.
 
     With ``resume`` (the default), configs already in the records (from any tuner) are never
     measured again and a killed run continues where it stopped; without it the tuner starts
     afresh. ``report`` is called with each record once it is written and flushed.
+    When the run measured anything, its ``remeasure`` fastest configs (the records' and this
+    run's) are timed again in interleaved rounds and recorded (tuner ``remeasure``): the
+    returned best is the fastest re-measured median, and builds rank those configs by it.
     """
     if trials < 1:
         raise UserError(f"--trials must be a positive number, got {trials}")
@@ -129,12 +139,41 @@ def tune_task(
             history=history,
             progress=bar.step,
         )
+        bar.close()
+        measured = len(strategy.visited) - len(history)
+        result = TuneResult(task, target, best_config, best_cost, measured, len(history), failed)
+        if remeasure and measured and math.isfinite(best_cost):
+            _remeasure_best(result, cache, fingerprint, remeasure, measurer, report)
     finally:
         bar.close()
         if own_measurer:
             measurer.close()
-    measured = len(strategy.visited) - len(history)
-    return TuneResult(task, target, best_config, best_cost, measured, len(history), failed)
+    return result
+
+
+def _remeasure_best(result: TuneResult, cache: RecordCache, fingerprint: str, top: int, measurer: Measurer,
+                    report) -> None:
+    """Time the ``top`` fastest configs of the task (all records of its space) again,
+    interleaved, append one ``remeasure`` record each (costs = one median per round), and make
+    the result's best the fastest re-measured median."""
+    task, target = result.task, result.target
+    ranked = sorted(((r.cost, r.config) for r in cache.load(target.key, task.key)
+                     if r.space == fingerprint and r.error == "ok" and r.tuner != REMEASURE), key=lambda x: x[0])
+    configs = list(dict.fromkeys(c for _, c in ranked))[:top]
+    if not configs:
+        return
+    samples = measurer.remeasure(task.key, configs, REMEASURE_ROUNDS)
+    rows = [Record(task.key, target.key, c, tuple(s), "ok", fingerprint, REMEASURE) for c, s in zip(configs, samples) if s]
+    if not rows:
+        return
+    cache.append(rows)
+    if report is not None:
+        for row in rows:
+            report(row)
+    best = min(rows, key=lambda r: r.cost)
+    result.in_run_cost = result.best_cost
+    result.best_config, result.best_cost = best.config, best.cost
+    result.spread = (max(best.costs) - min(best.costs)) / best.cost
 
 
 class _ProgressBar:

@@ -1,0 +1,214 @@
+"""Issue 20: named tuner variants and their settings, G-BFS's move credit and two-prime moves,
+replay-table sub-spaces (connected, holding the untiled and heuristic configs), and
+re-measurement of a run's best configs (records, builds and comparisons use it)."""
+
+import math
+
+import pytest
+
+from tvmopt.errors import UserError
+from tvmopt.measure.base import ErrorKind, MeasureResult, Measurer
+from tvmopt.measure.replay import ReplayMeasurer
+from tvmopt.ops.task import get_task
+from tvmopt.records.store import REMEASURE, Record, RecordCache
+from tvmopt.schedules.replay import connected, table_members, untiled
+from tvmopt.schedules.space import Choice, Space, Split
+from tvmopt.tuners import VARIANTS, check_tuner, make_tuner, parse_tuner
+from tvmopt.tuners.gbfs import move_kind
+
+from tests_support import WORKLOAD, write_synthetic_table
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return write_synthetic_table(tmp_path_factory.mktemp("replay") / "table.json")
+
+
+def test_variants_and_settings_parse_and_reach_the_strategy():
+    assert parse_tuner("gbfs-paper") == ("gbfs", {"rho": 5, "pick": "random", "reach": 1})
+    strategy, settings = parse_tuner("gbfs:rho=8:pick=random")
+    assert strategy == "gbfs" and settings["rho"] == 8 and settings["pick"] == "random"
+    space = get_task("gemm:16x16x16").space
+    tuner = make_tuner("gbfs:rho=3:reach=1", space)
+    assert (tuner.rho, tuner.pick, tuner.reach, tuner.name) == (3, "credit", 1, "gbfs:rho=3:reach=1")
+    assert make_tuner("na2c-paper:learning_rate=0.003", space).model.learning_rate == pytest.approx(0.003)
+    assert make_tuner("na2c", space).grad_steps == VARIANTS["na2c"][1]["grad_steps"]
+    for bad, message in [("nope", "unknown tuner"), ("gbfs:rho", "not key=value"),
+                         ("gbfs:depth=3", "no setting depth"), ("xgb:rho=2", "no setting rho")]:
+        with pytest.raises(UserError, match=message):
+            check_tuner(bad)
+    with pytest.raises(UserError, match="pick must be one of"):
+        make_tuner("gbfs:pick=best", space)
+
+
+def test_cli_rejects_a_bad_tuner_setting_before_measuring(capsys):
+    from tvmopt.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "gemm:16x16x16", "--tuner", "gbfs:rho=2:width=3", "--trials", "2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no setting width" in err and len(err.strip().splitlines()) == 1
+
+
+def test_two_prime_moves_and_move_kinds():
+    knob = Split("n", 24, 3)
+    one = set(knob.moves((24, 1, 1)))
+    two = set(knob.moves((24, 1, 1), reach=2))
+    assert one < two
+    assert (6, 4, 1) in two and (6, 4, 1) not in one and (4, 6, 1) in two and (24 // 9, 1, 1) not in two
+    assert all(math.prod(v) == 24 for v in two)
+    space = Space("s", (knob, Choice("unroll", (0, 16, 64))))
+    assert move_kind(space, ((24, 1, 1), 0), ((12, 1, 2), 0)) == (0, 0, 2)
+    assert move_kind(space, ((24, 1, 1), 16), ((24, 1, 1), 0)) == (1, -1)
+    assert move_kind(space, ((24, 1, 1), 16), ((12, 2, 1), 0)) == ()
+
+
+def test_move_credit_prefers_the_kinds_of_move_that_paid():
+    """Cost falls with the factor of n at the innermost level: after one expansion, credit
+    ranks moves into level 2 first, where random picking would not."""
+    space = Space("s", (Split("m", 16, 3), Split("n", 64, 3)))
+
+    def cost(config):
+        return 1.0 / config[1][2] + 0.01 * config[0][0]
+
+    tuner = make_tuner("gbfs:rho=3:reach=1", space, seed=0)
+    first = tuner.next_batch(1)
+    tuner.observe(first, [cost(c) for c in first])
+    while tuner._queue and len(tuner.visited) < 40:
+        batch = tuner.next_batch(3)
+        tuner.observe(batch, [cost(c) for c in batch])
+    best_kind = max(tuner._credit, key=lambda k: tuner._credit[k][0] / tuner._credit[k][1])
+    assert best_kind[0] == 1 and best_kind[2] == 2       # n: a factor moved into the innermost level
+    assert space.initial()[1][2] < tuner.best_config[1][2]
+
+
+@pytest.mark.parametrize("workload", ["dense:64x1024x1024", "conv2d:1x64x56x56x64x3x3x1x1",
+                                      "binary_dense:16x1024x1024"])
+def test_table_members_are_connected_and_hold_untiled_and_start(workload):
+    space = get_task(workload).space
+    members = table_members(space, 2000)
+    assert 1000 <= len(members) <= 2600 and len(set(members)) == len(members)
+    assert members[0] == untiled(space) and members[1] == space.start
+    assert all(space.contains(c) for c in members)
+    assert connected(space, members)
+    for i, knob in enumerate(space.knobs):
+        if isinstance(knob, Choice) and len(knob.values) > 1:
+            assert len({c[i] for c in members}) >= 2, knob.name
+
+
+def test_replay_starts_local_search_at_the_tables_start(table, tmp_path):
+    import json
+
+    data = json.loads(table.read_text())
+    start = data["entries"][len(data["entries"]) // 2][0]
+    data["header"]["start"] = start
+    path = tmp_path / "with_start.json"
+    path.write_text(json.dumps(data))
+    m = ReplayMeasurer(path)
+    assert m.space.initial() == tuple(tuple(v) if isinstance(v, list) else v for v in start)
+    assert make_tuner("gbfs", m.space).next_batch(4) == [m.space.initial()]
+
+
+class NoisyMeasurer(Measurer):
+    """In the search, config `lucky` looks fastest; re-measured, its true cost shows."""
+
+    def __init__(self, true, lucky):
+        self.true, self.lucky, self.remeasured = true, lucky, []
+
+    def measure(self, task_key, configs):
+        return [MeasureResult((self.true(c) / (4 if c == self.lucky else 1),), ErrorKind.OK) for c in configs]
+
+    def remeasure(self, task_key, configs, rounds=5):
+        self.remeasured.append(list(configs))
+        return [tuple(self.true(c) * (1 + 0.01 * r) for r in range(rounds)) for c in configs]
+
+
+def test_tuning_reports_and_builds_the_remeasured_best(tmp_path):
+    from tvmopt.target import parse_target
+    from tvmopt.tune.loop import tune_task
+
+    target = parse_target("llvm")
+    task = get_task("gemm:16x16x16")
+    true = {}
+
+    def cost(c):
+        return true.setdefault(c, 1e-4 * (1 + (hash(c) % 97) / 97))
+
+    measured = []
+    probe_tuner = make_tuner("random", task.space, seed=5)
+    picks = probe_tuner.next_batch(8)
+    lucky = picks[3]
+    for c in picks:
+        cost(c)
+    measurer = NoisyMeasurer(cost, lucky)
+    result = tune_task(task.key, target, tuner="random", trials=8, records=tmp_path, seed=5, measurer=measurer,
+                       progress=False, report=measured.append)
+    assert lucky in measurer.remeasured[0] and len(measurer.remeasured[0]) == 3
+    honest = min((c for c in picks), key=cost)
+    assert result.best_config == honest and result.in_run_cost == pytest.approx(cost(lucky) / 4)
+    assert result.best_cost == pytest.approx(cost(honest) * 1.02)
+    assert result.spread == pytest.approx(0.04 / 1.02)
+    again = [r for r in measured if r.tuner == REMEASURE]
+    assert len(again) == 3 and all(len(r.costs) == 5 for r in again)
+    best = RecordCache(tmp_path).best(task.key, target.key)
+    assert best.config == honest and best.tuner == REMEASURE
+
+
+def test_remeasured_cost_replaces_in_run_costs_in_ranking(tmp_path):
+    cache = RecordCache(tmp_path)
+    a, b = ((16, 1, 1, 1),), ((8, 2, 1, 1),)
+    rows = [Record("w:1", "t", a, (1.0,), tuner="gbfs"), Record("w:1", "t", b, (1.5,), tuner="gbfs"),
+            Record("w:1", "t", a, (2.0, 2.1, 1.9), tuner=REMEASURE)]
+    cache.append(rows)
+    ranked = cache.ranked("t")["w:1"]
+    assert [r.config for r in ranked] == [b, a] and ranked[1].tuner == REMEASURE
+    cache.append([Record("w:1", "t", a, (1.2,), tuner=REMEASURE)])   # the latest re-measurement counts
+    assert cache.best("w:1", "t").config == a
+
+
+def test_live_comparison_ranks_runs_by_remeasured_bests(tmp_path):
+    from tvmopt.tune.compare import compare
+
+    task = get_task(WORKLOAD)
+    true = {}
+
+    def cost(c):
+        return true.setdefault(c, 1e-4 * (1 + (hash(c) % 89) / 89))
+
+    measurer = NoisyMeasurer(cost, None)
+    result = compare(task, measurer, "fake", ["random", "gbfs-paper"], trials=12, repeats=2, log_dir=tmp_path,
+                     progress=False)
+    assert len(measurer.remeasured) == 1 and len(measurer.remeasured[0]) <= 12
+    for s in result.summaries:
+        runs = [r for r in result.runs if r.tuner == s.tuner]
+        assert all(r.remeasured for r in runs) and s.in_run_best is not None
+        assert s.best_gflops[1] == pytest.approx(
+            sorted(task.flops / r.remeasured / 1e9 for r in runs)[0] * 0.5 +
+            sorted(task.flops / r.remeasured / 1e9 for r in runs)[1] * 0.5)
+    assert "re-measured" in result.markdown()
+
+
+def test_compare_tables_and_aggregate(table, tmp_path):
+    """Two tables (one marked tuning): one row each, the aggregate only over the held-out one,
+    ratios to XGBoost computed from the rows' medians."""
+    import json
+
+    from tvmopt.tune.compare import aggregate_tables, compare_tables, tables_markdown
+
+    second = tmp_path / "second.json"
+    data = json.loads(table.read_text())
+    data["header"]["noise"] = {"spread_median": 0.03}
+    second.write_text(json.dumps(data))
+    rows = compare_tables([table, second], ["gbfs", "xgb", "random"], trials=40, repeats=2, log_dir=tmp_path / "logs",
+                          held_out=lambda p: p.name == "second.json", extra_budget=8)
+    assert [r["held_out"] for r in rows] == [False, True] and rows[1]["noise"] == 0.03
+    assert (tmp_path / "logs" / "second" / "gbfs_seed1.jsonl").exists()
+    agg = aggregate_tables(rows, ["gbfs", "xgb", "random"])
+    held = rows[1]["tuners"]
+    expected = held["gbfs"]["to95"] / held["xgb"]["to95"] if held["gbfs"]["to95"] and held["xgb"]["to95"] else None
+    if expected is not None:
+        assert agg["gbfs"]["vs_xgb_median"] == pytest.approx(expected)
+    assert agg["xgb"]["vs_xgb_at_budget"] == pytest.approx(1.0)
+    md = tables_markdown(rows, ["gbfs", "xgb", "random"], agg)
+    assert "(tuning)" in md and "3.0%" in md and "aggregate" in md

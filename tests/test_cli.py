@@ -32,17 +32,24 @@ def test_tune_records_and_resumes(tmp_path):
     assert "best config:" in first.stdout and "GFLOPS" in first.stdout
     assert "x numpy" in first.stdout and "x torch" in first.stdout
     lines = records_lines(rec)
-    assert len(lines) == 6 and all(r["workload"] == "gemm:32x48x16" and r["tuner"] == "random" for r in lines)
-    assert all(r["error"] == "ok" for r in lines)
+    # 6 trials, then the 3 fastest re-measured in 5 interleaved rounds (the reported best)
+    searched = [r for r in lines if r["tuner"] == "random"]
+    again_rows = [r for r in lines if r["tuner"] == "remeasure"]
+    assert len(searched) == 6 and len(again_rows) == 3 and len(lines) == 9
+    assert all(r["workload"] == "gemm:32x48x16" and r["error"] == "ok" for r in lines)
+    assert all(len(r["costs"]) == 5 for r in again_rows)
+    fastest = sorted(searched, key=lambda r: sorted(r["costs"])[1])[:3]
+    assert {json.dumps(r["config"]) for r in again_rows} == {json.dumps(r["config"]) for r in fastest}
+    assert "re-measured with the runners-up in 5 interleaved rounds" in first.stdout
 
     again = tvmopt("tune", "gemm:32x48x16", "--trials", "6", "--records", str(rec), "--no-compare")
     assert again.returncode == 0, again.stderr
     assert "measured 0 new config(s)" in again.stdout and "reused 6" in again.stdout
-    assert len(records_lines(rec)) == 6
+    assert len(records_lines(rec)) == 9      # nothing new measured: nothing re-measured
 
     more = tvmopt("tune", "gemm:32x48x16", "--trials", "9", "--records", str(rec), "--no-compare", "--seed", "4")
     assert more.returncode == 0, more.stderr
-    lines = records_lines(rec)
+    lines = [r for r in records_lines(rec) if r["tuner"] != "remeasure"]
     assert len(lines) == 9
     assert len({json.dumps(r["config"]) for r in lines}) == 9  # nothing measured twice
 
@@ -55,7 +62,7 @@ def test_tune_records_and_resumes(tmp_path):
     (["tune", "gemm:8x8x8", "--trials", "0"], "must be at least 1"),
     (["tune", "gemm:8x8x8", "--trials", "-3"], "must be at least 1"),
     (["tune", "gemm:8x8x8", "--trials", "many"], "is not an integer"),
-    (["tune", "gemm:8x8x8", "--tuner", "annealing"], "invalid choice"),
+    (["tune", "gemm:8x8x8", "--tuner", "annealing"], "unknown tuner 'annealing'"),
     (["tune", "gemm:8x8x8", "--target", "cuda"], "target cuda"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -93,7 +100,7 @@ def test_compare_replay_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--tuners", "gbfs,simplex"], "unknown tuner(s) ['simplex']"),
+    (["--tuners", "gbfs,simplex"], "unknown tuner 'simplex'"),
     (["--metaschedule"], "--metaschedule needs live measurement"),
     (["gemm:32x32x32"], "does not match the replay table"),
 ])

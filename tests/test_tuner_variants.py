@@ -108,6 +108,12 @@ def test_replay_starts_local_search_at_the_tables_start(table, tmp_path):
     m = ReplayMeasurer(path)
     assert m.space.initial() == tuple(tuple(v) if isinstance(v, list) else v for v in start)
     assert make_tuner("gbfs", m.space).next_batch(4) == [m.space.initial()]
+    untiled_config = tuple(k.trivial() for k in m.space.knobs)
+    if m.space.contains(untiled_config):
+        for name in ("gbfs:start=untiled", "na2c:start=untiled"):
+            assert make_tuner(name, m.space).next_batch(4) == [untiled_config]
+    with pytest.raises(UserError, match="start must be one of"):
+        make_tuner("gbfs:start=best", m.space)
 
 
 class NoisyMeasurer(Measurer):

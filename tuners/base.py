@@ -10,6 +10,9 @@ from typing import Callable, Container, Iterable, Sequence
 from tvmopt.schedules.space import Config, Space
 
 
+STARTS = ("heuristic", "untiled")
+
+
 class Tuner:
     """Subclasses implement :meth:`next_batch` and may implement :meth:`update`."""
 
@@ -60,6 +63,18 @@ class Tuner:
             if config not in self.visited and config not in exclude and config not in batch:
                 batch.append(config)
         return batch
+
+    def start_config(self, start: str = "heuristic") -> Config:
+        """Where a local search begins: ``"heuristic"`` is the space's start where it has one
+        (else the untiled config); ``"untiled"`` is every axis whole, every choice at its default
+        (falling back to the heuristic start where the untiled config is not in the space)."""
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}")
+        if start == "untiled":
+            untiled = tuple(k.trivial() for k in self.space.knobs)
+            if self.space.contains(untiled):
+                return untiled
+        return self.space.initial()
 
     def exhausted(self) -> bool:
         return len(self.visited) >= self.space.size()

@@ -18,6 +18,7 @@ Options (``tvmopt.tuners.VARIANTS`` names the tested combinations):
 * ``reach``: 1 moves one prime factor (the paper); 2 also moves a product of two (4, 6, ...) in
   one step, so a state sees further for the same expansion.
 * ``rho``: neighbours per expansion (5 in the paper).
+* ``start``: ``"heuristic"`` (the space's start where it has one, as live runs) or ``"untiled"``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def move_kind(space, a: Config, b: Config) -> tuple:
 class GBFSTuner(Tuner):
     name = "gbfs"
 
-    def __init__(self, space, seed: int = 0, rho: int = 5, pick: str = "random", reach: int = 1):
+    def __init__(self, space, seed: int = 0, rho: int = 5, pick: str = "random", reach: int = 1,
+                 start: str = "heuristic"):
         super().__init__(space, seed)
+        self._start = self.start_config(start)
         if rho < 1:
             raise ValueError("rho must be at least 1")
         if pick not in PICKS:
@@ -69,7 +72,7 @@ class GBFSTuner(Tuner):
 
     def next_batch(self, n: int) -> list[Config]:
         if not self.visited:
-            return [self.space.initial()]
+            return [self._start]
         batch: list[Config] = []
         while len(batch) < n and self._queue:
             cost, _, state = heapq.heappop(self._queue)

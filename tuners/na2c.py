@@ -114,8 +114,9 @@ class NA2CTuner(Tuner):
     name = "na2c"
 
     def __init__(self, space, seed: int = 0, horizon: int = 3, epsilon: float = 0.1, hidden: int = 128,
-                 learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1):
+                 learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1, start: str = "heuristic"):
         super().__init__(space, seed)
+        self._start = self.start_config(start)
         if grad_steps < 1:
             raise ValueError("grad_steps must be at least 1")
         self.grad_steps = grad_steps
@@ -124,7 +125,7 @@ class NA2CTuner(Tuner):
 
         self.horizon, self.epsilon, self.gamma = horizon, epsilon, gamma
         self.costs: dict[Config, float] = {}
-        self.env = TilingEnv(space, self.costs.get, start=lambda: self.best_config or space.initial(),
+        self.env = TilingEnv(space, self.costs.get, start=lambda: self.best_config or self._start,
                              horizon=horizon)
         self.model = A2C("MlpPolicy", self.env, learning_rate=learning_rate, gamma=gamma, n_steps=8,
                          policy_kwargs={"net_arch": [hidden]}, seed=seed, device="cpu", verbose=0)
@@ -149,12 +150,12 @@ class NA2CTuner(Tuner):
 
     def next_batch(self, n: int) -> list[Config]:
         if not self.visited:
-            return [self.space.initial()]
+            return [self._start]
         batch: list[Config] = []
         for _ in range(20 * n):
             if len(batch) >= n:
                 break
-            state = self.best_config or self.space.initial()
+            state = self.best_config or self._start
             for step in range(self.horizon):
                 acted = self._act(state)
                 if acted is None:

@@ -89,7 +89,8 @@ def report_line(record) -> None:
     from tvmopt.schedules.space import config_to_json
 
     cost = f"{record.cost * 1e3:.4f} ms" if record.error == "ok" else record.error
-    print(f"recorded {record.workload} {cost} config={json.dumps(config_to_json(record.config), separators=(',', ':'))}",
+    what = "re-measured" if record.tuner == "remeasure" else "recorded"
+    print(f"{what} {record.workload} {cost} config={json.dumps(config_to_json(record.config), separators=(',', ':'))}",
           flush=True)
 
 

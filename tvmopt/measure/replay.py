@@ -14,10 +14,12 @@ class ReplayMeasurer(Measurer):
 
     The table (written by benchmarks/make_replay_table.py) is JSON: a ``header`` saying what,
     where and how it was measured, and ``entries`` of [config, cost or null, error kind,
-    seconds the measurement took]. ``space`` is the table's sub-space, for the tuners.
+    seconds the measurement took]. ``space`` is the table's sub-space, for the tuners; it starts
+    at the header's heuristic ``start`` unless ``use_start`` is false (then local searches
+    start untiled and global ones do not measure the start first, as in the paper).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, use_start: bool = True):
         from tvmopt.errors import UserError
         from tvmopt.schedules.space import restrict
         from tvmopt.ops.task import task_for
@@ -29,7 +31,7 @@ class ReplayMeasurer(Measurer):
             entries = [(config_from_json(e[0]), e[1], e[2], float(e[3])) for e in data["entries"]]
             self.task = task_for(self.header["workload"], str(self.header.get("target", "")).split("-")[0])
             start = self.header.get("start")  # the heuristic start live runs use, where the table has it
-            start = config_from_json(start) if start is not None else None
+            start = config_from_json(start) if start is not None and use_start else None
             members = [e[0] for e in entries]
             self.space = restrict(self.task.space, members, start if start in set(members) else None)
         except FileNotFoundError:

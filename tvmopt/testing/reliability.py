@@ -493,7 +493,8 @@ class FileCheck:
 
 
 def check_records_file(path: Path, workload: str, tuner: str | None = None) -> FileCheck:
-    """Every line parsed as JSON: how many are invalid, and the configs of ``workload``."""
+    """Every line parsed as JSON: how many are invalid, and the configs of ``workload`` that
+    tuning measured (``remeasure`` lines re-time configs already there and are left out)."""
     check = FileCheck()
     if not path.exists():
         return check
@@ -503,6 +504,8 @@ def check_records_file(path: Path, workload: str, tuner: str | None = None) -> F
             d = json.loads(line)
         except ValueError:
             check.invalid += 1
+            continue
+        if d.get("tuner") == "remeasure":
             continue
         if d.get("workload") == workload and (tuner is None or d.get("tuner") == tuner):
             check.configs.append(json.dumps(d["config"], separators=(",", ":")))

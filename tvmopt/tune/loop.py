@@ -97,9 +97,10 @@ def tune_task(
     With ``resume`` (the default), configs already in the records (from any tuner) are never
     measured again and a killed run continues where it stopped; without it the tuner starts
     afresh. ``report`` is called with each record once it is written and flushed.
-    When the run measured anything, its ``remeasure`` fastest configs (the records' and this
-    run's) are timed again in interleaved rounds and recorded (tuner ``remeasure``): the
-    returned best is the fastest re-measured median, and builds rank those configs by it.
+    When the run measured anything on this machine (not through RPC servers), its
+    ``remeasure`` fastest configs (the records' and this run's) are timed again in interleaved
+    rounds and recorded (tuner ``remeasure``): the returned best is the fastest re-measured
+    median, and builds rank those configs by it.
     """
     if trials < 1:
         raise UserError(f"--trials must be a positive number, got {trials}")
@@ -142,7 +143,8 @@ def tune_task(
         bar.close()
         measured = len(strategy.visited) - len(history)
         result = TuneResult(task, target, best_config, best_cost, measured, len(history), failed)
-        if remeasure and measured and math.isfinite(best_cost):
+        # not through an RPC fleet yet: the base remeasure rebuilds every config each round
+        if remeasure and measured and math.isfinite(best_cost) and not getattr(measurer, "remote", False):
             _remeasure_best(result, cache, fingerprint, remeasure, measurer, report)
     finally:
         bar.close()

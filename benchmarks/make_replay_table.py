@@ -32,7 +32,7 @@ from tvmopt.measure.local import LocalMeasurer
 from tvmopt.ops.task import task_for
 from tvmopt.records.store import Record, RecordCache, tvm_version
 from tvmopt.schedules import isa
-from tvmopt.schedules.replay import connected, table_members, untiled
+from tvmopt.schedules.replay import connected, table_members
 from tvmopt.schedules.space import config_to_json, restrict
 from tvmopt.target import parse_target
 
@@ -91,7 +91,7 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
         "workload": task.key, "target": target.key, "space": sub.fingerprint(), "configs": len(entries),
         "space_size": task.space.size(), "restriction": restriction, "measured_on": info["cpu"],
         "date": info["date"], "tvm": tvm_version(), "commit": info["commit"],
-        "untiled": config_to_json(untiled(task.space)),
+        "untiled": config_to_json(task.space.untiled()),
         "start": config_to_json(task.space.start) if task.space.start is not None else None,
         "how": "tvmopt LocalMeasurer on this machine: parallel builds, serial runs, each candidate checked against "
                "numpy (that run is the warm-up), cost = median of 3 repeats of time_evaluator(min_repeat_ms=40), "

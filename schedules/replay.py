@@ -27,14 +27,9 @@ import itertools
 import math
 from collections import deque
 
-from .space import Choice, Config, Space, Split
+from .space import Choice, Config, Space, Split, prime_factors
 
 CHOICE_SHARE = 0.2  # share of the size left to the choice combinations
-
-
-def untiled(space: Space) -> Config:
-    """Every axis at its outermost level, every choice at its default."""
-    return tuple(k.trivial() for k in space.knobs)
 
 
 def _ball(knob: Split, centre: tuple, radius: int) -> set:
@@ -106,15 +101,13 @@ def _split_sets(space: Space, lo: Config, hi: Config, budget: int) -> list[list]
 
 def _steps(value: tuple) -> int:
     """Prime factors not at the outermost level: how far a split value is from untiled."""
-    from .space import prime_factors
-
     return sum(len(prime_factors(f)) for f in value[1:])
 
 
 def table_members(space: Space, size: int = 5000) -> list[Config]:
     """About ``size`` configs of ``space`` (see the module docstring), deterministic, the untiled
     config first and the start second."""
-    lo = untiled(space)
+    lo = space.untiled()
     hi = space.start if space.start is not None else lo
     tiles = _split_sets(space, lo, hi, max(1, int(size * (1 - CHOICE_SHARE))))
     choices = [_choice_values(k, lo[i], hi[i]) if isinstance(k, Choice) else None for i, k in enumerate(space.knobs)]
@@ -125,8 +118,7 @@ def table_members(space: Space, size: int = 5000) -> list[Config]:
     axes = [choices[i] if choices[i] is not None else ends[i] for i in range(len(space.knobs))]
     for config in itertools.product(*axes):
         members[config] = None
-    out = [c for c in members if space.contains(c)]
-    return out
+    return [c for c in members if space.contains(c)]
 
 
 def connected(space: Space, members: list[Config]) -> bool:

@@ -199,12 +199,15 @@ class Space:
     def as_dict(self, config: Config) -> dict[str, Any]:
         return {k.name: v for k, v in zip(self.knobs, config)}
 
+    def untiled(self) -> Config:
+        """Every axis unsplit (whole at its outermost level), every choice at its default."""
+        return tuple(k.trivial() for k in self.knobs)
+
     def initial(self) -> Config:
-        """The start config if the space has one, else the trivial config: each axis unsplit,
-        each choice at its default."""
+        """The start config if the space has one, else the untiled config."""
         if self.start is not None:
             return self.start
-        return tuple(k.trivial() for k in self.knobs)
+        return self.untiled()
 
     def random(self, rng: _random.Random) -> Config:
         return tuple(k.random(rng) for k in self.knobs)

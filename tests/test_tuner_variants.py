@@ -11,7 +11,7 @@ from tvmopt.measure.base import ErrorKind, MeasureResult, Measurer
 from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.ops.task import get_task
 from tvmopt.records.store import REMEASURE, Record, RecordCache
-from tvmopt.schedules.replay import connected, table_members, untiled
+from tvmopt.schedules.replay import connected, table_members
 from tvmopt.schedules.space import Choice, Space, Split
 from tvmopt.tuners import VARIANTS, check_tuner, make_tuner, parse_tuner
 from tvmopt.tuners.gbfs import move_kind
@@ -89,7 +89,7 @@ def test_table_members_are_connected_and_hold_untiled_and_start(workload):
     space = get_task(workload).space
     members = table_members(space, 2000)
     assert 1000 <= len(members) <= 2600 and len(set(members)) == len(members)
-    assert members[0] == untiled(space) and members[1] == space.start
+    assert members[0] == space.untiled() and members[1] == space.start
     assert all(space.contains(c) for c in members)
     assert connected(space, members)
     for i, knob in enumerate(space.knobs):
@@ -108,7 +108,7 @@ def test_replay_starts_local_search_at_the_tables_start(table, tmp_path):
     m = ReplayMeasurer(path)
     assert m.space.initial() == tuple(tuple(v) if isinstance(v, list) else v for v in start)
     assert make_tuner("gbfs", m.space).next_batch(4) == [m.space.initial()]
-    untiled_config = tuple(k.trivial() for k in m.space.knobs)
+    untiled_config = m.space.untiled()
     if m.space.contains(untiled_config):
         for name in ("gbfs:start=untiled", "na2c:start=untiled"):
             assert make_tuner(name, m.space).next_batch(4) == [untiled_config]

@@ -15,7 +15,7 @@ from .xgb import XGBTuner
 
 STRATEGIES = {"gbfs": GBFSTuner, "na2c": NA2CTuner, "random": RandomTuner, "xgb": XGBTuner}
 
-#: named variants: (strategy, settings, one line for --help)
+#: named variants: (strategy, settings, what it is)
 VARIANTS = {
     "gbfs": ("gbfs", {"rho": 5, "pick": "credit", "reach": 2},
              "G-BFS, neighbours picked by move credit, moves of up to two primes"),
@@ -28,10 +28,6 @@ VARIANTS = {
 }
 TUNERS = VARIANTS  # the names the CLI accepts (plus ':key=value' settings)
 
-
-def describe() -> str:
-    """One line per named variant, for --help."""
-    return "\n".join(f"  {name:<12}{VARIANTS[name][2]}" for name in VARIANTS)
 
 
 def parse_tuner(spec: str) -> tuple[str, dict]:
@@ -82,9 +78,7 @@ def make_tuner(name: str, space, seed: int = 0, **kwargs) -> Tuner:
     settings.update(kwargs)
     try:
         tuner = STRATEGIES[strategy](space, seed=seed, **settings)
-    except TypeError as e:
-        raise UserError(f"tuner '{name}': {e}") from None
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise UserError(f"tuner '{name}': {e}") from None
     tuner.name = name
     return tuner

@@ -71,7 +71,7 @@ class Tuner:
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}")
         if start == "untiled":
-            untiled = tuple(k.trivial() for k in self.space.knobs)
+            untiled = self.space.untiled()
             if self.space.contains(untiled):
                 return untiled
         return self.space.initial()

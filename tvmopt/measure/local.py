@@ -135,10 +135,11 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
     """Check one compiled candidate against the reference, then time it (see check_and_time)."""
     task, inputs, expected = _inputs_and_reference(task_key, seed)
     lib, _, dev = _load(lib_path, target_json)
-    buffers = _BUFFERS.get(f"{task_key}#{seed}")
+    key = f"{task_key}#{seed}"
+    buffers = _BUFFERS.get(key)
     if buffers is None:
         _BUFFERS.clear()
-        buffers = _BUFFERS[f"{task_key}#{seed}"] = _device_buffers(dev, inputs, expected)
+        buffers = _BUFFERS[key] = _device_buffers(dev, inputs, expected)
     return check_and_time(lib, _entry_name(lib), dev, task, inputs, expected, repeat, min_repeat_ms, slow_s,
                           buffers)
 

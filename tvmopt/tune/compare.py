@@ -23,7 +23,7 @@ from tvmopt.measure.base import Measurer
 from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.schedules.space import Space
 from tvmopt.ops.task import Task
-from tvmopt.tune.loop import interactive
+from tvmopt.tune.loop import REMEASURE_ROUNDS, REMEASURE_TOP, interactive
 from tvmopt.tuners import check_tuner, make_tuner
 
 THRESHOLDS = (0.90, 0.95, 0.99)
@@ -276,10 +276,6 @@ def compare(
     if not isinstance(measurer, ReplayMeasurer):
         remeasure_bests(task, measurer, runs, progress)
     return summarize_runs(task, space, runs, trials, measurer, log_dir)
-
-
-#: live comparisons: each run's fastest configs re-measured together at the end
-REMEASURE_TOP, REMEASURE_ROUNDS = 3, 5
 
 
 def remeasure_bests(task: Task, measurer: Measurer, runs: list[Run], progress: bool = True) -> None:

@@ -7,7 +7,9 @@ numpy and torch (the same product) in the same run.
 
 (unset both variables together, and only here: they hold numpy to an old kernel.) Interleaved
 rounds, medians; each figure is the reference's time over the kernel's (> 1: faster than the
-reference). Writes benchmarks/results/heuristics.json and BENCHMARKS.md's ``heuristics`` section.
+reference). Writes benchmarks/results/heuristics_<isa>.json and BENCHMARKS.md's ``heuristics_<isa>`` section,
+one per vector width of the machine it ran on (``avx2``, ``avx512``), so the CPUs' tables stand
+side by side.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def blas() -> str:
 
 
 def table(rows: list[dict], meta: dict) -> str:
-    lines = ["## Untuned starts shaped for the vector registers (`benchmarks/heuristics.py`)", "",
+    lines = [f"## Untuned starts shaped for the vector registers, {meta['isa']} machine (`benchmarks/heuristics.py`)",
+             "",
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}; BLAS: "
              f"{meta['blas']}. The start config of each workload as the AVX2-shaped rule picks it and as the "
              "AVX-512 rule does (`schedules/isa.py`; a build uses the target's), both compiled for this machine; "
@@ -129,15 +132,17 @@ def main() -> None:
 
     import torch
 
+    from tvmopt.schedules import isa
     from tvmopt.target import parse_target
 
     spec = parse_target("llvm")
+    width = "avx512" if (isa.for_target(spec) or isa.host()).lanes >= 16 else "avx2"
     torch.set_num_threads(int(spec.config.get("num-cores", 2)))
-    meta = {**machine(), "target": spec.key, "blas": blas()}
+    meta = {**machine(), "target": spec.key, "blas": blas(), "isa": width.upper().replace("AVX512", "AVX-512")}
     keys = [f"conv2d:{d}" for d in CONVS] + [f"dense:{d}" for d in DENSES]
     rows = [row(k, spec.tvm_target(), args.rounds) for k in keys]
-    write_json("heuristics", {"meta": meta, "rows": rows})
-    update_section("heuristics", table(rows, meta))
+    write_json(f"heuristics_{width}", {"meta": meta, "rows": rows})
+    update_section(f"heuristics_{width}", table(rows, meta))
 
 
 if __name__ == "__main__":

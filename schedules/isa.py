@@ -91,11 +91,13 @@ def _of_llvm_target(target) -> VectorISA:
 
 
 def for_target_key(key: str) -> VectorISA | None:
-    """The ISA of a records file's target key (``llvm-znver3-2c``); None when it is not an LLVM
-    key or LLVM does not know its CPU."""
+    """The ISA of a records file's target key (``llvm-znver3-2c``; ``llvm-znver4-avx2-2c``: that
+    CPU with AVX-512 hidden); None when it is not an LLVM key or LLVM does not know its CPU."""
     parts = key.split("-")
     if len(parts) < 2 or parts[0] != "llvm":
         return None
+    if len(parts) > 3 and parts[-2] == "avx2":
+        return AVX2
     try:
         from tvm.target import Target, codegen
 

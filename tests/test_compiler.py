@@ -275,6 +275,22 @@ def test_records_of_another_cpu_stand_in_only_at_the_same_vector_width():
     assert _nearest_targets(parse_target("cuda -arch=sm_80"), keys) == ["cuda-sm_90"]
 
 
+def test_a_cpu_with_hidden_avx512_has_its_own_key_and_counts_as_avx2():
+    """A Zen 4 whose hypervisor hides AVX-512 is 'znver4' to LLVM: its key says avx2, so its
+    records never stand in for a real Zen 4's, and AVX2 builds pick them over AVX-512 ones."""
+    from tvmopt.build.compile import _nearest_targets
+    from tvmopt.schedules import isa
+    from tvmopt.target import TargetSpec
+
+    masked = TargetSpec("llvm", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2, "mattr": ["-avx512f"]}, None)
+    full = TargetSpec("llvm", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, None)
+    assert (masked.key, full.key) == ("llvm-znver4-avx2-2c", "llvm-znver4-2c")
+    assert isa.for_target_key(masked.key) == isa.AVX2 and isa.for_target_key(full.key).lanes == 16
+    keys = ["llvm-znver5-2c", "llvm-znver4-avx2-2c", "llvm-znver3-2c", "llvm-znver4-2c"]
+    assert _nearest_targets(masked, keys) == ["llvm-znver3-2c"]
+    assert _nearest_targets(full, keys) == ["llvm-znver5-2c"]
+
+
 def test_linear_regions_that_are_not_fastfood_become_a_matrix_and_rows_never_mix():
     """A butterfly region whose multiplies are not S, G, B of a Fastfood is replaced by its
     measured matrix (then lowered like any constant weight); a region that mixes batch rows is

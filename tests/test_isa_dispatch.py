@@ -71,11 +71,14 @@ def test_start_configs_are_shaped_for_the_targets_registers():
         c = conv.space.as_dict(conv.space.initial())
         d = dense.space.as_dict(dense.space.initial())
         starts[chosen.name] = (c["tile_c"][1] * conv.shape.ob, c["tile_h"][1] * c["tile_w"][1], d["tile_m"][3],
-                               d["tile_n"][3], d["pack_b"])
+                               d["tile_n"][3], d["pack_b"], c["reduce_order"], d["tile_m"][1])
         for task in (conv, dense):
             _run(task, tvm_build(task))
-    assert starts["avx2"] == (16, 4, 4, 16, True)          # 8 ymm accumulators: 2 vectors x 4 pixels
-    assert starts["avx512"] == (32, 7, 8, 32, False)        # 14 zmm: 2 vectors x 7 pixels; 8 x 32 GEMM tile
+    # AVX2: 8 ymm accumulators (2 vectors x 4 pixels), the window's taps innermost; 16 rows of a
+    # dense layer all inside each block of weight rows (m1 = 1), the weight read once, unpacked
+    assert starts["avx2"] == (16, 4, 4, 16, False, "ic_inner", 1)
+    # AVX-512: 14 zmm (2 vectors x 7 pixels); 8 x 32 GEMM tile
+    assert starts["avx512"] == (32, 7, 8, 32, False, "ic_outer", 2)
     assert isa.current() is isa.host()                     # the context is gone
 
 

@@ -1,7 +1,9 @@
 """Parse user target strings into TVM Targets and stable target keys.
 
 A target key (``llvm-znver5-2c``, ``cuda-sm_90``) names the records measured on that kind of
-machine, so records taken on one CPU are never silently used on another.
+machine, so records taken on one CPU are never silently used on another. A CPU whose AVX-512 the
+hypervisor hides gets its own key (``llvm-znver4-avx2-2c``): LLVM calls it by the same name as the
+full CPU, but its best register tiles are AVX2's.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class TargetSpec:
         if self.kind == "llvm":
             cpu = self.config.get("mcpu", "generic")
             cores = self.config.get("num-cores", 1)
-            return f"llvm-{cpu}-{cores}c"
+            masked = "-avx2" if "-avx512f" in self.config.get("mattr", ()) else ""
+            return f"llvm-{cpu}{masked}-{cores}c"
         return f"cuda-{self.config.get('arch', DEFAULT_CUDA_ARCH)}"
 
     def tvm_target(self):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, median_seconds, update_section, write_json  # noqa: E402
+from report import machine, median_seconds, update_section, vector_width, write_json  # noqa: E402
 
 CONVS = ("1x3x224x224x64x7x7x2x3", "1x64x56x56x64x3x3x1x1", "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0",
          "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1", "1x16x32x32x16x3x3x1x1",
@@ -132,11 +132,10 @@ def main() -> None:
 
     import torch
 
-    from tvmopt.schedules import isa
     from tvmopt.target import parse_target
 
     spec = parse_target("llvm")
-    width = "avx512" if (isa.for_target(spec) or isa.host()).lanes >= 16 else "avx2"
+    width = vector_width(spec)
     torch.set_num_threads(int(spec.config.get("num-cores", 2)))
     meta = {**machine(), "target": spec.key, "blas": blas(), "isa": width.upper().replace("AVX512", "AVX-512")}
     keys = [f"conv2d:{d}" for d in CONVS] + [f"dense:{d}" for d in DENSES]

@@ -34,6 +34,15 @@ def machine() -> dict:
             "commit": commit}
 
 
+def vector_width(spec) -> str:
+    """``avx2`` or ``avx512``: the vector width of an LLVM target (the host's for others). The
+    benchmarks whose figures depend on it keep one JSON and one BENCHMARKS.md section per width,
+    so the CPUs this project runs on stand side by side."""
+    from tvmopt.schedules import isa
+
+    return "avx512" if (isa.for_target(spec) or isa.host()).lanes >= 16 else "avx2"
+
+
 def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
     """Median seconds per call of ``fn`` (after one warm-up call) over at least ``min_seconds``
     and ``least`` calls."""

@@ -30,7 +30,8 @@ median over rounds), same inputs, same run:
 - ``torch``: PyTorch eager on the fp32 network (the plain compressed network computes with the
   same dense layers, so it runs at the same speed).
 
-Writes benchmarks/results/suite.json (after every row) and BENCHMARKS.md's ``suite`` section.
+Writes benchmarks/results/suite_<width>.json (after every row) and BENCHMARKS.md's
+``suite_<width>`` section, one per vector width of the machine (``avx2``, ``avx512``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, machine, median_seconds, update_section, write_json  # noqa: E402
+from report import RESULTS, ROOT, machine, median_seconds, update_section, vector_width, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
@@ -207,9 +208,9 @@ def goals(row: dict) -> dict:
 
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
-        "## The real-size suite (`benchmarks/suite.py`)",
+        f"## The real-size suite, {meta['target']} (`benchmarks/suite.py`)",
         "",
-        f"Measured on {meta['cpu']}, 2 cores, commit {meta['commit']}, {meta['date']}; untuned builds "
+        f"Measured on {meta['cpu']} ({meta['target']}), 2 cores, commit {meta['commit']}, {meta['date']}; untuned builds "
         "(default schedules, no records), plain ONNX exports with random weights. Each figure is a ratio "
         "of medians from interleaved rounds in the same run (> 1: tvmopt faster). *vs ORT*: onnxruntime on "
         "the same compressed file; *vs ORT dense*: on the fp32 network; *vs tvmopt dense*: tvmopt's own build "
@@ -245,26 +246,27 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--resume", action="store_true", help="keep the rows of results/suite.json and skip them")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of results/suite_<width>.json and skip them")
     args = parser.parse_args()
 
     from tvmopt.target import parse_target
 
     target = parse_target("llvm")
+    name = f"suite_{vector_width(target)}"
     meta = {**machine(), "target": target.key}
     rows: list[dict] = []
-    previous = RESULTS / "suite.json"
+    previous = RESULTS / f"{name}.json"
     if args.resume and previous.exists():
         rows = json.loads(previous.read_text())["rows"]
     for model_name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             done = {(r["model"], r["variant"], r["batch"]) for r in rows}
             rows += evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)
-            write_json("suite", {"meta": meta, "rows": rows})
+            write_json(name, {"meta": meta, "rows": rows})
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (order[r["model"]], r["batch"], VARIANTS.index(r["variant"])))
-    write_json("suite", {"meta": meta, "rows": rows})
-    update_section("suite", table(rows, meta))
+    write_json(name, {"meta": meta, "rows": rows})
+    update_section(name, table(rows, meta))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ onnxruntime on the same file's plain export. Timed interleaved, numpy in and out
 ``--rounds`` rounds. The goal: auto is never slower than dense (ratio >= 0.95, the noise band).
 Writes benchmarks/results/kernel_choice.json and the ``kernel_choice`` section of BENCHMARKS.md.
 
-``--sweep`` instead measures single layers (N = K in 256, 1024, 4096; 1 and 16 rows): each
+``--sweep`` instead measures single layers (N = K in 256, 1024, 4096; 1, 16 and 128 rows): each
 compressed kernel on its default config against the dense kernel of the same layer, through the
-measurer (best of its repeats), and writes the ``kernel_choice_sweep`` section: the numbers
-``tvmopt.passes.choose`` predicts from.
+measurer (best of its repeats), and writes the ``kernel_choice_sweep_<width>`` section (one per
+vector width, ``avx2`` or ``avx512``): the numbers ``tvmopt.passes.choose`` predicts from.
 Run it alone on the machine: another process on the two cores skews the ratios.
 """
 
@@ -27,7 +27,7 @@ import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, write_json
+from report import ROOT, machine, median_seconds, update_section, vector_width, write_json
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -39,6 +39,8 @@ def _models(selected):
     return [n for n in names if not selected or n in selected]
 
 
+#: rows of X: a vector, a small batch, the encoder's 128 tokens
+SWEEP_ROWS = (1, 16, 128)
 SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "codebook_dense")
 
 
@@ -53,10 +55,11 @@ def sweep() -> int:
     from tvmopt.target import parse_target
 
     target = parse_target("llvm")
+    name = f"kernel_choice_sweep_{vector_width(target)}"
     rows = []
     with LocalMeasurer(target) as measurer:
         for n in (256, 1024, 4096):
-            for m in (1, 16):
+            for m in SWEEP_ROWS:
                 keys = {"dense": f"dense:{m}x{n}x{n}", **{f: _sweep_key(f, m, n) for f in SWEEP_FAMILIES}}
                 seconds = {}
                 for family, key in keys.items():
@@ -68,14 +71,14 @@ def sweep() -> int:
                                                  for f in SWEEP_FAMILIES), flush=True)
     info = machine()
     info["target"] = target.key
-    write_json("kernel_choice_sweep", {"machine": info, "rows": rows})
+    write_json(name, {"machine": info, "rows": rows})
     head = "| N = K | rows | dense µs | " + " | ".join(f.removesuffix("_dense") for f in SWEEP_FAMILIES) + " |"
     table = [head, "|---:|---:|---:|" + "---:|" * len(SWEEP_FAMILIES)]
     for r in rows:
         s = r["seconds"]
         table.append(f"| {r['n']} | {r['m']} | {s['dense'] * 1e6:.1f} | "
                      + " | ".join(f"{s['dense'] / s[f]:.2f}x" for f in SWEEP_FAMILIES) + " |")
-    update_section("kernel_choice_sweep", (
+    update_section(name, (
         f"## Compressed vs dense, one layer at a time (`benchmarks/kernel_choice.py --sweep`)\n\n"
         f"{info['cpu']} ({target.key}), {info['date']}, commit {info['commit']}. Each kernel on its default config "
         f"(what an untuned build runs), the dense kernel of the same layer likewise; best of the measurer's repeats; "

@@ -19,6 +19,26 @@ from tvmopt.target import parse_target
 
 
 def test_the_policy_in_each_case():
+    """The predictions of the AVX-512 sweep (Zen 5); the AVX2 exceptions in the next test."""
+    from tvmopt.schedules import isa
+
+    with isa.use(isa.AVX512):
+        _policy_cases()
+
+
+def test_avx2_predicts_dense_where_its_streaming_dense_start_wins():
+    from tvmopt.schedules import isa
+
+    for chosen, compressed in ((isa.AVX2, False), (isa.AVX512, True)):
+        with isa.use(chosen):
+            picked = choose("auto", "nm_decode_dense", "k", "d", 16, 4096 * 4096, False)
+            assert picked.compressed is compressed, (chosen.name, picked.why)
+            # one row: the weight is streamed either way and 2:4 halves it
+            assert choose("auto", "nm_decode_dense", "k", "d", 1, 4096 * 4096, False).compressed
+            assert choose("auto", "binary_dense", "k", "d", 16, 4096 * 4096, False).compressed
+
+
+def _policy_cases():
     ternary, dense = "ternary_dense:1x4096x4096", "dense:1x4096x4096"
     costs = {ternary: 1e-3, dense: 2e-3}
     assert choose("compressed", "nm_dense", "k", "d", 64, 100, conv=True).compressed

@@ -31,10 +31,14 @@ DENSE_PACK_MIN_M_AVX512 = 64
 GEMV_MAX_M = 4
 #: on AVX2 (4 x 16 register tiles) the streaming start holds up to this many rows, all of them
 #: inside each block of weight rows (m1 = 1), so the weight is read once per call: measured on a
-#: Zen 4 with AVX-512 hidden, 2.1x (16 x 1024 x 1024) to 4.7x (16 x 4096 x 4096) faster than
-#: the blocked start, which re-read the whole weight for every 4 rows; at 128 rows the two were
-#: within 10% (compute-bound). AVX-512's starts were measured on Zen 5 and are left as they are.
-STREAM_MAX_M_AVX2 = 64
+#: Zen 4 with AVX-512 hidden, 2.1x (16 x 1024 x 1024) to 4.7x (16 x 4096 x 4096) and 2.3x
+#: (128 x 4096 x 4096) faster than the blocked start, which re-read the whole weight for every 4
+#: rows; at 128 x 768 x 3072 within 10%. AVX-512's starts were measured on Zen 5 and are left as
+#: they are.
+STREAM_MAX_M_AVX2 = 128
+#: the streaming start's accumulator (rows x a parallel strip's outputs) is split into this many
+#: bytes at most (n1 blocks), so it stays in L2
+STREAM_ACCUMULATOR_BYTES = 512 * 1024
 
 
 class _TorchMatmul:
@@ -75,7 +79,10 @@ class GemmTask(Task):
                 # all of a strip's outputs accumulated in cache; K-deep column strips of a [K, N]
                 # weight touch one page per row and ran 3x slower (dense:1x4096x9216)
                 n0, n3 = tn[0], tn[3]
-                tn = (n0, 1, s.n // (n0 * n3), n3)
+                strips = s.n // (n0 * n3)
+                n1 = next(d for d in range(1, strips + 1)
+                          if strips % d == 0 and s.m * (strips // d) * n3 * 4 <= STREAM_ACCUMULATOR_BYTES or d == strips)
+                tn = (n0, n1, strips // n1, n3)
                 tm = (1, 1, s.m // tm[3], tm[3])
                 k1 = largest_divisor(s.k, (4, 2, 1))
                 tk = (s.k // k1, k1)

@@ -63,6 +63,10 @@ MEMORY_BOUND_ROWS = 16
 #: 768 x 3072 (the encoder's token count) and 1.3x at 64 x 1024 x 1024, but 0.74x at 2048 rows;
 #: 2:4 0.67x at 128 rows
 TILE_DECODE_MAX_ROWS = {"binary_dense": 128, "ternary_dense": 128, "shift_dense": 128}
+#: on AVX2 (measured on a Zen 4 with AVX-512 hidden: ``kernel_choice_sweep_avx2``), the dense
+#: start streams the weight once for up to 128 rows, and 2:4's decoded kernel lost to it from 16
+#: rows at every size (0.32 to 0.67x; mlp4096 at batch 16: 0.44x the dense build): dense there
+AVX2_TILE_DECODE_DENSE = frozenset({"nm_decode_dense"})
 
 
 @dataclass
@@ -103,6 +107,12 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
+    if rows >= TILE_DECODE_ROWS and family in AVX2_TILE_DECODE_DENSE:
+        from ..schedules.isa import current
+
+        if current().lanes < 16:
+            return Choice(False, f"predicted: on AVX2 the dense kernel streams the weight once for {rows} rows "
+                                 f"and wins")
     if rows >= TILE_DECODE_ROWS:
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)

@@ -86,3 +86,27 @@ def tvm_build(task):
     import tvm
 
     return tvm.compile(task.schedule(task.space.initial(), None), target=tvm.target.Target({"kind": "llvm"}))
+
+
+@pytest.mark.parametrize("key", ["conv2d:1x32x7x7x64x3x3x1x1", "conv2d:2x16x7x7x32x3x3x1x1",
+                                 "conv2d:1x8x7x5x13x3x3x1x1"])
+def test_half_block_register_tiles_compute_the_convolution(key):
+    """``c1_at = halves``: each 16-channel block as two 8-lane tiles over a row of pixels (the
+    AVX2 start of one image with a 7-wide output, where 7 x 2 ymm accumulators would spill);
+    every config with it agrees with numpy, an odd block (13) included, where it acts as outer."""
+    from tvmopt.schedules import isa
+
+    with isa.use(isa.AVX2):
+        task = get_task(key)
+    start = task.space.as_dict(task.space.initial())
+    one_image_of_16 = key.startswith("conv2d:1x") and task.shape.ob == 16
+    assert (start["c1_at"] == "halves") == one_image_of_16, start
+    if one_image_of_16:
+        assert start["tile_w"] == (1, 7) and start["tile_c"][1] == 1
+    config = task.space.initial()
+    knobs = [k.name for k in task.space.knobs]
+    config = config[:knobs.index("c1_at")] + ("halves",) + config[knobs.index("c1_at") + 1:]
+    import tvm
+
+    for cfg in {task.space.initial(), config}:
+        _run(task, tvm.compile(task.schedule(cfg, None), target=tvm.target.Target({"kind": "llvm"})))

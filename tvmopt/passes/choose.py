@@ -10,8 +10,9 @@
 - ``compressed`` / ``dense``: forced.
 
 The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py --sweep`` (each
-kernel on its default config against the dense kernel of the same layer, one quiet run; table in
-BENCHMARKS.md). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
+kernel on its default config against the dense kernel of the same layer, one quiet run; tables
+in BENCHMARKS.md, one per vector width: the thresholds below are the AVX-512 table's, from Zen 5,
+with the AVX2 table's exceptions in ``AVX2_TILE_DECODE_DENSE``). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
 product and win at every size, as does ``int8_dense`` (quantized activations, offered only
 where the CPU has VNNI: 4 bytes of K per lane per instruction). At one row the decoded kernels (binary, ternary, shift, 2:4
 decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against

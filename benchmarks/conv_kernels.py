@@ -12,7 +12,8 @@ conv of the same layer in the same round (> 1: faster than dense). Outputs are c
 the numpy reference first. These are the measurements behind ``passes/choose.py``'s prediction
 for convolutions.
 
-Writes benchmarks/results/conv_kernels.json and BENCHMARKS.md's ``conv_kernels`` section.
+Writes benchmarks/results/conv_kernels_<width>.json and BENCHMARKS.md's ``conv_kernels_<width>`` section
+(one per vector width: ``avx2``, ``avx512``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, write_json  # noqa: E402
+from report import machine, update_section, vector_width, write_json  # noqa: E402
 
 #: ResNet-18's 3x3 convolutions at 224x224 (C x H x W -> O, stride)
 LAYERS = ("64x56x56x64x3x3x1x1", "64x56x56x128x3x3x2x1", "128x28x28x128x3x3x1x1", "128x28x28x256x3x3x2x1",
@@ -123,8 +124,9 @@ def main() -> None:
     meta = {**machine(), "target": spec.key}
     rows = [layer(shape, int(b), formats, target, args.rounds)
             for b in args.batches.split(",") for shape in args.layers.split(",")]
-    write_json("conv_kernels", {"meta": meta, "rows": rows})
-    update_section("conv_kernels", table(rows, formats, meta))
+    name = f"conv_kernels_{vector_width(spec)}"         # one table per vector width
+    write_json(name, {"meta": meta, "rows": rows})
+    update_section(name, table(rows, formats, meta))
     del tvm
 
 

@@ -125,10 +125,12 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     2.6x faster than ``ic_outer`` (1x256x14x14 3x3: 0.38x to 1.0x onnxruntime)."""
     from .isa import current
 
+    lanes = current().lanes
+    avx2 = lanes < 16
     blocks = shape.o // shape.ob
     c1, h1, w1 = register_tile(shape)
     halves = False
-    if current().lanes < 16 and h1 * w1 == 1 and shape.ob == 2 * current().lanes and shape.n == 1:
+    if avx2 and h1 * w1 == 1 and shape.ob == 2 * lanes and shape.n == 1:
         # no pixel tile fits two vectors (a 7x7 output: 7 x 2 ymm accumulators spill); one
         # vector per half block over a row of pixels instead: 1x512x7x7 3x3 went from 0.76-0.79x
         # to 0.89-0.95x onnxruntime, same runs (the tile of one pixel by 8 vectors reads 8
@@ -142,15 +144,15 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
     small = shape.oh * shape.ow * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
-    if small and current().lanes < 16:
+    if small and avx2:
         # every pixel of the chunk reuses the block's weights: keep them in L1 (AVX2 cores load
         # one ymm a cycle from L2, half the FMA rate): 1x512x7x7 3x3 went from 0.46x to 0.91x
         # onnxruntime with 8 input channels (18 KiB of weights) in place of 64 (147 KiB)
         per_channel = c1 * shape.ob * shape.kh * shape.kw * 4
         ic1 = max([1] + [d for d in _divisors(shape.c, 64) if d * per_channel <= L1_WEIGHT_BYTES])
     config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.ow // w1, w1), (shape.c // ic1, ic1),
-              "ic_outer" if current().lanes >= 16 else "ic_inner", "halves" if halves else "inner" if c1 > 1 else "outer", "outside" if small else "inside", 16,
-              2 if small else 3)
+              "ic_inner" if avx2 else "ic_outer", "halves" if halves else "inner" if c1 > 1 else "outer",
+              "outside" if small else "inside", 16, 2 if small else 3)
     return config if space.contains(config) else space.initial()
 
 

@@ -94,6 +94,8 @@ def test_half_block_register_tiles_compute_the_convolution(key):
     """``c1_at = halves``: each 16-channel block as two 8-lane tiles over a row of pixels (the
     AVX2 start of one image with a 7-wide output, where 7 x 2 ymm accumulators would spill);
     every config with it agrees with numpy, an odd block (13) included, where it acts as outer."""
+    import tvm
+
     from tvmopt.schedules import isa
 
     with isa.use(isa.AVX2):
@@ -106,7 +108,5 @@ def test_half_block_register_tiles_compute_the_convolution(key):
     config = task.space.initial()
     knobs = [k.name for k in task.space.knobs]
     config = config[:knobs.index("c1_at")] + ("halves",) + config[knobs.index("c1_at") + 1:]
-    import tvm
-
     for cfg in {task.space.initial(), config}:
         _run(task, tvm.compile(task.schedule(cfg, None), target=tvm.target.Target({"kind": "llvm"})))

@@ -73,7 +73,7 @@ class GemmTask(Task):
 
             wide = current().lanes >= 16
             tm, tn, tk, *rest = heuristic_config(s, self.space)
-            least = DENSE_PACK_MIN_M_AVX512 if wide else DENSE_PACK_MIN_M
+            pack = s.m >= (DENSE_PACK_MIN_M_AVX512 if wide else DENSE_PACK_MIN_M)
             if s.m <= GEMV_MAX_M or (not wide and s.m <= STREAM_MAX_M_AVX2):
                 # a few rows: stream the weight row by row (a K block of a few rows at a time) with
                 # all of a strip's outputs accumulated in cache; K-deep column strips of a [K, N]
@@ -86,8 +86,8 @@ class GemmTask(Task):
                 tm = (1, 1, s.m // tm[3], tm[3])
                 k1 = largest_divisor(s.k, (4, 2, 1))
                 tk = (s.k // k1, k1)
-                least = s.m + 1            # the weight is read once: no per-call packing copy
-            self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, s.m >= least, *rest[1:]))
+                pack = False               # the weight is read once: no per-call packing copy
+            self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
         self.torch_reference = _TorchMatmul(s.transposed_b)

@@ -108,13 +108,12 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
-    if rows >= TILE_DECODE_ROWS and family in AVX2_TILE_DECODE_DENSE:
+    if rows >= TILE_DECODE_ROWS:
         from ..schedules.isa import current
 
-        if current().lanes < 16:
+        if family in AVX2_TILE_DECODE_DENSE and current().lanes < 16:
             return Choice(False, f"predicted: on AVX2 the dense kernel streams the weight once for {rows} rows "
                                  f"and wins")
-    if rows >= TILE_DECODE_ROWS:
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
     if least is not None and rows <= most_rows and weights >= least:

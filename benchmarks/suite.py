@@ -4,6 +4,7 @@ onnxruntime, PyTorch and tvmopt's own dense build, at batch 1 and 16, with weigh
     python benchmarks/suite.py                                  # everything (about an hour on 2 cores)
     python benchmarks/suite.py --models resnet20,mlp4096 --batches 1
     python benchmarks/suite.py --resume                         # keep rows already in the JSON
+    python benchmarks/suite.py --update --models encoder        # re-measure these rows, keep the rest
 
 Networks (``tvmopt/testing/nets.py``): ResNet-18 at 224x224, the CIFAR ResNet-20 of DeepShift
 (option-A shortcuts), a VGG-style CIFAR CNN (VGG-11's convolutions), an MLP of three 4096-wide
@@ -206,11 +207,21 @@ def goals(row: dict) -> dict:
             "never_slower": row["vs_tvmopt_dense"] >= NEVER_SLOWER, "accurate": row["max_rel_err"] <= 1e-4}
 
 
+def _commits(rows: list[dict], meta: dict) -> str:
+    """The commit of the run, and of rows kept from earlier runs (``--update``)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("commit", meta["commit"])] = counts.get(r.get("commit", meta["commit"]), 0) + 1
+    if set(counts) <= {meta["commit"]}:
+        return meta["commit"]
+    return ", ".join(f"{c} ({n} rows)" for c, n in counts.items())
+
+
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
         f"## The real-size suite, {meta['target']} (`benchmarks/suite.py`)",
         "",
-        f"Measured on {meta['cpu']} ({meta['target']}), 2 cores, commit {meta['commit']}, {meta['date']}; untuned builds "
+        f"Measured on {meta['cpu']} ({meta['target']}), 2 cores, commit {_commits(rows, meta)}, {meta['date']}; untuned builds "
         "(default schedules, no records), plain ONNX exports with random weights. Each figure is a ratio "
         "of medians from interleaved rounds in the same run (> 1: tvmopt faster). *vs ORT*: onnxruntime on "
         "the same compressed file; *vs ORT dense*: on the fp32 network; *vs tvmopt dense*: tvmopt's own build "
@@ -247,6 +258,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--resume", action="store_true", help="keep the rows of results/suite_<width>.json and skip them")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the rows of results/suite_<width>.json except the selected ones, which are "
+                             "measured again (each row names its commit)")
     args = parser.parse_args()
 
     from tvmopt.target import parse_target
@@ -256,12 +270,18 @@ def main() -> None:
     meta = {**machine(), "target": target.key}
     rows: list[dict] = []
     previous = RESULTS / f"{name}.json"
-    if args.resume and previous.exists():
-        rows = json.loads(previous.read_text())["rows"]
+    if (args.resume or args.update) and previous.exists():
+        old = json.loads(previous.read_text())
+        rows = [{"commit": old["meta"]["commit"], **r} for r in old["rows"]]
+    if args.update:
+        chosen = {(m, v, b) for m in args.models.split(",") for v in args.variants.split(",")
+                  for b in (int(b) for b in args.batches.split(","))}
+        rows = [r for r in rows if (r["model"], r["variant"], r["batch"]) not in chosen]
     for model_name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             done = {(r["model"], r["variant"], r["batch"]) for r in rows}
-            rows += evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)
+            rows += [{"commit": meta["commit"], **r}
+                     for r in evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)]
             write_json(name, {"meta": meta, "rows": rows})
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (order[r["model"]], r["batch"], VARIANTS.index(r["variant"])))

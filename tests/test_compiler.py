@@ -151,7 +151,7 @@ def test_bundled_cnn_compiles_and_keeps_pytorch_accuracy():
                if r["arch"] == "cnn" and r["variant"] == "binary")
     data = np.load(models / "digits_test.npz")
     compiled = compile_model(models / row["onnx"], batch=len(data["y"]), options=COMPRESSED)
-    assert "binary_dense" in _families(compiled)
+    assert "binary_rowlut_dense" in _families(compiled)      # the whole test set at once: rows share tables
     accuracy = float((compiled(data["x"]).argmax(1) == data["y"]).mean())
     assert accuracy == pytest.approx(row["accuracy"])
 
@@ -237,6 +237,24 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_batches_of_rows_share_lookup_tables_and_small_layers_stay_dense(tmp_path):
+    """From 8 rows, binary and ternary layers read tables of partial sums shared by a vector of
+    rows (odd row counts padded); the never-slower prediction keeps layers under 2^18 weights
+    dense."""
+    model = nn.Sequential(tn.TernaryLinear(512, 1024), nn.ReLU(), tn.BinaryLinear(1024, 512), nn.ReLU(),
+                          tn.BinaryLinear(512, 64)).eval()
+    x = torch.randn(13, 512)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    path = tn.export_onnx(model, x, tmp_path / "rows.onnx")
+    compiled = compile_model(path, batch=13)
+    assert _families(compiled) == ["ternary_rowlut_dense", "binary_rowlut_dense", "dense"]
+    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    forced = compile_model(path, batch=13, options=COMPRESSED)
+    assert _families(forced) == ["ternary_rowlut_dense", "binary_rowlut_dense", "binary_rowlut_dense"]
+    np.testing.assert_allclose(forced(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
 def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path, exports, monkeypatch):

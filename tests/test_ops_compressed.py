@@ -12,7 +12,8 @@ from tvmopt.ops.task import get_task
 KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "nm_decode_dense:4x24x32x2x4", "nm_decode_dense:12x16x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
         "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20", "shift_dense:12x24x21",
-        "hashed_dense:8x16x20x37x2"]
+        "hashed_dense:8x16x20x37x2", "binary_rowlut_dense:24x32x40", "binary_rowlut_dense:13x16x20",
+        "ternary_rowlut_dense:16x24x36", "ternary_rowlut_dense:9x8x30", "binary_rowlut_dense:32x64x72"]
 
 
 def _run(task, config, inputs):
@@ -46,6 +47,18 @@ def test_xnor_kernel_is_exact():
     # the reference really is sign(x) @ W with W = ±1
     x, words = inputs
     assert set(np.unique(task.dense_weight(task.logical([words])))) == {-1.0, 1.0}
+
+
+def test_ternary_row_table_layout_round_trips_and_holds_the_same_weights():
+    """The row-table kernel recodes ternary_dense's 2-bit codes into base-3 nibbles (one byte per
+    4 weights, as before); the logical arrays come back unchanged."""
+    rows = get_task("ternary_rowlut_dense:8x32x30")
+    plain = get_task("ternary_dense:8x32x30")
+    codes = plain.random_weights(np.random.default_rng(3))
+    kernel = rows.to_kernel(codes)
+    assert kernel[0].nbytes == codes[0].nbytes
+    np.testing.assert_array_equal(rows.logical(kernel)[0], codes[0])
+    np.testing.assert_array_equal(rows.dense_weight(rows.logical(kernel)), plain.dense_weight(codes))
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8])

@@ -343,6 +343,11 @@ def cuda_view(task: "DecodedDenseTask") -> CudaTask:
     weight is a separate stage); buffers in ``task.cuda_unstaged`` are never staged in shared memory."""
     from tvmopt.schedules.gemm import apply_cuda_decoded, cuda_gemm_space
 
+    if getattr(task, "cpu_only", False):
+        from ..errors import CudaError
+
+        raise CudaError(f"workload '{task.key}': {task.family} is a CPU kernel; on CUDA the layer runs "
+                        f"{task.family.replace('_rowlut', '')}")
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda", decode=task.decodes_tiles)
     return CudaTask(task, space, lambda sch, c: apply_cuda_decoded(sch, task.shape, space, c, task.cuda_unstaged))
 

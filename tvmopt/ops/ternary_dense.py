@@ -14,6 +14,7 @@ from tvmopt.ops.registry import OpFamily, register_family
 
 from .decoded import (DecodedDenseTask, LookupTableMixin, WeightSpec, bitfield, cuda_view, decoded_task, pack_fields,
                       unpack_fields)
+from .row_tables import RowTableDenseTask
 
 
 class TernaryDenseTask(DecodedDenseTask):
@@ -51,6 +52,41 @@ class TernaryLutDenseTask(LookupTableMixin, TernaryDenseTask):
 
 
 
+class TernaryRowLutDenseTask(RowTableDenseTask, TernaryDenseTask):
+    """Ternary weights through lookup tables shared by a tile of rows (ops/row_tables.py): a byte
+    holds 4 weights, each nibble a pair as the base-3 number ``(w_0 + 1) + 3 (w_1 + 1)``; the
+    byte selects one of 81 partial sums of 4 inputs for 8 or 16 rows at once. Logical arrays are ``ternary_dense``'s 2-bit codes;
+    the kernel layout recodes them."""
+
+    family = "ternary_rowlut_dense"
+    base = 3
+    groups_per_byte = 1
+
+    def coef(self, digit):
+        return (digit - 1).astype("float32")
+
+    def te_code(self, byte, h):
+        byte = byte.astype("int32")
+        return byte >> 4, byte & 15
+
+    #: weight j of a group: digit (w + 1) times this, in the byte
+    PLACES = np.array([1, 3, 16, 48])
+
+    def to_kernel(self, arrays):
+        (codes,) = arrays
+        c = unpack_fields(codes, 2, codes.shape[0] * 4).astype(np.int64)
+        digits = ((c & 1) - (c >> 1) + 1).reshape(codes.shape[0], 4, -1)
+        recoded = (digits * self.PLACES.reshape(1, 4, 1)).sum(axis=1).astype(np.uint8)
+        return super().to_kernel([recoded])
+
+    def logical(self, arrays):
+        (recoded,) = super().logical(arrays)
+        nibbles = np.stack([recoded & 15, recoded >> 4], axis=1).astype(np.int64)     # [bytes, 2, N]
+        digits = np.stack([nibbles % 3, nibbles // 3], axis=2)                         # [bytes, 2, 2, N]
+        w = (digits - 1).reshape(-1, recoded.shape[1])
+        return [pack_fields(np.where(w < 0, 2, w), 2)]
+
+
 # the lookup-table kernel loses at every size measured (ops_llvm, Zen 3: 1.25x vs 2.49x at
 # N = 4096), so the pass never picks it (None); it stays available to `tvmopt tune`
 LUT_MIN_OUTPUTS = None
@@ -73,6 +109,8 @@ def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
 FAMILY = register_family(OpFamily(
     "ternary", "weights in {-a, 0, +a} (TTQ, TWN): 2-bit codes decoded in the product",
     tasks={"ternary_dense": decoded_task(TernaryDenseTask, summary="ternary weights, 2-bit codes"),
-           "ternary_lut_dense": decoded_task(TernaryLutDenseTask, summary="ternary weights through byte lookup tables")},
+           "ternary_lut_dense": decoded_task(TernaryLutDenseTask, summary="ternary weights through byte lookup tables"),
+           "ternary_rowlut_dense": decoded_task(TernaryRowLutDenseTask,
+                                                summary="ternary weights through tables shared by 8 to 32 rows")},
     schedules="tvmopt.schedules.gemm", onnx_ops=("TernaryGemm", "TernaryConv"), from_compact=from_compact,
     cuda=cuda_view, layer="TernaryConv"))

@@ -58,6 +58,12 @@ DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d":
 TILE_DECODE_ROWS = 8
 TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "shift_dense": 1 << 20,
                            "nm_decode_dense": 1 << 20, "codebook_dense": 1 << 22}
+#: lookup tables shared by a vector of rows (ops/row_tables.py: one load and add per 4 weights
+#: and 8 or 16 rows, where dense does 4 FMAs): the smallest weight (N*K) from which they are
+#: predicted faster. Zen 4, AVX2 code, against the dense start: binary 1.5 to 2.9x and ternary
+#: 1.2 to 2.2x from 8 x 1024 x 1024 to 2048 x 3072 x 768 (64 x 512 x 512: 1.9x and 1.6x); at
+#: 16 x 256 x 256 they lost (0.92x and 0.76x)
+ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
@@ -107,6 +113,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         if least is not None:
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
+    if family in ROW_TABLE_MIN_WEIGHTS:
+        if weights >= ROW_TABLE_MIN_WEIGHTS[family]:
+            return Choice(True, "predicted: tables of partial sums shared by 8 or 16 rows, one add per 4 weights")
+        return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:
         from ..schedules.isa import current

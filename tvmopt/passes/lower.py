@@ -41,6 +41,12 @@ from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
 from .choose import choose
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
+from tvmopt.ops.row_tables import takes_rows
+
+#: the kernel a layer of this family runs with 8 rows or more: lookup tables shared by a vector
+#: of rows (ops/row_tables.py; the same compact weights)
+ROW_TABLES_OF = {"binary_dense": "binary_rowlut_dense", "binary_lut_dense": "binary_rowlut_dense",
+                 "ternary_dense": "ternary_rowlut_dense", "ternary_lut_dense": "ternary_rowlut_dense"}
 
 
 @dataclass
@@ -352,6 +358,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 # the tables are rebuilt for every row of X: with many rows the decode kernel
                 # (same weight layout) is cheaper
                 kern.family = kern.family.replace("_lut_dense", "_dense")
+            if kern.family in ROW_TABLES_OF and takes_rows(m):
+                kern.family = ROW_TABLES_OF[kern.family]
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,

@@ -257,6 +257,34 @@ def test_batches_of_rows_share_lookup_tables_and_small_layers_stay_dense(tmp_pat
     np.testing.assert_allclose(forced(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def test_large_binary_convolutions_share_tables_over_output_pixels(tmp_path):
+    """A binary conv of 2^18 weights or more (with a folded batch norm's scale, bias, a residual
+    add and ReLU after it) reads tables of partial sums shared by 16 output pixels, the window
+    gathered from the image (padding included, no im2col); a small one stays direct."""
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small = tn.BinaryConv2d(8, 256, 1)
+            self.big = tn.BinaryConv2d(256, 256, 3, padding=1, stride=1)
+            self.bn = nn.BatchNorm2d(256)
+
+        def forward(self, x):
+            y = torch.relu(self.small(x))
+            return torch.relu(self.bn(self.big(y)) + y)
+
+    model = Block().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 7, 9)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    compiled = compile_model(tn.export_onnx(model, x, tmp_path / "bigconv.onnx", plain=True), batch=2)
+    assert _families(compiled) == ["binary_conv2d", "binary_rowlut_conv2d"]
+    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path, exports, monkeypatch):
     """A config tuned on another CPU of the same target kind beats the untuned default."""
     from tvmopt.build import compile as compiler

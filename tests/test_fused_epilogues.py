@@ -22,12 +22,13 @@ def _functions(compiled):
     return {gv.name_hint: f.script() for gv, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"}
 
 
-@pytest.mark.parametrize("name,family", [("mlp_ternary", "ternary_dense"), ("mlp_binary.plain", "binary_dense"),
-                                         ("mlp_shift", "shift_dense"), ("mlp_nm24", "nm_decode_dense"),
-                                         ("mlp_hashed", "hashed_dense"), ("mlp_fp32", "dense")])
-def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, tmp_path):
+@pytest.mark.parametrize("name,family,batch", [
+    ("mlp_ternary", "ternary_dense", 4), ("mlp_binary.plain", "binary_dense", 4), ("mlp_shift", "shift_dense", 4),
+    ("mlp_nm24", "nm_decode_dense", 4), ("mlp_hashed", "hashed_dense", 4), ("mlp_fp32", "dense", 4),
+    ("mlp_ternary", "ternary_rowlut_dense", 16), ("mlp_binary.plain", "binary_rowlut_dense", 16)])
+def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, batch, tmp_path):
     path = MODELS / f"digits_{name}.onnx"
-    compiled = compile_model(path, batch=4, options=COMPRESSED, shipped=False, records=tmp_path)
+    compiled = compile_model(path, batch=batch, options=COMPRESSED, shipped=False, records=tmp_path)
     functions = _functions(compiled)
     kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}
     assert len(kernels) == 3 and all(n.startswith(f"fused_{family}_") for n in kernels), sorted(kernels)
@@ -38,7 +39,7 @@ def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, tmp_pat
         assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
     # and no function between the kernels but the input's reshape
     assert set(functions) - set(kernels) <= {"reshape"}
-    x = np.load(MODELS / "digits_test.npz")["x"][:4]
+    x = np.load(MODELS / "digits_test.npz")["x"][:batch]
     plain = MODELS / f"digits_{name.split('.')[0]}.plain.onnx"
     plain = plain if plain.exists() else path
     sess = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])

@@ -21,7 +21,6 @@ in ``ternary_dense``, recoded). Weights are stored in
 
 from __future__ import annotations
 
-
 from ..schedules.row_tables import apply_row_tables, row_table_space
 from ..schedules.space import Config
 from tvmopt.ops.task import TASK_ANNOTATION
@@ -58,7 +57,7 @@ class RowTableDenseTask(DecodedDenseTask):
 
             raise WorkloadError(f"workload '{self.key}': row tables need at least {ROW_TABLE_MIN_ROWS} rows")
         self.shape = None
-        self.space = row_table_space(self.padded_rows, self.row_block, self.n, self.code_bytes, self.groups_per_byte, self.entries,
+        self.space = row_table_space(self.padded_rows, self.row_block, self.n, self.code_bytes, self.groups_per_byte,
                                      f"{self.family}-llvm", current().lanes)
         self.flops = 2.0 * self.m * self.n * self.k
 
@@ -96,28 +95,37 @@ class RowTableDenseTask(DecodedDenseTask):
         raise NotImplementedError
 
     def compute(self):
+        from tvm import te
+
+        x = te.placeholder((self.m, self.k), "float32", name="X")
+        raw, acc = self.te_lookup(lambda row, kk: x[row, kk], self.key)
+        rb = self.row_block
+        out = te.compute((self.m, self.n), lambda i, j: acc[i // rb, j, i % rb], name="Out")
+        return [x, raw, out]
+
+    def te_lookup(self, element, key: str):
+        """TE: the weight placeholder and ``C[r, n, i]``, the product for row ``r * block + i``
+        (rows past M: zeros). ``element(row, kk)``: TIR, X's value at a row below M and a
+        reduction index below K (the operand: a matrix, or a convolution's image)."""
         import tvm
         from tvm import te
 
-        m, k, base = self.m, self.k, self.base
+        m, k, base, rb = self.m, self.k, self.base, self.row_block
         groups = self.code_bytes * self.groups_per_byte
-        x = te.placeholder((m, k), "float32", name="X")
         (spec,) = self.weight_specs()
         raw = te.placeholder(self.kernel_shape(spec), spec.dtype, name=spec.name)
         codes = _PanelView(raw, self.panel) if self._paneled(spec) else raw
-
-        rb = self.row_block
-        # X transposed in blocks of rows, zero past K: the pairs read whole vectors of rows
-        # (reading X itself gathers a column of the block for every pair entry)
         blocks = self.padded_rows // rb
 
-        def element(r, kk, i):
+        # X transposed in blocks of rows, zero past K: the pairs read whole vectors of rows
+        # (reading X itself gathers a column of the block for every pair entry)
+        def transposed(r, kk, i):
             row = r * rb + i
             inside = tvm.tirx.all(kk < k, row < m) if self.padded_rows > m else kk < k
-            return tvm.tirx.Select(inside, x[tvm.tirx.min(row, m - 1), tvm.tirx.min(kk, k - 1)],
+            return tvm.tirx.Select(inside, element(tvm.tirx.min(row, m - 1), tvm.tirx.min(kk, k - 1)),
                                    tvm.tirx.const(0.0, "float32"))
 
-        xt = te.compute((blocks, groups * GROUP, rb), element, name="XT")
+        xt = te.compute((blocks, groups * GROUP, rb), transposed, name="XT")
 
         def pair(r, p, e, i):      # pairs of weights: base^2 patterns
             return self.coef(e % base) * xt[r, 2 * p, i] + self.coef(e // base) * xt[r, 2 * p + 1, i]
@@ -131,15 +139,15 @@ class RowTableDenseTask(DecodedDenseTask):
                            name="Table")
         b = te.reduce_axis((0, self.code_bytes), name="b")
         h = te.reduce_axis((0, self.groups_per_byte), name="h")
+
         def entry(j, which):    # clamped, so bound inference can place the tables inside the loops
             return tvm.tirx.min(self.te_code(codes[b, j], h)[which], half - 1)
 
         acc = te.compute((blocks, self.n, rb),
                          lambda r, j, i: te.sum(table[r, b * self.groups_per_byte + h, entry(j, 0), entry(j, 1), i],
                                                 axis=[b, h]),
-                         name="C", attrs={TASK_ANNOTATION: self.key})
-        out = te.compute((m, self.n), lambda i, j: acc[i // rb, j, i % rb], name="Out")
-        return [x, raw, out]
+                         name="C", attrs={TASK_ANNOTATION: key})
+        return raw, acc
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config

@@ -63,7 +63,12 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: predicted faster. Zen 4, AVX2 code, against the dense start: binary 1.5 to 2.9x and ternary
 #: 1.2 to 2.2x from 8 x 1024 x 1024 to 2048 x 3072 x 768 (64 x 512 x 512: 1.9x and 1.6x); at
 #: 16 x 256 x 256 they lost (0.92x and 0.76x)
-ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18}
+#: Convolutions (binary only: ternary tables lost to the dense conv at every ResNet-18 layer,
+#: 0.57 to 0.77x) from the same size: 1.3 to 2.0x the dense conv at 256 and 512 channels (batch
+#: 1 and 16); at 128 channels 1.1x at batch 1 but 0.91x at 16; the pass keeps smaller layers on
+#: the direct ``binary_conv2d``
+ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
+                         "binary_rowlut_conv2d": 1 << 18}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
@@ -106,6 +111,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if c <= d:
                 return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
             return Choice(False, f"{source}: dense {c / d:.2f}x faster")
+    if family in ROW_TABLE_MIN_WEIGHTS:
+        what = "output pixels" if conv else "rows"
+        if weights >= ROW_TABLE_MIN_WEIGHTS[family]:
+            return Choice(True, f"predicted: tables of partial sums shared by 16 {what}, one add per 4 weights")
+        return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if least is not None and rows >= least:
@@ -113,10 +123,6 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         if least is not None:
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
-    if family in ROW_TABLE_MIN_WEIGHTS:
-        if weights >= ROW_TABLE_MIN_WEIGHTS[family]:
-            return Choice(True, "predicted: tables of partial sums shared by 8 or 16 rows, one add per 4 weights")
-        return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:
         from ..schedules.isa import current

@@ -38,10 +38,11 @@ from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import choose
+from .choose import ROW_TABLE_MIN_WEIGHTS, choose
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 from tvmopt.ops.row_tables import takes_rows
+from tvmopt.ops.row_table_conv2d import ROW_TABLES_OF as CONV_ROW_TABLES_OF
 
 #: the kernel a layer of this family runs with 8 rows or more: lookup tables shared by a vector
 #: of rows (ops/row_tables.py; the same compact weights)
@@ -277,6 +278,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
                                                       relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
             conv_prefix = CONV_OF.get(kern.family) if direct else None
+            tables = CONV_ROW_TABLES_OF.get(conv_prefix)
+            if tables and n * oh * ow >= 8 and o * c * kh * kw >= ROW_TABLE_MIN_WEIGHTS[tables]:
+                conv_prefix = tables        # large layers: tables shared by 16 output pixels
             if kern.family != DENSE:
                 rows = n * oh * ow
                 dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))

@@ -19,7 +19,9 @@ decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096
 the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
 rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to
 3.0x at 4096). Hashed kernels lose at every size measured and are predicted dense; codebook
-wins only at 16 rows of 4096 x 4096. A compressed convolution is im2col plus a GEMM and
+wins only at 16 rows of 4096 x 4096. Binary and ternary layers of 8 rows or more run on tables
+of partial sums shared by a vector of rows (one add per 4 weights: fewer operations than dense),
+predicted faster from ``ROW_TABLE_MIN_WEIGHTS`` (large binary convolutions too). A compressed convolution is im2col plus a GEMM and
 loses to the direct dense convolution. A direct compressed convolution (``binary_conv2d``...,
 weight decoded in blocks inside the conv's loops) costs its decode once per image (or per call
 for a batch) on top of the dense conv's FMAs, so it ties with the dense conv where the weight

@@ -40,7 +40,8 @@ def _run(task, lib) -> None:
 
 
 @pytest.mark.parametrize("key", ["xnor_dense:16x256x512", "xnor_conv2d:1x64x8x8x32x3x3x1x1", "ternary_dense:4x256x512",
-                                 "dense:4x256x512"])
+                                 "dense:4x256x512", "binary_rowlut_dense:32x256x512", "ternary_rowlut_dense:16x128x256",
+                                 "binary_rowlut_conv2d:1x32x8x8x64x3x3x1x1"])
 def test_each_target_gets_its_instruction_set_and_both_agree(key):
     flags = _host_flags()
     task, lib2, asm2 = _build(key, AVX2)

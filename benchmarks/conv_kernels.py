@@ -6,9 +6,10 @@
 For each layer shape: ``conv2d:`` (dense fp32 weight, the start config) and each format's
 ``<format>_conv2d:`` with both values of its ``decode`` knob (``chunk``: inside the parallel
 loop; ``global``: once per call) and the start config's choice, plus ``xnor_conv2d:``
-(binarized inputs). Each kernel is compiled for this machine and timed with TVM's time
-evaluator, in interleaved rounds (median over rounds); every figure is a ratio to the dense
-conv of the same layer in the same round (> 1: faster than dense). Outputs are checked against
+(binarized inputs), and the row-table kernels (``binary_rowlut_conv2d:``,
+``ternary_rowlut_conv2d:``: tables of partial sums shared by 16 output pixels). Each kernel is
+compiled for this machine and timed with TVM's time evaluator, in interleaved rounds (median
+over rounds); every figure is a ratio to the dense conv of the same layer in the same round (> 1: faster than dense). Outputs are checked against
 the numpy reference first. These are the measurements behind ``passes/choose.py``'s prediction
 for convolutions.
 
@@ -33,6 +34,8 @@ from report import machine, update_section, vector_width, write_json  # noqa: E4
 LAYERS = ("64x56x56x64x3x3x1x1", "64x56x56x128x3x3x2x1", "128x28x28x128x3x3x1x1", "128x28x28x256x3x3x2x1",
           "256x14x14x256x3x3x1x1", "256x14x14x512x3x3x2x1", "512x7x7x512x3x3x1x1")
 FORMATS = ("binary", "ternary", "shift", "nm", "hashed", "codebook")
+#: formats with a row-table conv kernel
+TABLES = ("binary", "ternary")
 EXTRA = {"nm": "x2x4", "hashed": "x4096x1", "codebook": "x16"}
 
 
@@ -69,6 +72,8 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int) -> di
         for decode in ("chunk", "global"):
             config = space.initial()[:-1] + (decode,)
             contenders[f"{fmt} {decode}"] = _kernel(key, config, target)
+    for fmt in TABLES:
+        contenders[f"{fmt} tables"] = _kernel(f"{fmt}_rowlut_conv2d:{dims}", None, target)
     contenders["xnor"] = _kernel(f"xnor_conv2d:{dims}", None, target)
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
@@ -89,19 +94,25 @@ def table(rows: list[dict], formats: list[str], meta: dict) -> str:
              "at a time (ResNet-18's 3x3 convolutions), default (start) configs, interleaved rounds; each figure "
              "is the dense direct conv's time over the kernel's, same round (> 1: faster than dense). For the "
              "decoded formats: the start config's decode placement (in brackets: the other placement's ratio). "
+             "*tables*: the row-table kernels (`<format>_rowlut_conv2d`, start config). "
              "*xnor*: binarized inputs and weights (XNOR + popcount).", "",
-             "| layer | dense ms | " + " | ".join(formats) + " | xnor |",
-             "|---|---|" + "---|" * (len(formats) + 1)]
+             "| layer | dense ms | " + " | ".join(formats) + " | " + " | ".join(f"{f} tables" for f in TABLES)
+             + " | xnor |",
+             "|---|---|" + "---|" * (len(formats) + len(TABLES) + 1)]
     for r in rows:
         cells = []
         for fmt in formats:
             start = r["start_decode"][fmt]
             other = "global" if start == "chunk" else "chunk"
             cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({r['ratios'][f'{fmt} {other}']:.2f}x)")
+        cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in TABLES]
         lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | " + " | ".join(cells) + f" | {r['ratios']['xnor']:.1f}x |")
     starts = [v for r in rows for v in r["start"].values()]
     lines += ["", f"Start configs over all formats and layers: {min(starts):.2f}x to {max(starts):.2f}x the dense "
-              f"conv (geometric mean {float(np.exp(np.mean(np.log(starts)))):.2f}x); xnor "
+              f"conv (geometric mean {float(np.exp(np.mean(np.log(starts)))):.2f}x); "
+              + "; ".join(f"{fmt} tables {min(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x to "
+                          f"{max(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x" for fmt in TABLES)
+              + "; xnor "
               f"{min(r['ratios']['xnor'] for r in rows):.1f}x to {max(r['ratios']['xnor'] for r in rows):.1f}x."]
     return "\n".join(lines)
 

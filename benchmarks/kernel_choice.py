@@ -41,7 +41,8 @@ def _models(selected):
 
 #: rows of X: a vector, a small batch, the encoder's 128 tokens
 SWEEP_ROWS = (1, 16, 128)
-SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "codebook_dense")
+SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "codebook_dense",
+                  "binary_rowlut_dense", "ternary_rowlut_dense")
 
 
 def _sweep_key(family: str, m: int, n: int) -> str:
@@ -51,6 +52,7 @@ def _sweep_key(family: str, m: int, n: int) -> str:
 
 def sweep() -> int:
     from tvmopt.measure.local import LocalMeasurer
+    from tvmopt.ops.row_tables import takes_rows
     from tvmopt.ops.task import get_task
     from tvmopt.target import parse_target
 
@@ -60,15 +62,17 @@ def sweep() -> int:
     with LocalMeasurer(target) as measurer:
         for n in (256, 1024, 4096):
             for m in SWEEP_ROWS:
-                keys = {"dense": f"dense:{m}x{n}x{n}", **{f: _sweep_key(f, m, n) for f in SWEEP_FAMILIES}}
+                # row tables need 8 rows or more (one vector of rows)
+                families = [f for f in SWEEP_FAMILIES if "rowlut" not in f or takes_rows(m)]
+                keys = {"dense": f"dense:{m}x{n}x{n}", **{f: _sweep_key(f, m, n) for f in families}}
                 seconds = {}
                 for family, key in keys.items():
                     task = get_task(key)
                     (result,) = measurer.measure(key, [task.space.initial()])
                     seconds[family] = min(result.costs) if result.costs else float("inf")
                 rows.append({"n": n, "m": m, "seconds": seconds})
-                print(f"n={n} m={m}: " + ", ".join(f"{f.split('_')[0]} {seconds['dense'] / seconds[f]:.2f}x"
-                                                 for f in SWEEP_FAMILIES), flush=True)
+                print(f"n={n} m={m}: " + ", ".join(f"{f.removesuffix('_dense')} {seconds['dense'] / seconds[f]:.2f}x"
+                                                 for f in families), flush=True)
     info = machine()
     info["target"] = target.key
     write_json(name, {"machine": info, "rows": rows})
@@ -77,7 +81,7 @@ def sweep() -> int:
     for r in rows:
         s = r["seconds"]
         table.append(f"| {r['n']} | {r['m']} | {s['dense'] * 1e6:.1f} | "
-                     + " | ".join(f"{s['dense'] / s[f]:.2f}x" for f in SWEEP_FAMILIES) + " |")
+                     + " | ".join(f"{s['dense'] / s[f]:.2f}x" if f in s else "—" for f in SWEEP_FAMILIES) + " |")
     update_section(name, (
         f"## Compressed vs dense, one layer at a time (`benchmarks/kernel_choice.py --sweep`)\n\n"
         f"{info['cpu']} ({target.key}), {info['date']}, commit {info['commit']}. Each kernel on its default config "

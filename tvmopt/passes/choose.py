@@ -62,13 +62,14 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
                            "nm_decode_dense": 1 << 20, "codebook_dense": 1 << 22}
 #: lookup tables shared by a vector of rows (ops/row_tables.py: one load and add per 4 weights
 #: and 8 or 16 rows, where dense does 4 FMAs): the smallest weight (N*K) from which they are
-#: predicted faster. Zen 4, AVX2 code, against the dense start: binary 1.5 to 2.9x and ternary
-#: 1.2 to 2.2x from 8 x 1024 x 1024 to 2048 x 3072 x 768 (64 x 512 x 512: 1.9x and 1.6x); at
-#: 16 x 256 x 256 they lost (0.92x and 0.76x)
-#: Convolutions (binary only: ternary tables lost to the dense conv at every ResNet-18 layer,
-#: 0.57 to 0.77x) from the same size: 1.3 to 2.0x the dense conv at 256 and 512 channels (batch
-#: 1 and 16); at 128 channels 1.1x at batch 1 but 0.91x at 16; the pass keeps smaller layers on
-#: the direct ``binary_conv2d``
+#: predicted faster. ``kernel_choice_sweep_avx2`` (Zen 4, AVX2 code, start configs): binary
+#: 1.7 to 3.9x the dense start from 1024^2 (16 and 128 rows), but 0.86x at 16 x 256^2; ternary
+#: 1.06 to 1.64x from 1024^2, 0.62x at 16 x 256^2 (at 16 x 4096^2 the sweep's one-shot timing put
+#: it at 1.02x against the decode kernel's 1.30x; interleaved, 1.72x against 1.34x).
+#: Convolutions (``conv_kernels_avx2``, ResNet-18's 3x3 layers): binary tables 1.18 to 1.86x the
+#: dense conv at 128 x 256 channels and more, batch 1 and 16, but 0.69 to 1.14x below (0.80x at
+#: 16 x 128x28x28x128), so the pass keeps those on the direct ``binary_conv2d``; ternary tables
+#: 0.35 to 1.22x, never given to a layer
 ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
                          "binary_rowlut_conv2d": 1 << 18}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)

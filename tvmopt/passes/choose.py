@@ -66,7 +66,7 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: 1.7 to 3.9x the dense start from 1024^2 (16 and 128 rows), but 0.86x at 16 x 256^2; ternary
 #: 1.06 to 1.64x from 1024^2, 0.62x at 16 x 256^2 (at 16 x 4096^2 the sweep's one-shot timing put
 #: it at 1.02x against the decode kernel's 1.30x; interleaved, 1.72x against 1.34x).
-#: Convolutions (``conv_kernels_avx2``, ResNet-18's 3x3 layers): binary tables 1.18 to 1.86x the
+#: Convolutions (``conv_kernels_avx2``, ResNet-18's 3x3 layers): binary tables 1.15 to 1.86x the
 #: dense conv at 128 x 256 channels and more, batch 1 and 16, but 0.69 to 1.14x below (0.80x at
 #: 16 x 128x28x28x128), so the pass keeps those on the direct ``binary_conv2d``; ternary tables
 #: 0.35 to 1.22x, never given to a layer

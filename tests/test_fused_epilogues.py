@@ -25,7 +25,7 @@ def _functions(compiled):
 @pytest.mark.parametrize("name,family,batch", [
     ("mlp_ternary", "ternary_dense", 4), ("mlp_binary.plain", "binary_dense", 4), ("mlp_shift", "shift_dense", 4),
     ("mlp_nm24", "nm_decode_dense", 4), ("mlp_hashed", "hashed_dense", 4), ("mlp_fp32", "dense", 4),
-    ("mlp_ternary", "ternary_rowlut_dense", 16), ("mlp_binary.plain", "binary_rowlut_dense", 16)])
+    ("mlp_ternary", "ternary_rowlut_dense", 64), ("mlp_binary.plain", "binary_rowlut_dense", 16)])
 def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, batch, tmp_path):
     path = MODELS / f"digits_{name}.onnx"
     compiled = compile_model(path, batch=batch, options=COMPRESSED, shipped=False, records=tmp_path)

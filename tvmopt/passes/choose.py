@@ -72,6 +72,11 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: 0.35 to 1.22x, never given to a layer
 ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
                          "binary_rowlut_conv2d": 1 << 18}
+#: rows from which the pass gives a dense layer its row tables (fewer: the decode kernels).
+#: Ternary tables lost to the ternary decode kernel at 16 rows in the whole mlp4096
+#: (``benchmarks/row_tables.py``: 0.88x; the sweep: 1.02x against 1.30x at 4096^2) and won at
+#: 128 (the encoder: 1.31x); 64 is between the two, unmeasured
+ROW_TABLE_MIN_ROWS = {"binary_rowlut_dense": 8, "ternary_rowlut_dense": 64}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x

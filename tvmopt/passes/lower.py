@@ -38,14 +38,14 @@ from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import ROW_TABLE_MIN_WEIGHTS, choose
+from .choose import ROW_TABLE_MIN_ROWS, ROW_TABLE_MIN_WEIGHTS, choose
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 from tvmopt.ops.row_tables import takes_rows
 from tvmopt.ops.row_table_conv2d import ROW_TABLES_OF as CONV_ROW_TABLES_OF
 
-#: the kernel a layer of this family runs with 8 rows or more: lookup tables shared by a vector
-#: of rows (ops/row_tables.py; the same compact weights)
+#: the kernel a layer of this family runs with enough rows (``choose.ROW_TABLE_MIN_ROWS``): lookup
+#: tables shared by a vector of rows (ops/row_tables.py; the same compact weights)
 ROW_TABLES_OF = {"binary_dense": "binary_rowlut_dense", "binary_lut_dense": "binary_rowlut_dense",
                  "ternary_dense": "ternary_rowlut_dense", "ternary_lut_dense": "ternary_rowlut_dense"}
 
@@ -362,8 +362,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 # the tables are rebuilt for every row of X: with many rows the decode kernel
                 # (same weight layout) is cheaper
                 kern.family = kern.family.replace("_lut_dense", "_dense")
-            if kern.family in ROW_TABLES_OF and takes_rows(m):
-                kern.family = ROW_TABLES_OF[kern.family]
+            tables = ROW_TABLES_OF.get(kern.family)
+            if tables and takes_rows(m) and m >= ROW_TABLE_MIN_ROWS[tables]:
+                kern.family = tables
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,

@@ -214,7 +214,7 @@ def _commits(rows: list[dict], meta: dict) -> str:
         counts[r.get("commit", meta["commit"])] = counts.get(r.get("commit", meta["commit"]), 0) + 1
     if set(counts) <= {meta["commit"]}:
         return meta["commit"]
-    return ", ".join(f"{c} ({n} rows)" for c, n in counts.items())
+    return ", ".join(f"{c} ({n} row{'' if n == 1 else 's'})" for c, n in counts.items())
 
 
 def table(rows: list[dict], meta: dict) -> str:

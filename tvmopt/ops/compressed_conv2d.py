@@ -81,8 +81,37 @@ def conv_key(prefix: str, dims: tuple[int, ...], key_dims: tuple[int, ...] = ())
     return f"{prefix}:" + "x".join(str(d) for d in tuple(dims) + tuple(key_dims))
 
 
+class DenseArraysConv:
+    """A convolution whose weight arrays are a compressed dense op's (``self.weights``: that op's
+    task, for the weight seen as ``[K = C*KH*KW, N = O]``) on the conv's ``self.shape``: the
+    arrays, inputs, numpy reference and tolerance every such conv kernel shares (the direct
+    compressed convs here, the row-table convs of ops/row_table_conv2d.py)."""
+
+    def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The dense op's logical arrays ([K, O] for the weight [O, C*KH*KW].T) -> its kernel layout."""
+        return self.weights.to_kernel(arrays)
+
+    def dense_weight(self, kernel_arrays: list[np.ndarray]) -> np.ndarray:
+        """numpy: the [O, C, KH, KW] float32 weight the kernel arrays encode."""
+        s = self.shape
+        w = self.weights.dense_weight(self.weights.logical(kernel_arrays))       # [K, O]
+        return np.ascontiguousarray(w.T.reshape(s.o, s.c, s.kh, s.kw))
+
+    def make_inputs(self, rng):
+        s = self.shape
+        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        return [x] + self.to_kernel(self.weights.random_weights(rng))
+
+    def reference(self, inputs):
+        x, *arrays = inputs
+        return conv2d_reference(x, self.dense_weight(arrays), self.shape.stride, self.shape.pad)
+
+    def tolerance(self):
+        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
+
+
 @dataclass
-class CompressedConv2dTask(Task):
+class CompressedConv2dTask(DenseArraysConv, Task):
     key: str
     shape: ConvShape
     params: dict = field(default_factory=dict)
@@ -120,29 +149,6 @@ class CompressedConv2dTask(Task):
 
     def with_params(self, params: dict) -> "CompressedConv2dTask":
         return type(self)(self.key, self.shape, {**self.params, **params})
-
-    # ---- arrays ----
-    def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The dense op's logical arrays ([K, O] for the weight [O, C*KH*KW].T) -> panels."""
-        return self.weights.to_kernel(arrays)
-
-    def dense_weight(self, kernel_arrays: list[np.ndarray]) -> np.ndarray:
-        """numpy: the [O, C, KH, KW] float32 weight the kernel arrays encode."""
-        s = self.shape
-        w = self.weights.dense_weight(self.weights.logical(kernel_arrays))       # [K, O]
-        return np.ascontiguousarray(w.T.reshape(s.o, s.c, s.kh, s.kw))
-
-    def make_inputs(self, rng):
-        s = self.shape
-        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
-        return [x] + self.to_kernel(self.weights.random_weights(rng))
-
-    def reference(self, inputs):
-        x, *arrays = inputs
-        return conv2d_reference(x, self.dense_weight(arrays), self.shape.stride, self.shape.pad)
-
-    def tolerance(self):
-        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
 
     # ---- TE ----
     def compute(self, x=None):

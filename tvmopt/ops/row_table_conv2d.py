@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape
 from ..schedules.space import Config
 from .binary_dense import BinaryRowLutDenseTask
-from .conv2d import conv2d_reference
+from .compressed_conv2d import DenseArraysConv
 from .registry import OpFamily, TaskKind, register_family
 from .task import Task, check_sizes
 from .ternary_dense import TernaryRowLutDenseTask
@@ -35,7 +33,7 @@ ROW_TABLES_OF = {"binary_conv2d": "binary_rowlut_conv2d"}
 
 
 @dataclass
-class RowTableConv2dTask(Task):
+class RowTableConv2dTask(DenseArraysConv, Task):
     key: str
     shape: ConvShape
     params: dict = field(default_factory=dict)
@@ -51,11 +49,12 @@ class RowTableConv2dTask(Task):
         # block (blocks of 8 waste fewer rows at 7x7, 56 per image, not 64, but the lookups then
         # add one vector, not two: 1x512x7x7x512 ran 0.85x the dense conv, not 1.8x)
         self.pixels_padded = -(-pixels // 16) * 16
-        self.product = FORMATS[self.family](self.key, s.n * self.pixels_padded, s.o, s.c * s.kh * s.kw,
+        # the dense row-table op of the product: its arrays, tables and space
+        self.weights = FORMATS[self.family](self.key, s.n * self.pixels_padded, s.o, s.c * s.kh * s.kw,
                                             params=dict(self.params))
-        assert self.product.row_block == 16
-        self.params = self.product.params
-        self.space = self.product.space
+        assert self.weights.row_block == 16
+        self.params = self.weights.params
+        self.space = self.weights.space
         self.flops = 2.0 * s.n * pixels * s.o * s.c * s.kh * s.kw       # dense-equivalent
 
     @property
@@ -64,28 +63,6 @@ class RowTableConv2dTask(Task):
 
     def with_params(self, params: dict) -> "RowTableConv2dTask":
         return type(self)(self.key, self.shape, {**self.params, **params})
-
-    # ---- arrays ----
-    def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return self.product.to_kernel(arrays)
-
-    def dense_weight(self, kernel_arrays: list[np.ndarray]) -> np.ndarray:
-        """numpy: the [O, C, KH, KW] float32 weight the kernel arrays encode."""
-        s = self.shape
-        w = self.product.dense_weight(self.product.logical(kernel_arrays))        # [K, O]
-        return np.ascontiguousarray(w.T.reshape(s.o, s.c, s.kh, s.kw))
-
-    def make_inputs(self, rng):
-        s = self.shape
-        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
-        return [x] + self.to_kernel(self.product.random_weights(rng))
-
-    def reference(self, inputs):
-        x, *arrays = inputs
-        return conv2d_reference(x, self.dense_weight(arrays), self.shape.stride, self.shape.pad)
-
-    def tolerance(self):
-        return self.product.tolerance()
 
     # ---- TE ----
     def compute(self, x=None):
@@ -106,15 +83,15 @@ class RowTableConv2dTask(Task):
             value = X[n, c, tvm.tirx.max(tvm.tirx.min(ih, s.h - 1), 0), tvm.tirx.max(tvm.tirx.min(iw, s.w - 1), 0)]
             return tvm.tirx.Select(tvm.tirx.all(*inside), value, tvm.tirx.const(0.0, "float32")) if inside else value
 
-        raw, acc = self.product.te_lookup(element, self.key)
-        rb = self.product.row_block
+        raw, acc = self.weights.te_lookup(element, self.key)
+        rb = self.weights.row_block
         out = te.compute((s.n, s.o, s.oh, s.ow),
                          lambda n, o, y, w: acc[n * (padded // rb) + (y * s.ow + w) // rb, o, (y * s.ow + w) % rb],
                          name="Out")
         return (X, raw, out)
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
-        return self.product.apply(sch, block, config, epilogue)
+        return self.weights.apply(sch, block, config, epilogue)
 
     def schedule(self, config: Config, target):
         import tvm

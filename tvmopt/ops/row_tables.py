@@ -82,10 +82,6 @@ class RowTableDenseTask(DecodedDenseTask):
         """M rounded up to the row block (the rows past M are zeros, never written out)."""
         return -(-self.m // self.row_block) * self.row_block
 
-    @property
-    def entries(self) -> int:
-        return self.base ** GROUP
-
     def coef(self, digit):
         raise NotImplementedError
 
@@ -152,13 +148,3 @@ class RowTableDenseTask(DecodedDenseTask):
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config
         return apply_row_tables(sch, self.space, config, epilogue)
-
-    def primfunc(self, config: Config | None = None):
-        import tvm
-        from tvm import te
-
-        func = te.create_prim_func(self.compute()).with_attr("global_symbol", "main")
-        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        self.apply(sch, sch.get_sblock("C"), config)
-        return sch.mod["main"]
-

@@ -279,7 +279,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                                       relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
             conv_prefix = CONV_OF.get(kern.family) if direct else None
             tables = CONV_ROW_TABLES_OF.get(conv_prefix)
-            if tables and n * oh * ow >= 8 and o * c * kh * kw >= ROW_TABLE_MIN_WEIGHTS[tables]:
+            if tables and takes_rows(n * oh * ow) and o * c * kh * kw >= ROW_TABLE_MIN_WEIGHTS[tables]:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
             if kern.family != DENSE:
                 rows = n * oh * ow

@@ -188,7 +188,16 @@ def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, mi
     if first_s > slow_s:
         return "ok", (first_s,)
     timer = lib.time_evaluator(entry, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    # warm-up, untimed: the cores come back to speed only after tens of milliseconds of work.
+    # Without it the first candidate of a fresh runner timed 1.9x slow (conv2d:1x128x28x28x128,
+    # the same config: repeats of 3.0, 3.0 and 1.6 ms, then 1.5 to 1.6 ms), and one measured
+    # after 2 s idle 1.3x slow; a tuner then left the heuristic start on a false cost
+    lib.time_evaluator(entry, dev, number=1, repeat=1, min_repeat_ms=WARM_UP_MS)(*args, out)
     return "ok", tuple(timer(*args, out).results)
+
+
+#: milliseconds each candidate runs untimed before its repeats (see check_and_time)
+WARM_UP_MS = 50
 
 
 def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: int, seed: int):

@@ -89,10 +89,18 @@ def test_cli_build_and_run(tmp_path, capsys):
     x = np.load(MODELS / "digits_test.npz")["x"][:1]
     np.save(tmp_path / "x.npy", x)
     assert main(["run", str(out), "--input", str(tmp_path / "x.npy"), "--repeat", "3",
-                 "--output", str(tmp_path / "y.npy")]) == 0
+                 "--output", str(tmp_path / "y.npy"), "--profile"]) == 0
     printed = capsys.readouterr().out
     assert "output shape (1, 10)" in printed and "latency" in printed
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(x), rtol=1e-4, atol=1e-4)
+    # --profile: one row per kernel the VM called, each a function of the library
+    module = tvmopt.load(out)
+    profile = module.profile(x, runs=3)
+    kernels = [k for k in profile.kernels if not k.name.startswith("vm builtins")]
+    assert [k.name.split("_")[1] for k in kernels].count("dense") == 3 and all(k.calls == 1 for k in kernels)
+    assert all(module._lib.implements_function(k.name, query_imports=True) for k in kernels)
+    assert 0 < profile.kernel_seconds <= 1.5 * profile.run_seconds
+    assert all(k.name in printed for k in kernels) and "instrumented run" in printed
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -117,6 +117,7 @@ class Module:
         except Exception as exc:  # noqa: BLE001 - any loader failure is the file's fault
             raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
         self.device = tvm.cpu()
+        self._lib = lib
         try:
             with quiet_native_logs():
                 self.vm = relax.VirtualMachine(lib, self.device)
@@ -162,6 +163,23 @@ class Module:
             self(*args, **named)
             samples.append(time.perf_counter() - start)
         return statistics.median(samples)
+
+
+    def profile(self, *args, runs: int = 10, **named):
+        """Per-kernel times (:class:`tvmopt.build.profile.Profile`) over ``runs`` calls on these
+        inputs, on an instrumented VM of its own."""
+        from tvm import relax
+
+        from tvmopt.build.compile import StagedCall, bind_inputs
+        from tvmopt.build.profile import profile_vm
+
+        specs = self.inputs
+        if not specs:
+            raise UserError("profiling needs the module's input description (.json written by 'tvmopt build')")
+        arrays = bind_inputs(specs, args, named, UserError)
+        vm = relax.VirtualMachine(self._lib, self.device)
+        call = StagedCall(vm["main"], self.device)
+        return profile_vm(vm, lambda: call(arrays), runs=runs)
 
 
 def load(path) -> Module:

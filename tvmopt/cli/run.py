@@ -10,12 +10,16 @@ def add_parser(sub) -> None:
     run = sub.add_parser(
         "run", help="run a built .so on an input array and time it",
         description="Load a module written by 'tvmopt build', run it on the array in --input (.npy) or on zeros, "
-                    "print the output's shape and checksum and the median latency of --repeat calls.")
+                    "print the output's shape and checksum and the median latency of --repeat calls; "
+                    "--profile adds each kernel's time.")
     run.add_argument("module", help="path to a .so written by 'tvmopt build'")
     run.add_argument("--input", "--inputs", dest="input", metavar="X.npy", default=None,
                      help="input array (.npy), or an .npz with one array per model input, by name (--inputs as in "
                           "tvmc) (default: zeros)")
     run.add_argument("--repeat", type=positive_int, default=20, help="timed calls (default: 20)")
+    run.add_argument("--profile", action="store_true",
+                     help="also time each kernel (fused layer) over --repeat runs and print them slowest first, "
+                          "as tvmc run --profile does")
     run.add_argument("--output", "--outputs", dest="output", metavar="Y.npy", default=None,
                      help="save the output here (.npy); a model with several outputs writes an .npz holding "
                           "output_0, output_1, ... in the model's order")
@@ -43,6 +47,9 @@ def cmd_run(args) -> int:
         print(f"{label} shape {out.shape}, sum {float(out.sum()):.6g}, "
               f"first {np.round(out.reshape(-1)[:4], 5).tolist()}")
     print(f"latency: {seconds * 1e3:.3f} ms (median of {args.repeat})")
+    if args.profile:
+        print()
+        print(module.profile(*arrays, runs=args.repeat).table())
     if args.output:
         from tvmopt.build.deploy import write_atomically
 

@@ -1,0 +1,90 @@
+"""Per-kernel times of a compiled model (``tvmopt run --profile``, as tvmc's ``run --profile``).
+
+TVM 0.27's Relax VM has no profiler; it calls an *instrument* before and after each call
+instruction, so each kernel's wall time is taken around its call, on a VM of its own (the
+module's own VM stays uninstrumented). Each call also pays the Python instrument (a few
+microseconds), so the sum of the rows exceeds the plain latency a little on models of many small
+kernels; the ``instrumented run`` line says by how much. Rows: one per function symbol
+(a fused kernel such as ``fused_conv2d_1_64_56_56_64_3_3_1_1_add1_relu1``, named after the
+layers fused into it), the VM's builtins (allocation, shape checks) together in one row.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+BUILTINS = "vm builtins (allocation, shape checks)"
+
+
+@dataclass
+class KernelTime:
+    name: str
+    calls: int                  # calls per run
+    seconds: float              # per run: the median over runs of this kernel's summed calls
+
+
+@dataclass
+class Profile:
+    kernels: list[KernelTime]   # slowest first
+    run_seconds: float          # median instrumented run, end to end
+    runs: int
+
+    @property
+    def kernel_seconds(self) -> float:
+        return sum(k.seconds for k in self.kernels)
+
+    def table(self, top: int | None = None) -> str:
+        rows = self.kernels if top is None else self.kernels[:top]
+        width = max([len("kernel")] + [len(k.name) for k in rows])
+        total = self.kernel_seconds or 1.0
+        lines = [f"{'kernel':<{width}}  calls  ms per run      %",
+                 f"{'-' * width}  -----  ----------  -----"]
+        lines += [f"{k.name:<{width}}  {k.calls:>5}  {k.seconds * 1e3:>10.3f}  {100 * k.seconds / total:>5.1f}"
+                  for k in rows]
+        if top is not None and len(self.kernels) > top:
+            rest = self.kernels[top:]
+            lines.append(f"{f'({len(rest)} more)':<{width}}  {sum(k.calls for k in rest):>5}  "
+                         f"{sum(k.seconds for k in rest) * 1e3:>10.3f}  "
+                         f"{100 * sum(k.seconds for k in rest) / total:>5.1f}")
+        lines.append(f"kernels: {self.kernel_seconds * 1e3:.3f} ms; instrumented run: {self.run_seconds * 1e3:.3f} ms "
+                     f"(median of {self.runs})")
+        return "\n".join(lines)
+
+
+def profile_vm(vm, call, runs: int = 10, warm: int = 2) -> Profile:
+    """Time each call instruction of ``vm``'s main function over ``runs`` runs of ``call()``
+    (after ``warm`` untimed ones); ``vm`` is instrumented for good, so pass one of its own."""
+    per_run: list[dict[str, float]] = []
+    counts: dict[str, int] = defaultdict(int)
+    started: dict[str, list[float]] = defaultdict(list)
+    current: dict[str, float] = defaultdict(float)
+
+    def instrument(_func, symbol, before, _ret, *_args):
+        name = BUILTINS if symbol.startswith("vm.builtin.") else symbol
+        if before:
+            started[name].append(time.perf_counter())
+        else:
+            current[name] += time.perf_counter() - started[name].pop()
+            counts[name] += 1
+        return 0                    # VMInstrumentReturnKind.NO_OP: run the call as usual
+
+    vm.set_instrument(instrument)
+    for _ in range(warm):
+        call()
+    current.clear()
+    counts.clear()
+    totals = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        totals.append(time.perf_counter() - start)
+        per_run.append(dict(current))
+        current.clear()
+    names = {name for run in per_run for name in run}
+    kernels = [KernelTime(name, counts[name] // runs, statistics.median(run.get(name, 0.0) for run in per_run))
+               for name in names]
+    kernels.sort(key=lambda k: -k.seconds)
+    return Profile(kernels, statistics.median(totals), runs)

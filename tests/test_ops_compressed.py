@@ -13,7 +13,7 @@ KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "nm_decode_dense:4x24x32x2x4", "nm_decode_dense:12x16x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
         "fastfood:3x24x40", "hadamard:2x24x10", "dense:3x16x20", "shift_dense:12x24x21",
         "hashed_dense:8x16x20x37x2", "binary_rowlut_dense:24x32x40", "binary_rowlut_dense:13x16x20",
-        "ternary_rowlut_dense:16x24x36", "ternary_rowlut_dense:9x8x30", "binary_rowlut_dense:32x64x72",
+        "ternary_rowlut_dense:16x24x36", "ternary_rowlut_dense:9x8x30", "ternary_rowlut_dense:64x16x20", "binary_rowlut_dense:32x64x72",
         "binary_rowlut_conv2d:2x5x7x7x16x3x3x1x1", "binary_rowlut_conv2d:1x16x9x9x8x3x3x2x0",
         "ternary_rowlut_conv2d:2x3x8x8x8x5x5x2x2"]
 
@@ -56,6 +56,7 @@ def test_ternary_row_table_layout_round_trips_and_holds_the_same_weights():
     4 weights, as before); the logical arrays come back unchanged."""
     rows = get_task("ternary_rowlut_dense:8x32x30")
     plain = get_task("ternary_dense:8x32x30")
+    assert get_task("ternary_rowlut_dense:64x16x20").row_block == 32 and rows.row_block == 8
     codes = plain.random_weights(np.random.default_rng(3))
     kernel = rows.to_kernel(codes)
     assert kernel[0].nbytes == codes[0].nbytes

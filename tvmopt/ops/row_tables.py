@@ -45,6 +45,9 @@ class RowTableDenseTask(DecodedDenseTask):
 
     base = 2
     groups_per_byte = 2
+    #: rows per table block where M is a multiple of it, in two blocks or more (a dense layer's
+    #: own kernel, not a convolution's product, whose pixel blocks are 16)
+    wide_block = 16
     #: no CUDA view: on a GPU the layer runs the format's decode kernel
     cpu_only = True
 
@@ -75,6 +78,9 @@ class RowTableDenseTask(DecodedDenseTask):
         rows reads one contiguous slice (with the rows of all M in one line per entry, each tile's
         slice spread over every page of the table: at 128 x 768 x 3072, 1.5x slower)."""
         m = self.m
+        wide = self.wide_block
+        if wide > 16 and m % wide == 0 and m >= 2 * wide and self.key.startswith(self.family + ":"):
+            return wide
         return 8 if m % 16 and (m % 8 == 0 or m < 16) else 16
 
     @property

@@ -316,3 +316,31 @@ def test_plain_exports_of_hashed_layers_keep_their_compact_form(tmp_path):
     layer = compiled.lowered.layers[-1]
     assert layer.kernel.startswith("hashed_dense:") and layer.dense_bytes / layer.compact_bytes > 7.9
     np.testing.assert_allclose(compiled(x.numpy()), _ort(path, x.numpy())[0], rtol=1e-4, atol=1e-5)
+
+
+def test_initializers_listed_as_inputs_and_folded_away_stay_constants(tmp_path):
+    """Exports of ONNX IR version 3 (the model zoo's inception_v2) list every initializer among the
+    graph's inputs. When folding consumes one (a scale computed from two constants), it must not
+    become an input of the model: the build takes the one real input and matches onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 16)).astype(np.float32)
+    a = rng.standard_normal((16,)).astype(np.float32)
+    b = rng.standard_normal((16,)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(a, "sc_a"), numpy_helper.from_array(b, "sc_b")]
+    nodes = [helper.make_node("Mul", ["sc_a", "sc_b"], ["scale"]),          # folded: sc_a and sc_b die
+             helper.make_node("MatMul", ["x", "w"], ["y0"]),
+             helper.make_node("Mul", ["y0", "scale"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])] + [
+        helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "ir3", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = tmp_path / "ir3.onnx"
+    onnx.save(model, str(path))
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+    assert [i.name for i in compiled.imported.inputs] == ["x"]
+    np.testing.assert_allclose(compiled(x), _ort(path, x)[0], rtol=1e-5, atol=1e-5)

@@ -71,8 +71,14 @@ def fold_constants(model, input_shapes: dict[str, tuple[int, ...]]):
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(new_inits)
-    for t in [t for t in graph.initializer if t.name not in live]:
+    dead = [t for t in graph.initializer if t.name not in live]
+    for t in dead:
         graph.initializer.remove(t)
+    # exports of IR version 3 also list each initializer as a graph input: a dead one left there
+    # would become an input of the model (inception_v2 of the model zoo: 26 of them)
+    dead_names = {t.name for t in dead}
+    for inp in [i for i in graph.input if i.name in dead_names]:
+        graph.input.remove(inp)
     del graph.value_info[:]
     return model
 

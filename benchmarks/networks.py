@@ -29,8 +29,8 @@ from report import ROOT, machine, median_seconds, update_section, write_json  # 
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
-GOAL_UNTUNED = 0.5        # within 2x of onnxruntime
-GOAL_TUNED = 1.0          # at least onnxruntime's speed (resnet50, squeezenet)
+GOAL_UNTUNED = 0.8        # issue 19: every network, default schedules
+GOAL_TUNED = 1.1          # issue 19: ResNet-50, SqueezeNet, Inception v1 with the default budget
 GOAL_COMPILE_S = 180.0    # ResNet-50
 
 
@@ -88,7 +88,7 @@ def _rel(got, expected) -> float:
 
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
-        "## Real networks (issue 11)",
+        "## Real networks (issues 11 and 19)",
         "",
         f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {meta['machine']['date']}, "
         f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
@@ -96,8 +96,9 @@ def table(rows: list[dict], meta: dict) -> str:
         f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
         f"(no user or shipped records); *tuned*: after `tvmopt tune` from empty records with "
         f"{'the default budget (20 trials per task, at least 200)' if meta['trials'] is None else str(meta['trials']) + ' trials'}"
-        f" and the {meta['tuner']} tuner (trials in the table). Goals: untuned >= "
-        f"{GOAL_UNTUNED}x (within 2x) everywhere, tuned >= {GOAL_TUNED}x on ResNet-50 and SqueezeNet, "
+        f" and the {meta['tuner']} tuner (trials in the table; '-' with a tuned figure: the records of an earlier "
+        f"run's tuning, reused). Goals (issue 19): untuned >= "
+        f"{GOAL_UNTUNED}x everywhere, tuned >= {GOAL_TUNED}x on ResNet-50, SqueezeNet and Inception v1, "
         f"ResNet-50 compiled in <= {GOAL_COMPILE_S:.0f} s, outputs within 1e-4 of onnxruntime.",
         "",
         "| network | convs | tasks | compile s | onnxruntime ms | torch | untuned | tuned | trials | tune s | max rel err |",
@@ -112,8 +113,8 @@ def table(rows: list[dict], meta: dict) -> str:
                      f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {r.get('trials', '-')} | {tune_s} | {err:.1e} |")
     met_untuned = [r["network"] for r in rows if r["untuned_vs_onnxruntime"] < GOAL_UNTUNED]
     met_tuned = [r["network"] for r in rows if r.get("tuned_vs_onnxruntime", GOAL_TUNED) < GOAL_TUNED]
-    lines += ["", f"Untuned within 2x of onnxruntime: {'all' if not met_untuned else 'not ' + ', '.join(met_untuned)}. "
-                  f"Tuned >= 1.0x: {'all tuned' if not met_tuned else 'not ' + ', '.join(met_tuned)}."]
+    lines += ["", f"Untuned >= {GOAL_UNTUNED}x onnxruntime: {'all' if not met_untuned else 'not ' + ', '.join(met_untuned)}. "
+                  f"Tuned >= {GOAL_TUNED}x: {'all tuned' if not met_tuned else 'not ' + ', '.join(met_tuned)}."]
     return "\n".join(lines)
 
 

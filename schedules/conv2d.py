@@ -45,6 +45,12 @@ class ConvShape:
     kw: int
     stride: int = 1
     pad: int = 0
+    groups: int = 1
+
+    @property
+    def cg(self) -> int:
+        """Input channels per group (the reduction's channels)."""
+        return self.c // self.groups
 
     @property
     def oh(self) -> int:
@@ -56,8 +62,10 @@ class ConvShape:
 
     @property
     def ob(self) -> int:
-        """Output channels per vector block (fixed by the shape: it sets the weight layout)."""
-        return largest_divisor(self.o, (16, 8), default=None) or largest_divisor(self.o, range(16, 0, -1))
+        """Output channels per vector block (fixed by the shape: it sets the weight layout); a
+        block never spans two groups, since its lanes share each broadcast input."""
+        og = self.o // self.groups
+        return largest_divisor(og, (16, 8), default=None) or largest_divisor(og, range(16, 0, -1))
 
 
 def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
@@ -65,7 +73,7 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
         Split("tile_c", shape.o // shape.ob, 2),
         Split("tile_h", shape.oh, 2),
         Split("tile_w", shape.ow, 2),
-        Split("tile_ic", shape.c, 2),
+        Split("tile_ic", shape.cg, 2),
         Choice("reduce_order", ("ic_outer", "ic_inner")),
         Choice("c1_at", ("outer", "inner", "halves")),
         Choice("ic_at", ("inside", "outside")),
@@ -140,7 +148,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         if rows:
             _, w1, h1 = max(rows)
             c1, halves = 1, True
-    ic1 = max(_divisors(shape.c, 64))
+    ic1 = max(_divisors(shape.cg, 64))
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
     small = shape.oh * shape.ow * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
@@ -149,8 +157,8 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         # one ymm a cycle from L2, half the FMA rate): 1x512x7x7 3x3 went from 0.46x to 0.91x
         # onnxruntime with 8 input channels (18 KiB of weights) in place of 64 (147 KiB)
         per_channel = c1 * shape.ob * shape.kh * shape.kw * 4
-        ic1 = max([1] + [d for d in _divisors(shape.c, 64) if d * per_channel <= L1_WEIGHT_BYTES])
-    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.ow // w1, w1), (shape.c // ic1, ic1),
+        ic1 = max([1] + [d for d in _divisors(shape.cg, 64) if d * per_channel <= L1_WEIGHT_BYTES])
+    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.ow // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner" if avx2 else "ic_outer", "halves" if halves else "inner" if c1 > 1 else "outer",
               "outside" if small else "inside", 16, 2 if small else 3)
     return config if space.contains(config) else space.initial()

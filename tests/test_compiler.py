@@ -363,3 +363,49 @@ def test_linear_regions_that_are_not_fastfood_become_a_matrix_and_rows_never_mix
 
         text = collapse(load(path, batch=2).mod).script()
         assert ("R.subtract" not in text) == collapsed, text
+
+
+class _Grouped(nn.Module):
+    """ShuffleNet's pieces: grouped 1x1 and 3x3 convolutions with batch norm, a channel shuffle,
+    a depthwise conv, then pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.g1 = nn.Conv2d(32, 48, 1, groups=4, bias=False)
+        self.bn1 = nn.BatchNorm2d(48)
+        self.g2 = nn.Conv2d(48, 48, 3, stride=2, padding=1, groups=2)
+        self.dw = nn.Conv2d(48, 48, 3, padding=1, groups=48)
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.bn1(self.g1(x)))
+        n, c, h, w = x.shape
+        x = x.reshape(n, 4, c // 4, h, w).transpose(1, 2).reshape(n, c, h, w)     # channel shuffle
+        x = self.dw(torch.relu(self.g2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_grouped_convolutions_are_one_kernel_each_and_match_onnxruntime(tmp_path):
+    """A grouped conv with dense weights is one direct conv task over all its groups (key
+    ``...xG``), not one task per group joined by slices and a concatenation; the depthwise conv
+    is a ``depthwise_conv2d`` task. Outputs match onnxruntime."""
+    from tvmopt.ops.task import get_task
+    from tvmopt.testing.nets import randomize_batch_norm
+
+    torch.manual_seed(0)
+    model = randomize_batch_norm(_Grouped().eval())
+    path = tmp_path / "grouped.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"])
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False)
+    keys = [layer.kernel for layer in compiled.lowered.layers]
+    assert "conv2d:1x32x16x16x48x1x1x1x0x4" in keys and "conv2d:1x48x16x16x48x3x3x2x1x2" in keys, keys
+    assert "depthwise_conv2d:1x48x8x8x48x3x3x1x1" in keys, keys
+    assert not any(layer.source.startswith("conv2d group ") for layer in compiled.lowered.layers)
+    assert not any(name.startswith("strided_slice") for name in _funcs(compiled))
+    assert get_task("conv2d:1x48x16x16x48x3x3x2x1x2").shape.ob == 8         # a block within a group of 24
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)

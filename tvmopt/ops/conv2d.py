@@ -2,7 +2,8 @@
 blocks ``W'[O/ob, C, KH, KW, ob]`` (laid out at compile time: it is a constant).
 
 Key: ``conv2d:NxCxHxWxOxKHxKWxSxP`` (batch, in channels, height, width, out channels, kernel
-height and width, stride, symmetric zero padding). Asymmetric padding is an explicit pad before
+height and width, stride, symmetric zero padding), and ``xG`` for G groups (the weight is then
+[O, C/G, KH, KW]; a vector block of output channels stays within one group). Asymmetric padding is an explicit pad before
 the kernel (``P`` = 0); dilated or unevenly strided convolutions keep the im2col path.
 The space and ``apply_conv2d`` are in schedules/conv2d.py.
 """
@@ -34,14 +35,17 @@ def unblock_weight(wb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(wb.transpose(0, 4, 1, 2, 3).reshape(oo * ob, c, kh, kw))
 
 
-def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """numpy NCHW convolution (cross-correlation, as ONNX and PyTorch define it)."""
+def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int = 1) -> np.ndarray:
+    """numpy NCHW convolution (cross-correlation, as ONNX and PyTorch define it); ``groups``:
+    ``w`` is [O, C / groups, KH, KW] and group g's outputs read its slice of the channels."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    o, c, kh, kw = w.shape
+    o, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]   # n c oh ow kh kw
-    return np.einsum("nchwij,ocij->nohw", win, w, optimize=True).astype(np.float32)
+    og = o // groups
+    return np.concatenate([np.einsum("nchwij,ocij->nohw", win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og],
+                                     optimize=True) for g in range(groups)], axis=1).astype(np.float32)
 
 
 def conv_compute(s: ConvShape, X, W, key: str):
@@ -61,12 +65,16 @@ def conv_compute(s: ConvShape, X, W, key: str):
         data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
     else:
         data = X
-    ic = te.reduce_axis((0, s.c), name="ic")
+    ic = te.reduce_axis((0, s.cg), name="ic")
     r = te.reduce_axis((0, s.kh), name="r")
     q = te.reduce_axis((0, s.kw), name="q")
+
+    def channel(o):      # the input channel ``ic`` of output o's group
+        return ic if s.groups == 1 else o // (s.o // s.groups) * s.cg + ic
+
     return te.compute(
         (s.n, s.o, s.oh, s.ow),
-        lambda n, o, y, xx: te.sum(data[n, ic, y * s.stride + r, xx * s.stride + q]
+        lambda n, o, y, xx: te.sum(data[n, channel(o), y * s.stride + r, xx * s.stride + q]
                                    * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
         name="conv", attrs={TASK_ANNOTATION: key})
 
@@ -81,7 +89,7 @@ class Conv2dTask(Task):
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
         self.space = conv2d_space(s)
-        self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw
+        self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.cg * s.kh * s.kw
 
     def to_kernel(self, arrays):
         """The pass's [O, C, KH, KW] weight in the kernel's block layout."""
@@ -90,15 +98,15 @@ class Conv2dTask(Task):
     def make_inputs(self, rng):
         s = self.shape
         x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
-        w = rng.uniform(-1, 1, size=(s.o, s.c, s.kh, s.kw)).astype(np.float32)
+        w = rng.uniform(-1, 1, size=(s.o, s.cg, s.kh, s.kw)).astype(np.float32)
         return [x, block_weight(w, s.ob)]
 
     def reference(self, inputs):
         x, wb = inputs
-        return conv2d_reference(x, unblock_weight(wb), self.shape.stride, self.shape.pad)
+        return conv2d_reference(x, unblock_weight(wb), self.shape.stride, self.shape.pad, self.shape.groups)
 
     def tolerance(self):
-        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
+        return 1e-4, 1e-5 * max(1.0, (self.shape.cg * self.shape.kh * self.shape.kw) ** 0.5)
 
     def compute(self, x=None):
         """TE: (X, W', Y). ``x``: an existing tensor to read instead of a new placeholder."""
@@ -106,7 +114,7 @@ class Conv2dTask(Task):
 
         s = self.shape
         X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
-        W = te.placeholder((s.o // s.ob, s.c, s.kh, s.kw, s.ob), "float32", name="W")
+        W = te.placeholder((s.o // s.ob, s.cg, s.kh, s.kw, s.ob), "float32", name="W")
         return X, W, conv_compute(s, X, W, self.key)
 
     def schedule(self, config: Config, target):
@@ -128,13 +136,18 @@ class Conv2dTask(Task):
 
 
 def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
-    if len(dims) != 9:
-        raise WorkloadError(f"workload '{key}' needs 9 dimensions (conv2d:NxCxHxWxOxKHxKWxSxP)")
+    if len(dims) not in (9, 10):
+        raise WorkloadError(f"workload '{key}' needs 9 dimensions, or 10 for a grouped conv "
+                            f"(conv2d:NxCxHxWxOxKHxKWxSxP[xG])")
+    if len(dims) == 10 and (dims[9] < 1 or dims[1] % dims[9] or dims[4] % dims[9]):
+        raise WorkloadError(f"workload '{key}': {dims[9]} groups must divide the {dims[1]} input and {dims[4]} "
+                            f"output channels")
     return Conv2dTask(key, ConvShape(*dims))
 
 
 FAMILY = register_family(OpFamily(
     "conv2d", "direct fp32 convolutions (weight in output-channel blocks, epilogue fused)",
-    tasks={"conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP", zero_ok=(8,),
-                              summary="direct conv2d: batch, channels, height, width, outputs, kernel, stride, pad")},
+    tasks={"conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP[xG]", zero_ok=(8,),
+                              summary="direct conv2d: batch, channels, height, width, outputs, kernel, stride, pad "
+                                      "(and groups)")},
     schedules="tvmopt.schedules.conv2d"))

@@ -1,0 +1,89 @@
+"""The LLVM schedule space of depthwise 2-D convolution (one input channel per group, NCHW in
+and out) and ``apply_depthwise``.
+
+Each output channel reads one input plane, so there is no channel reduction to block: the
+kernel is a stencil. The vector runs along the output row (contiguous in NCHW; a stride-2 layer
+reads every other input), each weight tap is one broadcast, and a register tile of ``h1`` rows
+by ``w1`` pixels accumulates the ``KH x KW`` taps unrolled. Loop nest (outermost first):
+
+    [n o h0]p | w0 | kh kw (unrolled) | h1 w1 (w1 vectorized)
+
+Knobs: ``tile_h`` and ``tile_w`` (2-level splits), ``unroll`` (the taps), ``parallel`` (how
+many of n, o, h0 are fused and run in parallel). The accumulator is a local buffer written
+back once, with the fused epilogue (folded batch norm, bias, ReLU, a residual add) inlined.
+Before this space ShuffleNet's depthwise layers got the default schedule of a Relax
+convolution (parallel outer loops, the reduction innermost).
+"""
+
+from __future__ import annotations
+
+from .gemm import UNROLL, inline_epilogue
+from .space import Choice, Config, Space, Split
+
+
+def _divisors(n: int, most: int) -> list[int]:
+    return [d for d in range(1, min(n, most) + 1) if n % d == 0]
+
+
+def depthwise_space(shape, name: str = "depthwise_conv2d-llvm") -> Space:
+    """``shape``: a ``ConvShape`` (``o`` output channels, ``o / c`` per input channel)."""
+    knobs = (
+        Split("tile_h", shape.oh, 2),
+        Split("tile_w", shape.ow, 2),
+        Choice("unroll", UNROLL, default=1),
+        Choice("parallel", (1, 2, 3), default=2),
+    )
+    space = Space(name, knobs)
+    return Space(name, knobs, start=heuristic_config(shape, space))
+
+
+def heuristic_config(shape, space: Space) -> Config:
+    """A whole output row per vector tile where it is at most 64 pixels (else the longest
+    divisor that is), up to 4 rows of it (at most 8 vectors of accumulators); parallel over
+    images and channels, and over row tiles too when there are few planes."""
+    from .isa import current
+
+    lanes = current().lanes
+    w1 = max(_divisors(shape.ow, 64))
+    vectors = -(-w1 // lanes)
+    h1 = max(d for d in _divisors(shape.oh, 4) if d * vectors <= 8) if vectors <= 8 else 1
+    parallel = 2 if shape.n * shape.o >= 16 else 3
+    config = ((shape.oh // h1, h1), (shape.ow // w1, w1), 0, parallel)
+    return config if space.contains(config) else space.initial()
+
+
+def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> list:
+    """Schedule the depthwise ``block`` of ``sch`` in place; ``epilogue``: the elementwise
+    blocks after it, inlined into the write-back where they can be. Returns those left over."""
+    from tvmopt.errors import ConfigError
+
+    from .conv2d import _schedule_pad
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    (h0, h1), (w0, w1) = knob["tile_h"], knob["tile_w"]
+    local = sch.cache_write(block, 0, "local")
+    leftover = inline_epilogue(sch, epilogue)
+    n, o, y, x, r, q = sch.get_loops(block)
+    hh = sch.split(y, factors=[h0, h1])
+    ww = sch.split(x, factors=[w0, w1])
+    spatial = [n, o, hh[0]]
+    parallel, rest = spatial[: knob["parallel"]], spatial[knob["parallel"]:]
+    sch.reorder(*parallel, *rest, ww[0], r, q, hh[1], ww[1])
+    fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
+    sch.parallel(fused)
+    sch.reverse_compute_at(local, ww[0])
+    if w1 > 1:          # the write-back's own row loop (with w1 = 1 the last loop is ww[0], shared)
+        sch.vectorize(sch.get_loops(local)[-1])
+    if knob["unroll"]:
+        sch.annotate(ww[0], "pragma_auto_unroll_max_step", knob["unroll"])
+        sch.annotate(ww[0], "pragma_unroll_explicit", 1)
+    else:
+        sch.unroll(r)
+        sch.unroll(q)
+        sch.unroll(hh[1])
+    sch.vectorize(ww[1])
+    sch.decompose_reduction(block, r)
+    _schedule_pad(sch, block)
+    return leftover

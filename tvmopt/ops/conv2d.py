@@ -48,23 +48,30 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups
                                      optimize=True) for g in range(groups)], axis=1).astype(np.float32)
 
 
+def pad_input(s: ConvShape, X):
+    """TE: ``X`` zero-padded by ``s.pad`` on every side, as a stage named ``pad`` (``X`` itself
+    without padding)."""
+    import tvm
+    from tvm import te
+
+    if not s.pad:
+        return X
+    p = s.pad
+
+    def padded(n, c, y, xx):
+        inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
+        return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
+
+    return te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
+
+
 def conv_compute(s: ConvShape, X, W, key: str):
     """TE: the direct convolution of NCHW ``X`` with the blocked weight ``W[O/ob, C, KH, KW, ob]``
     (a placeholder, or a stage that decodes it), zero padding as a separate stage; the conv
     block carries the task annotation ``key``."""
-    import tvm
     from tvm import te
 
-    if s.pad:
-        p = s.pad
-
-        def padded(n, c, y, xx):
-            inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
-            return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
-
-        data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
-    else:
-        data = X
+    data = pad_input(s, X)
     ic = te.reduce_axis((0, s.cg), name="ic")
     r = te.reduce_axis((0, s.kh), name="r")
     q = te.reduce_axis((0, s.kw), name="q")

@@ -16,26 +16,17 @@ from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape
 from ..schedules.depthwise import apply_depthwise, depthwise_space
 from ..schedules.space import Config
-from .conv2d import conv2d_reference
+from .conv2d import Conv2dTask, conv2d_reference, pad_input
 from .registry import OpFamily, TaskKind, register_family
-from .task import TASK_ANNOTATION, Task
+from .task import TASK_ANNOTATION
 
 
 def depthwise_compute(s: ConvShape, X, W, key: str):
     """TE: the depthwise convolution of NCHW ``X`` with ``W[O, KH, KW]``, zero padding as a
     separate stage; the conv block carries the task annotation ``key``."""
-    import tvm
     from tvm import te
 
-    data = X
-    if s.pad:
-        p = s.pad
-
-        def padded(n, c, y, xx):
-            inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
-            return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
-
-        data = te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
+    data = pad_input(s, X)
     r = te.reduce_axis((0, s.kh), name="r")
     q = te.reduce_axis((0, s.kw), name="q")
     per = s.o // s.c
@@ -47,11 +38,8 @@ def depthwise_compute(s: ConvShape, X, W, key: str):
 
 
 @dataclass
-class DepthwiseConv2dTask(Task):
-    key: str
-    shape: ConvShape
-
-    fuses_epilogue = True
+class DepthwiseConv2dTask(Conv2dTask):
+    """The dense conv's task (its ``schedule``) with the depthwise weight, compute and space."""
 
     def __post_init__(self):
         s = self.shape
@@ -87,15 +75,6 @@ class DepthwiseConv2dTask(Task):
         X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
         W = te.placeholder((s.o, s.kh, s.kw), "float32", name="W")
         return X, W, depthwise_compute(s, X, W, self.key)
-
-    def schedule(self, config: Config, target):
-        import tvm
-        from tvm import te
-
-        func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
-        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        self.apply(sch, sch.get_sblock("conv"), config)
-        return sch.mod
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         return apply_depthwise(sch, block, self.space, self.space.initial() if config is None else config, epilogue)

@@ -6,7 +6,7 @@ kernel is a stencil. The vector runs along the output row (contiguous in NCHW; a
 reads every other input), each weight tap is one broadcast, and a register tile of ``h1`` rows
 by ``w1`` pixels accumulates the ``KH x KW`` taps unrolled. Loop nest (outermost first):
 
-    [n o h0]p | w0 | kh kw (unrolled) | h1 w1 (w1 vectorized)
+    [n o h0]p | w0 | ic (extent 1) kh kw (unrolled) | h1 w1 (w1 vectorized)
 
 Knobs: ``tile_h`` and ``tile_w`` (2-level splits), ``unroll`` (the taps), ``parallel`` (how
 many of n, o, h0 are fused and run in parallel). The accumulator is a local buffer written
@@ -17,12 +17,9 @@ convolution (parallel outer loops, the reduction innermost).
 
 from __future__ import annotations
 
+from .conv2d import _divisors, _schedule_pad
 from .gemm import UNROLL, inline_epilogue
 from .space import Choice, Config, Space, Split
-
-
-def _divisors(n: int, most: int) -> list[int]:
-    return [d for d in range(1, min(n, most) + 1) if n % d == 0]
 
 
 def depthwise_space(shape, name: str = "depthwise_conv2d-llvm") -> Space:
@@ -57,20 +54,18 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
     blocks after it, inlined into the write-back where they can be. Returns those left over."""
     from tvmopt.errors import ConfigError
 
-    from .conv2d import _schedule_pad
-
     if not space.contains(config):
         raise ConfigError(f"config {config} is not in the space {space.name}")
     knob = space.as_dict(config)
     (h0, h1), (w0, w1) = knob["tile_h"], knob["tile_w"]
     local = sch.cache_write(block, 0, "local")
     leftover = inline_epilogue(sch, epilogue)
-    n, o, y, x, r, q = sch.get_loops(block)
+    n, o, y, x, ic, r, q = sch.get_loops(block)        # ic: the group's one input channel
     hh = sch.split(y, factors=[h0, h1])
     ww = sch.split(x, factors=[w0, w1])
     spatial = [n, o, hh[0]]
     parallel, rest = spatial[: knob["parallel"]], spatial[knob["parallel"]:]
-    sch.reorder(*parallel, *rest, ww[0], r, q, hh[1], ww[1])
+    sch.reorder(*parallel, *rest, ww[0], ic, r, q, hh[1], ww[1])
     fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
     sch.parallel(fused)
     sch.reverse_compute_at(local, ww[0])
@@ -84,6 +79,6 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
         sch.unroll(q)
         sch.unroll(hh[1])
     sch.vectorize(ww[1])
-    sch.decompose_reduction(block, r)
+    sch.decompose_reduction(block, ic)
     _schedule_pad(sch, block)
     return leftover

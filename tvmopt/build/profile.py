@@ -46,9 +46,9 @@ class Profile:
                   for k in rows]
         if top is not None and len(self.kernels) > top:
             rest = self.kernels[top:]
+            seconds = sum(k.seconds for k in rest)
             lines.append(f"{f'({len(rest)} more)':<{width}}  {sum(k.calls for k in rest):>5}  "
-                         f"{sum(k.seconds for k in rest) * 1e3:>10.3f}  "
-                         f"{100 * sum(k.seconds for k in rest) / total:>5.1f}")
+                         f"{seconds * 1e3:>10.3f}  {100 * seconds / total:>5.1f}")
         lines.append(f"kernels: {self.kernel_seconds * 1e3:.3f} ms; instrumented run: {self.run_seconds * 1e3:.3f} ms "
                      f"(median of {self.runs})")
         return "\n".join(lines)

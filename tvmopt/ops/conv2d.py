@@ -95,8 +95,11 @@ class Conv2dTask(Task):
         s = self.shape
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
-        self.space = conv2d_space(s)
+        self.space = self.make_space()
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.cg * s.kh * s.kw
+
+    def make_space(self):
+        return conv2d_space(self.shape)
 
     def to_kernel(self, arrays):
         """The pass's [O, C, KH, KW] weight in the kernel's block layout."""

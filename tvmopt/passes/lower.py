@@ -138,8 +138,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 w = self._const(call.args[1])
                 a = call.attrs
                 groups = int(a.groups)
-                if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" \
-                        and (groups == 1 or w.shape[1] > 1):          # depthwise stays with Relax
+                if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
                     pads = [int(p) for p in a.padding]
                     geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
                                 "dilations": [int(v) for v in a.dilation]}
@@ -148,39 +147,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                         if binarized:      # the XNOR kernel binarizes (x >= 0) itself
                             x = self._resolve(self._resolve(x).args[0]).args[0]
                         return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
-                    return self._grouped_conv(call.args[0], w, groups, geometry)
-                if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" \
-                        and groups > 1 and w.shape[1] == 1 and options.direct_conv \
-                        and len(set(int(v) for v in a.strides)) == 1 and all(int(v) == 1 for v in a.dilation):
-                    return self._depthwise_conv(call.args[0], w, int(a.strides[0]), [int(p) for p in a.padding])
+                    if w.shape[1] > 1:
+                        return self._grouped_conv(call.args[0], w, groups, geometry)
+                    if _direct(geometry, options):        # depthwise (dilated ones stay with Relax)
+                        return self._direct_conv(call.args[0], w, geometry["strides"][0], pads, None,
+                                                 prefix="depthwise_conv2d", source="conv2d depthwise")
             return call
-
-        def _depthwise_conv(self, x, w, stride, pads):
-            """A depthwise convolution as a ``depthwise_conv2d`` task (its own space), emitted
-            unscheduled so its batch norm and activation fuse with it."""
-            from tvm import te
-
-            from tvmopt.ops.task import get_task
-
-            n, c, h, wd = static_shape(x)
-            o, _, kh, kw = w.shape
-            pt, pl, pb, pr = pads
-            key = conv_key("depthwise_conv2d", _conv_dims(n, c, h, wd, o, kh, kw, stride, pads))
-            if not pt == pl == pb == pr:
-                x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
-            task = tasks[key] = tasks.get(key) or get_task(key)
-            if (key, ()) not in funcs:
-                name = "depthwise_" + "_".join(key.split(":")[1].split("x"))
-                func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
-                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
-                funcs[(key, ())] = self.builder_.add_func(func, name)
-            shape = task.shape
-            y = relax.call_tir(funcs[(key, ())], [x, relax.const(task.to_kernel([w])[0])],
-                               relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
-            layers.append(LayerReport(len(layers), f"conv2d depthwise {kh}x{kw}/{stride}",
-                                      f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", "dense", key,
-                                      w.size * 4, w.size * 4, ""))
-            return y
 
         def _grouped_conv(self, x, w, groups, geometry):
             """A grouped convolution: dense weights, one direct conv task over all groups (key
@@ -190,10 +162,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             and concatenations. One run, three builds: per group 0.35x onnxruntime, one kernel per
             grouped layer 0.38x, and with ``depthwise_conv2d`` too 0.45x. What is left: its groups
             of 34 and 68 channels make vector blocks of 2 and 4 lanes (13 GFLOPS at 136 x 28 x 28)."""
-            (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
-            if sh == sw and dh == dw == 1 and options.direct_conv and \
-                    detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
-                return self._direct_conv(x, w, sh, geometry["pads"], None, groups=groups,
+            if _direct(geometry, options) and detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
+                return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], None, groups=groups,
                                          source=f"conv2d {groups} groups")
             per_in, per_out = w.shape[1], w.shape[0] // groups
             outs = []
@@ -306,7 +276,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
             kern = detect(w.reshape(o, -1), options=options)
-            direct = sh == sw and dh == dw == 1 and options.direct_conv
+            direct = _direct(geometry, options)
             found, choice = kern.structure, ""
             if binarized:
                 if direct and kern.family in ("binary_dense", "binary_lut_dense"):
@@ -351,11 +321,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         def _direct_conv(self, x, w, stride, pads, bias, structure="dense", choice="", kern=None,
                          prefix="conv2d", source="conv2d", groups=1):
-            """A convolution as a direct conv task (``conv2d``, or with ``kern`` a compressed
-            weight's ``<format>_conv2d`` or ``xnor_conv2d``), emitted *unscheduled* (fusable), so
-            its scale, bias and activation fuse with it and :mod:`.fuse_schedule` applies the
-            config afterwards."""
-            from ..ops.conv2d import block_weight
+            """A convolution as a direct conv task (``conv2d`` or ``depthwise_conv2d``, or with
+            ``kern`` a compressed weight's ``<format>_conv2d`` or ``xnor_conv2d``), emitted
+            *unscheduled* (fusable), so its scale, bias and activation fuse with it and
+            :mod:`.fuse_schedule` applies the config afterwards."""
             from tvmopt.ops.task import get_task
 
             n, c, h, wd = static_shape(x)
@@ -378,10 +347,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
                 funcs[(key, params)] = self.builder_.add_func(func, name)
             shape = task.shape
-            if kern is None:
-                arrays = [block_weight(w, shape.ob)]
-            else:       # the XNOR conv packs the signs of w itself (its scale is kern.scale)
-                arrays = task.to_kernel([w] if prefix == "xnor_conv2d" else kern.arrays)
+            # dense and XNOR convs lay out (or pack the signs of) w itself; XNOR's scale is kern.scale
+            arrays = task.to_kernel([w] if kern is None or prefix == "xnor_conv2d" else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
             for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):
@@ -536,6 +503,12 @@ def _primfunc(task, config):
 def _dense_key(m: int, out_features: int, reduction: int) -> str:
     """The dense kernel's key for ``m`` rows (what :func:`dense_kernel`'s ``key(m)`` gives)."""
     return f"{DENSE}:{m}x{out_features}x{reduction}"
+
+
+def _direct(geometry: dict, options) -> bool:
+    """Whether a convolution can run a direct conv task: equal strides, no dilation."""
+    (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
+    return sh == sw and dh == dw == 1 and options.direct_conv
 
 
 def _conv_dims(n, c, h, w, o, kh, kw, stride, pads) -> tuple[int, ...]:

@@ -16,7 +16,10 @@ block of ``ob`` output channels is one contiguous vector per (c, kh, kw). The lo
     ^ the first p fused and parallel      ^ or after i0 (c1_at = outer) or in the register tile
                                              (c1_at = inner); kh kw i1 or i1 kh kw
 
-Knobs: ``tile_c`` (O/ob into c0 x c1), ``tile_h``, ``tile_w``, ``tile_ic`` (2-level splits,
+Prime output widths above 7 are computed padded (``ConvShape.owp``: 13 as 14 or 15), so the
+register tile can hold more than one pixel; the write-back drops the extra columns.
+
+Knobs: ``tile_c`` (O/ob into c0 x c1), ``tile_h``, ``tile_w`` (of the padded width), ``tile_ic`` (2-level splits,
 prime-factor moves like the GEMM), ``c1_at`` (channel blocks in the register tile or
 outside it: the way out for prime widths such as 13 or 7; ``halves``: outside it, and each block
 computed as two tiles of ob/2 lanes one after the other, for rows of pixels that two vectors per
@@ -61,6 +64,28 @@ class ConvShape:
         return (self.w + 2 * self.pad - self.kw) // self.stride + 1
 
     @property
+    def owp(self) -> int:
+        """The output width the kernel computes: ``ow``, or, where ``ow`` is a prime above 7
+        (SqueezeNet's 13x13 maps), the width up to ``ow + 3`` whose AVX2 register tile does the
+        most FMAs per load, counting the padded columns as waste. A prime width leaves register
+        tiles of one pixel per row (and with a prime height, as in 13x13, one pixel in all).
+        The extra columns read zero padding and are dropped in the write-back. It depends on
+        the shape alone (not on the CPU), so a key's space is the same everywhere.
+        Kept: depthwise convolutions (their vectors run along the row); convolutions of fewer
+        than 256 products per output, where the padded columns and the write-back's bounds
+        check cost more than the wider tile saves; 1x1 convolutions of fewer than 256 outputs.
+        Measured on SqueezeNet's 13x13 layers (per-kernel profiles, same run): its 3x3 layers
+        ran 1.5 to 1.6x faster padded and the 1x512x13x13x1000 1x1 1.1 to 1.3x, while the 1x1
+        layers to 64 outputs ran 1.2 to 1.8x slower and 1x64x13x13x256 1x1 2.2x slower."""
+        ow = self.ow
+        if ow <= 7 or any(ow % d == 0 for d in range(2, int(ow ** 0.5) + 1)) or \
+                (self.groups > 1 and self.cg == 1) or self.cg * self.kh * self.kw < 256 or \
+                (self.kh * self.kw == 1 and self.o < 256):
+            return ow
+        blocks = self.o // self.ob
+        return max(range(ow + 1, ow + 4), key=lambda w: (_avx2_tile(self.oh, w, blocks, self.ob)[0] * ow / w, -w))
+
+    @property
     def ob(self) -> int:
         """Output channels per vector block (fixed by the shape: it sets the weight layout); a
         block never spans two groups, since its lanes share each broadcast input."""
@@ -72,7 +97,7 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
     knobs = (
         Split("tile_c", shape.o // shape.ob, 2),
         Split("tile_h", shape.oh, 2),
-        Split("tile_w", shape.ow, 2),
+        Split("tile_w", shape.owp, 2),
         Split("tile_ic", shape.cg, 2),
         Choice("reduce_order", ("ic_outer", "ic_inner")),
         Choice("c1_at", ("outer", "inner", "halves")),
@@ -101,20 +126,26 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     blocks = shape.o // shape.ob
     if current().lanes >= 16:
         c1 = max(_divisors(blocks, max(1, 32 // shape.ob)))
-        best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.oh, 8) for w1 in _divisors(shape.ow, 8)
+        best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.oh, 8) for w1 in _divisors(shape.owp, 8)
                    if h1 * w1 <= 8)
         return c1, best[2], best[1]
-    vectors = max(1, shape.ob // 8)
+    return _avx2_tile(shape.oh, shape.owp, blocks, shape.ob)[1:]
+
+
+def _avx2_tile(oh: int, ow: int, blocks: int, ob: int) -> tuple[float, int, int, int]:
+    """(FMAs per load, c1, h1, w1): the AVX2 register tile of :func:`register_tile` for an
+    ``oh x ow`` output of ``blocks`` blocks of ``ob`` channels."""
+    vectors = max(1, ob // 8)
     best = (0.0, 0, 0, 1, 1, 1)
     for c1 in _divisors(blocks, 12):
-        for h1 in _divisors(shape.oh, 12):
-            for w1 in _divisors(shape.ow, 12):
+        for h1 in _divisors(oh, 12):
+            for w1 in _divisors(ow, 12):
                 fmas = h1 * w1 * c1 * vectors
                 if fmas > 12:
                     continue
                 best = max(best, (fmas / (h1 * w1 + c1 * vectors), fmas, w1, h1, c1 and -c1, c1))
-    _, _, w1, h1, _, c1 = best
-    return c1, h1, w1
+    score, _, w1, h1, _, c1 = best
+    return score, c1, h1, w1
 
 
 #: the weight bytes an AVX2 start keeps in L1 when all of a chunk's pixels reuse them (32 KiB L1
@@ -144,21 +175,21 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         # to 0.89-0.95x onnxruntime, same runs (the tile of one pixel by 8 vectors reads 8
         # weight vectors per input); one image only: at batch 16 it ran 0.82x the 8-vector
         # tile (each chunk's 16 channels of weights stream again for every image)
-        rows = [(h * w, w, h) for h in _divisors(shape.oh, 12) for w in _divisors(shape.ow, 12) if 4 <= h * w <= 12]
+        rows = [(h * w, w, h) for h in _divisors(shape.oh, 12) for w in _divisors(shape.owp, 12) if 4 <= h * w <= 12]
         if rows:
             _, w1, h1 = max(rows)
             c1, halves = 1, True
     ic1 = max(_divisors(shape.cg, 64))
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
-    small = shape.oh * shape.ow * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
+    small = shape.oh * shape.owp * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
     if small and avx2:
         # every pixel of the chunk reuses the block's weights: keep them in L1 (AVX2 cores load
         # one ymm a cycle from L2, half the FMA rate): 1x512x7x7 3x3 went from 0.46x to 0.91x
         # onnxruntime with 8 input channels (18 KiB of weights) in place of 64 (147 KiB)
         per_channel = c1 * shape.ob * shape.kh * shape.kw * 4
         ic1 = max([1] + [d for d in _divisors(shape.cg, 64) if d * per_channel <= L1_WEIGHT_BYTES])
-    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.ow // w1, w1), (shape.cg // ic1, ic1),
+    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.owp // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner" if avx2 else "ic_outer", "halves" if halves else "inner" if c1 > 1 else "outer",
               "outside" if small else "inside", 16, 2 if small else 3)
     return config if space.contains(config) else space.initial()
@@ -179,7 +210,11 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     local = sch.cache_write(block, 0, "local")
     # output channels innermost in the accumulator, so the ob-wide vectors stay in registers
     sch.transform_layout(block, ("write", 0), lambda n, o, y, x: (n, y, x, o))
-    leftover = inline_epilogue(sch, epilogue)     # what cannot be inlined is left for the caller
+    # a padded width (ConvShape.owp): the first epilogue block crops it (``crop``, XNOR's
+    # ``xnor_out``); the rest goes into it, and it into the write-back once that is in place,
+    # where inlining can still bound the write-back by the output's width
+    crop = epilogue[0] if epilogue and shape.owp > shape.ow else None
+    leftover = inline_epilogue(sch, epilogue[1:] if crop else epilogue)   # what cannot be inlined: the caller's
     n, o, y, x, ic, r, s = sch.get_loops(block)
     oc = sch.split(o, factors=[c0, c1, shape.ob])
     # halves: each block of ob channels as two register tiles of ob/2 lanes, one after the other
@@ -202,7 +237,9 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     sch.parallel(fused)
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
-    if shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
+    if crop is not None:
+        sch.reverse_compute_inline(crop)             # the write-back gets `x < ow` (not vectorized)
+    elif shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
         sch.vectorize(sch.get_loops(local)[-1])      # the write-back's x loop: contiguous output
     if knob["unroll"]:
         sch.annotate(middle[-1], "pragma_auto_unroll_max_step", knob["unroll"])

@@ -37,7 +37,7 @@ from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Choice, Config, Space
 from .binary_dense import BinaryDenseTask
 from .codebook_dense import CodebookDenseTask
-from .conv2d import conv2d_reference, conv_compute
+from .conv2d import conv2d_reference, conv_compute, conv_epilogue
 from .decoded import _PanelView
 from .hashed_dense import HashedDenseTask
 from .nm_dense import NMDenseTask
@@ -172,7 +172,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
 
         func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        self.apply(sch, sch.get_sblock("conv"), config)
+        self.apply(sch, sch.get_sblock("conv"), config, conv_epilogue(sch))
         return sch.mod
 
     fuses_epilogue = True

@@ -49,26 +49,30 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups
 
 
 def pad_input(s: ConvShape, X):
-    """TE: ``X`` zero-padded by ``s.pad`` on every side, as a stage named ``pad`` (``X`` itself
-    without padding)."""
+    """TE: ``X`` zero-padded by ``s.pad`` on every side, and on the right as far as a padded
+    output width (``s.owp``) reads, as a stage named ``pad`` (``X`` itself where nothing is
+    padded)."""
     import tvm
     from tvm import te
 
-    if not s.pad:
-        return X
     p = s.pad
+    extra = max(0, (s.owp - 1) * s.stride + s.kw - (s.w + 2 * p))
+    if not p and not extra:
+        return X
 
     def padded(n, c, y, xx):
         inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
         return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
 
-    return te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p), padded, name="pad")
+    return te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p + extra), padded, name="pad")
 
 
 def conv_compute(s: ConvShape, X, W, key: str):
     """TE: the direct convolution of NCHW ``X`` with the blocked weight ``W[O/ob, C, KH, KW, ob]``
     (a placeholder, or a stage that decodes it), zero padding as a separate stage; the conv
-    block carries the task annotation ``key``."""
+    block carries the task annotation ``key``. Where the kernel computes a padded width
+    (``s.owp > s.ow``) the result is a ``crop`` stage of the conv, which the schedule inlines
+    into the accumulator's write-back (:func:`conv_epilogue`)."""
     from tvm import te
 
     data = pad_input(s, X)
@@ -79,11 +83,20 @@ def conv_compute(s: ConvShape, X, W, key: str):
     def channel(o):      # the input channel ``ic`` of output o's group
         return ic if s.groups == 1 else o // (s.o // s.groups) * s.cg + ic
 
-    return te.compute(
-        (s.n, s.o, s.oh, s.ow),
+    conv = te.compute(
+        (s.n, s.o, s.oh, s.owp),
         lambda n, o, y, xx: te.sum(data[n, channel(o), y * s.stride + r, xx * s.stride + q]
                                    * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
         name="conv", attrs={TASK_ANNOTATION: key})
+    if s.owp == s.ow:
+        return conv
+    return te.compute((s.n, s.o, s.oh, s.ow), lambda n, o, y, xx: conv[n, o, y, xx], name="crop")
+
+
+def conv_epilogue(sch) -> list:
+    """The blocks a conv task's own PrimFunc (:func:`conv_compute`) has after its ``conv``
+    block: the ``crop`` of a padded width, or nothing."""
+    return list(sch.get_consumers(sch.get_sblock("conv")))
 
 
 @dataclass
@@ -133,7 +146,7 @@ class Conv2dTask(Task):
 
         func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        self.apply(sch, sch.get_sblock("conv"), config)
+        self.apply(sch, sch.get_sblock("conv"), config, conv_epilogue(sch))
         return sch.mod
 
     fuses_epilogue = True

@@ -121,7 +121,8 @@ class XnorConv2dTask(Task):
             count = tvm.tirx.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32")
             return te.sum(tvm.tirx.Select(inside, count, tvm.tirx.const(0, "int32")), axis=[cw, r, q])
 
-        acc = te.compute((s.n, s.o, s.oh, s.ow), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
+        # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops it
+        acc = te.compute((s.n, s.o, s.oh, s.owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
 
         def taps(pos, k, extent):
             """In-image taps of a window starting at pos * stride - pad."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +66,9 @@ def load(source, batch: int | None = None, input_shape: tuple[int, ...] | None =
     size is rebatched when the graph does not fix the batch elsewhere (a ModelError says so
     when it does). None keeps a static batch as exported. ``input_shape`` overrides the shape.
     """
-    try:
-        import torch
-        if isinstance(source, torch.export.ExportedProgram):
-            return _load_exported_program(source, batch)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch = sys.modules.get("torch")        # an ExportedProgram means torch is loaded: not imported for a path
+    if torch is not None and isinstance(source, torch.export.ExportedProgram):
+        return _load_exported_program(source, batch)
     return _load_onnx(Path(source), batch, input_shape)   # TVM's C++ noise: captured by model_stage
 
 

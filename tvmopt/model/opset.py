@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from tvmopt.model import formats
 from tvmopt.model.formats import fwht_np, next_pow2
@@ -234,6 +232,9 @@ def reference(op: str, x: np.ndarray, inputs: dict[str, np.ndarray | None], attr
         lo = attrs["first_row"]
         y = fwht_np(xp)[..., lo: lo + attrs["out_features"]] * inputs["scale"].reshape(())
     else:
+        import torch          # here, not at import: reading an ONNX model needs no torch
+        import torch.nn.functional as F
+
         x = _transform_input(op, x, attrs)
         w = torch.from_numpy(decode_weight(op, inputs, attrs))
         if op.endswith("Conv"):
@@ -338,6 +339,8 @@ _LIB = None
 def register_torch_ops() -> None:
     """Define ``torch.ops.tvmopt.<op>`` for every spec (idempotent). Their CPU kernels are
     :func:`reference`; ``torch.export`` keeps them as single nodes."""
+    import torch
+
     global _LIB
     if _LIB is not None:
         return
@@ -352,6 +355,8 @@ def register_torch_ops() -> None:
 
 
 def _make_kernel(spec: OpSpec):
+    import torch
+
     def kernel(x, *args):
         tensors, attrs = spec.split_args(args)
         arrays = {k: None if v is None else v.detach().cpu().numpy() for k, v in tensors.items()}
@@ -397,6 +402,7 @@ def register_onnx_schemas() -> None:
 def onnx_translation_table() -> dict:
     """``custom_translation_table`` for ``torch.onnx.export``: each torch op -> one ai.tvmopt node."""
     import onnxscript
+    import torch
 
     register_torch_ops()
     register_onnx_schemas()

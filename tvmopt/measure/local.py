@@ -254,8 +254,9 @@ class _Worker:
     """One persistent worker process with a parent-enforced deadline per call."""
 
     def __init__(self, env: dict[str, str] | None = None):
-        self._worker = _popen_worker_class()(initializer=_warm_up, initargs=(env or {},), stdout=_DEVNULL,
-                                             stderr=_DEVNULL)
+        from tvmopt.measure.popen_worker import worker_class
+
+        self._worker = worker_class()(initializer=_warm_up, initargs=(env or {},), stdout=_DEVNULL, stderr=_DEVNULL)
 
     def call(self, fn, args: tuple, timeout: float):
         """Returns ("ok", value) | ("error", message) | ("timeout", None) | ("crashed", message)."""
@@ -278,33 +279,6 @@ class _Worker:
 
 
 _DEVNULL = open(os.devnull, "wb")  # noqa: SIM115 - lives as long as the module
-
-
-def _popen_worker_class():
-    """TVM's ``PopenWorker``, started as ``python -m tvmopt.measure.popen_worker`` (TVM
-    imported without torch there) instead of ``tvm.exec.popen_worker``; TVM's own start on
-    Windows, where the pipe handles are passed differently."""
-    import subprocess
-    import sys
-
-    from tvm.support.popen_pool import PopenWorker
-
-    class Worker(PopenWorker):
-        def _start(self):
-            if self._proc is not None or sys.platform == "win32":
-                return super()._start()
-            main_read, worker_write = os.pipe()
-            worker_read, main_write = os.pipe()
-            cmd = [sys.executable, "-m", "tvmopt.measure.popen_worker", str(worker_read), str(worker_write)]
-            self._proc = subprocess.Popen(cmd, pass_fds=(worker_read, worker_write), stdout=self._stdout,
-                                          stderr=self._stderr)
-            os.close(worker_read)
-            os.close(worker_write)
-            self._reader = os.fdopen(main_read, "rb")
-            self._writer = os.fdopen(main_write, "wb")
-            return None
-
-    return Worker
 
 
 def _signal_name(code) -> str:

@@ -191,9 +191,13 @@ class RPCMeasurer(LocalMeasurer):
 def run_tracker(host: str = "0.0.0.0", port: int = 9190, port_end: int | None = None) -> None:
     """Start TVM's tracker and serve until interrupted."""
     try:
-        from tvm.rpc.tracker import Tracker
+        import tvm.rpc.tracker
     except ImportError as e:
         raise UserError(f"TVM's RPC tracker cannot start: {e}") from None
+    from tvmopt.measure.popen_worker import worker_class
+
+    tvm.rpc.tracker.PopenWorker = worker_class()     # its process imports TVM without torch
+    Tracker = tvm.rpc.tracker.Tracker
     with _stopped_with_everything_it_started():
         tracker = Tracker(host, port=port, port_end=port_end or port + 10, silent=True)
         print(f"RPC tracker listening on {host}:{tracker.port} (Ctrl-C stops it)", flush=True)
@@ -207,8 +211,12 @@ def run_server(tracker: tuple[str, int], key: str, host: str = "0.0.0.0", port: 
                port_end: int | None = None) -> None:
     """Start TVM's RPC server, registered with ``tracker`` under ``key``, until interrupted.
     Sessions run in the server's child processes with TVM_NUM_THREADS set by tvmopt."""
-    from tvm.rpc.server import Server
+    import tvm.rpc.server
 
+    from tvmopt.measure.popen_worker import worker_class
+
+    tvm.rpc.server.PopenWorker = worker_class()      # its process imports TVM without torch
+    Server = tvm.rpc.server.Server
     session = connect_tracker(*tracker)                    # a clear error if it is not there
     with _stopped_with_everything_it_started():
         server = Server(host, port=port, port_end=port_end or port + 100, key=key, tracker_addr=tracker, silent=True)

@@ -29,6 +29,25 @@ def block_weight(w: np.ndarray, ob: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(o // ob, ob, c, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
+def pad_groups(w: np.ndarray, s: ConvShape) -> np.ndarray:
+    """[O, C/G, KH, KW] -> [G * ogp, C/G, KH, KW]: each group's outputs padded with zero
+    weights to ``s.ogp`` (the channels the kernel computes)."""
+    if s.op == s.o:
+        return w
+    og = s.o // s.groups
+    padded = np.zeros((s.groups, s.ogp) + w.shape[1:], w.dtype)
+    padded[:, :og] = w.reshape((s.groups, og) + w.shape[1:])
+    return padded.reshape((s.op,) + w.shape[1:])
+
+
+def unpad_groups(w: np.ndarray, s: ConvShape) -> np.ndarray:
+    """The inverse of :func:`pad_groups`."""
+    if s.op == s.o:
+        return w
+    return np.ascontiguousarray(w.reshape((s.groups, s.ogp) + w.shape[1:])[:, : s.o // s.groups]
+                                .reshape((s.o,) + w.shape[1:]))
+
+
 def unblock_weight(wb: np.ndarray) -> np.ndarray:
     """[O/ob, C, KH, KW, ob] -> [O, C, KH, KW]."""
     oo, c, kh, kw, ob = wb.shape
@@ -71,7 +90,7 @@ def conv_compute(s: ConvShape, X, W, key: str):
     """TE: the direct convolution of NCHW ``X`` with the blocked weight ``W[O/ob, C, KH, KW, ob]``
     (a placeholder, or a stage that decodes it), zero padding as a separate stage; the conv
     block carries the task annotation ``key``. Where the kernel computes a padded width
-    (``s.owp > s.ow``) the result is a ``crop`` stage of the conv, which the schedule inlines
+    (``s.owp > s.ow``) or padded groups (``s.op > s.o``) the result is a ``crop`` stage of the conv, which the schedule inlines
     into the accumulator's write-back (:func:`conv_epilogue`)."""
     from tvm import te
 
@@ -80,17 +99,22 @@ def conv_compute(s: ConvShape, X, W, key: str):
     r = te.reduce_axis((0, s.kh), name="r")
     q = te.reduce_axis((0, s.kw), name="q")
 
-    def channel(o):      # the input channel ``ic`` of output o's group
-        return ic if s.groups == 1 else o // (s.o // s.groups) * s.cg + ic
+    def channel(o):      # the input channel ``ic`` of (computed) output o's group
+        return ic if s.groups == 1 else o // s.ogp * s.cg + ic
 
     conv = te.compute(
-        (s.n, s.o, s.oh, s.owp),
+        (s.n, s.op, s.oh, s.owp),
         lambda n, o, y, xx: te.sum(data[n, channel(o), y * s.stride + r, xx * s.stride + q]
                                    * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
         name="conv", attrs={TASK_ANNOTATION: key})
-    if s.owp == s.ow:
+    if s.owp == s.ow and s.op == s.o:
         return conv
-    return te.compute((s.n, s.o, s.oh, s.ow), lambda n, o, y, xx: conv[n, o, y, xx], name="crop")
+    og = s.o // s.groups
+
+    def computed(o):     # output o's channel among the computed ones (groups padded to ogp)
+        return o if s.op == s.o else o // og * s.ogp + o % og
+
+    return te.compute((s.n, s.o, s.oh, s.ow), lambda n, o, y, xx: conv[n, computed(o), y, xx], name="crop")
 
 
 def conv_epilogue(sch) -> list:
@@ -116,17 +140,18 @@ class Conv2dTask(Task):
 
     def to_kernel(self, arrays):
         """The pass's [O, C, KH, KW] weight in the kernel's block layout."""
-        return [block_weight(arrays[0], self.shape.ob)]
+        return [block_weight(pad_groups(arrays[0], self.shape), self.shape.ob)]
 
     def make_inputs(self, rng):
         s = self.shape
         x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
         w = rng.uniform(-1, 1, size=(s.o, s.cg, s.kh, s.kw)).astype(np.float32)
-        return [x, block_weight(w, s.ob)]
+        return [x, block_weight(pad_groups(w, s), s.ob)]
 
     def reference(self, inputs):
         x, wb = inputs
-        return conv2d_reference(x, unblock_weight(wb), self.shape.stride, self.shape.pad, self.shape.groups)
+        return conv2d_reference(x, unpad_groups(unblock_weight(wb), self.shape), self.shape.stride, self.shape.pad,
+                                self.shape.groups)
 
     def tolerance(self):
         return 1e-4, 1e-5 * max(1.0, (self.shape.cg * self.shape.kh * self.shape.kw) ** 0.5)
@@ -137,7 +162,7 @@ class Conv2dTask(Task):
 
         s = self.shape
         X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
-        W = te.placeholder((s.o // s.ob, s.cg, s.kh, s.kw, s.ob), "float32", name="W")
+        W = te.placeholder((s.op // s.ob, s.cg, s.kh, s.kw, s.ob), "float32", name="W")
         return X, W, conv_compute(s, X, W, self.key)
 
     def schedule(self, config: Config, target):

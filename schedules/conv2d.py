@@ -82,20 +82,36 @@ class ConvShape:
                 (self.groups > 1 and self.cg == 1) or self.cg * self.kh * self.kw < 256 or \
                 (self.kh * self.kw == 1 and self.o < 256):
             return ow
-        blocks = self.o // self.ob
+        blocks = self.op // self.ob
         return max(range(ow + 1, ow + 4), key=lambda w: (_avx2_tile(self.oh, w, blocks, self.ob)[0] * ow / w, -w))
+
+    @property
+    def ogp(self) -> int:
+        """Output channels per group the kernel computes: a grouped conv's ``O / G``, rounded up
+        to a multiple of 8 where it is not one (ShuffleNet's 34 and 68), so vector blocks have
+        8 lanes and not 2 or 4; the extra channels have zero weights and are dropped in the
+        write-back. Depthwise and ungrouped convolutions keep theirs."""
+        og = self.o // self.groups
+        if self.groups == 1 or self.cg == 1 or og % 8 == 0 or og < 8:
+            return og
+        return -(-og // 8) * 8
+
+    @property
+    def op(self) -> int:
+        """Output channels the kernel computes (``groups * ogp``)."""
+        return self.groups * self.ogp
 
     @property
     def ob(self) -> int:
         """Output channels per vector block (fixed by the shape: it sets the weight layout); a
         block never spans two groups, since its lanes share each broadcast input."""
-        og = self.o // self.groups
+        og = self.ogp
         return largest_divisor(og, (16, 8), default=None) or largest_divisor(og, range(16, 0, -1))
 
 
 def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
     knobs = (
-        Split("tile_c", shape.o // shape.ob, 2),
+        Split("tile_c", shape.op // shape.ob, 2),
         Split("tile_h", shape.oh, 2),
         Split("tile_w", shape.owp, 2),
         Split("tile_ic", shape.cg, 2),
@@ -123,7 +139,7 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     tile, at onnxruntime's speed (benchmarks/heuristics.py)."""
     from .isa import current
 
-    blocks = shape.o // shape.ob
+    blocks = shape.op // shape.ob
     if current().lanes >= 16:
         c1 = max(_divisors(blocks, max(1, 32 // shape.ob)))
         best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.oh, 8) for w1 in _divisors(shape.owp, 8)
@@ -166,7 +182,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
 
     lanes = current().lanes
     avx2 = lanes < 16
-    blocks = shape.o // shape.ob
+    blocks = shape.op // shape.ob
     c1, h1, w1 = register_tile(shape)
     halves = False
     if avx2 and h1 * w1 == 1 and shape.ob == 2 * lanes and shape.n == 1:
@@ -213,7 +229,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     # a padded width (ConvShape.owp): the first epilogue block crops it (``crop``, XNOR's
     # ``xnor_out``); the rest goes into it, and it into the write-back once that is in place,
     # where inlining can still bound the write-back by the output's width
-    crop = epilogue[0] if epilogue and shape.owp > shape.ow else None
+    crop = epilogue[0] if epilogue and (shape.owp > shape.ow or shape.op > shape.o) else None
     leftover = inline_epilogue(sch, epilogue[1:] if crop else epilogue)   # what cannot be inlined: the caller's
     n, o, y, x, ic, r, s = sch.get_loops(block)
     oc = sch.split(o, factors=[c0, c1, shape.ob])
@@ -237,10 +253,13 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     sch.parallel(fused)
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
-    if crop is not None:
+    if crop is not None and shape.op == shape.o:
         sch.reverse_compute_inline(crop)             # the write-back gets `x < ow` (not vectorized)
-    elif shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
-        sch.vectorize(sch.get_loops(local)[-1])      # the write-back's x loop: contiguous output
+    else:
+        if crop is not None:     # padded groups: the crop's channel map is not affine, so it
+            _parallel_rows(sch, crop)                # (with the epilogue) is a pass of its own
+        if shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
+            sch.vectorize(sch.get_loops(local)[-1])  # the write-back's x loop: contiguous output
     if knob["unroll"]:
         sch.annotate(middle[-1], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(middle[-1], "pragma_unroll_explicit", 1)
@@ -249,6 +268,13 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     sch.decompose_reduction(block, ii[0])
     _schedule_pad(sch, block)
     return leftover
+
+
+def _parallel_rows(sch, block) -> None:
+    """An elementwise pass over NCHW: (n, c) planes in parallel, the row vectorized."""
+    loops = sch.get_loops(block)
+    sch.parallel(sch.fuse(*loops[:2]))
+    sch.vectorize(loops[-1])
 
 
 def _schedule_pad(sch, block) -> None:

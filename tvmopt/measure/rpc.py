@@ -235,19 +235,23 @@ def run_server(tracker: tuple[str, int], key: str, host: str = "0.0.0.0", port: 
 
 @contextlib.contextmanager
 def _stopped_with_everything_it_started():
-    """SIGTERM stops the process like Ctrl-C does, and on the way out every process it started
-    (TVM's server or tracker process, their session workers, ``popen_worker``s) is ended:
-    nothing is left running, re-parented to init."""
+    """SIGTERM and SIGINT stop the process like Ctrl-C does, and on the way out every process it
+    started (TVM's server or tracker process, their session workers, ``popen_worker``s) is
+    ended: nothing is left running, re-parented to init. SIGINT is handled explicitly because a
+    command started in the background by a script (``tvmopt rpc tracker &``) inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt: such a tracker outlived
+    ``kill -INT``."""
     import signal
 
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         end_descendants()
 
 

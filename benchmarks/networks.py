@@ -149,8 +149,8 @@ def main() -> None:
         from tvmopt.records.store import pick_best
 
         sources = [SHIPPED] + [WORK / f"records-{n}" for n in tune if (WORK / f"records-{n}").exists()]
-        header = (f"tvmopt shipped records on {target.key}: the bundled digits models (benchmarks/e2e.py --ship) "
-                  f"and the zoo networks {', '.join(sorted(tune))} (benchmarks/networks.py --ship, "
+        header = (f"tvmopt shipped records on {target.key}: those this file held (e.g. the bundled digits models', "
+                  f"benchmarks/e2e.py --ship) and the zoo networks {', '.join(sorted(tune))} (benchmarks/networks.py --ship, "
                   f"default budget, {args.tuner}, {meta['machine']['date']}); one record per task")
         print("shipped", pick_best(sources, SHIPPED / f"{target.key}.jsonl", target.key, header), "records")
 

@@ -102,6 +102,12 @@ class ConvShape:
         return self.groups * self.ogp
 
     @property
+    def padded(self) -> bool:
+        """Whether the kernel computes more than the output (``owp`` or ``ogp``), which a
+        ``crop`` stage then drops."""
+        return self.owp > self.ow or self.op > self.o
+
+    @property
     def ob(self) -> int:
         """Output channels per vector block (fixed by the shape: it sets the weight layout); a
         block never spans two groups, since its lanes share each broadcast input."""
@@ -226,10 +232,10 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     local = sch.cache_write(block, 0, "local")
     # output channels innermost in the accumulator, so the ob-wide vectors stay in registers
     sch.transform_layout(block, ("write", 0), lambda n, o, y, x: (n, y, x, o))
-    # a padded width (ConvShape.owp): the first epilogue block crops it (``crop``, XNOR's
-    # ``xnor_out``); the rest goes into it, and it into the write-back once that is in place,
-    # where inlining can still bound the write-back by the output's width
-    crop = epilogue[0] if epilogue and (shape.owp > shape.ow or shape.op > shape.o) else None
+    # a padded shape (ConvShape.padded): the first epilogue block crops it (``crop``, XNOR's
+    # ``xnor_out``); the rest goes into it, and a width crop into the write-back once that is in
+    # place, where inlining can still bound the write-back by the output's width
+    crop = epilogue[0] if epilogue and shape.padded else None
     leftover = inline_epilogue(sch, epilogue[1:] if crop else epilogue)   # what cannot be inlined: the caller's
     n, o, y, x, ic, r, s = sch.get_loops(block)
     oc = sch.split(o, factors=[c0, c1, shape.ob])

@@ -1,6 +1,7 @@
 """The command line: a real tuning run, resume, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -141,5 +142,5 @@ def test_tvm_is_imported_without_torch_and_torch_still_works_after():
     # turned off: TVM imports torch as it always did
     out = subprocess.run([sys.executable, "-c", "import sys, tvmopt, tvm; print('torch' in sys.modules)"],
                          capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "TVMOPT_TVM_WITH_TORCH": "1"})
+                         env={**os.environ, "TVMOPT_TVM_WITH_TORCH": "1"})
     assert out.stdout.split() == ["True"], out.stderr[-2000:]

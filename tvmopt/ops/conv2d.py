@@ -89,9 +89,10 @@ def pad_input(s: ConvShape, X):
 def conv_compute(s: ConvShape, X, W, key: str):
     """TE: the direct convolution of NCHW ``X`` with the blocked weight ``W[O/ob, C, KH, KW, ob]``
     (a placeholder, or a stage that decodes it), zero padding as a separate stage; the conv
-    block carries the task annotation ``key``. Where the kernel computes a padded width
-    (``s.owp > s.ow``) or padded groups (``s.op > s.o``) the result is a ``crop`` stage of the conv, which the schedule inlines
-    into the accumulator's write-back (:func:`conv_epilogue`)."""
+    block carries the task annotation ``key``. Where the kernel computes a padded shape
+    (``s.padded``: a wider output, ``owp``, or groups of ``ogp`` outputs) the result is a
+    ``crop`` stage of the conv (:func:`conv_epilogue`): the schedule inlines a width crop into
+    the accumulator's write-back and runs a channel crop as a pass of its own."""
     from tvm import te
 
     data = pad_input(s, X)
@@ -107,7 +108,7 @@ def conv_compute(s: ConvShape, X, W, key: str):
         lambda n, o, y, xx: te.sum(data[n, channel(o), y * s.stride + r, xx * s.stride + q]
                                    * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
         name="conv", attrs={TASK_ANNOTATION: key})
-    if s.owp == s.ow and s.op == s.o:
+    if not s.padded:
         return conv
     og = s.o // s.groups
 
@@ -119,7 +120,7 @@ def conv_compute(s: ConvShape, X, W, key: str):
 
 def conv_epilogue(sch) -> list:
     """The blocks a conv task's own PrimFunc (:func:`conv_compute`) has after its ``conv``
-    block: the ``crop`` of a padded width, or nothing."""
+    block: the ``crop`` of a padded shape, or nothing."""
     return list(sch.get_consumers(sch.get_sblock("conv")))
 
 

@@ -40,9 +40,15 @@ def test_conv2d_reference_is_pytorch_conv2d():
 @pytest.mark.parametrize("key", ["conv2d:1x6x10x9x24x3x3x1x1",    # ob = 8, prime-ish widths
                                  "conv2d:2x16x8x8x32x1x1x2x0",   # batch 2, strided 1x1
                                  "conv2d:1x32x11x13x24x3x3x1x1",   # a prime width, computed padded
-                                 "conv2d:1x12x9x9x68x1x1x1x0x2"])  # groups of 34 outputs, computed as 40
+                                 "conv2d:1x12x9x9x68x1x1x1x0x2",  # groups of 34 outputs, computed as 40
+                                 "conv2d_nhwc:1x6x10x9x24x3x3x1x1",    # channels last: padded input in blocks
+                                 "conv2d_nhwc:2x16x8x8x32x1x1x2x0",
+                                 "conv2d_nhwc:1x32x11x13x24x3x3x1x1",
+                                 "conv2d_nhwc:1x12x9x9x68x1x1x1x0x2"])
 def test_every_knob_value_of_the_conv2d_space_is_correct(key):
     task = get_task(key)
+    if key.startswith("conv2d_nhwc"):               # channels last in and out
+        assert task.make_inputs(np.random.default_rng(0))[0].shape[-1] == task.shape.c
     if key.endswith("x11x13x24x3x3x1x1"):          # 13 wide: 16 computed, 3 columns cropped
         assert (task.shape.ow, task.shape.owp) == (13, 16) and task.space.knobs[2].extent == 16
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels

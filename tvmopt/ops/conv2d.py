@@ -67,10 +67,26 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups
                                      optimize=True) for g in range(groups)], axis=1).astype(np.float32)
 
 
+def input_shape(s: ConvShape) -> tuple[int, int, int, int]:
+    return (s.n, s.h, s.w, s.c) if s.nhwc else (s.n, s.c, s.h, s.w)
+
+
+def output_shape(s: ConvShape) -> tuple[int, int, int, int]:
+    return (s.n, s.oh, s.ow, s.o) if s.nhwc else (s.n, s.o, s.oh, s.ow)
+
+
+def reference_in_layout(s: ConvShape, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`conv2d_reference` of ``x`` in ``s``'s layout (``w`` [O, C/G, KH, KW])."""
+    if not s.nhwc:
+        return conv2d_reference(x, w, s.stride, s.pad, s.groups)
+    y = conv2d_reference(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, s.stride, s.pad, s.groups)
+    return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+
 def pad_input(s: ConvShape, X):
-    """TE: ``X`` zero-padded by ``s.pad`` on every side, and on the right as far as a padded
-    output width (``s.owp``) reads, as a stage named ``pad`` (``X`` itself where nothing is
-    padded)."""
+    """TE: ``X`` (NCHW, or NHWC for ``s.nhwc``) zero-padded by ``s.pad`` on every side, and on
+    the right as far as a padded output width (``s.owp``) reads, as a stage named ``pad``
+    (``X`` itself where nothing is padded)."""
     import tvm
     from tvm import te
 
@@ -79,11 +95,16 @@ def pad_input(s: ConvShape, X):
     if not p and not extra:
         return X
 
-    def padded(n, c, y, xx):
-        inside = tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
-        return tvm.tirx.if_then_else(inside, X[n, c, y - p, xx - p], tvm.tirx.const(0.0, "float32"))
+    def inside(y, xx):
+        return tvm.tirx.all(y >= p, y < s.h + p, xx >= p, xx < s.w + p)
 
-    return te.compute((s.n, s.c, s.h + 2 * p, s.w + 2 * p + extra), padded, name="pad")
+    zero = tvm.tirx.const(0.0, "float32")
+    hp, wp = s.h + 2 * p, s.w + 2 * p + extra
+    if s.nhwc:
+        return te.compute((s.n, hp, wp, s.c), lambda n, y, xx, c: tvm.tirx.if_then_else(
+            inside(y, xx), X[n, y - p, xx - p, c], zero), name="pad")
+    return te.compute((s.n, s.c, hp, wp), lambda n, c, y, xx: tvm.tirx.if_then_else(
+        inside(y, xx), X[n, c, y - p, xx - p], zero), name="pad")
 
 
 def conv_compute(s: ConvShape, X, W, key: str):
@@ -103,11 +124,17 @@ def conv_compute(s: ConvShape, X, W, key: str):
     def channel(o):      # the input channel ``ic`` of (computed) output o's group
         return ic if s.groups == 1 else o // s.ogp * s.cg + ic
 
-    conv = te.compute(
-        (s.n, s.op, s.oh, s.owp),
-        lambda n, o, y, xx: te.sum(data[n, channel(o), y * s.stride + r, xx * s.stride + q]
-                                   * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q]),
-        name="conv", attrs={TASK_ANNOTATION: key})
+    def product(n, o, y, xx):
+        iy, ix = y * s.stride + r, xx * s.stride + q
+        value = data[n, iy, ix, channel(o)] if s.nhwc else data[n, channel(o), iy, ix]
+        return te.sum(value * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q])
+
+    attrs = {TASK_ANNOTATION: key}
+    if s.nhwc:
+        conv = te.compute((s.n, s.oh, s.owp, s.op), lambda n, y, xx, o: product(n, o, y, xx), name="conv",
+                          attrs=attrs)
+    else:
+        conv = te.compute((s.n, s.op, s.oh, s.owp), product, name="conv", attrs=attrs)
     if not s.padded:
         return conv
     og = s.o // s.groups
@@ -115,6 +142,8 @@ def conv_compute(s: ConvShape, X, W, key: str):
     def computed(o):     # output o's channel among the computed ones (groups padded to ogp)
         return o if s.op == s.o else o // og * s.ogp + o % og
 
+    if s.nhwc:
+        return te.compute((s.n, s.oh, s.ow, s.o), lambda n, y, xx, o: conv[n, y, xx, computed(o)], name="crop")
     return te.compute((s.n, s.o, s.oh, s.ow), lambda n, o, y, xx: conv[n, computed(o), y, xx], name="crop")
 
 
@@ -145,14 +174,14 @@ class Conv2dTask(Task):
 
     def make_inputs(self, rng):
         s = self.shape
-        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        x = rng.uniform(-1, 1, size=input_shape(s)).astype(np.float32)
         w = rng.uniform(-1, 1, size=(s.o, s.cg, s.kh, s.kw)).astype(np.float32)
         return [x, block_weight(pad_groups(w, s), s.ob)]
 
     def reference(self, inputs):
         x, wb = inputs
-        return conv2d_reference(x, unpad_groups(unblock_weight(wb), self.shape), self.shape.stride, self.shape.pad,
-                                self.shape.groups)
+        s = self.shape
+        return reference_in_layout(s, x, unpad_groups(unblock_weight(wb), s))
 
     def tolerance(self):
         return 1e-4, 1e-5 * max(1.0, (self.shape.cg * self.shape.kh * self.shape.kw) ** 0.5)
@@ -162,7 +191,7 @@ class Conv2dTask(Task):
         from tvm import te
 
         s = self.shape
-        X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
+        X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
         W = te.placeholder((s.op // s.ob, s.cg, s.kh, s.kw, s.ob), "float32", name="W")
         return X, W, conv_compute(s, X, W, self.key)
 
@@ -185,18 +214,22 @@ class Conv2dTask(Task):
 
 
 def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
+    prefix = key.split(":")[0]
     if len(dims) not in (9, 10):
         raise WorkloadError(f"workload '{key}' needs 9 dimensions, or 10 for a grouped conv "
-                            f"(conv2d:NxCxHxWxOxKHxKWxSxP[xG])")
+                            f"({prefix}:NxCxHxWxOxKHxKWxSxP[xG])")
     if len(dims) == 10 and (dims[9] < 1 or dims[1] % dims[9] or dims[4] % dims[9]):
         raise WorkloadError(f"workload '{key}': {dims[9]} groups must divide the {dims[1]} input and {dims[4]} "
                             f"output channels")
-    return Conv2dTask(key, ConvShape(*dims))
+    return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW"))
 
 
 FAMILY = register_family(OpFamily(
     "conv2d", "direct fp32 convolutions (weight in output-channel blocks, epilogue fused)",
     tasks={"conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP[xG]", zero_ok=(8,),
                               summary="direct conv2d: batch, channels, height, width, outputs, kernel, stride, pad "
-                                      "(and groups)")},
+                                      "(and groups), NCHW in and out"),
+           "conv2d_nhwc": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP[xG]", zero_ok=(8,),
+                                   summary="direct conv2d, NHWC in and out (the graph-wide channels-last layout); "
+                                           "dimensions as conv2d's")},
     schedules="tvmopt.schedules.conv2d"))

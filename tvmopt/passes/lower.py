@@ -41,6 +41,8 @@ from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
 from .choose import ROW_TABLE_MIN_ROWS, ROW_TABLE_MIN_WEIGHTS, choose
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
+from tvmopt.ops.conv2d import output_shape
+from .layout import choose_layout, to_channels_last
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 from tvmopt.ops.row_tables import takes_rows
 from tvmopt.ops.row_table_conv2d import ROW_TABLES_OF as CONV_ROW_TABLES_OF
@@ -135,24 +137,50 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if call.op.same_as(op_matmul):
                 return self._lower_matmul(call)
             if call.op.same_as(op_conv):
-                w = self._const(call.args[1])
-                a = call.attrs
-                groups = int(a.groups)
-                if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
-                    pads = [int(p) for p in a.padding]
-                    geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
-                                "dilations": [int(v) for v in a.dilation]}
-                    if groups == 1:
-                        x, binarized = call.args[0], self._is_binarize(call.args[0])
-                        if binarized:      # the XNOR kernel binarizes (x >= 0) itself
-                            x = self._resolve(self._resolve(x).args[0]).args[0]
-                        return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
-                    if w.shape[1] > 1:
-                        return self._grouped_conv(call.args[0], w, groups, geometry)
-                    if _direct(geometry, options):        # depthwise (dilated ones stay with Relax)
-                        return self._direct_conv(call.args[0], w, geometry["strides"][0], pads, None,
-                                                 prefix="depthwise_conv2d", source="conv2d depthwise")
+                return self._lower_conv(call)
             return call
+
+        def _lower_conv(self, call):
+            w = self._const(call.args[1])
+            a = call.attrs
+            groups = int(a.groups)
+            if w is not None and str(a.data_layout) == "NHWC" and str(a.kernel_layout) == "OIHW" \
+                    and str(a.out_layout) == "NHWC":
+                return self._channels_last_conv(call, w)
+            if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
+                pads = [int(p) for p in a.padding]
+                geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
+                            "dilations": [int(v) for v in a.dilation]}
+                if groups == 1:
+                    x, binarized = call.args[0], self._is_binarize(call.args[0])
+                    if binarized:      # the XNOR kernel binarizes (x >= 0) itself
+                        x = self._resolve(self._resolve(x).args[0]).args[0]
+                    return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
+                if w.shape[1] > 1:
+                    return self._grouped_conv(call.args[0], w, groups, geometry)
+                if _direct(geometry, options):        # depthwise (dilated ones stay with Relax)
+                    return self._direct_conv(call.args[0], w, geometry["strides"][0], pads, None,
+                                             prefix="depthwise_conv2d", source="conv2d depthwise")
+            return call
+
+        def _channels_last_conv(self, call, w):
+            """A convolution ``ConvertLayout`` made NHWC (:mod:`.layout`): dense weights and
+            direct geometry, the ``conv2d_nhwc`` task (grouped ones too, all groups in one);
+            anything else the NCHW path between two transposes."""
+            a = call.attrs
+            groups, x = int(a.groups), call.args[0]
+            pads = [int(p) for p in a.padding]
+            geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
+                        "dilations": [int(v) for v in a.dilation]}
+            if _direct(geometry, options) and (groups == 1 or w.shape[1] > 1) and \
+                    detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
+                return self._direct_conv(x, w, geometry["strides"][0], pads, None, groups=groups,
+                                         prefix="conv2d_nhwc", source="conv2d NHWC" + (f" {groups} groups" if groups > 1
+                                                                                       else ""))
+            nchw = self.builder_.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
+            conv = relax.op.nn.conv2d(nchw, call.args[1], a.strides, a.padding, a.dilation, groups)
+            y = self._lower_conv(self.builder_.normalize(conv))
+            return relax.op.permute_dims(self.builder_.emit(y), [0, 2, 3, 1])
 
         def _grouped_conv(self, x, w, groups, geometry):
             """A grouped convolution: dense weights, one direct conv task over all groups (key
@@ -327,13 +355,18 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             :mod:`.fuse_schedule` applies the config afterwards."""
             from tvmopt.ops.task import get_task
 
-            n, c, h, wd = static_shape(x)
+            nhwc = prefix.endswith("_nhwc")
+            if nhwc:
+                n, h, wd, c = static_shape(x)
+            else:
+                n, c, h, wd = static_shape(x)
             o, _, kh, kw = w.shape
             pt, pl, pb, pr = pads
             dims = _conv_dims(n, c, h, wd, o, kh, kw, stride, pads) + ((groups,) if groups > 1 else ())
             key = conv_key(prefix, dims, kern.key_dims if kern else ())
             if not pt == pl == pb == pr:
-                x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
+                spatial = [pt, pb, pl, pr]
+                x = self.builder_.emit(relax.op.nn.pad(x, [0, 0] + spatial + [0, 0] if nhwc else [0, 0, 0, 0] + spatial))
                 h, wd = h + pt + pb, wd + pl + pr
             task = tasks[key] = tasks.get(key) or get_task(key)
             params = tuple(sorted(kern.params.items())) if kern else ()
@@ -350,11 +383,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             # dense and XNOR convs lay out (or pack the signs of) w itself; XNOR's scale is kern.scale
             arrays = task.to_kernel([w] if kern is None or prefix == "xnor_conv2d" else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
-                               relax.TensorType((n, o, shape.oh, shape.ow), "float32"))
+                               relax.TensorType(output_shape(shape), "float32"))
             for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):
                 if value is not None:
                     value = np.asarray(value, np.float32)
-                    y = op(self.builder_.emit(y), relax.const(value.reshape(1, -1, 1, 1) if value.size > 1 else
+                    channels = (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)
+                    y = op(self.builder_.emit(y), relax.const(value.reshape(channels) if value.size > 1 else
                                                               value.reshape(())))
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
@@ -443,6 +477,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     mod = collapse_linear_regions(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = fold_batch_norm(mod)
+    if choose_layout(mod, options) == "NHWC":
+        mod = to_channels_last(mod)
     rewriter = Rewriter(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):

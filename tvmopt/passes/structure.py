@@ -31,6 +31,7 @@ class DetectOptions:
     max_codebook: int = 65536     # distinct values for a codebook (8-bit index up to 256)
     direct_conv: bool = True      # dense convolutions: the direct conv2d kernel (False: im2col + dense)
     kernels: str = "auto"         # compressed or dense kernel per layer: auto, measure, compressed, dense (choose.py)
+    layout: str = "auto"          # the graph's layout: auto, nchw, nhwc (passes/layout.py)
 
 
 # ---------------------------------------------------------------------------------------------

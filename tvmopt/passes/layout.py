@@ -1,0 +1,135 @@
+"""The graph-wide layout: NCHW as imported, or channels last (NHWC) from the first convolution
+to the last.
+
+Channels last, every dense convolution runs ``conv2d_nhwc`` (ops/conv2d.py): the kernel's
+register tile is pixels by output channels, so its accumulator is written back as whole
+vectors, where NCHW scatters each vector across channel planes. Relax's ``ConvertLayout``
+carries the layout through the graph (pooling, concatenation, elementwise ops, residual adds,
+means) and leaves one transpose at the graph's entry and one before whatever needs NCHW (a
+flatten before the classifier).
+
+``auto`` picks channels last where every convolution of the model has a channels-last kernel
+(dense weights, direct geometry, not depthwise); a model with compressed, depthwise or dilated
+convolutions stays NCHW, since those kernels read NCHW and each would need a transpose on
+either side. ``nhwc`` forces channels last: such convolutions then do run between two
+transposes. The ``layout`` build option (``tvmopt build --layout``) chooses.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .bindings import Bindings
+
+LAYOUTS = ("auto", "nchw", "nhwc")
+
+#: the binary ops whose constant operand is broadcast to rank 4 before the conversion
+_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
+
+
+def choose_layout(mod, options) -> str:
+    """``"NHWC"`` or ``"NCHW"`` for ``mod`` (after batch norms are folded) under
+    ``options.layout``."""
+    if options.layout == "nchw":
+        return "NCHW"
+    if options.layout == "nhwc":
+        return "NHWC"
+    convs = _convolutions(mod)
+    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, options) for call, w in convs) else "NCHW"
+
+
+def to_channels_last(mod):
+    """``mod`` with its convolutions NHWC and the layout carried through the graph; ``mod``
+    itself (with a warning) where Relax cannot convert it."""
+    from tvm import relax
+
+    prepared = _prepare(mod)
+    try:
+        converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(prepared)
+    except Exception as exc:  # noqa: BLE001 - an op Relax's layout inference does not know
+        warnings.warn(f"channels-last layout not applied (the graph stays NCHW): {str(exc).splitlines()[-1]}")
+        return mod
+    return relax.transform.FoldConstant()(converted)
+
+
+def _convolutions(mod) -> list:
+    """(call, constant weight or None) of every conv2d in ``main``."""
+    import tvm
+    from tvm import relax
+
+    op_conv = tvm.ir.Op.get("relax.nn.conv2d")
+    bound = {}
+    body = mod["main"].body
+    for block in getattr(body, "blocks", ()):
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding):
+                bound[binding.var] = binding.value
+
+    def constant(expr):
+        while isinstance(expr, relax.Var) and expr in bound:
+            expr = bound[expr]
+        value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+        return value.numpy() if value is not None and hasattr(value, "numpy") else None
+
+    return [(value, constant(value.args[1])) for value in bound.values()
+            if isinstance(value, relax.Call) and value.op.same_as(op_conv)]
+
+
+def _has_channels_last_kernel(call, w, options) -> bool:
+    from .structure import DENSE, detect
+
+    a = call.attrs
+    if w is None or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" or not options.direct_conv:
+        return False
+    strides, dilation = [int(v) for v in a.strides], [int(v) for v in a.dilation]
+    if strides[0] != strides[1] or dilation != [1, 1] or (int(a.groups) > 1 and w.shape[1] == 1):
+        return False
+    return detect(w.reshape(w.shape[0], -1), options=options).family == DENSE
+
+
+def _rank(expr) -> int:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    return -1 if shape is None else len(shape)
+
+
+def _prepare(mod):
+    """What ``ConvertLayout`` needs: dropouts (identity at inference; their tuple output stops
+    the conversion) taken out, and constants of a binary op with a 4-d operand given rank 4
+    (an exported ``Mul`` by a ``[C, 1, 1]`` scale otherwise keeps NCHW, a transpose either side)."""
+    import tvm
+    from tvm import relax
+
+    op_dropout = tvm.ir.Op.get("relax.nn.dropout")
+    binary = [tvm.ir.Op.get(name) for name in _BINARY]
+
+    @relax.expr_functor.mutator
+    class Prepare(relax.PyExprMutator, Bindings):
+        def visit_tuple_getitem_(self, op):
+            op = super().visit_tuple_getitem_(op)
+            value = self._resolve(op.tuple_value)
+            if op.index == 0 and isinstance(value, relax.Call) and value.op.same_as(op_dropout):
+                return value.args[0]
+            return op
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not any(call.op.same_as(b) for b in binary):
+                return call
+            args = list(call.args)
+            ranks = [_rank(a) for a in args]
+            if 4 not in ranks:
+                return call
+            changed = False
+            for i, a in enumerate(args):
+                value = self._const(a)
+                if value is not None and 0 <= ranks[i] < 4:
+                    args[i] = relax.const(value.reshape((1,) * (4 - value.ndim) + value.shape))
+                    changed = True
+            return relax.Call(call.op, args, call.attrs) if changed else call
+
+    rewriter = Prepare(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    out = rewriter.builder_.finalize()
+    return relax.transform.DeadCodeElimination()(out)

@@ -95,8 +95,15 @@ def report_line(record) -> None:
 
 
 def kernels_option(parser) -> None:
+    """``--kernels`` and ``--layout``: the pass's choices, which build, inspect and tune share (so
+    that tune measures the tasks build will run)."""
     from tvmopt.passes.choose import POLICIES
+    from tvmopt.passes.layout import LAYOUTS
 
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                        help="the graph's layout: auto (default) runs channels last (NHWC, conv2d_nhwc tasks) where "
+                             "every convolution has a channels-last kernel (dense, not depthwise), else NCHW; nhwc "
+                             "forces channels last (other convolutions between two transposes); nchw keeps the import's")
     parser.add_argument("--kernels", choices=POLICIES, default="auto",
                         help="per layer, the compressed or the dense kernel: auto (default) takes the faster by "
                              "the records when both kernels have one, else the prediction of tvmopt.passes.choose; "

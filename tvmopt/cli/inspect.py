@@ -27,7 +27,8 @@ def cmd_inspect(args) -> int:
     from tvmopt.build.inspect import format_layers, inspect_model
 
     layers = inspect_model(args.model, batch=args.batch, records=args.records,
-                           options=DetectOptions(min_weights=args.min_weights, kernels=args.kernels))
+                           options=DetectOptions(min_weights=args.min_weights, kernels=args.kernels,
+                                                  layout=args.layout))
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
     return 0

@@ -100,6 +100,8 @@ def _prepare(mod):
     from tvm import relax
 
     op_dropout = tvm.ir.Op.get("relax.nn.dropout")
+    op_pad = tvm.ir.Op.get("relax.nn.pad")
+    op_conv = tvm.ir.Op.get("relax.nn.conv2d")
     binary = [tvm.ir.Op.get(name) for name in _BINARY]
 
     @relax.expr_functor.mutator
@@ -113,6 +115,8 @@ def _prepare(mod):
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
+            if call.op.same_as(op_conv):
+                return self._absorb_pad(call)
             if not any(call.op.same_as(b) for b in binary):
                 return call
             args = list(call.args)
@@ -126,6 +130,24 @@ def _prepare(mod):
                     args[i] = relax.const(value.reshape((1,) * (4 - value.ndim) + value.shape))
                     changed = True
             return relax.Call(call.op, args, call.attrs) if changed else call
+
+        def _absorb_pad(self, conv):
+            """conv2d(nn.pad(x)) with zeros padded on rows and columns only: the conv pads x
+            itself (``ConvertLayout`` has no rule for ``nn.pad``; it would keep NCHW around it)."""
+            pad = self._resolve(conv.args[0])
+            if not (isinstance(pad, relax.Call) and pad.op.same_as(op_pad)) or str(pad.attrs.pad_mode) != "constant":
+                return conv
+            widths = [int(v) for v in pad.attrs.pad_width]
+            if len(widths) != 8 or any(widths[:4]) or float(pad.attrs.pad_value) != 0.0 or \
+                    str(conv.attrs.data_layout) != "NCHW":
+                return conv
+            top, bottom, left, right = widths[4:]
+            padding = [int(v) for v in conv.attrs.padding]
+            a = conv.attrs
+            return relax.op.nn.conv2d(pad.args[0], conv.args[1], a.strides,
+                                      [padding[0] + top, padding[1] + left, padding[2] + bottom, padding[3] + right],
+                                      a.dilation, int(a.groups), str(a.data_layout), str(a.kernel_layout),
+                                      str(a.out_layout), a.out_dtype or None)
 
     rewriter = Prepare(mod)
     for gv, func in mod.functions_items():

@@ -1,0 +1,122 @@
+"""The graph-wide channels-last layout (passes/layout.py): which models get it, and every
+conversion (pooling, concatenation, residual adds, means, flatten, dropout, exported scales,
+asymmetric padding, depthwise and compressed convolutions) against onnxruntime."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from tvmopt.build.compile import compile_model
+from tvmopt.passes.structure import DetectOptions
+
+
+class _Inception(nn.Module):
+    """stem conv, max pool, two branches concatenated, a residual add, dropout, a per-channel
+    scale and shift (a batch norm not after a conv), average pool, flatten, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.a = nn.Conv2d(16, 8, 1)
+        self.b = nn.Sequential(nn.Conv2d(16, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.bn = nn.BatchNorm2d(16)
+        self.odd = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(16, 24, 2, stride=2))    # asymmetric padding
+        self.drop = nn.Dropout(0.5)
+        self.avg = nn.AvgPool2d(2)
+        self.head = nn.Linear(24 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.stem(x)))
+        y = torch.cat([self.a(x), self.b(x)], dim=1) + x
+        y = self.odd(torch.relu(self.bn(y)))
+        return self.head(torch.flatten(self.avg(self.drop(y)), 1))
+
+
+def _export(model, path, shape=(1, 3, 32, 32)):
+    torch.onnx.export(model.eval(), (torch.randn(*shape),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return x, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _permutes(compiled) -> int:
+    return compiled.lowered.mod.script(show_meta=False).count("R.permute_dims(")
+
+
+def _kernels(compiled) -> list[str]:
+    return [layer.kernel for layer in compiled.lowered.layers]
+
+
+@pytest.fixture(scope="module")
+def inception(tmp_path_factory):
+    torch.manual_seed(0)
+    model = _Inception()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("nhwc") / "inception.onnx"
+    return (path,) + _export(model, path)
+
+
+def test_a_dense_model_runs_channels_last_end_to_end_and_matches_onnxruntime(inception):
+    path, x, want = inception
+    compiled = compile_model(path, "llvm", shipped=False)
+    kernels = _kernels(compiled)
+    assert all(k.startswith("conv2d_nhwc:") for k in kernels if "conv2d" in k), kernels
+    assert "conv2d_nhwc:1x16x9x9x24x2x2x2x0" in kernels       # 8x8 padded right and bottom (a Pad op)
+    # one transpose in (the image) and one out (before the flatten): pooling, concat, the residual
+    # add, the scale and shift, dropout and the average pool all stay channels last
+    assert _permutes(compiled) == 2, compiled.lowered.mod.script(show_meta=False)
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_nchw_on_request_gives_the_same_outputs(inception):
+    path, x, want = inception
+    compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nchw"))
+    assert not any("nhwc" in k for k in _kernels(compiled))
+    assert _permutes(compiled) == 0
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+class _Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.g = nn.Conv2d(16, 32, 1, groups=2)
+
+    def forward(self, x):
+        return self.g(torch.relu(self.dw(torch.relu(self.a(x))))).mean(dim=(2, 3))
+
+
+def test_depthwise_models_stay_nchw_unless_asked_and_match_either_way(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "dw.onnx"
+    x, want = _export(_Depthwise(), path, (1, 3, 12, 12))
+    auto = compile_model(path, "llvm", shipped=False)
+    assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in _kernels(auto) and not any("nhwc" in k for k in _kernels(auto))
+    forced = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nhwc"))
+    kernels = _kernels(forced)
+    # the depthwise conv runs its NCHW kernel between two transposes; the grouped one is channels last
+    assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in kernels and "conv2d_nhwc:1x16x12x12x32x1x1x1x0x2" in kernels
+    for compiled in (auto, forced):
+        np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_compressed_convolutions_keep_their_kernels_in_either_layout(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():        # the second conv's weights: signed powers of two
+        w = model[2].weight
+        w.copy_(torch.sign(w) * 2.0 ** torch.randint(-6, 0, w.shape).float())
+    path = tmp_path / "shift.onnx"
+    x, want = _export(model, path, (1, 3, 10, 10))
+    for layout in ("auto", "nhwc"):
+        compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout=layout,
+                                                                                     kernels="compressed"))
+        assert any(k.startswith("shift_conv2d:") for k in _kernels(compiled)), _kernels(compiled)
+        np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)

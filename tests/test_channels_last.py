@@ -106,7 +106,7 @@ def test_depthwise_models_stay_nchw_unless_asked_and_match_either_way(tmp_path):
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
 
 
-def test_compressed_convolutions_keep_their_kernels_in_either_layout(tmp_path):
+def test_compressed_convolutions_run_channels_last_too_and_xnor_keeps_nchw(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -115,8 +115,9 @@ def test_compressed_convolutions_keep_their_kernels_in_either_layout(tmp_path):
         w.copy_(torch.sign(w) * 2.0 ** torch.randint(-6, 0, w.shape).float())
     path = tmp_path / "shift.onnx"
     x, want = _export(model, path, (1, 3, 10, 10))
-    for layout in ("auto", "nhwc"):
+    for layout, kernel in (("auto", "shift_conv2d_nhwc:"), ("nchw", "shift_conv2d:")):
         compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout=layout,
                                                                                      kernels="compressed"))
-        assert any(k.startswith("shift_conv2d:") for k in _kernels(compiled)), _kernels(compiled)
+        assert any(k.startswith(kernel) for k in _kernels(compiled)), _kernels(compiled)
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+

@@ -58,6 +58,25 @@ def test_every_knob_value_matches_the_numpy_reference(prefix):
 
 
 @pytest.mark.parametrize("prefix", sorted(KEYS))
+def test_channels_last_kernels_match_the_numpy_reference(prefix):
+    """``<format>_conv2d_nhwc``: NHWC in and out, the same space; the start config, each
+    decode placement and a random config."""
+    key = KEYS[prefix].replace(":", "_nhwc:", 1)
+    task = get_task(key)
+    s = task.shape
+    inputs = task.make_inputs(np.random.default_rng(0))
+    assert inputs[0].shape == (s.n, s.h, s.w, s.c)
+    expected = task.reference(inputs)
+    assert expected.shape == (s.n, s.oh, s.ow, s.o)
+    space = task.space
+    decode = [k.name for k in space.knobs].index("decode")
+    configs = [space.initial()] + [space.initial()[:decode] + (v,) for v in space.knobs[decode].values]
+    configs.append(space.random(random.Random(5)))
+    for config in dict.fromkeys(configs):
+        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+
+
+@pytest.mark.parametrize("prefix", sorted(KEYS))
 def test_the_reference_decodes_the_weight_that_pytorch_convolves(prefix):
     """The kernel arrays' numpy decode, convolved by PyTorch, is the task's reference."""
     task = get_task(KEYS[prefix])

@@ -3,7 +3,8 @@ out, epilogue fused) reading a weight that is *decoded* from the compressed arra
 inside the convolution's loops; no im2col, and the dense fp32 weight never exists in memory.
 
 One task kind per weight format, named after it: ``binary_conv2d``, ``ternary_conv2d``,
-``shift_conv2d``, ``nm_conv2d``, ``hashed_conv2d``, ``codebook_conv2d``. Key: the ``conv2d:``
+``shift_conv2d``, ``nm_conv2d``, ``hashed_conv2d``, ``codebook_conv2d``, and each with ``_nhwc``
+(``shift_conv2d_nhwc``: channels last in and out, as ``conv2d_nhwc``). Key: the ``conv2d:``
 key's nine dimensions (``NxCxHxWxOxKHxKWxSxP``) followed by the format's own (N:M, buckets and
 hashes, codebook entries), e.g. ``nm_conv2d:1x64x56x56x64x3x3x1x1x2x4``.
 
@@ -37,7 +38,7 @@ from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Choice, Config, Space
 from .binary_dense import BinaryDenseTask
 from .codebook_dense import CodebookDenseTask
-from .conv2d import conv2d_reference, conv_compute, conv_epilogue
+from .conv2d import conv_compute, conv_epilogue, input_shape, reference_in_layout
 from .decoded import _PanelView
 from .hashed_dense import HashedDenseTask
 from .nm_dense import NMDenseTask
@@ -98,13 +99,12 @@ class DenseArraysConv:
         return np.ascontiguousarray(w.T.reshape(s.o, s.c, s.kh, s.kw))
 
     def make_inputs(self, rng):
-        s = self.shape
-        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        x = rng.uniform(-1, 1, size=input_shape(self.shape)).astype(np.float32)
         return [x] + self.to_kernel(self.weights.random_weights(rng))
 
     def reference(self, inputs):
         x, *arrays = inputs
-        return conv2d_reference(x, self.dense_weight(arrays), self.shape.stride, self.shape.pad)
+        return reference_in_layout(self.shape, x, self.dense_weight(arrays))
 
     def tolerance(self):
         return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
@@ -120,7 +120,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         s = self.shape
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
-        fmt_cls = FORMATS[self.family][0]
+        fmt_cls = FORMATS[self.format][0]
         # the weight as the dense op sees it: [K = C*KH*KW, N = O] (one row of X: unused)
         self.weights = fmt_cls(self.key, 1, s.o, s.c * s.kh * s.kw, params=dict(self.params))
         self.params = self.weights.params
@@ -128,6 +128,11 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         knobs = base.knobs + (Choice("decode", DECODE),)
         self.space = Space(base.name, knobs, start=self._start(base))
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
+
+    @property
+    def format(self) -> str:
+        """The weight format's conv prefix (``shift_conv2d``), whatever the layout."""
+        return self.family.removesuffix("_nhwc")
 
     def _start(self, base: Space) -> Config:
         """The dense conv's start with the decode placed (benchmarks/conv_kernels.py, ResNet-18's
@@ -141,7 +146,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         c0, _ = base.as_dict(start)["tile_c"]
         decoded = 4 * s.o * s.c * s.kh * s.kw
         if s.n * c0 >= CHUNK_MIN_PARALLEL and (
-                s.n == 1 or (self.family not in COSTLY_DECODE and decoded > CHUNK_MIN_BYTES)):
+                s.n == 1 or (self.format not in COSTLY_DECODE and decoded > CHUNK_MIN_BYTES)):
             chunked = tuple(2 if k.name == "parallel" else v for k, v in zip(base.knobs, start)) + ("chunk",)
             if base.contains(chunked[:-1]):
                 return chunked
@@ -156,7 +161,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         from tvm import te
 
         s, fmt = self.shape, self.weights
-        X = x if x is not None else te.placeholder((s.n, s.c, s.h, s.w), "float32", name="X")
+        X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
         specs = fmt.weight_specs()
         raw = [te.placeholder(fmt.kernel_shape(spec), spec.dtype, name=spec.name) for spec in specs]
         tensors = [_PanelView(t, fmt.panel) if fmt._paneled(spec) else t for t, spec in zip(raw, specs)]
@@ -192,8 +197,10 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         return leftover
 
 
-def _kind(prefix: str) -> TaskKind:
+def _kind(prefix: str, layout: str = "NCHW") -> TaskKind:
     fmt_cls, extra_form, extra = FORMATS[prefix]
+    nhwc = layout == "NHWC"
+    prefix += "_nhwc" if nhwc else ""
 
     def factory(key: str, dims: tuple[int, ...]) -> CompressedConv2dTask:
         want = 9 + extra_form.count("x")
@@ -202,13 +209,16 @@ def _kind(prefix: str) -> TaskKind:
         n, c, h, w, o, kh, kw = dims[:7]
         check_sizes(key, {"X": n * c * h * w, "the decoded weight": o * c * kh * kw,
                           "Y": n * o * max(h, 1) * max(w, 1)})
-        return CompressedConv2dTask(key, ConvShape(*dims[:9]), extra(dims[9:]) if extra else {})
+        return CompressedConv2dTask(key, ConvShape(*dims[:9], layout=layout), extra(dims[9:]) if extra else {})
 
     what = fmt_cls.family.replace("_dense", "")
     return TaskKind(factory, "NxCxHxWxOxKHxKWxSxP" + extra_form, zero_ok=(8,),
-                    summary=f"direct conv2d with {what} weights decoded in blocks (no im2col)")
+                    summary=f"direct conv2d with {what} weights decoded in blocks (no im2col)"
+                            + (", NHWC in and out" if nhwc else ""))
 
 
 FAMILY = register_family(OpFamily(
     "compressed_conv2d", "direct convolutions over compressed weights, decoded in blocks inside the loops",
-    tasks={prefix: _kind(prefix) for prefix in FORMATS}, schedules="tvmopt.schedules.conv2d"))
+    tasks={**{prefix: _kind(prefix) for prefix in FORMATS},
+           **{prefix + "_nhwc": _kind(prefix, "NHWC") for prefix in FORMATS}},
+    schedules="tvmopt.schedules.conv2d"))

@@ -99,6 +99,16 @@ class Choice:
         return ("compressed" if self.compressed else "dense") + f" ({self.why})"
 
 
+def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | None:
+    """The row-table conv a direct compressed conv (``conv_prefix``) of ``rows`` output pixels
+    and ``weights`` weights runs instead (large layers: tables shared by 16 output pixels), or None."""
+    from tvmopt.ops.row_table_conv2d import ROW_TABLES_OF
+    from tvmopt.ops.row_tables import takes_rows
+
+    tables = ROW_TABLES_OF.get(conv_prefix)
+    return tables if tables and takes_rows(rows) and weights >= ROW_TABLE_MIN_WEIGHTS[tables] else None
+
+
 def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: int, weights: int, conv: bool,
            cost: Callable[[str], float | None] | None = None) -> Choice:
     """Whether the layer runs its compressed kernel (``compressed_key``) or the dense one

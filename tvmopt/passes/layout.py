@@ -8,10 +8,10 @@ carries the layout through the graph (pooling, concatenation, elementwise ops, r
 means) and leaves one transpose at the graph's entry and one before whatever needs NCHW (a
 flatten before the classifier).
 
-``auto`` picks channels last where every convolution of the model has a channels-last kernel
-(dense weights, direct geometry, not depthwise); a model with compressed, depthwise or dilated
-convolutions stays NCHW, since those kernels read NCHW and each would need a transpose on
-either side. ``nhwc`` forces channels last: such convolutions then do run between two
+``auto`` picks channels last where every convolution of the model has a channels-last kernel:
+dense weights or a direct compressed conv (``shift_conv2d_nhwc``...), direct geometry, not
+depthwise; a model with depthwise, dilated, XNOR or row-table convolutions stays NCHW, since
+those kernels read NCHW and each would need a transpose on either side. ``nhwc`` forces channels last: such convolutions then do run between two
 transposes. The ``layout`` build option (``tvmopt build --layout``) chooses.
 """
 
@@ -35,7 +35,9 @@ def choose_layout(mod, options) -> str:
     if options.layout == "nhwc":
         return "NHWC"
     convs = _convolutions(mod)
-    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, options) for call, w in convs) else "NCHW"
+    if _has_placeholders(mod):          # tvmopt.nn's own layers (ai.tvmopt nodes): NCHW kernels
+        return "NCHW"
+    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, x, options) for call, w, x in convs) else "NCHW"
 
 
 def to_channels_last(mod):
@@ -53,7 +55,7 @@ def to_channels_last(mod):
 
 
 def _convolutions(mod) -> list:
-    """(call, constant weight or None) of every conv2d in ``main``."""
+    """(call, constant weight or None, input expression) of every conv2d in ``main``."""
     import tvm
     from tvm import relax
 
@@ -66,25 +68,61 @@ def _convolutions(mod) -> list:
                 bound[binding.var] = binding.value
 
     def constant(expr):
-        while isinstance(expr, relax.Var) and expr in bound:
-            expr = bound[expr]
+        expr = resolve(expr)
         value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
         return value.numpy() if value is not None and hasattr(value, "numpy") else None
 
-    return [(value, constant(value.args[1])) for value in bound.values()
+    def resolve(expr):
+        while isinstance(expr, relax.Var) and expr in bound:
+            expr = bound[expr]
+        return expr
+
+    return [(value, constant(value.args[1]), resolve(value.args[0])) for value in bound.values()
             if isinstance(value, relax.Call) and value.op.same_as(op_conv)]
 
 
-def _has_channels_last_kernel(call, w, options) -> bool:
+def _has_channels_last_kernel(call, w, x, options) -> bool:
+    """Whether the lowering gives this conv a channels-last kernel (:func:`tvmopt.passes.lower`'s
+    ``_conv``): dense or a direct compressed format, direct geometry, not depthwise, not XNOR
+    (``x`` binarized) and not row tables."""
+    from tvmopt.ops.compressed_conv2d import CONV_OF
+    from .choose import conv_row_tables
     from .structure import DENSE, detect
 
     a = call.attrs
     if w is None or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" or not options.direct_conv:
         return False
     strides, dilation = [int(v) for v in a.strides], [int(v) for v in a.dilation]
-    if strides[0] != strides[1] or dilation != [1, 1] or (int(a.groups) > 1 and w.shape[1] == 1):
+    groups = int(a.groups)
+    if strides[0] != strides[1] or dilation != [1, 1] or (groups > 1 and w.shape[1] == 1):
         return False
-    return detect(w.reshape(w.shape[0], -1), options=options).family == DENSE
+    family = detect(w.reshape(w.shape[0], -1), options=options).family
+    if family == DENSE:
+        return True
+    if groups > 1 or family not in CONV_OF or _is_where(x):
+        return False
+    n, o, oh, ow = (int(d) for d in call.ty.shape)
+    return conv_row_tables(CONV_OF[family], n * oh * ow, w.size) is None
+
+
+def _has_placeholders(mod) -> bool:
+    from tvm import relax
+
+    from tvmopt.model.frontend import PLACEHOLDER_PREFIX
+
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.ExternFunc) and str(expr.global_symbol).startswith(PLACEHOLDER_PREFIX):
+            found.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return bool(found)
+
+
+def _is_where(expr) -> bool:
+    """An input computed by ``where`` (tvmopt.nn's binarized activations: the XNOR conv)."""
+    return getattr(getattr(expr, "op", None), "name", "") == "relax.where"
 
 
 def _rank(expr) -> int:

@@ -39,13 +39,12 @@ from .bindings import Bindings
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import ROW_TABLE_MIN_ROWS, ROW_TABLE_MIN_WEIGHTS, choose
+from .choose import ROW_TABLE_MIN_ROWS, choose, conv_row_tables
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
 from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
 from tvmopt.ops.row_tables import takes_rows
-from tvmopt.ops.row_table_conv2d import ROW_TABLES_OF as CONV_ROW_TABLES_OF
 
 #: the kernel a layer of this family runs with enough rows (``choose.ROW_TABLE_MIN_ROWS``): lookup
 #: tables shared by a vector of rows (ops/row_tables.py; the same compact weights)
@@ -172,11 +171,14 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             pads = [int(p) for p in a.padding]
             geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
                         "dilations": [int(v) for v in a.dilation]}
-            if _direct(geometry, options) and (groups == 1 or w.shape[1] > 1) and \
+            if groups == 1 and not self._is_binarize(x):
+                y = self._conv(x, w, geometry, None, "conv2d NHWC", nhwc=True)
+                if y is not None:
+                    return y
+            elif _direct(geometry, options) and w.shape[1] > 1 and \
                     detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
                 return self._direct_conv(x, w, geometry["strides"][0], pads, None, groups=groups,
-                                         prefix="conv2d_nhwc", source="conv2d NHWC" + (f" {groups} groups" if groups > 1
-                                                                                       else ""))
+                                         prefix="conv2d_nhwc", source=f"conv2d NHWC {groups} groups")
             nchw = self.builder_.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
             conv = relax.op.nn.conv2d(nchw, call.args[1], a.strides, a.padding, a.dilation, groups)
             y = self._lower_conv(self.builder_.normalize(conv))
@@ -292,12 +294,18 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             return self._conv(x, w, attrs, inputs.get("bias"), f"ai.tvmopt:{op}",
                               binarized=bool(attrs.get("binarize_input")))
 
-        def _conv(self, x, w, geometry, bias, source, binarized=False):
+        def _conv(self, x, w, geometry, bias, source, binarized=False, nhwc=False):
             """conv2d: the direct dense conv, a direct compressed conv (weight decoded in blocks),
             the XNOR conv (``binarized``: ``x`` is the input *before* ``where(x >= 0, 1, -1)``), or
             im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O] (dilated or
-            unevenly strided convolutions)."""
-            n, c, h, wd = static_shape(x)
+            unevenly strided convolutions). ``nhwc``: ``x`` is channels last and so is the
+            result, a ``*_conv2d_nhwc`` task; None where this layer's kernel is NCHW only (XNOR,
+            row tables, im2col)."""
+            if nhwc:
+                n, h, wd, c = static_shape(x)
+            else:
+                n, c, h, wd = static_shape(x)
+            suffix = "_nhwc" if nhwc else ""
             o, _, kh, kw = w.shape
             (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
             pt, pl, pb, pr = geometry["pads"]
@@ -318,25 +326,29 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
                                                       relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
             conv_prefix = CONV_OF.get(kern.family) if direct else None
-            tables = CONV_ROW_TABLES_OF.get(conv_prefix)
-            if tables and takes_rows(n * oh * ow) and o * c * kh * kw >= ROW_TABLE_MIN_WEIGHTS[tables]:
+            tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
+            if tables:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
+            if nhwc and (binarized or not direct or tables):
+                return None
             if kern.family != DENSE:
                 rows = n * oh * ow
                 dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
-                dense_key = conv_key("conv2d", dims) if direct else _dense_key(rows, o, c * kh * kw)
-                compressed_key = conv_key(conv_prefix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
+                dense_key = conv_key("conv2d" + suffix, dims) if direct else _dense_key(rows, o, c * kh * kw)
+                compressed_key = conv_key(conv_prefix + suffix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
                 picked = choose(options.kernels, conv_prefix or kern.family, compressed_key, dense_key, rows,
                                 o * c * kh * kw, conv=True, cost=costs)
                 choice = picked.label
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
                 elif conv_prefix:
-                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found, choice, kern, conv_prefix,
-                                             source=source)
+                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found, choice, kern,
+                                             conv_prefix + suffix, source=source)
             if kern.family == DENSE and direct:
                 return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found if choice else "dense", choice,
-                                         source=source)
+                                         prefix="conv2d" + suffix, source=source)
+            if nhwc:
+                return None
             if bias is not None:
                 kern.bias = bias.astype(np.float32)
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,

@@ -113,9 +113,10 @@ def _net():
     return net
 
 
-@pytest.mark.parametrize("kind,prefix", [("shift", "shift_conv2d"), ("binary", "binary_conv2d"),
-                                         ("ternary", "ternary_conv2d"), ("nm", "nm_conv2d")])
-def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(kind, prefix, tmp_path):
+@pytest.mark.parametrize("kind,prefix,layout", [("shift", "shift_conv2d", "auto"), ("binary", "binary_conv2d", "auto"),
+                                                ("ternary", "ternary_conv2d", "auto"), ("nm", "nm_conv2d", "auto"),
+                                                ("shift", "shift_conv2d", "nchw")])
+def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(kind, prefix, layout, tmp_path):
     """Folded batch norm (a per-channel scale on the structured weight), ReLU and the residual
     add: inlined into the compressed kernel; the IR holds no elementwise function and no
     im2col between the kernels."""
@@ -124,13 +125,18 @@ def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(k
     with torch.no_grad():
         want = net(x).numpy()
     path = tn.export_onnx(tn.to_plain(net).eval(), x, tmp_path / "net.onnx", plain=True)
-    compiled = compile_model(path, batch=2, options=DetectOptions(kernels="compressed"), records=tmp_path / "none",
-                             shipped=False)
-    assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["conv2d"] + [prefix] * 4
+    compiled = compile_model(path, batch=2, options=DetectOptions(kernels="compressed", layout=layout),
+                             records=tmp_path / "none", shipped=False)
+    suffix = "_nhwc" if layout == "auto" else ""      # auto: channels last (passes/layout.py)
+    assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == [f"conv2d{suffix}"] + \
+        [prefix + suffix] * 4
     functions = {gv.name_hint: f.script() for gv, f in compiled.mod.functions_items()
                  if type(f).__name__ == "PrimFunc"}
     kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}
-    assert set(kernels) == set(functions), sorted(set(functions) - set(kernels))
+    # channels last: one transpose of the image in, one of the result out
+    transposes = {n for n in functions if n.startswith("transpose")}
+    assert len(transposes) == (2 if suffix else 0)
+    assert set(kernels) == set(functions) - transposes, sorted(set(functions) - set(kernels))
     compressed = [n for n in kernels if n.startswith(f"fused_{prefix}")]
     # (identical blocks share their functions) the first conv of a block: BN scale, shift, ReLU;
     # the second: BN scale, shift, the residual add, ReLU (2:4 keeps the scale in its values)

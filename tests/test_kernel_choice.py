@@ -124,14 +124,15 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     with torch.no_grad():
         ref = model(x).numpy()
     auto = compile_model(path, records=tmp_path / "none", shipped=False)
-    assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d", "shift_conv2d"]
+    # a plain export of dense and shift convs runs channels last (passes/layout.py)
+    assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d_nhwc", "shift_conv2d_nhwc"]
     assert auto.lowered.layers[1].structure.startswith("shift") and "dense conv's speed" in auto.lowered.layers[1].choice
     assert auto.lowered.layers[1].compact_bytes * 5 < auto.lowered.layers[1].dense_bytes
     # records where the dense conv of the layer is faster: the layer stays dense
     from tvmopt.ops.task import get_task
 
     target = parse_target("llvm")
-    compressed, dense = auto.lowered.layers[1].kernel, "conv2d:1x8x16x16x16x3x3x1x1"
+    compressed, dense = auto.lowered.layers[1].kernel, "conv2d_nhwc:1x8x16x16x16x3x3x1x1"
     records = tmp_path / "records"
     RecordCache(records).append([Record(compressed, target.key, get_task(compressed).space.initial(), (9e-6,)),
                                    Record(dense, target.key, get_task(dense).space.initial(), (3e-6,))])
@@ -139,9 +140,9 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     assert slower.lowered.layers[1].kernel == dense and "dense 3.00x faster" in slower.lowered.layers[1].choice
     small = tn.export_onnx(model, torch.randn(1, 3, 9, 9), tmp_path / "small.onnx", plain=True)
     few = compile_model(small, records=tmp_path / "none", shipped=False)      # 81 pixels: the decode would cost
-    assert few.lowered.layers[1].kernel.startswith("conv2d:") and "81 output pixels" in few.lowered.layers[1].choice
+    assert few.lowered.layers[1].kernel.startswith("conv2d_nhwc:") and "81 output pixels" in few.lowered.layers[1].choice
     forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
-    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d", "conv2d"]
+    assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d_nhwc", "conv2d_nhwc"]
     for compiled in (auto, slower, forced):
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 

@@ -141,7 +141,7 @@ def test_small_cnn_tuned_uses_its_records_and_matches_onnxruntime(small_cnn, tmp
     target = parse_target("llvm")
     result = tune_model(path, target, tuner="random", trials=6, records=tmp_path, progress=False, log=lambda *a: None)
     keys = [key for key, *_ in result.tasks]
-    assert sum(k.startswith("conv2d:") for k in keys) == 2            # stem + the two identical block convs
+    assert sum(k.startswith("conv2d_nhwc:") for k in keys) == 2       # stem + the two identical block convs
     compiled = compile_model(path, target, records=tmp_path)
     assert all(compiled.tuned[k] == "records" for k in keys)
     _close(compiled(x), expected)
@@ -160,7 +160,7 @@ def test_real_network_matches_onnxruntime(network, tmp_path):
     compiled = compile_model(path, "llvm", records=tmp_path / "none")
     _close(compiled(x), expected)
     assert compiled.serial == []
-    assert all(k.startswith(("conv2d:", "dense:")) for k in compiled.tuned)
+    assert all(k.startswith(("conv2d_nhwc:", "dense:")) for k in compiled.tuned)      # channels last
 
 
 def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
@@ -172,7 +172,7 @@ def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     warning = [line for line in out.stderr.splitlines() if "no tuning record" in line]
-    assert len(warning) == 1 and "conv2d:1x16x16x16x16x3x3x1x1" in warning[0], out.stderr
+    assert len(warning) == 1 and "conv2d_nhwc:1x16x16x16x16x3x3x1x1" in warning[0], out.stderr
 
 
 def test_space_moves_stay_in_the_conv2d_space():
@@ -208,4 +208,4 @@ def test_batch_norm_not_after_a_conv_and_asymmetric_padding(tmp_path):
     compiled = compile_model(path, "llvm", records=tmp_path / "none")
     _close(compiled(x), expected)
     assert "batch_norm" not in compiled.lowered.mod.script(show_meta=False)
-    assert "conv2d:1x8x12x12x16x2x2x2x0" in compiled.tuned          # 11 + 0 + 1 padded explicitly
+    assert "conv2d_nhwc:1x8x12x12x16x2x2x2x0" in compiled.tuned     # 11 + 0 + 1 padded explicitly

@@ -1,4 +1,5 @@
-"""The LLVM schedule space of direct 2-D convolution (NCHW in, NCHW out) and ``apply_conv2d``.
+"""The LLVM schedule space of direct 2-D convolution (NCHW or NHWC in and out, the same space)
+and ``apply_conv2d``.
 
 Why direct and not im2col + the GEMM space: on ResNet-50's 3x3 layers the im2col stage
 writes 9x the input and reads it back as a separate, memory-bound pass, and its epilogue

@@ -1,5 +1,7 @@
-"""Dense fp32 2-D convolution, direct (NCHW in and out), with the weight in output-channel
-blocks ``W'[O/ob, C, KH, KW, ob]`` (laid out at compile time: it is a constant).
+"""Dense fp32 2-D convolution, direct (NCHW in and out, or NHWC for ``conv2d_nhwc``), with the
+weight in output-channel blocks ``W'[O/ob, C, KH, KW, ob]`` (laid out at compile time: it is a
+constant). ``conv2d_nhwc:`` (same dimensions) is what a channels-last graph runs
+(passes/layout.py): its accumulator tile of pixels by channels is the output's own layout.
 
 Key: ``conv2d:NxCxHxWxOxKHxKWxSxP`` (batch, in channels, height, width, out channels, kernel
 height and width, stride, symmetric zero padding), and ``xG`` for G groups (the weight is then

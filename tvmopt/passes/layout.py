@@ -10,9 +10,17 @@ flatten before the classifier).
 
 ``auto`` picks channels last where every convolution of the model has a channels-last kernel:
 dense weights or a direct compressed conv (``shift_conv2d_nhwc``...), direct geometry, not
-depthwise; a model with depthwise, dilated, XNOR or row-table convolutions stays NCHW, since
-those kernels read NCHW and each would need a transpose on either side. ``nhwc`` forces channels last: such convolutions then do run between two
-transposes. The ``layout`` build option (``tvmopt build --layout``) chooses.
+depthwise; a model with depthwise, dilated, XNOR or row-table convolutions, or with tvmopt.nn's
+own nodes, stays NCHW, since those kernels read NCHW and each would need a transpose on either
+side. ``nhwc`` forces channels last (such convolutions then run between two transposes);
+``nchw`` keeps the import's layout. ``tvmopt build --layout`` (and inspect, tune) chooses.
+
+Measured (benchmarks/layout.py, BENCHMARKS.md "Graph layout"; untuned, NHWC against NCHW in
+the same run, two runs of 9 and 5 rounds): SqueezeNet 1.45x and 1.42x faster, VGG-19 1.08x and
+1.10x, Inception v1 1.23x and 1.05x, ResNet-50 1.12x and 1.02x, Inception v2 1.10x and 1.02x,
+AlexNet and ZFNet 1.00 to 1.02x, DenseNet-121 1.08x and 0.96x (its 58 concatenations copy
+runs of channels per pixel where NCHW copies whole planes); ShuffleNet forced to NHWC 0.92x and
+0.61x (its depthwise convolutions between transposes), which is why ``auto`` keeps it NCHW.
 """
 
 from __future__ import annotations

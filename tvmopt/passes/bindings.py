@@ -26,3 +26,15 @@ class Bindings:
             return None
         value = getattr(expr, "value", None)       # a relax constant's tensor
         return value.numpy() if value is not None and hasattr(value, "numpy") else None
+
+
+def rewrite(mutator_class, mod):
+    """``mod`` with each of its Relax functions rewritten by one ``mutator_class(mod)`` (a
+    ``relax.PyExprMutator``), dead code eliminated: how every pass here applies its mutator."""
+    from tvm import relax
+
+    mutator = mutator_class(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.finalize())

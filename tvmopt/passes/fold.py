@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tvmopt.model.frontend import static_shape
-from .bindings import Bindings
+from .bindings import Bindings, rewrite
 
 
 def fold_batch_norm(mod):
@@ -75,8 +75,4 @@ def fold_batch_norm(mod):
                 return None, None
             return call, bias
 
-    folder = Folder(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(folder.builder_.finalize())
+    return rewrite(Folder, mod)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 
-from .bindings import Bindings
+from .bindings import Bindings, rewrite
 
 LAYOUTS = ("auto", "nchw", "nhwc")
 
@@ -84,11 +84,7 @@ def _fold_transposed_constants(mod):
             axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
             return relax.const(np.ascontiguousarray(np.transpose(value, axes)))
 
-    folder = Fold(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(folder.builder_.finalize())
+    return rewrite(Fold, mod)
 
 
 def _convolutions(mod) -> list:
@@ -224,9 +220,4 @@ def _prepare(mod):
                                       a.dilation, int(a.groups), str(a.data_layout), str(a.kernel_layout),
                                       str(a.out_layout), a.out_dtype or None)
 
-    rewriter = Prepare(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    out = rewriter.builder_.finalize()
-    return relax.transform.DeadCodeElimination()(out)
+    return rewrite(Prepare, mod)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bindings import rewrite
+
 #: ops a region may contain, and the operand positions that may hold the region's tensor
 _LINEAR = {"relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.permute_dims", "relax.take",
            "relax.strided_slice", "relax.concat", "relax.add", "relax.subtract", "relax.multiply",
@@ -432,12 +434,7 @@ def collapse(mod):
             new = emit(expr)
             self.set_var_remap(binding.var, new)
 
-    mutator = Collapse(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    new_mod = mutator.builder_.finalize()
-    return relax.transform.DeadCodeElimination()(new_mod)
+    return rewrite(Collapse, mod)
 
 
 __all__ = ["collapse", "find_regions", "recover", "Region"]

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from tvmopt.model.frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
-from .bindings import Bindings
+from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
@@ -491,12 +491,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     mod = fold_batch_norm(mod)
     if choose_layout(mod, options) == "NHWC":
         mod = to_channels_last(mod)
-    rewriter = Rewriter(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    new_mod = rewriter.builder_.finalize()
-    new_mod = relax.transform.DeadCodeElimination()(new_mod)
+    new_mod = rewrite(Rewriter, mod)
     new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
     new_mod = _schedule_im2col(new_mod)
     _check_no_placeholder(new_mod)

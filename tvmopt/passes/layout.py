@@ -35,17 +35,18 @@ LAYOUTS = ("auto", "nchw", "nhwc")
 _BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
-def choose_layout(mod, options) -> str:
+def choose_layout(mod, options, detect_once) -> str:
     """``"NHWC"`` or ``"NCHW"`` for ``mod`` (after batch norms are folded) under
-    ``options.layout``."""
+    ``options.layout``; ``detect_once``: the lowering's :func:`~.structure.detector`."""
     if options.layout == "nchw":
         return "NCHW"
     if options.layout == "nhwc":
         return "NHWC"
-    convs = _convolutions(mod)
     if _has_placeholders(mod):          # tvmopt.nn's own layers (ai.tvmopt nodes): NCHW kernels
         return "NCHW"
-    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, x, options) for call, w, x in convs) else "NCHW"
+    convs = _convolutions(mod)
+    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, x, options, detect_once)
+                                   for call, w, x in convs) else "NCHW"
 
 
 def to_channels_last(mod):
@@ -93,43 +94,35 @@ def _convolutions(mod) -> list:
     from tvm import relax
 
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
-    bound = {}
-    body = mod["main"].body
-    for block in getattr(body, "blocks", ()):
-        for binding in block.bindings:
-            if isinstance(binding, relax.VarBinding):
-                bound[binding.var] = binding.value
+    found = []
 
-    def constant(expr):
-        expr = resolve(expr)
-        value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
-        return value.numpy() if value is not None and hasattr(value, "numpy") else None
+    @relax.expr_functor.mutator
+    class Collect(relax.PyExprMutator, Bindings):      # reads only: its rewritten function is dropped
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op.same_as(op_conv):
+                found.append((call, self._const(call.args[1]), self._resolve(call.args[0])))
+            return call
 
-    def resolve(expr):
-        while isinstance(expr, relax.Var) and expr in bound:
-            expr = bound[expr]
-        return expr
-
-    return [(value, constant(value.args[1]), resolve(value.args[0])) for value in bound.values()
-            if isinstance(value, relax.Call) and value.op.same_as(op_conv)]
+    Collect(mod).visit_expr(mod["main"])
+    return found
 
 
-def _has_channels_last_kernel(call, w, x, options) -> bool:
+def _has_channels_last_kernel(call, w, x, options, detect_once) -> bool:
     """Whether the lowering gives this conv a channels-last kernel (:func:`tvmopt.passes.lower`'s
     ``_conv``): dense or a direct compressed format, direct geometry, not depthwise, not XNOR
     (``x`` binarized) and not row tables."""
     from tvmopt.ops.compressed_conv2d import CONV_OF
     from .choose import conv_row_tables
-    from .structure import DENSE, detect
+    from .structure import DENSE, conv_geometry, direct_conv
 
     a = call.attrs
-    if w is None or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" or not options.direct_conv:
+    if w is None or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW":
         return False
-    strides, dilation = [int(v) for v in a.strides], [int(v) for v in a.dilation]
     groups = int(a.groups)
-    if strides[0] != strides[1] or dilation != [1, 1] or (groups > 1 and w.shape[1] == 1):
+    if not direct_conv(conv_geometry(a), options) or (groups > 1 and w.shape[1] == 1):
         return False
-    family = detect(w.reshape(w.shape[0], -1), options=options).family
+    family = detect_once(w.reshape(w.shape[0], -1)).family
     if family == DENSE:
         return True
     if groups > 1 or family not in CONV_OF or _is_where(x):

@@ -43,7 +43,8 @@ from .choose import ROW_TABLE_MIN_ROWS, choose, conv_row_tables
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
-from .structure import DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, dense_kernel, detect, from_compact
+from .structure import (DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, conv_geometry, dense_kernel, detector,
+                        direct_conv, from_compact)
 from tvmopt.ops.row_tables import takes_rows
 
 #: the kernel a layer of this family runs with enough rows (``choose.ROW_TABLE_MIN_ROWS``): lookup
@@ -84,6 +85,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
     configs = configs or (lambda key, space: None)
     options = options or DetectOptions()
+    detect_once = detector(options)       # the layout choice and the pass read the same weights
     layers: list[LayerReport] = []
     tasks: dict[str, object] = {}
     funcs: dict[tuple, object] = {}
@@ -147,9 +149,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     and str(a.out_layout) == "NHWC":
                 return self._channels_last_conv(call, w)
             if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
-                pads = [int(p) for p in a.padding]
-                geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
-                            "dilations": [int(v) for v in a.dilation]}
+                geometry = conv_geometry(a)
                 if groups == 1:
                     x, binarized = call.args[0], self._is_binarize(call.args[0])
                     if binarized:      # the XNOR kernel binarizes (x >= 0) itself
@@ -157,8 +157,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
                 if w.shape[1] > 1:
                     return self._grouped_conv(call.args[0], w, groups, geometry)
-                if _direct(geometry, options):        # depthwise (dilated ones stay with Relax)
-                    return self._direct_conv(call.args[0], w, geometry["strides"][0], pads, None,
+                if direct_conv(geometry, options):        # depthwise (dilated ones stay with Relax)
+                    return self._direct_conv(call.args[0], w, geometry["strides"][0], geometry["pads"], None,
                                              prefix="depthwise_conv2d", source="conv2d depthwise")
             return call
 
@@ -168,33 +168,34 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             anything else the NCHW path between two transposes."""
             a = call.attrs
             groups, x = int(a.groups), call.args[0]
-            pads = [int(p) for p in a.padding]
-            geometry = {"strides": [int(v) for v in a.strides], "pads": pads,
-                        "dilations": [int(v) for v in a.dilation]}
+            geometry = conv_geometry(a)
+            y = None
             if groups == 1 and not self._is_binarize(x):
                 y = self._conv(x, w, geometry, None, "conv2d NHWC", nhwc=True)
-                if y is not None:
-                    return y
-            elif _direct(geometry, options) and w.shape[1] > 1 and \
-                    detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
-                return self._direct_conv(x, w, geometry["strides"][0], pads, None, groups=groups,
-                                         prefix="conv2d_nhwc", source=f"conv2d NHWC {groups} groups")
+            elif w.shape[1] > 1:
+                y = self._grouped_conv(x, w, groups, geometry, nhwc=True)
+            if y is not None:
+                return y
             nchw = self.builder_.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
             conv = relax.op.nn.conv2d(nchw, call.args[1], a.strides, a.padding, a.dilation, groups)
             y = self._lower_conv(self.builder_.normalize(conv))
             return relax.op.permute_dims(self.builder_.emit(y), [0, 2, 3, 1])
 
-        def _grouped_conv(self, x, w, groups, geometry):
+        def _grouped_conv(self, x, w, groups, geometry, nhwc=False):
             """A grouped convolution: dense weights, one direct conv task over all groups (key
             ``...xG``); otherwise one convolution per group on its slice of the channels,
             concatenated (each group is an ordinary conv task; identical groups share it).
             ShuffleNet's grouped 1x1 layers ran as 88 calls of per-group kernels plus their slices
             and concatenations. One run, three builds: per group 0.35x onnxruntime, one kernel per
             grouped layer 0.38x, and with ``depthwise_conv2d`` too 0.45x. What is left: its groups
-            of 34 and 68 channels make vector blocks of 2 and 4 lanes (13 GFLOPS at 136 x 28 x 28)."""
-            if _direct(geometry, options) and detect(w.reshape(w.shape[0], -1), options=options).family == DENSE:
+            of 34 and 68 channels make vector blocks of 2 and 4 lanes (13 GFLOPS at 136 x 28 x 28).
+            ``nhwc``: ``x`` channels last, the ``conv2d_nhwc`` task; None where it is not dense."""
+            if direct_conv(geometry, options) and detect_once(w.reshape(w.shape[0], -1)).family == DENSE:
                 return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], None, groups=groups,
-                                         source=f"conv2d {groups} groups")
+                                         prefix="conv2d_nhwc" if nhwc else "conv2d",
+                                         source=f"conv2d{' NHWC' if nhwc else ''} {groups} groups")
+            if nhwc:
+                return None
             per_in, per_out = w.shape[1], w.shape[0] // groups
             outs = []
             for g in range(groups):
@@ -228,7 +229,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if integer is not None:
                 return integer
             binarized = self._is_binarize(x)
-            kern = detect(weight, binarized_input=binarized, options=options)
+            kern = detect_once(weight, binarized)
             if binarized and kern.family == "xnor_dense":
                 x = self._resolve(self._resolve(x).args[0]).args[0]   # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
@@ -311,8 +312,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             pt, pl, pb, pr = geometry["pads"]
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-            kern = detect(w.reshape(o, -1), options=options)
-            direct = _direct(geometry, options)
+            kern = detect_once(w.reshape(o, -1))
+            direct = direct_conv(geometry, options)
             found, choice = kern.structure, ""
             if binarized:
                 if direct and kern.family in ("binary_dense", "binary_lut_dense"):
@@ -489,7 +490,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     mod = collapse_linear_regions(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = fold_batch_norm(mod)
-    if choose_layout(mod, options) == "NHWC":
+    if choose_layout(mod, options, detect_once) == "NHWC":
         mod = to_channels_last(mod)
     new_mod = rewrite(Rewriter, mod)
     new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
@@ -546,12 +547,6 @@ def _primfunc(task, config):
 def _dense_key(m: int, out_features: int, reduction: int) -> str:
     """The dense kernel's key for ``m`` rows (what :func:`dense_kernel`'s ``key(m)`` gives)."""
     return f"{DENSE}:{m}x{out_features}x{reduction}"
-
-
-def _direct(geometry: dict, options) -> bool:
-    """Whether a convolution can run a direct conv task: equal strides, no dilation."""
-    (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
-    return sh == sw and dh == dw == 1 and options.direct_conv
 
 
 def _conv_dims(n, c, h, w, o, kh, kw, stride, pads) -> tuple[int, ...]:

@@ -34,6 +34,38 @@ class DetectOptions:
     layout: str = "auto"          # the graph's layout: auto, nchw, nhwc (passes/layout.py)
 
 
+def conv_geometry(attrs) -> dict:
+    """A Relax conv2d's strides, pads (top, left, bottom, right) and dilations, as lists of ints."""
+    return {"strides": [int(v) for v in attrs.strides], "pads": [int(p) for p in attrs.padding],
+            "dilations": [int(v) for v in attrs.dilation]}
+
+
+def direct_conv(geometry: dict, options: DetectOptions) -> bool:
+    """Whether a convolution of this geometry can run a direct conv task: equal strides, no dilation."""
+    (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
+    return sh == sw and dh == dw == 1 and options.direct_conv
+
+
+def detector(options: DetectOptions):
+    """:func:`detect` for one lowering: ``detect_once(w, binarized_input=False)``. A weight seen
+    again (the layout choice reads every convolution's weight before the pass does) gets a copy
+    of its first result instead of a second detection, which cost ResNet-50's build 3.4 s.
+    Copies, since the pass reassigns a kernel's fields (its bias, its family)."""
+    import copy
+    import hashlib
+
+    seen: dict = {}
+
+    def detect_once(w: np.ndarray, binarized_input: bool = False) -> Kernel:
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        key = (w.shape, binarized_input, hashlib.blake2b(w.view(np.uint8), digest_size=16).digest())
+        if key not in seen:
+            seen[key] = detect(w, binarized_input, options)
+        return copy.copy(seen[key])
+
+    return detect_once
+
+
 # ---------------------------------------------------------------------------------------------
 # detection in plain weights
 

@@ -150,8 +150,9 @@ def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(k
 # ---- binarized activations: the XNOR conv ----
 
 XNOR_KEYS = ["xnor_conv2d:1x40x9x10x16x3x3x1x1",       # a partial word (40 channels), padding at every border
-             "xnor_conv2d:2x64x8x8x24x3x3x2x1",        # batch 2, stride 2, ob 8
-             "xnor_conv2d:1x32x6x6x16x1x1x1x0"]        # 1x1, one word
+             "xnor_conv2d:2x96x8x8x24x3x3x2x1",        # batch 2, two words (one partial), stride 2, ob 8
+             "xnor_conv2d:1x32x6x6x16x1x1x1x0",        # 1x1, one word
+             "xnor_conv2d:1x64x4x5x16x5x5x1x2"]        # no interior: every position its own border class
 
 
 @pytest.mark.parametrize("key", XNOR_KEYS)
@@ -177,13 +178,42 @@ def test_xnor_weight_words_round_trip_and_match_pytorch():
     rng = np.random.default_rng(2)
     signs = rng.choice([-1.0, 1.0], size=(16, 40, 3, 3)).astype(np.float32)
     packed = pack_weight(signs, 8)
-    assert packed.shape == (2, 2, 3, 3, 8) and packed.dtype == np.uint32
+    assert packed.shape == (2, 1, 3, 3, 8) and packed.dtype == np.uint64
     np.testing.assert_array_equal(unpack_weight(packed, 40), signs)
     task = get_task("xnor_conv2d:1x40x9x10x16x3x3x1x1")
     x = rng.uniform(-1, 1, size=(1, 40, 9, 10)).astype(np.float32)
     sign_x = torch.from_numpy(np.where(x >= 0, 1.0, -1.0).astype(np.float32))
     want = torch.nn.functional.conv2d(sign_x, torch.from_numpy(signs), padding=1).numpy()     # pads with 0
     np.testing.assert_array_equal(task.reference([x, pack_weight(signs, task.shape.ob)]), want)
+
+
+@pytest.mark.parametrize("dims", [(9, 10, 1, 1), (8, 8, 2, 1), (4, 5, 1, 2), (11, 11, 2, 0), (13, 13, 3, 3)])
+def test_xnor_border_table_counts_the_weight_bits_of_taps_outside_the_image(dims):
+    """What the kernel subtracts at each output position (it reads zero words outside the
+    image): the set bits of the taps that fall outside, from the table of border classes,
+    checked position by position against a direct count."""
+    from tvmopt.ops.xnor_conv2d import border_classes, border_table, pack_weight, tap_counts
+
+    h, w, stride, pad = dims
+    k = 5 if pad >= 2 else 3
+    rng = np.random.default_rng(4)
+    signs = rng.choice([-1.0, 1.0], size=(16, 70, k, k)).astype(np.float32)
+    counts = tap_counts(pack_weight(signs, 8))
+    np.testing.assert_array_equal(counts, (signs > 0).sum(axis=1).transpose(1, 2, 0))
+    shape = get_task(f"xnor_conv2d:1x70x{h}x{w}x16x{k}x{k}x{stride}x{pad}").shape
+    table = border_table(counts, shape)
+
+    def cls(pos, classes):
+        first, last, count = classes
+        return pos if count == first else pos if pos < first else pos - last + first + 1 if pos >= last else first
+
+    rows, cols = (border_classes(shape.oh, k, h, stride, pad), border_classes(shape.ow, k, w, stride, pad))
+    for y in range(shape.oh):
+        for x in range(shape.ow):
+            outside = np.array([[not (0 <= y * stride + r - pad < h and 0 <= x * stride + q - pad < w)
+                                 for q in range(k)] for r in range(k)])
+            want = (signs > 0)[:, :, outside].sum(axis=(1, 2))
+            np.testing.assert_array_equal(table[cls(y, rows), cls(x, cols)], want, err_msg=f"{(y, x)}")
 
 
 def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):

@@ -1,24 +1,37 @@
 """Binarized convolutions (XNOR-Net, BNN): ±1 weights on binarized activations, as XNOR +
-popcount over 32 input channels at a time, directly (NCHW in and out, no im2col).
+popcount over 64 input channels at a time, directly (NCHW in and out, no im2col).
 
 Key: ``xnor_conv2d:NxCxHxWxOxKHxKWxSxP`` (the ``conv2d:`` dimensions). The input is the
-activation *before* binarization: the kernel packs ``x >= 0`` of 32 channels into one word
-(``XBits[N, ceil(C/32), H, W]``, a prologue stage), then for each output
+activation *before* binarization: the kernel packs ``x >= 0`` of 64 channels into one word, a
+prologue stage that also pads: ``XBits[N, ceil(C/64), HP, WP]``, zero words around the image.
+Then for each output
 
-    acc[n, o, y, x] = sum over in-image (r, q) and words cw of popcount(XBits[..] ^ Wb[o, cw, r, q])
-    Y = C * (in-image taps) - 2 * acc
+    acc[n, o, y, x] = sum over (r, q) and words cw of popcount(XBits[..] ^ Wb[o, cw, r, q])
+    Y = C * (in-image taps) - 2 * (acc - Wc[border class of y, of x, o])
 
 (mismatching signs, counted in int32; padded channel bits are 0 in both words and never
 mismatch). Zero padding is what the exported graph does (it binarizes, *then* pads with 0): a tap
-outside the image contributes 0, so it is left out of the sum and of the tap count. The result
-is exact: integers, converted to float once. The per-channel α (XNOR-Net's scale, a folded batch
-norm), bias and activation run in the write-back like the dense conv's epilogue.
+outside the image contributes 0. The kernel's loop reads the zero words there without a bounds
+check, which counts the weight's set bits of each such tap as mismatches; the write-back takes
+them back out with one vector load per pixel from ``Wc``, a constant of a few rows: for each
+border class of rows and of columns (the first rows whose window starts above the image, the
+last ones whose window ends below it, one class for all rows between, and the same for
+columns), the set bits of the taps outside the image (0 for the interior). Only the in-image
+taps count in ``C * taps``. The result is exact: integers, converted to float once.
+The per-channel α (XNOR-Net's scale, a folded batch norm), bias and activation run in the
+write-back like the dense conv's epilogue.
 
-The weight is ``Wb[O/ob, ceil(C/32), KH, KW, ob]`` uint32 (bit ``c % 32`` of word ``c // 32`` is
-``w > 0``), so a block of ``ob`` output channels is one vector of words: with AVX-512 VPOPCNTDQ
-one ``vpopcntd`` counts 16 x 32 products; on AVX2 LLVM counts bits with byte shuffles. The
-schedule space is the dense conv's (``schedules/conv2d.py``) with input *words* in place of
-input channels.
+The weight is ``Wb[O/ob, ceil(C/64), KH, KW, ob]`` uint64 (bit ``c % 64`` of word ``c // 64`` is
+``w > 0``), so a block of ``ob`` output channels is one run of vectors of words: with AVX-512
+VPOPCNTDQ one ``vpopcntq`` counts 8 x 64 products; on AVX2 LLVM counts bits with byte shuffles
+and one ``vpsadbw`` per 4 words (32-bit words needed five more shuffles per vector to widen the
+byte counts). The schedule space is the dense conv's (``schedules/conv2d.py``) with input
+*words* in place of input channels.
+
+Measured on a Zen 4 with AVX-512 hidden (AVX2 code), start configs against the previous
+kernel's (32-bit words, a bounds check on every tap, the border counted with it) in the same
+run, medians of 5 rounds: ResNet-18's 3x3 layers 1.24x (1x64x56x56) to 1.95x (1x512x7x7) faster
+at batch 1, 1.0 to 1.56x at batch 16; its strided 1x1 layers about the same.
 """
 
 from __future__ import annotations
@@ -29,31 +42,79 @@ import numpy as np
 
 from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
-from ..schedules.space import Config
+from ..schedules.space import Config, Space
 from .conv2d import conv2d_reference
 from .registry import OpFamily, TaskKind, register_family
 from .task import TASK_ANNOTATION, Task, check_sizes
 
-WORD = 32
+WORD = 64
+WORD_DTYPE = "uint64"
+#: words the packing stage computes per vector (one row of ``XBits`` is a whole number of them)
+PACK_LANES = 8
+_NP_WORD = np.uint64
 
 
 def pack_weight(signs: np.ndarray, ob: int) -> np.ndarray:
-    """±1 (or any sign) weight [O, C, KH, KW] -> uint32 words [O/ob, ceil(C/32), KH, KW, ob]."""
+    """±1 (or any sign) weight [O, C, KH, KW] -> words [O/ob, ceil(C/64), KH, KW, ob]."""
     o, c, kh, kw = signs.shape
     words = -(-c // WORD)
-    bits = np.zeros((o, words * WORD, kh, kw), np.uint64)
+    bits = np.zeros((o, words * WORD, kh, kw), _NP_WORD)
     bits[:, :c] = signs > 0
-    shifts = (np.arange(WORD, dtype=np.uint64) % WORD)[None, None, :, None, None]
-    packed = (bits.reshape(o, words, WORD, kh, kw) << shifts).sum(axis=2).astype(np.uint32)   # [O, words, KH, KW]
+    shifts = np.arange(WORD, dtype=_NP_WORD)[None, None, :, None, None]
+    packed = np.bitwise_or.reduce(bits.reshape(o, words, WORD, kh, kw) << shifts, axis=2)   # [O, words, KH, KW]
     return np.ascontiguousarray(packed.reshape(o // ob, ob, words, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
 def unpack_weight(packed: np.ndarray, c: int) -> np.ndarray:
     """The inverse of :func:`pack_weight`: ±1 float32 [O, C, KH, KW]."""
     oo, words, kh, kw, ob = packed.shape
-    w = packed.transpose(0, 4, 1, 2, 3).reshape(oo * ob, words, 1, kh, kw).astype(np.uint64)
-    bits = (w >> np.arange(WORD, dtype=np.uint64)[None, None, :, None, None]) & 1
+    w = packed.transpose(0, 4, 1, 2, 3).reshape(oo * ob, words, 1, kh, kw).astype(_NP_WORD)
+    bits = (w >> np.arange(WORD, dtype=_NP_WORD)[None, None, :, None, None]) & _NP_WORD(1)
     return np.where(bits.reshape(oo * ob, words * WORD, kh, kw)[:, :c] == 1, 1.0, -1.0).astype(np.float32)
+
+
+def tap_counts(packed: np.ndarray) -> np.ndarray:
+    """Set bits of each output channel's tap over all its words: int32 [KH, KW, O] (what a zero
+    word of padding mismatches; :class:`XnorConv2dTask` subtracts it at the border; channels
+    last, so a vector of channels in the write-back is one load)."""
+    oo, words, kh, kw, ob = packed.shape
+    as_bytes = np.ascontiguousarray(packed.transpose(2, 3, 0, 4, 1)).view(np.uint8)   # [KH, KW, O/ob, ob, words*8]
+    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1, dtype=np.int32).reshape(kh, kw, oo * ob)
+
+
+def border_classes(out: int, k: int, extent: int, stride: int, pad: int) -> tuple[int, int, int]:
+    """(first, last, classes) along one axis of the output: positions below ``first`` and from
+    ``last`` on have taps outside the image, each a class of its own; the positions between are
+    one class (index ``first``). With no such interior every position is its own class."""
+    first = next((y for y in range(out) if y * stride - pad >= 0), out)
+    last = next((y for y in range(out) if y * stride - pad + k > extent), out)
+    if first >= last:                            # no interior: one class per position
+        return out, out, out
+    return first, last, first + 1 + out - last
+
+
+def _positions(out: int, k: int, extent: int, stride: int, pad: int) -> list[int]:
+    """A representative output position of each class of :func:`border_classes`."""
+    first, last, classes = border_classes(out, k, extent, stride, pad)
+    return list(range(out)) if classes == out and first == out else list(range(first)) + [first] + list(range(last, out))
+
+
+def border_table(counts: np.ndarray, shape: ConvShape) -> np.ndarray:
+    """int32 [classes of rows, classes of columns, O]: for each border class of output
+    positions, the set bits of the taps that fall outside the image (``counts``: the
+    [KH, KW, O] of :func:`tap_counts`). The kernel reads zero words there and counts these as
+    mismatches; the write-back subtracts them, one vector load per pixel (0 inside)."""
+    s = shape
+    rows = _positions(s.oh, s.kh, s.h, s.stride, s.pad)
+    cols = _positions(s.ow, s.kw, s.w, s.stride, s.pad)
+    table = np.zeros((len(rows), len(cols), counts.shape[-1]), np.int32)
+    for a, y in enumerate(rows):
+        out_r = [(y * s.stride + r - s.pad) not in range(s.h) for r in range(s.kh)]
+        for b, x in enumerate(cols):
+            out_q = [(x * s.stride + q - s.pad) not in range(s.w) for q in range(s.kw)]
+            mask = np.logical_or.outer(out_r, out_q)                  # [KH, KW]: tap outside the image
+            table[a, b] = counts[mask].sum(axis=0)
+    return table
 
 
 @dataclass
@@ -66,22 +127,40 @@ class XnorConv2dTask(Task):
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
         self.words = -(-s.c // WORD)
-        # the space tiles input *words*: the conv's loop nest with C/32 reduction steps
+        # the space tiles input *words*: the conv's loop nest with C/64 reduction steps
         self.loop_shape = ConvShape(s.n, self.words, s.h, s.w, s.o, s.kh, s.kw, s.stride, s.pad)
-        self.space = conv2d_space(self.loop_shape, name="xnor_conv2d-llvm")
+        space = conv2d_space(self.loop_shape, name="xnor_conv2d-llvm")
+        self.space = Space(space.name, space.knobs, start=self._start(space))
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
 
+    def _start(self, space: Space) -> Config:
+        """The dense conv's start with another register tile: one pixel by two blocks of
+        output channels (32 lanes of counts; one block where the layer has an odd number).
+        The dense conv's tile of up to 12 fp32 vectors is up to 24 vectors of words here,
+        plus the popcount's temporaries: on ResNet-18's 3x3 layers (Zen 4, AVX2) one pixel by
+        32 channels ran 1.1 to 1.3x faster than it, and was the fastest tile or within 5% of
+        it on every layer."""
+        config = list(space.initial())
+        s = self.loop_shape
+        blocks = s.op // s.ob
+        c1 = 2 if blocks % 2 == 0 else 1
+        config[:3] = [(blocks // c1, c1), (s.oh, 1), (s.owp, 1)]
+        config[5] = "inner" if c1 > 1 else "outer"
+        config = tuple(config)
+        return config if space.contains(config) else space.initial()
+
     def to_kernel(self, arrays):
-        """The layer's [O, C, KH, KW] weight (its signs count) -> packed words."""
-        return [pack_weight(arrays[0], self.shape.ob)]
+        """The layer's [O, C, KH, KW] weight (its signs count) -> packed words, border table."""
+        packed = pack_weight(arrays[0], self.shape.ob)
+        return [packed, border_table(tap_counts(packed), self.shape)]
 
     def make_inputs(self, rng):
         s = self.shape
         x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
-        return [x, pack_weight(rng.choice([-1.0, 1.0], size=(s.o, s.c, s.kh, s.kw)), s.ob)]
+        return [x] + self.to_kernel([rng.choice([-1.0, 1.0], size=(s.o, s.c, s.kh, s.kw))])
 
     def reference(self, inputs):
-        x, packed = inputs
+        x, packed = inputs[:2]
         s = self.shape
         return conv2d_reference(np.where(x >= 0, 1.0, -1.0).astype(np.float32), unpack_weight(packed, s.c),
                                 s.stride, s.pad)
@@ -89,37 +168,57 @@ class XnorConv2dTask(Task):
     def tolerance(self):
         return 0.0, 0.0            # integers: exact
 
+    @property
+    def padded_extent(self) -> tuple[int, int]:
+        """(HP, WP) of ``XBits``: the image with its padding, and what the padded output width
+        (``ConvShape.owp``) reads beyond it, the width rounded up to whole vectors of the
+        packing stage (a 58-wide row vectorized as one 58-lane vector made the stage of
+        1x64x56x56 about a third of the kernel's time)."""
+        s = self.loop_shape
+        wp = max(s.w + 2 * s.pad, (s.owp - 1) * s.stride + s.kw)
+        return max(s.h + 2 * s.pad, (s.oh - 1) * s.stride + s.kh), -(-wp // PACK_LANES) * PACK_LANES
+
     def compute(self, x=None):
-        """TE: (X, Wb, Y); stages ``XBits`` (packing), ``conv`` (int32 mismatches), ``xnor_out``."""
+        """TE: (X, Wb, Wc, Y); stages ``XBits`` (packing and padding), ``conv`` (int32
+        mismatches), ``xnor_out``."""
         import tvm
         from tvm import te
 
         s, words = self.shape, self.words
         c, h, w, p, st = s.c, s.h, s.w, s.pad, s.stride
+        tir = tvm.tirx
         X = x if x is not None else te.placeholder((s.n, c, h, w), "float32", name="X")
-        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), "uint32", name="wwords")
+        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), WORD_DTYPE, name="wwords")
+        row_cls = border_classes(s.oh, s.kh, h, st, p)
+        col_cls = border_classes(s.ow, s.kw, w, st, p)
+        Wc = te.placeholder((row_cls[2], col_cls[2], s.o), "int32", name="wborder")
 
-        def pack(i, cw, y, xx):
-            """One word: bit j is x[channel 32 cw + j] >= 0 (an expression of 32 terms, so the
-            stage is elementwise and vectorizes along the row)."""
-            word = tvm.tirx.const(0, "uint32")
-            for j in range(WORD):
-                ch = cw * WORD + j
-                on = tvm.tirx.all(ch < c, X[i, tvm.tirx.min(ch, c - 1), y, xx] >= 0.0)
-                word = word | tvm.tirx.Select(on, tvm.tirx.const(1 << j, "uint32"), tvm.tirx.const(0, "uint32"))
-            return word
+        def pack(i, cw, yy, xx):
+            """One word: bit j is x[channel 64 cw + j] >= 0, zero outside the image (an
+            expression of 64 terms, so the stage is elementwise and vectorizes along the row).
+            Built as two 32-bit halves: 32-bit lanes match the float compares' (as 64-bit
+            selects, each compare's mask was widened first: 1.2x slower on 1x64x56x56)."""
+            y, xi = yy - p, xx - p
+            inside = tir.all(y >= 0, y < h, xi >= 0, xi < w)
+            y, xi = tir.max(tir.min(y, h - 1), 0), tir.max(tir.min(xi, w - 1), 0)
+            halves = []
+            for half in range(2):
+                word = tir.const(0, "uint32")
+                for j in range(32):
+                    ch = cw * WORD + half * 32 + j
+                    on = tir.all(inside, ch < c, X[i, tir.min(ch, c - 1), y, xi] >= 0.0)
+                    word = word | tir.Select(on, tir.const(1 << j, "uint32"), tir.const(0, "uint32"))
+                halves.append(word.astype(WORD_DTYPE))
+            return halves[0] | (halves[1] << tir.const(32, WORD_DTYPE))
 
-        bits = te.compute((s.n, words, h, w), pack, name="XBits")
+        bits = te.compute((s.n, words) + self.padded_extent, pack, name="XBits")
         cw = te.reduce_axis((0, words), name="cw")
         r = te.reduce_axis((0, s.kh), name="r")
         q = te.reduce_axis((0, s.kw), name="q")
 
         def mismatches(i, o, y, xx):
-            hy, wx = y * st + r - p, xx * st + q - p
-            inside = tvm.tirx.all(hy >= 0, hy < h, wx >= 0, wx < w)
-            word = bits[i, cw, tvm.tirx.max(tvm.tirx.min(hy, h - 1), 0), tvm.tirx.max(tvm.tirx.min(wx, w - 1), 0)]
-            count = tvm.tirx.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32")
-            return te.sum(tvm.tirx.Select(inside, count, tvm.tirx.const(0, "int32")), axis=[cw, r, q])
+            word = bits[i, cw, y * st + r, xx * st + q]
+            return te.sum(tir.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32"), axis=[cw, r, q])
 
         # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops it
         acc = te.compute((s.n, s.o, s.oh, s.owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
@@ -127,12 +226,20 @@ class XnorConv2dTask(Task):
         def taps(pos, k, extent):
             """In-image taps of a window starting at pos * stride - pad."""
             start = pos * st - p
-            return tvm.tirx.min(k, extent - start) - tvm.tirx.max(0, -start)
+            return tir.min(k, extent - start) - tir.max(0, -start)
+
+        def cls(pos, classes):
+            """The border class of an output position (:func:`border_classes`)."""
+            first, last, count = classes
+            if count == first:                       # one class per position
+                return pos
+            return tir.Select(pos < first, pos, tir.Select(pos >= last, pos - last + first + 1, first))
 
         Y = te.compute((s.n, s.o, s.oh, s.ow),
-                       lambda i, o, y, xx: (c * taps(y, s.kh, h) * taps(xx, s.kw, w) - 2 * acc[i, o, y, xx]).astype("float32"),
+                       lambda i, o, y, xx: (c * taps(y, s.kh, h) * taps(xx, s.kw, w)
+                                            - 2 * (acc[i, o, y, xx] - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32"),
                        name="xnor_out")
-        return X, Wb, Y
+        return X, Wb, Wc, Y
 
     def schedule(self, config: Config, target):
         import tvm
@@ -154,7 +261,7 @@ class XnorConv2dTask(Task):
         leftover = apply_conv2d(sch, block, self.loop_shape, self.space, config, epilogue)
         n, cw, y, x = sch.get_loops(pack)
         sch.parallel(sch.fuse(n, cw, y))
-        sch.vectorize(x)
+        sch.vectorize(sch.split(x, factors=[None, PACK_LANES])[1])
         return leftover
 
 
@@ -167,7 +274,7 @@ def _factory(key: str, dims: tuple[int, ...]) -> XnorConv2dTask:
 
 
 FAMILY = register_family(OpFamily(
-    "xnor_conv2d", "binarized convolutions: XNOR + popcount over 32 channels per word, direct",
+    "xnor_conv2d", "binarized convolutions: XNOR + popcount over 64 channels per word, direct",
     tasks={"xnor_conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP", zero_ok=(8,),
                                    summary="direct conv2d of binarized inputs and ±1 weights (XNOR + popcount)")},
     schedules="tvmopt.schedules.conv2d"))

@@ -106,7 +106,7 @@ def test_depthwise_models_stay_nchw_unless_asked_and_match_either_way(tmp_path):
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
 
 
-def test_compressed_convolutions_run_channels_last_too_and_xnor_keeps_nchw(tmp_path):
+def test_compressed_convolutions_run_channels_last_too(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -152,7 +152,9 @@ def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(k
 XNOR_KEYS = ["xnor_conv2d:1x40x9x10x16x3x3x1x1",       # a partial word (40 channels), padding at every border
              "xnor_conv2d:2x96x8x8x24x3x3x2x1",        # batch 2, two words (one partial), stride 2, ob 8
              "xnor_conv2d:1x32x6x6x16x1x1x1x0",        # 1x1, one word
-             "xnor_conv2d:1x64x4x5x16x5x5x1x2"]        # no interior: every position its own border class
+             "xnor_conv2d:1x64x4x5x16x5x5x1x2",        # no interior: every position its own border class
+             "xnor_conv2d_nhwc:1x40x9x10x16x3x3x1x1",  # channels last in and out
+             "xnor_conv2d_nhwc:2x96x8x8x24x3x3x2x1"]
 
 
 @pytest.mark.parametrize("key", XNOR_KEYS)
@@ -180,6 +182,9 @@ def test_xnor_weight_words_round_trip_and_match_pytorch():
     packed = pack_weight(signs, 8)
     assert packed.shape == (2, 1, 3, 3, 8) and packed.dtype == np.uint64
     np.testing.assert_array_equal(unpack_weight(packed, 40), signs)
+    narrow = pack_weight(signs[:, :24], 8, word=32)              # layers of up to 32 channels: 32-bit words
+    assert narrow.shape == (2, 1, 3, 3, 8) and narrow.dtype == np.uint32
+    np.testing.assert_array_equal(unpack_weight(narrow, 24), signs[:, :24])
     task = get_task("xnor_conv2d:1x40x9x10x16x3x3x1x1")
     x = rng.uniform(-1, 1, size=(1, 40, 9, 10)).astype(np.float32)
     sign_x = torch.from_numpy(np.where(x >= 0, 1.0, -1.0).astype(np.float32))
@@ -227,7 +232,12 @@ def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):
         path = tn.export_onnx(net if not plain else tn.to_plain(net).eval(), x, tmp_path / f"b{plain}.onnx",
                               plain=plain)
         compiled = compile_model(path, batch=2, records=tmp_path / "none", shipped=False)
-        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["conv2d"] + ["xnor_conv2d"] * 4
+        # the plain export runs channels last (xnor_conv2d_nhwc, the binarizing where carried
+        # through the layout: one transpose in, none between layers); tvmopt.nn's nodes NCHW
+        suffix = "_nhwc" if plain else ""
+        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == \
+            ["conv2d" + suffix] + ["xnor_conv2d" + suffix] * 4
+        assert compiled.lowered.mod.script(show_meta=False).count("R.permute_dims(") == (2 if plain else 0)
         assert all("less arithmetic" in layer.choice for layer in compiled.lowered.layers[1:])
         functions = [gv.name_hint for gv, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"]
         assert not [n for n in functions if "where" in n], functions       # no binarizing pass left

@@ -102,8 +102,8 @@ def kernels_option(parser) -> None:
 
     parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                         help="the graph's layout: auto (default) runs channels last (NHWC, conv2d_nhwc tasks) where "
-                             "every convolution has a channels-last kernel (dense or a direct compressed format; not "
-                             "depthwise, dilated, XNOR or row tables), else NCHW; nhwc "
+                             "every convolution has a channels-last kernel (dense, a direct compressed format or XNOR; "
+                             "not depthwise, dilated or row tables), else NCHW; nhwc "
                              "forces channels last (other convolutions between two transposes); nchw keeps the import's")
     parser.add_argument("--kernels", choices=POLICIES, default="auto",
                         help="per layer, the compressed or the dense kernel: auto (default) takes the faster by "

@@ -1,7 +1,11 @@
 """Binarized convolutions (XNOR-Net, BNN): ±1 weights on binarized activations, as XNOR +
-popcount over 64 input channels at a time, directly (NCHW in and out, no im2col).
+popcount over 64 input channels at a time (32 in layers of up to 32 channels), directly (no
+im2col).
 
-Key: ``xnor_conv2d:NxCxHxWxOxKHxKWxSxP`` (the ``conv2d:`` dimensions). The input is the
+Key: ``xnor_conv2d:NxCxHxWxOxKHxKWxSxP`` (the ``conv2d:`` dimensions), NCHW in and out, and
+``xnor_conv2d_nhwc:`` channels last (the graph's layout where every conv has an NHWC kernel:
+:mod:`tvmopt.passes.layout`; its write-back stores whole vectors of channels, where NCHW's
+scatters each vector across channel planes). The input is the
 activation *before* binarization: the kernel packs ``x >= 0`` of 64 channels into one word, a
 prologue stage that also pads: ``XBits[N, ceil(C/64), HP, WP]``, zero words around the image.
 Then for each output
@@ -43,34 +47,41 @@ import numpy as np
 from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Config, Space
-from .conv2d import conv2d_reference
+from .conv2d import input_shape, output_shape, reference_in_layout
 from .registry import OpFamily, TaskKind, register_family
 from .task import TASK_ANNOTATION, Task, check_sizes
 
 WORD = 64
-WORD_DTYPE = "uint64"
 #: words the packing stage computes per vector (one row of ``XBits`` is a whole number of them)
 PACK_LANES = 8
-_NP_WORD = np.uint64
 
 
-def pack_weight(signs: np.ndarray, ob: int) -> np.ndarray:
-    """±1 (or any sign) weight [O, C, KH, KW] -> words [O/ob, ceil(C/64), KH, KW, ob]."""
+def word_bits(channels: int) -> int:
+    """Bits per word for a layer of ``channels`` input channels: 64, or 32 up to 32 channels (a
+    64-bit word would count 32 bits of padding: ResNet-20's 16- and 32-channel layers)."""
+    return 32 if channels <= 32 else WORD
+
+
+def pack_weight(signs: np.ndarray, ob: int, word: int = WORD) -> np.ndarray:
+    """±1 (or any sign) weight [O, C, KH, KW] -> words [O/ob, ceil(C/word), KH, KW, ob] (uint64,
+    or uint32 for ``word`` 32)."""
     o, c, kh, kw = signs.shape
-    words = -(-c // WORD)
-    bits = np.zeros((o, words * WORD, kh, kw), _NP_WORD)
+    dtype = np.uint64 if word == 64 else np.uint32
+    words = -(-c // word)
+    bits = np.zeros((o, words * word, kh, kw), dtype)
     bits[:, :c] = signs > 0
-    shifts = np.arange(WORD, dtype=_NP_WORD)[None, None, :, None, None]
-    packed = np.bitwise_or.reduce(bits.reshape(o, words, WORD, kh, kw) << shifts, axis=2)   # [O, words, KH, KW]
+    shifts = np.arange(word, dtype=dtype)[None, None, :, None, None]
+    packed = np.bitwise_or.reduce(bits.reshape(o, words, word, kh, kw) << shifts, axis=2)   # [O, words, KH, KW]
     return np.ascontiguousarray(packed.reshape(o // ob, ob, words, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
 def unpack_weight(packed: np.ndarray, c: int) -> np.ndarray:
     """The inverse of :func:`pack_weight`: ±1 float32 [O, C, KH, KW]."""
     oo, words, kh, kw, ob = packed.shape
-    w = packed.transpose(0, 4, 1, 2, 3).reshape(oo * ob, words, 1, kh, kw).astype(_NP_WORD)
-    bits = (w >> np.arange(WORD, dtype=_NP_WORD)[None, None, :, None, None]) & _NP_WORD(1)
-    return np.where(bits.reshape(oo * ob, words * WORD, kh, kw)[:, :c] == 1, 1.0, -1.0).astype(np.float32)
+    word = packed.dtype.itemsize * 8
+    w = packed.transpose(0, 4, 1, 2, 3).reshape(oo * ob, words, 1, kh, kw)
+    bits = (w >> np.arange(word, dtype=packed.dtype)[None, None, :, None, None]) & packed.dtype.type(1)
+    return np.where(bits.reshape(oo * ob, words * word, kh, kw)[:, :c] == 1, 1.0, -1.0).astype(np.float32)
 
 
 def tap_counts(packed: np.ndarray) -> np.ndarray:
@@ -126,44 +137,46 @@ class XnorConv2dTask(Task):
         s = self.shape
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
-        self.words = -(-s.c // WORD)
+        self.word = word_bits(s.c)
+        self.words = -(-s.c // self.word)
         # the space tiles input *words*: the conv's loop nest with C/64 reduction steps
-        self.loop_shape = ConvShape(s.n, self.words, s.h, s.w, s.o, s.kh, s.kw, s.stride, s.pad)
+        self.loop_shape = ConvShape(s.n, self.words, s.h, s.w, s.o, s.kh, s.kw, s.stride, s.pad, layout=s.layout)
         space = conv2d_space(self.loop_shape, name="xnor_conv2d-llvm")
         self.space = Space(space.name, space.knobs, start=self._start(space))
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
 
     def _start(self, space: Space) -> Config:
         """The dense conv's start with another register tile: one pixel by two blocks of
-        output channels (32 lanes of counts; one block where the layer has an odd number).
-        The dense conv's tile of up to 12 fp32 vectors is up to 24 vectors of words here,
-        plus the popcount's temporaries: on ResNet-18's 3x3 layers (Zen 4, AVX2) one pixel by
-        32 channels ran 1.1 to 1.3x faster than it, and was the fastest tile or within 5% of
-        it on every layer."""
+        output channels (32 lanes of counts). The dense conv's tile of up to 12 fp32 vectors is
+        up to 24 vectors of words here, plus the popcount's temporaries: on ResNet-18's 3x3
+        layers (Zen 4, AVX2) one pixel by 32 channels ran 1.1 to 1.3x faster than it, and was
+        the fastest tile or within 5% of it on every layer. A layer of one block (16 output
+        channels) keeps the dense conv's tile of several pixels: one pixel by 16 channels ran
+        0.72x it on 1x16x32x32x16 NCHW (each pixel's write-back scatters across 16 planes)."""
         config = list(space.initial())
         s = self.loop_shape
         blocks = s.op // s.ob
-        c1 = 2 if blocks % 2 == 0 else 1
-        config[:3] = [(blocks // c1, c1), (s.oh, 1), (s.owp, 1)]
-        config[5] = "inner" if c1 > 1 else "outer"
+        if blocks % 2:
+            return space.initial()
+        config[:3] = [(blocks // 2, 2), (s.oh, 1), (s.owp, 1)]
+        config[5] = "inner"
         config = tuple(config)
         return config if space.contains(config) else space.initial()
 
     def to_kernel(self, arrays):
         """The layer's [O, C, KH, KW] weight (its signs count) -> packed words, border table."""
-        packed = pack_weight(arrays[0], self.shape.ob)
+        packed = pack_weight(arrays[0], self.shape.ob, self.word)
         return [packed, border_table(tap_counts(packed), self.shape)]
 
     def make_inputs(self, rng):
         s = self.shape
-        x = rng.uniform(-1, 1, size=(s.n, s.c, s.h, s.w)).astype(np.float32)
+        x = rng.uniform(-1, 1, size=input_shape(s)).astype(np.float32)
         return [x] + self.to_kernel([rng.choice([-1.0, 1.0], size=(s.o, s.c, s.kh, s.kw))])
 
     def reference(self, inputs):
         x, packed = inputs[:2]
         s = self.shape
-        return conv2d_reference(np.where(x >= 0, 1.0, -1.0).astype(np.float32), unpack_weight(packed, s.c),
-                                s.stride, s.pad)
+        return reference_in_layout(s, np.where(x >= 0, 1.0, -1.0).astype(np.float32), unpack_weight(packed, s.c))
 
     def tolerance(self):
         return 0.0, 0.0            # integers: exact
@@ -187,8 +200,10 @@ class XnorConv2dTask(Task):
         s, words = self.shape, self.words
         c, h, w, p, st = s.c, s.h, s.w, s.pad, s.stride
         tir = tvm.tirx
-        X = x if x is not None else te.placeholder((s.n, c, h, w), "float32", name="X")
-        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), WORD_DTYPE, name="wwords")
+        X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
+        read = (lambda i, ch, y, xi: X[i, y, xi, ch]) if s.nhwc else (lambda i, ch, y, xi: X[i, ch, y, xi])
+        word, dtype = self.word, f"uint{self.word}"
+        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), dtype, name="wwords")
         row_cls = border_classes(s.oh, s.kh, h, st, p)
         col_cls = border_classes(s.ow, s.kw, w, st, p)
         Wc = te.placeholder((row_cls[2], col_cls[2], s.o), "int32", name="wborder")
@@ -202,14 +217,14 @@ class XnorConv2dTask(Task):
             inside = tir.all(y >= 0, y < h, xi >= 0, xi < w)
             y, xi = tir.max(tir.min(y, h - 1), 0), tir.max(tir.min(xi, w - 1), 0)
             halves = []
-            for half in range(2):
-                word = tir.const(0, "uint32")
+            for half in range(word // 32):
+                bits32 = tir.const(0, "uint32")
                 for j in range(32):
-                    ch = cw * WORD + half * 32 + j
-                    on = tir.all(inside, ch < c, X[i, tir.min(ch, c - 1), y, xi] >= 0.0)
-                    word = word | tir.Select(on, tir.const(1 << j, "uint32"), tir.const(0, "uint32"))
-                halves.append(word.astype(WORD_DTYPE))
-            return halves[0] | (halves[1] << tir.const(32, WORD_DTYPE))
+                    ch = cw * word + half * 32 + j
+                    on = tir.all(inside, ch < c, read(i, tir.min(ch, c - 1), y, xi) >= 0.0)
+                    bits32 = bits32 | tir.Select(on, tir.const(1 << j, "uint32"), tir.const(0, "uint32"))
+                halves.append(bits32.astype(dtype))
+            return halves[0] if word == 32 else halves[0] | (halves[1] << tir.const(32, dtype))
 
         bits = te.compute((s.n, words) + self.padded_extent, pack, name="XBits")
         cw = te.reduce_axis((0, words), name="cw")
@@ -221,7 +236,13 @@ class XnorConv2dTask(Task):
             return te.sum(tir.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32"), axis=[cw, r, q])
 
         # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops it
-        acc = te.compute((s.n, s.o, s.oh, s.owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
+        if s.nhwc:
+            acc = te.compute((s.n, s.oh, s.owp, s.o), lambda i, y, xx, o: mismatches(i, o, y, xx), name="conv",
+                             attrs={TASK_ANNOTATION: self.key})
+            at = lambda i, o, y, xx: acc[i, y, xx, o]  # noqa: E731
+        else:
+            acc = te.compute((s.n, s.o, s.oh, s.owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
+            at = lambda i, o, y, xx: acc[i, o, y, xx]  # noqa: E731
 
         def taps(pos, k, extent):
             """In-image taps of a window starting at pos * stride - pad."""
@@ -235,10 +256,11 @@ class XnorConv2dTask(Task):
                 return pos
             return tir.Select(pos < first, pos, tir.Select(pos >= last, pos - last + first + 1, first))
 
-        Y = te.compute((s.n, s.o, s.oh, s.ow),
-                       lambda i, o, y, xx: (c * taps(y, s.kh, h) * taps(xx, s.kw, w)
-                                            - 2 * (acc[i, o, y, xx] - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32"),
-                       name="xnor_out")
+        def out(i, o, y, xx):
+            return (c * taps(y, s.kh, h) * taps(xx, s.kw, w)
+                    - 2 * (at(i, o, y, xx) - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32")
+
+        Y = te.compute(output_shape(s), (lambda i, y, xx, o: out(i, o, y, xx)) if s.nhwc else out, name="xnor_out")
         return X, Wb, Wc, Y
 
     def schedule(self, config: Config, target):
@@ -261,20 +283,28 @@ class XnorConv2dTask(Task):
         leftover = apply_conv2d(sch, block, self.loop_shape, self.space, config, epilogue)
         n, cw, y, x = sch.get_loops(pack)
         sch.parallel(sch.fuse(n, cw, y))
-        sch.vectorize(sch.split(x, factors=[None, PACK_LANES])[1])
+        if not self.shape.nhwc:
+            sch.vectorize(sch.split(x, factors=[None, PACK_LANES])[1])
         return leftover
 
 
-def _factory(key: str, dims: tuple[int, ...]) -> XnorConv2dTask:
-    if len(dims) != 9:
-        raise WorkloadError(f"workload '{key}' needs 9 dimensions (xnor_conv2d:NxCxHxWxOxKHxKWxSxP)")
-    n, c, h, w, o = dims[:5]
-    check_sizes(key, {"X": n * c * h * w, "Y": n * o * h * w})
-    return XnorConv2dTask(key, ConvShape(*dims))
+def _kind(layout: str = "NCHW") -> TaskKind:
+    nhwc = layout == "NHWC"
+    prefix = "xnor_conv2d" + ("_nhwc" if nhwc else "")
+
+    def factory(key: str, dims: tuple[int, ...]) -> XnorConv2dTask:
+        if len(dims) != 9:
+            raise WorkloadError(f"workload '{key}' needs 9 dimensions ({prefix}:NxCxHxWxOxKHxKWxSxP)")
+        n, c, h, w, o = dims[:5]
+        check_sizes(key, {"X": n * c * h * w, "Y": n * o * h * w})
+        return XnorConv2dTask(key, ConvShape(*dims, layout=layout))
+
+    return TaskKind(factory, "NxCxHxWxOxKHxKWxSxP", zero_ok=(8,),
+                    summary="direct conv2d of binarized inputs and ±1 weights (XNOR + popcount)"
+                            + (", NHWC in and out" if nhwc else ""))
 
 
 FAMILY = register_family(OpFamily(
     "xnor_conv2d", "binarized convolutions: XNOR + popcount over 64 channels per word, direct",
-    tasks={"xnor_conv2d": TaskKind(_factory, "NxCxHxWxOxKHxKWxSxP", zero_ok=(8,),
-                                   summary="direct conv2d of binarized inputs and ±1 weights (XNOR + popcount)")},
+    tasks={"xnor_conv2d": _kind(), "xnor_conv2d_nhwc": _kind("NHWC")},
     schedules="tvmopt.schedules.conv2d"))

@@ -9,8 +9,9 @@ means) and leaves one transpose at the graph's entry and one before whatever nee
 flatten before the classifier).
 
 ``auto`` picks channels last where every convolution of the model has a channels-last kernel:
-dense weights or a direct compressed conv (``shift_conv2d_nhwc``...), direct geometry, not
-depthwise; a model with depthwise, dilated, XNOR or row-table convolutions, or with tvmopt.nn's
+dense weights, a direct compressed conv (``shift_conv2d_nhwc``...) or XNOR on binarized inputs
+(``xnor_conv2d_nhwc``), direct geometry, not depthwise; a model with depthwise, dilated or
+row-table convolutions, or with tvmopt.nn's
 own nodes, stays NCHW, since those kernels read NCHW and each would need a transpose on either
 side. ``nhwc`` forces channels last (such convolutions then run between two transposes);
 ``nchw`` keeps the import's layout. ``tvmopt build --layout`` (and inspect, tune) chooses.
@@ -66,12 +67,19 @@ def to_channels_last(mod):
 def _fold_transposed_constants(mod):
     """``permute_dims`` of constants (the biases and scales ``ConvertLayout`` transposed)
     evaluated with numpy: Relax's ``FoldConstant`` compiles a kernel for each (ResNet-50: 55
-    compilations, 5 s)."""
+    compilations, 5 s). And a ``where`` between a transpose and its inverse, with a scalar on
+    each branch, applied in the outer layout: Relax has no layout rule for ``where``, so a
+    binarized activation (``where(x >= 0, 1, -1)``, the XNOR conv's input) came out as
+    NHWC -> NCHW -> where -> NHWC, two transposes per binarized layer (53 in ResNet-18)."""
     import numpy as np
     import tvm
     from tvm import relax
 
     op_permute = tvm.ir.Op.get("relax.permute_dims")
+    op_where = tvm.ir.Op.get("relax.where")
+
+    def axes_of(call):
+        return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
 
     @relax.expr_functor.mutator
     class Fold(relax.PyExprMutator, Bindings):
@@ -81,9 +89,23 @@ def _fold_transposed_constants(mod):
                 return call
             value = self._const(call.args[0])
             if value is None:
-                return call
-            axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
-            return relax.const(np.ascontiguousarray(np.transpose(value, axes)))
+                return self._where_inside(call)
+            return relax.const(np.ascontiguousarray(np.transpose(value, axes_of(call))))
+
+        def _where_inside(self, outer):
+            """permute(where(permute(c, A), a, b), B) with B undoing A and a, b each one value (the
+            export's are full tensors of ones and minus ones): where(c, a, b), a and b scalars."""
+            where = self._resolve(outer.args[0])
+            if not (isinstance(where, relax.Call) and where.op.same_as(op_where)):
+                return outer
+            inner = self._resolve(where.args[0])
+            if not (isinstance(inner, relax.Call) and inner.op.same_as(op_permute)):
+                return outer
+            a, b, first, then = self._const(where.args[1]), self._const(where.args[2]), axes_of(inner), axes_of(outer)
+            uniform = [v is not None and v.size and np.all(v == v.flat[0]) for v in (a, b)]
+            if not all(uniform) or first is None or then is None or [first[i] for i in then] != list(range(len(then))):
+                return outer
+            return relax.op.where(inner.args[0], relax.const(a.flat[0]), relax.const(b.flat[0]))
 
     return rewrite(Fold, mod)
 
@@ -110,8 +132,8 @@ def _convolutions(mod) -> list:
 
 def _has_channels_last_kernel(call, w, x, options, detect_once) -> bool:
     """Whether the lowering gives this conv a channels-last kernel (:func:`tvmopt.passes.lower`'s
-    ``_conv``): dense or a direct compressed format, direct geometry, not depthwise, not XNOR
-    (``x`` binarized) and not row tables."""
+    ``_conv``): dense, a direct compressed format or XNOR (``x`` binarized), direct geometry,
+    not depthwise and not row tables."""
     from tvmopt.ops.compressed_conv2d import CONV_OF
     from .choose import conv_row_tables
     from .structure import DENSE, conv_geometry, direct_conv
@@ -125,8 +147,10 @@ def _has_channels_last_kernel(call, w, x, options, detect_once) -> bool:
     family = detect_once(w.reshape(w.shape[0], -1)).family
     if family == DENSE:
         return True
-    if groups > 1 or family not in CONV_OF or _is_where(x):
+    if groups > 1 or family not in CONV_OF:
         return False
+    if _is_where(x):                          # binarized input: the XNOR conv (xnor_conv2d_nhwc)
+        return family in ("binary_dense", "binary_lut_dense")
     n, o, oh, ow = (int(d) for d in call.ty.shape)
     return conv_row_tables(CONV_OF[family], n * oh * ow, w.size) is None
 

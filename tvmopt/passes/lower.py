@@ -170,8 +170,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             groups, x = int(a.groups), call.args[0]
             geometry = conv_geometry(a)
             y = None
-            if groups == 1 and not self._is_binarize(x):
-                y = self._conv(x, w, geometry, None, "conv2d NHWC", nhwc=True)
+            if groups == 1:
+                binarized = self._is_binarize(x)
+                source = self._resolve(self._resolve(x).args[0]).args[0] if binarized else x
+                y = self._conv(source, w, geometry, None, "conv2d NHWC", binarized=binarized, nhwc=True)
             elif w.shape[1] > 1:
                 y = self._grouped_conv(x, w, groups, geometry, nhwc=True)
             if y is not None:
@@ -300,8 +302,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             the XNOR conv (``binarized``: ``x`` is the input *before* ``where(x >= 0, 1, -1)``), or
             im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O] (dilated or
             unevenly strided convolutions). ``nhwc``: ``x`` is channels last and so is the
-            result, a ``*_conv2d_nhwc`` task; None where this layer's kernel is NCHW only (XNOR,
-            row tables, im2col)."""
+            result, a ``*_conv2d_nhwc`` task; None where this layer's kernel is NCHW only (row
+            tables, im2col)."""
             if nhwc:
                 n, h, wd, c = static_shape(x)
             else:
@@ -318,11 +320,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if binarized:
                 if direct and kern.family in ("binary_dense", "binary_lut_dense"):
                     dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
-                    picked = choose(options.kernels, "xnor_conv2d", conv_key("xnor_conv2d", dims),
-                                    conv_key("conv2d", dims), n * oh * ow, o * c * kh * kw, conv=True, cost=costs)
+                    picked = choose(options.kernels, "xnor_conv2d", conv_key("xnor_conv2d" + suffix, dims),
+                                    conv_key("conv2d" + suffix, dims), n * oh * ow, o * c * kh * kw, conv=True,
+                                    cost=costs)
                     if picked.compressed:
                         return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, "binary, XNOR-popcount",
-                                                 picked.label, kern, "xnor_conv2d", source=source)
+                                                 picked.label, kern, "xnor_conv2d" + suffix, source=source)
                 # binarized activations with zero padding are not ±1: the other kernels take them as data
                 x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
                                                       relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
@@ -330,7 +333,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
             if tables:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
-            if nhwc and (binarized or not direct or tables):
+            if nhwc and (not direct or tables):
                 return None
             if kern.family != DENSE:
                 rows = n * oh * ow
@@ -394,7 +397,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 funcs[(key, params)] = self.builder_.add_func(func, name)
             shape = task.shape
             # dense and XNOR convs lay out (or pack the signs of) w itself; XNOR's scale is kern.scale
-            arrays = task.to_kernel([w] if kern is None or prefix == "xnor_conv2d" else kern.arrays)
+            arrays = task.to_kernel([w] if kern is None or prefix.startswith("xnor_conv2d") else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType(output_shape(shape), "float32"))
             for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):

@@ -121,3 +121,30 @@ def test_compressed_convolutions_run_channels_last_too(tmp_path):
         assert any(k.startswith(kernel) for k in _kernels(compiled)), _kernels(compiled)
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
 
+
+
+class _OptionA(nn.Module):
+    """DeepShift's CIFAR ResNet shortcut (option A): a strided slice, then channels padded with
+    zeros, added to a strided conv's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        shortcut = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4))
+        return torch.relu(self.down(x) + shortcut)
+
+
+def test_a_zero_pad_of_channels_is_carried_through_channels_last(tmp_path):
+    """Relax has no layout rule for nn.pad: without the pass's rewrite each shortcut ran
+    between two transposes."""
+    torch.manual_seed(0)
+    path = tmp_path / "option_a.onnx"
+    x, want = _export(_OptionA(), path, (1, 3, 12, 12))
+    compiled = compile_model(path, "llvm", shipped=False)
+    assert all(k.startswith("conv2d_nhwc:") for k in _kernels(compiled)), _kernels(compiled)
+    assert _permutes(compiled) == 2                      # the entry's and the exit's only
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)

@@ -158,9 +158,10 @@ def _onnx_converters() -> dict:
 
 
 def _zero_pad_converter():
-    """ONNX Pad (opset 11 on): a constant zero padding of a 4-d tensor's rows and columns as
-    Relax's ``nn.pad`` (TVM imports every Pad as a TE function, opaque to the passes), which the
-    channels-last conversion folds into the convolution after it (passes/layout.py)."""
+    """ONNX Pad (opset 11 on): a constant zero padding of a 4-d tensor's channels, rows and
+    columns as Relax's ``nn.pad`` (TVM imports every Pad as a TE function, opaque to the passes):
+    the channels-last conversion folds a pad of rows and columns into the convolution after it,
+    and carries a pad of channels (ResNet-20's option-A shortcuts) through (passes/layout.py)."""
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import Pad
 
@@ -169,7 +170,7 @@ def _zero_pad_converter():
         def _lower_pad(cls, bb, inputs, attr, params, allowed_modes):
             before, after, value = cls._parse_pads_and_axes(inputs, params)
             if attr.get("mode", b"constant").decode("utf-8") == "constant" and value == 0 and len(before) == 4 \
-                    and min(before + after) >= 0 and before[:2] == after[:2] == [0, 0]:
+                    and min(before + after) >= 0 and before[0] == after[0] == 0:
                 return relax.op.nn.pad(inputs[0], [int(v) for pair in zip(before, after) for v in pair])
             return super()._lower_pad(bb, inputs, attr, params, allowed_modes)
 

@@ -67,16 +67,18 @@ def to_channels_last(mod):
 def _fold_transposed_constants(mod):
     """``permute_dims`` of constants (the biases and scales ``ConvertLayout`` transposed)
     evaluated with numpy: Relax's ``FoldConstant`` compiles a kernel for each (ResNet-50: 55
-    compilations, 5 s). And a ``where`` between a transpose and its inverse, with a scalar on
-    each branch, applied in the outer layout: Relax has no layout rule for ``where``, so a
-    binarized activation (``where(x >= 0, 1, -1)``, the XNOR conv's input) came out as
-    NHWC -> NCHW -> where -> NHWC, two transposes per binarized layer (53 in ResNet-18)."""
+    compilations, 5 s). And a ``where`` (one value on each branch) or an ``nn.pad`` between a
+    transpose and its inverse applied in the outer layout: Relax has no layout rule for either,
+    so a binarized activation (``where(x >= 0, 1, -1)``, the XNOR conv's input) came out as
+    NHWC -> NCHW -> where -> NHWC, two transposes per binarized layer (53 in ResNet-18), and a
+    zero pad of channels the same (ResNet-20's shortcuts)."""
     import numpy as np
     import tvm
     from tvm import relax
 
     op_permute = tvm.ir.Op.get("relax.permute_dims")
     op_where = tvm.ir.Op.get("relax.where")
+    op_pad = tvm.ir.Op.get("relax.nn.pad")
 
     def axes_of(call):
         return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
@@ -93,17 +95,29 @@ def _fold_transposed_constants(mod):
             return relax.const(np.ascontiguousarray(np.transpose(value, axes_of(call))))
 
         def _where_inside(self, outer):
-            """permute(where(permute(c, A), a, b), B) with B undoing A and a, b each one value (the
-            export's are full tensors of ones and minus ones): where(c, a, b), a and b scalars."""
-            where = self._resolve(outer.args[0])
-            if not (isinstance(where, relax.Call) and where.op.same_as(op_where)):
+            """permute(op(permute(c, A), ...), B) with B undoing A, for an op Relax has no
+            layout rule for: the op applied to c in the outer layout. ``where`` with a, b each
+            one value (the export's are full tensors of ones and minus ones): where(c, a, b),
+            a and b scalars; ``nn.pad`` (a zero pad of channels: ResNet-20's option-A
+            shortcuts): the pad with its widths permuted."""
+            op = self._resolve(outer.args[0])
+            if not (isinstance(op, relax.Call) and (op.op.same_as(op_where) or op.op.same_as(op_pad))):
                 return outer
-            inner = self._resolve(where.args[0])
+            inner = self._resolve(op.args[0])
             if not (isinstance(inner, relax.Call) and inner.op.same_as(op_permute)):
                 return outer
-            a, b, first, then = self._const(where.args[1]), self._const(where.args[2]), axes_of(inner), axes_of(outer)
-            uniform = [v is not None and v.size and np.all(v == v.flat[0]) for v in (a, b)]
-            if not all(uniform) or first is None or then is None or [first[i] for i in then] != list(range(len(then))):
+            first, then = axes_of(inner), axes_of(outer)
+            if first is None or then is None or [first[i] for i in then] != list(range(len(then))):
+                return outer
+            if op.op.same_as(op_pad):
+                widths = [int(v) for v in op.attrs.pad_width]
+                pairs = [None] * len(first)
+                for i, axis in enumerate(first):           # the inner tensor's axis i is c's axis first[i]
+                    pairs[axis] = widths[2 * i: 2 * i + 2]
+                return relax.op.nn.pad(inner.args[0], [v for pair in pairs for v in pair], str(op.attrs.pad_mode),
+                                       float(op.attrs.pad_value))
+            a, b = self._const(op.args[1]), self._const(op.args[2])
+            if not all(v is not None and v.size and np.all(v == v.flat[0]) for v in (a, b)):
                 return outer
             return relax.op.where(inner.args[0], relax.const(a.flat[0]), relax.const(b.flat[0]))
 

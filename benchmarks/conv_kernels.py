@@ -2,6 +2,7 @@
 
     python benchmarks/conv_kernels.py                      # ResNet-18's 3x3 layers, batch 1 and 16
     python benchmarks/conv_kernels.py --batches 1 --rounds 3 --formats binary,shift
+    python benchmarks/conv_kernels.py --layout nhwc         # the *_conv2d_nhwc kernels (auto's layout)
 
 For each layer shape: ``conv2d:`` (dense fp32 weight, the start config) and each format's
 ``<format>_conv2d:`` with both values of its ``decode`` knob (``chunk``: inside the parallel
@@ -11,10 +12,12 @@ loop; ``global``: once per call) and the start config's choice, plus ``xnor_conv
 compiled for this machine and timed with TVM's time evaluator, in interleaved rounds (median
 over rounds); every figure is a ratio to the dense conv of the same layer in the same round (> 1: faster than dense). Outputs are checked against
 the numpy reference first. These are the measurements behind ``passes/choose.py``'s prediction
-for convolutions.
+for convolutions. ``--layout nhwc``: every kernel channels last (``conv2d_nhwc:``,
+``<format>_conv2d_nhwc:``, ``xnor_conv2d_nhwc:``), what a build runs where the whole graph is
+NHWC (:mod:`tvmopt.passes.layout`); the row tables are NCHW only and are left out.
 
-Writes benchmarks/results/conv_kernels_<width>.json and BENCHMARKS.md's ``conv_kernels_<width>`` section
-(one per vector width: ``avx2``, ``avx512``).
+Writes benchmarks/results/conv_kernels_<width>[_nhwc].json and BENCHMARKS.md's
+``conv_kernels_<width>[_nhwc]`` section (one per vector width: ``avx2``, ``avx512``, and layout).
 """
 
 from __future__ import annotations
@@ -59,22 +62,23 @@ def _kernel(key: str, config, target):
     return lambda: timer(*args).mean
 
 
-def layer(shape: str, batch: int, formats: list[str], target, rounds: int) -> dict:
+def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc: bool = False) -> dict:
     from tvmopt.ops.task import get_task
 
     dims = f"{batch}x{shape}"
-    contenders = {"dense": _kernel(f"conv2d:{dims}", None, target)}
+    suffix = "_nhwc" if nhwc else ""
+    contenders = {"dense": _kernel(f"conv2d{suffix}:{dims}", None, target)}
     starts = {}
     for fmt in formats:
-        key = f"{fmt}_conv2d:{dims}{EXTRA.get(fmt, '')}"
+        key = f"{fmt}_conv2d{suffix}:{dims}{EXTRA.get(fmt, '')}"
         space = get_task(key).space
         starts[fmt] = space.as_dict(space.initial())["decode"]
         for decode in ("chunk", "global"):
             config = space.initial()[:-1] + (decode,)
             contenders[f"{fmt} {decode}"] = _kernel(key, config, target)
-    for fmt in TABLES:
+    for fmt in () if nhwc else TABLES:
         contenders[f"{fmt} tables"] = _kernel(f"{fmt}_rowlut_conv2d:{dims}", None, target)
-    contenders["xnor"] = _kernel(f"xnor_conv2d:{dims}", None, target)
+    contenders["xnor"] = _kernel(f"xnor_conv2d{suffix}:{dims}", None, target)
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, timed in contenders.items():
@@ -88,31 +92,34 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int) -> di
     return row
 
 
-def table(rows: list[dict], formats: list[str], meta: dict) -> str:
-    lines = ["## Direct compressed convolutions vs the dense conv (`benchmarks/conv_kernels.py`)", "",
+def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) -> str:
+    tables = () if nhwc else TABLES
+    title = ", channels last (`benchmarks/conv_kernels.py --layout nhwc`)" if nhwc else " (`benchmarks/conv_kernels.py`)"
+    lines = ["## Direct compressed convolutions vs the dense conv" + title, "",
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. One layer "
              "at a time (ResNet-18's 3x3 convolutions), default (start) configs, interleaved rounds; each figure "
              "is the dense direct conv's time over the kernel's, same round (> 1: faster than dense). For the "
              "decoded formats: the start config's decode placement (in brackets: the other placement's ratio). "
-             "*tables*: the row-table kernels (`<format>_rowlut_conv2d`, start config). "
-             "*xnor*: binarized inputs and weights (XNOR + popcount).", "",
-             "| layer | dense ms | " + " | ".join(formats) + " | " + " | ".join(f"{f} tables" for f in TABLES)
-             + " | xnor |",
-             "|---|---|" + "---|" * (len(formats) + len(TABLES) + 1)]
+             + ("Every kernel NHWC in and out (`conv2d_nhwc:`, `<format>_conv2d_nhwc:`, `xnor_conv2d_nhwc:`), "
+                "as a channels-last build runs them. " if nhwc else
+                "*tables*: the row-table kernels (`<format>_rowlut_conv2d`, start config). ")
+             + "*xnor*: binarized inputs and weights (XNOR + popcount).", "",
+             "| layer | dense ms | " + " | ".join(formats) + "".join(f" | {f} tables" for f in tables) + " | xnor |",
+             "|---|---|" + "---|" * (len(formats) + len(tables) + 1)]
     for r in rows:
         cells = []
         for fmt in formats:
             start = r["start_decode"][fmt]
             other = "global" if start == "chunk" else "chunk"
             cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({r['ratios'][f'{fmt} {other}']:.2f}x)")
-        cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in TABLES]
+        cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in tables]
         lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | " + " | ".join(cells) + f" | {r['ratios']['xnor']:.1f}x |")
     starts = [v for r in rows for v in r["start"].values()]
     lines += ["", f"Start configs over all formats and layers: {min(starts):.2f}x to {max(starts):.2f}x the dense "
               f"conv (geometric mean {float(np.exp(np.mean(np.log(starts)))):.2f}x); "
-              + "; ".join(f"{fmt} tables {min(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x to "
-                          f"{max(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x" for fmt in TABLES)
-              + "; xnor "
+              + "".join(f"{fmt} tables {min(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x to "
+                        f"{max(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x; " for fmt in tables)
+              + "xnor "
               f"{min(r['ratios']['xnor'] for r in rows):.1f}x to {max(r['ratios']['xnor'] for r in rows):.1f}x."]
     return "\n".join(lines)
 
@@ -123,7 +130,10 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
+                        help="the kernels' layout: nchw (default) or nhwc (the *_conv2d_nhwc tasks)")
     args = parser.parse_args()
+    nhwc = args.layout == "nhwc"
 
     import tvm
 
@@ -133,11 +143,11 @@ def main() -> None:
     target = spec.tvm_target()
     formats = args.formats.split(",")
     meta = {**machine(), "target": spec.key}
-    rows = [layer(shape, int(b), formats, target, args.rounds)
+    rows = [layer(shape, int(b), formats, target, args.rounds, nhwc)
             for b in args.batches.split(",") for shape in args.layers.split(",")]
-    name = f"conv_kernels_{vector_width(spec)}"         # one table per vector width
+    name = f"conv_kernels_{vector_width(spec)}" + ("_nhwc" if nhwc else "")    # one table per vector width and layout
     write_json(name, {"meta": meta, "rows": rows})
-    update_section(name, table(rows, formats, meta))
+    update_section(name, table(rows, formats, meta, nhwc))
     del tvm
 
 

@@ -38,6 +38,21 @@ def test_avx2_predicts_dense_where_its_streaming_dense_start_wins():
             assert choose("auto", "binary_dense", "k", "d", 16, 4096 * 4096, False).compressed
 
 
+def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_weight_outgrows_l2():
+    """conv_kernels (NHWC on AVX2, NCHW on Zen 5): binary lost at 8x8 (ResNet-20's last stage),
+    tied from 16x16, and won at 7x7 on a 2.4M-weight layer; hashed lost there."""
+    def compressed(family, rows, weights):
+        return choose("auto", family, "k", "d", rows, weights, conv=True).compressed
+
+    assert not compressed("binary_conv2d", 64, 64 * 64 * 9)                 # 1x64x8x8x64
+    assert compressed("binary_conv2d", 1024, 64 * 64 * 9)                   # the same layer at batch 16
+    assert compressed("ternary_conv2d", 256, 32 * 32 * 9)                   # 1x32x16x16x32
+    assert compressed("binary_conv2d", 49, 512 * 512 * 9)                   # 1x512x7x7x512
+    assert compressed("nm_conv2d", 49, 512 * 512 * 9)
+    assert not compressed("hashed_conv2d", 49, 512 * 512 * 9)
+    assert not compressed("shift_conv2d", 64, 64 * 64 * 9)
+
+
 def _policy_cases():
     ternary, dense = "ternary_dense:1x4096x4096", "dense:1x4096x4096"
     costs = {ternary: 1e-3, dense: 2e-3}

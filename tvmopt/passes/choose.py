@@ -25,8 +25,8 @@ predicted faster from ``ROW_TABLE_MIN_WEIGHTS`` (large binary convolutions too).
 loses to the direct dense convolution. A direct compressed convolution (``binary_conv2d``...,
 weight decoded in blocks inside the conv's loops) costs its decode once per image (or per call
 for a batch) on top of the dense conv's FMAs, so it ties with the dense conv where the weight
-serves enough output pixels: predicted from ``DIRECT_CONV_MIN_ROWS`` (same speed, weights 6 to
-32x smaller). ``xnor_conv2d`` does less arithmetic and is always chosen.
+serves enough output pixels, or where the dense weight outgrows L2: predicted from
+``DIRECT_CONV_MIN_ROWS`` and ``DIRECT_CONV_MIN_WEIGHTS`` (same speed, weights 6 to 32x smaller). ``xnor_conv2d`` does less arithmetic and is always chosen.
 """
 
 from __future__ import annotations
@@ -48,11 +48,19 @@ MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22
                             "nm_decode_dense": 1 << 22}
 #: direct compressed convolutions: the output pixels per weight decode (N*OH*OW: a batch decodes
 #: once per call) from which each format ran within 5% of the dense conv on ResNet-18's 3x3
-#: layers (benchmarks/conv_kernels.py, Zen 5): binary and ternary at every layer (0.94x and above
-#: at 7x7); shift from 14x14 (0.92x at 7x7, batch 1); 2:4, hashed and codebook from 56x56 (2:4
-#: fell to 0.88x at 16 x 7x7, hashed and codebook to 0.54 to 0.64x at 1 x 7x7)
-DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 1, "ternary_conv2d": 1, "shift_conv2d": 196, "nm_conv2d": 3136,
+#: layers (benchmarks/conv_kernels.py, Zen 5, NCHW): binary and ternary at every layer (0.94x
+#: and above at 7x7); shift from 14x14 (0.92x at 7x7, batch 1); 2:4, hashed and codebook from
+#: 56x56 (2:4 fell to 0.88x at 16 x 7x7, hashed and codebook to 0.54 to 0.64x at 1 x 7x7).
+#: Channels last on AVX2 (``conv_kernels_avx2_nhwc``, Zen 4) binary and ternary lost at 8x8
+#: (ResNet-20's 1x64x8x8x64: 0.76 to 0.83x) and tied from 16x16 (0.95 to 1.02x): from 256
+DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 256, "ternary_conv2d": 256, "shift_conv2d": 196, "nm_conv2d": 3136,
                         "hashed_conv2d": 3136, "codebook_conv2d": 3136}
+#: ... or from this many weights, whatever the pixels: the dense conv then streams a weight
+#: larger than L2 for few pixels, and the decoded one is 6 to 32x smaller (ResNet-18's
+#: 1x512x7x7x512, 49 pixels: binary, ternary, shift and 2:4 1.08 to 1.28x the dense conv
+#: channels last, 0.87 to 0.94x NCHW on Zen 4 and Zen 5); hashed and codebook lost there
+DIRECT_CONV_MIN_WEIGHTS = {"binary_conv2d": 1 << 18, "ternary_conv2d": 1 << 18, "shift_conv2d": 1 << 18,
+                           "nm_conv2d": 1 << 18}
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -138,6 +146,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if least is not None and rows >= least:
             return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
+        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")):
+            return Choice(True, f"predicted: at {weights:,} weights the dense conv streams a weight larger than L2")
         if least is not None:
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")

@@ -154,7 +154,8 @@ XNOR_KEYS = ["xnor_conv2d:1x40x9x10x16x3x3x1x1",       # a partial word (40 chan
              "xnor_conv2d:1x32x6x6x16x1x1x1x0",        # 1x1, one word
              "xnor_conv2d:1x64x4x5x16x5x5x1x2",        # no interior: every position its own border class
              "xnor_conv2d_nhwc:1x40x9x10x16x3x3x1x1",  # channels last in and out
-             "xnor_conv2d_nhwc:2x96x8x8x24x3x3x2x1"]
+             "xnor_conv2d_nhwc:2x96x8x8x24x3x3x2x1",
+             "xnor_conv2d_nhwc:1x12x7x9x16x3x3x1x1"]   # 16-bit words (up to 16 channels)
 
 
 @pytest.mark.parametrize("key", XNOR_KEYS)
@@ -185,6 +186,10 @@ def test_xnor_weight_words_round_trip_and_match_pytorch():
     narrow = pack_weight(signs[:, :24], 8, word=32)              # layers of up to 32 channels: 32-bit words
     assert narrow.shape == (2, 1, 3, 3, 8) and narrow.dtype == np.uint32
     np.testing.assert_array_equal(unpack_weight(narrow, 24), signs[:, :24])
+    for word, channels in ((16, 12), (8, 5)):
+        small = pack_weight(signs[:, :channels], 8, word=word)
+        assert small.dtype == np.dtype(f"uint{word}")
+        np.testing.assert_array_equal(unpack_weight(small, channels), signs[:, :channels])
     task = get_task("xnor_conv2d:1x40x9x10x16x3x3x1x1")
     x = rng.uniform(-1, 1, size=(1, 40, 9, 10)).astype(np.float32)
     sign_x = torch.from_numpy(np.where(x >= 0, 1.0, -1.0).astype(np.float32))

@@ -65,8 +65,8 @@ def word_bits(channels: int) -> int:
 
 
 def pack_weight(signs: np.ndarray, ob: int, word: int = WORD) -> np.ndarray:
-    """±1 (or any sign) weight [O, C, KH, KW] -> words [O/ob, ceil(C/word), KH, KW, ob] (uint64,
-    or uint32 for ``word`` 32)."""
+    """±1 (or any sign) weight [O, C, KH, KW] -> words [O/ob, ceil(C/word), KH, KW, ob], unsigned
+    integers of ``word`` bits (8, 16, 32 or 64)."""
     o, c, kh, kw = signs.shape
     dtype = np.dtype(f"uint{word}").type
     words = -(-c // word)
@@ -108,8 +108,8 @@ def border_classes(out: int, k: int, extent: int, stride: int, pad: int) -> tupl
 
 def _positions(out: int, k: int, extent: int, stride: int, pad: int) -> list[int]:
     """A representative output position of each class of :func:`border_classes`."""
-    first, last, classes = border_classes(out, k, extent, stride, pad)
-    return list(range(out)) if classes == out and first == out else list(range(first)) + [first] + list(range(last, out))
+    first, last, _ = border_classes(out, k, extent, stride, pad)
+    return list(range(out)) if first == out else list(range(first)) + [first] + list(range(last, out))
 
 
 def border_table(counts: np.ndarray, shape: ConvShape) -> np.ndarray:
@@ -141,7 +141,7 @@ class XnorConv2dTask(Task):
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
         self.word = word_bits(s.c)
         self.words = -(-s.c // self.word)
-        # the space tiles input *words*: the conv's loop nest with C/64 reduction steps
+        # the space tiles input *words*: the conv's loop nest with C/word reduction steps
         self.loop_shape = ConvShape(s.n, self.words, s.h, s.w, s.o, s.kh, s.kw, s.stride, s.pad, layout=s.layout)
         space = conv2d_space(self.loop_shape, name="xnor_conv2d-llvm")
         self.space = Space(space.name, space.knobs, start=self._start(space))
@@ -155,11 +155,11 @@ class XnorConv2dTask(Task):
         the fastest tile or within 5% of it on every layer. A layer of one block (16 output
         channels) keeps the dense conv's tile of several pixels: one pixel by 16 channels ran
         0.72x it on 1x16x32x32x16 NCHW (each pixel's write-back scatters across 16 planes)."""
-        config = list(space.initial())
         s = self.loop_shape
         blocks = s.op // s.ob
         if blocks % 2:
             return space.initial()
+        config = list(space.initial())
         config[:3] = [(blocks // 2, 2), (s.oh, 1), (s.owp, 1)]
         config[5] = "inner"
         config = tuple(config)
@@ -211,9 +211,9 @@ class XnorConv2dTask(Task):
         Wc = te.placeholder((row_cls[2], col_cls[2], s.o), "int32", name="wborder")
 
         def pack(i, cw, yy, xx):
-            """One word: bit j is x[channel 64 cw + j] >= 0, zero outside the image (an
-            expression of 64 terms, so the stage is elementwise and vectorizes along the row).
-            A 64-bit word is built as two 32-bit halves: 32-bit lanes match the float compares'
+            """One word: bit j is x[channel word * cw + j] >= 0, zero outside the image (an
+            expression of ``word`` terms, so the stage is elementwise and vectorizes along the
+            row). A 64-bit word is built as two 32-bit halves: 32-bit lanes match the float compares'
             (as 64-bit selects, each compare's mask was widened first: 1.2x slower on
             1x64x56x56)."""
             y, xi = yy - p, xx - p
@@ -256,7 +256,7 @@ class XnorConv2dTask(Task):
         def cls(pos, classes):
             """The border class of an output position (:func:`border_classes`)."""
             first, last, count = classes
-            if count == first:                       # one class per position
+            if first == count:                       # no interior: one class per position
                 return pos
             return tir.Select(pos < first, pos, tir.Select(pos >= last, pos - last + first + 1, first))
 

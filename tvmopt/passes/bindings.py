@@ -28,6 +28,24 @@ class Bindings:
         return value.numpy() if value is not None and hasattr(value, "numpy") else None
 
 
+    def _binarized_source(self, expr):
+        """``x`` where ``expr`` is ``where(x >= 0, 1, -1)`` (tvmopt.nn's plain export of a
+        binarized activation: the XNOR kernels binarize ``x`` themselves), else None."""
+        import numpy as np
+        from tvm import relax
+
+        call = self._resolve(expr)
+        if not (isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.where"):
+            return None
+        hi, lo = self._const(call.args[1]), self._const(call.args[2])
+        cond = self._resolve(call.args[0])
+        if (hi is not None and lo is not None and np.all(hi == 1) and np.all(lo == -1)
+                and isinstance(cond, relax.Call) and getattr(cond.op, "name", "") == "relax.greater_equal"
+                and np.all(self._const(cond.args[1]) == 0)):
+            return cond.args[0]
+        return None
+
+
 def rewrite(mutator_class, mod):
     """``mod`` with each of its Relax functions rewritten by one ``mutator_class(mod)`` (a
     ``relax.PyExprMutator``), dead code eliminated: how every pass here applies its mutator."""

@@ -46,8 +46,8 @@ def choose_layout(mod, options, detect_once) -> str:
     if _has_placeholders(mod):          # tvmopt.nn's own layers (ai.tvmopt nodes): NCHW kernels
         return "NCHW"
     convs = _convolutions(mod)
-    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, x, options, detect_once)
-                                   for call, w, x in convs) else "NCHW"
+    return "NHWC" if convs and all(_has_channels_last_kernel(call, w, binarized, options, detect_once)
+                                   for call, w, binarized in convs) else "NCHW"
 
 
 def to_channels_last(mod):
@@ -91,10 +91,10 @@ def _fold_transposed_constants(mod):
                 return call
             value = self._const(call.args[0])
             if value is None:
-                return self._where_inside(call)
+                return self._through_transposes(call)
             return relax.const(np.ascontiguousarray(np.transpose(value, axes_of(call))))
 
-        def _where_inside(self, outer):
+        def _through_transposes(self, outer):
             """permute(op(permute(c, A), ...), B) with B undoing A, for an op Relax has no
             layout rule for: the op applied to c in the outer layout. ``where`` with a, b each
             one value (the export's are full tensors of ones and minus ones): where(c, a, b),
@@ -125,7 +125,7 @@ def _fold_transposed_constants(mod):
 
 
 def _convolutions(mod) -> list:
-    """(call, constant weight or None, input expression) of every conv2d in ``main``."""
+    """(call, constant weight or None, whether its input is binarized) of every conv2d in ``main``."""
     import tvm
     from tvm import relax
 
@@ -137,17 +137,17 @@ def _convolutions(mod) -> list:
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if call.op.same_as(op_conv):
-                found.append((call, self._const(call.args[1]), self._resolve(call.args[0])))
+                found.append((call, self._const(call.args[1]), self._binarized_source(call.args[0]) is not None))
             return call
 
     Collect(mod).visit_expr(mod["main"])
     return found
 
 
-def _has_channels_last_kernel(call, w, x, options, detect_once) -> bool:
+def _has_channels_last_kernel(call, w, binarized, options, detect_once) -> bool:
     """Whether the lowering gives this conv a channels-last kernel (:func:`tvmopt.passes.lower`'s
-    ``_conv``): dense, a direct compressed format or XNOR (``x`` binarized), direct geometry,
-    not depthwise and not row tables."""
+    ``_conv``): dense, a direct compressed format or XNOR (``binarized`` input), direct
+    geometry, not depthwise and not row tables."""
     from tvmopt.ops.compressed_conv2d import CONV_OF
     from .choose import conv_row_tables
     from .structure import DENSE, conv_geometry, direct_conv
@@ -163,7 +163,7 @@ def _has_channels_last_kernel(call, w, x, options, detect_once) -> bool:
         return True
     if groups > 1 or family not in CONV_OF:
         return False
-    if _is_where(x):                          # binarized input: the XNOR conv (xnor_conv2d_nhwc)
+    if binarized:                             # the XNOR conv (xnor_conv2d_nhwc)
         return family in ("binary_dense", "binary_lut_dense")
     n, o, oh, ow = (int(d) for d in call.ty.shape)
     return conv_row_tables(CONV_OF[family], n * oh * ow, w.size) is None
@@ -182,11 +182,6 @@ def _has_placeholders(mod) -> bool:
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return bool(found)
-
-
-def _is_where(expr) -> bool:
-    """An input computed by ``where`` (tvmopt.nn's binarized activations: the XNOR conv)."""
-    return getattr(getattr(expr, "op", None), "name", "") == "relax.where"
 
 
 def _rank(expr) -> int:

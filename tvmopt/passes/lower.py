@@ -92,23 +92,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
-    op_where = tvm.ir.Op.get("relax.where")
     op_dps = tvm.ir.Op.get("relax.call_dps_packed")
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator, Bindings):
-        def _is_binarize(self, expr) -> bool:
-            """where(x >= 0, 1, -1) as written by tvmopt.nn's plain export."""
-            call = self._resolve(expr)
-            if not (isinstance(call, relax.Call) and call.op.same_as(op_where)):
-                return False
-            hi, lo = self._const(call.args[1]), self._const(call.args[2])
-            cond = self._resolve(call.args[0])
-            return (hi is not None and lo is not None and np.all(hi == 1) and np.all(lo == -1)
-                    and isinstance(cond, relax.Call) and cond.op.name == "relax.greater_equal"
-                    and np.all(self._const(cond.args[1]) == 0))
-
         def _quantized_input(self, expr):
             """(the uint8 tensor, scale, zero point) when ``expr`` is ONNX's QuantizeLinear then
             DequantizeLinear with one scale and zero point, on a CPU with VNNI; else None."""
@@ -151,10 +139,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if w is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
                 geometry = conv_geometry(a)
                 if groups == 1:
-                    x, binarized = call.args[0], self._is_binarize(call.args[0])
-                    if binarized:      # the XNOR kernel binarizes (x >= 0) itself
-                        x = self._resolve(self._resolve(x).args[0]).args[0]
-                    return self._conv(x, w, geometry, None, "conv2d", binarized=binarized)
+                    source = self._binarized_source(call.args[0])   # the XNOR kernel binarizes it itself
+                    return self._conv(call.args[0] if source is None else source, w, geometry, None, "conv2d",
+                                      binarized=source is not None)
                 if w.shape[1] > 1:
                     return self._grouped_conv(call.args[0], w, groups, geometry)
                 if direct_conv(geometry, options):        # depthwise (dilated ones stay with Relax)
@@ -171,9 +158,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             geometry = conv_geometry(a)
             y = None
             if groups == 1:
-                binarized = self._is_binarize(x)
-                source = self._resolve(self._resolve(x).args[0]).args[0] if binarized else x
-                y = self._conv(source, w, geometry, None, "conv2d NHWC", binarized=binarized, nhwc=True)
+                source = self._binarized_source(x)
+                y = self._conv(x if source is None else source, w, geometry, None, "conv2d NHWC",
+                               binarized=source is not None, nhwc=True)
             elif w.shape[1] > 1:
                 y = self._grouped_conv(x, w, groups, geometry, nhwc=True)
             if y is not None:
@@ -230,10 +217,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             integer = self._int8(x, lambda: weight, xshape, "matmul")
             if integer is not None:
                 return integer
-            binarized = self._is_binarize(x)
-            kern = detect_once(weight, binarized)
-            if binarized and kern.family == "xnor_dense":
-                x = self._resolve(self._resolve(x).args[0]).args[0]   # the kernel binarizes (x >= 0) itself
+            source = self._binarized_source(x)
+            kern = detect_once(weight, source is not None)
+            if source is not None and kern.family == "xnor_dense":
+                x = source                          # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
 
         def _int8(self, x, weight, xshape, source, bias=None):

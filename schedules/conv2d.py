@@ -26,7 +26,8 @@ outside it: the way out for prime widths such as 13 or 7; ``halves``: outside it
 computed as two tiles of ob/2 lanes one after the other, for rows of pixels that two vectors per
 pixel would spill), ``reduce_order`` (the input-channel block inside or
 outside the kernel window), ``unroll``, ``parallel`` (how many of n, c0, h0, w0 are fused and
-run in parallel). Accumulation is always in a local buffer written back once (with any fused
+run in parallel), and for a batch ``batch_at`` (``inner``: the order c0 n h0 w0, so a chunk of
+weights serves every image while it is in cache). Accumulation is always in a local buffer written back once (with any fused
 epilogue: bias, ReLU, residual add), since every fast GEMM config did that.
 """
 
@@ -121,6 +122,17 @@ class ConvShape:
         return largest_divisor(og, (16, 8), default=None) or largest_divisor(og, range(16, 0, -1))
 
 
+#: where the image loop sits (a knob of batches only): ``outer``, each image's tiles in turn;
+#: ``inner``, inside the output-channel chunks, so a chunk's weights (or a compressed weight
+#: decoded per chunk) serve every image of the batch while they are in cache
+BATCH_AT = ("outer", "inner")
+
+#: a batch's start puts the image loop inside the channel chunks where each image has at most
+#: this many output pixels: on VGG's 512-channel 2x2 and 4x4 maps at batch 16 (Zen 4, AVX2) that
+#: ran 1.08 to 1.10x faster, on 8x8 and 7x7 maps 0.92 to 0.98x
+BATCH_INNER_MAX_PIXELS = 16
+
+
 def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
     knobs = (
         Split("tile_c", shape.op // shape.ob, 2),
@@ -132,7 +144,7 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
         Choice("ic_at", ("inside", "outside")),
         Choice("unroll", UNROLL, default=1),
         Choice("parallel", (1, 2, 3, 4), default=2),
-    )
+    ) + ((Choice("batch_at", BATCH_AT),) if shape.n > 1 else ())
     space = Space(name, knobs)
     return Space(name, knobs, start=heuristic_config(shape, space))
 
@@ -220,6 +232,8 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.owp // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner" if avx2 else "ic_outer", "halves" if halves else "inner" if c1 > 1 else "outer",
               "outside" if small else "inside", 16, 2 if small else 3)
+    if shape.n > 1:
+        config += ("inner" if shape.oh * shape.owp <= BATCH_INNER_MAX_PIXELS else "outer",)
     return config if space.contains(config) else space.initial()
 
 
@@ -258,7 +272,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     ii = sch.split(ic, factors=[i0, i1])
     window = [r, s, ii[1]] if knob["reduce_order"] == "ic_outer" else [ii[1], r, s]
     inner = ([oc[1]] if knob["c1_at"] == "inner" else []) + [hh[1], ww[1], lanes]
-    spatial = [n, oc[0], hh[0], ww[0]]
+    spatial = [oc[0], n, hh[0], ww[0]] if knob.get("batch_at") == "inner" else [n, oc[0], hh[0], ww[0]]
     parallel, rest = spatial[: knob["parallel"]], spatial[knob["parallel"]:]
     rest += [oc[1]] if knob["c1_at"] != "inner" else []
     if knob["ic_at"] == "inside":     # each tile reduces over all input channels in turn

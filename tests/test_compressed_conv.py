@@ -76,6 +76,28 @@ def test_channels_last_kernels_match_the_numpy_reference(prefix):
         assert task.mismatch(_run(task, config, inputs), expected) is None, config
 
 
+@pytest.mark.parametrize("key", ["shift_conv2d_nhwc:4x64x4x4x64x3x3x1x1", "ternary_conv2d:3x64x2x2x64x3x3x1x1",
+                                 "conv2d_nhwc:4x64x4x4x64x3x3x1x1"])
+def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(key):
+    """``batch_at = inner``: each chunk of output channels (and, compressed, its decode, once
+    per call) serves every image; the start picks it for small maps and stays exact."""
+    task = get_task(key)
+    start = task.space.as_dict(task.space.initial())
+    assert start["batch_at"] == "inner", start
+    if "decode" in start:
+        assert start["decode"] == "chunk" and start["parallel"] == 1, start
+    inputs = task.make_inputs(np.random.default_rng(2))
+    expected = task.reference(inputs)
+    for parallel in (1, 2, 3):                 # the chunks alone, or fused with the images
+        config = tuple(parallel if k.name == "parallel" else v for k, v in zip(task.space.knobs, task.space.initial()))
+        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+    # larger maps keep each image's tiles together; one image has no such knob
+    big = get_task(key.replace("x4x4x", "x16x16x").replace("x2x2x", "x16x16x"))
+    assert big.space.as_dict(big.space.initial())["batch_at"] == "outer"
+    one = get_task(key.replace(":4x", ":1x").replace(":3x", ":1x"))
+    assert "batch_at" not in one.space.as_dict(one.space.initial())
+
+
 @pytest.mark.parametrize("prefix", sorted(KEYS))
 def test_the_reference_decodes_the_weight_that_pytorch_convolves(prefix):
     """The kernel arrays' numpy decode, convolved by PyTorch, is the task's reference."""

@@ -140,9 +140,27 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config, epilogue=())
         sch.annotate(kk[1], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(kk[1], "pragma_unroll_explicit", 1)
     if knob["vectorize"] and tn[3] > 1:
-        sch.vectorize(n[3])
+        _vectorize_lanes(sch, n[3], tn[3])
     sch.decompose_reduction(block, kk[0])
     return leftover
+
+
+def _vectorize_lanes(sch, loop, extent: int) -> None:
+    """Vectorize the register tile's output loop. A width that is a multiple of the machine's
+    vector but not a power-of-two multiple (24 or 48 lanes on AVX2) is split into whole vectors,
+    unrolled: LLVM keeps a <24 x float> accumulator in no register, and shuffled it through the
+    stack on every step (dense:128x768x3072, 4 x 24 tile: 11 GFLOPS as one vector, 100 GFLOPS
+    as three, on a Zen 4 with AVX2)."""
+    from .isa import current
+
+    lanes = current().lanes
+    vectors = extent // lanes
+    if extent % lanes == 0 and vectors > 1 and vectors & (vectors - 1):
+        outer, inner = sch.split(loop, factors=[vectors, lanes])
+        sch.unroll(outer)
+        sch.vectorize(inner)
+    else:
+        sch.vectorize(loop)
 
 
 def inline_epilogue(sch, epilogue) -> list:

@@ -76,7 +76,7 @@ def test_channels_last_kernels_match_the_numpy_reference(prefix):
         assert task.mismatch(_run(task, config, inputs), expected) is None, config
 
 
-@pytest.mark.parametrize("key", ["shift_conv2d_nhwc:4x64x4x4x64x3x3x1x1", "ternary_conv2d:3x64x2x2x64x3x3x1x1",
+@pytest.mark.parametrize("key", ["shift_conv2d_nhwc:4x128x4x4x256x3x3x1x1", "ternary_conv2d:3x128x2x2x256x3x3x1x1",
                                  "conv2d_nhwc:4x64x4x4x64x3x3x1x1"])
 def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(key):
     """``batch_at = inner``: each chunk of output channels (and, compressed, its decode, once
@@ -96,6 +96,10 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
     assert big.space.as_dict(big.space.initial())["batch_at"] == "outer"
     one = get_task(key.replace(":4x", ":1x").replace(":3x", ":1x"))
     assert "batch_at" not in one.space.as_dict(one.space.initial())
+    if "decode" in start:       # a weight that fits L2 is decoded per image, in parallel over images
+        small = get_task(key.replace("x128x", "x64x").replace("x256x", "x64x"))
+        knobs = small.space.as_dict(small.space.initial())
+        assert knobs["parallel"] > 1 or knobs["batch_at"] == "outer", knobs
 
 
 @pytest.mark.parametrize("prefix", sorted(KEYS))

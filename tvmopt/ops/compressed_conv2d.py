@@ -73,9 +73,11 @@ COSTLY_DECODE = ("hashed_conv2d", "codebook_conv2d")
 #: a batch decodes per chunk (and per image) once the decoded weight is larger than this (L2)
 CHUNK_MIN_BYTES = 1 << 20
 
-#: a batch whose images have at most this many output pixels decodes each channel chunk once for
-#: all its images (``batch_at = inner``); on larger maps the image's own tiles reuse a chunk
-#: enough: at 16x256x14x14 that start ran 0.91 to 0.94x the per-image chunk's speed
+#: a batch whose images have at most this many output pixels, and whose decoded weight outgrows
+#: L2 (``CHUNK_MIN_BYTES``), decodes each channel chunk once for all its images (``batch_at =
+#: inner``); on larger maps the image's own tiles reuse a chunk enough (16x256x14x14: 0.91 to
+#: 0.94x the per-image chunk's speed), and a weight that fits L2 is cheap to decode per image
+#: (16x64x8x8x64: 0.81 to 0.82x, against 0.87 to 0.96x)
 BATCH_INNER_MAX_PIXELS = 64
 
 #: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
@@ -148,17 +150,17 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         written and read back through memory); 64x56x56: chunk 0.95x, global 1.00x; hashed
         chunk 0.56 to 0.58x (decoded again for every image), global 0.93 to 1.01x.
 
-        A batch of small maps (``BATCH_INNER_MAX_PIXELS``) with enough channel chunks
-        (``CHUNK_MIN_PARALLEL``) runs its images inside the
-        chunks (``batch_at = inner``, only the chunks in parallel), so each chunk is decoded
-        once per call and read from L2 by every image: on VGG's layers at batch 16 (Zen 4,
+        A batch of small maps (``BATCH_INNER_MAX_PIXELS``) with a decoded weight larger than L2
+        and enough channel chunks (``CHUNK_MIN_PARALLEL``) runs its images inside the chunks
+        (``batch_at = inner``, only the chunks in parallel), so each chunk is decoded once per
+        call and read from L2 by every image: on VGG's layers at batch 16 (Zen 4,
         AVX2, channels last) shift 512x2x2 went from 0.36x to 0.92x the dense conv, 512x4x4
         from 0.71x to 1.09x, ternary 512x4x4 from 0.90x to 1.11x, ResNet-18's 512x7x7 from
         0.91x to 0.99x."""
         s, start = self.shape, base.initial()
         c0, _ = base.as_dict(start)["tile_c"]
         decoded = 4 * s.o * s.c * s.kh * s.kw
-        if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= BATCH_INNER_MAX_PIXELS:
+        if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= BATCH_INNER_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
             # the images inside the channel chunks, only the chunks in parallel: each chunk's
             # weights decoded once per call into L2 and read there by every image
             batched = tuple({"parallel": 1, "batch_at": "inner"}.get(k.name, v) for k, v in zip(base.knobs, start))

@@ -49,6 +49,9 @@ def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_wei
     assert compressed("ternary_conv2d", 256, 32 * 32 * 9)                   # 1x32x16x16x32
     assert compressed("binary_conv2d", 49, 512 * 512 * 9)                   # 1x512x7x7x512
     assert compressed("nm_conv2d", 49, 512 * 512 * 9)
+    assert not compressed("nm_conv2d", 4, 512 * 512 * 9)                   # VGG's 1x512x2x2x512
+    assert not compressed("nm_conv2d", 64, 256 * 256 * 9)                  # 1x256x8x8x256
+    assert compressed("shift_conv2d", 4, 512 * 512 * 9)                    # 6.4x smaller: won in VGG
     assert not compressed("hashed_conv2d", 49, 512 * 512 * 9)
     assert not compressed("shift_conv2d", 64, 64 * 64 * 9)
 

@@ -60,7 +60,11 @@ DIRECT_CONV_MIN_ROWS = {"binary_conv2d": 256, "ternary_conv2d": 256, "shift_conv
 #: 1x512x7x7x512, 49 pixels: binary, ternary, shift and 2:4 1.08 to 1.28x the dense conv
 #: channels last, 0.87 to 0.94x NCHW on Zen 4 and Zen 5); hashed and codebook lost there
 DIRECT_CONV_MIN_WEIGHTS = {"binary_conv2d": 1 << 18, "ternary_conv2d": 1 << 18, "shift_conv2d": 1 << 18,
-                           "nm_conv2d": 1 << 18}
+                           "nm_conv2d": 1 << 20}
+#: ... and, for 2:4 (whose decode selects each kept value and only halves the weight), from this
+#: many output pixels: VGG's CIFAR layers at batch 1 (2x2 to 8x8 maps, 0.3 to 2.4M weights)
+#: made the whole network 0.83x its dense build with them, 0.98x without (Zen 4, AVX2)
+DIRECT_CONV_WEIGHTS_MIN_ROWS = {"nm_conv2d": 49}
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -146,7 +150,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if least is not None and rows >= least:
             return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
-        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")):
+        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_WEIGHTS_MIN_ROWS.get(family, 0):
             return Choice(True, f"predicted: at {weights:,} weights the dense conv streams a weight larger than L2")
         if least is not None:
             return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")

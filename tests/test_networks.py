@@ -243,7 +243,7 @@ def test_default_schedule_vectorizes_channels_last_window_reductions(case):
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([X, Y]).with_attr("global_symbol", "main")}))
     default_schedule(sch)
     script = sch.mod.script()
-    vector_inside = re_vector_after_window(script)
+    vector_inside = _vector_inside_window(script)
     assert vector_inside == nhwc, script
     lib = tvm.compile(sch.mod, target=parse_target("llvm").tvm_target())
     out = tvm.runtime.tensor(np.zeros(tuple(int(d) for d in Y.shape), np.float32))
@@ -251,7 +251,7 @@ def test_default_schedule_vectorizes_channels_last_window_reductions(case):
     np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def re_vector_after_window(script: str) -> bool:
+def _vector_inside_window(script: str) -> bool:
     """Whether a vectorized loop sits inside a loop over reduction variables (rv*/k*)."""
     lines = script.splitlines()
     for i, line in enumerate(lines):

@@ -102,6 +102,16 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
         assert knobs["parallel"] > 1 or knobs["batch_at"] == "outer", knobs
 
 
+@pytest.mark.parametrize("key", ["shift_conv2d_nhwc:2x32x7x7x16x3x3x1x1", "ternary_conv2d:2x32x7x7x16x3x3x1x1"])
+def test_a_batch_of_seven_wide_maps_is_computed_eight_wide_and_cropped(key):
+    task = get_task(key)
+    assert (task.shape.ow, task.shape.owp) == (7, 8)
+    inputs = task.make_inputs(np.random.default_rng(4))
+    expected = task.reference(inputs)
+    for config in (task.space.initial(), task.space.random(random.Random(7))):
+        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+
+
 @pytest.mark.parametrize("prefix", sorted(KEYS))
 def test_the_reference_decodes_the_weight_that_pytorch_convolves(prefix):
     """The kernel arrays' numpy decode, convolved by PyTorch, is the task's reference."""

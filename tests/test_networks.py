@@ -44,13 +44,18 @@ def test_conv2d_reference_is_pytorch_conv2d():
                                  "conv2d_nhwc:1x6x10x9x24x3x3x1x1",    # channels last: padded input in blocks
                                  "conv2d_nhwc:2x16x8x8x32x1x1x2x0",
                                  "conv2d_nhwc:1x32x11x13x24x3x3x1x1",
-                                 "conv2d_nhwc:1x12x9x9x68x1x1x1x0x2"])
+                                 "conv2d_nhwc:1x12x9x9x68x1x1x1x0x2",
+                                 "conv2d_nhwc:2x32x7x7x16x3x3x1x1"])   # a batch of 7-wide maps, computed 8 wide
 def test_every_knob_value_of_the_conv2d_space_is_correct(key):
     task = get_task(key)
     if key.startswith("conv2d_nhwc"):               # channels last in and out
         assert task.make_inputs(np.random.default_rng(0))[0].shape[-1] == task.shape.c
     if key.endswith("x11x13x24x3x3x1x1"):          # 13 wide: 16 computed, 3 columns cropped
         assert (task.shape.ow, task.shape.owp) == (13, 16) and task.space.knobs[2].extent == 16
+        # a batch of 7-wide maps is computed 8 wide; one image, or stride 2, keeps 7
+        assert get_task("conv2d_nhwc:16x512x7x7x512x3x3x1x1").shape.owp == 8
+        assert get_task("conv2d_nhwc:1x512x7x7x512x3x3x1x1").shape.owp == 7
+        assert get_task("conv2d_nhwc:16x256x14x14x512x3x3x2x1").shape.owp == 7
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels
         assert (task.shape.ogp, task.shape.ob, task.space.knobs[0].extent) == (40, 8, 10)
     target = parse_target("llvm")

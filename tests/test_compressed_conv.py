@@ -191,7 +191,9 @@ XNOR_KEYS = ["xnor_conv2d:1x40x9x10x16x3x3x1x1",       # a partial word (40 chan
              "xnor_conv2d:1x64x4x5x16x5x5x1x2",        # no interior: every position its own border class
              "xnor_conv2d_nhwc:1x40x9x10x16x3x3x1x1",  # channels last in and out
              "xnor_conv2d_nhwc:2x96x8x8x24x3x3x2x1",
-             "xnor_conv2d_nhwc:1x12x7x9x16x3x3x1x1"]   # 16-bit words (up to 16 channels)
+             "xnor_conv2d_nhwc:1x12x7x9x16x3x3x1x1",   # 16-bit words (up to 16 channels)
+             "xnor_conv2d_nhwc:2x64x7x7x32x3x3x1x1",   # a batch of 7-wide maps: the dense conv's shape pads it, words do not
+             "xnor_conv2d:1x64x13x13x16x3x3x1x1"]      # a prime width: the same
 
 
 @pytest.mark.parametrize("key", XNOR_KEYS)

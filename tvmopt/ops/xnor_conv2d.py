@@ -239,13 +239,15 @@ class XnorConv2dTask(Task):
             word = bits[i, cw, y * st + r, xx * st + q]
             return te.sum(tir.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32"), axis=[cw, r, q])
 
-        # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops it
+        # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops
+        # it; the space's shape is the loop shape over words, whose width is the one scheduled
+        owp = self.loop_shape.owp
         if s.nhwc:
-            acc = te.compute((s.n, s.oh, s.owp, s.o), lambda i, y, xx, o: mismatches(i, o, y, xx), name="conv",
+            acc = te.compute((s.n, s.oh, owp, s.o), lambda i, y, xx, o: mismatches(i, o, y, xx), name="conv",
                              attrs={TASK_ANNOTATION: self.key})
             at = lambda i, o, y, xx: acc[i, y, xx, o]  # noqa: E731
         else:
-            acc = te.compute((s.n, s.o, s.oh, s.owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
+            acc = te.compute((s.n, s.o, s.oh, owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
             at = lambda i, o, y, xx: acc[i, o, y, xx]  # noqa: E731
 
         def taps(pos, k, extent):

@@ -78,7 +78,7 @@ CHUNK_MIN_BYTES = 1 << 20
 #: inner``); on larger maps the image's own tiles reuse a chunk enough (16x256x14x14: 0.91 to
 #: 0.94x the per-image chunk's speed), and a weight that fits L2 is cheap to decode per image
 #: (16x64x8x8x64: 0.81 to 0.82x, against 0.87 to 0.96x)
-BATCH_INNER_MAX_PIXELS = 64
+DECODE_ONCE_MAX_PIXELS = 64
 
 #: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
 #: start: fewer would leave cores idle (the weight is then small and decoded once per call)
@@ -150,7 +150,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         written and read back through memory); 64x56x56: chunk 0.95x, global 1.00x; hashed
         chunk 0.56 to 0.58x (decoded again for every image), global 0.93 to 1.01x.
 
-        A batch of small maps (``BATCH_INNER_MAX_PIXELS``) with a decoded weight larger than L2
+        A batch of small maps (``DECODE_ONCE_MAX_PIXELS``) with a decoded weight larger than L2
         and enough channel chunks (``CHUNK_MIN_PARALLEL``) runs its images inside the chunks
         (``batch_at = inner``, only the chunks in parallel), so each chunk is decoded once per
         call and read from L2 by every image: on VGG's layers at batch 16 (Zen 4,
@@ -160,7 +160,7 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         s, start = self.shape, base.initial()
         c0, _ = base.as_dict(start)["tile_c"]
         decoded = 4 * s.o * s.c * s.kh * s.kw
-        if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= BATCH_INNER_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
+        if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= DECODE_ONCE_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
             # the images inside the channel chunks, only the chunks in parallel: each chunk's
             # weights decoded once per call into L2 and read there by every image
             batched = tuple({"parallel": 1, "batch_at": "inner"}.get(k.name, v) for k, v in zip(base.knobs, start))

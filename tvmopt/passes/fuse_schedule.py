@@ -163,7 +163,8 @@ def default_schedule(sch) -> None:
     for blocks without a reduction, the innermost loop vectorized when its extent is a
     multiple of 4 up to 64 (else split by 8 with the inner part vectorized when that divides);
     for a short window reduction over the buffers' last axis (NHWC pooling), that axis moved
-    inside the window's loops and vectorized (:func:`_vectorizable_across`). Injective stages that feed another stage are inlined first where TVM allows it."""
+    inside the window's loops and vectorized (:func:`_vectorizable_across`). Injective stages
+    that feed another stage are inlined first where TVM allows it."""
     blocks = _blocks(sch)
     for block in blocks[:-1]:
         try:
@@ -183,13 +184,14 @@ def _parallel_vectorize(sch, block) -> None:
         return
     kinds = [int(v.iter_type) for v in sch.get(block).iter_vars]
     extents = [int(sch.get(lp).extent) for lp in loops]
-    if len(kinds) != len(loops):       # a block whose loops were rearranged: parallel outer only
+    plain = len(kinds) == len(loops)   # one loop per block variable, in their order
+    if not plain:                      # a block whose loops were rearranged: parallel outer only
         kinds = [0] + [2] * (len(loops) - 1)
     spatial = 0
     while spatial < len(loops) and kinds[spatial] == 0:
         spatial += 1
     reduces = spatial < len(loops)
-    across = reduces and _vectorizable_across(sch, block, spatial, extents)
+    across = reduces and plain and _vectorizable_across(sch, block, spatial, extents)
     keep_inner = (not reduces or across) and spatial > 1     # the innermost spatial loop is vectorized
     take, product = 0, 1
     while take < spatial - (1 if keep_inner else 0) and product < MIN_PARALLEL:

@@ -199,6 +199,11 @@ class Space:
     def as_dict(self, config: Config) -> dict[str, Any]:
         return {k.name: v for k, v in zip(self.knobs, config)}
 
+    def replaced(self, config: Config, values: dict[str, Any]) -> Config:
+        """``config`` with each knob named in ``values`` set to its value; names the space
+        lacks are ignored (an op's start overrides may name a knob only some of its spaces have)."""
+        return tuple(values.get(k.name, v) for k, v in zip(self.knobs, config))
+
     def untiled(self) -> Config:
         """Every axis unsplit (whole at its outermost level), every choice at its default."""
         return tuple(k.trivial() for k in self.knobs)

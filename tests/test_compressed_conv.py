@@ -89,7 +89,7 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
     inputs = task.make_inputs(np.random.default_rng(2))
     expected = task.reference(inputs)
     for parallel in (1, 2, 3):                 # the chunks alone, or fused with the images
-        config = tuple(parallel if k.name == "parallel" else v for k, v in zip(task.space.knobs, task.space.initial()))
+        config = task.space.replaced(task.space.initial(), {"parallel": parallel})
         assert task.mismatch(_run(task, config, inputs), expected) is None, config
     # larger maps keep each image's tiles together; one image has no such knob
     big = get_task(key.replace("x4x4x", "x16x16x").replace("x2x2x", "x16x16x"))

@@ -163,12 +163,12 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= DECODE_ONCE_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
             # the images inside the channel chunks, only the chunks in parallel: each chunk's
             # weights decoded once per call into L2 and read there by every image
-            batched = tuple({"parallel": 1, "batch_at": "inner"}.get(k.name, v) for k, v in zip(base.knobs, start))
+            batched = base.replaced(start, {"parallel": 1, "batch_at": "inner"})
             if base.contains(batched):
                 return batched + ("chunk",)
         if s.n * c0 >= CHUNK_MIN_PARALLEL and (
                 s.n == 1 or (self.format not in COSTLY_DECODE and decoded > CHUNK_MIN_BYTES)):
-            chunked = tuple(2 if k.name == "parallel" else v for k, v in zip(base.knobs, start)) + ("chunk",)
+            chunked = base.replaced(start, {"parallel": 2}) + ("chunk",)
             if base.contains(chunked[:-1]):
                 return chunked
         return start + ("global",)

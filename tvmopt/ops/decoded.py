@@ -64,7 +64,7 @@ class DecodedDenseTask(Task):
                           start=space.initial() + ("tile" if self.m >= DECODE_TILE_MIN_M else "inline",))
         overrides = self.start_overrides()
         if overrides:
-            start = tuple(overrides.get(k.name, v) for k, v in zip(space.knobs, space.initial()))
+            start = space.replaced(space.initial(), overrides)
             if space.contains(start):
                 space = type(space)(space.name, space.knobs, start=start)
         self.space = space

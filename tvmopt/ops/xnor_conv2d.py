@@ -159,10 +159,8 @@ class XnorConv2dTask(Task):
         blocks = s.op // s.ob
         if blocks % 2:
             return space.initial()
-        config = list(space.initial())
-        config[:3] = [(blocks // 2, 2), (s.oh, 1), (s.owp, 1)]
-        config[5] = "inner"
-        config = tuple(config)
+        config = space.replaced(space.initial(), {"tile_c": (blocks // 2, 2), "tile_h": (s.oh, 1),
+                                                  "tile_w": (s.owp, 1), "c1_at": "inner"})
         return config if space.contains(config) else space.initial()
 
     def to_kernel(self, arrays):

@@ -27,7 +27,6 @@ class Bindings:
         value = getattr(expr, "value", None)       # a relax constant's tensor
         return value.numpy() if value is not None and hasattr(value, "numpy") else None
 
-
     def _binarized_source(self, expr):
         """``x`` where ``expr`` is ``where(x >= 0, 1, -1)`` (tvmopt.nn's plain export of a
         binarized activation: the XNOR kernels binarize ``x`` themselves), else None."""

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable
 
@@ -199,21 +200,23 @@ def _parallel_vectorize(sch, block) -> None:
         take += 1
     if take and product > 1:
         sch.parallel(sch.fuse(*loops[:take]) if take > 1 else loops[0])
-    if across and keep_inner:
+    if across:
         # a window reduction over channels last (max/avg pooling): the channels go inside the
         # window's loops, one vector of them updated per tap (ResNet-18's NHWC max pool ran
         # serial over channels, 2.4x onnxruntime's time)
-        inner = loops[spatial - 1]
-        sch.reorder(*loops[spatial:], inner)
-        sch.vectorize(inner if extents[spatial - 1] <= 64 else sch.split(inner, factors=[None, 8])[1])
-        return
-    if reduces or take == len(loops):
-        return
-    inner, extent = loops[-1], extents[-1]
+        sch.reorder(*loops[spatial:], loops[spatial - 1])
+        _vectorize(sch, loops[spatial - 1], extents[spatial - 1])
+    elif not reduces and take < len(loops):
+        _vectorize(sch, loops[-1], extents[-1])
+
+
+def _vectorize(sch, loop, extent: int) -> None:
+    """Vectorize ``loop`` whole when its extent is a multiple of 4 up to 64, else its inner 8
+    when 8 divides it (else leave it scalar)."""
     if extent % 4 == 0 and extent <= 64:
-        sch.vectorize(inner)
+        sch.vectorize(loop)
     elif extent % 8 == 0:
-        sch.vectorize(sch.split(inner, factors=[None, 8])[1])
+        sch.vectorize(sch.split(loop, factors=[None, 8])[1])
 
 
 #: a reduction's innermost spatial loop goes inside its reduction loops (and is vectorized) only
@@ -223,14 +226,14 @@ ACROSS_MAX_STEPS = 64
 
 def _vectorizable_across(sch, block, spatial: int, extents: list[int]) -> bool:
     """Whether a reduction block can vectorize its innermost spatial axis across its reduction
-    loops: the axis's extent a multiple of 8 (or of 4 up to 64), few reduction steps, and every
-    buffer the block reads and writes indexed by that axis alone in its last dimension (unit
-    stride: pooling windows over NHWC; not a row sum, whose inner axis would gather)."""
-    extent = extents[spatial - 1] if spatial else 0
-    steps = 1
-    for e in extents[spatial:]:
-        steps *= e
-    if not spatial or not (extent % 8 == 0 or (extent % 4 == 0 and extent <= 64)) or steps > ACROSS_MAX_STEPS:
+    loops: an outer spatial loop left for the parallel one, the axis's extent one that
+    :func:`_vectorize` vectorizes, few reduction steps, and every buffer the block reads and
+    writes indexed by that axis alone in its last dimension (unit stride: pooling windows over
+    NHWC; not a row sum, whose inner axis would gather)."""
+    if spatial < 2:
+        return False
+    extent = extents[spatial - 1]
+    if not (extent % 8 == 0 or (extent % 4 == 0 and extent <= 64)) or math.prod(extents[spatial:]) > ACROSS_MAX_STEPS:
         return False
     stmt = sch.get(block)
     var = stmt.iter_vars[spatial - 1].var

@@ -17,7 +17,7 @@ for convolutions. ``--layout nhwc``: every kernel channels last (``conv2d_nhwc:`
 NHWC (:mod:`tvmopt.passes.layout`); the row tables are NCHW only and are left out.
 
 Writes benchmarks/results/conv_kernels_<width>[_nhwc].json and BENCHMARKS.md's
-``conv_kernels_<width>[_nhwc]`` section (one per vector width: ``avx2``, ``avx512``, and layout).
+``conv_kernels_<cpu>[_nhwc]`` section (one per CPU kind: ``avx2``, ``avx512``, ``xeon``, and layout).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, vector_width, write_json  # noqa: E402
+from report import machine, update_section, cpu_kind, write_json  # noqa: E402
 
 #: ResNet-18's 3x3 convolutions at 224x224 (C x H x W -> O, stride)
 LAYERS = ("64x56x56x64x3x3x1x1", "64x56x56x128x3x3x2x1", "128x28x28x128x3x3x1x1", "128x28x28x256x3x3x2x1",
@@ -145,7 +145,7 @@ def main() -> None:
     meta = {**machine(), "target": spec.key}
     rows = [layer(shape, int(b), formats, target, args.rounds, nhwc)
             for b in args.batches.split(",") for shape in args.layers.split(",")]
-    name = f"conv_kernels_{vector_width(spec)}" + ("_nhwc" if nhwc else "")    # one table per vector width and layout
+    name = f"conv_kernels_{cpu_kind(spec)}" + ("_nhwc" if nhwc else "")    # one table per CPU kind and layout
     write_json(name, {"meta": meta, "rows": rows})
     update_section(name, table(rows, formats, meta, nhwc))
     del tvm

@@ -18,7 +18,7 @@ For each model (``examples/models/digits_<arch>_<variant>.onnx``) and batch size
    module and its plain dense equivalent (``tvmopt.nn.to_plain``). The speed-up is against
    the *faster* of onnxruntime and PyTorch.
 
-Writes benchmarks/results/e2e.json and the ``e2e`` section of BENCHMARKS.md.
+Writes benchmarks/results/e2e_<cpu>.json and the ``e2e_<cpu>`` section (one per CPU kind) of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, write_json
+from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json
 
 from tvmopt.target import parse_target
 
@@ -253,9 +253,10 @@ def main() -> None:
              f"tuned with {args.tuner}, {args.trials} trials per model and batch")
     note = (f"{machine()['cpu']} ({target.key}); {tuned}; latency medians of {args.rounds} interleaved rounds, numpy in and out for all three."
             + (f" {shipped} records shipped in logs/records/{target.key}.jsonl." if shipped is not None else ""))
-    write_json("e2e", {"machine": machine(), "target": target.key, "trials": args.trials, "tuner": args.tuner,
+    name = per_cpu("e2e", target)
+    write_json(name, {"machine": machine(), "target": target.key, "trials": args.trials, "tuner": args.tuner,
                        "rows": rows, "tuning": tuning, "budget": budget})
-    update_section("e2e", table(rows, tuning, budget, note))
+    update_section(name, table(rows, tuning, budget, note))
     print(table(rows, tuning, budget, note))
     sys.exit(0)
 

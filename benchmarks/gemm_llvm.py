@@ -3,7 +3,7 @@ budget, each timed against numpy (OpenBLAS) and torch in the same run.
 
     python benchmarks/gemm_llvm.py [--workload gemm:1024x1024x1024] [--trials 200]
 
-Writes benchmarks/results/gemm_llvm.json, the search log under logs/, and its section of
+Writes benchmarks/results/gemm_llvm_<cpu>.json (one per CPU kind: ``report.cpu_kind``), the search log under logs/, and its section of
 BENCHMARKS.md. Ratios > 1 mean tvmopt is faster.
 """
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import ROOT, machine, update_section, write_json
+from report import ROOT, machine, per_cpu, update_section, write_json
 
 from tvmopt.measure.local import LocalMeasurer
 from tvmopt.target import parse_target
@@ -59,10 +59,11 @@ def main() -> None:
     shutil.rmtree(records, ignore_errors=True)
 
     info = machine()
-    write_json("gemm_llvm", {"workload": task.key, "target": target.key, "machine": info, "trials": args.trials,
+    name = per_cpu("gemm_llvm", target)
+    write_json(name, {"workload": task.key, "target": target.key, "machine": info, "trials": args.trials,
                              "search_wall_s": search_s, "failed_trials": result.failed, "rows": rows})
     lines = [
-        f"## GEMM on LLVM (`{task.key}`, fp32)",
+        f"## GEMM on LLVM, {target.key} (`{task.key}`, fp32)",
         "",
         f"`python benchmarks/gemm_llvm.py --trials {args.trials}` on {info['cpu']} ({target.key}), {info['date']}, "
         f"commit {info['commit']}. Medians of {args.rounds} interleaved rounds; ratio > 1 means tvmopt is faster. "
@@ -76,7 +77,7 @@ def main() -> None:
         lines.append(f"| {r['label']} | {r['gflops']:.1f} | {r['vs_numpy']:.2f}x | {r['vs_torch']:.2f}x |")
     lines.append("")
     lines.append("Configs: " + "; ".join(f"{r['label']}: `{r['config']}`" for r in rows))
-    update_section("gemm_llvm", "\n".join(lines))
+    update_section(name, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ numpy and torch (the same product) in the same run.
 (unset both variables together, and only here: they hold numpy to an old kernel.) Interleaved
 rounds, medians; each figure is the reference's time over the kernel's (> 1: faster than the
 reference). Writes benchmarks/results/heuristics_<isa>.json and BENCHMARKS.md's ``heuristics_<isa>`` section,
-one per vector width of the machine it ran on (``avx2``, ``avx512``), so the CPUs' tables stand
+one per CPU kind of the machine it ran on (``avx2``, ``avx512``, ``xeon``: ``report.cpu_kind``), so the CPUs' tables stand
 side by side.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, median_seconds, update_section, vector_width, write_json  # noqa: E402
+from report import CPU_LABELS, blas, cpu_kind, machine, median_seconds, update_section, write_json  # noqa: E402
 
 CONVS = ("1x3x224x224x64x7x7x2x3", "1x64x56x56x64x3x3x1x1", "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0",
          "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1", "1x16x32x32x16x3x3x1x1",
@@ -100,16 +100,6 @@ def row(key: str, target, rounds: int) -> dict:
     return out
 
 
-def blas() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-                         f"{i.get('num_threads')} threads)" for i in threadpool_info())
-    except Exception:  # noqa: BLE001 - threadpoolctl missing: say so
-        return "unknown (threadpoolctl not installed)"
-
-
 def table(rows: list[dict], meta: dict) -> str:
     lines = [f"## Untuned starts shaped for the vector registers, {meta['isa']} machine (`benchmarks/heuristics.py`)",
              "",
@@ -135,9 +125,9 @@ def main() -> None:
     from tvmopt.target import parse_target
 
     spec = parse_target("llvm")
-    width = vector_width(spec)
+    width = cpu_kind(spec)
     torch.set_num_threads(int(spec.config.get("num-cores", 2)))
-    meta = {**machine(), "target": spec.key, "blas": blas(), "isa": width.upper().replace("AVX512", "AVX-512")}
+    meta = {**machine(), "target": spec.key, "blas": blas(), "isa": CPU_LABELS[width]}
     keys = [f"conv2d:{d}" for d in CONVS] + [f"dense:{d}" for d in DENSES]
     rows = [row(k, spec.tvm_target(), args.rounds) for k in keys]
     write_json(f"heuristics_{width}", {"meta": meta, "rows": rows})

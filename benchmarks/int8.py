@@ -8,7 +8,7 @@ ternary weights, built untuned three ways from the same file: ``auto`` (the int8
 the CPU has VNNI), ``--kernels dense`` (the fp32 product of the dequantized input), and the
 same weights without the quantize/dequantize pair (fp32 activations, where the ternary decode
 kernel or dense runs, whichever the never-slower policy picks); onnxruntime runs the QDQ file.
-Ratios of medians over interleaved rounds in one run. Writes results/int8.json and the ``int8``
+Ratios of medians over interleaved rounds in one run. Writes results/int8_<cpu>.json and the ``int8_<cpu>``
 section of BENCHMARKS.md.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, update_section, write_json  # noqa: E402
+from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json  # noqa: E402
 
 SHAPES = ((1, 1024, 1024), (16, 1024, 1024), (1, 4096, 4096), (16, 4096, 4096), (128, 768, 3072))
 WORK = ROOT / ".bench" / "int8"
@@ -87,8 +87,9 @@ def main() -> None:
               f"({row['fp32_act_kernel'].split(':')[0]}) {row['vs_fp32_act']:.2f}x  vs ort {row['vs_ort']:.2f}x  "
               f"err {err:.1e}", flush=True)
     info = {**machine(), "target": target.key, "isa": isa.current().name}
-    write_json("int8", {"machine": info, "rows": rows})
-    lines = ["## Quantized activations: integer products (`benchmarks/int8.py`)", "",
+    name = per_cpu("int8", target)
+    write_json(name, {"machine": info, "rows": rows})
+    lines = [f"## Quantized activations: integer products, {target.key} (`benchmarks/int8.py`)", "",
              f"{info['cpu']} ({target.key}, ISA {info['isa']}), commit {info['commit']}, {info['date']}; untuned. "
              "One layer `relu(dequant(quant(x)) @ W + b)` with ternary weights per shape (M x K x N), each build "
              "from the same file; ratios of medians over interleaved rounds (> 1: the int8 build is faster). "
@@ -101,7 +102,7 @@ def main() -> None:
         lines.append(f"| {r['m']} x {r['k']} x {r['n']} | {r['kernel'].split(':')[0]} | {r['vs_dense']:.2f}x "
                      f"| {r['vs_fp32_act']:.2f}x ({r['fp32_act_kernel'].split(':')[0]}) | {r['vs_ort']:.2f}x "
                      f"| {r['max_rel_err']:.1e} |")
-    update_section("int8", "\n".join(lines))
+    update_section(name, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, vector_width, write_json
+from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -57,7 +57,7 @@ def sweep() -> int:
     from tvmopt.target import parse_target
 
     target = parse_target("llvm")
-    name = f"kernel_choice_sweep_{vector_width(target)}"
+    name = f"kernel_choice_sweep_{cpu_kind(target)}"
     rows = []
     with LocalMeasurer(target) as measurer:
         for n in (256, 1024, 4096):

@@ -10,8 +10,8 @@ Per network: the untuned build (default schedules only: no user or shipped recor
 compile time; for the networks in ``--tune``, ``tvmopt tune`` with the CLI's default budget
 from empty records, then the tuned build. Timings are interleaved rounds (median of calls per
 round, median over rounds); each figure is a ratio to onnxruntime measured in that round
-(> 1: tvmopt is faster). Writes benchmarks/results/networks.json and BENCHMARKS.md's
-"networks" section.
+(> 1: tvmopt is faster). Writes benchmarks/results/networks_<cpu>.json (one per CPU kind: ``report.cpu_kind``) and BENCHMARKS.md's
+``networks_<cpu>`` section.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, update_section, write_json  # noqa: E402
+from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
@@ -88,7 +88,7 @@ def _rel(got, expected) -> float:
 
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
-        "## Real networks (issues 11 and 19)",
+        f"## Real networks, {meta['target']} (issues 11 and 19)",
         "",
         f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {meta['machine']['date']}, "
         f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
@@ -143,8 +143,9 @@ def main() -> None:
         rows.append(row)
     meta = {"machine": machine(), "target": target.key, "rounds": args.rounds, "trials": args.trials,
             "tuner": args.tuner}
-    write_json("networks", {**meta, "rows": rows})
-    update_section("networks", table(rows, meta))
+    name = per_cpu("networks", target)
+    write_json(name, {**meta, "rows": rows})
+    update_section(name, table(rows, meta))
     if args.ship:
         from tvmopt.records.store import pick_best
 

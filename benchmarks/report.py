@@ -34,13 +34,52 @@ def machine() -> dict:
             "commit": commit}
 
 
-def vector_width(spec) -> str:
-    """``avx2`` or ``avx512``: the vector width of an LLVM target (the host's for others). The
-    benchmarks whose figures depend on it keep one JSON and one BENCHMARKS.md section per width,
-    so the CPUs this project runs on stand side by side."""
+def cpu_kind(spec) -> str:
+    """The kind of CPU an LLVM target (the host's for others) is: ``avx2`` (AVX2 only, or
+    AVX-512 hidden), ``avx512`` (AMD Zen with AVX-512) or ``xeon`` (Intel with AVX-512: VNNI,
+    VPOPCNTDQ, AMX on this project's machines, where numpy's OpenBLAS runs its SkylakeX kernel
+    and torch runs MKL). The benchmarks whose figures depend on the CPU keep one JSON and one
+    BENCHMARKS.md section per kind, so the CPUs this project runs on stand side by side."""
     from tvmopt.schedules import isa
 
-    return "avx512" if (isa.for_target(spec) or isa.host()).lanes >= 16 else "avx2"
+    found = isa.for_target(spec) or isa.host()
+    if found.lanes < 16:
+        return "avx2"
+    mcpu = str(getattr(spec, "config", {}).get("mcpu", "")) if getattr(spec, "kind", None) == "llvm" else ""
+    if not mcpu:
+        mcpu = "znver" if "AMD" in machine()["cpu"] else "intel"
+    return "avx512" if mcpu.startswith("znver") else "xeon"
+
+
+def per_cpu(name: str, spec) -> str:
+    """``name`` suffixed with the CPU kind of ``spec`` (:func:`cpu_kind`)."""
+    return f"{name}_{cpu_kind(spec)}"
+
+
+CPU_LABELS = {"avx2": "AVX2", "avx512": "AVX-512 (AMD Zen)", "xeon": "AVX-512 (Intel Xeon)"}
+
+
+def blas() -> str:
+    """Which kernels the references run: every BLAS/OpenMP library threadpoolctl sees loaded (numpy's
+    OpenBLAS names the kernel it picked for this CPU), and torch's MKL and its instruction set."""
+    parts = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        parts += [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads)"
+                  for i in threadpool_info() if i.get("internal_api") != "openmp"]
+    except Exception:  # noqa: BLE001 - threadpoolctl missing: say so
+        parts.append("numpy: unknown (threadpoolctl not installed)")
+    try:
+        import torch
+
+        if torch.backends.mkl.is_available():
+            parts.append(f"torch: MKL ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
+        else:
+            parts.append(f"torch: no MKL ({torch.backends.cpu.get_cpu_capability()})")
+    except Exception:  # noqa: BLE001 - torch missing
+        pass
+    return "; ".join(parts)
 
 
 def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:

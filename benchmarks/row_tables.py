@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, vector_width, write_json  # noqa: E402
+from report import machine, update_section, cpu_kind, write_json  # noqa: E402
 from suite import WORK, build_model, compressed, export, timed_rounds  # noqa: E402
 
 ROWS = ("resnet18:binary:1", "resnet18:binary:16", "vgg:binary:1", "vgg:binary:16", "encoder:binary:1",
@@ -76,7 +76,7 @@ def main() -> None:
         model_name, variant, batch = spec.split(":")
         rows.append(measure(model_name, variant, int(batch), target, args.rounds))
     meta = {**machine(), "target": target.key}
-    name = f"row_tables_{vector_width(target)}"
+    name = f"row_tables_{cpu_kind(target)}"
     write_json(name, {"meta": meta, "rows": rows})
     lines = ["## Row tables in whole networks (`benchmarks/row_tables.py`)", "",
              f"Measured on {meta['cpu']} ({meta['target']}), 2 cores, commit {meta['commit']}, {meta['date']}. "

@@ -32,7 +32,7 @@ median over rounds), same inputs, same run:
   same dense layers, so it runs at the same speed).
 
 Writes benchmarks/results/suite_<width>.json (after every row) and BENCHMARKS.md's
-``suite_<width>`` section, one per vector width of the machine (``avx2``, ``avx512``).
+``suite_<cpu>`` section, one per CPU kind of the machine (``avx2``, ``avx512``, ``xeon``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, machine, median_seconds, update_section, vector_width, write_json  # noqa: E402
+from report import RESULTS, ROOT, machine, median_seconds, update_section, cpu_kind, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
@@ -266,7 +266,7 @@ def main() -> None:
     from tvmopt.target import parse_target
 
     target = parse_target("llvm")
-    name = f"suite_{vector_width(target)}"
+    name = f"suite_{cpu_kind(target)}"
     meta = {**machine(), "target": target.key}
     rows: list[dict] = []
     previous = RESULTS / f"{name}.json"

@@ -22,23 +22,27 @@ from tvmopt.ops.registry import OpFamily, TaskKind, register_family
 from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
 
 
-#: dense kernels with at least this many rows start with B packed (the copy is amortized); on
-#: AVX-512 (8 x 32 register tiles) from 64: at 16 x 4096 x 4096 the per-call copy of the weight
-#: cost more than it saved, at 128 x 768 x 3072 packing won (benchmarks/heuristics.py)
+#: dense kernels with at least this many rows start with B packed (the copy is amortized), where
+#: they do not stream the weight (below)
 DENSE_PACK_MIN_M = 16
-DENSE_PACK_MIN_M_AVX512 = 64
-#: up to this many rows a dense kernel is a matrix-vector product: its start streams the weight
-GEMV_MAX_M = 4
-#: on AVX2 (4 x 16 register tiles) the streaming start holds up to this many rows, all of them
-#: inside each block of weight rows (m1 = 1), so the weight is read once per call: measured on a
-#: Zen 4 with AVX-512 hidden, 2.1x (16 x 1024 x 1024) to 4.7x (16 x 4096 x 4096) and 2.3x
+#: the streaming start holds up to this many rows, all of them inside each block of weight rows
+#: (m1 = 1), so the weight is read once per call. On AVX2 (4 x 16 register tiles), measured on a
+#: Zen 4 with AVX-512 hidden: 2.1x (16 x 1024 x 1024) to 4.7x (16 x 4096 x 4096) and 2.3x
 #: (128 x 4096 x 4096) faster than the blocked start, which re-read the whole weight for every 4
-#: rows; at 128 x 768 x 3072 within 10%. AVX-512's starts were measured on Zen 5 and are left as
-#: they are.
-STREAM_MAX_M_AVX2 = 128
+#: rows; at 128 x 768 x 3072 within 10%. AVX-512 (8 x 32 tiles) streams every product: larger ones
+#: in blocks of this many rows (m1 = M / 128), each block streaming the weight. Measured on an
+#: Intel Xeon (rocketlake, 2 cores) against torch's MKL in the same run, the streaming start
+#: against the blocked one (K blocks of 256, B packed from 64 rows): 16 x 4096 x 4096 1.51x torch
+#: (was 0.43x), 128 x 768 x 3072 0.81x (0.53x), 128 x 3072 x 768 0.90x (0.53x), 2048 x 3072 x 768
+#: 0.74x (0.50x) (benchmarks/heuristics.py; /tmp experiments of session 35)
+STREAM_MAX_M = 128
 #: the streaming start's accumulator (rows x a parallel strip's outputs) is split into this many
 #: bytes at most (n1 blocks), so it stays in L2
 STREAM_ACCUMULATOR_BYTES = 512 * 1024
+#: the streaming start's K block (the weight rows read per step of the register tile): 16 on
+#: AVX-512 (1.4 to 2x faster than 4 on the Xeon at 16 x 4096 x 4096 and 128 x 768 x 3072; 8 and
+#: 32 in between), 4 on AVX2 (Zen 4)
+STREAM_K_BLOCK = {True: (16, 8, 4, 2, 1), False: (4, 2, 1)}
 
 
 class _TorchMatmul:
@@ -73,20 +77,23 @@ class GemmTask(Task):
 
             wide = current().lanes >= 16
             tm, tn, tk, *rest = heuristic_config(s, self.space)
-            pack = s.m >= (DENSE_PACK_MIN_M_AVX512 if wide else DENSE_PACK_MIN_M)
-            if s.m <= GEMV_MAX_M or (not wide and s.m <= STREAM_MAX_M_AVX2):
-                # a few rows: stream the weight row by row (a K block of a few rows at a time) with
-                # all of a strip's outputs accumulated in cache; K-deep column strips of a [K, N]
-                # weight touch one page per row and ran 3x slower (dense:1x4096x9216)
+            pack = s.m >= DENSE_PACK_MIN_M
+            if wide or s.m <= STREAM_MAX_M:
+                # stream the weight row by row (a K block of a few rows at a time) with all of a
+                # strip's outputs for a block of rows accumulated in cache; K-deep column strips of
+                # a [K, N] weight touch one page per row and ran 3x slower (dense:1x4096x9216)
+                m3 = tm[3]
+                m2 = max(d for d in range(1, s.m // m3 + 1) if (s.m // m3) % d == 0 and d * m3 <= STREAM_MAX_M)
+                rows = m2 * m3
                 n0, n3 = tn[0], tn[3]
                 strips = s.n // (n0 * n3)
                 n1 = next(d for d in range(1, strips + 1)
-                          if strips % d == 0 and s.m * (strips // d) * n3 * 4 <= STREAM_ACCUMULATOR_BYTES or d == strips)
+                          if strips % d == 0 and rows * (strips // d) * n3 * 4 <= STREAM_ACCUMULATOR_BYTES or d == strips)
                 tn = (n0, n1, strips // n1, n3)
-                tm = (1, 1, s.m // tm[3], tm[3])
-                k1 = largest_divisor(s.k, (4, 2, 1))
+                tm = (1, s.m // rows, m2, m3)
+                k1 = largest_divisor(s.k, STREAM_K_BLOCK[wide])
                 tk = (s.k // k1, k1)
-                pack = False               # the weight is read once: no per-call packing copy
+                pack = False               # the weight is read once per block of rows: no packing copy
             self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k

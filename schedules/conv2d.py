@@ -205,10 +205,12 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     :func:`register_tile` (``h1 x w1`` pixels by ``c1`` blocks of ``ob`` channels); everything
     else in the parallel outer loops; input channels in blocks of up to 64.
 
-    The kernel window: on AVX-512 outside each input channel of the block (``ic_outer``, as
-    measured on Zen 5); on AVX2 inside it (``ic_inner``: the window's taps are the unrolled
-    innermost reduction), which on a Zen 4 with AVX-512 hidden ran ResNet-18's layers 1.2 to
-    2.6x faster than ``ic_outer`` (1x256x14x14 3x3: 0.38x to 1.0x onnxruntime)."""
+    The kernel window inside each input channel of the block (``ic_inner``: the window's taps
+    are the unrolled innermost reduction): on a Zen 4 with AVX-512 hidden (AVX2 code) it ran
+    ResNet-18's layers 1.2 to 2.6x faster than ``ic_outer`` (1x256x14x14 3x3: 0.38x to 1.0x
+    onnxruntime); on an Intel Xeon (rocketlake, AVX-512) ResNet-18's 3x3 layers went from 0.78-0.93x
+    to 0.95-1.16x onnxruntime, 16x128x28x28 from 0.84x to 1.06x (same runs). AVX-512 starts had
+    ``ic_outer`` from the first conv space on; Zen 5 has not been measured with ``ic_inner``."""
     from .isa import current
 
     lanes = current().lanes
@@ -237,7 +239,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         per_channel = c1 * shape.ob * shape.kh * shape.kw * 4
         ic1 = max([1] + [d for d in _divisors(shape.cg, 64) if d * per_channel <= L1_WEIGHT_BYTES])
     config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.owp // w1, w1), (shape.cg // ic1, ic1),
-              "ic_inner" if avx2 else "ic_outer", "halves" if halves else "inner" if c1 > 1 else "outer",
+              "ic_inner", "halves" if halves else "inner" if c1 > 1 else "outer",
               "outside" if small else "inside", 16, 2 if small else 3)
     if shape.n > 1:
         config += ("inner" if shape.oh * shape.owp <= BATCH_INNER_MAX_PIXELS else "outer",)

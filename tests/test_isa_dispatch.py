@@ -80,7 +80,7 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     # dense layer all inside each block of weight rows (m1 = 1), the weight read once, unpacked
     assert starts["avx2"] == (16, 4, 4, 16, False, "ic_inner", 1)
     # AVX-512: 14 zmm (2 vectors x 7 pixels); 8 x 32 GEMM tile, the 16 rows streaming the weight too
-    assert starts["avx512"] == (32, 7, 8, 32, False, "ic_outer", 1)
+    assert starts["avx512"] == (32, 7, 8, 32, False, "ic_inner", 1)
     assert isa.current() is isa.host()                     # the context is gone
 
 

@@ -52,6 +52,7 @@ class ConvShape:
     pad: int = 0
     groups: int = 1
     layout: str = "NCHW"       # of the input and the output: "NCHW" or "NHWC" (the weight is blocked either way)
+    fill_blocks: bool = False  # the dense conv: ungrouped output channels padded to whole blocks of 16 (``ogp``)
 
     @property
     def nhwc(self) -> bool:
@@ -103,10 +104,18 @@ class ConvShape:
     def ogp(self) -> int:
         """Output channels per group the kernel computes: a grouped conv's ``O / G``, rounded up
         to a multiple of 8 where it is not one (ShuffleNet's 34 and 68), so vector blocks have
-        8 lanes and not 2 or 4; the extra channels have zero weights and are dropped in the
-        write-back. Depthwise and ungrouped convolutions keep theirs."""
+        8 lanes and not 2 or 4; the dense conv's ungrouped ``O`` (``fill_blocks``) rounded up to
+        a multiple of 16 where that adds at most one channel in 16 (a classifier's 1000 as 1008),
+        so blocks fill an AVX-512 vector (and two AVX2 ones): SqueezeNet's 1x512x13x13x1000 1x1
+        start ran 1.5x faster as 1008 on the Intel Xeon (0.49x -> 0.75x onnxruntime, same run).
+        The extra channels have zero weights and are dropped in the write-back. Depthwise
+        convolutions and the compressed ones (whose weight formats have no padded channels)
+        keep theirs."""
         og = self.o // self.groups
-        if self.groups == 1 or self.cg == 1 or og % 8 == 0 or og < 8:
+        if self.groups == 1:
+            padded = -(-og // 16) * 16
+            return padded if self.fill_blocks and 16 * (padded - og) <= og else og
+        if self.cg == 1 or og % 8 == 0 or og < 8:
             return og
         return -(-og // 8) * 8
 

@@ -45,7 +45,9 @@ def test_conv2d_reference_is_pytorch_conv2d():
                                  "conv2d_nhwc:2x16x8x8x32x1x1x2x0",
                                  "conv2d_nhwc:1x32x11x13x24x3x3x1x1",
                                  "conv2d_nhwc:1x12x9x9x68x1x1x1x0x2",
-                                 "conv2d_nhwc:2x32x7x7x16x3x3x1x1"])   # a batch of 7-wide maps, computed 8 wide
+                                 "conv2d_nhwc:2x32x7x7x16x3x3x1x1",   # a batch of 7-wide maps, computed 8 wide
+                                 "conv2d:1x32x5x5x136x1x1x1x0",      # 136 outputs computed as 144 (blocks of 16)
+                                 "conv2d_nhwc:2x32x5x5x136x3x3x1x1"])
 def test_every_knob_value_of_the_conv2d_space_is_correct(key):
     task = get_task(key)
     if key.startswith("conv2d_nhwc"):               # channels last in and out
@@ -56,6 +58,10 @@ def test_every_knob_value_of_the_conv2d_space_is_correct(key):
         assert get_task("conv2d_nhwc:16x512x7x7x512x3x3x1x1").shape.owp == 8
         assert get_task("conv2d_nhwc:1x512x7x7x512x3x3x1x1").shape.owp == 7
         assert get_task("conv2d_nhwc:16x256x14x14x512x3x3x2x1").shape.owp == 7
+    if "x136x" in key:                              # 1000 -> 1008 alike; 24 (a third more) stays 24
+        assert (task.shape.op, task.shape.ob, task.space.knobs[0].extent) == (144, 16, 9)
+        assert get_task("conv2d:1x8x5x5x24x1x1x1x0").shape.op == 24
+        assert get_task("shift_conv2d:1x32x5x5x136x1x1x1x0").shape.op == 136    # compressed: no padded channels
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels
         assert (task.shape.ogp, task.shape.ob, task.space.knobs[0].extent) == (40, 8, 10)
     target = parse_target("llvm")

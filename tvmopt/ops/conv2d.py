@@ -223,7 +223,7 @@ def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
     if len(dims) == 10 and (dims[9] < 1 or dims[1] % dims[9] or dims[4] % dims[9]):
         raise WorkloadError(f"workload '{key}': {dims[9]} groups must divide the {dims[1]} input and {dims[4]} "
                             f"output channels")
-    return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW"))
+    return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW", fill_blocks=True))
 
 
 FAMILY = register_family(OpFamily(

@@ -13,7 +13,9 @@ import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
 from tvmopt.cli.main import main
 from tvmopt.passes import DetectOptions
+from tests_support import avx2_host
 from tvmopt.passes.choose import choose
+from tvmopt.schedules import isa
 from tvmopt.records.store import Record, RecordCache
 from tvmopt.target import parse_target
 
@@ -42,7 +44,8 @@ def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_wei
     """conv_kernels (NHWC on AVX2, NCHW on Zen 5): binary lost at 8x8 (ResNet-20's last stage),
     tied from 16x16, and won at 7x7 on a 2.4M-weight layer; hashed lost there."""
     def compressed(family, rows, weights):
-        return choose("auto", family, "k", "d", rows, weights, conv=True).compressed
+        with isa.use(isa.AVX2):                 # the AVX2 rules (AVX-512's: test_the_policy_in_each_case)
+            return choose("auto", family, "k", "d", rows, weights, conv=True).compressed
 
     assert not compressed("binary_conv2d", 64, 64 * 64 * 9)                 # 1x64x8x8x64
     assert compressed("binary_conv2d", 1024, 64 * 64 * 9)                   # the same layer at batch 16
@@ -85,10 +88,22 @@ def _policy_cases():
     assert choose("auto", "binary_dense", "k", "d", 128, 768 * 3072, False).compressed        # encoder tokens
     assert not choose("auto", "binary_dense", "k", "d", 2048, 768 * 3072, False).compressed
     assert not choose("auto", "nm_decode_dense", "k", "d", 128, 768 * 3072, False).compressed
-    # direct compressed convolutions: at the dense conv's speed (hashed only while small)
-    assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
-    assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
-    assert not choose("auto", "hashed_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
+    # direct compressed convolutions on AVX2: at the dense conv's speed (hashed only while small)
+    with isa.use(isa.AVX2):
+        assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+        assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+        assert not choose("auto", "hashed_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
+    # on AVX-512 only large weights: at any pixel count from 2M binary or ternary weights, else
+    # from 256K weights shared by 256 output pixels; never small layers (ResNet-20's)
+    with isa.use(isa.AVX512):
+        assert not choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+        assert not choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
+        assert not choose("auto", "binary_conv2d", "k", "d", 16 * 1024, 16 * 16 * 9, True).compressed
+        assert choose("auto", "binary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed
+        assert not choose("auto", "shift_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
+        assert choose("auto", "shift_conv2d", "k", "d", 784, 512 * 512 * 9, True).compressed
+        assert not choose("auto", "ternary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed
+        assert choose("auto", "ternary_conv2d", "k", "d", 1024, 128 * 256 * 9, True).compressed
     assert not choose("auto", "shift_dense", "k", "d", 3136, 4096 * 4096, True).compressed
     with pytest.raises(ValueError, match="kernel policy"):
         choose("fastest", "nm_dense", "k", "d", 1, 1, False)
@@ -135,13 +150,15 @@ def test_a_layer_where_dense_wins_stays_dense_and_the_records_can_say_otherwise(
 
 
 def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp_path):
+    """The AVX2 rules (AVX-512 needs larger weights: test_the_policy_in_each_case)."""
     torch.manual_seed(1)
+    avx2 = avx2_host()
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), tn.ShiftConv2d(8, 16, 3, padding=1)).eval()
     x = torch.randn(1, 3, 16, 16)          # 256 output pixels per decode: predicted at dense speed
     path = tn.export_onnx(model, x, tmp_path / "c.onnx", plain=True)
     with torch.no_grad():
         ref = model(x).numpy()
-    auto = compile_model(path, records=tmp_path / "none", shipped=False)
+    auto = compile_model(path, avx2, records=tmp_path / "none", shipped=False)
     # a plain export of dense and shift convs runs channels last (passes/layout.py)
     assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d_nhwc", "shift_conv2d_nhwc"]
     assert auto.lowered.layers[1].structure.startswith("shift") and "dense conv's speed" in auto.lowered.layers[1].choice
@@ -149,17 +166,17 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     # records where the dense conv of the layer is faster: the layer stays dense
     from tvmopt.ops.task import get_task
 
-    target = parse_target("llvm")
+    target = avx2
     compressed, dense = auto.lowered.layers[1].kernel, "conv2d_nhwc:1x8x16x16x16x3x3x1x1"
     records = tmp_path / "records"
     RecordCache(records).append([Record(compressed, target.key, get_task(compressed).space.initial(), (9e-6,)),
                                    Record(dense, target.key, get_task(dense).space.initial(), (3e-6,))])
-    slower = compile_model(path, records=records, shipped=False)
+    slower = compile_model(path, avx2, records=records, shipped=False)
     assert slower.lowered.layers[1].kernel == dense and "dense 3.00x faster" in slower.lowered.layers[1].choice
     small = tn.export_onnx(model, torch.randn(1, 3, 9, 9), tmp_path / "small.onnx", plain=True)
-    few = compile_model(small, records=tmp_path / "none", shipped=False)      # 81 pixels: the decode would cost
+    few = compile_model(small, avx2, records=tmp_path / "none", shipped=False)      # 81 pixels: the decode would cost
     assert few.lowered.layers[1].kernel.startswith("conv2d_nhwc:") and "81 output pixels" in few.lowered.layers[1].choice
-    forced = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
+    forced = compile_model(path, avx2, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
     assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d_nhwc", "conv2d_nhwc"]
     for compiled in (auto, slower, forced):
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

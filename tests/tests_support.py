@@ -29,3 +29,11 @@ def write_synthetic_table(path):
         entries.append([config_to_json(c), cost, "ok" if cost else "runtime_error", 0.5])
     path.write_text(json.dumps({"header": {"workload": WORKLOAD, "target": "synthetic"}, "entries": entries}))
     return path
+
+
+def avx2_host():
+    """This host's LLVM target with AVX-512 masked: AVX2 code, and the pass's AVX2 rules, on
+    every CPU CI may run on (an AVX-512 host builds for the same CPU with ``-avx512f``)."""
+    from tvmopt.target import TargetSpec, host_llvm_config
+
+    return TargetSpec("llvm", {**host_llvm_config(), "mattr": ["-avx512f"]}, None)

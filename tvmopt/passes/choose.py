@@ -65,6 +65,19 @@ DIRECT_CONV_MIN_WEIGHTS = {"binary_conv2d": 1 << 18, "ternary_conv2d": 1 << 18, 
 #: many output pixels: VGG's CIFAR layers at batch 1 (2x2 to 8x8 maps, 0.3 to 2.4M weights)
 #: made the whole network 0.83x its dense build with them, 0.98x without (Zen 4, AVX2)
 DIRECT_CONV_WEIGHTS_MIN_ROWS = {"nm_conv2d": 49}
+#: AVX-512: the rules above were measured against AVX2 code (Zen 4) and NCHW (Zen 5); with the
+#: AVX-512 dense conv's start at its speed (0.95-1.18x onnxruntime on the Intel Xeon), a direct
+#: compressed conv only pays where the weight is large and many pixels share each decoded tile
+#: (``conv_kernels_xeon_nhwc``, Intel Xeon, channels last, start configs): at batch 1 binary,
+#: ternary, shift and 2:4 ran 0.4 to 0.98x the dense conv on every ResNet-20, VGG and ResNet-18
+#: layer except binary and ternary on 512x512x3x3 weights (2.4M: 0.96 to 1.22x); at batch 16
+#: 1.0 to 1.12x from 128 channels at 8x8 (256 pixels and more, 0.3M weights and more), 0.51 to
+#: 0.97x on ResNet-20's 16 to 64-channel layers. Whole networks agreed: ResNet-20 ran 0.84 to
+#: 0.94x its dense build at batch 1 with the AVX2 rules, VGG with shift 0.86x.
+#: So on AVX-512: from these many weights at any pixel count ...
+DIRECT_CONV_AVX512_MIN_WEIGHTS = {"binary_conv2d": 1 << 21, "ternary_conv2d": 1 << 21}
+#: ... or from ``DIRECT_CONV_MIN_WEIGHTS`` weights and this many output pixels; never by pixels alone
+DIRECT_CONV_AVX512_MIN_ROWS = 256
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -111,6 +124,13 @@ class Choice:
         return ("compressed" if self.compressed else "dense") + f" ({self.why})"
 
 
+def _wide() -> bool:
+    """Whether the ISA the build's starts are shaped for is AVX-512 (:mod:`tvmopt.schedules.isa`)."""
+    from ..schedules.isa import current
+
+    return current().lanes >= 16
+
+
 def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | None:
     """The row-table conv a direct compressed conv (``conv_prefix``) of ``rows`` output pixels
     and ``weights`` weights runs instead (large layers: tables shared by 16 output pixels), or None."""
@@ -146,6 +166,17 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         if weights >= ROW_TABLE_MIN_WEIGHTS[family]:
             return Choice(True, f"predicted: tables of partial sums shared by 16 {what}, one add per 4 weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
+    if conv and _wide():
+        if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
+            return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
+                                f"one a fraction of them")
+        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_AVX512_MIN_ROWS:
+            return Choice(True, f"predicted: on AVX-512, {rows:,} output pixels share each decoded tile of "
+                                f"{weights:,} weights")
+        if family in DIRECT_CONV_MIN_ROWS:
+            return Choice(False, f"predicted: on AVX-512 the dense conv wins at {rows:,} output pixels x "
+                                 f"{weights:,} weights")
+        return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if least is not None and rows >= least:
@@ -157,9 +188,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:
-        from ..schedules.isa import current
-
-        if family in AVX2_TILE_DECODE_DENSE and current().lanes < 16:
+        if family in AVX2_TILE_DECODE_DENSE and not _wide():
             return Choice(False, f"predicted: on AVX2 the dense kernel streams the weight once for {rows} rows "
                                  f"and wins")
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)

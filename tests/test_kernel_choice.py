@@ -14,7 +14,7 @@ from tvmopt.build.compile import compile_model
 from tvmopt.cli.main import main
 from tvmopt.passes import DetectOptions
 from tests_support import avx2_host
-from tvmopt.passes.choose import choose
+from tvmopt.passes.choose import choose, conv_row_tables
 from tvmopt.schedules import isa
 from tvmopt.records.store import Record, RecordCache
 from tvmopt.target import parse_target
@@ -104,6 +104,9 @@ def _policy_cases():
         assert choose("auto", "shift_conv2d", "k", "d", 784, 512 * 512 * 9, True).compressed
         assert not choose("auto", "ternary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed
         assert choose("auto", "ternary_conv2d", "k", "d", 1024, 128 * 256 * 9, True).compressed
+        assert conv_row_tables("binary_conv2d", 64, 256 * 256 * 9) is None       # no conv row tables on AVX-512
+    with isa.use(isa.AVX2):
+        assert conv_row_tables("binary_conv2d", 64, 256 * 256 * 9) == "binary_rowlut_conv2d"
     assert not choose("auto", "shift_dense", "k", "d", 3136, 4096 * 4096, True).compressed
     with pytest.raises(ValueError, match="kernel policy"):
         choose("fastest", "nm_dense", "k", "d", 1, 1, False)

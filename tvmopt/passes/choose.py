@@ -97,6 +97,11 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: 0.35 to 1.22x, never given to a layer
 ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
                          "binary_rowlut_conv2d": 1 << 18}
+#: Conv row tables on AVX-512: none. On the Intel Xeon (``row_tables_xeon``, whole networks built
+#: with and without them, same runs) they made ResNet-18 binary 0.88x (batch 1) and 0.93x (16) and
+#: VGG 0.79x at batch 16, 1.10x only on VGG's batch-1 maps of 4x4 to 8x8; they also hold the whole
+#: graph in NCHW (no channels-last kernel), where the direct binary conv lets it go NHWC.
+CONV_ROW_TABLES_AVX512 = False
 #: rows from which the pass gives a dense layer its row tables (fewer: the decode kernels).
 #: Ternary tables lost to the ternary decode kernel at 16 rows in the whole mlp4096
 #: (``benchmarks/row_tables.py``: 0.88x; the sweep: 1.02x against 1.30x at 4096^2) and won at
@@ -138,6 +143,8 @@ def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | N
     from tvmopt.ops.row_tables import takes_rows
 
     tables = ROW_TABLES_OF.get(conv_prefix)
+    if not CONV_ROW_TABLES_AVX512 and _wide():
+        return None
     return tables if tables and takes_rows(rows) and weights >= ROW_TABLE_MIN_WEIGHTS[tables] else None
 
 

@@ -132,22 +132,22 @@ def budget_check(name: str, target, tuner: str) -> dict:
     """``tvmopt tune`` of a bundled model with the CLI's default budget, from empty records."""
     import tempfile
 
-    from tvmopt.cli.main import DEFAULT_TRIALS
-    from tvmopt.tune.loop import tune_model
+    from tvmopt.tune.loop import model_budget, tune_model
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = tune_model(MODELS / f"digits_{name}.onnx", target, tuner=tuner, trials=DEFAULT_TRIALS, records=tmp,
+        result = tune_model(MODELS / f"digits_{name}.onnx", target, tuner=tuner, records=tmp,    # the CLI's default
                             progress=False, log=lambda *_: None)
         seconds = time.perf_counter() - start
-    return {"model": f"digits_{name}", "trials": DEFAULT_TRIALS, "tasks": len(result.tasks),
+    return {"model": f"digits_{name}", "trials": model_budget(len(result.tasks)), "tasks": len(result.tasks),
             "measured": sum(r.measured for _, _, _, r in result.tasks), "tune_s": seconds}
 
 
 def ship(target, rows: list[dict], trials: int, tuner: str) -> int:
-    from tvmopt.records.store import pick_best
+    from tvmopt.records.store import RecordCache, pick_best
     from tvmopt.tune.loop import extract_tasks
 
+    others = set(RecordCache(SHIPPED).best_all(target.key)) if (SHIPPED / f"{target.key}.jsonl").exists() else set()
     keys = set()
     for r in rows:
         keys.update(k for k, _, _ in extract_tasks(MODELS / f"{r['model']}.onnx", r["batch"]))
@@ -155,8 +155,10 @@ def ship(target, rows: list[dict], trials: int, tuner: str) -> int:
     header = (f"tvmopt shipped records for the bundled digits models on {target.key}\n"
               f"measured on {m['cpu']} ({target.key}), {m['date']}, commit {m['commit']}\n"
               f"best of {tuner} search, {trials} trials per model and batch "
-              f"(benchmarks/e2e.py --ship); one record per task")
-    return pick_best(RECORDS, SHIPPED / f"{target.key}.jsonl", target.key, header, workloads=keys)
+              f"(benchmarks/e2e.py --ship); one record per task" +
+              ("; the file's other records kept (benchmarks/networks.py --ship: the zoo networks')" if others - keys else ""))
+    # the digits models' best from this run and the file's own; every other workload of the file kept
+    return pick_best([RECORDS, SHIPPED], SHIPPED / f"{target.key}.jsonl", target.key, header, workloads=keys | others)
 
 
 def table(rows: list[dict], tuning: list[dict], budget: list[dict], note: str) -> str:

@@ -28,13 +28,13 @@ def test_the_policy_in_each_case():
         _policy_cases()
 
 
-def test_avx2_predicts_dense_where_its_streaming_dense_start_wins():
+def test_2_4_is_predicted_dense_where_the_streaming_dense_start_wins():
     from tvmopt.schedules import isa
 
-    for chosen, compressed in ((isa.AVX2, False), (isa.AVX512, True)):
+    for chosen in (isa.AVX2, isa.AVX512):
         with isa.use(chosen):
             picked = choose("auto", "nm_decode_dense", "k", "d", 16, 4096 * 4096, False)
-            assert picked.compressed is compressed, (chosen.name, picked.why)
+            assert not picked.compressed and "streams the weight" in picked.why, (chosen.name, picked.why)
             # one row: the weight is streamed either way and 2:4 halves it
             assert choose("auto", "nm_decode_dense", "k", "d", 1, 4096 * 4096, False).compressed
             assert choose("auto", "binary_dense", "k", "d", 16, 4096 * 4096, False).compressed

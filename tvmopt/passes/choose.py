@@ -12,7 +12,7 @@
 The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py --sweep`` (each
 kernel on its default config against the dense kernel of the same layer, one quiet run; tables
 in BENCHMARKS.md, one per vector width: the thresholds below are the AVX-512 table's, from Zen 5,
-with the AVX2 table's exceptions in ``AVX2_TILE_DECODE_DENSE``). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
+with the exceptions measured since: ``TILE_DECODE_DENSE``, the AVX-512 convolution rules). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
 product and win at every size, as does ``int8_dense`` (quantized activations, offered only
 where the CPU has VNNI: 4 bytes of K per lane per instruction). At one row the decoded kernels (binary, ternary, shift, 2:4
 decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against
@@ -113,10 +113,11 @@ MEMORY_BOUND_ROWS = 16
 #: 768 x 3072 (the encoder's token count) and 1.3x at 64 x 1024 x 1024, but 0.74x at 2048 rows;
 #: 2:4 0.67x at 128 rows
 TILE_DECODE_MAX_ROWS = {"binary_dense": 128, "ternary_dense": 128, "shift_dense": 128}
-#: on AVX2 (measured on a Zen 4 with AVX-512 hidden: ``kernel_choice_sweep_avx2``), the dense
-#: start streams the weight once for up to 128 rows, and 2:4's decoded kernel lost to it from 16
-#: rows at every size (0.32 to 0.67x; mlp4096 at batch 16: 0.44x the dense build): dense there
-AVX2_TILE_DECODE_DENSE = frozenset({"nm_decode_dense"})
+#: the dense start streams the weight once per block of rows (AVX2: up to 128 rows; AVX-512 since
+#: it streams too), and 2:4's decoded kernel lost to it from 16 rows: on AVX2 at every size
+#: (Zen 4 with AVX-512 hidden, ``kernel_choice_sweep_avx2``: 0.32 to 0.67x; mlp4096 at batch 16
+#: 0.44x the dense build), on the Intel Xeon mlp4096 at batch 16 0.88x (``suite_xeon``): dense there
+TILE_DECODE_DENSE = frozenset({"nm_decode_dense"})
 
 
 @dataclass
@@ -195,9 +196,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:
-        if family in AVX2_TILE_DECODE_DENSE and not _wide():
-            return Choice(False, f"predicted: on AVX2 the dense kernel streams the weight once for {rows} rows "
-                                 f"and wins")
+        if family in TILE_DECODE_DENSE:
+            return Choice(False, f"predicted: the dense kernel streams the weight once for {rows} rows and wins")
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
     if least is not None and rows <= most_rows and weights >= least:

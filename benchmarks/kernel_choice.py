@@ -10,7 +10,7 @@ every layer on the dense kernels) and ``--kernels auto`` (the default: the compr
 where the records or the prediction of ``tvmopt.passes.choose`` say it is at least as fast), and
 onnxruntime on the same file's plain export. Timed interleaved, numpy in and out, median of
 ``--rounds`` rounds. The goal: auto is never slower than dense (ratio >= 0.95, the noise band).
-Writes benchmarks/results/kernel_choice.json and the ``kernel_choice`` section of BENCHMARKS.md.
+Writes benchmarks/results/kernel_choice_<cpu>.json and the ``kernel_choice_<cpu>`` section of BENCHMARKS.md (one per CPU kind).
 
 ``--sweep`` instead measures single layers (N = K in 256, 1024, 4096; 1, 16 and 128 rows): each
 compressed kernel on its default config against the dense kernel of the same layer, through the
@@ -148,7 +148,8 @@ def main() -> int:
                       f"auto/ort {r['auto_vs_ort']:.2f}x", flush=True)
     info = machine()
     info["target"] = target.key
-    write_json("kernel_choice", {"machine": info, "rounds": args.rounds, "rows": rows})
+    name = f"kernel_choice_{cpu_kind(target)}"
+    write_json(name, {"machine": info, "rounds": args.rounds, "rows": rows})
     never_slower = sum(r["auto_vs_dense"] >= 0.95 for r in rows)
     table = ["| model | export | batch | auto vs dense | auto vs compressed | compressed vs dense | auto vs onnxruntime "
              "| kernels auto chose |", "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -158,7 +159,7 @@ def main() -> int:
                      f"{r['auto_vs_compressed']:.2f}x | {r['compressed_vs_dense']:.2f}x | {r['auto_vs_ort']:.2f}x | "
                      f"{', '.join(r['auto_layers']) or '-'} |")
     worst = max((max(r["spread"].values()) for r in rows), default=0.0)
-    text = (f"## Never slower than dense: the kernel choice (`benchmarks/kernel_choice.py`)\n\n"
+    text = (f"## Never slower than dense: the kernel choice, {target.key} (`benchmarks/kernel_choice.py`)\n\n"
             f"{info['cpu']} ({target.key}), {info['date']}, commit {info['commit']}. Each bundled model built three "
             f"ways from the same file and the shipped records: `--kernels compressed` (every structured layer on its "
             f"compressed kernel), `--kernels dense` (detection off) and `--kernels auto` (the default). Ratios: the "
@@ -166,7 +167,7 @@ def main() -> int:
             f"the largest round-to-round spread of any timing was {worst:.0%}. Goal: auto >= 0.95x dense everywhere.\n\n"
             f"auto was at least as fast as dense (within 5%) on {never_slower} of {len(rows)} rows.\n\n"
             + "\n".join(table))
-    update_section("kernel_choice", text)
+    update_section(name, text)
     return 0 if never_slower == len(rows) else 1
 
 

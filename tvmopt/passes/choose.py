@@ -41,6 +41,13 @@ LESS_ARITHMETIC = "less arithmetic than dense"
 CHEAPER = {"xnor_dense": LESS_ARITHMETIC, "xnor_conv2d": LESS_ARITHMETIC, "fastfood": LESS_ARITHMETIC,
            "hadamard": LESS_ARITHMETIC,
            "int8_dense": "integer products: 4 bytes of K per lane per VNNI instruction"}
+#: ... except small transforms at few rows: on the Intel Xeon the bundled digits models' 256-wide
+#: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
+#: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;
+#: Zen 5: 0.97 to 1.02x at batch 1): a dense 256 x 256 product fits in L1, the transform makes
+#: log2(n) passes per H. Records of both kernels, where there are some, decide instead.
+SMALL_TRANSFORM_MAX_WEIGHTS = {"fastfood": 1 << 16, "hadamard": 1 << 16}
+SMALL_TRANSFORM_MIN_ROWS = 8
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
@@ -160,7 +167,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(True, "forced")
     if policy == "dense":
         return Choice(False, "forced")
-    if family in CHEAPER:
+    small_transform = weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
+    if family in CHEAPER and not small_transform:
         return Choice(True, CHEAPER[family])
     if cost is not None:
         c, d = cost(compressed_key), cost(dense_key)
@@ -169,6 +177,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if c <= d:
                 return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
             return Choice(False, f"{source}: dense {c / d:.2f}x faster")
+    if small_transform:
+        return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L1 and "
+                             f"beats the transform's passes")
     if family in ROW_TABLE_MIN_WEIGHTS:
         what = "output pixels" if conv else "rows"
         if weights >= ROW_TABLE_MIN_WEIGHTS[family]:

@@ -15,16 +15,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
-def machine() -> dict:
-    """Where a result was measured (written into every JSON and table)."""
-    cpu = "unknown"
+def cpu_name() -> str:
+    """This machine's CPU model name (``/proc/cpuinfo``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine() -> dict:
+    """Where a result was measured (written into every JSON and table)."""
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
@@ -47,7 +51,7 @@ def cpu_kind(spec) -> str:
         return "avx2"
     mcpu = str(getattr(spec, "config", {}).get("mcpu", "")) if getattr(spec, "kind", None) == "llvm" else ""
     if not mcpu:
-        mcpu = "znver" if "AMD" in machine()["cpu"] else "intel"
+        mcpu = "znver" if "AMD" in cpu_name() else "intel"
     return "avx512" if mcpu.startswith("znver") else "xeon"
 
 

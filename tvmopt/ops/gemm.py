@@ -83,7 +83,7 @@ class GemmTask(Task):
                 # strip's outputs for a block of rows accumulated in cache; K-deep column strips of
                 # a [K, N] weight touch one page per row and ran 3x slower (dense:1x4096x9216)
                 m3 = tm[3]
-                m2 = max(d for d in range(1, s.m // m3 + 1) if (s.m // m3) % d == 0 and d * m3 <= STREAM_MAX_M)
+                m2 = largest_divisor(s.m // m3, range(STREAM_MAX_M // m3, 0, -1))
                 rows = m2 * m3
                 n0, n3 = tn[0], tn[3]
                 strips = s.n // (n0 * n3)

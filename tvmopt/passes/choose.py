@@ -104,11 +104,10 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: 0.35 to 1.22x, never given to a layer
 ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
                          "binary_rowlut_conv2d": 1 << 18}
-#: Conv row tables on AVX-512: none. On the Intel Xeon (``row_tables_xeon``, whole networks built
+#: No conv row tables on AVX-512 (``conv_row_tables``). On the Intel Xeon (``row_tables_xeon``, whole networks built
 #: with and without them, same runs) they made ResNet-18 binary 0.88x (batch 1) and 0.93x (16) and
 #: VGG 0.79x at batch 16, 1.10x only on VGG's batch-1 maps of 4x4 to 8x8; they also hold the whole
 #: graph in NCHW (no channels-last kernel), where the direct binary conv lets it go NHWC.
-CONV_ROW_TABLES_AVX512 = False
 #: rows from which the pass gives a dense layer its row tables (fewer: the decode kernels).
 #: Ternary tables lost to the ternary decode kernel at 16 rows in the whole mlp4096
 #: (``benchmarks/row_tables.py``: 0.88x; the sweep: 1.02x against 1.30x at 4096^2) and won at
@@ -151,7 +150,7 @@ def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | N
     from tvmopt.ops.row_tables import takes_rows
 
     tables = ROW_TABLES_OF.get(conv_prefix)
-    if not CONV_ROW_TABLES_AVX512 and _wide():
+    if _wide():                   # none on AVX-512 (see ROW_TABLE_MIN_WEIGHTS)
         return None
     return tables if tables and takes_rows(rows) and weights >= ROW_TABLE_MIN_WEIGHTS[tables] else None
 
@@ -185,25 +184,27 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         if weights >= ROW_TABLE_MIN_WEIGHTS[family]:
             return Choice(True, f"predicted: tables of partial sums shared by 16 {what}, one add per 4 weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
-    if conv and _wide():
-        if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
-            return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
-                                f"one a fraction of them")
-        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_AVX512_MIN_ROWS:
-            return Choice(True, f"predicted: on AVX-512, {rows:,} output pixels share each decoded tile of "
-                                f"{weights:,} weights")
-        if family in DIRECT_CONV_MIN_ROWS:
-            return Choice(False, f"predicted: on AVX-512 the dense conv wins at {rows:,} output pixels x "
-                                 f"{weights:,} weights")
-        return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
-        if least is not None and rows >= least:
-            return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
-        if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_WEIGHTS_MIN_ROWS.get(family, 0):
-            return Choice(True, f"predicted: at {weights:,} weights the dense conv streams a weight larger than L2")
-        if least is not None:
-            return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it saves")
+        if _wide():
+            if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
+                return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
+                                    f"one a fraction of them")
+            if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_AVX512_MIN_ROWS:
+                return Choice(True, f"predicted: on AVX-512, {rows:,} output pixels share each decoded tile of "
+                                    f"{weights:,} weights")
+            if least is not None:
+                return Choice(False, f"predicted: on AVX-512 the dense conv wins at {rows:,} output pixels x "
+                                     f"{weights:,} weights")
+        else:
+            if least is not None and rows >= least:
+                return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
+            if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and \
+                    rows >= DIRECT_CONV_WEIGHTS_MIN_ROWS.get(family, 0):
+                return Choice(True, f"predicted: at {weights:,} weights the dense conv streams a weight larger than L2")
+            if least is not None:
+                return Choice(False, f"predicted: decoding the weight for {rows:,} output pixels costs more than it "
+                                     f"saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
     if rows >= TILE_DECODE_ROWS:

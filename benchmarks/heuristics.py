@@ -28,7 +28,7 @@ from report import CPU_LABELS, blas, cpu_kind, machine, median_seconds, update_s
 CONVS = ("1x3x224x224x64x7x7x2x3", "1x64x56x56x64x3x3x1x1", "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0",
          "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1", "1x16x32x32x16x3x3x1x1",
          "16x128x28x28x128x3x3x1x1")
-DENSES = ("1x4096x4096", "16x4096x4096", "128x768x3072", "128x3072x768", "2048x3072x768")
+DENSES = ("1x4096x4096", "16x4096x4096", "64x1024x1024", "128x768x3072", "128x3072x768", "2048x3072x768")
 
 
 def _ort_conv(dims):
@@ -54,10 +54,10 @@ def _kernel(key: str, isa, target):
     from tvmopt.ops.task import get_task
     from tvmopt.schedules import isa as isas
 
-    with isas.use(isa):
+    with isas.use(isa):                                # the start and its schedule, as a build for it
         task = get_task(key)
-    config = task.space.initial()
-    lib = tvm.compile(task.schedule(config, target), target=target)
+        config = task.space.initial()
+        lib = tvm.compile(task.schedule(config, target), target=target)
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
@@ -65,6 +65,10 @@ def _kernel(key: str, isa, target):
     if task.mismatch(args[-1].numpy(), expected):
         raise SystemExit(f"{key}: wrong result with {config}")
     timer = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=1, min_repeat_ms=100)
+    if key.startswith("dense:"):                       # the weight as [K, N] for numpy and torch
+        from tvmopt.ops.gemm import from_panels
+
+        inputs = [inputs[0], from_panels(inputs[1], task.shape.panel)]
     return config, (lambda: timer(*args).mean), inputs
 
 
@@ -79,7 +83,7 @@ def row(key: str, target, rounds: int) -> dict:
     if key.startswith("conv2d:"):
         refs = {"onnxruntime": _ort_conv(dims)}
     else:
-        a, b = inputs                                  # b: the weight in the kernel's [K, N] layout
+        a, b = inputs                                  # b: the weight as [K, N]
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         refs = {"numpy": lambda: a @ b, "torch": lambda: torch.matmul(ta, tb)}
     timers = {"avx2 start": avx2, "avx512 start": avx512,
@@ -118,6 +122,8 @@ def table(rows: list[dict], meta: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="KEY",
+                        help="time only these workloads (e.g. dense:128x768x3072); prints, writes nothing")
     args = parser.parse_args()
 
     import torch
@@ -129,7 +135,9 @@ def main() -> None:
     torch.set_num_threads(int(spec.config.get("num-cores", 2)))
     meta = {**machine(), "target": spec.key, "blas": blas(), "isa": CPU_LABELS[width]}
     keys = [f"conv2d:{d}" for d in CONVS] + [f"dense:{d}" for d in DENSES]
-    rows = [row(k, spec.tvm_target(), args.rounds) for k in keys]
+    rows = [row(k, spec.tvm_target(), args.rounds) for k in (args.only or keys)]
+    if args.only:
+        return
     write_json(f"heuristics_{width}", {"meta": meta, "rows": rows})
     update_section(f"heuristics_{width}", table(rows, meta))
 

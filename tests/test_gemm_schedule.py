@@ -10,7 +10,7 @@ from tvmopt.errors import ConfigError
 from tvmopt.ops.task import get_task
 
 SHAPES = ["gemm:96x80x48", "gemm:127x64x33", "dense:127x64x33", "dense:40x24x36", "bgemm:3x16x20x12",
-          "gemm:1x7x5"]
+          "gemm:1x7x5", "dense:48x96x40"]   # the last: weight in panels of 48
 
 
 def run(task, config, target, inputs):
@@ -70,6 +70,32 @@ def test_register_tiles_of_odd_vector_counts_are_split_into_whole_vectors(n3, sp
         inputs = task.make_inputs(np.random.default_rng(1))
         got = run(task, config, llvm_target.tvm_target(), inputs)
     np.testing.assert_allclose(got, task.reference(inputs), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["AVX2", "AVX512"])
+def test_dense_layers_of_many_rows_read_their_weight_in_panels(which, llvm_target):
+    """From 32 rows a dense layer's weight W[N, K] is stored as [N/P, K, P] panels at build (P = 48
+    here), with no packing knob left; the ISA's start (8 x 48 tiles on AVX-512, 4 x 16 on AVX2)
+    and a register tile across two panels (n3 = 32) both match numpy. Fewer rows keep [K, N]."""
+    from tvmopt.ops.gemm import from_panels
+    from tvmopt.schedules import isa
+
+    assert get_task("dense:16x96x40").shape.panel == 0
+    assert get_task("dense:64x1000x40").shape.panel == 0          # no panel width divides 1000
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((96, 40)).astype("float32")
+    x = rng.standard_normal((64, 40)).astype("float32")
+    with isa.use(getattr(isa, which)):
+        task = get_task("dense:64x96x40")
+        (kernel,) = task.to_kernel([w])
+        assert task.shape.panel == 48 and kernel.shape == (2, 40, 48)
+        np.testing.assert_array_equal(from_panels(kernel, 48), w.T)
+        assert task.space.as_dict(task.space.initial())["tile_n"][3] == (48 if which == "AVX512" else 16)
+        assert [k.values for k in task.space.knobs if k.name == "pack_b"] == [(False,)]
+        across = ((1, 1, 8, 8), (1, 3, 1, 32), (1, 40), False, "local", 16, True, 2)
+        for config in (task.space.initial(), across):
+            got = run(task, config, llvm_target.tvm_target(), [x, kernel])
+            np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4, err_msg=str(config))
 
 
 def test_config_outside_space_is_rejected(llvm_target):

@@ -81,7 +81,9 @@ def test_compressed_spaces_have_no_packing_knob_and_count_dense_flops():
     # one row has nothing to share a decoded tile with: no decode knob
     assert "decode" not in get_task("shift_dense:1x256x512").space.as_dict(get_task("shift_dense:1x256x512")
                                                                              .space.initial())
-    assert get_task("dense:64x256x512").space.size() == task.space.size()   # pack_b (2) <-> decode (2)
+    # the dense layer of 64 rows stores its weight in panels: no packing choice left (1 <-> decode's 2)
+    dense = get_task("dense:64x256x512")
+    assert dense.shape.panel == 64 and 2 * dense.space.size() == task.space.size()
 
 
 @pytest.mark.parametrize("key", ["binary_dense:9x24x20", "shift_dense:8x24x21", "ternary_dense:16x16x30",

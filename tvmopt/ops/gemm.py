@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WorkloadError
-from ..schedules.gemm import GemmShape, apply_gemm, gemm_space, heuristic_config, largest_divisor
+from ..schedules.gemm import (GemmShape, apply_gemm, dense_panel, gemm_space, heuristic_config, largest_divisor,
+                              panel_config)
 from ..schedules.space import Config, Space
 from tvmopt.ops.registry import OpFamily, TaskKind, register_family
 from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
@@ -45,16 +46,32 @@ STREAM_ACCUMULATOR_BYTES = 512 * 1024
 STREAM_K_BLOCK = {True: (16, 8, 4, 2, 1), False: (4, 2, 1)}
 
 
+def to_panels(w: np.ndarray, panel: int) -> np.ndarray:
+    """A ``[K, N]`` weight as ``[N / panel, K, panel]`` (as is where ``panel`` is 0)."""
+    if not panel:
+        return w
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k, n // panel, panel).transpose(1, 0, 2))
+
+
+def from_panels(w: np.ndarray, panel: int) -> np.ndarray:
+    """The inverse of :func:`to_panels`."""
+    if not panel:
+        return w
+    blocks, k, p = w.shape
+    return np.ascontiguousarray(w.transpose(1, 0, 2).reshape(k, blocks * p))
+
+
 class _TorchMatmul:
     """torch.matmul on the same inputs (for speed comparisons in the same run)."""
 
-    def __init__(self, transposed_b: bool):
-        self.transposed_b = transposed_b
+    def __init__(self, transposed_b: bool, panel: int = 0):
+        self.transposed_b, self.panel = transposed_b, panel
 
     def prepare(self, inputs):
         import torch
 
-        a, b = (torch.from_numpy(x) for x in inputs)
+        a, b = (torch.from_numpy(x) for x in (inputs[0], from_panels(inputs[1], self.panel)))
         return a, (b.transpose(-1, -2) if self.transposed_b else b)
 
     def __call__(self, tensors):
@@ -71,7 +88,9 @@ class GemmTask(Task):
 
     def __post_init__(self):
         self.space = gemm_space(self.shape)
-        if self.key.startswith("dense:"):
+        if self.shape.panel:
+            self.space = Space(self.space.name, self.space.knobs, start=panel_config(self.shape, self.space))
+        elif self.key.startswith("dense:"):
             s = self.shape
             from ..schedules.isa import current
 
@@ -97,11 +116,13 @@ class GemmTask(Task):
             self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
-        self.torch_reference = _TorchMatmul(s.transposed_b)
+        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel)
 
     def to_kernel(self, arrays):
-        """The pass's [N, K] linear weight in the kernel's [K, N] layout."""
-        return [np.ascontiguousarray(arrays[0].T)] if self.key.startswith("dense:") else list(arrays)
+        """The pass's [N, K] linear weight in the kernel's layout: [K, N], or its panels."""
+        if not self.key.startswith("dense:"):
+            return list(arrays)
+        return [to_panels(np.ascontiguousarray(arrays[0].T), self.shape.panel)]
 
     def _input_shapes(self):
         s = self.shape
@@ -110,10 +131,11 @@ class GemmTask(Task):
         return lead + (s.m, s.k), lead + b_shape
 
     def make_inputs(self, rng):
-        return [rng.uniform(-1, 1, size=shape).astype("float32") for shape in self._input_shapes()]
+        a, b = (rng.uniform(-1, 1, size=shape).astype("float32") for shape in self._input_shapes())
+        return [a, to_panels(b, self.shape.panel)]
 
     def reference(self, inputs):
-        a, b = inputs
+        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
         return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
 
     def tolerance(self):
@@ -125,13 +147,17 @@ class GemmTask(Task):
 
         s = self.shape
         a_shape, b_shape = self._input_shapes()
+        p = s.panel
         A = te.placeholder(a_shape, "float32", name="A")
-        B = te.placeholder(b_shape, "float32", name="B")
+        B = te.placeholder((s.n // p, s.k, p) if p else b_shape, "float32", name="B")
         k = te.reduce_axis((0, s.k), name="k")
 
         def body(*idx):
             *lead, i, j = idx
-            b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
+            if p:
+                b_val = B[j // p, k, j % p]
+            else:
+                b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
             return te.sum(A[(*lead, i, k)] * b_val, axis=k)
 
         out_shape = ((s.batch,) if s.batched else ()) + (s.m, s.n)
@@ -164,16 +190,20 @@ def _make(family: str):
         batch = dims[0] if family == "bgemm" else 1
         m, n, k = dims[-3:]
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
-        return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm",
-                                       transposed_b=False))
+        return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm", transposed_b=False,
+                                       panel=dense_panel(m, n) if family == "dense" else 0))
 
     return factory
 
 
 def cuda_view(task: GemmTask) -> CudaTask:
     """The GEMM family through its CUDA space (``schedules/gemm.py``, second half)."""
+    import dataclasses
+
     from tvmopt.schedules.gemm import apply_cuda_gemm, cuda_gemm_space
 
+    if task.shape.panel:            # weight panels are for CPU register tiles: plain [K, N] on GPUs
+        task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0))
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda")
     return CudaTask(task, space, lambda sch, c: apply_cuda_gemm(sch, task.shape, space, c))
 

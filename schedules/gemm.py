@@ -107,12 +107,21 @@ def heuristic_config(shape: GemmShape, space: Space):
     return config if space.contains(config) else space.initial()
 
 
+#: rows and K depth of the block a panel start works on: its rows' inputs (16 KB), the panel's
+#: K block (12 KB at 48 wide) and the accumulators (12 KB) fit in L1 together. Against blocks of
+#: 128 rows by 128 (Xeon, torch in the same run): 128 x 768 x 3072 0.67x -> 0.97x, 64 x 1024 x 1024
+#: 0.89x -> 1.14x, 2048 x 3072 x 768 0.86x -> 0.91x, 128 x 3072 x 768 1.03x (128 deep) -> 0.93x
+PANEL_BLOCK_ROWS = 64
+PANEL_K_BLOCK = 64
+
+
 def panel_config(shape: GemmShape, space: Space) -> Config:
     """The start of a dense layer whose weight is stored in panels (:func:`dense_panel`): on
     AVX-512 a register tile of 8 rows by a 48-wide panel (24 zmm accumulators), 4 by a 64-wide
     one, else 8 by the panel; on AVX2 4 rows by 16 outputs (4 x 24 was 0.87x as fast at
-    128 x 768 x 3072 with AVX-512 disabled on the Xeon). Blocks of up to 128 rows (m2) share each K block of 128 (or the largest divisor of K up
-    to 128) of one panel, which stays in L1; two parallel strips of N (else the fewest > 1)."""
+    128 x 768 x 3072 with AVX-512 disabled on the Xeon). Blocks of up to :data:`PANEL_BLOCK_ROWS`
+    rows (m2) share each K block of :data:`PANEL_K_BLOCK` of one panel (or the largest divisor of K
+    below); two parallel strips of N (else the fewest > 1)."""
     from .isa import current
 
     p = shape.panel
@@ -121,10 +130,10 @@ def panel_config(shape: GemmShape, space: Space) -> Config:
     else:
         n3, rows = min(p, 16), (4, 2)
     m3 = largest_divisor(shape.m, rows)
-    m2 = largest_divisor(shape.m // m3, range(128 // m3, 0, -1))
+    m2 = largest_divisor(shape.m // m3, range(PANEL_BLOCK_ROWS // m3, 0, -1))
     panels = shape.n // n3
     n0 = largest_divisor(panels, range(2, min(panels, 16) + 1), default=1)
-    k1 = largest_divisor(shape.k, range(min(shape.k, 128), 0, -1))
+    k1 = largest_divisor(shape.k, range(min(shape.k, PANEL_K_BLOCK), 0, -1))
     knob = {k.name: k for k in space.knobs}
     config = ((1, shape.m // (m2 * m3), m2, m3), (n0, panels // n0, 1, n3), (shape.k // k1, k1),
               knob["pack_b"].values[0], "local", 16, True, 2)

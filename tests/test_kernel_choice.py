@@ -77,7 +77,7 @@ def _policy_cases():
     # no records: the prediction (weights past the caches win; convolutions and 2:4 go dense)
     assert choose("auto", "ternary_dense", ternary, dense, 1, 4096 * 4096, False, {}.get).compressed
     assert not choose("auto", "ternary_dense", "k", "d", 1, 256 * 256, False).compressed
-    assert choose("auto", "ternary_dense", "k", "d", 64, 4096 * 4096, False).compressed
+    assert choose("auto", "ternary_dense", "k", "dense:64x4096x4096", 64, 4096 * 4096, False).compressed
     assert not choose("auto", "ternary_dense", "k", "d", 256, 4096 * 4096, False).compressed
     assert not choose("auto", "nm_dense", "k", "d", 1, 4096 * 4096, False).compressed         # gathers: never
     assert choose("auto", "nm_decode_dense", "k", "d", 4, 4096 * 4096, False).compressed
@@ -89,7 +89,13 @@ def _policy_cases():
     assert choose("auto", "codebook_dense", "k", "d", 16, 4096 * 4096, False).compressed
     assert not choose("auto", "codebook_dense", "k", "d", 16, 1024 * 1024, False).compressed
     assert not choose("auto", "hashed_dense", "k", "d", 16, 4096 * 4096, False).compressed
-    assert choose("auto", "binary_dense", "k", "d", 128, 768 * 3072, False).compressed        # encoder tokens
+    # from 32 rows the dense kernel reads its weight in panels: the decoded kernels only win on
+    # weights far past the caches at few rows (the encoder's 128 tokens go dense)
+    picked = choose("auto", "binary_dense", "k", "dense:128x3072x768", 128, 768 * 3072, False)
+    assert not picked.compressed and "panels" in picked.why
+    assert choose("auto", "binary_dense", "k", "dense:32x4096x4096", 32, 4096 * 4096, False).compressed
+    assert not choose("auto", "shift_dense", "k", "dense:128x4096x4096", 128, 4096 * 4096, False).compressed
+    assert choose("auto", "binary_dense", "k", "dense:128x1000x3072", 128, 1000 * 3072, False).compressed  # no panels
     assert not choose("auto", "binary_dense", "k", "d", 2048, 768 * 3072, False).compressed
     assert not choose("auto", "nm_decode_dense", "k", "d", 128, 768 * 3072, False).compressed
     # direct compressed convolutions on AVX2: at the dense conv's speed (hashed only while small)

@@ -18,7 +18,8 @@ where the CPU has VNNI: 4 bytes of K per lane per instruction). At one row the d
 decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against
 the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
 rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to
-3.0x at 4096). Hashed kernels lose at every size measured and are predicted dense; codebook
+3.0x at 4096); from 32 rows, where the dense kernel reads its weight in panels, they win only
+on weights of 8M and more at up to 64 rows (``PANEL_DECODE_MIN_WEIGHTS``). Hashed kernels lose at every size measured and are predicted dense; codebook
 wins only at 16 rows of 4096 x 4096. Binary and ternary layers of 8 rows or more run on tables
 of partial sums shared by a vector of rows (one add per 4 weights: fewer operations than dense),
 predicted faster from ``ROW_TABLE_MIN_WEIGHTS`` (large binary convolutions too). A compressed convolution is im2col plus a GEMM and
@@ -124,6 +125,15 @@ TILE_DECODE_MAX_ROWS = {"binary_dense": 128, "ternary_dense": 128, "shift_dense"
 #: (Zen 4 with AVX-512 hidden, ``kernel_choice_sweep_avx2``: 0.32 to 0.67x; mlp4096 at batch 16
 #: 0.44x the dense build), on the Intel Xeon mlp4096 at batch 16 0.88x (``suite_xeon``): dense there
 TILE_DECODE_DENSE = frozenset({"nm_decode_dense"})
+#: from 32 rows the dense kernel reads its weight in panels (``schedules/gemm.dense_panel``), 1.3
+#: to 1.6x faster than before on the Intel Xeon, and the decoded kernels only win where the weight
+#: is much larger than the caches and the rows few: against it (start configs, same runs) shift,
+#: binary and ternary decode kernels ran 1.27 to 1.33x at 32 x 4096 x 4096 and 1.12 to 1.18x at 64,
+#: but 0.70 to 0.83x at 128 x 4096 x 4096, 0.75 to 0.97x at 128 x 768 x 3072 and 128 x 3072 x 768,
+#: 0.92 to 0.96x at 64 x 1024 x 1024 (row tables still won: binary 1.15 to 1.26x, ternary 0.99 to
+#: 1.12x)
+PANEL_DECODE_MIN_WEIGHTS = 1 << 23
+PANEL_DECODE_MAX_ROWS = 64
 
 
 @dataclass
@@ -141,6 +151,17 @@ def _wide() -> bool:
     from ..schedules.isa import current
 
     return current().lanes >= 16
+
+
+def _panelled(dense_key: str) -> bool:
+    """Whether the dense kernel ``dense:MxNxK`` reads its weight in panels."""
+    from ..schedules.gemm import dense_panel
+
+    try:
+        m, n, _ = (int(d) for d in dense_key.split(":")[1].split("x"))
+    except (IndexError, ValueError):
+        return False
+    return dense_panel(m, n) > 0
 
 
 def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | None:
@@ -207,13 +228,20 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                                      f"saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
+    panels = False
     if rows >= TILE_DECODE_ROWS:
         if family in TILE_DECODE_DENSE:
             return Choice(False, f"predicted: the dense kernel streams the weight once for {rows} rows and wins")
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
+        panels = least is not None and _panelled(dense_key)
+        if panels:
+            least, most_rows = max(least, PANEL_DECODE_MIN_WEIGHTS), min(most_rows, PANEL_DECODE_MAX_ROWS)
     if least is not None and rows <= most_rows and weights >= least:
         return Choice(True, f"predicted: the weight outgrows the caches ({rows} row(s), {weights:,} weights)")
     if least is None:
         return Choice(False, f"predicted: {family} lost to dense at every size measured")
+    if panels:
+        return Choice(False, f"predicted: the dense kernel reads its weight in panels and wins at {rows} rows x "
+                             f"{weights:,} weights")
     return Choice(False, f"predicted: dense wins at {rows} row(s) x {weights:,} weights")

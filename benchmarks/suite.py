@@ -208,20 +208,22 @@ def goals(row: dict) -> dict:
 
 
 def _commits(rows: list[dict], meta: dict) -> str:
-    """The commit of the run, and of rows kept from earlier runs (``--update``)."""
-    counts: dict[str, int] = {}
+    """The commit (and target) of the run, and of rows kept from earlier runs (``--update``): CPUs
+    of one kind (``report.cpu_kind``) share a table, each row names where it was measured."""
+    counts: dict[tuple[str, str], int] = {}
     for r in rows:
-        counts[r.get("commit", meta["commit"])] = counts.get(r.get("commit", meta["commit"]), 0) + 1
-    if set(counts) <= {meta["commit"]}:
-        return meta["commit"]
-    return ", ".join(f"{c} ({n} row{'' if n == 1 else 's'})" for c, n in counts.items())
+        where = (r.get("commit", meta["commit"]), r.get("target", meta["target"]))
+        counts[where] = counts.get(where, 0) + 1
+    if set(counts) <= {(meta["commit"], meta["target"])}:
+        return f"commit {meta['commit']}"
+    return "commit " + ", ".join(f"{c} on {t} ({n} row{'' if n == 1 else 's'})" for (c, t), n in counts.items())
 
 
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"## The real-size suite, {meta['target']} (`benchmarks/suite.py`)",
+        f"## The real-size suite, {', '.join(sorted({r.get('target', meta['target']) for r in rows}))} (`benchmarks/suite.py`)",
         "",
-        f"Measured on {meta['cpu']} ({meta['target']}), 2 cores, commit {_commits(rows, meta)}, {meta['date']}; untuned builds "
+        f"Measured on {meta['cpu']}, 2 cores, {_commits(rows, meta)}, last {meta['date']}; untuned builds "
         "(default schedules, no records), plain ONNX exports with random weights. Each figure is a ratio "
         "of medians from interleaved rounds in the same run (> 1: tvmopt faster). *vs ORT*: onnxruntime on "
         "the same compressed file; *vs ORT dense*: on the fp32 network; *vs tvmopt dense*: tvmopt's own build "
@@ -272,7 +274,7 @@ def main() -> None:
     previous = RESULTS / f"{name}.json"
     if (args.resume or args.update) and previous.exists():
         old = json.loads(previous.read_text())
-        rows = [{"commit": old["meta"]["commit"], **r} for r in old["rows"]]
+        rows = [{"commit": old["meta"]["commit"], "target": old["meta"]["target"], **r} for r in old["rows"]]
     if args.update:
         chosen = {(m, v, b) for m in args.models.split(",") for v in args.variants.split(",")
                   for b in (int(b) for b in args.batches.split(","))}
@@ -280,7 +282,7 @@ def main() -> None:
     for model_name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             done = {(r["model"], r["variant"], r["batch"]) for r in rows}
-            rows += [{"commit": meta["commit"], **r}
+            rows += [{"commit": meta["commit"], "target": meta["target"], **r}
                      for r in evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)]
             write_json(name, {"meta": meta, "rows": rows})
     order = {m: i for i, m in enumerate(MODELS)}

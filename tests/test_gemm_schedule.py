@@ -98,6 +98,27 @@ def test_dense_layers_of_many_rows_read_their_weight_in_panels(which, llvm_targe
             np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4, err_msg=str(config))
 
 
+def test_rows_that_4_does_not_divide_are_computed_padded_to_8(llvm_target, tmp_path):
+    """197 rows (a ViT's tokens) are computed as 200 so the register tile holds 8 rows, not 1:
+    the input gets zero rows appended, the write-back (with a fused bias and ReLU) skips them."""
+    import torch
+
+    from tvmopt.build.compile import compile_model
+
+    task = get_task("dense:197x96x40")
+    assert task.shape.mp == 200 and task.space.as_dict(task.space.initial())["tile_m"][3] == 8
+    assert get_task("dense:196x96x40").shape.mp == 196 and get_task("gemm:197x96x40").shape.mp == 197
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 96), torch.nn.ReLU(), torch.nn.Linear(96, 24)).eval()
+    x = torch.randn(197, 40)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    compiled = compile_model(tmp_path / "m.onnx", llvm_target, records=tmp_path / "records", shipped=False)
+    assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:197x96x40", "dense:197x24x96"]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(compiled(x.numpy()), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_config_outside_space_is_rejected(llvm_target):
     task = get_task("gemm:16x16x16")
     bad = ((16, 1, 1, 2),) + task.space.initial()[1:]

@@ -96,20 +96,20 @@ class GemmTask(Task):
 
             wide = current().lanes >= 16
             tm, tn, tk, *rest = heuristic_config(s, self.space)
-            pack = s.m >= DENSE_PACK_MIN_M
-            if wide or s.m <= STREAM_MAX_M:
+            pack = s.mp >= DENSE_PACK_MIN_M
+            if wide or s.mp <= STREAM_MAX_M:
                 # stream the weight row by row (a K block of a few rows at a time) with all of a
                 # strip's outputs for a block of rows accumulated in cache; K-deep column strips of
                 # a [K, N] weight touch one page per row and ran 3x slower (dense:1x4096x9216)
                 m3 = tm[3]
-                m2 = largest_divisor(s.m // m3, range(STREAM_MAX_M // m3, 0, -1))
+                m2 = largest_divisor(s.mp // m3, range(STREAM_MAX_M // m3, 0, -1))
                 rows = m2 * m3
                 n0, n3 = tn[0], tn[3]
                 strips = s.n // (n0 * n3)
                 n1 = next(d for d in range(1, strips + 1)
                           if strips % d == 0 and rows * (strips // d) * n3 * 4 <= STREAM_ACCUMULATOR_BYTES or d == strips)
                 tn = (n0, n1, strips // n1, n3)
-                tm = (1, s.m // rows, m2, m3)
+                tm = (1, s.mp // rows, m2, m3)
                 k1 = largest_divisor(s.k, STREAM_K_BLOCK[wide])
                 tk = (s.k // k1, k1)
                 pack = False               # the weight is read once per block of rows: no packing copy
@@ -160,8 +160,13 @@ class GemmTask(Task):
                 b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
             return te.sum(A[(*lead, i, k)] * b_val, axis=k)
 
-        out_shape = ((s.batch,) if s.batched else ()) + (s.m, s.n)
+        if s.mp > s.m:          # rows padded (GemmShape.mp): zero rows appended, dropped after
+            X = A
+            A = te.compute((s.mp, s.k), lambda i, kk: te.if_then_else(i < s.m, X[i, kk], 0.0), name="pad_a")
+        out_shape = ((s.batch,) if s.batched else ()) + (s.mp, s.n)
         C = te.compute(out_shape, body, name="C", attrs={TASK_ANNOTATION: self.key})
+        if s.mp > s.m:
+            return X, B, te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop")
         return A, B, C
 
     def schedule(self, config: Config, target):
@@ -170,7 +175,8 @@ class GemmTask(Task):
 
         func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        apply_gemm(sch, self.shape, self.space, config)
+        for rest in apply_gemm(sch, self.shape, self.space, config, list(sch.get_consumers(sch.get_sblock("C")))):
+            sch.parallel(sch.get_loops(rest)[0])          # a crop left by a config without a write-back
         return sch.mod
 
     @property
@@ -191,7 +197,8 @@ def _make(family: str):
         m, n, k = dims[-3:]
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm", transposed_b=False,
-                                       panel=dense_panel(m, n) if family == "dense" else 0))
+                                       panel=dense_panel(m, n) if family == "dense" else 0,
+                                       pad_rows=family == "dense"))
 
     return factory
 
@@ -202,8 +209,8 @@ def cuda_view(task: GemmTask) -> CudaTask:
 
     from tvmopt.schedules.gemm import apply_cuda_gemm, cuda_gemm_space
 
-    if task.shape.panel:            # weight panels are for CPU register tiles: plain [K, N] on GPUs
-        task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0))
+    if task.shape.panel or task.shape.pad_rows:     # CPU register tiles: plain [K, N], M as is on GPUs
+        task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0, pad_rows=False))
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda")
     return CudaTask(task, space, lambda sch, c: apply_cuda_gemm(sch, task.shape, space, c))
 

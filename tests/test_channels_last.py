@@ -148,3 +148,21 @@ def test_a_zero_pad_of_channels_is_carried_through_channels_last(tmp_path):
     assert all(k.startswith("conv2d_nhwc:") for k in _kernels(compiled)), _kernels(compiled)
     assert _permutes(compiled) == 2                      # the entry's and the exit's only
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["ternary", "shift"])
+def test_compact_exports_run_channels_last_and_match_their_plain_export(variant, llvm_target, tmp_path):
+    """tvmopt.nn's ai.tvmopt conv nodes become the plain ops they decode to before the layout is
+    chosen (passes/placeholders.py), so a bundled compact CNN runs its convolutions channels last
+    (it was held NCHW) and agrees with onnxruntime on the model's plain export."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "examples" / "models"
+    compiled = compile_model(models / f"digits_cnn_{variant}.onnx", llvm_target, records=tmp_path / "r",
+                             shipped=False, batch=4)
+    convs = [layer.kernel for layer in compiled.lowered.layers if "conv2d" in layer.kernel]
+    assert convs and all(k.split(":")[0].endswith("conv2d_nhwc") for k in convs), convs
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    sess = ort.InferenceSession(str(models / f"digits_cnn_{variant}.plain.onnx"), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(compiled(x), expected, rtol=1e-4, atol=1e-4)

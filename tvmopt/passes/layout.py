@@ -43,7 +43,7 @@ def choose_layout(mod, options, detect_once) -> str:
         return "NCHW"
     if options.layout == "nhwc":
         return "NHWC"
-    if _has_placeholders(mod):          # tvmopt.nn's own layers (ai.tvmopt nodes): NCHW kernels
+    if _has_placeholders(mod):          # tvmopt.nn's conv nodes left (not constant): NCHW kernels
         return "NCHW"
     convs = _convolutions(mod)
     return "NHWC" if convs and all(_has_channels_last_kernel(call, w, binarized, options, detect_once)
@@ -170,14 +170,18 @@ def _has_channels_last_kernel(call, w, binarized, options, detect_once) -> bool:
 
 
 def _has_placeholders(mod) -> bool:
+    """Whether ``mod`` holds an ``ai.tvmopt`` conv node (those with constant inputs became plain
+    ops: ``placeholders.plain_conv_placeholders``); linear nodes take any layout's flattened rows."""
     from tvm import relax
 
     from tvmopt.model.frontend import PLACEHOLDER_PREFIX
+    from tvmopt.model.opset import SPECS
 
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.ExternFunc) and str(expr.global_symbol).startswith(PLACEHOLDER_PREFIX):
+        if isinstance(expr, relax.ExternFunc) and str(expr.global_symbol).startswith(PLACEHOLDER_PREFIX) \
+                and SPECS[str(expr.global_symbol)[len(PLACEHOLDER_PREFIX):]].conv:
             found.append(expr)
 
     relax.analysis.post_order_visit(mod["main"], visit)

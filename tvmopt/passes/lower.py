@@ -43,6 +43,7 @@ from .choose import ROW_TABLE_MIN_ROWS, choose, conv_row_tables
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
+from .placeholders import placeholder_parts, plain_conv_placeholders
 from .structure import (DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, conv_geometry, dense_kernel, detector,
                         direct_conv, from_compact)
 from tvmopt.ops.row_tables import takes_rows
@@ -247,19 +248,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         # ---- ai.tvmopt placeholder ----
         def _lower_placeholder(self, call):
-            op = str(call.args[0].global_symbol)[len(PLACEHOLDER_PREFIX):]
-            spec = SPECS[op]
-            args = list(call.args[1].fields)
-            x = args[0]
-            inputs, attrs = {}, {}
-            for (name, _, _), arg in zip(spec.inputs, args[1:]):
-                value = self._const(arg)
-                if value is None:
-                    raise ModelError(f"{op}: input '{name}' is not a constant")
-                inputs[name] = None if value.size == 0 else value
-            for (name, kind), arg in zip(spec.attrs, args[1 + len(spec.inputs):]):
-                attrs[name] = [int(v) for v in arg.values] if kind == "ints" else int(arg.value)
-            if spec.conv:
+            op, x, inputs, attrs, unread = placeholder_parts(call, self._const)
+            if unread:
+                raise ModelError(f"{op}: input '{unread[0]}' is not a constant")
+            if SPECS[op].conv:
                 return self._decoded_conv(op, x, inputs, attrs)
             kern = from_compact(op, inputs, attrs)
 
@@ -480,6 +472,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     mod = collapse_linear_regions(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = fold_batch_norm(mod)
+    mod = plain_conv_placeholders(mod)
     if choose_layout(mod, options, detect_once) == "NHWC":
         mod = to_channels_last(mod)
     new_mod = rewrite(Rewriter, mod)

@@ -218,9 +218,9 @@ def test_compressed_convolutions_become_direct_compressed_kernels(layer, family,
     for plain in (False, True):
         path = tn.export_onnx(model, x, tmp_path / f"c{int(plain)}.onnx", plain=plain)
         compiled = compile_model(path, batch=2, options=COMPRESSED)
-        # plain exports of direct formats and XNOR run channels last (passes/layout.py);
-        # tvmopt.nn's own nodes and dilated convolutions keep NCHW
-        nhwc = plain and family in ("shift_conv2d", "ternary_conv2d", "xnor_conv2d")
+        # direct formats and XNOR run channels last (passes/layout.py), tvmopt.nn's own nodes too
+        # (decoded to plain ops first: passes/placeholders.py); dilated convolutions keep NCHW
+        nhwc = family in ("shift_conv2d", "ternary_conv2d", "xnor_conv2d")
         assert _families(compiled) == (["conv2d_nhwc", family + "_nhwc"] if nhwc else ["conv2d", family])
         assert ("im2col" in " ".join(_funcs(compiled))) == family.endswith("_dense")
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

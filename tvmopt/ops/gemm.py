@@ -147,10 +147,13 @@ class GemmTask(Task):
 
         s = self.shape
         a_shape, b_shape = self._input_shapes()
-        p = s.panel
+        p, padded = s.panel, s.mp > s.m
         A = te.placeholder(a_shape, "float32", name="A")
         B = te.placeholder((s.n // p, s.k, p) if p else b_shape, "float32", name="B")
         k = te.reduce_axis((0, s.k), name="k")
+        # rows padded (GemmShape.mp): the product reads A with zero rows appended, a crop drops them
+        rows = te.compute((s.mp, s.k), lambda i, kk: te.if_then_else(i < s.m, A[i, kk], 0.0),
+                          name="pad_a") if padded else A
 
         def body(*idx):
             *lead, i, j = idx
@@ -158,16 +161,11 @@ class GemmTask(Task):
                 b_val = B[j // p, k, j % p]
             else:
                 b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
-            return te.sum(A[(*lead, i, k)] * b_val, axis=k)
+            return te.sum(rows[(*lead, i, k)] * b_val, axis=k)
 
-        if s.mp > s.m:          # rows padded (GemmShape.mp): zero rows appended, dropped after
-            X = A
-            A = te.compute((s.mp, s.k), lambda i, kk: te.if_then_else(i < s.m, X[i, kk], 0.0), name="pad_a")
         out_shape = ((s.batch,) if s.batched else ()) + (s.mp, s.n)
         C = te.compute(out_shape, body, name="C", attrs={TASK_ANNOTATION: self.key})
-        if s.mp > s.m:
-            return X, B, te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop")
-        return A, B, C
+        return A, B, (te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop") if padded else C)
 
     def schedule(self, config: Config, target):
         import tvm

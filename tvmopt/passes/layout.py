@@ -177,11 +177,12 @@ def _has_placeholders(mod) -> bool:
     from tvmopt.model.frontend import PLACEHOLDER_PREFIX
     from tvmopt.model.opset import SPECS
 
+    from .placeholders import is_placeholder
+
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.ExternFunc) and str(expr.global_symbol).startswith(PLACEHOLDER_PREFIX) \
-                and SPECS[str(expr.global_symbol)[len(PLACEHOLDER_PREFIX):]].conv:
+        if is_placeholder(expr) and SPECS[str(expr.args[0].global_symbol)[len(PLACEHOLDER_PREFIX):]].conv:
             found.append(expr)
 
     relax.analysis.post_order_visit(mod["main"], visit)

@@ -2,7 +2,8 @@
 
 It rewrites, in ``main``:
 
-* each ``ai.tvmopt`` placeholder left by the frontend (``call_dps_packed("tvmopt.<Op>")``);
+* each ``ai.tvmopt`` linear placeholder left by the frontend (``call_dps_packed("tvmopt.<Op>")``;
+  conv nodes were turned into the plain ops they decode to first: :mod:`.placeholders`);
 * each ``matmul(x, W)`` / ``matmul(x, permute_dims(W))`` with a constant W whose structure
   :func:`tvmopt.passes.structure.detect` recognizes (binary, ternary, powers of two, N:M,
   codebook, Hadamard rows), with ``where(x >= 0, 1, -1)`` on the input turning binary into
@@ -43,7 +44,7 @@ from .choose import ROW_TABLE_MIN_ROWS, choose, conv_row_tables
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
-from .placeholders import placeholder_parts, plain_conv_placeholders
+from .placeholders import is_placeholder, placeholder_parts, plain_conv_placeholders
 from .structure import (DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, conv_geometry, dense_kernel, detector,
                         direct_conv, from_compact)
 from tvmopt.ops.row_tables import takes_rows
@@ -82,8 +83,6 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     import tvm
     from tvm import relax
 
-    from tvmopt.model.opset import SPECS
-
     configs = configs or (lambda key, space: None)
     options = options or DetectOptions()
     detect_once = detector(options)       # the layout choice and the pass read the same weights
@@ -93,7 +92,6 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
-    op_dps = tvm.ir.Op.get("relax.call_dps_packed")
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
 
     @relax.expr_functor.mutator
@@ -121,8 +119,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if call.op.same_as(op_dps) and isinstance(call.args[0], relax.ExternFunc) \
-                    and str(call.args[0].global_symbol).startswith(PLACEHOLDER_PREFIX):
+            if is_placeholder(call):
                 return self._lower_placeholder(call)
             if call.op.same_as(op_matmul):
                 return self._lower_matmul(call)
@@ -141,12 +138,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 geometry = conv_geometry(a)
                 if groups == 1:
                     source = self._binarized_source(call.args[0])   # the XNOR kernel binarizes it itself
-                    return self._conv(call.args[0] if source is None else source, w, geometry, None, "conv2d",
+                    return self._conv(call.args[0] if source is None else source, w, geometry, "conv2d",
                                       binarized=source is not None)
                 if w.shape[1] > 1:
                     return self._grouped_conv(call.args[0], w, groups, geometry)
                 if direct_conv(geometry, options):        # depthwise (dilated ones stay with Relax)
-                    return self._direct_conv(call.args[0], w, geometry["strides"][0], geometry["pads"], None,
+                    return self._direct_conv(call.args[0], w, geometry["strides"][0], geometry["pads"],
                                              prefix="depthwise_conv2d", source="conv2d depthwise")
             return call
 
@@ -160,7 +157,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             y = None
             if groups == 1:
                 source = self._binarized_source(x)
-                y = self._conv(x if source is None else source, w, geometry, None, "conv2d NHWC",
+                y = self._conv(x if source is None else source, w, geometry, "conv2d NHWC",
                                binarized=source is not None, nhwc=True)
             elif w.shape[1] > 1:
                 y = self._grouped_conv(x, w, groups, geometry, nhwc=True)
@@ -181,7 +178,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             of 34 and 68 channels make vector blocks of 2 and 4 lanes (13 GFLOPS at 136 x 28 x 28).
             ``nhwc``: ``x`` channels last, the ``conv2d_nhwc`` task; None where it is not dense."""
             if direct_conv(geometry, options) and detect_once(w.reshape(w.shape[0], -1)).family == DENSE:
-                return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], None, groups=groups,
+                return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], groups=groups,
                                          prefix="conv2d_nhwc" if nhwc else "conv2d",
                                          source=f"conv2d{' NHWC' if nhwc else ''} {groups} groups")
             if nhwc:
@@ -191,7 +188,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             for g in range(groups):
                 part = self.builder_.emit(relax.op.strided_slice(x, axes=[1], begin=[g * per_in],
                                                                  end=[(g + 1) * per_in]))
-                conv = self._conv(part, w[g * per_out:(g + 1) * per_out], geometry, None, f"conv2d group {g}")
+                conv = self._conv(part, w[g * per_out:(g + 1) * per_out], geometry, f"conv2d group {g}")
                 outs.append(self.builder_.emit(conv))
             return relax.op.concat(outs, axis=1)
 
@@ -251,9 +248,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             op, x, inputs, attrs, unread = placeholder_parts(call, self._const)
             if unread:
                 raise ModelError(f"{op}: input '{unread[0]}' is not a constant")
-            if SPECS[op].conv:
-                return self._decoded_conv(op, x, inputs, attrs)
-            kern = from_compact(op, inputs, attrs)
+            kern = from_compact(op, inputs, attrs)      # conv nodes are plain ops by now (placeholders.py)
 
             def dense_weight():
                 from tvmopt.model.opset import decode_weight
@@ -266,17 +261,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     return integer
             return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}", dense_weight=dense_weight)
 
-        def _decoded_conv(self, op, x, inputs, attrs):
-            """ai.tvmopt conv nodes: decode (exactly), let detection find the structure again."""
-            from tvmopt.model.opset import decode_weight
-
-            w = decode_weight(op, inputs, attrs)
-            if attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
-                x = self.builder_.emit(_fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"]))
-            return self._conv(x, w, attrs, inputs.get("bias"), f"ai.tvmopt:{op}",
-                              binarized=bool(attrs.get("binarize_input")))
-
-        def _conv(self, x, w, geometry, bias, source, binarized=False, nhwc=False):
+        def _conv(self, x, w, geometry, source, binarized=False, nhwc=False):
             """conv2d: the direct dense conv, a direct compressed conv (weight decoded in blocks),
             the XNOR conv (``binarized``: ``x`` is the input *before* ``where(x >= 0, 1, -1)``), or
             im2col + a GEMM-family kernel over [N*OH*OW, C*kh*kw] x [C*kh*kw, O] (dilated or
@@ -303,11 +288,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                     conv_key("conv2d" + suffix, dims), n * oh * ow, o * c * kh * kw, conv=True,
                                     cost=costs)
                     if picked.compressed:
-                        return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, "binary, XNOR-popcount",
+                        return self._direct_conv(x, w, sh, (pt, pl, pb, pr), "binary, XNOR-popcount",
                                                  picked.label, kern, "xnor_conv2d" + suffix, source=source)
                 # binarized activations with zero padding are not ±1: the other kernels take them as data
-                x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
-                                                      relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
+                x = self.builder_.emit(binarize(x))
             conv_prefix = CONV_OF.get(kern.family) if direct else None
             tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
             if tables:
@@ -325,15 +309,13 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
                 elif conv_prefix:
-                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found, choice, kern,
+                    return self._direct_conv(x, w, sh, (pt, pl, pb, pr), found, choice, kern,
                                              conv_prefix + suffix, source=source)
             if kern.family == DENSE and direct:
-                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), bias, found if choice else "dense", choice,
+                return self._direct_conv(x, w, sh, (pt, pl, pb, pr), found if choice else "dense", choice,
                                          prefix="conv2d" + suffix, source=source)
             if nhwc:
                 return None
-            if bias is not None:
-                kern.bias = bias.astype(np.float32)
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
                                          primfunc_name_hint="im2col")
             y = self._emit(kern, cols, (n * oh * ow, c * kh * kw),
@@ -342,7 +324,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
 
-        def _direct_conv(self, x, w, stride, pads, bias, structure="dense", choice="", kern=None,
+        def _direct_conv(self, x, w, stride, pads, structure="dense", choice="", kern=None,
                          prefix="conv2d", source="conv2d", groups=1):
             """A convolution as a direct conv task (``conv2d`` or ``depthwise_conv2d``, or with
             ``kern`` a compressed weight's ``<format>_conv2d`` or ``xnor_conv2d``), emitted
@@ -379,12 +361,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             arrays = task.to_kernel([w] if kern is None or prefix.startswith("xnor_conv2d") else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType(output_shape(shape), "float32"))
-            for value, op in ((kern.scale if kern else None, relax.op.multiply), (bias, relax.op.add)):
-                if value is not None:
-                    value = np.asarray(value, np.float32)
-                    channels = (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)
-                    y = op(self.builder_.emit(y), relax.const(value.reshape(channels) if value.size > 1 else
-                                                              value.reshape(())))
+            if kern is not None and kern.scale is not None:
+                value = np.asarray(kern.scale, np.float32)
+                channels = (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)
+                y = relax.op.multiply(self.builder_.emit(y), relax.const(value.reshape(channels) if value.size > 1 else
+                                                                         value.reshape(())))
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
                                       w.size * 4, kern.compact_bytes if kern else w.size * 4, choice))
@@ -538,6 +519,15 @@ def _conv_dims(n, c, h, w, o, kh, kw, stride, pads) -> tuple[int, ...]:
     if not pt == pl == pb == pr:
         h, w, pt = h + pt + pb, w + pl + pr, 0
     return (n, c, h, w, o, kh, kw, stride, pt)
+
+
+def binarize(x):
+    """``where(x >= 0, 1, -1)``: a binarized activation as tvmopt.nn's plain export writes it (the
+    pattern ``Bindings._binarized_source`` and the XNOR kernels recognize)."""
+    from tvm import relax
+
+    return relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
+                          relax.const(1.0, "float32"), relax.const(-1.0, "float32"))
 
 
 def _fixed_point(x, int_bits: int, frac_bits: int):

@@ -1,8 +1,8 @@
 """``ai.tvmopt`` convolution nodes (tvmopt.nn's compact exports) as the plain Relax ops they
 decode to, before the layout is chosen.
 
-The lowering decodes a compact conv node exactly and lets detection find its structure again
-(``Rewriter._decoded_conv``), so nothing is lost by doing that first, as plain ops: the input's
+The lowering decodes the weight exactly and detection finds its structure again, as for any
+plain export, so nothing is lost by turning the node into plain ops: the input's
 fixed-point rounding (``act_int_bits``/``act_frac_bits``) or binarization (``where(x >= 0, 1,
 -1)``, the pattern the XNOR conv recognizes), ``conv2d`` on the decoded weight, the bias added
 after it. The graph then reads as a plain export's, and the layout choice treats it like one:
@@ -57,7 +57,7 @@ def plain_conv_placeholders(mod):
     from tvmopt.model.opset import SPECS, decode_weight
 
     from .bindings import Bindings, rewrite
-    from .lower import _fixed_point
+    from .lower import _fixed_point, binarize
 
     @relax.expr_functor.mutator
     class Plain(relax.PyExprMutator, Bindings):
@@ -72,8 +72,7 @@ def plain_conv_placeholders(mod):
             if attrs.get("act_int_bits") or attrs.get("act_frac_bits"):
                 x = self.builder_.emit(_fixed_point(x, attrs["act_int_bits"], attrs["act_frac_bits"]))
             if attrs.get("binarize_input"):
-                x = self.builder_.emit(relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
-                                                      relax.const(1.0, "float32"), relax.const(-1.0, "float32")))
+                x = self.builder_.emit(binarize(x))
             y = relax.op.nn.conv2d(x, relax.const(w), strides=attrs["strides"], padding=attrs["pads"],
                                    dilation=attrs["dilations"])
             bias = inputs.get("bias")

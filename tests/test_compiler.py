@@ -18,6 +18,7 @@ from tvmopt.cli.main import main
 from tests_support import avx2_host
 from tvmopt.build.compile import compile_model
 from tvmopt.passes import DetectOptions, detect
+from tvmopt.schedules import isa
 
 #: tests of the compressed lowering itself force it (the default picks the faster of compressed and dense)
 COMPRESSED = DetectOptions(kernels="compressed")
@@ -30,11 +31,14 @@ def _model(layer):
     return nn.Sequential(nn.Linear(32, IN), nn.ReLU(), layer).eval()
 
 
+#: binary layers of 16-multiple widths run register tables on AVX-512 (ops/perm_tables.py)
+BINARY = "binary_perm_dense" if isa.host().lanes >= 16 else "binary_dense"
+
 STRUCTURES = {
     # name: (layer, kernel family for the ai.tvmopt export, for the plain export)
     "shift": (lambda: tn.ShiftLinear(IN, 48), "shift_dense", "shift_dense"),
     "shift-act": (lambda: tn.ShiftLinear(IN, 48, mode="q", activation_bits=(4, 6)), "shift_dense", "shift_dense"),
-    "binary": (lambda: tn.BinaryLinear(IN, 48), "binary_dense", "binary_dense"),
+    "binary": (lambda: tn.BinaryLinear(IN, 48), BINARY, BINARY),
     "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
     "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), "ternary_dense", "ternary_dense"),
     "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_decode_dense", "nm_decode_dense"),
@@ -227,7 +231,8 @@ def test_compressed_convolutions_become_direct_compressed_kernels(layer, family,
 
 
 def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_path):
-    """Where the tables won in ops_llvm: binary layers from 4096 outputs; ternary never."""
+    """Where the tables won in ops_llvm: binary layers from 4096 outputs; ternary never (the AVX2
+    rules: on AVX-512 binary layers run register tables, tests/test_perm_tables.py)."""
     rng = np.random.default_rng(2)
     signs = np.sign(rng.standard_normal((4096, 24))).astype(np.float32)
     assert detect(signs).family == "binary_lut_dense"
@@ -236,7 +241,8 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
     assert detect(ternary).family == "ternary_dense"
     model = nn.Sequential(tn.TernaryLinear(24, 96), nn.ReLU(), tn.BinaryLinear(96, 4096)).eval()
     x = torch.randn(3, 24)
-    compiled = compile_model(tn.export_onnx(model, x, tmp_path / "wide.onnx"), batch=3, options=COMPRESSED)
+    compiled = compile_model(tn.export_onnx(model, x, tmp_path / "wide.onnx"), avx2_host(), batch=3,
+                             options=COMPRESSED)
     assert _families(compiled) == ["ternary_dense", "binary_lut_dense"]
     with torch.no_grad():
         ref = model(x).numpy()
@@ -246,17 +252,18 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
 def test_batches_of_rows_share_lookup_tables_and_small_layers_stay_dense(tmp_path):
     """With enough rows (binary 8, ternary 64), binary and ternary layers read tables of partial
     sums shared by a vector of rows (odd row counts padded); the never-slower prediction keeps
-    layers under 2^18 weights dense; with fewer rows ternary layers keep their decode kernel."""
+    layers under 2^18 weights dense; with fewer rows ternary layers keep their decode kernel (the
+    AVX2 rules: on AVX-512 binary layers run register tables, tests/test_perm_tables.py)."""
     model = nn.Sequential(tn.TernaryLinear(512, 1024), nn.ReLU(), tn.BinaryLinear(1024, 512), nn.ReLU(),
                           tn.BinaryLinear(512, 64)).eval()
     x = torch.randn(67, 512)
     with torch.no_grad():
         ref = model(x).numpy()
     path = tn.export_onnx(model, x, tmp_path / "rows.onnx")
-    compiled = compile_model(path, batch=67)
+    compiled = compile_model(path, avx2_host(), batch=67)
     assert _families(compiled) == ["ternary_rowlut_dense", "binary_rowlut_dense", "dense"]
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    few = compile_model(path, batch=13, options=COMPRESSED)
+    few = compile_model(path, avx2_host(), batch=13, options=COMPRESSED)
     assert _families(few) == ["ternary_dense", "binary_rowlut_dense", "binary_rowlut_dense"]
     np.testing.assert_allclose(few(x[:13].numpy()), ref[:13], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 

@@ -67,6 +67,9 @@ class Task(ABC):
     #: the pass emits this task unscheduled so that Relax fuses its elementwise epilogue (scale,
     #: bias, ReLU, residual add) into it; :meth:`apply` then schedules the fused function
     fuses_epilogue: bool = False
+    #: :meth:`apply` tensorizes with an intrinsic written for int32 indices: the pass narrows the
+    #: fused function's int64 indices before scheduling it
+    tensorized: bool = False
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         """Schedule this task's ``block`` inside ``sch`` (possibly a fused function) with

@@ -114,6 +114,13 @@ ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense":
 #: (``benchmarks/row_tables.py``: 0.88x; the sweep: 1.02x against 1.30x at 4096^2) and won at
 #: 128 (the encoder: 1.31x); 64 is between the two, unmeasured
 ROW_TABLE_MIN_ROWS = {"binary_rowlut_dense": 8, "ternary_rowlut_dense": 64}
+#: AVX-512: binary layers through tables held in registers (ops/perm_tables.py: one ``vpermps``
+#: and one add per 16 outputs and 4 weights, where dense does 4 FMAs), from this many rows ...
+PERM_TABLES_OF = {"binary_dense": "binary_perm_dense", "binary_lut_dense": "binary_perm_dense",
+                  "binary_rowlut_dense": "binary_perm_dense"}
+PERM_MIN_ROWS = 1
+#: ... predicted faster than dense from this many weights
+PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16}
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
@@ -164,6 +171,18 @@ def _panelled(dense_key: str) -> bool:
     return dense_panel(m, n) > 0
 
 
+def register_tables(family: str, rows: int, outputs: int) -> str | None:
+    """The register-table kernel (ops/perm_tables.py: ``vpermps``, AVX-512 only) a binary dense
+    layer of ``rows`` x ``outputs`` runs instead of ``family`` (its decode, byte-table or
+    row-table kernel: the same sign bits), or None."""
+    from tvmopt.ops.perm_tables import takes
+
+    perm = PERM_TABLES_OF.get(family)
+    if perm is None or not _wide() or rows < PERM_MIN_ROWS or not takes(rows, outputs):
+        return None
+    return perm
+
+
 def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | None:
     """The row-table conv a direct compressed conv (``conv_prefix``) of ``rows`` output pixels
     and ``weights`` weights runs instead (large layers: tables shared by 16 output pixels), or None."""
@@ -200,6 +219,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if small_transform:
         return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L1 and "
                              f"beats the transform's passes")
+    if family in PERM_MIN_WEIGHTS:
+        if weights >= PERM_MIN_WEIGHTS[family]:
+            return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
+                                "and 4 weights")
+        return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     if family in ROW_TABLE_MIN_WEIGHTS:
         what = "output pixels" if conv else "rows"
         if weights >= ROW_TABLE_MIN_WEIGHTS[family]:

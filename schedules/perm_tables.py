@@ -1,0 +1,172 @@
+"""The schedule space of the register-table kernels (``binary_perm_dense``: tvmopt/ops/perm_tables.py)
+and the function that applies a config.
+
+The kernel's product is ``C[m, n] = sum_g Tab[m, g, code(g, n)]``: for each row m and group g
+of weights along K, the 16 (or 32) partial sums of the group's inputs sit in one (two) zmm
+registers, and one ``vpermps`` (``vpermt2ps``) looks up 16 outputs' codes in them at once (the
+codes of 16 outputs in the lanes of one index vector). Per 16 outputs and group of 4 weights
+that is one permute (port 5) and one add (port 0), where the dense product does 4 FMAs over the
+same two ports: about 2x the dense product's peak on binary weights.
+
+Loop nest (rows mode): row tiles (parallel; each builds the tables of its rows, all of K, in
+L2) > output tiles > 32-bit code words along K > one register tile of ``rows`` x ``vectors``
+16-wide accumulators, tensorized: for each group of the word, for each row, one table load and
+``vectors`` permutes and adds. Outputs mode: the tables of all rows are built first (parallel
+over rows), then output tiles run in parallel (few rows: one row tile).
+
+Knobs:
+
+- ``rows``: rows per register tile (divisors of M).
+- ``vectors``: 16-output vectors per register tile (``rows x vectors`` accumulators of the 32
+  zmm registers; the tile also holds ``vectors`` shifted code vectors and one table).
+- ``parallel``: ``rows`` (row tiles in parallel, tables built inside) or ``outputs``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .space import Choice, Config, Space
+
+#: fp32 lanes of a zmm register: outputs per index vector
+LANES = 16
+#: accumulators the start keeps (of AVX-512's 32 registers: the rest hold codes and a table)
+START_ACCUMULATORS = 24
+#: rows mode only while the codes (N x K bits) fit in L2 with room for the tables
+ROWS_MODE_MAX_CODE_BYTES = 1 << 20
+
+
+def perm_space(m: int, n: int, k: int, name: str, cores: int = 2) -> Space:
+    """``m`` rows, ``n`` outputs (a multiple of 16), ``k`` inputs.
+
+    Start: the largest register tile of at most ``START_ACCUMULATORS`` accumulators, rows first
+    up to 8 (per group, each row's table is loaded once and read by ``vectors`` permutes; each
+    vector's codes are shifted once and read by ``rows`` permutes), rows mode when the row tiles
+    give each core two."""
+    vectors_n = n // LANES
+    rows = tuple(r for r in (1, 2, 3, 4, 6, 8, 12, 16) if m % r == 0)
+    vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if vectors_n % v == 0)
+    best = None
+    for r in rows:
+        for v in vectors:
+            if r * v <= START_ACCUMULATORS and r <= 8:
+                score = (r * v, min(r, v))
+                if best is None or score > best[0]:
+                    best = (score, r, v)
+    _, r0, v0 = best
+    mode = "rows" if m // r0 >= 2 * cores and n * k // 8 <= ROWS_MODE_MAX_CODE_BYTES else "outputs"
+    return Space(name, (Choice("rows", rows, default=rows.index(r0)),
+                        Choice("vectors", vectors, default=vectors.index(v0)),
+                        Choice("parallel", ("rows", "outputs"), default=("rows", "outputs").index(mode))))
+
+
+def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
+    """Schedule the block ``C`` (loops m, n, g, e) and its ``Tab`` prologue; ``fmt``: the
+    task's code format (:class:`tvmopt.ops.perm_tables.CodeFormat`); ``epilogue``: elementwise
+    blocks after C, inlined into its write-back where they can be; returns those left over."""
+    from tvmopt.errors import ConfigError
+    from .gemm import inline_epilogue
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    rows, vectors = knob["rows"], knob["vectors"]
+    block = sch.get_sblock("C")
+    local = sch.cache_write(block, 0, "local")
+    leftover = inline_epilogue(sch, epilogue)
+    i, j, g, e = sch.get_loops(block)[-4:]
+    i0, i1 = sch.split(i, [None, rows])
+    j0, j1 = sch.split(j, [None, vectors * LANES])
+    g0, g1 = sch.split(g, [None, fmt.per_word])
+    by_rows = knob["parallel"] == "rows"
+    sch.reorder(*((i0, j0) if by_rows else (j0, i0)), g0, i1, j1, g1, e)
+    sch.reverse_compute_at(local, j0 if by_rows else i0)
+    tab = sch.get_sblock("Tab")
+    if by_rows:
+        sch.parallel(i0)
+        sch.compute_at(tab, i0)
+    else:
+        sch.parallel(j0)
+        outer = sch.get_loops(tab)
+        sch.parallel(outer[0])
+    sch.vectorize(sch.get_loops(tab)[-1])
+    wb = sch.get_loops(local)[-1]
+    sch.vectorize(sch.split(wb, [None, LANES])[1])
+    init = sch.decompose_reduction(block, g0)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(i1 if rows > 1 else j1, intrinsic(fmt, rows, vectors))
+    return leftover
+
+
+@functools.cache
+def intrinsic(fmt, rows: int, vectors: int) -> str:
+    """Register (once) and name the tensor intrinsic of one register tile: ``rows`` x
+    ``vectors * 16`` accumulators over one code word (``fmt.per_word`` groups)."""
+    import tvm
+    from tvm.script import tirx as T
+
+    width, groups, entries, bits = vectors * LANES, fmt.per_word, fmt.entries, fmt.bits
+    mask = (1 << bits) - 1
+    name = f"tvmopt_perm_{fmt.name}_{rows}x{vectors}"
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, d: T.handle) -> None:
+        codes = T.match_buffer(a, (width,), "int32", offset_factor=1)
+        tab = T.match_buffer(b, (rows, groups, entries), "float32", offset_factor=1,
+                             strides=[T.int32(), T.int32(), 1])
+        c = T.match_buffer(d, (rows, width), "float32", offset_factor=1, scope="local", strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:rows, 0:groups, 0:entries])
+            T.writes(c[0:rows, 0:width])
+            for r, n, t, e in T.grid(rows, width, groups, entries):
+                with T.sblock("update"):
+                    vr, vn, vt, ve = T.axis.remap("SSRR", [r, n, t, e])
+                    c[vr, vn] = c[vr, vn] + T.Select(
+                        T.bitwise_and(T.shift_right(codes[vn], vt * bits), mask) == ve, tab[vr, vt, ve],
+                        T.float32(0))
+
+    @T.prim_func(s_tir=True)
+    def desc_row(a: T.handle, b: T.handle, d: T.handle) -> None:      # one row: no row loop to match
+        codes = T.match_buffer(a, (width,), "int32", offset_factor=1)
+        tab = T.match_buffer(b, (1, groups, entries), "float32", offset_factor=1,
+                             strides=[T.int32(), T.int32(), 1])
+        c = T.match_buffer(d, (1, width), "float32", offset_factor=1, scope="local", strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(c[0, 0:width], codes[0:width], tab[0, 0:groups, 0:entries])
+            T.writes(c[0, 0:width])
+            for n, t, e in T.grid(width, groups, entries):
+                with T.sblock("update"):
+                    vn, vt, ve = T.axis.remap("SRR", [n, t, e])
+                    c[0, vn] = c[0, vn] + T.Select(
+                        T.bitwise_and(T.shift_right(codes[vn], vt * bits), mask) == ve, tab[0, vt, ve],
+                        T.float32(0))
+
+    high = entries - LANES       # where a 32-entry table's second register starts (16 entries: unused)
+
+    def lookup(low, upper, index):
+        """One permute: 16 lanes of ``index`` looked up in the row's table (one or two registers)."""
+        if entries > LANES:
+            return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpermi2var.ps.512"),
+                                           low, index, upper, dtype="float32x16")
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.sf.512"),
+                                       low, index, dtype="float32x16")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, d: T.handle) -> None:
+        codes = T.match_buffer(a, (width,), "int32", offset_factor=1)
+        tab = T.match_buffer(b, (rows, groups, entries), "float32", offset_factor=1,
+                             strides=[T.int32(), T.int32(), 1])
+        c = T.match_buffer(d, (rows, width), "float32", offset_factor=1, scope="local", strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:rows, 0:groups, 0:entries])
+            T.writes(c[0:rows, 0:width])
+            # group outermost: each vector's codes shifted once per group, each row's table loaded once
+            for t in T.unroll(groups):
+                for r in T.unroll(rows):
+                    for v in T.unroll(vectors):
+                        c[r, T.ramp(v * LANES, 1, LANES)] = c.vload([r, v * LANES], dtype="float32x16") + lookup(
+                            tab.vload([r, t, 0], dtype="float32x16"), tab.vload([r, t, high], dtype="float32x16"),
+                            T.shift_right(codes.vload([v * LANES], dtype="int32x16"), T.broadcast(t * bits, LANES)))
+
+    tvm.s_tir.TensorIntrin.register(name, desc if rows > 1 else desc_row, impl)
+    return name

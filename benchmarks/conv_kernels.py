@@ -62,6 +62,13 @@ def _kernel(key: str, config, target):
     return lambda: timer(*args).mean
 
 
+def _registers() -> bool:
+    """Whether this machine runs the register-table conv (AVX-512: ops/perm_tables.py)."""
+    from tvmopt.schedules import isa
+
+    return isa.current().lanes >= 16
+
+
 def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc: bool = False) -> dict:
     from tvmopt.ops.task import get_task
 
@@ -78,6 +85,8 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc:
             contenders[f"{fmt} {decode}"] = _kernel(key, config, target)
     for fmt in () if nhwc else TABLES:
         contenders[f"{fmt} tables"] = _kernel(f"{fmt}_rowlut_conv2d:{dims}", None, target)
+    if nhwc and "binary" in formats and _registers():
+        contenders["binary registers"] = _kernel(f"binary_perm_conv2d_nhwc:{dims}", None, target)
     contenders["xnor"] = _kernel(f"xnor_conv2d{suffix}:{dims}", None, target)
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
@@ -94,6 +103,7 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc:
 
 def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) -> str:
     tables = () if nhwc else TABLES
+    registers = all("binary registers" in r["ratios"] for r in rows)
     title = ", channels last (`benchmarks/conv_kernels.py --layout nhwc`)" if nhwc else " (`benchmarks/conv_kernels.py`)"
     lines = ["## Direct compressed convolutions vs the dense conv" + title, "",
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. One layer "
@@ -103,9 +113,12 @@ def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) 
              + ("Every kernel NHWC in and out (`conv2d_nhwc:`, `<format>_conv2d_nhwc:`, `xnor_conv2d_nhwc:`), "
                 "as a channels-last build runs them. " if nhwc else
                 "*tables*: the row-table kernels (`<format>_rowlut_conv2d`, start config). ")
+             + ("*binary registers*: `binary_perm_conv2d_nhwc` (tables per input pixel held in zmm registers, "
+                "16 channels per vpermps; start config). " if registers else "")
              + "*xnor*: binarized inputs and weights (XNOR + popcount).", "",
-             "| layer | dense ms | " + " | ".join(formats) + "".join(f" | {f} tables" for f in tables) + " | xnor |",
-             "|---|---|" + "---|" * (len(formats) + len(tables) + 1)]
+             "| layer | dense ms | " + " | ".join(formats) + "".join(f" | {f} tables" for f in tables)
+             + (" | binary registers" if registers else "") + " | xnor |",
+             "|---|---|" + "---|" * (len(formats) + len(tables) + registers + 1)]
     for r in rows:
         cells = []
         for fmt in formats:
@@ -113,12 +126,15 @@ def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) 
             other = "global" if start == "chunk" else "chunk"
             cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({r['ratios'][f'{fmt} {other}']:.2f}x)")
         cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in tables]
+        cells += [f"{r['ratios']['binary registers']:.2f}x"] if registers else []
         lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | " + " | ".join(cells) + f" | {r['ratios']['xnor']:.1f}x |")
     starts = [v for r in rows for v in r["start"].values()]
     lines += ["", f"Start configs over all formats and layers: {min(starts):.2f}x to {max(starts):.2f}x the dense "
               f"conv (geometric mean {float(np.exp(np.mean(np.log(starts)))):.2f}x); "
               + "".join(f"{fmt} tables {min(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x to "
                         f"{max(r['ratios'][f'{fmt} tables'] for r in rows):.2f}x; " for fmt in tables)
+              + (f"binary registers {min(r['ratios']['binary registers'] for r in rows):.2f}x to "
+                 f"{max(r['ratios']['binary registers'] for r in rows):.2f}x; " if registers else "")
               + "xnor "
               f"{min(r['ratios']['xnor'] for r in rows):.1f}x to {max(r['ratios']['xnor'] for r in rows):.1f}x."]
     return "\n".join(lines)

@@ -98,31 +98,89 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     return leftover
 
 
-@functools.cache
-def intrinsic(fmt, rows: int, vectors: int) -> str:
+def perm_conv_space(shape, name: str, cores: int = 2) -> Space:
+    """``binary_perm_conv2d_nhwc``: ``rows`` output pixels along a row of the output (divisors of
+    OW), ``vectors`` 16-channel vectors (divisors of O/16). Start: as :func:`perm_space`, rows up
+    to 8 (a 7-pixel row of a 7x7 map is one tile)."""
+    rows = tuple(r for r in range(1, 17) if shape.ow % r == 0)
+    vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if (shape.o // LANES) % v == 0)
+    best = None
+    for r in rows:
+        for v in vectors:
+            if r * v <= START_ACCUMULATORS and r <= 8:
+                score = (r * v, min(r, v))
+                if best is None or score > best[0]:
+                    best = (score, r, v)
+    _, r0, v0 = best
+    return Space(name, (Choice("rows", rows, default=rows.index(r0)),
+                        Choice("vectors", vectors, default=vectors.index(v0))))
+
+
+def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogue=()) -> list:
+    """Schedule the conv block ``C`` (loops n, y, x, o, kh, kw, g, e) and its ``Tab`` prologue
+    (one table per input pixel and group, built once per call in parallel over image rows):
+    (image, output row) pairs in parallel, then pixel tiles, channel tiles, taps and code words,
+    with the register tile tensorized."""
+    from tvmopt.errors import ConfigError
+    from .gemm import inline_epilogue
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    rows, vectors = knob["rows"], knob["vectors"]
+    block = sch.get_sblock("C")
+    local = sch.cache_write(block, 0, "local")
+    leftover = inline_epilogue(sch, epilogue)
+    n, y, x, o, r, q, g, e = sch.get_loops(block)[-8:]
+    x0, x1 = sch.split(x, [None, rows])
+    o0, o1 = sch.split(o, [None, vectors * LANES])
+    g0, g1 = sch.split(g, [None, fmt.per_word])
+    sch.reorder(n, y, x0, o0, r, q, g0, x1, o1, g1, e)
+    sch.reverse_compute_at(local, o0)
+    sch.parallel(sch.fuse(n, y))
+    tab = sch.get_sblock("Tab")
+    loops = sch.get_loops(tab)
+    sch.parallel(sch.fuse(loops[0], loops[1]))
+    sch.vectorize(loops[-1])
+    wb = sch.get_loops(local)[-1]
+    sch.vectorize(sch.split(wb, [None, LANES])[1])
+    init = sch.decompose_reduction(block, r)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(x1 if rows > 1 else o1, intrinsic(fmt, rows, vectors, stride))
+    return leftover
+
+
+def intrinsic(fmt, rows: int, vectors: int, stride: int = 1) -> str:
     """Register (once) and name the tensor intrinsic of one register tile: ``rows`` x
-    ``vectors * 16`` accumulators over one code word (``fmt.per_word`` groups)."""
+    ``vectors * 16`` accumulators over one code word (``fmt.per_word`` groups); row r reads
+    table row ``r * stride`` (a convolution's output pixels read every ``stride``-th input's)."""
+    return _register(fmt, rows, vectors, stride)
+
+
+@functools.cache
+def _register(fmt, rows: int, vectors: int, stride: int) -> str:
     import tvm
     from tvm.script import tirx as T
 
     width, groups, entries, bits = vectors * LANES, fmt.per_word, fmt.entries, fmt.bits
     mask = (1 << bits) - 1
-    name = f"tvmopt_perm_{fmt.name}_{rows}x{vectors}"
+    span = (rows - 1) * stride + 1
+    name = f"tvmopt_perm_{fmt.name}_{rows}x{vectors}_s{stride}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, d: T.handle) -> None:
         codes = T.match_buffer(a, (width,), "int32", offset_factor=1)
-        tab = T.match_buffer(b, (rows, groups, entries), "float32", offset_factor=1,
+        tab = T.match_buffer(b, (span, groups, entries), "float32", offset_factor=1,
                              strides=[T.int32(), T.int32(), 1])
         c = T.match_buffer(d, (rows, width), "float32", offset_factor=1, scope="local", strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:rows, 0:groups, 0:entries])
+            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:span, 0:groups, 0:entries])
             T.writes(c[0:rows, 0:width])
             for r, n, t, e in T.grid(rows, width, groups, entries):
                 with T.sblock("update"):
                     vr, vn, vt, ve = T.axis.remap("SSRR", [r, n, t, e])
                     c[vr, vn] = c[vr, vn] + T.Select(
-                        T.bitwise_and(T.shift_right(codes[vn], vt * bits), mask) == ve, tab[vr, vt, ve],
+                        T.bitwise_and(T.shift_right(codes[vn], vt * bits), mask) == ve, tab[vr * stride, vt, ve],
                         T.float32(0))
 
     @T.prim_func(s_tir=True)
@@ -154,18 +212,19 @@ def intrinsic(fmt, rows: int, vectors: int) -> str:
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, d: T.handle) -> None:
         codes = T.match_buffer(a, (width,), "int32", offset_factor=1)
-        tab = T.match_buffer(b, (rows, groups, entries), "float32", offset_factor=1,
+        tab = T.match_buffer(b, (span, groups, entries), "float32", offset_factor=1,
                              strides=[T.int32(), T.int32(), 1])
         c = T.match_buffer(d, (rows, width), "float32", offset_factor=1, scope="local", strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:rows, 0:groups, 0:entries])
+            T.reads(c[0:rows, 0:width], codes[0:width], tab[0:span, 0:groups, 0:entries])
             T.writes(c[0:rows, 0:width])
             # group outermost: each vector's codes shifted once per group, each row's table loaded once
             for t in T.unroll(groups):
                 for r in T.unroll(rows):
                     for v in T.unroll(vectors):
                         c[r, T.ramp(v * LANES, 1, LANES)] = c.vload([r, v * LANES], dtype="float32x16") + lookup(
-                            tab.vload([r, t, 0], dtype="float32x16"), tab.vload([r, t, high], dtype="float32x16"),
+                            tab.vload([r * stride, t, 0], dtype="float32x16"),
+                            tab.vload([r * stride, t, high], dtype="float32x16"),
                             T.shift_right(codes.vload([v * LANES], dtype="int32x16"), T.broadcast(t * bits, LANES)))
 
     tvm.s_tir.TensorIntrin.register(name, desc if rows > 1 else desc_row, impl)

@@ -23,7 +23,11 @@ AVX512 = isa.host().lanes >= 16
 
 
 @pytest.mark.parametrize("key", ["binary_perm_dense:8x48x64", "binary_perm_dense:1x32x100",
-                                 "binary_perm_dense:6x16x40", "binary_perm_dense:12x64x32"])
+                                 "binary_perm_dense:6x16x40", "binary_perm_dense:12x64x32",
+                                 # convolutions: padded, strided, channels not a whole word, 1x1
+                                 "binary_perm_conv2d_nhwc:1x40x6x6x32x3x3x1x1",
+                                 "binary_perm_conv2d_nhwc:2x32x7x7x16x3x3x2x1",
+                                 "binary_perm_conv2d_nhwc:1x64x5x5x48x1x1x1x0"])
 def test_every_config_matches_numpy(key):
     import tvm
 
@@ -33,7 +37,7 @@ def test_every_config_matches_numpy(key):
         expected = task.reference(inputs)
         target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
         configs = list(task.space.all())
-        assert len(configs) >= 4
+        assert len(configs) >= 3
         for config in configs:
             lib = tvm.compile(task.schedule(config, None), target=target)
             if not AVX512:
@@ -57,6 +61,19 @@ def test_code_words_hold_the_sign_bits_of_binary_dense():
     bits = (words.view(np.uint32)[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1     # [word, n, bit]
     got = np.where(bits.transpose(0, 2, 1).reshape(64, 32)[:44] == 1, 1.0, -1.0)
     np.testing.assert_array_equal(got, w)
+
+
+def test_conv_code_words_are_the_weight_by_tap_and_channel():
+    """The conv's words [KH, KW, ceil(C/32), O] hold bit c % 32 of channel c's sign at each tap,
+    from the same binary_dense sign bytes as every binary kernel; zero bits past C."""
+    with isa.use(isa.AVX512):
+        task = get_task("binary_perm_conv2d_nhwc:1x40x5x5x16x3x3x1x1")
+        (wbits,) = task.weights.random_weights(np.random.default_rng(1))
+        (words,) = task.to_kernel([wbits])
+    assert words.shape == (3, 3, 2, 16)
+    w = task.weights.dense_weight([wbits]).T.reshape(16, 40, 3, 3)             # [O, C, KH, KW]
+    np.testing.assert_array_equal(task.dense_weight([words]), w)
+    assert not (words.view(np.uint32)[:, :, 1] >> 8).any()                       # channels 40..63
 
 
 def test_avx2_targets_are_refused_with_the_kernel_they_run_instead():
@@ -95,3 +112,30 @@ def test_binary_layers_run_register_tables_on_avx512_and_row_tables_on_avx2(wide
         for text in kernels:
             assert "vpermps" not in text and "permvar" in text
             assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
+
+
+@pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512")
+def test_binary_cnn_runs_its_convolutions_through_register_tables(tmp_path):
+    """A binary CNN (tvmopt.nn, per-channel scale, batch norm, ReLU, a strided layer): on AVX-512
+    its binary convolutions run channels last through register tables and match PyTorch."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                          tn.BinaryConv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                          tn.BinaryConv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        model[3].running_mean.uniform_(-1, 1)
+        model[3].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 12, 12)
+    path = tn.export_onnx(model, x, tmp_path / "bcnn.onnx", plain=True)
+    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
+                             options=DetectOptions(kernels="compressed"))
+    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    assert convs == ["conv2d_nhwc", "binary_perm_conv2d_nhwc", "binary_perm_conv2d_nhwc"], convs
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -40,7 +40,7 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import ROW_TABLE_MIN_ROWS, choose, conv_row_tables, register_tables
+from .choose import ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_tables, register_tables
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
@@ -296,6 +296,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
             if tables:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
+            if nhwc:
+                conv_prefix = conv_register_tables(conv_prefix, c, o, min(kh, kw), sh) or conv_prefix
             if nhwc and (not direct or tables):
                 return None
             if kern.family != DENSE:

@@ -30,30 +30,38 @@ from .space import Choice, Config, Space
 
 #: fp32 lanes of a zmm register: outputs per index vector
 LANES = 16
-#: accumulators the start keeps (of AVX-512's 32 registers: the rest hold codes and a table)
-START_ACCUMULATORS = 24
+#: accumulators the start keeps (of AVX-512's 32 registers: the rest hold codes and a table), by
+#: table entries: a 32-entry table takes two registers and each ``vpermt2ps`` overwrites one
+#: operand, so a copy: ternary at 128 x 3072 x 768 ran 0.65x the dense start with 4 x 6
+#: accumulators (spilled) and 1.50x with 4 x 4
+START_ACCUMULATORS = {16: 24, 32: 16}
 #: rows mode only while the codes (N x K bits) fit in L2 with room for the tables
 ROWS_MODE_MAX_CODE_BYTES = 1 << 20
 
 
-def perm_space(m: int, n: int, k: int, name: str, cores: int = 2) -> Space:
+def _start_tile(rows, vectors, entries: int) -> tuple[int, int]:
+    """The largest register tile (rows x vectors) within the accumulator budget, balanced first."""
+    best = None
+    for r in rows:
+        for v in vectors:
+            if r * v <= START_ACCUMULATORS[entries] and r <= 8:
+                score = (r * v, min(r, v))
+                if best is None or score > best[0]:
+                    best = (score, r, v)
+    return best[1], best[2]
+
+
+def perm_space(m: int, n: int, k: int, name: str, entries: int = 16, cores: int = 2) -> Space:
     """``m`` rows, ``n`` outputs (a multiple of 16), ``k`` inputs.
 
     Start: the largest register tile of at most ``START_ACCUMULATORS`` accumulators, rows first
-    up to 8 (per group, each row's table is loaded once and read by ``vectors`` permutes; each
+    up to 8, balanced (per group, each row's table is loaded once and read by ``vectors`` permutes; each
     vector's codes are shifted once and read by ``rows`` permutes), rows mode when the row tiles
     give each core two."""
     vectors_n = n // LANES
     rows = tuple(r for r in (1, 2, 3, 4, 6, 8, 12, 16) if m % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if vectors_n % v == 0)
-    best = None
-    for r in rows:
-        for v in vectors:
-            if r * v <= START_ACCUMULATORS and r <= 8:
-                score = (r * v, min(r, v))
-                if best is None or score > best[0]:
-                    best = (score, r, v)
-    _, r0, v0 = best
+    r0, v0 = _start_tile(rows, vectors, entries)
     mode = "rows" if m // r0 >= 2 * cores and n * k // 8 <= ROWS_MODE_MAX_CODE_BYTES else "outputs"
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0)),
@@ -98,20 +106,13 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     return leftover
 
 
-def perm_conv_space(shape, name: str, cores: int = 2) -> Space:
+def perm_conv_space(shape, name: str, entries: int = 16) -> Space:
     """``binary_perm_conv2d_nhwc``: ``rows`` output pixels along a row of the output (divisors of
     OW), ``vectors`` 16-channel vectors (divisors of O/16). Start: as :func:`perm_space`, rows up
     to 8 (a 7-pixel row of a 7x7 map is one tile)."""
     rows = tuple(r for r in range(1, 17) if shape.ow % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if (shape.o // LANES) % v == 0)
-    best = None
-    for r in rows:
-        for v in vectors:
-            if r * v <= START_ACCUMULATORS and r <= 8:
-                score = (r * v, min(r, v))
-                if best is None or score > best[0]:
-                    best = (score, r, v)
-    _, r0, v0 = best
+    r0, v0 = _start_tile(rows, vectors, entries)
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0))))
 

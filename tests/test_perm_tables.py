@@ -27,7 +27,11 @@ AVX512 = isa.host().lanes >= 16
                                  # convolutions: padded, strided, channels not a whole word, 1x1
                                  "binary_perm_conv2d_nhwc:1x40x6x6x32x3x3x1x1",
                                  "binary_perm_conv2d_nhwc:2x32x7x7x16x3x3x2x1",
-                                 "binary_perm_conv2d_nhwc:1x64x5x5x48x1x1x1x0"])
+                                 "binary_perm_conv2d_nhwc:1x64x5x5x48x1x1x1x0",
+                                 "binary_perm_conv2d_nhwc:2x32x9x9x16x1x1x2x0",      # 1x1 strided: subsampled tables
+                                 # ternary: 3 weights per 5-bit code, 32-entry tables (vpermt2ps)
+                                 "ternary_perm_dense:8x32x50", "ternary_perm_dense:1x48x36",
+                                 "ternary_perm_conv2d_nhwc:1x20x5x5x16x3x3x1x1"])
 def test_every_config_matches_numpy(key):
     import tvm
 
@@ -37,7 +41,7 @@ def test_every_config_matches_numpy(key):
         expected = task.reference(inputs)
         target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
         configs = list(task.space.all())
-        assert len(configs) >= 3
+        assert len(configs) >= 2
         for config in configs:
             lib = tvm.compile(task.schedule(config, None), target=target)
             if not AVX512:
@@ -45,6 +49,20 @@ def test_every_config_matches_numpy(key):
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
             lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
             assert task.mismatch(out.numpy(), expected) is None, config
+
+
+def test_ternary_words_hold_base3_codes_of_three_weights():
+    """ternary_perm_dense packs ternary_dense's 2-bit codes as 5-bit codes (w0+1) + 3 (w1+1) +
+    9 (w2+1), six per word; logical() gives the 2-bit codes back."""
+    with isa.use(isa.AVX512):
+        task = get_task("ternary_perm_dense:2x16x20")
+        (codes,) = task.random_weights(np.random.default_rng(4))
+        (words,) = task.to_kernel([codes])
+    assert words.shape == (2, 16)
+    np.testing.assert_array_equal(task.logical([words])[0], codes)
+    w = task.dense_weight([codes])                                          # [K, N] in {-1, 0, 1}
+    first = words.view(np.uint32)[0] & 31
+    np.testing.assert_array_equal(first, (w[0] + 1) + 3 * (w[1] + 1) + 9 * (w[2] + 1))
 
 
 def test_code_words_hold_the_sign_bits_of_binary_dense():
@@ -95,7 +113,7 @@ def test_binary_layers_run_register_tables_on_avx512_and_row_tables_on_avx2(wide
         pytest.skip("this CPU has no AVX-512")
     torch.manual_seed(0)
     model = nn.Sequential(tn.BinaryLinear(256, 512), nn.ReLU(), tn.BinaryLinear(512, 256), nn.ReLU(),
-                          nn.Linear(256, 10)).eval()
+                          tn.TernaryLinear(256, 512, per_channel=True), nn.ReLU(), nn.Linear(512, 10)).eval()
     x = torch.randn(24, 256)
     with torch.no_grad():
         ref = model(x).numpy()
@@ -103,14 +121,15 @@ def test_binary_layers_run_register_tables_on_avx512_and_row_tables_on_avx2(wide
     compiled = compile_model(path, "llvm" if wide else avx2_host(), batch=24, shipped=False, records=tmp_path,
                              options=DetectOptions(kernels="compressed"))
     tables = "binary_perm_dense" if wide else "binary_rowlut_dense"
-    assert _families(compiled) == [tables, tables, "dense"]
+    ternary = "ternary_perm_dense" if wide else "ternary_dense"        # ternary row tables from 64 rows
+    assert _families(compiled) == [tables, tables, ternary, "dense"]
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     if wide:      # the per-output scale, the bias and the ReLU run in the kernels' write-back
         kernels = [f.script() for _, f in compiled.mod.functions_items()
-                   if type(f).__name__ == "PrimFunc" and TASK_ANNOTATION in f.script() and tables in f.script()]
-        assert len(kernels) == 2
+                   if type(f).__name__ == "PrimFunc" and TASK_ANNOTATION in f.script() and "_perm_dense" in f.script()]
+        assert len(kernels) == 3
         for text in kernels:
-            assert "vpermps" not in text and "permvar" in text
+            assert "permvar" in text or "vpermi2var" in text
             assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
 
 

@@ -117,19 +117,25 @@ ROW_TABLE_MIN_ROWS = {"binary_rowlut_dense": 8, "ternary_rowlut_dense": 64}
 #: AVX-512: binary layers through tables held in registers (ops/perm_tables.py: one ``vpermps``
 #: and one add per 16 outputs and 4 weights, where dense does 4 FMAs), from this many rows ...
 PERM_TABLES_OF = {"binary_dense": "binary_perm_dense", "binary_lut_dense": "binary_perm_dense",
-                  "binary_rowlut_dense": "binary_perm_dense", "binary_conv2d": "binary_perm_conv2d"}
+                  "binary_rowlut_dense": "binary_perm_dense", "binary_conv2d": "binary_perm_conv2d",
+                  "ternary_dense": "ternary_perm_dense", "ternary_lut_dense": "ternary_perm_dense",
+                  "ternary_rowlut_dense": "ternary_perm_dense"}
 PERM_MIN_ROWS = 1
 #: ... predicted faster than dense from this many weights
-PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 13}
+PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 13, "ternary_perm_dense": 1 << 18}
 #: ``kernel_choice``-style layer timings on the Intel Xeon (start configs against the dense
 #: start, paired rounds): dense layers 2.0 to 2.2x at 64 to 128 rows (64 x 1024 x 1024, the
 #: encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at 16 x 4096 x 4096, 6x at 1 x 1024 x
 #: 1024 (binary_lut_dense: 1.3x), 1.9x at 16 x 256 x 256 and 1.0x at 1 x 256 x 256; convolutions
 #: (channels last) 1.8 to 1.9x ResNet-18's 3x3 layers at batch 1, 1.6 to 2.5x at batch 16,
 #: 1.6 to 1.8x at 32 to 64 channels on 8x8 to 32x32 maps, 1.1 to 1.7x on 1x1 layers, but
-#: 0.88x with 16 input channels (half of each code word is padding) and 0.66x on a 1x1 stride-2
-#: layer (tables built for every input pixel, a quarter of them read): those stay with the
-#: other kernels
+#: 0.88x with 16 input channels (half of each code word is padding): those stay with the other
+#: kernels. A 1x1 stride-2 layer ran 0.66x with tables for every input pixel, 1.64 to 2.06x with
+#: tables for the pixels it reads only. Ternary weights (``vpermt2ps``, 3 weights per permute): dense layers 8.5x at
+#: 1 x 4096 x 4096 (the decode kernel 1.65x), 3.6x at 1 x 1024 x 1024, 1.5x at 16 x 4096 x 4096
+#: (decode 1.48x) and 64 x 1024 x 1024 (row tables 0.95x), 1.23x at 128 x 768 x 3072, 1.15x at
+#: 16 x 256 x 256 but 0.59x at 1 x 256 x 256; the ternary conv (``ternary_perm_conv2d_nhwc``)
+#: ran 0.55 to 1.17x the dense conv on ResNet-18's layers and is left to ``tvmopt tune``
 PERM_CONV_CHANNELS = 32
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
@@ -197,10 +203,10 @@ def conv_register_tables(conv_prefix: str | None, channels: int, outputs: int, k
                          stride: int) -> str | None:
     """The channels-last register-table conv (``binary_perm_conv2d``, AVX-512) a direct
     compressed conv (``conv_prefix``) runs instead, or None: where its input channels fill whole
-    code words (``PERM_CONV_CHANNELS``) and every input pixel's tables are read (a kernel at least
-    as wide as the stride)."""
+    code words (``PERM_CONV_CHANNELS``) and the tables it builds are read (a kernel at least as
+    wide as the stride, or 1x1: tables for the pixels it reads only)."""
     perm = PERM_TABLES_OF.get(conv_prefix)
-    if not perm or not _wide() or outputs % 16 or channels % PERM_CONV_CHANNELS or kernel < stride:
+    if not perm or not _wide() or outputs % 16 or channels % PERM_CONV_CHANNELS or 1 < kernel < stride:
         return None
     return perm
 

@@ -55,14 +55,22 @@ def perm_space(m: int, n: int, k: int, name: str, entries: int = 16, cores: int 
     """``m`` rows, ``n`` outputs (a multiple of 16), ``k`` inputs.
 
     Start: the largest register tile of at most ``START_ACCUMULATORS`` accumulators, rows first
-    up to 8, balanced (per group, each row's table is loaded once and read by ``vectors`` permutes; each
-    vector's codes are shifted once and read by ``rows`` permutes), rows mode when the row tiles
-    give each core two."""
+    up to 8, balanced (per group, each row's table is loaded once and read by ``vectors``
+    permutes; each vector's codes are shifted once and read by ``rows`` permutes). Rows mode
+    when the row tiles give each core two and the codes fit in L2 (each row tile reads them
+    all). Measured on the Intel Xeon (start configs, paired rounds): rows mode 1.05x outputs
+    mode at 64 x 1024 x 1024 and 1.16x at 128 x 768 x 3072, but 0.85x at 16 x 4096 x 4096 (4
+    row tiles) and 0.90x at 32 x 4096 x 4096 (2 MiB of codes). Ternary tables (two registers
+    per row and group) favour rows mode wherever each core gets a row tile: 1.34x outputs mode
+    at 16 x 4096 x 4096, 1.77x at 32."""
     vectors_n = n // LANES
     rows = tuple(r for r in (1, 2, 3, 4, 6, 8, 12, 16) if m % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if vectors_n % v == 0)
     r0, v0 = _start_tile(rows, vectors, entries)
-    mode = "rows" if m // r0 >= 2 * cores and n * k // 8 <= ROWS_MODE_MAX_CODE_BYTES else "outputs"
+    if entries > LANES:       # two-register tables: re-reading them per output tile costs more
+        mode = "rows" if m // r0 >= cores else "outputs"
+    else:
+        mode = "rows" if m // r0 >= 2 * cores and n * k // 8 <= ROWS_MODE_MAX_CODE_BYTES else "outputs"
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0)),
                         Choice("parallel", ("rows", "outputs"), default=("rows", "outputs").index(mode))))

@@ -121,8 +121,10 @@ def perm_conv_space(shape, name: str, entries: int = 16) -> Space:
     rows = tuple(r for r in range(1, 17) if shape.ow % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if (shape.o // LANES) % v == 0)
     r0, v0 = _start_tile(rows, vectors, entries)
+    blocks = (0,) + tuple(b for b in (1, 2, 4, 7, 8, 14, 16) if shape.oh % b == 0 and b < shape.oh)
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
-                        Choice("vectors", vectors, default=vectors.index(v0))))
+                        Choice("vectors", vectors, default=vectors.index(v0)),
+                        Choice("table_rows", blocks, default=0)))
 
 
 def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogue=()) -> list:
@@ -144,13 +146,22 @@ def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogu
     x0, x1 = sch.split(x, [None, rows])
     o0, o1 = sch.split(o, [None, vectors * LANES])
     g0, g1 = sch.split(g, [None, fmt.per_word])
-    sch.reorder(n, y, x0, o0, r, q, g0, x1, o1, g1, e)
-    sch.reverse_compute_at(local, o0)
-    sch.parallel(sch.fuse(n, y))
+    block_rows = knob["table_rows"]
     tab = sch.get_sblock("Tab")
-    loops = sch.get_loops(tab)
-    sch.parallel(sch.fuse(loops[0], loops[1]))
-    sch.vectorize(loops[-1])
+    if block_rows:            # the tables of a block of output rows' inputs, built where it runs
+        y0, y1 = sch.split(y, [None, block_rows])
+        sch.reorder(n, y0, y1, x0, o0, r, q, g0, x1, o1, g1, e)
+        sch.reverse_compute_at(local, o0)
+        outer = sch.fuse(n, y0)
+        sch.parallel(outer)
+        sch.compute_at(tab, outer)
+    else:                     # every input pixel's tables first, in parallel over image rows
+        sch.reorder(n, y, x0, o0, r, q, g0, x1, o1, g1, e)
+        sch.reverse_compute_at(local, o0)
+        sch.parallel(sch.fuse(n, y))
+        loops = sch.get_loops(tab)
+        sch.parallel(sch.fuse(loops[0], loops[1]))
+    sch.vectorize(sch.get_loops(tab)[-1])
     wb = sch.get_loops(local)[-1]
     sch.vectorize(sch.split(wb, [None, LANES])[1])
     init = sch.decompose_reduction(block, r)

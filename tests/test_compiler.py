@@ -31,8 +31,9 @@ def _model(layer):
     return nn.Sequential(nn.Linear(32, IN), nn.ReLU(), layer).eval()
 
 
-#: binary layers of 16-multiple widths run register tables on AVX-512 (ops/perm_tables.py)
+#: binary and ternary layers of 16-multiple widths run register tables on AVX-512 (ops/perm_tables.py)
 BINARY = "binary_perm_dense" if isa.host().lanes >= 16 else "binary_dense"
+TERNARY = "ternary_perm_dense" if isa.host().lanes >= 16 else "ternary_dense"
 
 STRUCTURES = {
     # name: (layer, kernel family for the ai.tvmopt export, for the plain export)
@@ -40,7 +41,7 @@ STRUCTURES = {
     "shift-act": (lambda: tn.ShiftLinear(IN, 48, mode="q", activation_bits=(4, 6)), "shift_dense", "shift_dense"),
     "binary": (lambda: tn.BinaryLinear(IN, 48), BINARY, BINARY),
     "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
-    "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), "ternary_dense", "ternary_dense"),
+    "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), TERNARY, TERNARY),
     "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_decode_dense", "nm_decode_dense"),
     # plain: the hash is found again (seed and bucket count recovered), so the 8x compact form is kept
     "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "hashed_dense"),
@@ -142,7 +143,7 @@ def test_torch_export_program_compiles():
     model = nn.Sequential(tn.ShiftLinear(32, 64), nn.ReLU(), tn.TernaryLinear(64, 16)).eval()
     x = torch.randn(3, 32)
     compiled = compile_model(tn.export_program(model, x), options=COMPRESSED)
-    assert _families(compiled) == ["shift_dense", "ternary_dense"]
+    assert _families(compiled) == ["shift_dense", TERNARY]
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
 
@@ -195,7 +196,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
     from tvmopt.tune.loop import tune_task
 
     model, compact, _ = exports["ternary"]
-    key = "ternary_dense:4x48x64"
+    key = f"{TERNARY}:4x48x64"
     result = tune_task(key, parse_target("llvm"), tuner="random", trials=3, records=tmp_path, progress=False)
     assert result.measured == 3 and result.best_config is not None
     compiled = compile_model(compact, batch=4, records=tmp_path, options=COMPRESSED)
@@ -304,7 +305,7 @@ def test_shipped_records_of_another_cpu_are_used_when_this_one_has_none(tmp_path
     from tvmopt.ops.task import get_task
 
     _, compact, _ = exports["ternary"]
-    key = "ternary_dense:4x48x64"
+    key = f"{TERNARY}:4x48x64"
     task = get_task(key)
     import random
     config = task.space.random(random.Random(3))

@@ -29,6 +29,7 @@ AVX512 = isa.host().lanes >= 16
                                  "binary_perm_conv2d_nhwc:2x32x7x7x16x3x3x2x1",
                                  "binary_perm_conv2d_nhwc:1x64x5x5x48x1x1x1x0",
                                  "binary_perm_conv2d_nhwc:2x32x9x9x16x1x1x2x0",      # 1x1 strided: subsampled tables
+                                 "binary_perm_conv2d_nhwc:1x16x6x6x16x3x3x1x1",      # 16 channels: half words
                                  # ternary: 3 weights per 5-bit code, 32-entry tables (vpermt2ps)
                                  "ternary_perm_dense:8x32x50", "ternary_perm_dense:1x48x36",
                                  "ternary_perm_conv2d_nhwc:1x20x5x5x16x3x3x1x1"])

@@ -96,6 +96,10 @@ class CodeFormat:
 
 
 BINARY = CodeFormat("binary", group=4, bits=4, per_word=8, entries=16, base=2)
+#: binary convolutions of 16 input channels (a CIFAR ResNet's first stage): one tap's 16
+#: channels per word, the upper half unused (2 bits stored per weight), so no permute is spent
+#: on padding channels
+BINARY16 = CodeFormat("binary16", group=4, bits=4, per_word=4, entries=16, base=2)
 #: 27 patterns of 3 ternary weights in two registers (``vpermt2ps``): 18 weights per word, 1.8
 #: bits per weight
 TERNARY = CodeFormat("ternary", group=3, bits=5, per_word=6, entries=32, base=3)
@@ -251,6 +255,8 @@ class PermConv2dTask(Task):
             raise WorkloadError(f"workload '{self.key}': the output channels (O = {s.o}) must be a multiple of {LANES}")
         # the arrays as the format's dense op holds them, for the weight seen as [K = C*KH*KW, N = O]
         self.fmt, dense = CONV_FORMATS[self.family]
+        if self.fmt is BINARY and s.c % BINARY.weights_per_word and s.c <= BINARY16.weights_per_word:
+            self.fmt = BINARY16
         self.weights = dense(self.key, 1, s.o, s.c * s.kh * s.kw)
         self.weights.fmt = self.fmt
         self.space = perm_conv_space(s, f"{self.family}-llvm", self.fmt.entries)

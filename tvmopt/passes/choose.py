@@ -129,8 +129,8 @@ PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 13,
 #: 1024 (binary_lut_dense: 1.3x), 1.9x at 16 x 256 x 256 and 1.0x at 1 x 256 x 256; convolutions
 #: (channels last) 1.8 to 1.9x ResNet-18's 3x3 layers at batch 1, 1.6 to 2.5x at batch 16,
 #: 1.6 to 1.8x at 32 to 64 channels on 8x8 to 32x32 maps, 1.1 to 1.7x on 1x1 layers, but
-#: 0.88x with 16 input channels (half of each code word is padding): those stay with the other
-#: kernels. A 1x1 stride-2 layer ran 0.66x with tables for every input pixel, 1.64 to 2.06x with
+#: 0.88x with 16 input channels in 32-channel words (half of each word padding; in words of
+#: 16 channels, ``BINARY16``: 1.58x at 1x16x32x32x16, 1.16x at batch 16). A 1x1 stride-2 layer ran 0.66x with tables for every input pixel, 1.64 to 2.06x with
 #: tables for the pixels it reads only. Ternary weights (``vpermt2ps``, 3 weights per permute): dense layers 8.5x at
 #: 1 x 4096 x 4096 (the decode kernel 1.65x), 3.6x at 1 x 1024 x 1024, 1.5x at 16 x 4096 x 4096
 #: (decode 1.48x) and 64 x 1024 x 1024 (row tables 0.95x), 1.23x at 128 x 768 x 3072, 1.15x at
@@ -203,10 +203,12 @@ def conv_register_tables(conv_prefix: str | None, channels: int, outputs: int, k
                          stride: int) -> str | None:
     """The channels-last register-table conv (``binary_perm_conv2d``, AVX-512) a direct
     compressed conv (``conv_prefix``) runs instead, or None: where its input channels fill whole
-    code words (``PERM_CONV_CHANNELS``) and the tables it builds are read (a kernel at least as
-    wide as the stride, or 1x1: tables for the pixels it reads only)."""
+    code words (``PERM_CONV_CHANNELS``, or 16 channels: half words, ``BINARY16``) and the tables it
+    builds are read (a kernel at least as wide as the stride, or 1x1: tables for the pixels it
+    reads only)."""
     perm = PERM_TABLES_OF.get(conv_prefix)
-    if not perm or not _wide() or outputs % 16 or channels % PERM_CONV_CHANNELS or 1 < kernel < stride:
+    whole = channels % PERM_CONV_CHANNELS == 0 or channels == PERM_CONV_CHANNELS // 2
+    if not perm or not _wide() or outputs % 16 or not whole or 1 < kernel < stride:
         return None
     return perm
 

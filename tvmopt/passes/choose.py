@@ -122,9 +122,12 @@ PERM_TABLES_OF = {"binary_dense": "binary_perm_dense", "binary_lut_dense": "bina
                   "ternary_rowlut_dense": "ternary_perm_dense"}
 PERM_MIN_ROWS = 1
 #: ... predicted faster than dense from this many weights
-PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 13, "ternary_perm_dense": 1 << 18}
-#: ``kernel_choice``-style layer timings on the Intel Xeon (start configs against the dense
-#: start, paired rounds): dense layers 2.0 to 2.2x at 64 to 128 rows (64 x 1024 x 1024, the
+PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 11, "ternary_perm_dense": 1 << 16}
+#: ... and, for dense layers of fewer rows than this (the shifts of a row's codes are shared by
+#: fewer rows), from this many weights
+PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
+#: Layer timings on the Intel Xeon (``benchmarks/perm_tables.py``, section ``perm_tables_xeon``:
+#: start configs against the dense start, paired rounds): dense layers 2.0 to 2.2x at 64 to 128 rows (64 x 1024 x 1024, the
 #: encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at 16 x 4096 x 4096, 6x at 1 x 1024 x
 #: 1024 (binary_lut_dense: 1.3x), 1.9x at 16 x 256 x 256 and 1.0x at 1 x 256 x 256; convolutions
 #: (channels last) 1.8 to 1.9x ResNet-18's 3x3 layers at batch 1, 1.6 to 2.5x at batch 16,
@@ -250,7 +253,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L1 and "
                              f"beats the transform's passes")
     if family in PERM_MIN_WEIGHTS:
-        if weights >= PERM_MIN_WEIGHTS[family]:
+        least = PERM_MIN_WEIGHTS[family]
+        if not conv and rows < PERM_FEW_ROWS:
+            least = max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
+        if weights >= least:
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
                                 "and 4 weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")

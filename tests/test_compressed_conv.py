@@ -17,6 +17,7 @@ from tvmopt.ops.compressed_conv2d import FORMATS
 from tvmopt.ops.conv2d import conv2d_reference
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
+from tvmopt.schedules import isa
 
 KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
         "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2
@@ -149,9 +150,13 @@ def _net():
     return net
 
 
-@pytest.mark.parametrize("kind,prefix,layout", [("shift", "shift_conv2d", "auto"), ("binary", "binary_conv2d", "auto"),
+#: binary convolutions channels last: register tables on AVX-512 (ops/perm_tables.py), else the decode conv
+BINARY_NHWC = "binary_perm_conv2d" if isa.host().lanes >= 16 else "binary_conv2d"
+
+
+@pytest.mark.parametrize("kind,prefix,layout", [("shift", "shift_conv2d", "auto"), ("binary", BINARY_NHWC, "auto"),
                                                 ("ternary", "ternary_conv2d", "auto"), ("nm", "nm_conv2d", "auto"),
-                                                ("shift", "shift_conv2d", "nchw")])
+                                                ("shift", "shift_conv2d", "nchw"), ("binary", "binary_conv2d", "nchw")])
 def test_batch_norm_relu_and_residual_run_in_the_compressed_kernels_write_back(kind, prefix, layout, tmp_path):
     """Folded batch norm (a per-channel scale on the structured weight), ReLU and the residual
     add: inlined into the compressed kernel; the IR holds no elementwise function and no

@@ -48,6 +48,7 @@ from tvmopt.schedules.perm_tables import LANES, apply_perm, apply_perm_conv, per
 from tvmopt.schedules.space import Config
 
 from .binary_dense import BinaryDenseTask
+from .compressed_conv2d import DenseArraysConv
 from .decoded import decoded_task
 from .ternary_dense import TernaryDenseTask
 
@@ -235,9 +236,10 @@ CONV_FORMATS = {"binary_perm_conv2d_nhwc": (BINARY, BinaryDenseTask),
 
 
 @dataclass
-class PermConv2dTask(Task):
+class PermConv2dTask(DenseArraysConv, Task):
     """``binary_perm_conv2d_nhwc`` and ``ternary_perm_conv2d_nhwc``: convolutions through
-    register tables (module doc)."""
+    register tables (module doc). Inputs, reference and tolerance are those of every conv over a
+    dense op's arrays (``DenseArraysConv``); the code words are this kernel's own layout."""
 
     key: str
     shape: ConvShape
@@ -290,21 +292,6 @@ class PermConv2dTask(Task):
         digits = self.fmt.unpack(np.ascontiguousarray(words.transpose(2, 0, 1, 3)))[: s.c]   # [C, KH, KW, O]
         w = digits * 2 - 1 if self.fmt.base == 2 else digits - 1
         return np.ascontiguousarray(w.astype(np.float32).transpose(3, 0, 1, 2))
-
-    def make_inputs(self, rng):
-        from .conv2d import input_shape
-
-        x = rng.uniform(-1, 1, size=input_shape(self.shape)).astype(np.float32)
-        return [x] + self.to_kernel(self.weights.random_weights(rng))
-
-    def reference(self, inputs):
-        from .conv2d import reference_in_layout
-
-        x, *arrays = inputs
-        return reference_in_layout(self.shape, x, self.dense_weight(arrays))
-
-    def tolerance(self):
-        return 1e-4, 1e-5 * max(1.0, (self.shape.c * self.shape.kh * self.shape.kw) ** 0.5)
 
     def with_params(self, params: dict) -> "PermConv2dTask":
         return self

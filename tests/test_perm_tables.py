@@ -159,3 +159,15 @@ def test_binary_cnn_runs_its_convolutions_through_register_tables(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(model(x).numpy(), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("key", ["binary_perm_dense:4x32x64", "ternary_dense:3x16x40", "xnor_dense:2x16x64",
+                                 "nm_decode_dense:4x16x32x2x4", "hashed_dense:2x16x20x37x2"])
+def test_tune_times_numpys_dense_product_not_the_reference_decode(key):
+    """``tvmopt tune``'s same-run figure against numpy times numpy's fp32 product with the weight
+    decoded beforehand (what a user would run), which computes the reference's result."""
+    with isa.use(isa.AVX512):
+        task = get_task(key)
+    inputs = task.make_inputs(np.random.default_rng(2))
+    product = task.numpy_product(inputs)
+    assert task.mismatch(product(), task.reference(inputs)) is None

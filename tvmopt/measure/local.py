@@ -210,7 +210,7 @@ def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: 
     args = [tvm.runtime.tensor(x, dev) for x in inputs]
     out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype), dev)
     timer = lib.time_evaluator(_entry_name(lib), dev, number=1, repeat=1, min_repeat_ms=100)
-    refs = {"numpy": lambda: task.reference(inputs)}
+    refs = {"numpy": task.numpy_product(inputs)}
     torch_ref = getattr(task, "torch_reference", None)
     if torch_ref is not None:
         tensors = torch_ref.prepare(inputs)

@@ -81,6 +81,13 @@ class Task(ABC):
         """(rtol, atol) for comparing against the reference."""
         return 1e-4, 1e-4
 
+    def numpy_product(self, inputs: list[np.ndarray]):
+        """What numpy runs for the same result, timed beside the kernel by ``tvmopt tune`` (a
+        callable): the reference by default; compressed ops give their dense fp32 product with the
+        weight decoded beforehand, so the figure compares with what a user would run, not with
+        the reference's decode."""
+        return lambda: self.reference(inputs)
+
     def mismatch(self, got: np.ndarray, expected: np.ndarray) -> str | None:
         """Why ``got`` is not the reference output, or None when it matches within tolerance.
 

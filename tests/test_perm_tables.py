@@ -171,3 +171,31 @@ def test_tune_times_numpys_dense_product_not_the_reference_decode(key):
     inputs = task.make_inputs(np.random.default_rng(2))
     product = task.numpy_product(inputs)
     assert task.mismatch(product(), task.reference(inputs)) is None
+
+
+def test_the_prediction_keeps_small_layers_and_unfit_convolutions_off_register_tables():
+    """Never slower (perm_tables_xeon): below 8 rows a binary layer needs 256K weights (1x256x256
+    ran 0.94x dense), from 8 rows 64K (16x256x256: 2.06x); convolutions from 2K weights, with 16
+    or a multiple of 32 input channels and no input pixel built a table for and never read; none
+    on AVX2 targets."""
+    from tvmopt.passes.choose import choose, conv_register_tables, register_tables
+
+    with isa.use(isa.AVX512):
+        assert not choose("auto", "binary_perm_dense", "k", "d", 1, 256 * 256, False).compressed
+        assert choose("auto", "binary_perm_dense", "k", "d", 1, 1024 * 1024, False).compressed
+        assert choose("auto", "binary_perm_dense", "k", "d", 16, 256 * 256, False).compressed
+        assert not choose("auto", "ternary_perm_dense", "k", "d", 16, 128 * 128, False).compressed
+        assert choose("auto", "binary_perm_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
+        assert not choose("auto", "binary_perm_conv2d", "k", "d", 1024, 16 * 8 * 9, True).compressed
+        assert register_tables("binary_rowlut_dense", 16, 4096) == "binary_perm_dense"
+        assert register_tables("ternary_dense", 1, 48) == "ternary_perm_dense"
+        assert register_tables("binary_dense", 16, 40) is None                   # not 16 outputs a vector
+        assert register_tables("shift_dense", 16, 4096) is None
+        assert conv_register_tables("binary_conv2d", 16, 16, 3, 1) == "binary_perm_conv2d"
+        assert conv_register_tables("binary_conv2d", 64, 128, 1, 2) == "binary_perm_conv2d"   # subsampled tables
+        assert conv_register_tables("binary_conv2d", 24, 16, 3, 1) is None       # neither 16 nor whole words
+        assert conv_register_tables("binary_conv2d", 64, 64, 2, 3) is None       # input pixels skipped
+        assert conv_register_tables("ternary_conv2d", 64, 64, 3, 1) is None      # left to tune
+    with isa.use(isa.AVX2):
+        assert register_tables("binary_dense", 16, 4096) is None
+        assert conv_register_tables("binary_conv2d", 64, 64, 3, 1) is None

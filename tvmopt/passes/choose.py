@@ -28,6 +28,8 @@ weight decoded in blocks inside the conv's loops) costs its decode once per imag
 for a batch) on top of the dense conv's FMAs, so it ties with the dense conv where the weight
 serves enough output pixels, or where the dense weight outgrows L2: predicted from
 ``DIRECT_CONV_MIN_ROWS`` and ``DIRECT_CONV_MIN_WEIGHTS`` (same speed, weights 6 to 32x smaller). ``xnor_conv2d`` does less arithmetic and is always chosen.
+On AVX-512, binary and ternary layers (and binary channels-last convolutions) run tables of
+partial sums held in registers instead, predicted faster from ``PERM_MIN_WEIGHTS``.
 """
 
 from __future__ import annotations
@@ -114,28 +116,29 @@ ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense":
 #: (``benchmarks/row_tables.py``: 0.88x; the sweep: 1.02x against 1.30x at 4096^2) and won at
 #: 128 (the encoder: 1.31x); 64 is between the two, unmeasured
 ROW_TABLE_MIN_ROWS = {"binary_rowlut_dense": 8, "ternary_rowlut_dense": 64}
-#: AVX-512: binary layers through tables held in registers (ops/perm_tables.py: one ``vpermps``
-#: and one add per 16 outputs and 4 weights, where dense does 4 FMAs), from this many rows ...
+#: AVX-512: binary and ternary layers through tables held in registers (ops/perm_tables.py: one
+#: ``vpermps`` / ``vpermt2ps`` and one add per 16 outputs and 4 binary / 3 ternary weights, where
+#: dense does 4 / 3 FMAs): the kernel each family's layers run instead ...
 PERM_TABLES_OF = {"binary_dense": "binary_perm_dense", "binary_lut_dense": "binary_perm_dense",
                   "binary_rowlut_dense": "binary_perm_dense", "binary_conv2d": "binary_perm_conv2d",
                   "ternary_dense": "ternary_perm_dense", "ternary_lut_dense": "ternary_perm_dense",
                   "ternary_rowlut_dense": "ternary_perm_dense"}
-PERM_MIN_ROWS = 1
 #: ... predicted faster than dense from this many weights
 PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 11, "ternary_perm_dense": 1 << 16}
 #: ... and, for dense layers of fewer rows than this (the shifts of a row's codes are shared by
 #: fewer rows), from this many weights
 PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
 #: Layer timings on the Intel Xeon (``benchmarks/perm_tables.py``, section ``perm_tables_xeon``:
-#: start configs against the dense start, paired rounds): dense layers 2.0 to 2.2x at 64 to 128 rows (64 x 1024 x 1024, the
-#: encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at 16 x 4096 x 4096, 6x at 1 x 1024 x
-#: 1024 (binary_lut_dense: 1.3x), 1.9x at 16 x 256 x 256 and 1.0x at 1 x 256 x 256; convolutions
-#: (channels last) 1.8 to 1.9x ResNet-18's 3x3 layers at batch 1, 1.6 to 2.5x at batch 16,
-#: 1.6 to 1.8x at 32 to 64 channels on 8x8 to 32x32 maps, 1.1 to 1.7x on 1x1 layers, but
-#: 0.88x with 16 input channels in 32-channel words (half of each word padding; in words of
-#: 16 channels, ``BINARY16``: 1.58x at 1x16x32x32x16, 1.16x at batch 16). A 1x1 stride-2 layer ran 0.66x with tables for every input pixel, 1.64 to 2.06x with
-#: tables for the pixels it reads only. Ternary weights (``vpermt2ps``, 3 weights per permute): dense layers 8.5x at
-#: 1 x 4096 x 4096 (the decode kernel 1.65x), 3.6x at 1 x 1024 x 1024, 1.5x at 16 x 4096 x 4096
+#: start configs against the dense start, paired rounds): binary dense layers 2.0 to 2.2x at 64
+#: to 128 rows (64 x 1024 x 1024, the encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at
+#: 16 x 4096 x 4096, 6x at 1 x 1024 x 1024 (binary_lut_dense: 1.3x), 1.9x at 16 x 256 x 256 and
+#: 1.0x at 1 x 256 x 256; convolutions (channels last) 1.8 to 1.9x ResNet-18's 3x3 layers at
+#: batch 1, 1.6 to 2.5x at batch 16, 1.6 to 1.8x at 32 to 64 channels on 8x8 to 32x32 maps, 1.1
+#: to 1.7x on 1x1 layers, but 0.88x with 16 input channels in 32-channel words (half of each
+#: word padding; in words of 16 channels, ``BINARY16``: 1.58x at 1x16x32x32x16, 1.16x at batch
+#: 16). A 1x1 stride-2 layer ran 0.66x with tables for every input pixel, 1.64 to 2.06x with
+#: tables for the pixels it reads only. Ternary weights (``vpermt2ps``, 3 weights per permute):
+#: dense layers 8.5x at 1 x 4096 x 4096 (the decode kernel 1.65x), 3.6x at 1 x 1024 x 1024, 1.5x at 16 x 4096 x 4096
 #: (decode 1.48x) and 64 x 1024 x 1024 (row tables 0.95x), 1.23x at 128 x 768 x 3072, 1.15x at
 #: 16 x 256 x 256 but 0.59x at 1 x 256 x 256; the ternary conv (``ternary_perm_conv2d_nhwc``)
 #: ran 0.55 to 1.17x the dense conv on ResNet-18's layers and is left to ``tvmopt tune``
@@ -191,13 +194,13 @@ def _panelled(dense_key: str) -> bool:
 
 
 def register_tables(family: str, rows: int, outputs: int) -> str | None:
-    """The register-table kernel (ops/perm_tables.py: ``vpermps``, AVX-512 only) a binary dense
+    """The register-table kernel (ops/perm_tables.py, AVX-512 only) a binary or ternary dense
     layer of ``rows`` x ``outputs`` runs instead of ``family`` (its decode, byte-table or
-    row-table kernel: the same sign bits), or None."""
+    row-table kernel: the same logical arrays), or None."""
     from tvmopt.ops.perm_tables import takes
 
     perm = PERM_TABLES_OF.get(family)
-    if perm is None or not _wide() or rows < PERM_MIN_ROWS or not takes(rows, outputs):
+    if perm is None or not _wide() or not takes(rows, outputs):
         return None
     return perm
 
@@ -258,7 +261,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             least = max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
         if weights >= least:
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
-                                "and 4 weights")
+                                "and group of weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     if family in ROW_TABLE_MIN_WEIGHTS:
         what = "output pixels" if conv else "rows"

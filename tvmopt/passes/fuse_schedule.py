@@ -120,13 +120,13 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         blocks = _blocks(sch)
         at = next((i for i, b in enumerate(blocks) if TASK_ANNOTATION in sch.get(b).annotations), None)
-        if at is not None and get_task(str(sch.get(blocks[at]).annotations[TASK_ANNOTATION])).tensorized:
-            # tensor intrinsics are written with int32 indices: narrow the function first
-            sch = tvm.s_tir.Schedule(tvm.IRModule({"main": _narrow_indices(func)}))
-            blocks = _blocks(sch)
         if at is not None:
+            task = get_task(str(sch.get(blocks[at]).annotations[TASK_ANNOTATION]))
+            if task.tensorized:
+                # tensor intrinsics are written with int32 indices: narrow the function first
+                sch = tvm.s_tir.Schedule(tvm.IRModule({"main": _narrow_indices(func)}))
+                blocks = _blocks(sch)
             block = blocks[at]
-            task = get_task(str(sch.get(block).annotations[TASK_ANNOTATION]))
             # the task schedules its own stages (a pad) and inlines what it can of the epilogue
             for rest in task.apply(sch, block, configs(task.key, task.space), blocks[at + 1:]) or ():
                 _parallel_vectorize(sch, rest)

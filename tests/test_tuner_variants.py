@@ -193,6 +193,12 @@ def test_live_comparison_ranks_runs_by_remeasured_bests(tmp_path):
             sorted(task.flops / r.remeasured / 1e9 for r in runs)[0] * 0.5 +
             sorted(task.flops / r.remeasured / 1e9 for r in runs)[1] * 0.5)
     assert "re-measured" in result.markdown()
+    # summarized again from the logs (benchmarks/tuners.py --from-logs): the same re-measured bests
+    from tvmopt.tune.compare import runs_from_logs
+
+    again = runs_from_logs(tmp_path, ["random", "gbfs-paper"], 2)
+    assert [(r.tuner, r.seed, r.remeasured) for r in again] == \
+        [(r.tuner, r.seed, pytest.approx(r.remeasured)) for r in result.runs]
 
 
 def test_compare_tables_and_aggregate(table, tmp_path):

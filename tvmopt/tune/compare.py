@@ -275,7 +275,19 @@ def compare(
     bar.close()
     if not isinstance(measurer, ReplayMeasurer):
         remeasure_bests(task, measurer, runs, progress)
+        save_remeasured(log_dir, runs)
     return summarize_runs(task, space, runs, trials, measurer, log_dir)
+
+
+#: a live comparison's re-measured bests (seconds per run, by log name), next to its logs, so a
+#: summary made again from the logs (``runs_from_logs``) reports the same figures
+REMEASURED_FILE = "remeasured.json"
+
+
+def save_remeasured(log_dir: Path, runs: list[Run]) -> None:
+    data = {log_name(r.tuner, r.seed): r.remeasured for r in runs if r.remeasured}
+    if data:
+        (Path(log_dir) / REMEASURED_FILE).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def remeasure_bests(task: Task, measurer: Measurer, runs: list[Run], progress: bool = True) -> None:
@@ -332,10 +344,13 @@ def add_metaschedule_reference(comparison: Comparison, target, log_dir: Path) ->
 
 def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
     """Runs read back from a comparison's logs, to summarize them again."""
+    saved = Path(log_dir) / REMEASURED_FILE
+    remeasured = json.loads(saved.read_text()) if saved.exists() else {}
     runs = []
     for name in tuners:
         for seed in range(repeats):
             run = Run(name, seed)
+            run.remeasured = remeasured.get(log_name(name, seed))
             spent = 0.0
             with open(log_dir / log_name(name, seed), encoding="utf-8") as f:
                 for line in f:

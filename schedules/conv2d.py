@@ -181,14 +181,19 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
 
     AVX2 (16 ymm): the tile with at most 12 vector accumulators that does the most FMAs per
     load (pixels are broadcast, weights loaded as vectors). AVX-512 (32 zmm): 32 channels (two
-    zmm of weights, c1 = 32 / ob blocks) by up to 8 pixels of a row (h1 x w1, w1 as long as
+    zmm of weights, c1 = 32 / ob blocks, 2 where ob is 8) by up to 8 pixels of a row (h1 x w1, w1 as long as
     the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
     tile, at onnxruntime's speed (benchmarks/heuristics.py)."""
     from .isa import current
 
     blocks = shape.op // shape.ob
-    if current().lanes >= 16:
-        c1 = max(_divisors(blocks, max(1, 32 // shape.ob)))
+    lanes = current().lanes
+    if lanes >= 16:
+        # two registers of channels: a block narrower than a register (ob = 8, a grouped conv's
+        # 40 or 72 channels per group) still fills one, so 32 // ob blocks would be 4 registers
+        # by 8 pixels, 32 accumulators: ShuffleNet's 1x136x28x28 1x1 (4 groups) ran 1.44x
+        # faster with 2 blocks than with 4 (1x272x14x14: 1.09x; start against start, paired)
+        c1 = max(_divisors(blocks, max(1, 32 // max(shape.ob, lanes))))
         best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.oh, 8) for w1 in _divisors(shape.owp, 8)
                    if h1 * w1 <= 8)
         return c1, best[2], best[1]

@@ -81,6 +81,13 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     assert starts["avx2"] == (16, 4, 4, 16, False, "ic_inner", 1)
     # AVX-512: 14 zmm (2 vectors x 7 pixels); 8 x 32 GEMM tile, the 16 rows streaming the weight too
     assert starts["avx512"] == (32, 7, 8, 32, False, "ic_inner", 1)
+    # blocks of 8 channels (a grouped conv's 34 per group, padded to 40): two of them on
+    # AVX-512, 2 x 8 accumulators (four blocks by 8 pixels would be 32, every zmm)
+    with isa.use(isa.AVX512):
+        grouped = get_task("conv2d:1x136x28x28x136x1x1x1x0x4")
+    g = grouped.space.as_dict(grouped.space.initial())
+    assert grouped.shape.ob == 8 and g["tile_c"][1] == 2 and g["tile_h"][1] * g["tile_w"][1] == 8
+    _run(grouped, tvm_build(grouped))
     assert isa.current() is isa.host()                     # the context is gone
 
 

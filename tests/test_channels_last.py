@@ -2,6 +2,8 @@
 conversion (pooling, concatenation, residual adds, means, flatten, dropout, exported scales,
 asymmetric padding, depthwise and compressed convolutions) against onnxruntime."""
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -166,3 +168,31 @@ def test_compact_exports_run_channels_last_and_match_their_plain_export(variant,
     sess = ort.InferenceSession(str(models / f"digits_cnn_{variant}.plain.onnx"), providers=["CPUExecutionProvider"])
     expected = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(compiled(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_channels_last_concatenation_copies_each_input_with_vector_loops():
+    """Concatenation along the innermost axis (fire modules, inception blocks channels last):
+    one copy per input into its slice of the output, vectorized, with a ReLU after it fused
+    (passes/fuse_schedule.py ``_concat_by_input``); unequal and odd channel counts included."""
+    import tvm
+    from tvm import relax
+
+    from tvmopt.passes.fuse_schedule import fuse, schedule_module
+    from tvmopt.target import parse_target
+
+    shapes = [(2, 5, 7, 16), (2, 5, 7, 24), (2, 5, 7, 5)]
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType(s, "float32")) for i, s in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            y = bb.emit(relax.op.concat(xs, axis=-1))
+            y = bb.emit_output(bb.emit(relax.op.nn.relu(y)))
+        bb.emit_func_output(y)
+    mod, _ = schedule_module(fuse(bb.get()), lambda *a: None)
+    text = mod.script(show_meta=False)
+    assert all(f'T.sblock("concatenate_{i}")' in text for i in range(3)) and "if_then_else" not in text, text
+    assert all(re.search(rf"T\.vectorized\((T\.int64\()?{n}\b", text) for n in (16, 24)), text
+    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm").tvm_target()), tvm.cpu())
+    arrays = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)]
+    got = vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+    np.testing.assert_array_equal(got, np.maximum(np.concatenate(arrays, axis=-1), 0))

@@ -86,6 +86,55 @@ def _fast(name):
     return legalize
 
 
+def _concat_by_input(bb, call):
+    """A concatenation of static shapes as one copy loop nest per input, each writing its own
+    slice of the output: TOPI's one loop nest over the output selects the input with an
+    ``if_then_else`` on the concatenated axis, and along a channels-last tensor's innermost axis
+    that condition is a vector, so LLVM got the loop scalar. SqueezeNet's fire modules
+    (1x55x55 maps, 64 + 64 channels) copied at 14 to 25 GB/s; split by input, 5 to 9x faster.
+    Anything else (a symbolic shape) keeps TOPI's."""
+    import tvm
+    from tvm import relax
+
+    t = call.args[0]
+    while isinstance(t, relax.Var) and isinstance(bb.lookup_binding(t), (relax.Tuple, relax.Var)):
+        t = bb.lookup_binding(t)
+    legalize = tvm.ir.Op.get("relax.concat").get_attr("FLegalize")
+    shapes = []
+    if isinstance(t, relax.Tuple) and call.attrs.axis is not None:
+        for field in t.fields:
+            shape = getattr(getattr(field, "ty", None), "shape", None)
+            if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+                return legalize(bb, call)
+            shapes.append([int(d) for d in shape])
+    if not shapes or len({len(sh) for sh in shapes}) != 1 or str(call.ty.dtype) not in ("float32", "int32", "int8"):
+        return legalize(bb, call)
+    rank, dtype = len(shapes[0]), str(call.ty.dtype)
+    axis = int(call.attrs.axis) % rank
+    out = list(shapes[0])
+    out[axis] = sum(sh[axis] for sh in shapes)
+    names = [f"v{i}" for i in range(rank)]
+
+    def ints(values):       # int64 extents, as Relax's own legalized functions have (FuseTIR matches them)
+        return ", ".join(f"T.int64({v})" for v in values)
+
+    params = ", ".join(f"x{i}: T.Buffer(({ints(sh)},), {dtype!r})" for i, sh in enumerate(shapes))
+    lines = ["@T.prim_func(private=True, s_tir=True)",
+             f"def concatenate({params}, out: T.Buffer(({ints(out)},), {dtype!r})):",
+             '    T.func_attr({"op_pattern": 2, "tirx.noalias": True})']
+    offset = 0
+    for i, sh in enumerate(shapes):
+        index = ", ".join(f"{v} + T.int64({offset})" if d == axis and offset else v for d, v in enumerate(names))
+        lines += [f"    for {', '.join(f'a{d}' for d in range(rank))} in T.grid({ints(sh)}):",
+                  f'        with T.sblock("concatenate_{i}"):',
+                  f"            {', '.join(names)} = T.axis.remap({'S' * rank!r}, [{', '.join(f'a{d}' for d in range(rank))}])",
+                  f"            out[{index}] = x{i}[{', '.join(names)}]"]
+        offset += sh[axis]
+    func = tvm.script.from_source("\n".join(lines) + "\n")
+    gv = bb.add_func(func, "concatenate")
+    return relax.call_tir(gv, list(t.fields), call.ty)
+
+
 def fuse(mod):
     import tvm
     from tvm import relax
@@ -93,7 +142,7 @@ def fuse(mod):
     return tvm.transform.Sequential([
         relax.transform.LegalizeOps(customize_legalize_map={
             "relax.nn.relu": _relu_keeping_nan, "relax.power": _small_power,
-            "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf")}),
+            "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf"), "relax.concat": _concat_by_input}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

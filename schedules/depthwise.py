@@ -37,14 +37,23 @@ def depthwise_space(shape, name: str = "depthwise_conv2d-llvm") -> Space:
 def heuristic_config(shape, space: Space) -> Config:
     """A whole output row per vector tile where it is at most 64 pixels (else the longest
     divisor that is), up to 4 rows of it (at most 8 vectors of accumulators); parallel over
-    images and channels, and over row tiles too when there are few planes."""
+    images and channels, and over row tiles too when there are few planes. Strided windows:
+    one pixel at a time, the taps unrolled."""
     from .isa import current
 
+    parallel = 2 if shape.n * shape.o >= 16 else 3
+    if shape.stride > 1:
+        # a strided window's row vector gathers every other input: one output pixel at a time
+        # with the taps unrolled instead (no gathers; AVX2 not measured). ShuffleNet's
+        # 1x112x56x56 3x3/2 ran 2.3x faster (0.19 -> 0.08 ms), 1x136x28x28 1.1x; start against
+        # start, paired rounds, on the Xeon (Emerald Rapids)
+        config = ((shape.oh, 1), (shape.ow, 1), 64, parallel)
+        if space.contains(config):
+            return config
     lanes = current().lanes
     w1 = max(_divisors(shape.ow, 64))
     vectors = -(-w1 // lanes)
     h1 = max(d for d in _divisors(shape.oh, 4) if d * vectors <= 8) if vectors <= 8 else 1
-    parallel = 2 if shape.n * shape.o >= 16 else 3
     config = ((shape.oh // h1, h1), (shape.ow // w1, w1), 0, parallel)
     return config if space.contains(config) else space.initial()
 

@@ -14,6 +14,11 @@ random order, each figure the median over rounds of the dense kernel's time over
 ``PERM_MIN_WEIGHTS`` and ``conv_register_tables``.
 
 Writes benchmarks/results/perm_tables_<cpu>.json and BENCHMARKS.md's ``perm_tables_<cpu>`` section.
+
+``--nm``: 2:4 layers instead (``nm_perm_dense``, tvmopt/ops/nm_perm_dense.py: kept inputs picked
+in registers) against the dense kernel and the decode kernel (``nm_decode_dense``), at 1 to 128
+rows: the measurements behind ``passes/choose.py``'s ``NM_PERM_MAX_ROWS`` and
+``NM_PERM_MIN_WEIGHTS``. Writes ``nm_perm_<cpu>``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ DENSE = ((128, 3072, 768), (128, 768, 3072), (64, 1024, 1024), (32, 4096, 4096),
 CONVS = ("1x64x56x56x64x3x3x1x1", "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1",
          "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0", "16x128x28x28x128x3x3x1x1", "16x512x7x7x512x3x3x1x1",
          "1x32x32x32x32x3x3x1x1", "1x64x8x8x64x3x3x1x1", "1x16x32x32x16x3x3x1x1")
+
+
+#: (M, N, K) of 2:4 layers: the 4096-wide MLP at 1 to 32 rows, smaller layers, the crossover
+NM_DENSE = ((1, 4096, 4096), (4, 4096, 4096), (16, 4096, 4096), (32, 4096, 4096), (1, 1024, 1024),
+            (16, 1024, 1024), (1, 256, 256), (64, 1024, 1024), (128, 3072, 768))
 
 
 def _before(fmt: str, m: int) -> str:
@@ -108,10 +118,25 @@ def table(dense_rows: list[dict], conv_rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def nm_table(rows: list[dict], meta: dict) -> str:
+    lines = ["## 2:4 weights picking their inputs in registers, one layer at a time (`benchmarks/perm_tables.py --nm`)",
+             "", f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. Start "
+             "configs; each figure is the median over paired rounds (random order) of the dense kernel's time over "
+             "the kernel's, same round (> 1: faster than dense). *registers*: `nm_perm_dense` (each kept input "
+             "picked out of a register of 16 by `vpermps`, 9 bytes read per group of 4 weights); *decode*: "
+             "`nm_decode_dense` (the weight decoded to dense tiles, the kernel the pass gave such layers before).",
+             "", "| layer (M x N x K) | dense ms | registers | decode |", "|---|---|---|---|"]
+    for r in rows:
+        q = r["ratios"]
+        lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | {q['registers']:.2f}x | {q['decode']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="three dense shapes and three convolutions")
+    parser.add_argument("--nm", action="store_true", help="2:4 layers (nm_perm_dense) instead")
     args = parser.parse_args()
 
     from tvmopt.schedules import isa
@@ -121,6 +146,17 @@ def main() -> None:
         raise SystemExit("register tables need AVX-512; this CPU has AVX2 only")
     spec = parse_target("llvm")
     target = spec.tvm_target()
+    if args.nm:
+        rows = []
+        for m, n, k in NM_DENSE:
+            dims = f"{m}x{n}x{k}"
+            rows.append(_row(dims, {"dense": f"dense:{dims}", "registers": f"nm_perm_dense:{dims}x2x4",
+                                    "decode": f"nm_decode_dense:{dims}x2x4"}, target, args.rounds))
+        meta = {**machine(), "target": spec.key}
+        name = f"nm_perm_{cpu_kind(spec)}"
+        write_json(name, {"meta": meta, "dense": rows})
+        update_section(name, nm_table(rows, meta))
+        return
     dense = DENSE[:2] + DENSE[5:6] if args.quick else DENSE
     convs = CONVS[:1] + CONVS[5:6] + CONVS[-1:] if args.quick else CONVS
     dense_rows, conv_rows = [], []

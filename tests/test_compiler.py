@@ -34,6 +34,8 @@ def _model(layer):
 #: binary and ternary layers of 16-multiple widths run register tables on AVX-512 (ops/perm_tables.py)
 BINARY = "binary_perm_dense" if isa.host().lanes >= 16 else "binary_dense"
 TERNARY = "ternary_perm_dense" if isa.host().lanes >= 16 else "ternary_dense"
+#: 2:4 layers of few rows pick their inputs in registers there (ops/nm_perm_dense.py)
+NM = "nm_perm_dense" if isa.host().lanes >= 16 else "nm_decode_dense"
 
 STRUCTURES = {
     # name: (layer, kernel family for the ai.tvmopt export, for the plain export)
@@ -42,7 +44,7 @@ STRUCTURES = {
     "binary": (lambda: tn.BinaryLinear(IN, 48), BINARY, BINARY),
     "xnor": (lambda: tn.BinaryLinear(IN, 48, binarize_input=True), "xnor_dense", "xnor_dense"),
     "ternary": (lambda: tn.TernaryLinear(IN, 48, per_channel=True), TERNARY, TERNARY),
-    "nm": (lambda: tn.NMSparseLinear(IN, 48), "nm_decode_dense", "nm_decode_dense"),
+    "nm": (lambda: tn.NMSparseLinear(IN, 48), NM, NM),
     # plain: the hash is found again (seed and bucket count recovered), so the 8x compact form is kept
     "hashed": (lambda: tn.HashedLinear(IN, 48, buckets=200, seed=7), "hashed_dense", "hashed_dense"),
     # two hashes mix into too many distinct values for a codebook: the plain export stays dense
@@ -166,7 +168,7 @@ def test_inspect_prints_the_table(capsys, exports):
     _, compact, plain = exports["nm"]
     assert main(["inspect", str(plain), "--batch", "8", "--kernels", "compressed"]) == 0
     out = capsys.readouterr().out
-    assert "2:4 sparse" in out and "nm_decode_dense:8x48x64x2x4" in out and "dense:8x64x32" in out
+    assert "2:4 sparse" in out and f"{NM}:8x48x64x2x4" in out and "dense:8x64x32" in out
     assert "total" in out
 
 

@@ -29,9 +29,10 @@ def _functions(compiled):
     ("mlp_ternary", "ternary_rowlut_dense", 64), ("mlp_binary.plain", "binary_rowlut_dense", 16)])
 def test_scale_bias_and_relu_run_in_the_kernels_write_back(name, family, batch, tmp_path):
     path = MODELS / f"digits_{name}.onnx"
-    # binary and ternary layers: the decode and row-table kernels of AVX2 targets (AVX-512 gives
-    # the 16-wide ones register tables: tests/test_perm_tables.py checks their write-back)
-    target = avx2_host() if family.startswith(("binary", "ternary")) else "llvm"
+    # binary, ternary and 2:4 layers: the decode and row-table kernels of AVX2 targets (AVX-512
+    # gives the 16-wide ones register kernels: tests/test_perm_tables.py and test_nm_perm.py
+    # check their write-back)
+    target = avx2_host() if family.startswith(("binary", "ternary", "nm")) else "llvm"
     compiled = compile_model(path, target, batch=batch, options=COMPRESSED, shipped=False, records=tmp_path)
     functions = _functions(compiled)
     kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}

@@ -143,6 +143,15 @@ PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
 #: 16 x 256 x 256 but 0.59x at 1 x 256 x 256; the ternary conv (``ternary_perm_conv2d_nhwc``)
 #: ran 0.55 to 1.17x the dense conv on ResNet-18's layers and is left to ``tvmopt tune``
 PERM_CONV_CHANNELS = 32
+#: AVX-512: 2:4 layers of few rows pick their kept inputs out of a register of 16 with ``vpermps``
+#: (ops/nm_perm_dense.py), reading 9 bytes per group of 4 weights where dense reads 16 and
+#: decoding nothing. On the Intel Xeon (start configs, paired rounds): 1.71x the dense kernel at
+#: 1 x 4096 x 4096 (the decode kernel 1.46x), 1.79x at 4 rows (1.40x), 1.61x at 16 (0.61x),
+#: 1.42x at 32, 1.80x at 1 x 1024 x 1024, 1.5x at 1 x 512 x 512, 1.26x at 1 x 256 x 256; but
+#: 0.91x at 64 x 1024 x 1024 and 0.97x at 128 x 3072 x 768 (two permutes and two FMAs per
+#: group where dense does four FMAs: the same peak). So: up to this many rows, from this many weights
+NM_PERM_OF = {"nm_decode_dense": "nm_perm_dense"}
+NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
@@ -205,6 +214,18 @@ def register_tables(family: str, rows: int, outputs: int) -> str | None:
     return perm
 
 
+def nm_register_select(family: str, rows: int, outputs: int, inputs: int, params: dict) -> str | None:
+    """The 2:4 kernel picking inputs in registers (``nm_perm_dense``, AVX-512) a layer of
+    ``family`` (``nm_decode_dense``: the same logical arrays) runs instead, or None."""
+    from tvmopt.ops.nm_perm_dense import takes
+
+    perm = NM_PERM_OF.get(family)
+    if perm is None or not _wide() or rows > NM_PERM_MAX_ROWS or \
+            not takes(rows, outputs, inputs, params.get("n"), params.get("m")):
+        return None
+    return perm
+
+
 def conv_register_tables(conv_prefix: str | None, channels: int, outputs: int, kernel: int,
                          stride: int) -> str | None:
     """The channels-last register-table conv (``binary_perm_conv2d``, AVX-512) a direct
@@ -263,6 +284,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
                                 "and group of weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
+    if family in NM_PERM_OF.values():
+        if weights >= NM_PERM_MIN_WEIGHTS:
+            return Choice(True, "predicted: kept inputs picked in registers (vpermps), 9 bytes read per 4 weights "
+                                "where dense reads 16")
+        return Choice(False, f"predicted: at {weights:,} weights the dense product is as fast")
     if family in ROW_TABLE_MIN_WEIGHTS:
         what = "output pixels" if conv else "rows"
         if weights >= ROW_TABLE_MIN_WEIGHTS[family]:

@@ -40,7 +40,8 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_tables, register_tables
+from .choose import (ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_tables, nm_register_select,
+                     register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from .layout import choose_layout, to_channels_last
@@ -388,6 +389,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if tables and takes_rows(m) and m >= ROW_TABLE_MIN_ROWS[tables]:
                 kern.family = tables
             kern.family = register_tables(kern.family, m, kern.out_features) or kern.family
+            kern.family = nm_register_select(kern.family, m, kern.out_features, kern.reduction, kern.params) \
+                or kern.family
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,

@@ -1,0 +1,101 @@
+"""2:4 weights picking their inputs in registers (``nm_perm_dense``, AVX-512): the kernel under
+every config of its space against numpy (compiled for an AVX-512 CPU where the host lacks one),
+its code-word layout, the refusals, and a 2:4 MLP built by the pass: the kernel at few rows on
+AVX-512 with the bias and ReLU in its write-back, dense on AVX2 and at 64 rows."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tvmopt.build.compile import compile_model
+from tvmopt.errors import WorkloadError
+from tvmopt.ops.task import TASK_ANNOTATION, get_task
+from tvmopt.schedules import isa
+from tests_support import avx2_host
+
+AVX512 = isa.host().lanes >= 16
+
+
+@pytest.mark.parametrize("key", ["nm_perm_dense:1x32x64x2x4", "nm_perm_dense:4x64x48x2x4",
+                                 "nm_perm_dense:6x48x32x2x4", "nm_perm_dense:3x256x32x2x4"])
+def test_every_config_matches_numpy(key):
+    import tvm
+
+    with isa.use(isa.AVX512):
+        task = get_task(key)
+        inputs = task.make_inputs(np.random.default_rng(3))
+        expected = task.reference(inputs)
+        target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
+        configs = list(task.space.all())
+        assert len(configs) >= 4
+        for config in configs:
+            lib = tvm.compile(task.schedule(config, None), target=target)
+            if not AVX512:
+                continue               # compiled for AVX-512; this CPU cannot run it
+            out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
+            lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+            assert task.mismatch(out.numpy(), expected) is None, config
+
+
+def test_code_words_hold_each_kept_inputs_position_among_sixteen():
+    """Word w, field t (bits 4t..4t+3) of output j: where kept slot 8w + t of output j sits
+    among inputs 16w..16w+15; the values stay nm_decode_dense's."""
+    with isa.use(isa.AVX512):
+        task = get_task("nm_perm_dense:1x16x32x2x4")
+    plain = get_task("nm_decode_dense:1x16x32x2x4")
+    logical = plain.logical(plain.make_inputs(np.random.default_rng(1))[1:])
+    values, words = task.to_kernel(logical)
+    np.testing.assert_array_equal(values, logical[0])
+    w = plain.dense_weight(logical)                                   # [K, N]
+    for j in range(task.n):
+        for s in range(task.kept):
+            at = (int(words[s // 8, j].view(np.uint32)) >> (4 * (s % 8))) & 15
+            assert w[16 * (s // 8) + at, j] == values[s, j]
+    assert all(np.array_equal(a, b) for a, b in zip(task.logical([values, words]), logical))
+
+
+def test_refusals_name_what_is_missing():
+    with isa.use(isa.AVX2):
+        with pytest.raises(WorkloadError, match="needs AVX-512"):
+            get_task("nm_perm_dense:1x32x64x2x4")
+    with isa.use(isa.AVX512):
+        with pytest.raises(WorkloadError, match="2:4 sparsity"):
+            get_task("nm_perm_dense:1x32x64x1x4")
+        with pytest.raises(WorkloadError, match="multiples of 16"):
+            get_task("nm_perm_dense:1x40x64x2x4")
+
+
+def _two_four(linear: nn.Linear) -> nn.Linear:
+    w = linear.weight.data.view(linear.out_features, -1, 4)
+    w.scatter_(2, w.abs().argsort(dim=2)[:, :, :2], 0.0)        # the 2 smallest of every 4 dropped
+    return linear
+
+
+@pytest.mark.parametrize("wide, batch", [(True, 4), (False, 4), (True, 64)])
+def test_two_four_layers_pick_inputs_in_registers_at_few_rows_on_avx512(wide, batch, tmp_path):
+    if wide and not AVX512:
+        pytest.skip("this CPU has no AVX-512")
+    torch.manual_seed(0)
+    model = nn.Sequential(_two_four(nn.Linear(512, 256)), nn.ReLU(), _two_four(nn.Linear(256, 256)), nn.ReLU(),
+                          nn.Linear(256, 10)).eval()
+    x = torch.randn(batch, 512)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    path = tmp_path / "nm.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"])
+    compiled = compile_model(path, "llvm" if wide else avx2_host(), shipped=False, records=tmp_path)
+    families = [layer.kernel.split(":")[0] for layer in compiled.lowered.layers]
+    # AVX2 at these sizes, and 64 rows anywhere: the dense kernel (predicted as fast or faster)
+    expected = "nm_perm_dense" if wide and batch <= 32 else "dense"
+    assert families == [expected, expected, "dense"], families
+    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    if expected == "nm_perm_dense":      # the bias and the ReLU run in the kernels' write-back
+        kernels = [f.script() for _, f in compiled.mod.functions_items()
+                   if type(f).__name__ == "PrimFunc" and TASK_ANNOTATION in f.script() and "nm_perm" in f.script()]
+        assert len(kernels) == 2
+        for text in kernels:
+            assert "permvar" in text
+            assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)

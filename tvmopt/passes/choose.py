@@ -145,11 +145,12 @@ PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
 PERM_CONV_CHANNELS = 32
 #: AVX-512: 2:4 layers of few rows pick their kept inputs out of a register of 16 with ``vpermps``
 #: (ops/nm_perm_dense.py), reading 9 bytes per group of 4 weights where dense reads 16 and
-#: decoding nothing. On the Intel Xeon (start configs, paired rounds): 1.71x the dense kernel at
-#: 1 x 4096 x 4096 (the decode kernel 1.46x), 1.79x at 4 rows (1.40x), 1.61x at 16 (0.61x),
-#: 1.42x at 32, 1.80x at 1 x 1024 x 1024, 1.5x at 1 x 512 x 512, 1.26x at 1 x 256 x 256; but
-#: 0.91x at 64 x 1024 x 1024 and 0.97x at 128 x 3072 x 768 (two permutes and two FMAs per
-#: group where dense does four FMAs: the same peak). So: up to this many rows, from this many weights
+#: decoding nothing. On the Intel Xeon (``benchmarks/perm_tables.py --nm``, section ``nm_perm_xeon``:
+#: start configs, paired rounds): 1.64x the dense kernel at 1 x 4096 x 4096 (the decode kernel
+#: 1.33x), 1.63x at 4 rows (1.25x), 1.44x at 16 (0.56x), 1.42x at 32 (0.55x), 1.84x at
+#: 1 x 1024 x 1024, 1.32x at 16 x 1024 x 1024, 1.22x at 1 x 256 x 256; but 0.94x at 64 x 1024 x
+#: 1024 and 1.0x at 128 x 3072 x 768 (two permutes and two FMAs per group where dense does four
+#: FMAs: the same peak). So: up to this many rows, from this many weights
 NM_PERM_OF = {"nm_decode_dense": "nm_perm_dense"}
 NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)

@@ -62,17 +62,10 @@ def _chunk_tiles(tiles: int) -> int:
 def apply_nm_perm(sch, space: Space, config: Config, epilogue=()) -> list:
     """Schedule the block ``C`` (loops m, n, s, e); ``epilogue``: elementwise blocks after it,
     inlined into its write-back where they can be; returns those left over."""
-    from tvmopt.errors import ConfigError
+    from .perm_tables import begin_register_tile
 
-    from .gemm import inline_epilogue
-
-    if not space.contains(config):
-        raise ConfigError(f"config {config} is not in the space {space.name}")
-    knob = space.as_dict(config)
+    knob, block, local, leftover = begin_register_tile(sch, space, config, epilogue)
     rows, vectors = knob["rows"], knob["vectors"]
-    block = sch.get_sblock("C")
-    local = sch.cache_write(block, 0, "local")
-    leftover = inline_epilogue(sch, epilogue)
     i, j, s, e = sch.get_loops(block)[-4:]
     i0, i1 = sch.split(i, [None, rows])
     n = int(sch.get(j).extent)

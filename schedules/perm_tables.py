@@ -84,20 +84,27 @@ def perm_space(m: int, n: int, k: int, name: str, entries: int = 16, cores: int 
                         Choice("parallel", ("rows", "outputs"), default=("rows", "outputs").index(mode))))
 
 
-def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
-    """Schedule the block ``C`` (loops m, n, g, e) and its ``Tab`` prologue; ``fmt``: the
-    task's code format (:class:`tvmopt.ops.perm_tables.CodeFormat`); ``epilogue``: elementwise
-    blocks after C, inlined into its write-back where they can be; returns those left over."""
+def begin_register_tile(sch, space: Space, config: Config, epilogue=()):
+    """What every register-tile kernel's schedule starts with: the config checked, block ``C``
+    accumulating into a local buffer, the epilogue inlined into its write-back. Returns (the
+    knobs as a dict, the block, the local write-back block, the epilogue blocks left over)."""
     from tvmopt.errors import ConfigError
+
     from .gemm import inline_epilogue
 
     if not space.contains(config):
         raise ConfigError(f"config {config} is not in the space {space.name}")
-    knob = space.as_dict(config)
-    rows, vectors = knob["rows"], knob["vectors"]
     block = sch.get_sblock("C")
     local = sch.cache_write(block, 0, "local")
-    leftover = inline_epilogue(sch, epilogue)
+    return space.as_dict(config), block, local, inline_epilogue(sch, epilogue)
+
+
+def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
+    """Schedule the block ``C`` (loops m, n, g, e) and its ``Tab`` prologue; ``fmt``: the
+    task's code format (:class:`tvmopt.ops.perm_tables.CodeFormat`); ``epilogue``: elementwise
+    blocks after C, inlined into its write-back where they can be; returns those left over."""
+    knob, block, local, leftover = begin_register_tile(sch, space, config, epilogue)
+    rows, vectors = knob["rows"], knob["vectors"]
     i, j, g, e = sch.get_loops(block)[-4:]
     i0, i1 = sch.split(i, [None, rows])
     j0, j1 = sch.split(j, [None, vectors * LANES])
@@ -142,16 +149,8 @@ def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogu
     (one table per input pixel and group, built once per call in parallel over image rows):
     (image, output row) pairs in parallel, then pixel tiles, channel tiles, taps and code words,
     with the register tile tensorized."""
-    from tvmopt.errors import ConfigError
-    from .gemm import inline_epilogue
-
-    if not space.contains(config):
-        raise ConfigError(f"config {config} is not in the space {space.name}")
-    knob = space.as_dict(config)
+    knob, block, local, leftover = begin_register_tile(sch, space, config, epilogue)
     rows, vectors = knob["rows"], knob["vectors"]
-    block = sch.get_sblock("C")
-    local = sch.cache_write(block, 0, "local")
-    leftover = inline_epilogue(sch, epilogue)
     n, y, x, o, r, q, g, e = sch.get_loops(block)[-8:]
     x0, x1 = sch.split(x, [None, rows])
     o0, o1 = sch.split(o, [None, vectors * LANES])

@@ -14,7 +14,7 @@ from tvmopt.build.compile import compile_model
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.schedules import isa
-from tests_support import avx2_host
+from tests_support import avx2_host, check_every_avx512_config
 
 AVX512 = isa.host().lanes >= 16
 
@@ -22,22 +22,7 @@ AVX512 = isa.host().lanes >= 16
 @pytest.mark.parametrize("key", ["nm_perm_dense:1x32x64x2x4", "nm_perm_dense:4x64x48x2x4",
                                  "nm_perm_dense:6x48x32x2x4", "nm_perm_dense:3x256x32x2x4"])
 def test_every_config_matches_numpy(key):
-    import tvm
-
-    with isa.use(isa.AVX512):
-        task = get_task(key)
-        inputs = task.make_inputs(np.random.default_rng(3))
-        expected = task.reference(inputs)
-        target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
-        configs = list(task.space.all())
-        assert len(configs) >= 4
-        for config in configs:
-            lib = tvm.compile(task.schedule(config, None), target=target)
-            if not AVX512:
-                continue               # compiled for AVX-512; this CPU cannot run it
-            out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
-            lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-            assert task.mismatch(out.numpy(), expected) is None, config
+    check_every_avx512_config(key, seed=3, least=4)
 
 
 def test_code_words_hold_each_kept_inputs_position_among_sixteen():

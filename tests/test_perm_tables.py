@@ -17,7 +17,7 @@ from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
 from tvmopt.schedules import isa
-from tests_support import avx2_host
+from tests_support import avx2_host, check_every_avx512_config
 
 AVX512 = isa.host().lanes >= 16
 
@@ -34,22 +34,7 @@ AVX512 = isa.host().lanes >= 16
                                  "ternary_perm_dense:8x32x50", "ternary_perm_dense:1x48x36",
                                  "ternary_perm_conv2d_nhwc:1x20x5x5x16x3x3x1x1"])
 def test_every_config_matches_numpy(key):
-    import tvm
-
-    with isa.use(isa.AVX512):
-        task = get_task(key)
-        inputs = task.make_inputs(np.random.default_rng(5))
-        expected = task.reference(inputs)
-        target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
-        configs = list(task.space.all())
-        assert len(configs) >= 2
-        for config in configs:
-            lib = tvm.compile(task.schedule(config, None), target=target)
-            if not AVX512:
-                continue               # compiled for AVX-512; this CPU cannot run it
-            out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
-            lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-            assert task.mismatch(out.numpy(), expected) is None, config
+    check_every_avx512_config(key, seed=5)
 
 
 def test_ternary_words_hold_base3_codes_of_three_weights():

@@ -37,3 +37,28 @@ def avx2_host():
     from tvmopt.target import TargetSpec, host_llvm_config
 
     return TargetSpec("llvm", {**host_llvm_config(), "mattr": ["-avx512f"]}, None)
+
+
+def check_every_avx512_config(key: str, seed: int, least: int = 2) -> None:
+    """Every config of an AVX-512 kernel's space (``key``) against its numpy reference, compiled
+    for an AVX-512 CPU; on a host without AVX-512 each config is only compiled."""
+    import numpy as np
+    import tvm
+
+    from tvmopt.ops.task import get_task
+    from tvmopt.schedules import isa
+
+    with isa.use(isa.AVX512):
+        task = get_task(key)
+        inputs = task.make_inputs(np.random.default_rng(seed))
+        expected = task.reference(inputs)
+        target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5"})
+        configs = list(task.space.all())
+        assert len(configs) >= least
+        for config in configs:
+            lib = tvm.compile(task.schedule(config, None), target=target)
+            if isa.host().lanes < 16:
+                continue               # compiled for AVX-512; this CPU cannot run it
+            out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
+            lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+            assert task.mismatch(out.numpy(), expected) is None, config

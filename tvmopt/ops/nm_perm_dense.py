@@ -22,6 +22,10 @@ from tvmopt.schedules.space import Config
 
 from .decoded import decoded_task, pack_fields, unpack_fields
 from .nm_dense import NMDecodeDenseTask
+from .perm_tables import CodeFormat, _need_avx512
+
+#: the code words: each kept slot's position among its word's 16 inputs, 4 bits, 8 per int32
+POSITIONS = CodeFormat("nm_positions", group=1, bits=BITS, per_word=SLOTS, entries=LANES, base=1 << BITS)
 
 
 def takes(m: int, n: int, k: int, n_keep: int, group: int) -> bool:
@@ -40,8 +44,6 @@ class NMPermDenseTask(NMDecodeDenseTask):
     cpu_only = True
 
     def __post_init__(self):
-        from .perm_tables import _need_avx512
-
         self.params = {**self.default_params(), **self.params}
         _need_avx512(self.key)
         if not takes(self.m, self.n, self.k, self.params["n"], self.params["m"]):
@@ -62,16 +64,12 @@ class NMPermDenseTask(NMDecodeDenseTask):
     def to_kernel(self, arrays):
         values, packed = arrays
         slot = np.arange(self.kept)[:, None]
-        within = (unpack_fields(packed, self.width, self.kept).astype(np.int64) + 4 * ((slot % SLOTS) // 2)).astype(np.uint64)
-        shifts = (BITS * np.arange(SLOTS, dtype=np.uint64))[None, :, None]
-        words = (within.reshape(-1, SLOTS, self.n) << shifts).sum(axis=1)
-        return [np.ascontiguousarray(values, dtype=np.float32), words.astype(np.uint32).view(np.int32)]
+        within = unpack_fields(packed, self.width, self.kept).astype(np.int64) + 4 * ((slot % SLOTS) // 2)
+        return [np.ascontiguousarray(values, dtype=np.float32), POSITIONS.pack(within)]
 
     def logical(self, arrays):
         values, words = arrays
-        shifts = (BITS * np.arange(SLOTS, dtype=np.uint64))[None, :, None]
-        within = (words.view(np.uint32).astype(np.uint64)[:, None] >> shifts) & ((1 << BITS) - 1)
-        return [values, pack_fields((within.reshape(self.kept, self.n) % 4).astype(np.int64), self.width)]
+        return [values, pack_fields(POSITIONS.unpack(words) % 4, self.width)]
 
     # ---- compute and schedule ----
     def compute(self):

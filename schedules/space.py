@@ -366,6 +366,23 @@ def restrict(space: Space, members, start: Config | None = None) -> SubSpace:
     return SubSpace(space.name, space.knobs, start=start, members=members)
 
 
+def widened(space: Space, members) -> Space:
+    """``space`` with each choice knob also holding the values ``members`` use that it lacks
+    (after its own, in the order first used): a replay table outlives the space it was measured
+    in, and a value the space has since dropped (the dense GEMM's ``pack_b = True``, before its
+    weights were stored in panels) is still a lookup in the table. Splits are left as they are."""
+    knobs = list(space.knobs)
+    for i, knob in enumerate(knobs):
+        if isinstance(knob, Choice):
+            extra = []
+            for c in members:
+                if not knob.contains(c[i]) and not any(c[i] == v and type(c[i]) is type(v) for v in extra):
+                    extra.append(c[i])
+            if extra:
+                knobs[i] = Choice(knob.name, knob.values + tuple(extra), knob.default)
+    return space if knobs == list(space.knobs) else Space(space.name, tuple(knobs), start=space.start)
+
+
 def config_to_json(config: Config) -> list:
     """A config as JSON-ready lists."""
     return [list(v) if isinstance(v, tuple) else v for v in config]

@@ -16,12 +16,14 @@ class ReplayMeasurer(Measurer):
     where and how it was measured, and ``entries`` of [config, cost or null, error kind,
     seconds the measurement took]. ``space`` is the table's sub-space, for the tuners; it starts
     at the header's heuristic ``start`` unless ``use_start`` is false (then local searches
-    start untiled and global ones do not measure the start first, as in the paper).
+    start untiled and global ones do not measure the start first, as in the paper). Its choice
+    knobs keep the values the table was measured with where the space has since dropped some
+    (:func:`~tvmopt.schedules.space.widened`).
     """
 
     def __init__(self, path, use_start: bool = True):
         from tvmopt.errors import UserError
-        from tvmopt.schedules.space import restrict
+        from tvmopt.schedules.space import restrict, widened
         from tvmopt.ops.task import task_for
 
         try:
@@ -33,7 +35,7 @@ class ReplayMeasurer(Measurer):
             start = self.header.get("start")  # the heuristic start live runs use, where the table has it
             start = config_from_json(start) if start is not None and use_start else None
             members = [e[0] for e in entries]
-            self.space = restrict(self.task.space, members, start if start in set(members) else None)
+            self.space = restrict(widened(self.task.space, members), members, start if start in set(members) else None)
         except FileNotFoundError:
             raise UserError(f"replay table '{path}' does not exist") from None
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:

@@ -53,6 +53,7 @@ class ConvShape:
     groups: int = 1
     layout: str = "NCHW"       # of the input and the output: "NCHW" or "NHWC" (the weight is blocked either way)
     fill_blocks: bool = False  # the dense conv: ungrouped output channels padded to whole blocks of 16 (``ogp``)
+    flatten: bool = False      # the dense conv: a pointwise NHWC conv on a starved map computes its pixels as one row (``flat``)
 
     @property
     def nhwc(self) -> bool:
@@ -132,10 +133,42 @@ class ConvShape:
         return self.groups * self.ogp
 
     @property
+    def flat(self) -> bool:
+        """A pointwise convolution channels last (1x1, stride 1, no padding, one group) whose
+        map starves the register tile computes its ``oh * ow`` pixels as one row, padded to a
+        multiple of 8 (``gw``): on an NHWC map the pixels are consecutive, so a tile of 8 may
+        cross rows. The extra pixels read the last one again; the ``crop`` drops them, in a
+        pass of its own over the output that the epilogue joins. Flat where the 2-D tile holds
+        at most 3 pixels (a prime side: 13x13 gives 1, 27x27 gives 3) and each output sums at
+        least 48 products, or at most 5 pixels and 128 products, so the better tile pays for
+        the pass. Start against start, paired rounds (Intel Xeon, AVX-512, crop included):
+        SqueezeNet's and Inception v1's 13x13 1x1 layers ran 1.2 to 4.0x faster (1 pixel
+        before), 1x512x13x13x1000 1.19x and 1x528x13x13x256 1.40x (5 pixels), 27x27 layers of 128
+        to 256 inputs 0.88 to 1.27x (median 1.16x), while 55x55 layers of 16 and 64 inputs ran
+        0.62 to 0.97x, 1x32x27x27x128 0.53x, and 3x3 and 5x5 layers flat 0.54 to 1.05x (not
+        flattened). Only where ``flatten`` is set (the dense conv)."""
+        if not (self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1 and self.stride == 1
+                and self.pad == 0 and self.oh * self.ow > 8):
+            return False
+        pixels = _grid_pixels(self.oh, self.owp)
+        return (pixels <= 3 and self.cg >= 48) or (pixels <= 5 and self.cg >= 128)
+
+    @property
+    def gh(self) -> int:
+        """Rows of the grid of pixels the kernel computes: ``oh``, or 1 where ``flat``."""
+        return 1 if self.flat else self.oh
+
+    @property
+    def gw(self) -> int:
+        """Pixels per row of the computed grid: ``owp``, or where ``flat`` all ``oh * ow``
+        pixels rounded up to a multiple of 8."""
+        return -(-self.oh * self.ow // 8) * 8 if self.flat else self.owp
+
+    @property
     def padded(self) -> bool:
-        """Whether the kernel computes more than the output (``owp`` or ``ogp``), which a
-        ``crop`` stage then drops."""
-        return self.owp > self.ow or self.op > self.o
+        """Whether the kernel computes more than the output (``owp`` or ``ogp``), or another
+        grid of pixels (``flat``), which a ``crop`` stage then drops."""
+        return self.owp > self.ow or self.op > self.o or self.flat
 
     @property
     def ob(self) -> int:
@@ -159,8 +192,8 @@ BATCH_INNER_MAX_PIXELS = 16
 def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
     knobs = (
         Split("tile_c", shape.op // shape.ob, 2),
-        Split("tile_h", shape.oh, 2),
-        Split("tile_w", shape.owp, 2),
+        Split("tile_h", shape.gh, 2),
+        Split("tile_w", shape.gw, 2),
         Split("tile_ic", shape.cg, 2),
         Choice("reduce_order", ("ic_outer", "ic_inner")),
         Choice("c1_at", ("outer", "inner", "halves")),
@@ -194,10 +227,15 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
         # by 8 pixels, 32 accumulators: ShuffleNet's 1x136x28x28 1x1 (4 groups) ran 1.44x
         # faster with 2 blocks than with 4 (1x272x14x14: 1.09x; start against start, paired)
         c1 = max(_divisors(blocks, max(1, 32 // max(shape.ob, lanes))))
-        best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.oh, 8) for w1 in _divisors(shape.owp, 8)
+        best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.gh, 8) for w1 in _divisors(shape.gw, 8)
                    if h1 * w1 <= 8)
         return c1, best[2], best[1]
-    return _avx2_tile(shape.oh, shape.owp, blocks, shape.ob)[1:]
+    return _avx2_tile(shape.gh, shape.gw, blocks, shape.ob)[1:]
+
+
+def _grid_pixels(oh: int, ow: int) -> int:
+    """The most pixels (at most 8) a register tile of h1 x w1 (divisors of the sides) holds."""
+    return max(h1 * w1 for h1 in _divisors(oh, 8) for w1 in _divisors(ow, 8) if h1 * w1 <= 8)
 
 
 def _avx2_tile(oh: int, ow: int, blocks: int, ob: int) -> tuple[float, int, int, int]:
@@ -245,25 +283,26 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         # to 0.89-0.95x onnxruntime, same runs (the tile of one pixel by 8 vectors reads 8
         # weight vectors per input); one image only: at batch 16 it ran 0.82x the 8-vector
         # tile (each chunk's 16 channels of weights stream again for every image)
-        rows = [(h * w, w, h) for h in _divisors(shape.oh, 12) for w in _divisors(shape.owp, 12) if 4 <= h * w <= 12]
+        rows = [(h * w, w, h) for h in _divisors(shape.gh, 12) for w in _divisors(shape.gw, 12) if 4 <= h * w <= 12]
         if rows:
             _, w1, h1 = max(rows)
             c1, halves = 1, True
     ic1 = max(_divisors(shape.cg, 64))
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
-    small = shape.oh * shape.owp * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
+    small = shape.gh * shape.gw * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
     if small and avx2:
         # every pixel of the chunk reuses the block's weights: keep them in L1 (AVX2 cores load
         # one ymm a cycle from L2, half the FMA rate): 1x512x7x7 3x3 went from 0.46x to 0.91x
         # onnxruntime with 8 input channels (18 KiB of weights) in place of 64 (147 KiB)
         per_channel = c1 * shape.ob * shape.kh * shape.kw * 4
         ic1 = max([1] + [d for d in _divisors(shape.cg, 64) if d * per_channel <= L1_WEIGHT_BYTES])
-    config = ((blocks // c1, c1), (shape.oh // h1, h1), (shape.owp // w1, w1), (shape.cg // ic1, ic1),
+    # a flat grid has one row: its tiles of pixels join the parallel loop too
+    config = ((blocks // c1, c1), (shape.gh // h1, h1), (shape.gw // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner", "halves" if halves else "inner" if c1 > 1 else "outer",
-              "outside" if small else "inside", 16, 2 if small else 3)
+              "outside" if small else "inside", 16, 4 if shape.flat else 2 if small else 3)
     if shape.n > 1:
-        config += ("inner" if shape.oh * shape.owp <= BATCH_INNER_MAX_PIXELS else "outer",)
+        config += ("inner" if shape.gh * shape.gw <= BATCH_INNER_MAX_PIXELS else "outer",)
     return config if space.contains(config) else space.initial()
 
 
@@ -314,11 +353,11 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     sch.parallel(fused)
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
-    if crop is not None and shape.op == shape.o:
+    if crop is not None and shape.op == shape.o and not shape.flat:
         sch.reverse_compute_inline(crop)             # the write-back gets `x < ow` (not vectorized)
     else:
-        if crop is not None:     # padded groups: the crop's channel map is not affine, so it
-            _parallel_rows(sch, crop)                # (with the epilogue) is a pass of its own
+        if crop is not None:     # padded groups (the crop's channel map is not affine) or a flat
+            _parallel_rows(sch, crop)                # grid: the crop (with the epilogue) is a pass of its own
         if shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
             sch.vectorize(sch.get_loops(local)[-1])  # the write-back's x loop (NHWC: its channels)
     if knob["unroll"]:

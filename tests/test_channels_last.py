@@ -196,3 +196,40 @@ def test_a_channels_last_concatenation_copies_each_input_with_vector_loops():
     arrays = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)]
     got = vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
     np.testing.assert_array_equal(got, np.maximum(np.concatenate(arrays, axis=-1), 0))
+
+
+class _Squeeze(nn.Module):
+    """SqueezeNet's tail on a 13x13 map: a fire module's 1x1 convs with bias and ReLU, a
+    residual add after a 1x1, and the classifier's 1x1 conv (130 outputs, padded to 144)."""
+
+    def __init__(self):
+        super().__init__()
+        self.squeeze = nn.Conv2d(64, 48, 1)
+        self.expand = nn.Conv2d(48, 64, 1)
+        self.classifier = nn.Conv2d(64, 130, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.expand(torch.relu(self.squeeze(x)))) + x
+        return torch.relu(self.classifier(y)).mean(dim=(2, 3))
+
+
+def test_pointwise_convolutions_on_a_prime_map_run_as_one_row_of_pixels(tmp_path):
+    """On a 13x13 map a register tile of pixels holds one (13 is prime): the dense conv computes
+    the map's 169 pixels as one row of 176 (``ConvShape.flat``), and the crop that drops the
+    extra ones carries the bias, ReLU and residual add."""
+    torch.manual_seed(0)
+    path = tmp_path / "squeeze.onnx"
+    x, want = _export(_Squeeze(), path, (2, 64, 13, 13))
+    compiled = compile_model(path, "llvm", shipped=False)
+    from tvmopt.ops.task import get_task
+
+    kernels = _kernels(compiled)
+    assert kernels == ["conv2d_nhwc:2x64x13x13x48x1x1x1x0", "conv2d_nhwc:2x48x13x13x64x1x1x1x0",
+                       "conv2d_nhwc:2x64x13x13x130x1x1x1x0"], kernels
+    assert all(get_task(k).shape.flat for k in kernels)
+    script = compiled.mod.script(show_meta=False)
+    assert script.count("T.Buffer((2, 1, 176, ") == 0 and script.count("(2, 1, 176, ") >= 3    # the flat grid, inside
+    functions = set(re.findall(r"def (\w+)\(", script))
+    assert {"fused_conv2d_nhwc_2_64_13_13_48_1_1_1_0_add_relu", "fused_conv2d_nhwc_2_48_13_13_64_1_1_1_0_add1_relu1_add2",
+            "fused_conv2d_nhwc_2_64_13_13_130_1_1_1_0_add3_relu2"} <= functions, functions      # epilogues fused
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)

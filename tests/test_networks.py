@@ -47,7 +47,9 @@ def test_conv2d_reference_is_pytorch_conv2d():
                                  "conv2d_nhwc:1x12x9x9x68x1x1x1x0x2",
                                  "conv2d_nhwc:2x32x7x7x16x3x3x1x1",   # a batch of 7-wide maps, computed 8 wide
                                  "conv2d:1x32x5x5x136x1x1x1x0",      # 136 outputs computed as 144 (blocks of 16)
-                                 "conv2d_nhwc:2x32x5x5x136x3x3x1x1"])
+                                 "conv2d_nhwc:2x32x5x5x136x3x3x1x1",
+                                 "conv2d_nhwc:1x48x11x11x40x1x1x1x0",   # pointwise on a prime map: one row of 128
+                                 "conv2d_nhwc:2x128x5x5x136x1x1x1x0"])  # flat (25 -> 32) and channels padded
 def test_every_knob_value_of_the_conv2d_space_is_correct(key):
     task = get_task(key)
     if key.startswith("conv2d_nhwc"):               # channels last in and out
@@ -63,6 +65,16 @@ def test_every_knob_value_of_the_conv2d_space_is_correct(key):
         assert get_task("conv2d_nhwc:1x512x13x13x1000x1x1x1x0").shape.op == 1024       # pairs of 16-blocks
         assert get_task("conv2d:1x8x5x5x24x1x1x1x0").shape.op == 24
         assert get_task("shift_conv2d:1x32x5x5x136x1x1x1x0").shape.op == 136    # compressed: no padded channels
+    if key.endswith("x1x1x1x0") and key.startswith("conv2d_nhwc:") and key.split("x")[2] in ("11", "5"):
+        # pixels as one row, padded to a multiple of 8; the same 1x1 on a map that tiles, NCHW,
+        # a 3x3, few inputs, or 5 pixels a tile and fewer than 128 inputs stays 2-D
+        assert task.shape.flat and (task.shape.gh, task.shape.gw) == ((1, 128) if "x11x11x" in key else (1, 32))
+        assert task.space.knobs[1].extent == 1 and task.space.as_dict(space_start := task.space.initial())["parallel"] == 4
+        for other in ("conv2d_nhwc:1x48x8x8x40x1x1x1x0", "conv2d:1x48x11x11x40x1x1x1x0", "conv2d_nhwc:1x48x11x11x40x3x3x1x1",
+                      "conv2d_nhwc:1x32x11x11x40x1x1x1x0", "conv2d_nhwc:1x64x5x5x40x1x1x1x0",
+                      "shift_conv2d_nhwc:1x48x11x11x40x1x1x1x0"):
+            assert not get_task(other).shape.flat, other
+        del space_start
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels
         assert (task.shape.ogp, task.shape.ob, task.space.knobs[0].extent) == (40, 8, 10)
     target = parse_target("llvm")

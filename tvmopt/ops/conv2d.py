@@ -93,7 +93,7 @@ def pad_input(s: ConvShape, X):
     from tvm import te
 
     p = s.pad
-    extra = max(0, (s.owp - 1) * s.stride + s.kw - (s.w + 2 * p))
+    extra = 0 if s.flat else max(0, (s.owp - 1) * s.stride + s.kw - (s.w + 2 * p))
     if not p and not extra:
         return X
 
@@ -132,6 +132,17 @@ def conv_compute(s: ConvShape, X, W, key: str):
         return te.sum(value * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q])
 
     attrs = {TASK_ANNOTATION: key}
+    if s.flat:
+        # one row of oh * ow pixels (padded to gw: the extra ones read the last pixel again)
+        last = s.oh * s.ow - 1
+
+        def pixel(n, o, p):
+            at = te.min(p, last)
+            iy, ix = at // s.ow * s.stride + r, at % s.ow * s.stride + q
+            return te.sum(data[n, iy, ix, ic] * W[o // s.ob, ic, r, q, o % s.ob], axis=[ic, r, q])
+
+        conv = te.compute((s.n, 1, s.gw, s.op), lambda n, y, p, o: pixel(n, o, p), name="conv", attrs=attrs)
+        return te.compute((s.n, s.oh, s.ow, s.o), lambda n, y, xx, o: conv[n, 0, y * s.ow + xx, o], name="crop")
     if s.nhwc:
         conv = te.compute((s.n, s.oh, s.owp, s.op), lambda n, y, xx, o: product(n, o, y, xx), name="conv",
                           attrs=attrs)
@@ -223,7 +234,8 @@ def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
     if len(dims) == 10 and (dims[9] < 1 or dims[1] % dims[9] or dims[4] % dims[9]):
         raise WorkloadError(f"workload '{key}': {dims[9]} groups must divide the {dims[1]} input and {dims[4]} "
                             f"output channels")
-    return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW", fill_blocks=True))
+    return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW", fill_blocks=True,
+                                     flatten=True))
 
 
 FAMILY = register_family(OpFamily(

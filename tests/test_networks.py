@@ -48,6 +48,7 @@ def test_conv2d_reference_is_pytorch_conv2d():
                                  "conv2d_nhwc:2x32x7x7x16x3x3x1x1",   # a batch of 7-wide maps, computed 8 wide
                                  "conv2d:1x32x5x5x136x1x1x1x0",      # 136 outputs computed as 144 (blocks of 16)
                                  "conv2d_nhwc:2x32x5x5x136x3x3x1x1",
+                                 "conv2d_nhwc:1x32x5x27x24x3x3x1x1",    # 27 wide (tiles of 3): 28 computed
                                  "conv2d_nhwc:1x48x11x11x40x1x1x1x0",   # pointwise on a prime map: one row of 128
                                  "conv2d_nhwc:2x128x5x5x136x1x1x1x0"])  # flat (25 -> 32) and channels padded
 def test_every_knob_value_of_the_conv2d_space_is_correct(key):
@@ -75,6 +76,9 @@ def test_every_knob_value_of_the_conv2d_space_is_correct(key):
                       "shift_conv2d_nhwc:1x48x11x11x40x1x1x1x0"):
             assert not get_task(other).shape.flat, other
         del space_start
+    if "x5x27x" in key:                             # no divisor of 27 from 4 to 8: padded like a prime
+        assert (task.shape.ow, task.shape.owp, task.space.knobs[2].extent) == (27, 28, 28)
+        assert get_task("conv2d_nhwc:1x32x5x25x24x3x3x1x1").shape.owp == 25       # tiles of 5 already
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels
         assert (task.shape.ogp, task.shape.ob, task.space.knobs[0].extent) == (40, 8, 10)
     target = parse_target("llvm")

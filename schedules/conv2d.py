@@ -357,7 +357,9 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
     if crop is not None and shape.op == shape.o and not shape.flat:
-        sch.reverse_compute_inline(crop)             # the write-back gets `x < ow` (not vectorized)
+        sch.reverse_compute_inline(crop)             # the write-back gets `x < ow`
+        if shape.nhwc and shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
+            sch.vectorize(sch.get_loops(local)[-1])  # its channels: the predicate is the pixel's, uniform
     else:
         if crop is not None:     # padded groups (the crop's channel map is not affine) or a flat
             _parallel_rows(sch, crop)                # grid: the crop (with the epilogue) is a pass of its own

@@ -153,7 +153,7 @@ class ConvShape:
         if not (self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1 and self.stride == 1
                 and self.pad == 0 and self.oh * self.ow > 8):
             return False
-        pixels = _grid_pixels(self.oh, self.owp)
+        pixels = _pixel_tile(self.oh, self.owp)[0]
         return (pixels <= 3 and self.cg >= 48) or (pixels <= 5 and self.cg >= 128)
 
     @property
@@ -230,15 +230,15 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
         # by 8 pixels, 32 accumulators: ShuffleNet's 1x136x28x28 1x1 (4 groups) ran 1.44x
         # faster with 2 blocks than with 4 (1x272x14x14: 1.09x; start against start, paired)
         c1 = max(_divisors(blocks, max(1, 32 // max(shape.ob, lanes))))
-        best = max((h1 * w1, w1, h1) for h1 in _divisors(shape.gh, 8) for w1 in _divisors(shape.gw, 8)
-                   if h1 * w1 <= 8)
-        return c1, best[2], best[1]
+        _, w1, h1 = _pixel_tile(shape.gh, shape.gw)
+        return c1, h1, w1
     return _avx2_tile(shape.gh, shape.gw, blocks, shape.ob)[1:]
 
 
-def _grid_pixels(oh: int, ow: int) -> int:
-    """The most pixels (at most 8) a register tile of h1 x w1 (divisors of the sides) holds."""
-    return max(h1 * w1 for h1 in _divisors(oh, 8) for w1 in _divisors(ow, 8) if h1 * w1 <= 8)
+def _pixel_tile(oh: int, ow: int) -> tuple[int, int, int]:
+    """(pixels, w1, h1): the AVX-512 start's tile of at most 8 pixels, h1 x w1 (divisors of the
+    sides), the most pixels and then the widest."""
+    return max((h1 * w1, w1, h1) for h1 in _divisors(oh, 8) for w1 in _divisors(ow, 8) if h1 * w1 <= 8)
 
 
 def _avx2_tile(oh: int, ow: int, blocks: int, ob: int) -> tuple[float, int, int, int]:
@@ -356,15 +356,14 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     sch.parallel(fused)
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
-    if crop is not None and shape.op == shape.o and not shape.flat:
+    inlined = crop is not None and shape.op == shape.o and not shape.flat
+    if inlined:
         sch.reverse_compute_inline(crop)             # the write-back gets `x < ow`
-        if shape.nhwc and shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
-            sch.vectorize(sch.get_loops(local)[-1])  # its channels: the predicate is the pixel's, uniform
-    else:
-        if crop is not None:     # padded groups (the crop's channel map is not affine) or a flat
-            _parallel_rows(sch, crop)                # grid: the crop (with the epilogue) is a pass of its own
-        if shape.ob > 1 and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
-            sch.vectorize(sch.get_loops(local)[-1])  # the write-back's x loop (NHWC: its channels)
+    elif crop is not None:       # padded groups (the crop's channel map is not affine) or a flat
+        _parallel_rows(sch, crop)                    # grid: the crop (with the epilogue) is a pass of its own
+    # the write-back's x loop (NHWC: its channels, over which an inlined crop's `x < ow` is uniform)
+    if shape.ob > 1 and (shape.nhwc or not inlined) and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
+        sch.vectorize(sch.get_loops(local)[-1])
     if knob["unroll"]:
         sch.annotate(middle[-1], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(middle[-1], "pragma_unroll_explicit", 1)

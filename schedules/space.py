@@ -374,12 +374,9 @@ def widened(space: Space, members) -> Space:
     knobs = list(space.knobs)
     for i, knob in enumerate(knobs):
         if isinstance(knob, Choice):
-            extra = []
             for c in members:
-                if not knob.contains(c[i]) and not any(c[i] == v and type(c[i]) is type(v) for v in extra):
-                    extra.append(c[i])
-            if extra:
-                knobs[i] = Choice(knob.name, knob.values + tuple(extra), knob.default)
+                if not knobs[i].contains(c[i]):
+                    knobs[i] = Choice(knob.name, knobs[i].values + (c[i],), knob.default)
     return space if knobs == list(space.knobs) else Space(space.name, tuple(knobs), start=space.start)
 
 

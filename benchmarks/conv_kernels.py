@@ -46,10 +46,11 @@ def _kernel(key: str, config, target):
     import tvm
 
     from tvmopt.ops.task import get_task
+    from tvmopt.schedules import lowering
 
     task = get_task(key)
     config = task.space.initial() if config is None else config
-    lib = tvm.compile(task.schedule(config, target), target=target)
+    lib = lowering.compile(task.schedule(config, target), target)
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     dev = tvm.cpu()

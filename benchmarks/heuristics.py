@@ -53,11 +53,12 @@ def _kernel(key: str, isa, target):
 
     from tvmopt.ops.task import get_task
     from tvmopt.schedules import isa as isas
+    from tvmopt.schedules import lowering
 
     with isas.use(isa):                                # the start and its schedule, as a build for it
         task = get_task(key)
         config = task.space.initial()
-        lib = tvm.compile(task.schedule(config, target), target=target)
+        lib = lowering.compile(task.schedule(config, target), target)
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]

@@ -21,6 +21,7 @@ from report import ROOT, machine, update_section, write_json
 
 from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
+from tvmopt.schedules import lowering
 from tvmopt.tune.loop import tune_task
 
 RECORDS = ROOT / "benchmarks" / "results" / "ops_records"
@@ -65,9 +66,7 @@ def _python_timer(fn, min_seconds=0.1):
 
 
 def _build(task, config, target):
-    import tvm
-
-    lib = tvm.compile(task.schedule(config, target), target=target.tvm_target())
+    lib = lowering.compile(task.schedule(config, target), target.tvm_target())
     return lib
 
 

@@ -60,9 +60,10 @@ def _timer(key: str, target):
     import tvm
 
     from tvmopt.ops.task import get_task
+    from tvmopt.schedules import lowering
 
     task = get_task(key)
-    lib = tvm.compile(task.schedule(task.space.initial(), target), target=target)
+    lib = lowering.compile(task.schedule(task.space.initial(), target), target)
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]

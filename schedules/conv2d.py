@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gemm import UNROLL, inline_epilogue, largest_divisor
+from .gemm import UNROLL, inline_epilogue, largest_divisor, unroll_tile
 from .space import Choice, Config, Space, Split
 
 
@@ -369,7 +369,9 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
         sch.annotate(middle[-1], "pragma_unroll_explicit", 1)
     if shape.ob > 1:
         sch.vectorize(lanes)
-    sch.decompose_reduction(block, ii[0])
+    init = sch.decompose_reduction(block, ii[0])
+    unroll_tile(sch, init)
+    unroll_tile(sch, local)
     _schedule_pad(sch, block, i1 if shape.nhwc else 0)
     return leftover
 

@@ -18,7 +18,7 @@ convolution (parallel outer loops, the reduction innermost).
 from __future__ import annotations
 
 from .conv2d import _divisors, _schedule_pad
-from .gemm import UNROLL, inline_epilogue
+from .gemm import UNROLL, inline_epilogue, unroll_tile
 from .space import Choice, Config, Space, Split
 
 
@@ -88,6 +88,8 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
         sch.unroll(q)
         sch.unroll(hh[1])
     sch.vectorize(ww[1])
-    sch.decompose_reduction(block, ic)
+    init = sch.decompose_reduction(block, ic)
+    unroll_tile(sch, init)
+    unroll_tile(sch, local)
     _schedule_pad(sch, block)
     return leftover

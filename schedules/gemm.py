@@ -214,9 +214,40 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config, epilogue=())
         sch.annotate(kk[1], "pragma_unroll_explicit", 1)
     if knob["vectorize"] and tn[3] > 1:
         _vectorize_lanes(sch, n[3], tn[3], shape.panel)
-    sch.decompose_reduction(block, kk[0])
+    init = sch.decompose_reduction(block, kk[0])
+    if knob["accumulate"] == "local":
+        unroll_tile(sch, init)
+        unroll_tile(sch, local)
     _schedule_row_pad(sch, block)
     return leftover
+
+
+#: the most (vector) iterations :func:`unroll_tile` unrolls: a register tile's accumulators
+TILE_UNROLL_MAX = 32
+
+
+def unroll_tile(sch, block) -> None:
+    """Unroll the serial loops of a register tile's initialization or write-back ``block``, from
+    the innermost out while their iterations (vector loops not counted) stay within
+    ``TILE_UNROLL_MAX``: with every access at a constant offset, LLVM keeps the accumulator
+    buffer (on the stack: schedules/lowering.py) in registers, and the tile is zeroed and
+    written back straight from them (no memset, no store and reload)."""
+    from tvm.tirx import ForKind
+
+    count = 1
+    for loop in reversed(sch.get_loops(block)):
+        node = sch.get(loop)
+        if len(sch.get_child_blocks(loop)) > 1:      # shared with other blocks: not the tile's own
+            return
+        if node.kind == ForKind.VECTORIZED:
+            continue
+        if node.kind != ForKind.SERIAL or not hasattr(node.extent, "value"):
+            return
+        count *= int(node.extent.value)
+        if count > TILE_UNROLL_MAX:
+            return
+        if node.extent.value > 1:
+            sch.unroll(loop)
 
 
 def _schedule_row_pad(sch, block) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 
+from .gemm import unroll_tile
 from .space import Choice, Config, Space
 
 #: fp32 lanes of a zmm register: outputs per index vector
@@ -125,6 +126,8 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     sch.vectorize(sch.split(wb, [None, LANES])[1])
     init = sch.decompose_reduction(block, g0)
     sch.vectorize(sch.get_loops(init)[-1])
+    unroll_tile(sch, init)
+    unroll_tile(sch, local)
     sch.tensorize(i1 if rows > 1 else j1, intrinsic(fmt, rows, vectors))
     return leftover
 
@@ -175,6 +178,8 @@ def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogu
     sch.vectorize(sch.split(wb, [None, LANES])[1])
     init = sch.decompose_reduction(block, r)
     sch.vectorize(sch.get_loops(init)[-1])
+    unroll_tile(sch, init)
+    unroll_tile(sch, local)
     sch.tensorize(x1 if rows > 1 else o1, intrinsic(fmt, rows, vectors, stride))
     return leftover
 

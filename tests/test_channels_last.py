@@ -12,6 +12,7 @@ from torch import nn
 
 from tvmopt.build.compile import compile_model
 from tvmopt.passes.structure import DetectOptions
+from tvmopt.schedules import lowering
 
 
 class _Inception(nn.Module):
@@ -192,7 +193,7 @@ def test_a_channels_last_concatenation_copies_each_input_with_vector_loops():
     text = mod.script(show_meta=False)
     assert all(f'T.sblock("concatenate_{i}")' in text for i in range(3)) and "if_then_else" not in text, text
     assert all(re.search(rf"T\.vectorized\((T\.int64\()?{n}\b", text) for n in (16, 24)), text
-    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm").tvm_target()), tvm.cpu())
+    vm = relax.VirtualMachine(lowering.compile(mod, parse_target("llvm").tvm_target()), tvm.cpu())
     arrays = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)]
     got = vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
     np.testing.assert_array_equal(got, np.maximum(np.concatenate(arrays, axis=-1), 0))

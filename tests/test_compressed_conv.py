@@ -15,6 +15,7 @@ import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
 from tvmopt.ops.compressed_conv2d import FORMATS
 from tvmopt.ops.conv2d import conv2d_reference
+from tvmopt.schedules import lowering
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
 from tvmopt.schedules import isa
@@ -30,7 +31,7 @@ KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16,
 def _run(task, config, inputs):
     import tvm
 
-    lib = tvm.compile(task.schedule(config, None), target=tvm.target.Target({"kind": "llvm"}))
+    lib = lowering.compile(task.schedule(config, None), tvm.target.Target({"kind": "llvm"}))
     out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
     lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
     return out.numpy()

@@ -8,13 +8,14 @@ import tvm
 
 from tvmopt.errors import ConfigError
 from tvmopt.ops.task import get_task
+from tvmopt.schedules import lowering
 
 SHAPES = ["gemm:96x80x48", "gemm:127x64x33", "dense:127x64x33", "dense:40x24x36", "bgemm:3x16x20x12",
           "gemm:1x7x5", "dense:48x96x40"]   # the last: weight in panels of 48
 
 
 def run(task, config, target, inputs):
-    exe = tvm.compile(task.schedule(config, target), target=target)
+    exe = lowering.compile(task.schedule(config, target), target)
     out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, "float32"))
     exe.mod["main"](*[tvm.runtime.tensor(x) for x in inputs], out)
     return out.numpy()

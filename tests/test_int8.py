@@ -10,7 +10,7 @@ import pytest
 
 from tvmopt.ops.task import get_task
 from tvmopt.passes import DetectOptions
-from tvmopt.schedules import isa
+from tvmopt.schedules import isa, lowering
 
 
 def _host_has_vnni() -> bool:
@@ -37,7 +37,7 @@ def test_int8_kernel_is_exact_under_every_config(key, chosen):
         target = tvm.target.Target({"kind": "llvm", "mcpu": "znver5" if chosen == "vnni" else "znver3"})
         for config in task.space.all():
             mod = task.schedule(config, None)
-            lib = tvm.compile(mod, target=target)
+            lib = lowering.compile(mod, target)
             if chosen == "vnni":
                 assert "vpdpbusd" in lib.mod.inspect_source("asm")
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tvmopt.ops.task import get_task
+from tvmopt.schedules import lowering
 from tvmopt.target import parse_target
 
 AVX2, AVX512 = "znver3", "znver5"
@@ -22,11 +23,9 @@ def _host_flags() -> set[str]:
 
 
 def _build(key: str, cpu: str):
-    import tvm
-
     task = get_task(key)
     spec = parse_target(f"llvm -mcpu={cpu} -num-cores=2")
-    lib = tvm.compile(task.schedule(task.space.initial(), spec), target=spec.tvm_target())
+    lib = lowering.compile(task.schedule(task.space.initial(), spec), spec.tvm_target())
     return task, lib, lib.mod.inspect_source("asm")
 
 
@@ -94,7 +93,7 @@ def test_start_configs_are_shaped_for_the_targets_registers():
 def tvm_build(task):
     import tvm
 
-    return tvm.compile(task.schedule(task.space.initial(), None), target=tvm.target.Target({"kind": "llvm"}))
+    return lowering.compile(task.schedule(task.space.initial(), None), tvm.target.Target({"kind": "llvm"}))
 
 
 @pytest.mark.parametrize("key", ["conv2d:1x32x7x7x64x3x3x1x1", "conv2d:2x16x7x7x32x3x3x1x1",
@@ -118,4 +117,4 @@ def test_half_block_register_tiles_compute_the_convolution(key):
     knobs = [k.name for k in task.space.knobs]
     config = config[:knobs.index("c1_at")] + ("halves",) + config[knobs.index("c1_at") + 1:]
     for cfg in {task.space.initial(), config}:
-        _run(task, tvm.compile(task.schedule(cfg, None), target=tvm.target.Target({"kind": "llvm"})))
+        _run(task, lowering.compile(task.schedule(cfg, None), tvm.target.Target({"kind": "llvm"})))

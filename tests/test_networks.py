@@ -14,6 +14,7 @@ from tvmopt.build.compile import compile_model
 from tvmopt.nn.export import export_onnx
 from tvmopt.ops.conv2d import conv2d_reference
 from tvmopt.passes.fuse_schedule import fuse, unscheduled_heavy
+from tvmopt.schedules import lowering
 from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
 
@@ -21,7 +22,7 @@ from tvmopt.ops.task import get_task
 def _run_task(task, config, target):
     import tvm
 
-    lib = tvm.compile(task.schedule(config, None), target=target.tvm_target())
+    lib = lowering.compile(task.schedule(config, None), target.tvm_target())
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
@@ -272,7 +273,7 @@ def test_default_schedule_vectorizes_channels_last_window_reductions(case):
     script = sch.mod.script()
     vector_inside = _vector_inside_window(script)
     assert vector_inside == nhwc, script
-    lib = tvm.compile(sch.mod, target=parse_target("llvm").tvm_target())
+    lib = lowering.compile(sch.mod, parse_target("llvm").tvm_target())
     out = tvm.runtime.tensor(np.zeros(tuple(int(d) for d in Y.shape), np.float32))
     lib["main"](tvm.runtime.tensor(x), out)
     np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import pytest
 
 from tvmopt.ops.decoded import pack_fields, unpack_fields
 from tvmopt.ops.task import get_task
+from tvmopt.schedules import lowering
 
 KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2x16x30", "xnor_dense:3x40x70", "shift_dense:4x24x21", "ternary_dense:3x16x30",
         "nm_dense:4x24x32x2x4", "nm_dense:2x8x16x1x8", "nm_decode_dense:4x24x32x2x4", "nm_decode_dense:12x16x16x1x8", "hashed_dense:3x16x20x37x2", "codebook_dense:3x16x20x300",
@@ -24,7 +25,7 @@ def _run(task, config, inputs):
     import tvm
 
     mod = task.schedule(config, None)
-    lib = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    lib = lowering.compile(mod, tvm.target.Target({"kind": "llvm"}))
     expected = task.reference(inputs)
     args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
     lib["main"](*args)

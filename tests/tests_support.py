@@ -4,6 +4,7 @@ import json
 import math
 import zlib
 
+from tvmopt.schedules import lowering
 from tvmopt.schedules.gemm import GemmShape, replay_subspace
 from tvmopt.schedules.space import config_to_json
 
@@ -56,7 +57,7 @@ def check_every_avx512_config(key: str, seed: int, least: int = 2) -> None:
         configs = list(task.space.all())
         assert len(configs) >= least
         for config in configs:
-            lib = tvm.compile(task.schedule(config, None), target=target)
+            lib = lowering.compile(task.schedule(config, None), target)
             if isa.host().lanes < 16:
                 continue               # compiled for AVX-512; this CPU cannot run it
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))

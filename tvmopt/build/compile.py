@@ -25,7 +25,7 @@ from tvmopt.errors import RecordsError, TargetError, model_stage
 from tvmopt.model.frontend import Imported, load
 from tvmopt.passes import DetectOptions, Lowered, lower
 from tvmopt.passes.fuse_schedule import fuse, schedule_module, unscheduled_heavy
-from tvmopt.schedules import isa
+from tvmopt.schedules import isa, lowering
 from tvmopt.target import TargetSpec, parse_target
 
 
@@ -325,7 +325,7 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
         warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "
                       f"{', '.join(serial[:5])}")
     with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
-        exe = tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
+        exe = lowering.compile(mod, spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
     return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
 
 

@@ -82,15 +82,14 @@ def _in_worker(fn):
 @_in_worker
 def _build(task_key: str, config_json: list, target_json: str, out_path: str) -> float:
     """Schedule and compile one config into a shared library; returns build seconds."""
-    import tvm
-
     from tvmopt.ops.task import get_task
+    from tvmopt.schedules import lowering
 
     start = time.perf_counter()
     task = get_task(task_key)
     target = TargetSpec.from_json(target_json).tvm_target()
     mod = task.schedule(config_from_json(config_json), target)
-    exe = tvm.compile(mod, target=target)
+    exe = lowering.compile(mod, target)
     exe.export_library(out_path)
     return time.perf_counter() - start
 

@@ -134,7 +134,7 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
     """Schedule the int32 product ``block`` (and inline ``epilogue``, starting with the
     dequantizing stage, into its write-back); returns the epilogue blocks left over."""
     from tvmopt.errors import ConfigError
-    from tvmopt.schedules.gemm import inline_epilogue
+    from tvmopt.schedules.gemm import inline_epilogue, unroll_tile
     from tvmopt.schedules.isa import current
 
     if not space.contains(config):
@@ -165,6 +165,8 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
         sch.tensorize(j2, VNNI_INTRIN)
     sch.unroll(i1)
     sch.unroll(j1)
+    unroll_tile(sch, init)
+    unroll_tile(sch, local)
     return leftover
 
 

@@ -367,6 +367,14 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     if knob["unroll"]:
         sch.annotate(middle[-1], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(middle[-1], "pragma_unroll_explicit", 1)
+    if knob["reduce_order"] != "ic_outer" and shape.kh * shape.kw <= WINDOW_UNROLL_MAX:
+        # the kernel window right above the register tile, unrolled here rather than left to
+        # LLVM, which stopped unrolling the rows of a 3x3 window (48 FMAs per loop, not 144)
+        # once the tile lived in registers: 0.81 to 0.95x on ResNet-18's and VGG's 3x3 layers
+        # and the 7x7 stem, where unrolled they ran 1.00 to 1.29x the old code
+        for loop, extent in ((r, shape.kh), (s, shape.kw)):
+            if extent > 1:
+                sch.unroll(loop)
     if shape.ob > 1:
         sch.vectorize(lanes)
     init = sch.decompose_reduction(block, ii[0])
@@ -374,6 +382,10 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     unroll_tile(sch, local)
     _schedule_pad(sch, block, i1 if shape.nhwc else 0)
     return leftover
+
+
+#: kernel windows up to this many taps (7x7) are unrolled in the loop nest
+WINDOW_UNROLL_MAX = 49
 
 
 def _parallel_rows(sch, block) -> None:

@@ -378,8 +378,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     if shape.ob > 1:
         sch.vectorize(lanes)
     init = sch.decompose_reduction(block, ii[0])
-    unroll_tile(sch, init)
-    unroll_tile(sch, local)
+    unroll_tile(sch, init, local)
     _schedule_pad(sch, block, i1 if shape.nhwc else 0)
     return leftover
 

@@ -89,7 +89,6 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
         sch.unroll(hh[1])
     sch.vectorize(ww[1])
     init = sch.decompose_reduction(block, ic)
-    unroll_tile(sch, init)
-    unroll_tile(sch, local)
+    unroll_tile(sch, init, local)
     _schedule_pad(sch, block)
     return leftover

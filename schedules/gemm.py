@@ -216,8 +216,7 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config, epilogue=())
         _vectorize_lanes(sch, n[3], tn[3], shape.panel)
     init = sch.decompose_reduction(block, kk[0])
     if knob["accumulate"] == "local":
-        unroll_tile(sch, init)
-        unroll_tile(sch, local)
+        unroll_tile(sch, init, local)
     _schedule_row_pad(sch, block)
     return leftover
 
@@ -226,12 +225,17 @@ def apply_gemm(sch, shape: GemmShape, space: Space, config: Config, epilogue=())
 TILE_UNROLL_MAX = 32
 
 
-def unroll_tile(sch, block) -> None:
-    """Unroll the serial loops of a register tile's initialization or write-back ``block``, from
-    the innermost out while their iterations (vector loops not counted) stay within
-    ``TILE_UNROLL_MAX``: with every access at a constant offset, LLVM keeps the accumulator
-    buffer (on the stack: schedules/lowering.py) in registers, and the tile is zeroed and
-    written back straight from them (no memset, no store and reload)."""
+def unroll_tile(sch, *blocks) -> None:
+    """Unroll the serial loops of each of a register tile's ``blocks`` (its initialization and
+    write-back), from the innermost out while their iterations (vector loops not counted) stay
+    within ``TILE_UNROLL_MAX``: with every access at a constant offset, LLVM keeps the
+    accumulator buffer (on the stack: schedules/lowering.py) in registers, and the tile is
+    zeroed and written back straight from them (no memset, no store and reload)."""
+    for block in blocks:
+        _unroll_own_loops(sch, block)
+
+
+def _unroll_own_loops(sch, block) -> None:
     from tvm.tirx import ForKind
 
     count = 1

@@ -12,7 +12,8 @@ On ResNet-50's 1x1 convolutions, whose reduction is short (64 to 512 channels), 
 
 :func:`stack_tiles` marks every allocation of constant size up to ``STACK_MAX_BYTES`` with TVM's
 ``disable_lower_builtin`` annotation, so it stays an ``alloca``; once the schedule unrolls the
-tile's initialization and write-back (``schedules/conv2d.py``), LLVM keeps it in registers.
+tile's initialization and write-back (``unroll_tile`` in ``schedules/gemm.py``), LLVM keeps it in
+registers.
 """
 
 from __future__ import annotations

@@ -126,8 +126,7 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     sch.vectorize(sch.split(wb, [None, LANES])[1])
     init = sch.decompose_reduction(block, g0)
     sch.vectorize(sch.get_loops(init)[-1])
-    unroll_tile(sch, init)
-    unroll_tile(sch, local)
+    unroll_tile(sch, init, local)
     sch.tensorize(i1 if rows > 1 else j1, intrinsic(fmt, rows, vectors))
     return leftover
 
@@ -178,8 +177,7 @@ def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogu
     sch.vectorize(sch.split(wb, [None, LANES])[1])
     init = sch.decompose_reduction(block, r)
     sch.vectorize(sch.get_loops(init)[-1])
-    unroll_tile(sch, init)
-    unroll_tile(sch, local)
+    unroll_tile(sch, init, local)
     sch.tensorize(x1 if rows > 1 else o1, intrinsic(fmt, rows, vectors, stride))
     return leftover
 

@@ -15,10 +15,9 @@ import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
 from tvmopt.ops.compressed_conv2d import FORMATS
 from tvmopt.ops.conv2d import conv2d_reference
-from tvmopt.schedules import lowering
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
-from tvmopt.schedules import isa
+from tvmopt.schedules import isa, lowering
 
 KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
         "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2

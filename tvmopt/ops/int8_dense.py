@@ -165,8 +165,7 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
         sch.tensorize(j2, VNNI_INTRIN)
     sch.unroll(i1)
     sch.unroll(j1)
-    unroll_tile(sch, init)
-    unroll_tile(sch, local)
+    unroll_tile(sch, init, local)
     return leftover
 
 

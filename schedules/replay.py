@@ -111,7 +111,9 @@ def table_members(space: Space, size: int = 5000) -> list[Config]:
     hi = space.start if space.start is not None else lo
     tiles = _split_sets(space, lo, hi, max(1, int(size * (1 - CHOICE_SHARE))))
     choices = [_choice_values(k, lo[i], hi[i]) if isinstance(k, Choice) else None for i, k in enumerate(space.knobs)]
-    ends = [sorted({lo[i], hi[i]}) for i in range(len(space.knobs))]
+    # a choice's values in its own order (they may mix types: ``parallel`` holds 3 and "rows")
+    ends = [sorted({lo[i], hi[i]}, key=k.values.index if isinstance(k, Choice) else None)
+            for i, k in enumerate(space.knobs)]
     members: dict[Config, None] = {lo: None, hi: None}
     for config in itertools.product(*tiles):
         members[config] = None

@@ -42,7 +42,7 @@ class Run:
 
     def top(self, k: int) -> list:
         """Its k fastest configs by in-run cost."""
-        ranked = sorted((c, cfg) for c, cfg in zip(self.costs, self.configs) if math.isfinite(c))
+        ranked = sorted(((c, cfg) for c, cfg in zip(self.costs, self.configs) if math.isfinite(c)), key=lambda x: x[0])
         return [cfg for _, cfg in ranked[:k]]
 
     def best_so_far(self, flops: float) -> np.ndarray:

@@ -192,8 +192,9 @@ class ConvShape:
 #: maps hold at least ``ROWS_MIN_ACTIVATION_RATIO`` times the weight's bytes, and only where the
 #: start already fuses three loops (the same parallel iterations, reordered). Start against the
 #: channel-chunk order, whole networks untuned, paired rounds, Intel Xeon (AVX-512): ResNet-50
-#: 1.06 to 1.07x, SqueezeNet 1.08x, Inception v1 1.04x at a ratio of 4 (2: 1.03 to 1.06x; 8: 1.02 to
-#: 1.10x); with grouped convs too ShuffleNet ran 0.76x, so they keep the channel order; chains
+#: 1.08 to 1.10x, DenseNet-121 1.06x, SqueezeNet 1.02 to 1.08x, Inception v1 1.02x, Inception v2
+#: 0.97x; ResNet-50 at other ratios: 2, 1.03 to 1.06x; 8, 1.06x. With grouped convs split by
+#: rows too, ShuffleNet ran 0.76x, so they keep the channel order; chains
 #: of ResNet-50's 1x1 convs at 28x28 (128 <-> 512 channels) went from 0.83x to 1.03x onnxruntime
 #: (56x56: 0.63x to 0.83x), while at 7x7 (512 <-> 2048, 4 MiB of weights) rows ran 0.70x
 PARALLEL_ROWS = "rows"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -96,6 +97,31 @@ def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
         fn()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
+
+
+def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0) -> dict:
+    """Per function, its :func:`median_seconds` in each round ({name: [seconds per round]}).
+    Each round runs the functions in a fresh order (seeded), after a pause in which the previous
+    runtime's spinning worker threads go to sleep: in a fixed order a function always ran right
+    after the same other one, and ResNet-20's ternary build, which runs the very kernels of its
+    dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``)."""
+    rng = random.Random(seed)
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k in rng.sample(list(fns), len(fns)):
+            time.sleep(0.2)
+            samples[k].append(median_seconds(fns[k], min_seconds, least=3))
+    return samples
+
+
+def medians(samples: dict) -> dict:
+    """{name: median seconds} of :func:`timed_rounds`' samples."""
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def paired(samples: dict, a: str, b: str) -> float:
+    """The median over rounds of a's time / b's (> 1: b faster), each ratio from one round."""
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
 
 def write_json(name: str, data: dict) -> Path:

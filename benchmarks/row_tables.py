@@ -14,15 +14,14 @@ benchmarks/results/row_tables_<width>.json and BENCHMARKS.md's ``row_tables_<wid
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, cpu_kind, write_json  # noqa: E402
-from suite import WORK, build_model, compressed, export, paired, timed_rounds  # noqa: E402
+from report import machine, medians, paired, timed_rounds, update_section, cpu_kind, write_json  # noqa: E402
+from suite import WORK, build_model, compressed, export  # noqa: E402
 
 ROWS = ("resnet18:binary:1", "resnet18:binary:16", "vgg:binary:1", "vgg:binary:16", "encoder:binary:1",
         "encoder:ternary:1", "mlp4096:binary:16")
@@ -52,7 +51,7 @@ def measure(model_name: str, variant: str, batch: int, target, rounds: int) -> d
             t.update(s)
     np.testing.assert_allclose(on(x), off(x), rtol=1e-4, atol=1e-4 * float(np.abs(off(x)).max()))
     samples = timed_rounds({"on": lambda: on(x), "off": lambda: off(x)}, rounds, 0.3)
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    med = medians(samples)
     kernels = sorted({layer.kernel.split(":")[0] for layer in on.lowered.layers if "rowlut" in layer.kernel})
     count = sum("rowlut" in layer.kernel for layer in on.lowered.layers)
     row = {"model": model_name, "variant": variant, "batch": batch, "tables_ms": med["on"] * 1e3,

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -48,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, machine, median_seconds, update_section, cpu_kind, write_json  # noqa: E402
+from report import (RESULTS, ROOT, cpu_kind, machine, medians, paired, timed_rounds,  # noqa: E402
+                    update_section, write_json)
 
 WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
@@ -107,27 +107,6 @@ def export(model, shape, path: Path) -> Path:
     return tn.export_onnx(model, torch.randn(1, *shape), path, plain=True)
 
 
-def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0) -> dict:
-    """Per function, its time in each round ([seconds] over the rounds). Each round runs the
-    functions in a fresh order (seeded): in a fixed order a function always ran right after the
-    same other one, and ResNet-20's ternary build, which runs the very kernels of its dense
-    build, read 0.87 to 0.93x it in two sessions."""
-    import random
-
-    rng = random.Random(seed)
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k in rng.sample(list(fns), len(fns)):
-            time.sleep(0.2)          # the previous runtime's spinning worker threads go to sleep
-            samples[k].append(median_seconds(fns[k], min_seconds, least=3))
-    return samples
-
-
-def paired(samples: dict, a: str, b: str) -> float:
-    """The median over rounds of a's time / b's (> 1: b faster), each ratio from one round."""
-    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
-
-
 def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: int, done: set) -> list[dict]:
     import onnxruntime as ort
     import torch
@@ -176,7 +155,7 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         samples = timed_rounds({"tvmopt": lambda: build(x), "tvmopt dense": lambda: dense_build(x), "ort": ort_plain,
                                 "ort dense": ort_dense, "torch": torch_fn}, rounds,
                                min_seconds=0.3 if batch > 1 else 0.1)
-        med = {k: statistics.median(v) for k, v in samples.items()}
+        med = medians(samples)
         layers = build.lowered.layers
         weight_bytes = sum(la.compact_bytes for la in layers)
         dense_bytes = sum(la.dense_bytes for la in layers)
@@ -191,7 +170,8 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
                "compile_s": compile_s, "dense_compile_s": dense_compile_s,
                **{f"{k.replace(' ', '_')}_ms": v * 1e3 for k, v in med.items()},
                "vs_ort": paired(samples, "ort", "tvmopt"), "vs_ort_dense": paired(samples, "ort dense", "tvmopt"),
-               "vs_torch": paired(samples, "torch", "tvmopt"), "vs_tvmopt_dense": paired(samples, "tvmopt dense", "tvmopt"),
+               "vs_torch": paired(samples, "torch", "tvmopt"),
+               "vs_tvmopt_dense": paired(samples, "tvmopt dense", "tvmopt"),
                "timing": "paired",
                "weight_bytes": weight_bytes, "dense_weight_bytes": dense_bytes,
                "memory_reduction": dense_bytes / max(weight_bytes, 1),

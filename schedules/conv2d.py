@@ -27,8 +27,9 @@ computed as two tiles of ob/2 lanes one after the other, for rows of pixels that
 pixel would spill), ``reduce_order`` (the input-channel block inside or
 outside the kernel window), ``unroll``, ``parallel`` (how many of n, c0, h0, w0 are fused and
 run in parallel; for one image of one group also ``rows``: n, h0, c0 fused in that order, so each
-core computes whole rows of pixels, every channel, see ``PARALLEL_ROWS``), and for a batch ``batch_at`` (``inner``: the order c0 n h0 w0, so a chunk of
-weights serves every image while it is in cache). Accumulation is always in a local buffer written back once (with any fused
+core computes whole rows of pixels, every channel, see ``PARALLEL_ROWS``), and for a batch
+``batch_at`` (``inner``: the order c0 n h0 w0, so a chunk of weights serves every image while it
+is in cache). Accumulation is always in a local buffer written back once (with any fused
 epilogue: bias, ReLU, residual add), since every fast GEMM config did that.
 """
 

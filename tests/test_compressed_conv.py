@@ -103,6 +103,26 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
         assert knobs["parallel"] > 1 or knobs["batch_at"] == "outer", knobs
 
 
+
+@pytest.mark.parametrize("key", ["ternary_conv2d_nhwc:1x16x16x16x32x3x3x1x1", "shift_conv2d:1x16x16x16x32x3x3x1x1"])
+def test_one_image_with_a_small_weight_decodes_once_and_splits_the_cores_by_rows(key):
+    """One image, a decoded weight within L2 and a map of ``ROWS_MIN_PIXELS``: the start decodes
+    the whole weight once per call and the cores split the rows of pixels (every channel each);
+    exact, as is the same config decoding per chunk. A smaller map keeps the channel split."""
+    from tvmopt.ops.compressed_conv2d import ROWS_MIN_PIXELS
+
+    task = get_task(key)
+    start = task.space.as_dict(task.space.initial())
+    assert (start["parallel"], start["decode"]) == ("rows", "global"), start
+    assert task.shape.oh * task.shape.ow >= ROWS_MIN_PIXELS
+    inputs = task.make_inputs(np.random.default_rng(4))
+    expected = task.reference(inputs)
+    for decode in ("global", "chunk"):
+        config = task.space.replaced(task.space.initial(), {"decode": decode})
+        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+    small = get_task(key.replace("x16x16x16x", "x16x8x8x"))
+    assert small.space.as_dict(small.space.initial())["parallel"] != "rows"
+
 @pytest.mark.parametrize("key", ["shift_conv2d_nhwc:2x32x7x7x16x3x3x1x1", "ternary_conv2d:2x32x7x7x16x3x3x1x1"])
 def test_a_batch_of_seven_wide_maps_is_computed_eight_wide_and_cropped(key):
     task = get_task(key)

@@ -18,7 +18,8 @@ codes. The decode stage ``decode[O/ob, C, KH, KW, ob]`` is placed by the ``decod
   by every spatial tile of the chunk (memory traffic: the compressed arrays only);
 - ``global``: once per call, in parallel, into a whole decoded weight (what the start config
   uses when the parallel loop holds too few chunks, e.g. the first stage of a ResNet at batch 1,
-  where the weight is small).
+  where the weight is small; for one image whose decoded weight fits L2 on a map of
+  ``ROWS_MIN_PIXELS`` and more, with the cores splitting the rows of pixels, ``parallel = rows``).
 
 The rest of the space is the dense conv's (``schedules/conv2d.py``): the same knobs, tuned by
 every tuner; a record of ``conv2d:`` shape does not apply (the key differs), so each is tuned on
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import WorkloadError
-from ..schedules.conv2d import ConvShape, apply_conv2d, conv2d_space
+from ..schedules.conv2d import PARALLEL_ROWS, ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Choice, Config, Space
 from .binary_dense import BinaryDenseTask
 from .codebook_dense import CodebookDenseTask
@@ -83,6 +84,17 @@ DECODE_ONCE_MAX_PIXELS = 64
 #: the parallel loop needs this many (image, channel chunk) iterations for ``decode=chunk`` to
 #: start: fewer would leave cores idle (the weight is then small and decoded once per call)
 CHUNK_MIN_PARALLEL = 4
+
+#: one image whose decoded weight fits L2 (``CHUNK_MIN_BYTES``) and which has at least this
+#: many output pixels: decoded once per call, then the cores split the rows of pixels (``parallel
+#: = rows``, as the dense conv's start where its maps are large), each reading the whole small
+#: weight. On the Intel Xeon (channels last, paired rounds against the dense conv's start)
+#: ternary and shift went from 0.87 to 0.91x to 1.00 to 1.03x at 1x64x56x56x64, from 0.82 to
+#: 0.96x (chunk or global by channels) to 0.98 to 1.01x at 1x128x28x28x128, from 0.82 to 0.86x
+#: to 0.98 to 1.04x at 1x64x56x56x128 stride 2; at 1x64x8x8x64 rows ran 0.60 to 0.64x (global
+#: by channels 0.84 to 0.91x), and past L2 a whole decoded weight is written and read back
+#: through memory (1x512x7x7x512: 0.58x, chunk 0.85 to 0.94x)
+ROWS_MIN_PIXELS = 256
 
 
 def conv_key(prefix: str, dims: tuple[int, ...], key_dims: tuple[int, ...] = ()) -> str:
@@ -156,10 +168,17 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         call and read from L2 by every image: on VGG's layers at batch 16 (Zen 4,
         AVX2, channels last) shift 512x2x2 went from 0.36x to 0.92x the dense conv, 512x4x4
         from 0.71x to 1.09x, ternary 512x4x4 from 0.90x to 1.11x, ResNet-18's 512x7x7 from
-        0.91x to 0.99x."""
+        0.91x to 0.99x.
+
+        One image whose decoded weight fits L2, on a map of ``ROWS_MIN_PIXELS`` or more: decoded
+        once per call, the cores splitting the rows of pixels (``parallel = rows``)."""
         s, start = self.shape, base.initial()
         c0, _ = base.as_dict(start)["tile_c"]
         decoded = 4 * s.o * s.c * s.kh * s.kw
+        if decoded <= CHUNK_MIN_BYTES and s.oh * s.ow >= ROWS_MIN_PIXELS:
+            rows = base.replaced(start, {"parallel": PARALLEL_ROWS}) + ("global",)
+            if base.contains(rows[:-1]):
+                return rows
         if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= DECODE_ONCE_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
             # the images inside the channel chunks, only the chunks in parallel: each chunk's
             # weights decoded once per call into L2 and read there by every image

@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, update_section, cpu_kind, write_json  # noqa: E402
 
+from tvmopt.ops.compressed_conv2d import DECODE  # noqa: E402
+
 #: ResNet-18's 3x3 convolutions at 224x224 (C x H x W -> O, stride)
 LAYERS = ("64x56x56x64x3x3x1x1", "64x56x56x128x3x3x2x1", "128x28x28x128x3x3x1x1", "128x28x28x256x3x3x2x1",
           "256x14x14x256x3x3x1x1", "256x14x14x512x3x3x2x1", "512x7x7x512x3x3x1x1")
@@ -81,7 +83,7 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc:
         key = f"{fmt}_conv2d{suffix}:{dims}{EXTRA.get(fmt, '')}"
         space = get_task(key).space
         starts[fmt] = space.as_dict(space.initial())["decode"]
-        for decode in ("chunk", "global"):
+        for decode in DECODE:
             config = space.initial()[:-1] + (decode,)
             contenders[f"{fmt} {decode}"] = _kernel(key, config, target)
     for fmt in () if nhwc else TABLES:
@@ -110,7 +112,8 @@ def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) 
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. One layer "
              "at a time (ResNet-18's 3x3 convolutions), default (start) configs, interleaved rounds; each figure "
              "is the dense direct conv's time over the kernel's, same round (> 1: faster than dense). For the "
-             "decoded formats: the start config's decode placement (in brackets: the other placement's ratio). "
+             "decoded formats: the start config's decode placement (in brackets: the other placements' ratios, the "
+             "rest of the start config kept). "
              + ("Every kernel NHWC in and out (`conv2d_nhwc:`, `<format>_conv2d_nhwc:`, `xnor_conv2d_nhwc:`), "
                 "as a channels-last build runs them. " if nhwc else
                 "*tables*: the row-table kernels (`<format>_rowlut_conv2d`, start config). ")
@@ -124,8 +127,9 @@ def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) 
         cells = []
         for fmt in formats:
             start = r["start_decode"][fmt]
-            other = "global" if start == "chunk" else "chunk"
-            cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({r['ratios'][f'{fmt} {other}']:.2f}x)")
+            others = ", ".join(f"{d} {r['ratios'][f'{fmt} {d}']:.2f}x" for d in DECODE
+                               if d != start and f"{fmt} {d}" in r["ratios"])
+            cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({others})")
         cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in tables]
         cells += [f"{r['ratios']['binary registers']:.2f}x"] if registers else []
         lines.append(f"| {r['layer']} | {r['dense_ms']:.3f} | " + " | ".join(cells) + f" | {r['ratios']['xnor']:.1f}x |")

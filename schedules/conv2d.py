@@ -343,10 +343,12 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     return config if space.contains(config) else space.initial()
 
 
-def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=()) -> list:
+def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=(), threads: int = 0) -> list:
     """Schedule the convolution ``block`` of ``sch`` in place. ``epilogue``: the elementwise
     blocks that consume it (fused by Relax), inlined into the write-back of the accumulator.
-    Returns the epilogue blocks that could not be inlined (left for the default schedule)."""
+    ``threads``: split the parallel loop into that many iterations, one per thread (the block's
+    outermost loop then), for work placed once per thread. Returns the epilogue blocks that
+    could not be inlined (left for the default schedule)."""
     from tvmopt.errors import ConfigError
 
     if not space.contains(config):
@@ -391,7 +393,15 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
         middle = [ii[0]] + rest       # block of weights stays in cache for all the chunk's tiles
     sch.reorder(*parallel, *middle, *([half] if halves else []), *window, *inner)
     fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
-    sch.parallel(fused)
+    if threads:
+        # an exact split (a divisor of the extent): a predicated last iteration would still place
+        # the per-thread work, over a region past the end of the loop
+        extent = int(sch.get(fused).extent)
+        threads = largest_divisor(extent, range(min(threads, extent), 0, -1))
+        per_thread, fused = sch.split(fused, [threads, extent // threads])
+        sch.parallel(per_thread)
+    else:
+        sch.parallel(fused)
     at = fused if knob["ic_at"] == "outside" or len(middle) == 1 else middle[-2]
     sch.reverse_compute_at(local, at)
     inlined = crop is not None and shape.op == shape.o and not shape.flat

@@ -105,23 +105,26 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
 
 
 @pytest.mark.parametrize("key", ["ternary_conv2d_nhwc:1x16x16x16x32x3x3x1x1", "shift_conv2d:1x16x16x16x32x3x3x1x1"])
-def test_one_image_with_a_small_weight_decodes_once_and_splits_the_cores_by_rows(key):
-    """One image, a decoded weight within L2 and a map of ``ROWS_MIN_PIXELS``: the start decodes
-    the whole weight once per call and the cores split the rows of pixels (every channel each);
-    exact, as is the same config decoding per chunk. A smaller map keeps the channel split."""
+def test_one_image_with_a_small_weight_decodes_it_in_each_thread(key):
+    """One image, a decoded weight within L2 and a map of ``ROWS_MIN_PIXELS``: the start splits
+    the cores by rows of pixels, each thread decoding the whole weight first; a smaller map keeps
+    the channel split, still decoding per thread; a batch does not. Every placement is exact."""
     from tvmopt.ops.compressed_conv2d import ROWS_MIN_PIXELS
 
     task = get_task(key)
     start = task.space.as_dict(task.space.initial())
-    assert (start["parallel"], start["decode"]) == ("rows", "global"), start
+    assert (start["parallel"], start["decode"]) == ("rows", "thread"), start
     assert task.shape.oh * task.shape.ow >= ROWS_MIN_PIXELS
     inputs = task.make_inputs(np.random.default_rng(4))
     expected = task.reference(inputs)
-    for decode in ("global", "chunk"):
-        config = task.space.replaced(task.space.initial(), {"decode": decode})
+    for decode, parallel in (("thread", "rows"), ("thread", 1), ("thread", 2), ("global", "rows"), ("chunk", 2)):
+        config = task.space.replaced(task.space.initial(), {"decode": decode, "parallel": parallel})
         assert task.mismatch(_run(task, config, inputs), expected) is None, config
     small = get_task(key.replace("x16x16x16x", "x16x8x8x"))
-    assert small.space.as_dict(small.space.initial())["parallel"] != "rows"
+    knobs = small.space.as_dict(small.space.initial())
+    assert knobs["parallel"] != "rows" and knobs["decode"] == "thread", knobs
+    batch = get_task(key.replace(":1x", ":2x"))
+    assert batch.space.as_dict(batch.space.initial())["decode"] != "thread"
 
 @pytest.mark.parametrize("key", ["shift_conv2d_nhwc:2x32x7x7x16x3x3x1x1", "ternary_conv2d:2x32x7x7x16x3x3x1x1"])
 def test_a_batch_of_seven_wide_maps_is_computed_eight_wide_and_cropped(key):

@@ -103,22 +103,24 @@ def _policy_cases():
         assert choose("auto", "shift_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
         assert choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
         assert not choose("auto", "hashed_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
-    # on AVX-512: at any pixel count from 2M binary or ternary weights; from 1M ternary or shift
-    # weights and 49 output pixels; from 256K weights shared by 196 output pixels; and where the
-    # compressed conv's start decodes once and splits the cores by rows (one image, a decoded
-    # weight within L2, 256 pixels and more), from 16M multiply-adds: never ResNet-20's layers
+    # on AVX-512: at any pixel count from 2M binary weights; from 1M ternary or shift weights and
+    # 49 output pixels; from 256K weights shared by 196 output pixels; and where the compressed
+    # conv's start decodes its small weight in each thread (one image), from 4M multiply-adds:
+    # never ResNet-20's layers
     with isa.use(isa.AVX512):
-        def by_rows(family, dims, rows, weights):
+        def by_thread(family, dims, rows, weights):
             return choose("auto", family, f"{family}_nhwc:{dims}", f"conv2d_nhwc:{dims}", rows, weights, True)
 
-        picked = by_rows("shift_conv2d", "1x64x56x56x64x3x3x1x1", 3136, 64 * 64 * 9)       # ResNet-18's first stage
-        assert picked.compressed and "rows" in picked.why
-        assert by_rows("ternary_conv2d", "1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9).compressed
-        assert not by_rows("ternary_conv2d", "1x32x16x16x32x3x3x1x1", 256, 32 * 32 * 9).compressed   # ResNet-20
-        assert not by_rows("ternary_conv2d", "16x64x56x56x64x3x3x1x1", 16 * 3136, 64 * 64 * 9).compressed
+        picked = by_thread("shift_conv2d", "1x64x56x56x64x3x3x1x1", 3136, 64 * 64 * 9)       # ResNet-18's first stage
+        assert picked.compressed and "each thread decodes" in picked.why
+        assert by_thread("shift_conv2d", "1x128x28x28x256x1x1x2x0", 196, 128 * 256).compressed   # a 1x1 shortcut
+        assert by_thread("ternary_conv2d", "1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9).compressed
+        assert not by_thread("ternary_conv2d", "1x32x16x16x32x3x3x1x1", 256, 32 * 32 * 9).compressed   # ResNet-20
+        assert not by_thread("ternary_conv2d", "16x64x56x56x64x3x3x1x1", 16 * 3136, 64 * 64 * 9).compressed
         assert not choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
         assert not choose("auto", "binary_conv2d", "k", "d", 16 * 1024, 16 * 16 * 9, True).compressed
         assert choose("auto", "binary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed
+        assert not choose("auto", "ternary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed  # VGG's 2x2
         assert choose("auto", "shift_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed       # 1x512x7x7x512
         assert not choose("auto", "shift_conv2d", "k", "d", 16, 512 * 512 * 9, True).compressed   # VGG's 4x4
         assert choose("auto", "shift_conv2d", "k", "d", 784, 512 * 512 * 9, True).compressed

@@ -18,8 +18,11 @@ codes. The decode stage ``decode[O/ob, C, KH, KW, ob]`` is placed by the ``decod
   by every spatial tile of the chunk (memory traffic: the compressed arrays only);
 - ``global``: once per call, in parallel, into a whole decoded weight (what the start config
   uses when the parallel loop holds too few chunks, e.g. the first stage of a ResNet at batch 1,
-  where the weight is small; for one image whose decoded weight fits L2 on a map of
-  ``ROWS_MIN_PIXELS`` and more, with the cores splitting the rows of pixels, ``parallel = rows``).
+  where the weight is small);
+- ``thread``: inside the parallel loop split into one iteration per thread: each thread decodes
+  the whole weight, then computes its share (one image with a small weight: no parallel pass of
+  the decode's own; on a map of ``ROWS_MIN_PIXELS`` and more with the cores splitting the rows
+  of pixels, ``parallel = rows``, each thread's rows read every channel).
 
 The rest of the space is the dense conv's (``schedules/conv2d.py``): the same knobs, tuned by
 every tuner; a record of ``conv2d:`` shape does not apply (the key differs), so each is tuned on
@@ -37,6 +40,7 @@ import numpy as np
 from ..errors import WorkloadError
 from ..schedules.conv2d import PARALLEL_ROWS, ConvShape, apply_conv2d, conv2d_space
 from ..schedules.space import Choice, Config, Space
+from ..target import host_cores
 from .binary_dense import BinaryDenseTask
 from .codebook_dense import CodebookDenseTask
 from .conv2d import conv_compute, conv_epilogue, input_shape, reference_in_layout
@@ -65,7 +69,7 @@ CONV_OF = {"binary_dense": "binary_conv2d", "binary_lut_dense": "binary_conv2d",
            "shift_dense": "shift_conv2d", "nm_dense": "nm_conv2d", "nm_decode_dense": "nm_conv2d", "hashed_dense": "hashed_conv2d",
            "codebook_dense": "codebook_conv2d"}
 
-DECODE = ("chunk", "global")
+DECODE = ("chunk", "global", "thread")
 
 #: formats whose decode costs many instructions per weight (a hash, a table lookup): decoded
 #: once per call as soon as there is more than one image
@@ -86,15 +90,21 @@ DECODE_ONCE_MAX_PIXELS = 64
 CHUNK_MIN_PARALLEL = 4
 
 #: one image whose decoded weight fits L2 (``CHUNK_MIN_BYTES``) and which has at least this
-#: many output pixels: decoded once per call, then the cores split the rows of pixels (``parallel
-#: = rows``, as the dense conv's start where its maps are large), each reading the whole small
-#: weight. On the Intel Xeon (channels last, paired rounds against the dense conv's start)
-#: ternary and shift went from 0.87 to 0.91x to 1.00 to 1.03x at 1x64x56x56x64, from 0.82 to
-#: 0.96x (chunk or global by channels) to 0.98 to 1.01x at 1x128x28x28x128, from 0.82 to 0.86x
-#: to 0.98 to 1.04x at 1x64x56x56x128 stride 2; at 1x64x8x8x64 rows ran 0.60 to 0.64x (global
-#: by channels 0.84 to 0.91x), and past L2 a whole decoded weight is written and read back
-#: through memory (1x512x7x7x512: 0.58x, chunk 0.85 to 0.94x)
+#: many output pixels: the cores split the rows of pixels (``parallel = rows``, as the dense
+#: conv's start where its maps are large), each decoding the whole small weight first (``decode
+#: = thread``). On the Intel Xeon (channels last, paired rounds against the dense conv's start)
+#: ternary and shift went from 0.87 to 0.91x to 1.00 to 1.02x at 1x64x56x56x64, from 0.82 to
+#: 0.96x (chunk or global by channels) to 0.99 to 1.00x at 1x128x28x28x128, from 0.82 to 0.86x
+#: to 0.99 to 1.01x at 1x64x56x56x128 stride 2. Past L2 each thread would decode a weight it
+#: cannot keep (1x512x7x7x512 decoded once by rows: 0.58x; by channel chunks 0.85 to 0.94x)
 ROWS_MIN_PIXELS = 256
+#: ... and one image of fewer pixels with a decoded weight this small decodes it per thread too,
+#: keeping the channel split: no parallel pass of the decode's own before a short conv (ResNet-20's
+#: 1x64x8x8x64: 0.84 to 0.91x -> 0.92 to 0.96x, its 1x32x16x16x32: 0.75 to 0.81x -> 0.94x,
+#: ResNet-18's 1x1 shortcuts 1x128x28x28x256 stride 2: 0.93 to 0.97x -> 0.96 to 0.98x); a larger
+#: weight decoded twice for few pixels loses (1x256x14x14x512 1x1, 49 pixels: 0.80 to 0.87x, per
+#: chunk 0.88 to 0.93x)
+THREAD_MAX_BYTES = 256 * 1024
 
 
 def conv_key(prefix: str, dims: tuple[int, ...], key_dims: tuple[int, ...] = ()) -> str:
@@ -170,15 +180,19 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         from 0.71x to 1.09x, ternary 512x4x4 from 0.90x to 1.11x, ResNet-18's 512x7x7 from
         0.91x to 0.99x.
 
-        One image whose decoded weight fits L2, on a map of ``ROWS_MIN_PIXELS`` or more: decoded
-        once per call, the cores splitting the rows of pixels (``parallel = rows``)."""
+        One image whose decoded weight fits L2, on a map of ``ROWS_MIN_PIXELS`` or more: the
+        cores split the rows of pixels (``parallel = rows``), each decoding the whole weight first
+        (``decode = thread``); one image of a smaller map with a weight of ``THREAD_MAX_BYTES``
+        decodes per thread too, keeping the channel split."""
         s, start = self.shape, base.initial()
         c0, _ = base.as_dict(start)["tile_c"]
         decoded = 4 * s.o * s.c * s.kh * s.kw
-        if decoded <= CHUNK_MIN_BYTES and s.oh * s.ow >= ROWS_MIN_PIXELS:
-            rows = base.replaced(start, {"parallel": PARALLEL_ROWS}) + ("global",)
+        if s.n == 1 and decoded <= CHUNK_MIN_BYTES and s.oh * s.ow >= ROWS_MIN_PIXELS:
+            rows = base.replaced(start, {"parallel": PARALLEL_ROWS}) + ("thread",)
             if base.contains(rows[:-1]):
                 return rows
+        if s.n == 1 and decoded <= THREAD_MAX_BYTES:
+            return start + ("thread",)
         if s.n > 1 and c0 >= CHUNK_MIN_PARALLEL and s.oh * s.owp <= DECODE_ONCE_MAX_PIXELS and decoded > CHUNK_MIN_BYTES:
             # the images inside the channel chunks, only the chunks in parallel: each chunk's
             # weights decoded once per call into L2 and read there by every image
@@ -226,8 +240,12 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         """The dense conv's schedule, then the decode stage placed and vectorized along ``ob``."""
         config = self.space.initial() if config is None else config
         decode = next(b for b in sch.get_producers(block) if sch.get(b).name_hint.startswith("decode"))
-        leftover = apply_conv2d(sch, block, self.shape, self.space, config, epilogue)
-        if self.space.as_dict(config)["decode"] == "chunk":
+        placement = self.space.as_dict(config)["decode"]
+        # thread: the parallel loop as one iteration per thread, each decoding the whole weight
+        # before its share of the work (no parallel pass of its own for the decode)
+        threads = host_cores() if placement == "thread" else 0
+        leftover = apply_conv2d(sch, block, self.shape, self.space, config, epilogue, threads=threads)
+        if placement in ("chunk", "thread"):
             sch.compute_at(decode, sch.get_loops(block)[0], preserve_unit_loops=True)
         else:
             sch.parallel(sch.get_loops(decode)[0])

@@ -29,7 +29,7 @@ for a batch) on top of the dense conv's FMAs, so it ties with the dense conv whe
 serves enough output pixels, or where the dense weight outgrows L2: predicted from
 ``DIRECT_CONV_MIN_ROWS`` and ``DIRECT_CONV_MIN_WEIGHTS`` (same speed, weights 6 to 32x smaller);
 on AVX-512 from the ``DIRECT_CONV_AVX512_*`` rules and, for ternary and shift layers whose start
-decodes once and splits the cores by rows of pixels, ``DIRECT_CONV_ROWS_MIN_MACS``. ``xnor_conv2d`` does less arithmetic and is always chosen.
+decodes a small weight in each thread, ``DIRECT_CONV_THREAD_MIN_MACS``. ``xnor_conv2d`` does less arithmetic and is always chosen.
 On AVX-512, binary and ternary layers (and binary channels-last convolutions) run tables of
 partial sums held in registers instead, predicted faster from ``PERM_MIN_WEIGHTS``.
 """
@@ -87,25 +87,26 @@ DIRECT_CONV_WEIGHTS_MIN_ROWS = {"nm_conv2d": 49}
 #: 0.97x on ResNet-20's 16 to 64-channel layers. Whole networks agreed: ResNet-20 ran 0.84 to
 #: 0.94x its dense build at batch 1 with the AVX2 rules, VGG with shift 0.86x.
 #: So on AVX-512: from these many weights at any pixel count ...
-DIRECT_CONV_AVX512_MIN_WEIGHTS = {"binary_conv2d": 1 << 21, "ternary_conv2d": 1 << 21}
+DIRECT_CONV_AVX512_MIN_WEIGHTS = {"binary_conv2d": 1 << 21}
 #: ... or from ``DIRECT_CONV_MIN_WEIGHTS`` weights and this many output pixels
 DIRECT_CONV_AVX512_MIN_ROWS = 196
 #: ... or, for ternary and shift, from this many weights and output pixels (ResNet-18's 7x7
 #: stage: one layer alone ternary 0.94 to 0.97x, shift 0.84 to 0.90x the dense conv; in the whole
 #: network, where the dense conv streams 9 MiB of weights per layer past the activations, the
-#: compressed build tied, see below). Not on VGG's 4x4 and 2x2 maps (shift: 0.85x the whole
-#: network's dense build)
+#: compressed build tied, see below). Not on VGG's 4x4 and 2x2 maps: there ternary ran 0.81x the
+#: dense conv (2.4M weights, 21 paired rounds; it once ran 0.96 to 1.13x, when it was given them
+#: at any pixel count), and the whole VGG 0.90x its dense build with them; shift 0.85x
 DIRECT_CONV_AVX512_LARGE = {"ternary_conv2d": (1 << 20, 49), "shift_conv2d": (1 << 20, 49)}
-#: ... or where the compressed conv's start decodes the weight once and splits the cores by rows
-#: of pixels, as the dense conv's start does on large maps (``ROWS_MIN_PIXELS`` in
-#: ops/compressed_conv2d.py), with at least this many multiply-adds: a smaller layer pays the
-#: decode's own parallel pass (ResNet-20's 16x32x32 and 32x16x16 layers, 2.4M each: 0.75 to
-#: 0.92x the dense conv). Whole ResNet-18 at batch 1 with every 3x3 layer compressed (Intel Xeon,
-#: paired rounds, these starts): ternary 1.03x, shift 1.01x its dense build, at /15.9 and /6.4 the
-#: compressed layers' weight bytes; one layer at a time ternary ran 0.94 to 1.0x the dense conv,
-#: shift 0.84x (7x7) to 1.06x
-DIRECT_CONV_ROWS_FAMILIES = ("ternary_conv2d", "shift_conv2d")
-DIRECT_CONV_ROWS_MIN_MACS = 1 << 24
+#: ... or where the compressed conv's start decodes its small weight in each thread, inside the
+#: conv's parallel loop (``decode = thread``: one image, ``ROWS_MIN_PIXELS`` and
+#: ``THREAD_MAX_BYTES`` in ops/compressed_conv2d.py), from this many multiply-adds. One layer at a
+#: time (Intel Xeon, paired rounds) ternary and shift ran 0.99 to 1.02x the dense conv on
+#: ResNet-18's 56x56 and 28x28 layers, 0.96 to 1.02x on its 1x1 shortcuts (6.4M), 0.92 to 0.98x on
+#: ResNet-20's layers (2.4M each); whole ResNet-20 with every layer compressed read 0.91 to 0.95x its
+#: dense build, so its layers stay dense. Whole ResNet-18 at batch 1 with every 3x3 layer compressed:
+#: ternary 1.03x, shift 1.01x its dense build, at /15.9 and /6.4 the compressed layers' weight bytes
+DIRECT_CONV_THREAD_FAMILIES = ("ternary_conv2d", "shift_conv2d")
+DIRECT_CONV_THREAD_MIN_MACS = 1 << 22
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -203,20 +204,17 @@ class Choice:
         return ("compressed" if self.compressed else "dense") + f" ({self.why})"
 
 
-def _starts_by_rows(key: str) -> bool:
-    """Whether the start config of the compressed conv ``key`` decodes its weight once per call
-    and splits the cores by rows of pixels."""
+def _decodes_per_thread(key: str) -> bool:
+    """Whether the start config of the compressed conv ``key`` decodes its (small) weight in
+    each thread, inside the conv's parallel loop (``decode = thread``)."""
     from tvmopt.errors import WorkloadError
     from tvmopt.ops.task import get_task
-
-    from ..schedules.conv2d import PARALLEL_ROWS
 
     try:
         space = get_task(key).space
     except WorkloadError:             # not a task key (a caller that only asks for the rules)
         return False
-    start = space.as_dict(space.initial())
-    return start.get("parallel") == PARALLEL_ROWS and start.get("decode") == "global"
+    return space.as_dict(space.initial()).get("decode") == "thread"
 
 
 def _wide() -> bool:
@@ -342,10 +340,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if weights >= large and rows >= large_rows:
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights for {rows:,} "
                                     f"output pixels, the decoded one a fraction of them")
-            if family in DIRECT_CONV_ROWS_FAMILIES and rows * weights >= DIRECT_CONV_ROWS_MIN_MACS \
-                    and _starts_by_rows(compressed_key):
-                return Choice(True, "predicted: decoded once per call, then the cores split the rows of pixels as "
-                                    "the dense conv does")
+            if family in DIRECT_CONV_THREAD_FAMILIES and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \
+                    and _decodes_per_thread(compressed_key):
+                return Choice(True, "predicted: each thread decodes the small weight, then computes its share of "
+                                    "the pixels at the dense conv's speed")
             if least is not None:
                 return Choice(False, f"predicted: on AVX-512 the dense conv wins at {rows:,} output pixels x "
                                      f"{weights:,} weights")

@@ -105,8 +105,8 @@ def _policy_cases():
         assert not choose("auto", "hashed_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed
     # on AVX-512: at any pixel count from 2M binary weights; from 1M ternary or shift weights and
     # 49 output pixels; from 256K weights shared by 196 output pixels; and where the compressed
-    # conv's start decodes its small weight in each thread (one image), from 4M multiply-adds:
-    # never ResNet-20's layers
+    # conv's start decodes its small weight in each thread (one image), from 4M multiply-adds;
+    # in a batch from 4096 output pixels on 32K weights: never ResNet-20's layers
     with isa.use(isa.AVX512):
         def by_thread(family, dims, rows, weights):
             return choose("auto", family, f"{family}_nhwc:{dims}", f"conv2d_nhwc:{dims}", rows, weights, True)
@@ -116,7 +116,11 @@ def _policy_cases():
         assert by_thread("shift_conv2d", "1x128x28x28x256x1x1x2x0", 196, 128 * 256).compressed   # a 1x1 shortcut
         assert by_thread("ternary_conv2d", "1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9).compressed
         assert not by_thread("ternary_conv2d", "1x32x16x16x32x3x3x1x1", 256, 32 * 32 * 9).compressed   # ResNet-20
-        assert not by_thread("ternary_conv2d", "16x64x56x56x64x3x3x1x1", 16 * 3136, 64 * 64 * 9).compressed
+        # a batch: from 4096 output pixels per decoded weight of 32K weights and more
+        picked = by_thread("ternary_conv2d", "16x64x56x56x64x3x3x1x1", 16 * 3136, 64 * 64 * 9)
+        assert picked.compressed and "share each decoded weight" in picked.why
+        assert not by_thread("ternary_conv2d", "16x32x16x16x32x3x3x1x1", 16 * 256, 32 * 32 * 9).compressed
+        assert not by_thread("shift_conv2d", "16x64x8x8x64x3x3x1x1", 16 * 64, 64 * 64 * 9).compressed
         assert not choose("auto", "hashed_conv2d", "k", "d", 3136, 64 * 64 * 9, True).compressed
         assert not choose("auto", "binary_conv2d", "k", "d", 16 * 1024, 16 * 16 * 9, True).compressed
         assert choose("auto", "binary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed

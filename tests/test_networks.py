@@ -205,18 +205,19 @@ def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
 
 def test_the_start_splits_large_maps_of_one_image_by_rows():
     """One image whose maps outweigh the weight starts with ``parallel = rows`` (each core a band
-    of rows, every channel); small maps under a large weight, a batch, groups and the
-    compressed convs (their decode is placed per channel chunk) keep the channel chunks, and
+    of rows, every channel), and so does a compressed conv whose decoded weight fits L2 (each
+    thread decodes it); small maps under a large weight, a batch, groups and compressed convs
+    whose decoded weight outgrows L2 (decoded per channel chunk) keep the channel chunks, and
     only one image of one group has the value at all."""
     def parallel(key):
         task = get_task(key)
         return task.space.as_dict(task.space.initial())["parallel"], task.space.knobs[8].values
 
     for key in ("conv2d_nhwc:1x64x56x56x256x1x1x1x0", "conv2d:1x64x56x56x64x3x3x1x1",
-                "conv2d_nhwc:1x128x28x28x512x1x1x1x0"):
+                "conv2d_nhwc:1x128x28x28x512x1x1x1x0", "shift_conv2d_nhwc:1x64x56x56x64x3x3x1x1"):
         assert parallel(key)[0] == "rows", key
     for key in ("conv2d_nhwc:1x512x7x7x2048x1x1x1x0", "conv2d_nhwc:1x256x14x14x1024x1x1x1x0",
-                "shift_conv2d_nhwc:1x64x56x56x64x3x3x1x1"):
+                "shift_conv2d_nhwc:1x256x56x56x256x3x3x1x1"):
         start, values = parallel(key)
         assert start != "rows" and "rows" in values, key
     for key in ("conv2d_nhwc:2x64x56x56x256x1x1x1x0", "conv2d_nhwc:1x64x56x56x256x1x1x1x0x2"):

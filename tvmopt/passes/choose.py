@@ -107,6 +107,13 @@ DIRECT_CONV_AVX512_LARGE = {"ternary_conv2d": (1 << 20, 49), "shift_conv2d": (1 
 #: ternary 1.03x, shift 1.01x its dense build, at /15.9 and /6.4 the compressed layers' weight bytes
 DIRECT_CONV_THREAD_FAMILIES = ("ternary_conv2d", "shift_conv2d")
 DIRECT_CONV_THREAD_MIN_MACS = 1 << 22
+#: ... or, for ternary and shift, from this many output pixels per decoded weight (a batch decodes
+#: once per call) and this many weights: one layer at a time at batch 16 (Intel Xeon,
+#: ``conv_kernels_xeon_nhwc``) they ran 0.95 to 1.02x the dense conv from 16 x 16x16 pixels,
+#: 0.89 to 0.97x at 16 x 8x8. Whole ResNet-18 at batch 16 with its 56x56 and 28x28 layers
+#: compressed too: ternary 1.01x its dense build at /13.1 (was /7.5), shift 0.96x at /5.9 (was
+#: /4.6); ResNet-20's small first stages (2K and 9K weights) ran 0.94x and saved nothing (/1.3)
+DIRECT_CONV_AVX512_MANY_ROWS, DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS = 4096, 1 << 15
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -340,6 +347,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if weights >= large and rows >= large_rows:
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights for {rows:,} "
                                     f"output pixels, the decoded one a fraction of them")
+            if family in DIRECT_CONV_THREAD_FAMILIES and rows >= DIRECT_CONV_AVX512_MANY_ROWS and \
+                    weights >= DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS:
+                return Choice(True, f"predicted: {rows:,} output pixels share each decoded weight")
             if family in DIRECT_CONV_THREAD_FAMILIES and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \
                     and _decodes_per_thread(compressed_key):
                 return Choice(True, "predicted: each thread decodes the small weight, then computes its share of "

@@ -129,6 +129,7 @@ def _policy_cases():
         assert not choose("auto", "shift_conv2d", "k", "d", 16, 512 * 512 * 9, True).compressed   # VGG's 4x4
         assert choose("auto", "shift_conv2d", "k", "d", 784, 512 * 512 * 9, True).compressed
         assert choose("auto", "ternary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed    # 1x256x14x14x256
+        assert not choose("auto", "binary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed  # (NCHW: 0.86x)
         assert not choose("auto", "ternary_conv2d", "k", "d", 64, 256 * 256 * 9, True).compressed  # VGG's 8x8
         assert choose("auto", "ternary_conv2d", "k", "d", 1024, 128 * 256 * 9, True).compressed
         assert conv_row_tables("binary_conv2d", 64, 256 * 256 * 9) is None       # no conv row tables on AVX-512

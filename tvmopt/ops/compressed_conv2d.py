@@ -242,7 +242,8 @@ class CompressedConv2dTask(DenseArraysConv, Task):
         decode = next(b for b in sch.get_producers(block) if sch.get(b).name_hint.startswith("decode"))
         placement = self.space.as_dict(config)["decode"]
         # thread: the parallel loop as one iteration per thread, each decoding the whole weight
-        # before its share of the work (no parallel pass of its own for the decode)
+        # before its share of the work (no parallel pass of its own for the decode); the build
+        # host's core count (any thread pool runs it correctly, a larger one leaves cores idle)
         threads = host_cores() if placement == "thread" else 0
         leftover = apply_conv2d(sch, block, self.shape, self.space, config, epilogue, threads=threads)
         if placement in ("chunk", "thread"):

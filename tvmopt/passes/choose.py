@@ -88,8 +88,11 @@ DIRECT_CONV_WEIGHTS_MIN_ROWS = {"nm_conv2d": 49}
 #: 0.94x its dense build at batch 1 with the AVX2 rules, VGG with shift 0.86x.
 #: So on AVX-512: from these many weights at any pixel count ...
 DIRECT_CONV_AVX512_MIN_WEIGHTS = {"binary_conv2d": 1 << 21}
-#: ... or from ``DIRECT_CONV_MIN_WEIGHTS`` weights and this many output pixels
-DIRECT_CONV_AVX512_MIN_ROWS = 196
+#: ... or from ``DIRECT_CONV_MIN_WEIGHTS`` weights and this many output pixels (ternary and shift
+#: from 196: ResNet-18's 14x14 layers, 0.94 to 1.02x one layer alone; binary NCHW convs keep 256,
+#: 1x256x14x14x256 ran 0.86x)
+DIRECT_CONV_AVX512_MIN_ROWS = {"ternary_conv2d": 196, "shift_conv2d": 196}
+DIRECT_CONV_AVX512_DEFAULT_MIN_ROWS = 256
 #: ... or, for ternary and shift, from this many weights and output pixels (ResNet-18's 7x7
 #: stage: one layer alone ternary 0.94 to 0.97x, shift 0.84 to 0.90x the dense conv; in the whole
 #: network, where the dense conv streams 9 MiB of weights per layer past the activations, the
@@ -340,7 +343,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
                                     f"one a fraction of them")
-            if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and rows >= DIRECT_CONV_AVX512_MIN_ROWS:
+            if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and \
+                    rows >= DIRECT_CONV_AVX512_MIN_ROWS.get(family, DIRECT_CONV_AVX512_DEFAULT_MIN_ROWS):
                 return Choice(True, f"predicted: on AVX-512, {rows:,} output pixels share each decoded tile of "
                                     f"{weights:,} weights")
             large, large_rows = DIRECT_CONV_AVX512_LARGE.get(family, (float("inf"), 0))

@@ -112,7 +112,11 @@ def table(rows: list[dict], meta: dict) -> str:
              f"{meta['blas']}. The start config of each workload as the AVX2-shaped rule picks it and as the "
              "AVX-512 rule does (`schedules/isa.py`; a build uses the target's), both compiled for this machine; "
              "each figure is the reference's time over the kernel's in the same run (> 1: faster). Convolutions "
-             "against onnxruntime (one Conv node), dense products against the faster of numpy and torch.", "",
+             "against onnxruntime (one Conv node), dense products against the faster of numpy and torch."
+             " A one-Conv file makes onnxruntime convert the input to its blocked NCHWc layout and the output"
+             " back on every call (at 16x64x56x56 stride 2: about a third of its Conv time); inside a network"
+             " it converts once, so these ratios flatter tvmopt: whole networks are in the networks and suite"
+             " sections.", "",
              "| workload | reference | AVX2-shaped start | AVX-512-shaped start |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| `{r['workload']}` | {r['reference']} ({r['reference_ms']:.3f} ms) | {r['avx2_vs_ref']:.2f}x "

@@ -114,7 +114,7 @@ def table(rows: list[dict], meta: dict) -> str:
              "each figure is the reference's time over the kernel's in the same run (> 1: faster). Convolutions "
              "against onnxruntime (one Conv node), dense products against the faster of numpy and torch."
              " A one-Conv file makes onnxruntime convert the input to its blocked NCHWc layout and the output"
-             " back on every call (at 16x64x56x56 stride 2: about a third of its Conv time); inside a network"
+             " back on every call (11% of its Conv time at 1x64x56x56, 20% at 16x64x56x56 stride 2); inside a network"
              " it converts once, so these ratios flatter tvmopt: whole networks are in the networks and suite"
              " sections.", "",
              "| workload | reference | AVX2-shaped start | AVX-512-shaped start |", "|---|---|---|---|"]

@@ -127,8 +127,7 @@ def table(rows: list[dict], formats: list[str], meta: dict, nhwc: bool = False) 
         cells = []
         for fmt in formats:
             start = r["start_decode"][fmt]
-            others = ", ".join(f"{d} {r['ratios'][f'{fmt} {d}']:.2f}x" for d in DECODE
-                               if d != start and f"{fmt} {d}" in r["ratios"])
+            others = ", ".join(f"{d} {r['ratios'][f'{fmt} {d}']:.2f}x" for d in DECODE if d != start)
             cells.append(f"{r['ratios'][f'{fmt} {start}']:.2f}x {start} ({others})")
         cells += [f"{r['ratios'][f'{fmt} tables']:.2f}x" for fmt in tables]
         cells += [f"{r['ratios']['binary registers']:.2f}x"] if registers else []

@@ -108,8 +108,10 @@ DIRECT_CONV_AVX512_LARGE = {"ternary_conv2d": (1 << 20, 49), "shift_conv2d": (1 
 #: ResNet-20's layers (2.4M each); whole ResNet-20 with every layer compressed read 0.91 to 0.95x its
 #: dense build, so its layers stay dense. Whole ResNet-18 at batch 1 with every 3x3 layer compressed:
 #: ternary 1.03x, shift 1.01x its dense build, at /15.9 and /6.4 the compressed layers' weight bytes
-DIRECT_CONV_THREAD_FAMILIES = ("ternary_conv2d", "shift_conv2d")
 DIRECT_CONV_THREAD_MIN_MACS = 1 << 22
+#: the formats this rule and the next apply to (their decode is a few vector operations per 16
+#: weights; binary layers run register tables instead)
+DIRECT_CONV_AVX512_CHEAP_DECODE = ("ternary_conv2d", "shift_conv2d")
 #: ... or, for ternary and shift, from this many output pixels per decoded weight (a batch decodes
 #: once per call) and this many weights: one layer at a time at batch 16 (Intel Xeon,
 #: ``conv_kernels_xeon_nhwc``) they ran 0.95 to 1.02x the dense conv from 16 x 16x16 pixels,
@@ -351,10 +353,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if weights >= large and rows >= large_rows:
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights for {rows:,} "
                                     f"output pixels, the decoded one a fraction of them")
-            if family in DIRECT_CONV_THREAD_FAMILIES and rows >= DIRECT_CONV_AVX512_MANY_ROWS and \
+            if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows >= DIRECT_CONV_AVX512_MANY_ROWS and \
                     weights >= DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS:
                 return Choice(True, f"predicted: {rows:,} output pixels share each decoded weight")
-            if family in DIRECT_CONV_THREAD_FAMILIES and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \
+            if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \
                     and _decodes_per_thread(compressed_key):
                 return Choice(True, "predicted: each thread decodes the small weight, then computes its share of "
                                     "the pixels at the dense conv's speed")

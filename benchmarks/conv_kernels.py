@@ -17,7 +17,7 @@ for convolutions. ``--layout nhwc``: every kernel channels last (``conv2d_nhwc:`
 NHWC (:mod:`tvmopt.passes.layout`); the row tables are NCHW only and are left out.
 
 Writes benchmarks/results/conv_kernels_<width>[_nhwc].json and BENCHMARKS.md's
-``conv_kernels_<cpu>[_nhwc]`` section (one per CPU kind: ``avx2``, ``avx512``, ``xeon``, and layout).
+``conv_kernels_<cpu>[_nhwc]`` section (one per CPU kind: ``avx2``, ``avx512`` (Zen 5), ``zen4``, ``xeon``, and layout).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ numpy and torch (the same product) in the same run.
 (unset both variables together, and only here: they hold numpy to an old kernel.) Interleaved
 rounds, medians; each figure is the reference's time over the kernel's (> 1: faster than the
 reference). Writes benchmarks/results/heuristics_<isa>.json and BENCHMARKS.md's ``heuristics_<isa>`` section,
-one per CPU kind of the machine it ran on (``avx2``, ``avx512``, ``xeon``: ``report.cpu_kind``), so the CPUs' tables stand
+one per CPU kind of the machine it ran on (``avx2``, ``avx512`` (Zen 5), ``zen4``, ``xeon``: ``report.cpu_kind``), so the CPUs' tables stand
 side by side.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import re
@@ -41,7 +42,9 @@ def machine() -> dict:
 
 def cpu_kind(spec) -> str:
     """The kind of CPU an LLVM target (the host's for others) is: ``avx2`` (AVX2 only, or
-    AVX-512 hidden), ``avx512`` (AMD Zen with AVX-512) or ``xeon`` (Intel with AVX-512: VNNI,
+    AVX-512 hidden), ``avx512`` (AMD Zen 5 with AVX-512), ``zen4`` (AMD Zen 4: AVX-512 and VNNI
+    and VPOPCNTDQ, but each 512-bit instruction runs as two 256-bit halves, so its best kernels
+    and its ratios are not Zen 5's) or ``xeon`` (Intel with AVX-512: VNNI,
     VPOPCNTDQ, AMX on this project's machines, where numpy's OpenBLAS runs its SkylakeX kernel
     and torch runs MKL). The benchmarks whose figures depend on the CPU keep one JSON and one
     BENCHMARKS.md section per kind, so the CPUs this project runs on stand side by side."""
@@ -53,6 +56,8 @@ def cpu_kind(spec) -> str:
     mcpu = str(getattr(spec, "config", {}).get("mcpu", "")) if getattr(spec, "kind", None) == "llvm" else ""
     if not mcpu:
         mcpu = "znver" if "AMD" in cpu_name() else "intel"
+    if mcpu == "znver4":
+        return "zen4"
     return "avx512" if mcpu.startswith("znver") else "xeon"
 
 
@@ -61,7 +66,7 @@ def per_cpu(name: str, spec) -> str:
     return f"{name}_{cpu_kind(spec)}"
 
 
-CPU_LABELS = {"avx2": "AVX2", "avx512": "AVX-512 (AMD Zen)", "xeon": "AVX-512 (Intel Xeon)"}
+CPU_LABELS = {"avx2": "AVX2", "avx512": "AVX-512 (AMD Zen 5)", "zen4": "AVX-512 (AMD Zen 4)", "xeon": "AVX-512 (Intel Xeon)"}
 
 
 def blas() -> str:
@@ -99,19 +104,48 @@ def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
     return statistics.median(samples)
 
 
-def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0) -> dict:
+def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, settle: tuple | None = None,
+                 max_rounds: int = 0, tolerance: float = 0.02) -> dict:
     """Per function, its :func:`median_seconds` in each round ({name: [seconds per round]}).
     Each round runs the functions in a fresh order (seeded), after a pause in which the previous
     runtime's spinning worker threads go to sleep: in a fixed order a function always ran right
     after the same other one, and ResNet-20's ternary build, which runs the very kernels of its
-    dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``)."""
+    dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``).
+
+    ``settle=(a, b)``: after ``rounds`` rounds, go on (up to ``max_rounds``) until the paired
+    ratio a / b is known to ``tolerance`` (:func:`ratio_uncertainty`). On a shared VM (AMD Zen 4,
+    session 43) two builds of ResNet-20 running the very same kernels read 1.31x each other's
+    speed from 5 rounds."""
     rng = random.Random(seed)
     samples = {k: [] for k in fns}
-    for _ in range(rounds):
+    done = 0
+    while done < max(rounds, 1):
         for k in rng.sample(list(fns), len(fns)):
             time.sleep(0.2)
             samples[k].append(median_seconds(fns[k], min_seconds, least=3))
+        done += 1
+        if done == rounds and settle and done < max_rounds and ratio_uncertainty(samples, *settle) > tolerance:
+            rounds += 1
     return samples
+
+
+def ratio_uncertainty(samples: dict, a: str, b: str) -> float:
+    """How far the median of the rounds' ratios a / b may be off, relative: the interquartile
+    range of the ratios over the square root of the rounds (about the median's standard error)."""
+    ratios = sorted(x / y for x, y in zip(samples[a], samples[b]))
+    if len(ratios) < 4:
+        return float("inf")
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return (q3 - q1) / statistics.median(ratios) / math.sqrt(len(ratios))
+
+
+def spread(samples: dict, a: str, b: str) -> tuple[float, float]:
+    """The first and third quartiles of the rounds' ratios a / b (the band :func:`paired` sits in)."""
+    ratios = [x / y for x, y in zip(samples[a], samples[b])]
+    if len(ratios) < 2:
+        return (ratios[0], ratios[0]) if ratios else (float("nan"), float("nan"))
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
 
 
 def medians(samples: dict) -> dict:

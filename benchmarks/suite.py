@@ -22,7 +22,8 @@ fp32, as the papers keep them; the MLPs compress every layer.
 Every variant is exported as plain ONNX (standard ops: the file a user would otherwise deploy)
 and built from that file by ``tvmopt build``'s path with default schedules (no records), so the
 figures are untuned. Timed in interleaved rounds (``--rounds``, median of calls per round,
-median over rounds), same inputs, same run:
+median over rounds; more rounds, up to ``--max-rounds``, until the never-slower ratio is known
+to 2%: ``report.timed_rounds``), same inputs, same run:
 
 - ``tvmopt``: the compressed export, kernels chosen by the default policy (``--kernels auto``);
 - ``tvmopt dense``: the same network's fp32 export (the never-slower reference: compression
@@ -32,7 +33,7 @@ median over rounds), same inputs, same run:
   same dense layers, so it runs at the same speed).
 
 Writes benchmarks/results/suite_<width>.json (after every row) and BENCHMARKS.md's
-``suite_<cpu>`` section, one per CPU kind of the machine (``avx2``, ``avx512``, ``xeon``).
+``suite_<cpu>`` section, one per CPU kind of the machine (``avx2``, ``avx512`` (Zen 5), ``zen4``, ``xeon``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (RESULTS, ROOT, cpu_kind, machine, medians, paired, timed_rounds,  # noqa: E402
+from report import (RESULTS, ROOT, cpu_kind, machine, medians, paired, spread, timed_rounds,  # noqa: E402
                     update_section, write_json)
 
 WORK = ROOT / ".bench" / "suite"
@@ -107,7 +108,8 @@ def export(model, shape, path: Path) -> Path:
     return tn.export_onnx(model, torch.randn(1, *shape), path, plain=True)
 
 
-def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: int, done: set) -> list[dict]:
+def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: int, done: set,
+             max_rounds: int = 0) -> list[dict]:
     import onnxruntime as ort
     import torch
 
@@ -154,7 +156,8 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
         samples = timed_rounds({"tvmopt": lambda: build(x), "tvmopt dense": lambda: dense_build(x), "ort": ort_plain,
                                 "ort dense": ort_dense, "torch": torch_fn}, rounds,
-                               min_seconds=0.3 if batch > 1 else 0.1)
+                               min_seconds=0.3 if batch > 1 else 0.1,
+                               settle=("tvmopt dense", "tvmopt"), max_rounds=max_rounds)
         med = medians(samples)
         layers = build.lowered.layers
         weight_bytes = sum(la.compact_bytes for la in layers)
@@ -172,7 +175,8 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
                "vs_ort": paired(samples, "ort", "tvmopt"), "vs_ort_dense": paired(samples, "ort dense", "tvmopt"),
                "vs_torch": paired(samples, "torch", "tvmopt"),
                "vs_tvmopt_dense": paired(samples, "tvmopt dense", "tvmopt"),
-               "timing": "paired",
+               "vs_tvmopt_dense_quartiles": spread(samples, "tvmopt dense", "tvmopt"),
+               "rounds": len(samples["tvmopt"]), "timing": "paired",
                "weight_bytes": weight_bytes, "dense_weight_bytes": dense_bytes,
                "memory_reduction": dense_bytes / max(weight_bytes, 1),
                "compressed_layers_memory_reduction": touched_reduction, "kernels": families}
@@ -180,7 +184,8 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         rows.append(row)
         print(f"{model_name:9s} {variant:10s} b{batch:<3d} tvmopt {med['tvmopt'] * 1e3:8.2f} ms  "
               f"vs ort {row['vs_ort']:5.2f}x  vs ort dense {row['vs_ort_dense']:5.2f}x  "
-              f"vs tvmopt dense {row['vs_tvmopt_dense']:5.2f}x  memory /{row['memory_reduction']:.1f}  "
+              f"vs tvmopt dense {row['vs_tvmopt_dense']:5.2f}x ({row['vs_tvmopt_dense_quartiles'][0]:.2f}-"
+              f"{row['vs_tvmopt_dense_quartiles'][1]:.2f}, {row['rounds']} rounds)  memory /{row['memory_reduction']:.1f}  "
               f"err {err:.1e}  {families}", flush=True)
     return rows
 
@@ -223,7 +228,8 @@ def table(rows: list[dict], meta: dict) -> str:
         "round in a fresh order (rows measured before session 41, without the `paired` mark in the JSON: the ratio "
         "of medians, a fixed order). *vs ORT*: onnxruntime on "
         "the same compressed file; *vs ORT dense*: on the fp32 network; *vs tvmopt dense*: tvmopt's own build "
-        "of the fp32 network (the never-slower check, goal >= 0.95); *memory*: dense weight bytes / the bytes "
+        "of the fp32 network (the never-slower check, goal >= 0.95; in brackets, where measured: the quartiles of the "
+        "rounds' ratios and the number of rounds, which go on past `--rounds` until the median is known to 2%); *memory*: dense weight bytes / the bytes "
         "tvmopt's chosen kernels store, over the whole network (first and last CNN layers fp32) and over the "
         "compressed layers alone (the papers' figure; a layer predicted dense stores its decoded weight and counts "
         "/1). *goal*: the issue's speed-up over onnxruntime (and the compressed layers' memory reduction), met or not.",
@@ -238,8 +244,10 @@ def table(rows: list[dict], meta: dict) -> str:
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         kernels = ", ".join(f"{k} {v}" for k, v in sorted(r["kernels"].items()))
         slower = "" if r["never_slower"] else " **(slower)**"
+        band = r.get("vs_tvmopt_dense_quartiles")
+        band = f" ({band[0]:.2f}-{band[1]:.2f}, {r['rounds']})" if band else ""
         lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['tvmopt_ms']:.2f} | {r['vs_ort']:.2f}x "
-                     f"| {r['vs_ort_dense']:.2f}x | {r['vs_torch']:.2f}x | {r['vs_tvmopt_dense']:.2f}x{slower} "
+                     f"| {r['vs_ort_dense']:.2f}x | {r['vs_torch']:.2f}x | {r['vs_tvmopt_dense']:.2f}x{band}{slower} "
                      f"| /{r['memory_reduction']:.1f} | /{r.get('compressed_layers_memory_reduction', 0):.1f} "
                      f"| {r['max_rel_err']:.1e} | {goal} | {met} | {kernels} |")
     judged = [r for r in rows if r["met"] is not None]
@@ -254,12 +262,16 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds at least (default 3)")
+    parser.add_argument("--max-rounds", type=int, default=0,
+                        help="rounds at most: past --rounds, go on while the quartiles of the rounds' ratios to\n"
+                             "tvmopt's dense build leave its median uncertain by more than 2%% (default: 3 x --rounds)")
     parser.add_argument("--resume", action="store_true", help="keep the rows of results/suite_<width>.json and skip them")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of results/suite_<width>.json except the selected ones, which are "
                              "measured again (each row names its commit)")
     args = parser.parse_args()
+    max_rounds = args.max_rounds or 3 * args.rounds
 
     from tvmopt.target import parse_target
 
@@ -279,7 +291,8 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             done = {(r["model"], r["variant"], r["batch"]) for r in rows}
             rows += [{"commit": meta["commit"], "target": meta["target"], **r}
-                     for r in evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done)]
+                     for r in evaluate(model_name, batch, args.variants.split(","), target, args.rounds, done,
+                                                   max_rounds)]
             write_json(name, {"meta": meta, "rows": rows})
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (order[r["model"]], r["batch"], VARIANTS.index(r["variant"])))

@@ -1,0 +1,42 @@
+"""The benchmarks' timing helpers (benchmarks/report.py): rounds that go on until a paired ratio
+is known, and the band it is reported with."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import report  # noqa: E402
+
+
+def test_uncertainty_and_quartiles_of_paired_ratios():
+    samples = {"a": [1.0, 1.1, 0.9, 1.2, 1.0], "b": [1.0] * 5}
+    q1, q3 = report.spread(samples, "a", "b")
+    assert q1 == pytest.approx(0.95) and q3 == pytest.approx(1.15)      # statistics.quantiles' default method
+    assert report.ratio_uncertainty(samples, "a", "b") == pytest.approx(0.2 / 1.0 / 5 ** 0.5)
+    assert report.ratio_uncertainty({"a": [1.0] * 3, "b": [1.0] * 3}, "a", "b") == float("inf")
+    assert report.paired(samples, "a", "b") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("noisy, rounds", [(True, 9), (False, 4)])
+def test_rounds_go_on_until_the_ratio_is_known(monkeypatch, noisy, rounds):
+    """Fake clocks: 'a' alternates 0.8x / 1.25x of 'b' when noisy, so its ratio never settles and
+    the rounds stop at ``max_rounds``; equal times settle as soon as there are 4 ratios."""
+    calls = {"a": 0}
+    monkeypatch.setattr(report.time, "sleep", lambda s: None)
+
+    def fake_median(fn, min_seconds, least):
+        return fn()
+
+    def a():
+        calls["a"] += 1
+        return (0.8 if calls["a"] % 2 else 1.25) if noisy else 1.0
+
+    monkeypatch.setattr(report, "median_seconds", fake_median)
+    samples = report.timed_rounds({"a": a, "b": lambda: 1.0}, 3, 0.0, settle=("a", "b"), max_rounds=9)
+    assert len(samples["a"]) == len(samples["b"]) == rounds
+    plain = report.timed_rounds({"a": a, "b": lambda: 1.0}, 3, 0.0)
+    assert len(plain["a"]) == 3

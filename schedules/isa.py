@@ -27,11 +27,18 @@ class VectorISA:
     lanes: int            # fp32 lanes per vector register
     registers: int        # vector registers
     vnni: bool = False    # AVX-512 VNNI (vpdpbusd): the int8 products of ops/int8_dense.py
+    #: each 512-bit instruction runs as two 256-bit halves (AMD Zen 4): a zmm store takes two
+    #: cycles, so a register tile that spills costs far more than on a full-width core
+    double_pumped: bool = False
 
 
 AVX2 = VectorISA("avx2", 8, 16)
 AVX512 = VectorISA("avx512", 16, 32)
 AVX512_VNNI = VectorISA("avx512-vnni", 16, 32, vnni=True)
+#: AMD Zen 4 (LLVM's ``znver4``; ``cpu family`` 25 with AVX-512 in /proc/cpuinfo)
+ZEN4 = VectorISA("avx512-vnni-zen4", 16, 32, vnni=True, double_pumped=True)
+#: the LLVM CPU names whose AVX-512 is double-pumped
+DOUBLE_PUMPED_CPUS = ("znver4",)
 
 _CURRENT: contextvars.ContextVar[VectorISA | None] = contextvars.ContextVar("tvmopt_isa", default=None)
 
@@ -39,13 +46,18 @@ _CURRENT: contextvars.ContextVar[VectorISA | None] = contextvars.ContextVar("tvm
 @lru_cache(maxsize=1)
 def host() -> VectorISA:
     """This machine's: AVX-512 when the kernel reports ``avx512f``."""
+    family = None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if line.startswith("cpu family"):
+                    family = line.split(":")[1].strip()
                 if line.startswith("flags"):
                     flags = line.split()
                     if "avx512f" not in flags:
                         return AVX2
+                    if family == "25":         # AMD family 19h with AVX-512: Zen 4 (Zen 3 has none)
+                        return ZEN4
                     return AVX512_VNNI if "avx512_vnni" in flags else AVX512
     except OSError:
         pass
@@ -87,6 +99,8 @@ def _of_llvm_target(target) -> VectorISA:
 
     if not codegen.llvm_cpu_has_features(["avx512f"], target):
         return AVX2
+    if str(target.attrs.get("mcpu", "")) in DOUBLE_PUMPED_CPUS:
+        return ZEN4
     return AVX512_VNNI if codegen.llvm_cpu_has_features(["avx512vnni"], target) else AVX512
 
 

@@ -44,16 +44,25 @@ LANES = 16
 #: operand, so a copy: ternary at 128 x 3072 x 768 ran 0.65x the dense start with 4 x 6
 #: accumulators (spilled) and 1.50x with 4 x 4
 START_ACCUMULATORS = {16: 24, 32: 16}
+#: ... where 512-bit instructions are double-pumped (AMD Zen 4: ``isa.ZEN4``). Binary 4 x 6 tiles
+#: (24 accumulators, 6 code vectors and a table: 31 of 32 registers) spill about 145 zmm loads and
+#: stores in the loop on every target; on the Intel Xeon they still ran 2.40x the dense start at
+#: 128 x 3072 x 768 (``perm_tables_xeon``), on Zen 4, whose zmm stores take two cycles, 1.00x,
+#: against 2.85x with 4 x 4 (2.66x at 128 x 768 x 3072, where 4 x 6 ran 1.00x; paired rounds)
+DOUBLE_PUMPED_START_ACCUMULATORS = {16: 16, 32: 16}
 #: rows mode only while the codes (N x K bits) fit in L2 with room for the tables
 ROWS_MODE_MAX_CODE_BYTES = 1 << 20
 
 
 def _start_tile(rows, vectors, entries: int) -> tuple[int, int]:
     """The largest register tile (rows x vectors) within the accumulator budget, balanced first."""
+    from .isa import current
+
+    budget = (DOUBLE_PUMPED_START_ACCUMULATORS if current().double_pumped else START_ACCUMULATORS)[entries]
     best = None
     for r in rows:
         for v in vectors:
-            if r * v <= START_ACCUMULATORS[entries] and r <= 8:
+            if r * v <= budget and r <= 8:
                 score = (r * v, min(r, v))
                 if best is None or score > best[0]:
                     best = (score, r, v)

@@ -175,7 +175,7 @@ def _nearest_targets(target: TargetSpec, keys) -> list[str]:
         theirs = isa.for_target_key(key)
         if theirs is None:
             unknown.append(key)
-        elif theirs == mine:
+        elif (theirs.lanes, theirs.vnni) == (mine.lanes, mine.vnni):     # Zen 4's double-pumped AVX-512 too
             exact.append(key)
         elif theirs.lanes == mine.lanes:
             width.append(key)

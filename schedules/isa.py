@@ -9,6 +9,11 @@ zmm accumulators cannot hide the FMA latency) and 2.1 to 4.1x faster with 2 weig
 7 or 8 pixels; ``dense:16x4096x4096`` 3.4x and ``dense:2048x3072x768`` 1.9x faster with an 8 x 32
 tile than with 4 x 16 (``benchmarks/heuristics.py``).
 
+AMD Zen 4 (``ZEN4``) has AVX-512 with VNNI and VPOPCNTDQ but runs each 512-bit instruction as
+two 256-bit halves, and a zmm store takes two cycles: starts that spill registers, which a
+full-width core absorbs, cost it 3x (``schedules/perm_tables.py``). Its records still stand in
+for the other AVX-512 VNNI CPUs' first (``build.compile._nearest_targets``).
+
 Which one: the innermost :func:`use` context (``compile_model`` and the tuning loop set it from
 the target: ``for_target``), else this host's CPU.
 """

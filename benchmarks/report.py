@@ -105,7 +105,7 @@ def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
 
 
 def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, settle: tuple | None = None,
-                 max_rounds: int = 0, tolerance: float = 0.02) -> dict:
+                 max_rounds: int = 0, tolerance: float = 0.02, clear_of: float | None = None) -> dict:
     """Per function, its :func:`median_seconds` in each round ({name: [seconds per round]}).
     Each round runs the functions in a fresh order (seeded), after a pause in which the previous
     runtime's spinning worker threads go to sleep: in a fixed order a function always ran right
@@ -113,7 +113,9 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
     dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``).
 
     ``settle=(a, b)``: after ``rounds`` rounds, go on (up to ``max_rounds``) until the paired
-    ratio a / b is known to ``tolerance`` (:func:`ratio_uncertainty`). On a shared VM (AMD Zen 4,
+    ratio a / b is known to ``tolerance`` (:func:`ratio_uncertainty`), or until the quartiles of
+    the rounds' ratios both lie on one side of ``clear_of`` (the threshold the ratio is judged by:
+    a 3x speed-up needs no more rounds to be known as >= 0.95). On a shared VM (AMD Zen 4,
     session 43) two builds of ResNet-20 running the very same kernels read 1.31x each other's
     speed from 5 rounds."""
     rng = random.Random(seed)
@@ -125,7 +127,9 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
             samples[k].append(median_seconds(fns[k], min_seconds, least=3))
         done += 1
         if done == rounds and settle and done < max_rounds and ratio_uncertainty(samples, *settle) > tolerance:
-            rounds += 1
+            low, high = spread(samples, *settle)
+            if clear_of is None or low <= clear_of <= high:
+                rounds += 1
     return samples
 
 

@@ -40,3 +40,22 @@ def test_rounds_go_on_until_the_ratio_is_known(monkeypatch, noisy, rounds):
     assert len(samples["a"]) == len(samples["b"]) == rounds
     plain = report.timed_rounds({"a": a, "b": lambda: 1.0}, 3, 0.0)
     assert len(plain["a"]) == 3
+
+
+def test_rounds_stop_once_the_ratio_is_clear_of_the_threshold(monkeypatch):
+    """A ratio whose quartiles all lie above the threshold it is judged by (here 0.95) needs no
+    more rounds, however noisy: 'a' alternates 2x and 3x of 'b'."""
+    calls = {"a": 0}
+    monkeypatch.setattr(report.time, "sleep", lambda s: None)
+    monkeypatch.setattr(report, "median_seconds", lambda fn, min_seconds, least: fn())
+
+    def a():
+        calls["a"] += 1
+        return 2.0 if calls["a"] % 2 else 3.0
+
+    samples = report.timed_rounds({"a": a, "b": lambda: 1.0}, 4, 0.0, settle=("a", "b"), max_rounds=12,
+                                  clear_of=0.95)
+    assert len(samples["a"]) == 4
+    noisy = report.timed_rounds({"a": a, "b": lambda: 1.0}, 4, 0.0, settle=("a", "b"), max_rounds=12)
+    assert len(noisy["a"]) == 12
+

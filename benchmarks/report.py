@@ -53,11 +53,11 @@ def cpu_kind(spec) -> str:
     found = isa.for_target(spec) or isa.host()
     if found.lanes < 16:
         return "avx2"
+    if found.double_pumped:           # Zen 4 (isa.ZEN4): the ISA module knows which CPUs these are
+        return "zen4"
     mcpu = str(getattr(spec, "config", {}).get("mcpu", "")) if getattr(spec, "kind", None) == "llvm" else ""
     if not mcpu:
         mcpu = "znver" if "AMD" in cpu_name() else "intel"
-    if mcpu == "znver4":
-        return "zen4"
     return "avx512" if mcpu.startswith("znver") else "xeon"
 
 
@@ -133,19 +133,24 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
     return samples
 
 
+def _ratios(samples: dict, a: str, b: str) -> list[float]:
+    """a's time / b's in each round."""
+    return [x / y for x, y in zip(samples[a], samples[b])]
+
+
 def ratio_uncertainty(samples: dict, a: str, b: str) -> float:
     """How far the median of the rounds' ratios a / b may be off, relative: the interquartile
     range of the ratios over the square root of the rounds (about the median's standard error)."""
-    ratios = sorted(x / y for x, y in zip(samples[a], samples[b]))
-    if len(ratios) < 4:
+    rounds = len(samples[a])
+    if rounds < 4:
         return float("inf")
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return (q3 - q1) / statistics.median(ratios) / math.sqrt(len(ratios))
+    q1, q3 = spread(samples, a, b)
+    return (q3 - q1) / paired(samples, a, b) / math.sqrt(rounds)
 
 
 def spread(samples: dict, a: str, b: str) -> tuple[float, float]:
     """The first and third quartiles of the rounds' ratios a / b (the band :func:`paired` sits in)."""
-    ratios = [x / y for x, y in zip(samples[a], samples[b])]
+    ratios = _ratios(samples, a, b)
     if len(ratios) < 2:
         return (ratios[0], ratios[0]) if ratios else (float("nan"), float("nan"))
     q1, _, q3 = statistics.quantiles(ratios, n=4)
@@ -159,7 +164,7 @@ def medians(samples: dict) -> dict:
 
 def paired(samples: dict, a: str, b: str) -> float:
     """The median over rounds of a's time / b's (> 1: b faster), each ratio from one round."""
-    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+    return statistics.median(_ratios(samples, a, b))
 
 
 def write_json(name: str, data: dict) -> Path:

@@ -82,16 +82,43 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
     return row
 
 
+def _earlier_rows(name: str, target_key: str, replaced: list[str]) -> list[dict]:
+    """The rows of this CPU's earlier results for the networks not measured again (``--update``),
+    each with the commit and date it was measured at (from the old header where the row has none)."""
+    import json
+
+    from report import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    if old.get("target") != target_key:
+        return []
+    when = {"commit": old["machine"]["commit"], "date": old["machine"]["date"]}
+    return [{**when, **r} for r in old["rows"] if r["network"] not in replaced]
+
+
 def _rel(got, expected) -> float:
     return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+def _when(rows: list[dict], meta: dict) -> str:
+    """'<date>, commit <c>' for one run, or per commit which networks it measured (``--update``)."""
+    by_commit: dict[str, list[str]] = {}
+    for r in rows:
+        by_commit.setdefault(r.get("commit", meta["machine"]["commit"]), []).append(r["network"])
+    if len(by_commit) <= 1:
+        return f"{meta['machine']['date']}, commit {meta['machine']['commit']}"
+    parts = [f"commit {c} ({', '.join(nets)})" for c, nets in by_commit.items()]
+    return "; ".join(parts) + f"; last {meta['machine']['date']}"
 
 
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
         f"## Real networks, {meta['target']} (issues 11 and 19)",
         "",
-        f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {meta['machine']['date']}, "
-        f"commit {meta['machine']['commit']}. ONNX model zoo graphs from onnx's backend test data with random "
+        f"`benchmarks/networks.py`, {meta['machine']['cpu']} ({meta['target']}), {_when(rows, meta)}. ONNX model zoo graphs from onnx's backend test data with random "
         f"weights (`tvmopt.testing.zoo.realize`), batch 1. Ratios are onnxruntime's time over each system's (> 1: faster "
         f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
         f"(no user or shipped records); *tuned*: after `tvmopt tune` from empty records with "
@@ -135,18 +162,25 @@ def main() -> None:
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--reuse", action="store_true", help="reuse earlier tuning records instead of tuning again")
     ap.add_argument("--ship", action="store_true", help="merge the tuned networks' best records into logs/records")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other networks' rows of this CPU's earlier results (same target) in the table")
     args = ap.parse_args()
     target = parse_target(args.target)
     WORK.mkdir(parents=True, exist_ok=True)
     tune = set(filter(None, args.tune.split(",")))
-    rows = []
-    for name in args.networks.split(","):
-        row = evaluate(name, target, name in tune, args.trials, args.tuner, args.rounds, args.reuse)
-        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-        rows.append(row)
+    name = per_cpu("networks", target)
+    chosen = args.networks.split(",")
     meta = {"machine": machine(), "target": target.key, "rounds": args.rounds, "trials": args.trials,
             "tuner": args.tuner}
-    name = per_cpu("networks", target)
+    kept = _earlier_rows(name, target.key, chosen) if args.update else []
+    rows = []
+    for net in chosen:
+        row = evaluate(net, target, net in tune, args.trials, args.tuner, args.rounds, args.reuse)
+        row.update(commit=meta["machine"]["commit"], date=meta["machine"]["date"])
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        rows.append(row)
+    order = {n: i for i, n in enumerate(zoo.NETWORKS)}
+    rows = sorted(kept + rows, key=lambda r: order.get(r["network"], len(order)))
     write_json(name, {**meta, "rows": rows})
     update_section(name, table(rows, meta))
     if args.ship:

@@ -27,19 +27,35 @@ def test_every_config_matches_numpy(key):
 
 def test_code_words_hold_each_kept_inputs_position_among_sixteen():
     """Word w, field t (bits 4t..4t+3) of output j: where kept slot 8w + t of output j sits
-    among inputs 16w..16w+15; the values stay nm_decode_dense's."""
+    among inputs 16w..16w+15; the values stay nm_decode_dense's. Both are stored in panels of
+    128 outputs (schedules/nm_perm.py), each panel whole: output j's entry of row r sits at row
+    (j // 128) * rows + r, column j % 128."""
+    key = "nm_perm_dense:1x256x32x2x4"
     with isa.use(isa.AVX512):
-        task = get_task("nm_perm_dense:1x16x32x2x4")
-    plain = get_task("nm_decode_dense:1x16x32x2x4")
+        task = get_task(key)
+    plain = get_task(key.replace("nm_perm_dense", "nm_decode_dense"))
     logical = plain.logical(plain.make_inputs(np.random.default_rng(1))[1:])
     values, words = task.to_kernel(logical)
-    np.testing.assert_array_equal(values, logical[0])
+    assert task.panel == 128 and values.shape == (2 * task.kept, 128) and words.shape == (2 * task.kept // 8, 128)
     w = plain.dense_weight(logical)                                   # [K, N]
     for j in range(task.n):
+        p, c = divmod(j, 128)
         for s in range(task.kept):
-            at = (int(words[s // 8, j].view(np.uint32)) >> (4 * (s % 8))) & 15
-            assert w[16 * (s // 8) + at, j] == values[s, j]
+            assert values[p * task.kept + s, c] == logical[0][s, j]
+            at = (int(words[p * task.kept // 8 + s // 8, c].view(np.uint32)) >> (4 * (s % 8))) & 15
+            assert w[16 * (s // 8) + at, j] == logical[0][s, j]
     assert all(np.array_equal(a, b) for a, b in zip(task.logical([values, words]), logical))
+
+
+def test_start_reads_whole_panels():
+    """The start tile is as wide as the weight's panel (one contiguous stream per tile), then as
+    many rows as fit 16 accumulators; narrower outputs get narrower panels."""
+    with isa.use(isa.AVX512):
+        for key, rows, vectors in [("nm_perm_dense:1x4096x4096x2x4", 1, 8), ("nm_perm_dense:16x4096x4096x2x4", 2, 8),
+                                   ("nm_perm_dense:6x48x32x2x4", 6, 1), ("nm_perm_dense:4x64x48x2x4", 4, 4)]:
+            space = get_task(key).space
+            start = space.as_dict(space.initial())
+            assert (start["rows"], start["vectors"], start["order"]) == (rows, vectors, "panel"), key
 
 
 def test_refusals_name_what_is_missing():

@@ -5,8 +5,10 @@ kept values, so the layer reads its kept values and 4-bit positions only (9 byte
 intrinsic: schedules/nm_perm.py.
 
 Logical arrays: ``nm_decode_dense``'s (kept values [K/2, N], 2-bit positions in their group).
-Kernel layout: ``values`` float32 [K/2, N] as is, ``codes`` int32 [K/16, N]: the positions of a
-word's 8 kept slots within its 16 inputs (4 bits each, slot t in bits 4t..4t+3).
+Kernel layout: panels of P = ``panel_width(N)`` outputs (schedules/nm_perm.py), each stored
+whole: ``values`` float32 [N/P * K/2, P] (panel p's kept values [K/2, P] at rows p*K/2...),
+``codes`` int32 [N/P * K/16, P]: the positions of a word's 8 kept slots within its 16 inputs
+(4 bits each, slot t in bits 4t..4t+3), panel by panel the same way.
 Key: ``nm_perm_dense:MxNxKx2x4`` (2:4 only; N and K multiples of 16).
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.registry import OpFamily, register_family
 from tvmopt.ops.task import TASK_ANNOTATION
-from tvmopt.schedules.nm_perm import BITS, LANES, SLOTS, apply_nm_perm, nm_perm_space
+from tvmopt.schedules.nm_perm import BITS, LANES, SLOTS, apply_nm_perm, nm_perm_space, panel_width
 from tvmopt.schedules.space import Config
 
 from .decoded import decoded_task, pack_fields, unpack_fields
@@ -58,18 +60,34 @@ class NMPermDenseTask(NMDecodeDenseTask):
         return False
 
     # ---- layout: logical (values, 2-bit positions) <-> (values, 4-bit positions within 16 inputs) ----
+    @property
+    def panel(self) -> int:
+        """Outputs per panel of the kernel layout (schedules/nm_perm.py: a tile as wide as its
+        panel reads one contiguous stream, as the decoded kernels' panels do)."""
+        return panel_width(self.n)
+
     def kernel_shape(self, spec):
-        return (self.kept, self.n) if spec.name == "values" else (self.kept // SLOTS, self.n)
+        rows = self.kept if spec.name == "values" else self.kept // SLOTS
+        return (self.n // self.panel * rows, self.panel)
 
     def to_kernel(self, arrays):
         values, packed = arrays
         slot = np.arange(self.kept)[:, None]
         within = unpack_fields(packed, self.width, self.kept).astype(np.int64) + 4 * ((slot % SLOTS) // 2)
-        return [np.ascontiguousarray(values, dtype=np.float32), POSITIONS.pack(within)]
+        return [self._panels(np.asarray(values, dtype=np.float32)), self._panels(POSITIONS.pack(within))]
 
     def logical(self, arrays):
-        values, words = arrays
+        values, words = (self._unpanel(a) for a in arrays)
         return [values, pack_fields(POSITIONS.unpack(words) % 4, self.width)]
+
+    def _panels(self, a: np.ndarray) -> np.ndarray:
+        """[R, N] -> [N/P * R, P]: panel p (outputs pP..pP+P-1) is rows pR..pR+R-1."""
+        rows = a.shape[0]
+        return np.ascontiguousarray(a.reshape(rows, -1, self.panel).transpose(1, 0, 2).reshape(-1, self.panel))
+
+    def _unpanel(self, a: np.ndarray) -> np.ndarray:
+        panels = self.n // self.panel
+        return np.ascontiguousarray(a.reshape(panels, -1, self.panel).transpose(1, 0, 2).reshape(-1, self.n))
 
     # ---- compute and schedule ----
     def compute(self):
@@ -77,15 +95,16 @@ class NMPermDenseTask(NMDecodeDenseTask):
         from tvm import te
 
         x = te.placeholder((self.m, self.k), "float32", name="X")
-        values = te.placeholder((self.kept, self.n), "float32", name="values")
-        codes = te.placeholder((self.kept // SLOTS, self.n), "int32", name="codes")
+        p, words = self.panel, self.kept // SLOTS
+        values = te.placeholder((self.n // p * self.kept, p), "float32", name="values")
+        codes = te.placeholder((self.n // p * words, p), "int32", name="codes")
         s = te.reduce_axis((0, self.kept), name="s")
         e = te.reduce_axis((0, LANES), name="e")
         mask = (1 << BITS) - 1
 
         def product(row, j):
-            pos = (codes[s // SLOTS, j] >> ((s % SLOTS) * BITS)) & mask
-            return te.sum(values[s, j] * tvm.tirx.Select(pos == e, x[row, s // SLOTS * LANES + e],
+            pos = (codes[j // p * words + s // SLOTS, j % p] >> ((s % SLOTS) * BITS)) & mask
+            return te.sum(values[j // p * self.kept + s, j % p] * tvm.tirx.Select(pos == e, x[row, s // SLOTS * LANES + e],
                                                          tvm.tirx.const(0.0, "float32")), axis=[s, e])
 
         out = te.compute((self.m, self.n), product, name="C", attrs={TASK_ANNOTATION: self.key})

@@ -40,12 +40,22 @@ class Compiled:
     mod: object = None                # the scheduled Relax module that was compiled
     defaulted: list = None            # functions scheduled by the default rule
     serial: list = None               # heavy functions left serial and scalar (should be empty)
+    notes: list = None                # what the build did differently from a CPU build (CUDA)
+    gpu_rules: dict = None            # GPU builds: function -> the DLight rule that scheduled it
 
     def __post_init__(self):
+        self._call = None
+        if self.target.kind == "llvm":          # a CUDA module runs only where there is a GPU
+            self._start()
+
+    def _start(self) -> None:
         import tvm
         from tvm import relax
 
-        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.cuda()
+        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.device(self.target.kind, 0)
+        if not self._device.exist:
+            raise TargetError(f"target {self.target.key}: this machine has no {self.target.kind.upper()} device; "
+                              f"the module is compiled (export it with 'tvmopt build') and runs where there is one")
         self._vm = relax.VirtualMachine(self.executable, self._device)
         self._main = self._vm["main"]           # looked up once: each lookup costs ~3 us
         self._call = StagedCall(self._main, self._device)
@@ -54,7 +64,19 @@ class Compiled:
         """The model's output for its inputs (positional, or by name); a tuple of every output,
         in order, when it has several."""
         arrays = bind_inputs(self.imported.inputs, args, named, ValueError)
+        if self._call is None:
+            self._start()
         return self._call(arrays)
+
+    def output_shapes(self) -> list[list[int]]:
+        """The shapes of the model's outputs, from the compiled module's signature (no run)."""
+        def shapes(ty) -> list[list[int]]:
+            fields = getattr(ty, "fields", None)
+            if fields is not None:
+                return [s for field in fields for s in shapes(field)]
+            return [[int(d) for d in ty.shape]]
+
+        return shapes(self.mod["main"].ret_ty)
 
 
 class StagedCall:
@@ -310,9 +332,10 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     import tvm
 
     spec = parse_target(target) if isinstance(target, str) else target
+    if spec.kind == "cuda":
+        return _compile_gpu(source, spec, batch, options)
     if spec.kind != "llvm":
-        raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) only so far; "
-                          f"CUDA model builds wait for the CUDA schedule spaces")
+        raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) and CUDA GPUs")
     # untuned kernels start from register tiles shaped for the target's vector registers
     with isa.use(isa.for_target(spec)):
         with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
@@ -327,6 +350,34 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
         exe = lowering.compile(mod, spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
     return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
+
+
+def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None) -> Compiled:
+    """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): every layer on its decoded dense
+    weight, DLight's GPU rules for every function; compiles without a GPU."""
+    import dataclasses
+
+    import tvm
+
+    from tvmopt.build.gpu import DENSE_NOTE, relax_pipeline, schedule_gpu
+
+    options = options or DetectOptions()
+    if options.kernels in ("compressed", "measure"):
+        raise TargetError(f"target {spec.key}: --kernels {options.kernels} works on CPUs only so far; "
+                          f"{DENSE_NOTE}")
+    if options.layout == "nhwc":
+        raise TargetError(f"target {spec.key}: --layout nhwc is for CPU kernels; CUDA builds keep the model's NCHW")
+    options = dataclasses.replace(options, kernels="dense", layout="nchw")
+    target = spec.tvm_target()
+    # the pass's CPU-shaped choices stay plain (no AVX-512 tensor intrinsics in the lowered functions)
+    with isa.use(isa.AVX2):
+        imported, lowered = load_and_lower(source, batch, options=options)
+    name = Path(imported.source).name
+    with model_stage(f"{name}: scheduling for {spec.key}"):
+        mod, rules = schedule_gpu(fuse(lowered.mod), target)
+    with model_stage(f"{name}: compiling for {spec.key}"), tvm.transform.PassContext(opt_level=3):
+        exe = tvm.compile(mod, target, relax_pipeline=relax_pipeline(target))
+    return Compiled(imported, lowered, spec, exe, {}, mod, [], [], notes=[DENSE_NOTE], gpu_rules=rules)
 
 
 def _after_scheduling(spec: TargetSpec):

@@ -52,20 +52,37 @@ def build(source, output, target="llvm", records=None, batch: int | None = None,
     except OSError as e:
         raise UserError(f"cannot create the output directory '{output.parent}': {e.strerror}") from None
     inputs = compiled.imported.inputs
-    outputs = compiled(*[np.zeros(i.shape, i.dtype) for i in inputs])
-    shapes = [list(y.shape) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    if compiled.target.kind == "llvm":     # a trial run: the module works before it is written
+        outputs = compiled(*[np.zeros(i.shape, i.dtype) for i in inputs])
+        shapes = [list(y.shape) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    else:                                  # a GPU module may be built where there is no GPU
+        shapes = compiled.output_shapes()
     meta = {"tvmopt": __version__, "source": str(compiled.imported.source), "target": compiled.target.key,
             "input_name": compiled.imported.input_name, "input_shape": list(compiled.imported.input_shape),
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
             "output_shape": shapes[0], "output_shapes": shapes, "tuned": {k: u for k, u in sorted(compiled.tuned.items()) if u},
             "untuned": untuned, "layers": [layer.__dict__ for layer in compiled.lowered.layers],
-            "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "device": "cpu" if compiled.target.kind == "llvm" else compiled.target.kind,
+            "notes": list(compiled.notes or [])}
+    if compiled.target.kind != "llvm":
+        meta["compiled_without_device"] = not _device_present(compiled.target.kind)
+        meta["gpu_rules"] = dict(sorted((compiled.gpu_rules or {}).items()))
     # both files appear complete or not at all: written beside their place, then renamed
     with quiet_native_logs():
         write_atomically(output, compiled.executable.export_library, by_name=True)
     meta["library"] = {"bytes": output.stat().st_size, "sha256": _sha256(output)}    # checked by load
     write_atomically(meta_path(output), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return BuildResult(output, compiled, untuned)
+
+
+def _device_present(kind: str) -> bool:
+    import tvm
+
+    try:
+        return bool(tvm.device(kind, 0).exist)
+    except Exception:  # noqa: BLE001 - a runtime built without that device kind
+        return False
 
 
 def write_atomically(path, write, by_name: bool = False) -> None:
@@ -111,12 +128,16 @@ class Module:
             raise UserError(f"module path is a directory, not a .so file: {self.path}")
         self.meta = read_meta(self.path)
         check_library(self.path, self.meta.get("library"))     # before dlopen: a damaged .so can kill it
+        kind = self.meta.get("device", "cpu")
+        if kind != "cpu" and not _device_present(kind):
+            raise UserError(f"{self.path.name} was built for {self.meta.get('target', kind)}: this machine has no "
+                            f"{kind.upper()} device to run it on")
+        self.device = tvm.cpu() if kind == "cpu" else tvm.device(kind, 0)
         try:
             with quiet_native_logs():
                 lib = tvm.runtime.load_module(str(self.path))
         except Exception as exc:  # noqa: BLE001 - any loader failure is the file's fault
             raise UserError(f"cannot load {self.path} as a TVM module ({type(exc).__name__})") from None
-        self.device = tvm.cpu()
         self._lib = lib
         try:
             with quiet_native_logs():

@@ -1,0 +1,121 @@
+"""Whole-model CUDA builds without a GPU (issue 21, item 1): every bundled model and two zoo
+networks compile for sm_80 and sm_90 through the pass and DLight's GPU rules, the exported
+module says how it was built, and what cannot run here fails in one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tvmopt.build.compile import compile_model
+from tvmopt.build.deploy import build
+from tvmopt.build.gpu import RULE_NAMES, schedule_gpu
+from tvmopt.errors import TargetError
+from tvmopt.passes import DetectOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = sorted(p for p in (ROOT / "examples" / "models").glob("digits_*.onnx") if not p.name.endswith(".plain.onnx"))
+ARCHS = ("sm_80", "sm_90")
+
+
+def _has_gpu() -> bool:
+    import tvm
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _ort_output_shape(path: Path) -> list[int]:
+    """onnxruntime's output shape for ``path`` (its plain export where it has tvmopt's own ops)."""
+    plain = path.with_name(path.name.replace(".onnx", ".plain.onnx"))
+    path = plain if plain.exists() else path
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+    return list(sess.run(None, {inp.name: x})[0].shape)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_bundled_model_compiles_for_cuda(arch):
+    assert len(BUNDLED) >= 12
+    for path in BUNDLED:
+        compiled = compile_model(path, f"cuda -arch={arch}", shipped=False)
+        assert compiled.target.key == f"cuda-{arch}"
+        assert compiled.output_shapes() == [_ort_output_shape(path)], path.name
+        # every function scheduled by a DLight rule, the heavy ones by a GPU rule, no CPU leftovers
+        assert compiled.gpu_rules and set(compiled.gpu_rules.values()) <= set(RULE_NAMES), path.name
+        assert all(la.kernel.split(":")[0] in ("dense", "conv2d") for la in compiled.lowered.layers), path.name
+        assert "T.launch_thread" in compiled.mod.script() or "blockIdx" in compiled.mod.script()
+
+
+@pytest.mark.parametrize("network", ["resnet50", "squeezenet"])
+def test_zoo_networks_compile_for_sm80_and_sm90(network, tmp_path):
+    from tvmopt.testing import zoo
+
+    path = zoo.realize(network, tmp_path / f"{network}.onnx")
+    for arch in ARCHS:
+        compiled = compile_model(path, f"cuda -arch={arch}", shipped=False)
+        assert compiled.output_shapes() == [_ort_output_shape(path)]
+        convs = [la for la in compiled.lowered.layers if la.kernel.startswith("conv2d:")]
+        assert len(convs) >= 26
+
+
+def test_exported_cuda_module_describes_itself_and_refuses_to_run_without_a_gpu(tmp_path):
+    source = ROOT / "examples" / "models" / "digits_cnn_binary.onnx"
+    out = tmp_path / "m.so"
+    result = build(source, out, target="cuda -arch=sm_90", records=tmp_path / "none")
+    meta = json.loads((tmp_path / "m.so.json").read_text())
+    assert out.stat().st_size > 0 and meta["library"]["bytes"] == out.stat().st_size
+    assert meta["target"] == "cuda-sm_90" and meta["device"] == "cuda"
+    assert meta["output_shapes"] == [[1, 10]] and meta["compiled_without_device"] == (not _has_gpu())
+    assert any("decoded fp32 weight" in n for n in meta["notes"])
+    assert set(meta["gpu_rules"]) == set(result.compiled.gpu_rules)
+    if _has_gpu():
+        return
+    run = subprocess.run([sys.executable, "-m", "tvmopt", "run", str(out)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["tvmopt: error: m.so was built for cuda-sm_90: this machine has no "
+                                               "CUDA device to run it on"]
+
+
+def test_cpu_only_options_on_cuda_are_one_line_errors(tmp_path):
+    source = ROOT / "examples" / "models" / "digits_mlp_binary.onnx"
+    with pytest.raises(TargetError, match="--kernels compressed works on CPUs only"):
+        compile_model(source, "cuda -arch=sm_90", options=DetectOptions(kernels="compressed"))
+    with pytest.raises(TargetError, match="--layout nhwc is for CPU kernels"):
+        compile_model(source, "cuda -arch=sm_90", options=DetectOptions(layout="nhwc"))
+    run = subprocess.run([sys.executable, "-m", "tvmopt", "build", str(source), "--target", "cuda -arch=sm_90",
+                          "--kernels", "measure", "-o", str(tmp_path / "m.so")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.so").exists()
+
+
+def test_a_rule_that_raises_is_passed_over_and_none_left_is_an_error():
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    from tvmopt.build.compile import load_and_lower
+    from tvmopt.passes.fuse_schedule import fuse
+
+    class Broken:
+        def apply(self, func, target, tunable):
+            raise AssertionError("a rule's own bug")
+
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+    _, lowered = load_and_lower(ROOT / "examples" / "models" / "digits_mlp_fp32.onnx",
+                                options=DetectOptions(kernels="dense", layout="nchw"))
+    mod, used = schedule_gpu(fuse(lowered.mod), target, rules=[("Broken", Broken()), ("Fallback", dl.gpu.Fallback())])
+    assert used and set(used.values()) == {"Fallback"}
+    assert all(f.attrs["tirx.is_scheduled"] for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    _, lowered = load_and_lower(ROOT / "examples" / "models" / "digits_mlp_fp32.onnx",
+                                options=DetectOptions(kernels="dense", layout="nchw"))
+    with pytest.raises(TargetError, match=r"no GPU schedule for function '.*' \(Broken: AssertionError\)"):
+        schedule_gpu(fuse(lowered.mod), target, rules=[("Broken", Broken())])

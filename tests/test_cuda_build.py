@@ -119,3 +119,19 @@ def test_a_rule_that_raises_is_passed_over_and_none_left_is_an_error():
                                 options=DetectOptions(kernels="dense", layout="nchw"))
     with pytest.raises(TargetError, match=r"no GPU schedule for function '.*' \(Broken: AssertionError\)"):
         schedule_gpu(fuse(lowered.mod), target, rules=[("Broken", Broken())])
+
+
+def test_inspect_shows_the_gpu_functions_and_their_rules():
+    source = ROOT / "examples" / "models" / "digits_cnn_binary.onnx"
+    run = subprocess.run([sys.executable, "-m", "tvmopt", "inspect", str(source), "--target", "cuda -arch=sm_90"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "GPU function(s) for cuda-sm_90" in line)
+    functions = dict(line.split() for line in lines[at + 1:] if line.strip())
+    assert int(lines[at].split()[0]) == len(functions) >= 4
+    assert set(functions.values()) <= set(RULE_NAMES)
+    assert any(f.startswith("fused_conv2d") for f in functions) and any(f.startswith("fused_dense") for f in functions)
+    # each weighted layer lowers to a dense kernel there, the binary ones included
+    table = lines[3:at]
+    assert sum(" binary " in row and "dense (forced)" in row for row in table) == 3

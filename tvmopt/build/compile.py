@@ -352,14 +352,12 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
 
 
-def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None) -> Compiled:
-    """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): every layer on its decoded dense
-    weight, DLight's GPU rules for every function; compiles without a GPU."""
+def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None):
+    """Import and lower ``source`` as a CUDA build does (:mod:`tvmopt.build.gpu`: every layer
+    on its decoded dense weight, NCHW); CPU-only options are one-line TargetErrors."""
     import dataclasses
 
-    import tvm
-
-    from tvmopt.build.gpu import DENSE_NOTE, relax_pipeline, schedule_gpu
+    from tvmopt.build.gpu import DENSE_NOTE
 
     options = options or DetectOptions()
     if options.kernels in ("compressed", "measure"):
@@ -368,13 +366,30 @@ def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOpt
     if options.layout == "nhwc":
         raise TargetError(f"target {spec.key}: --layout nhwc is for CPU kernels; CUDA builds keep the model's NCHW")
     options = dataclasses.replace(options, kernels="dense", layout="nchw")
-    target = spec.tvm_target()
     # the pass's CPU-shaped choices stay plain (no AVX-512 tensor intrinsics in the lowered functions)
     with isa.use(isa.AVX2):
-        imported, lowered = load_and_lower(source, batch, options=options)
-    name = Path(imported.source).name
+        return load_and_lower(source, batch, options=options)
+
+
+def schedule_for_gpu(lowered: Lowered, spec: TargetSpec, name: str):
+    """(the fused module scheduled for the GPU, function -> DLight rule)."""
+    from tvmopt.build.gpu import schedule_gpu
+
     with model_stage(f"{name}: scheduling for {spec.key}"):
-        mod, rules = schedule_gpu(fuse(lowered.mod), target)
+        return schedule_gpu(fuse(lowered.mod), spec.tvm_target())
+
+
+def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None) -> Compiled:
+    """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): every layer on its decoded dense
+    weight, DLight's GPU rules for every function; compiles without a GPU."""
+    import tvm
+
+    from tvmopt.build.gpu import DENSE_NOTE, relax_pipeline
+
+    imported, lowered = lower_for_gpu(source, spec, batch, options)
+    name = Path(imported.source).name
+    mod, rules = schedule_for_gpu(lowered, spec, name)
+    target = spec.tvm_target()
     with model_stage(f"{name}: compiling for {spec.key}"), tvm.transform.PassContext(opt_level=3):
         exe = tvm.compile(mod, target, relax_pipeline=relax_pipeline(target))
     return Compiled(imported, lowered, spec, exe, {}, mod, [], [], notes=[DENSE_NOTE], gpu_rules=rules)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvmopt.build.compile import load_and_lower, plan_kernels
+from tvmopt.build.compile import load_and_lower, lower_for_gpu, plan_kernels, schedule_for_gpu
 from tvmopt.passes import DetectOptions, LayerReport
 
 
@@ -12,8 +12,23 @@ def inspect_model(source, batch: int | None = None, options: DetectOptions | Non
     each layer's kernel is chosen as ``build`` would choose it for ``target`` and ``records``."""
     from tvmopt.target import parse_target
 
-    with plan_kernels(parse_target(target), records, options) as (lookup, _, costs):
+    spec = parse_target(target)
+    if spec.kind == "cuda":
+        return lower_for_gpu(source, spec, batch, options)[1].layers
+    with plan_kernels(spec, records, options) as (lookup, _, costs):
         return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
+
+
+def gpu_functions(source, target: str, batch: int | None = None, options: DetectOptions | None = None) -> dict[str, str]:
+    """The functions a CUDA build of ``source`` compiles, each with the DLight rule that
+    schedules it (nothing is compiled)."""
+    from pathlib import Path
+
+    from tvmopt.target import parse_target
+
+    spec = parse_target(target)
+    imported, lowered = lower_for_gpu(source, spec, batch, options)
+    return schedule_for_gpu(lowered, spec, Path(imported.source).name)[1]
 
 
 def _size(n: int) -> str:

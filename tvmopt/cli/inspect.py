@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
                       help="batch size (default: the model's, or 1 for a dynamic batch axis)")
     insp.add_argument("--min-weights", type=positive_int, default=256,
                       help="layers with fewer weights stay dense (default: 256)")
+    insp.add_argument("--target", default="llvm",
+                      help="target whose kernels to show (default: llvm); with a CUDA target, also each GPU "
+                           "function and the DLight rule that schedules it")
     kernels_option(insp)
     records_option(insp)
     insp.set_defaults(func=cmd_inspect)
@@ -24,11 +27,20 @@ def add_parser(sub) -> None:
 
 def cmd_inspect(args) -> int:
     from tvmopt.passes import DetectOptions
-    from tvmopt.build.inspect import format_layers, inspect_model
+    from tvmopt.build.inspect import format_layers, gpu_functions, inspect_model
+    from tvmopt.target import parse_target
 
-    layers = inspect_model(args.model, batch=args.batch, records=args.records,
-                           options=DetectOptions(min_weights=args.min_weights, kernels=args.kernels,
-                                                  layout=args.layout))
+    options = DetectOptions(min_weights=args.min_weights, kernels=args.kernels, layout=args.layout)
+    layers = inspect_model(args.model, batch=args.batch, records=args.records, options=options, target=args.target)
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
+    spec = parse_target(args.target)
+    if spec.kind == "cuda":
+        from tvmopt.build.gpu import DENSE_NOTE
+
+        functions = gpu_functions(args.model, args.target, batch=args.batch, options=options)
+        width = max(len(f) for f in functions)
+        print(f"\n{len(functions)} GPU function(s) for {spec.key}, DLight rule per function ({DENSE_NOTE}):")
+        for func, rule in sorted(functions.items()):
+            print(f"  {func.ljust(width)}  {rule}")
     return 0

@@ -135,3 +135,24 @@ def test_inspect_shows_the_gpu_functions_and_their_rules():
     # each weighted layer lowers to a dense kernel there, the binary ones included
     table = lines[3:at]
     assert sum(" binary " in row and "dense (forced)" in row for row in table) == 3
+
+
+def test_prepared_device_check_runs_on_tvms_runtime_alone(tmp_path):
+    """benchmarks/cuda_device.py end to end, built for this CPU (--cpu): the carried directory
+    stays under 64 MiB, and its run loads every module through tvm_ffi and TVM's runtime
+    library (never TVM's Python package), matching onnxruntime and torch.matmul."""
+    carried = tmp_path / "carry"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_device.py"), "prepare", str(carried), "--cpu"],
+                   check=True, capture_output=True, timeout=600)
+    size = sum(p.stat().st_size for p in carried.rglob("*") if p.is_file())
+    assert size <= 64 << 20 and not list(carried.rglob("libtvm_compiler*"))
+    run = subprocess.run([sys.executable, str(carried / "cuda_device.py"), "run", str(carried), "--device", "cpu",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "cuda_device.json").read_text())
+    assert not report["tvm_python_package_loaded"]
+    rows = {r["case"]: r for r in report["results"]}
+    assert len(rows) == len(BUNDLED) + 1 and all(r["ok"] for r in rows.values()), report
+    assert rows["gemm_256x256x256"]["max_rel_err"] < 1e-5
+    assert all(r["max_rel_err"] < 1e-4 and r["speedup"] > 0 for r in rows.values() if r["kind"] == "model")

@@ -398,15 +398,22 @@ def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOpt
 def _after_scheduling(spec: TargetSpec):
     """The CPU Relax pipeline minus legalization and fusion, which :func:`fuse` already did
     (running them again would re-fuse scheduled functions)."""
-    import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    target = spec.tvm_target()
+    return scheduled_pipeline(cpu, spec.tvm_target())
+
+
+def scheduled_pipeline(backend, target):
+    """``backend``'s Relax pipeline (a ``tvm.relax.backend.<kind>.pipeline`` module) minus its
+    legalization, fusion and default schedules, which the build did itself: library dispatch,
+    dataflow lowering and finalization."""
+    import tvm
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod, _ctx):
         with target:
-            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.dataflow_lower_passes(target)
-                                            + cpu.finalize_passes(target))(mod)
+            return tvm.transform.Sequential(backend.library_dispatch_passes(target)
+                                            + backend.dataflow_lower_passes(target)
+                                            + backend.finalize_passes(target))(mod)
 
     return _pipeline

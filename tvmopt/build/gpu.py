@@ -62,13 +62,8 @@ def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
 
 def relax_pipeline(target):
     """The CUDA Relax pipeline minus legalization, fusion and DLight, which the build already did."""
-    import tvm
     from tvm.relax.backend.cuda import pipeline as cuda
 
-    @tvm.transform.module_pass(opt_level=0)
-    def _pipeline(mod, _ctx):
-        with target:
-            return tvm.transform.Sequential(cuda.library_dispatch_passes(target) + cuda.dataflow_lower_passes(target)
-                                            + cuda.finalize_passes(target))(mod)
+    from tvmopt.build.compile import scheduled_pipeline
 
-    return _pipeline
+    return scheduled_pipeline(cuda, target)

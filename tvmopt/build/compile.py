@@ -52,10 +52,10 @@ class Compiled:
         import tvm
         from tvm import relax
 
-        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.device(self.target.kind, 0)
-        if not self._device.exist:
+        if not device_present(self.target.kind):
             raise TargetError(f"target {self.target.key}: this machine has no {self.target.kind.upper()} device; "
                               f"the module is compiled (export it with 'tvmopt build') and runs where there is one")
+        self._device = tvm.cpu() if self.target.kind == "llvm" else tvm.device(self.target.kind, 0)
         self._vm = relax.VirtualMachine(self.executable, self._device)
         self._main = self._vm["main"]           # looked up once: each lookup costs ~3 us
         self._call = StagedCall(self._main, self._device)
@@ -77,6 +77,18 @@ class Compiled:
             return [[int(d) for d in ty.shape]]
 
         return shapes(self.mod["main"].ret_ty)
+
+
+def device_present(kind: str) -> bool:
+    """Whether this machine has a device of a target kind (``llvm``: the CPU, always)."""
+    import tvm
+
+    if kind in ("llvm", "cpu"):
+        return True
+    try:
+        return bool(tvm.device(kind, 0).exist)
+    except Exception:  # noqa: BLE001 - a runtime built without that device kind
+        return False
 
 
 class StagedCall:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmopt import __version__
-from tvmopt.build.compile import Compiled, StagedCall, compile_model, run_main
+from tvmopt.build.compile import Compiled, StagedCall, compile_model, device_present, run_main
 from tvmopt.errors import UserError
 from tvmopt.native import quiet_native_logs
 
@@ -66,7 +66,7 @@ def build(source, output, target="llvm", records=None, batch: int | None = None,
             "device": "cpu" if compiled.target.kind == "llvm" else compiled.target.kind,
             "notes": list(compiled.notes or [])}
     if compiled.target.kind != "llvm":
-        meta["compiled_without_device"] = not _device_present(compiled.target.kind)
+        meta["compiled_without_device"] = not device_present(compiled.target.kind)
         meta["gpu_rules"] = dict(sorted((compiled.gpu_rules or {}).items()))
     # both files appear complete or not at all: written beside their place, then renamed
     with quiet_native_logs():
@@ -74,15 +74,6 @@ def build(source, output, target="llvm", records=None, batch: int | None = None,
     meta["library"] = {"bytes": output.stat().st_size, "sha256": _sha256(output)}    # checked by load
     write_atomically(meta_path(output), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return BuildResult(output, compiled, untuned)
-
-
-def _device_present(kind: str) -> bool:
-    import tvm
-
-    try:
-        return bool(tvm.device(kind, 0).exist)
-    except Exception:  # noqa: BLE001 - a runtime built without that device kind
-        return False
 
 
 def write_atomically(path, write, by_name: bool = False) -> None:
@@ -129,7 +120,7 @@ class Module:
         self.meta = read_meta(self.path)
         check_library(self.path, self.meta.get("library"))     # before dlopen: a damaged .so can kill it
         kind = self.meta.get("device", "cpu")
-        if kind != "cpu" and not _device_present(kind):
+        if not device_present(kind):
             raise UserError(f"{self.path.name} was built for {self.meta.get('target', kind)}: this machine has no "
                             f"{kind.upper()} device to run it on")
         self.device = tvm.cpu() if kind == "cpu" else tvm.device(kind, 0)

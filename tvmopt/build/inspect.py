@@ -19,16 +19,17 @@ def inspect_model(source, batch: int | None = None, options: DetectOptions | Non
         return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
 
 
-def gpu_functions(source, target: str, batch: int | None = None, options: DetectOptions | None = None) -> dict[str, str]:
-    """The functions a CUDA build of ``source`` compiles, each with the DLight rule that
-    schedules it (nothing is compiled)."""
+def inspect_gpu(source, target: str, batch: int | None = None,
+                options: DetectOptions | None = None) -> tuple[list[LayerReport], dict[str, str]]:
+    """A CUDA build of ``source`` up to scheduling (nothing is compiled): its layers, and the
+    functions it would compile, each with the DLight rule that schedules it."""
     from pathlib import Path
 
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
     imported, lowered = lower_for_gpu(source, spec, batch, options)
-    return schedule_for_gpu(lowered, spec, Path(imported.source).name)[1]
+    return lowered.layers, schedule_for_gpu(lowered, spec, Path(imported.source).name)[1]
 
 
 def _size(n: int) -> str:

@@ -27,18 +27,21 @@ def add_parser(sub) -> None:
 
 def cmd_inspect(args) -> int:
     from tvmopt.passes import DetectOptions
-    from tvmopt.build.inspect import format_layers, gpu_functions, inspect_model
+    from tvmopt.build.inspect import format_layers, inspect_gpu, inspect_model
     from tvmopt.target import parse_target
 
     options = DetectOptions(min_weights=args.min_weights, kernels=args.kernels, layout=args.layout)
-    layers = inspect_model(args.model, batch=args.batch, records=args.records, options=options, target=args.target)
+    spec = parse_target(args.target)
+    functions = None
+    if spec.kind == "cuda":            # one lowering for the layers and the GPU functions
+        layers, functions = inspect_gpu(args.model, args.target, batch=args.batch, options=options)
+    else:
+        layers = inspect_model(args.model, batch=args.batch, records=args.records, options=options, target=args.target)
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
-    spec = parse_target(args.target)
-    if spec.kind == "cuda":
+    if functions is not None:
         from tvmopt.build.gpu import DENSE_NOTE
 
-        functions = gpu_functions(args.model, args.target, batch=args.batch, options=options)
         width = max(len(f) for f in functions)
         print(f"\n{len(functions)} GPU function(s) for {spec.key}, DLight rule per function ({DENSE_NOTE}):")
         for func, rule in sorted(functions.items()):

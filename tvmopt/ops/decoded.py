@@ -30,6 +30,16 @@ from tvmopt.ops.task import TASK_ANNOTATION, CudaTask, Task, check_sizes
 #: (16: the start config's strip of outputs, two AVX2 vectors)
 PANEL_WIDTHS = (16, 8)
 
+def to_panels(a: np.ndarray, p: int) -> np.ndarray:
+    """[rows, N] -> [N / p, rows, p]: panel q holds outputs qp..qp+p-1 of every row, whole."""
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1, p).transpose(1, 0, 2))
+
+
+def from_panels(a: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_panels`: [N / p, rows, p] -> [rows, N]."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2).reshape(a.shape[1], -1))
+
+
 #: batches from this many rows start with the weight decoded once per tile (``decode=tile``)
 DECODE_TILE_MIN_M = 8
 
@@ -95,14 +105,11 @@ class DecodedDenseTask(Task):
 
     def to_kernel(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Arrays in the op's logical layout (``weight_specs``) -> the kernel's (panels)."""
-        p = self.panel
-        return [np.ascontiguousarray(a.reshape(a.shape[0], -1, p).transpose(1, 0, 2)) if self._paneled(s) else a
-                for a, s in zip(arrays, self.weight_specs())]
+        return [to_panels(a, self.panel) if self._paneled(s) else a for a, s in zip(arrays, self.weight_specs())]
 
     def logical(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """The inverse of :meth:`to_kernel`."""
-        return [np.ascontiguousarray(a.transpose(1, 0, 2).reshape(a.shape[1], -1)) if self._paneled(s) else a
-                for a, s in zip(arrays, self.weight_specs())]
+        return [from_panels(a) if self._paneled(s) else a for a, s in zip(arrays, self.weight_specs())]
 
     # ---- what an op defines ----
     def with_params(self, params: dict) -> "DecodedDenseTask":

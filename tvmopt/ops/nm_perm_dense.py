@@ -22,7 +22,7 @@ from tvmopt.ops.task import TASK_ANNOTATION
 from tvmopt.schedules.nm_perm import BITS, LANES, SLOTS, apply_nm_perm, nm_perm_space, panel_width
 from tvmopt.schedules.space import Config
 
-from .decoded import decoded_task, pack_fields, unpack_fields
+from .decoded import decoded_task, from_panels, pack_fields, to_panels, unpack_fields
 from .nm_dense import NMDecodeDenseTask
 from .perm_tables import CodeFormat, _need_avx512
 
@@ -81,13 +81,12 @@ class NMPermDenseTask(NMDecodeDenseTask):
         return [values, pack_fields(POSITIONS.unpack(words) % 4, self.width)]
 
     def _panels(self, a: np.ndarray) -> np.ndarray:
-        """[R, N] -> [N/P * R, P]: panel p (outputs pP..pP+P-1) is rows pR..pR+R-1."""
-        rows = a.shape[0]
-        return np.ascontiguousarray(a.reshape(rows, -1, self.panel).transpose(1, 0, 2).reshape(-1, self.panel))
+        """[R, N] -> [N/P * R, P]: the decoded kernels' panels (:func:`to_panels`), stacked in
+        two dimensions, so panel p is rows pR..pR+R-1."""
+        return to_panels(a, self.panel).reshape(-1, self.panel)
 
     def _unpanel(self, a: np.ndarray) -> np.ndarray:
-        panels = self.n // self.panel
-        return np.ascontiguousarray(a.reshape(panels, -1, self.panel).transpose(1, 0, 2).reshape(-1, self.n))
+        return from_panels(a.reshape(self.n // self.panel, -1, self.panel))
 
     # ---- compute and schedule ----
     def compute(self):

@@ -313,13 +313,13 @@ def measuring_costs(target: TargetSpec, records, lookup):
 
 
 def load_and_lower(source, batch: int | None = None, configs=None, options: DetectOptions | None = None,
-                   costs=None) -> tuple[Imported, Lowered]:
+                   costs=None, target_kind: str = "llvm") -> tuple[Imported, Lowered]:
     """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
     Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``. ``configs``
     and ``costs`` are what :func:`plan_kernels` gives (``lookup`` and ``costs``)."""
     imported = load(source, batch=batch)
     with model_stage(f"{Path(imported.source).name}: lowering"):
-        return imported, lower(imported.mod, configs=configs, options=options, costs=costs)
+        return imported, lower(imported.mod, configs=configs, options=options, costs=costs, target_kind=target_kind)
 
 
 @contextlib.contextmanager
@@ -345,7 +345,7 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
 
     spec = parse_target(target) if isinstance(target, str) else target
     if spec.kind == "cuda":
-        return _compile_gpu(source, spec, batch, options)
+        return _compile_gpu(source, spec, batch, options, records, shipped)
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) and CUDA GPUs")
     # untuned kernels start from register tiles shaped for the target's vector registers
@@ -364,23 +364,27 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
     return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
 
 
-def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None):
-    """Import and lower ``source`` as a CUDA build does (:mod:`tvmopt.build.gpu`: every layer
-    on its decoded dense weight, NCHW); CPU-only options are one-line TargetErrors."""
+def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None,
+                  records=None, shipped: bool = True):
+    """Import and lower ``source`` as a CUDA build does (:mod:`tvmopt.build.gpu`: compressed
+    layers on their CUDA kernels where :mod:`tvmopt.passes.choose_cuda` picks them, with the
+    best CUDA record's config; NCHW). Returns (imported, lowered, used: task key -> where its
+    config came from). CPU-only options are one-line TargetErrors."""
     import dataclasses
 
-    from tvmopt.build.gpu import DENSE_NOTE
-
     options = options or DetectOptions()
-    if options.kernels in ("compressed", "measure"):
-        raise TargetError(f"target {spec.key}: --kernels {options.kernels} works on CPUs only so far; "
-                          f"{DENSE_NOTE}")
+    if options.kernels == "measure":
+        raise TargetError(f"target {spec.key}: --kernels measure times kernels on this machine's CPU; on CUDA "
+                          f"use auto (CUDA records decide, else the prediction), compressed or dense")
     if options.layout == "nhwc":
         raise TargetError(f"target {spec.key}: --layout nhwc is for CPU kernels; CUDA builds keep the model's NCHW")
-    options = dataclasses.replace(options, kernels="dense", layout="nchw")
+    options = dataclasses.replace(options, layout="nchw")
+    lookup, used = best_configs(spec, records, shipped)
     # the pass's CPU-shaped choices stay plain (no AVX-512 tensor intrinsics in the lowered functions)
     with isa.use(isa.AVX2):
-        return load_and_lower(source, batch, options=options)
+        imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=lookup.cost,
+                                           target_kind="cuda")
+    return imported, lowered, used
 
 
 def schedule_for_gpu(lowered: Lowered, spec: TargetSpec, name: str):
@@ -391,20 +395,21 @@ def schedule_for_gpu(lowered: Lowered, spec: TargetSpec, name: str):
         return schedule_gpu(fuse(lowered.mod), spec.tvm_target())
 
 
-def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None) -> Compiled:
-    """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): every layer on its decoded dense
-    weight, DLight's GPU rules for every function; compiles without a GPU."""
+def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None, records=None,
+                 shipped: bool = True) -> Compiled:
+    """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): compressed layers on their CUDA
+    kernels where chosen, DLight's GPU rules for every other function; compiles without a GPU."""
     import tvm
 
-    from tvmopt.build.gpu import DENSE_NOTE, relax_pipeline
+    from tvmopt.build.gpu import build_notes, relax_pipeline
 
-    imported, lowered = lower_for_gpu(source, spec, batch, options)
+    imported, lowered, used = lower_for_gpu(source, spec, batch, options, records, shipped)
     name = Path(imported.source).name
     mod, rules = schedule_for_gpu(lowered, spec, name)
     target = spec.tvm_target()
     with model_stage(f"{name}: compiling for {spec.key}"), tvm.transform.PassContext(opt_level=3):
         exe = tvm.compile(mod, target, relax_pipeline=relax_pipeline(target))
-    return Compiled(imported, lowered, spec, exe, {}, mod, [], [], notes=[DENSE_NOTE], gpu_rules=rules)
+    return Compiled(imported, lowered, spec, exe, used, mod, [], [], notes=build_notes(lowered), gpu_rules=rules)
 
 
 def _after_scheduling(spec: TargetSpec):

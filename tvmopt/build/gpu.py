@@ -1,33 +1,42 @@
-"""Whole-model CUDA builds (issue 21, first step): the pass's lowering with every layer on its
-decoded dense weight, every function scheduled by TVM's DLight GPU rules, compiled for the
-target's architecture. Compiles on a machine without a GPU; the module runs where one is.
+"""Whole-model CUDA builds (issue 21): compressed layers on their CUDA kernels, every other
+function scheduled by TVM's DLight GPU rules, compiled for the target's architecture. Compiles
+on a machine without a GPU; the module runs where one is.
 
-Why dense: the compressed kernels' CUDA spaces (``tvmopt tune --target cuda``, the
-``remote_cuda`` batches) build each task from its own compute and weight layout, while the
-pass lowers a layer with the CPU task's (panels, register tables, code words for ``vpermps``).
-DLight's rules on the CPU-shaped compressed computes compiled some bundled models and failed
-on others (an assertion in the GEMV rule on hashed weights, a negative unsigned constant on
-shift convolutions, an inlining of Fastfood's butterflies that did not finish), so until the
-pass lowers layers with their CUDA views, a CUDA build stores and runs decoded fp32 weights,
-and says so (``Compiled.notes``, the module's ``.json``).
-
-Each function gets the first DLight rule that schedules it (``RULES``, most specific first); a
-rule that raises is passed over, so one rule's bug costs only its own speed, never the build.
+The pass lowers with ``target_kind="cuda"`` (:func:`tvmopt.passes.lower.lower`): a layer whose
+weight format has a CUDA kernel (:func:`tvmopt.ops.task.cuda_family`) runs it where
+:mod:`tvmopt.passes.choose_cuda` picks it, scheduled by the task's CUDA space with the best
+CUDA record's config or the space's start, and marked scheduled; CPU-only variants (byte
+tables, row tables, register tables) run the GPU kernel of the same weights. Every other layer
+runs its decoded fp32 weight, and the remaining functions (dense products and convolutions with
+their fused epilogues, the compressed kernels' scale and bias, im2col, poolings) get the first
+DLight rule that schedules them (``RULES``, most specific first); a rule that raises is passed
+over, so one rule's bug costs only its own speed, never the build.
 """
 
 from __future__ import annotations
 
 #: DLight's GPU rules in the order tried: the names are kept in the build's report
 RULE_NAMES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
+#: what the report says of a function the pass scheduled itself (a compressed kernel)
+TVMOPT_SPACE = "tvmopt-space"
 
-DENSE_NOTE = ("CUDA builds run every layer on its decoded fp32 weight (DLight's default GPU schedules); "
-              "compressed CUDA kernels are tuned per task so far (tvmopt tune --target cuda)")
+
+def build_notes(lowered) -> list[str]:
+    """The notes a CUDA build keeps in ``Compiled.notes`` and the module's ``.json``."""
+    compressed = [l for l in lowered.layers if l.choice.startswith("compressed")]
+    notes = [f"{len(compressed)} of {len(lowered.layers)} layer(s) on compressed CUDA kernels; the others on "
+             f"decoded fp32 weights under DLight's GPU schedules"]
+    if any("unmeasured" in l.choice for l in lowered.layers):
+        notes.append("kernel choices without CUDA records are predicted from arithmetic and bytes, unmeasured on "
+                     "a GPU (tvmopt tune --target cuda records decide instead)")
+    return notes
 
 
 def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
     """Schedule every unscheduled PrimFunc of ``mod`` for the GPU ``target`` (a tvm Target)
     with the first of ``rules`` ((name, DLight rule) pairs; default ``RULE_NAMES``) that does.
-    Returns the module and, per function, the name of that rule. A function no rule schedules
+    Returns the module and, per function, the name of that rule (``TVMOPT_SPACE`` for one the
+    pass scheduled itself). A function no rule schedules
     is a TargetError naming it."""
     import tvm
     from tvm.s_tir import dlight as dl
@@ -37,8 +46,10 @@ def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
     rules = rules if rules is not None else [(name, getattr(dl.gpu, name)()) for name in RULE_NAMES]
     used: dict[str, str] = {}
     for gv, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is not None and \
-                func.attrs.get("tirx.is_scheduled", False):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            used[gv.name_hint] = TVMOPT_SPACE
             continue
         scheduled, failures = None, []
         for name, rule in rules:

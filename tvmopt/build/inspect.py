@@ -14,21 +14,22 @@ def inspect_model(source, batch: int | None = None, options: DetectOptions | Non
 
     spec = parse_target(target)
     if spec.kind == "cuda":
-        return lower_for_gpu(source, spec, batch, options)[1].layers
+        return lower_for_gpu(source, spec, batch, options, records)[1].layers
     with plan_kernels(spec, records, options) as (lookup, _, costs):
         return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
 
 
-def inspect_gpu(source, target: str, batch: int | None = None,
-                options: DetectOptions | None = None) -> tuple[list[LayerReport], dict[str, str]]:
+def inspect_gpu(source, target: str, batch: int | None = None, options: DetectOptions | None = None,
+                records=None) -> tuple[list[LayerReport], dict[str, str]]:
     """A CUDA build of ``source`` up to scheduling (nothing is compiled): its layers, and the
-    functions it would compile, each with the DLight rule that schedules it."""
+    functions it would compile, each with what schedules it (a DLight rule, or the pass's own
+    CUDA space for a compressed kernel)."""
     from pathlib import Path
 
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
-    imported, lowered = lower_for_gpu(source, spec, batch, options)
+    imported, lowered, _ = lower_for_gpu(source, spec, batch, options, records)
     return lowered.layers, schedule_for_gpu(lowered, spec, Path(imported.source).name)[1]
 
 

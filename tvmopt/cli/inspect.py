@@ -34,16 +34,16 @@ def cmd_inspect(args) -> int:
     spec = parse_target(args.target)
     functions = None
     if spec.kind == "cuda":            # one lowering for the layers and the GPU functions
-        layers, functions = inspect_gpu(args.model, args.target, batch=args.batch, options=options)
+        layers, functions = inspect_gpu(args.model, args.target, batch=args.batch, options=options,
+                                        records=args.records)
     else:
         layers = inspect_model(args.model, batch=args.batch, records=args.records, options=options, target=args.target)
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
     if functions is not None:
-        from tvmopt.build.gpu import DENSE_NOTE
-
         width = max(len(f) for f in functions)
-        print(f"\n{len(functions)} GPU function(s) for {spec.key}, DLight rule per function ({DENSE_NOTE}):")
+        print(f"\n{len(functions)} GPU function(s) for {spec.key}, and what schedules each (a DLight rule, or "
+              f"tvmopt's CUDA space for a compressed kernel):")
         for func, rule in sorted(functions.items()):
             print(f"  {func.ljust(width)}  {rule}")
     return 0

@@ -284,6 +284,9 @@ class LookupTableMixin:
     load and one add per byte of weights. Mix in before the op's decode task (same layout)."""
 
     per_byte = 8
+    #: the tables are built per row in a prologue that the CUDA GEMM space does not schedule:
+    #: on a GPU the layer runs the decode kernel of the same weights
+    cpu_only = True
 
     @property
     def k_eff(self):
@@ -358,9 +361,10 @@ def cuda_view(task: "DecodedDenseTask") -> CudaTask:
 
     if getattr(task, "cpu_only", False):
         from ..errors import CudaError
+        from .task import cuda_family
 
         raise CudaError(f"workload '{task.key}': {task.family} is a CPU kernel; on CUDA the layer runs "
-                        f"{task.family.replace('_rowlut', '')}")
+                        f"{cuda_family(task.family)}")
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda", decode=task.decodes_tiles)
     return CudaTask(task, space, lambda sch, c: apply_cuda_decoded(sch, task.shape, space, c, task.cuda_unstaged))
 

@@ -150,6 +150,24 @@ def check_sizes(key: str, buffers: dict[str, int]) -> None:
                             f"more than a quarter of this machine's {memory / 2**30:.0f} GiB")
 
 
+#: CPU-only kernels of a family and the kernel the same layer runs on a GPU (same compact weights)
+CUDA_FAMILY_OF = {"binary_lut_dense": "binary_dense", "binary_rowlut_dense": "binary_dense",
+                  "binary_perm_dense": "binary_dense", "ternary_lut_dense": "ternary_dense",
+                  "ternary_rowlut_dense": "ternary_dense", "ternary_perm_dense": "ternary_dense",
+                  "nm_perm_dense": "nm_decode_dense"}
+
+
+def cuda_family(family: str) -> str | None:
+    """The task family a layer of ``family`` runs on a GPU: itself where its family registers a
+    CUDA view, the GPU kernel of the same weights for CPU-only variants (byte tables, row
+    tables, register tables), None where there is none (the layer then runs dense)."""
+    from tvmopt.ops.registry import family_of_prefix
+
+    family = CUDA_FAMILY_OF.get(family, family)
+    registered = family_of_prefix(family)
+    return family if registered is not None and registered.cuda is not None else None
+
+
 def task_for(key: str, target_kind: str = "llvm") -> Task:
     """The task with the schedule space of a target kind (``cuda``: its CUDA view)."""
     if target_kind == "cuda":

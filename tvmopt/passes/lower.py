@@ -77,12 +77,23 @@ class Lowered:
 
 
 def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None,
-          costs: Callable[[str], float | None] | None = None) -> Lowered:
+          costs: Callable[[str], float | None] | None = None, target_kind: str = "llvm") -> Lowered:
     """Apply the pass to ``mod`` (from :func:`tvmopt.model.frontend.load`). ``costs(key)``: the
     seconds of a task's best record (or a fresh measurement), which decide between a layer's
-    compressed and dense kernels (:mod:`tvmopt.passes.choose`)."""
+    compressed and dense kernels (:mod:`tvmopt.passes.choose`).
+
+    ``target_kind="cuda"``: a compressed layer runs the kernel of its family that has a CUDA
+    view (:func:`tvmopt.ops.task.cuda_family`), scheduled by that view's space (``configs``
+    then looks up CUDA records), where :mod:`.choose_cuda` picks it; every other function is
+    left unscheduled for DLight's GPU rules (:mod:`tvmopt.build.gpu`), im2col included."""
     import tvm
     from tvm import relax
+
+    from tvmopt.ops.task import cuda_family
+    from .choose_cuda import choose_cuda
+
+    gpu = target_kind == "cuda"
+    pick = choose_cuda if gpu else choose
 
     configs = configs or (lambda key, space: None)
     options = options or DetectOptions()
@@ -102,7 +113,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             DequantizeLinear with one scale and zero point, on a CPU with VNNI; else None."""
             from tvmopt.schedules.isa import current
 
-            if not current().vnni:
+            if gpu or not current().vnni:
                 return None
             dq = self._resolve(expr)
             if not (isinstance(dq, relax.Call) and dq.op.name == "relax.dequantize"):
@@ -282,8 +293,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = detect_once(w.reshape(o, -1))
             direct = direct_conv(geometry, options)
             found, choice = kern.structure, ""
+            if gpu:
+                kern.family = cuda_family(kern.family) or kern.family
             if binarized:
-                if direct and kern.family in ("binary_dense", "binary_lut_dense"):
+                if direct and not gpu and kern.family in ("binary_dense", "binary_lut_dense"):
                     dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
                     picked = choose(options.kernels, "xnor_conv2d", conv_key("xnor_conv2d" + suffix, dims),
                                     conv_key("conv2d" + suffix, dims), n * oh * ow, o * c * kh * kw, conv=True,
@@ -293,7 +306,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                                  picked.label, kern, "xnor_conv2d" + suffix, source=source)
                 # binarized activations with zero padding are not ±1: the other kernels take them as data
                 x = self.builder_.emit(binarize(x))
-            conv_prefix = CONV_OF.get(kern.family) if direct else None
+            conv_prefix = CONV_OF.get(kern.family) if direct and not gpu else None    # no direct ones on CUDA
             tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
             if tables:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
@@ -306,8 +319,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
                 dense_key = conv_key("conv2d" + suffix, dims) if direct else _dense_key(rows, o, c * kh * kw)
                 compressed_key = conv_key(conv_prefix + suffix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
-                picked = choose(options.kernels, conv_prefix or kern.family, compressed_key, dense_key, rows,
-                                o * c * kh * kw, conv=True, cost=costs)
+                picked = pick(options.kernels, (cuda_family(kern.family) if gpu else conv_prefix or kern.family),
+                              compressed_key, dense_key, rows, o * c * kh * kw, conv=True, cost=costs)
                 choice = picked.label
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
@@ -385,16 +398,19 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 # the tables are rebuilt for every row of X: with many rows the decode kernel
                 # (same weight layout) is cheaper
                 kern.family = kern.family.replace("_lut_dense", "_dense")
-            tables = ROW_TABLES_OF.get(kern.family)
-            if tables and takes_rows(m) and m >= ROW_TABLE_MIN_ROWS[tables]:
-                kern.family = tables
-            kern.family = register_tables(kern.family, m, kern.out_features) or kern.family
-            kern.family = nm_register_select(kern.family, m, kern.out_features, kern.reduction, kern.params) \
-                or kern.family
+            if gpu:
+                kern.family = cuda_family(kern.family) or kern.family     # CPU-only variants: the GPU kernel
+            else:
+                tables = ROW_TABLES_OF.get(kern.family)
+                if tables and takes_rows(m) and m >= ROW_TABLE_MIN_ROWS[tables]:
+                    kern.family = tables
+                kern.family = register_tables(kern.family, m, kern.out_features) or kern.family
+                kern.family = nm_register_select(kern.family, m, kern.out_features, kern.reduction, kern.params) \
+                    or kern.family
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
-                picked = choose(options.kernels, kern.family, kern.key(m), dense_key, m,
-                                kern.out_features * kern.reduction, conv=False, cost=costs)
+                picked = pick(options.kernels, cuda_family(kern.family) if gpu else kern.family, kern.key(m),
+                              dense_key, m, kern.out_features * kern.reduction, conv=False, cost=costs)
                 choice = picked.label
                 if not picked.compressed:
                     # the decoded weight already holds the kernel's scale; bias and input transform stay
@@ -426,7 +442,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):
-            from tvmopt.ops.task import get_task
+            from tvmopt.ops.task import cuda_task, get_task
 
             task = tasks.get(key)
             if task is None:
@@ -438,7 +454,14 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 if kern.family != DENSE:
                     task = task.with_params(kern.params)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
-                if task.fuses_epilogue:
+                if gpu and kern.family != DENSE:
+                    # the CUDA view of the same task (same compute and weight layout), scheduled
+                    # by its space: a CUDA record's config or the space's start
+                    view = cuda_task(task)
+                    config = configs(key, view.space) or view.space.initial()
+                    func = view.schedule(config)["main"].with_attr("tirx.is_scheduled", True)
+                    func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE)
+                elif task.fuses_epilogue:
                     # unscheduled and fusable: Relax fuses the scale, bias and activation after it
                     # into one function, which fuse_schedule.schedule_module schedules by the
                     # task's annotation with the epilogue in the accumulator's write-back
@@ -464,7 +487,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
         mod = to_channels_last(mod)
     new_mod = rewrite(Rewriter, mod)
     new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
-    new_mod = _schedule_im2col(new_mod)
+    if not gpu:
+        new_mod = _schedule_im2col(new_mod)         # on a GPU, DLight's rules schedule it
     _check_no_placeholder(new_mod)
     return Lowered(new_mod, layers, tasks)
 

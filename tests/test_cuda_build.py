@@ -221,6 +221,30 @@ def test_prepared_device_check_runs_on_tvms_runtime_alone(tmp_path):
     report = json.loads((tmp_path / "out" / "cuda_device.json").read_text())
     assert not report["tvm_python_package_loaded"]
     rows = {r["case"]: r for r in report["results"]}
-    assert len(rows) == len(BUNDLED) + 1 and all(r["ok"] for r in rows.values()), report
+    assert all(r["ok"] for r in rows.values()), report
+    models = [r for r in rows.values() if r["kind"] == "model"]
+    assert len(models) == 2 * len(BUNDLED) - 2        # each compressed model twice: auto and --kernels compressed
     assert rows["gemm_256x256x256"]["max_rel_err"] < 1e-5
-    assert all(r["max_rel_err"] < 1e-4 and r["speedup"] > 0 for r in rows.values() if r["kind"] == "model")
+    assert all(r["max_rel_err"] < 1e-4 and r["speedup"] > 0 for r in models)
+    kernels = [r for r in rows.values() if r["kind"] == "kernel"]
+    checked = {r["key"].split(":")[0] for r in kernels if r["mode"] == "check"}
+    assert checked == {"gemm", "xnor_dense", "binary_dense", "hadamard", "fastfood"}
+    assert all(r["max_rel_err"] < 1e-4 for r in kernels if r["mode"] == "check")
+    assert all(len(r["seconds"]) == 7 and r["reference_ms"] > 0 for r in kernels)
+
+    # ingest: a GPU run's JSON becomes CUDA records (one per kernel case, its rounds as costs)
+    # and a table; this CPU run stands in for one, relabelled
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cuda_device
+    from tvmopt.records.store import RecordCache
+
+    report.update(device="cuda", gpu="stand-in", target="cuda -arch=sm_90")
+    fake = tmp_path / "gpu.json"
+    fake.write_text(json.dumps(report))
+    assert cuda_device.ingest(fake, tmp_path / "records", benchmarks=False) == len(kernels)
+    records = RecordCache(tmp_path / "records").load("cuda-sm_90")
+    assert sorted(r.workload for r in records) == sorted(r["key"] for r in kernels)
+    assert all(r.costs == tuple(k["seconds"]) for r, k in zip(sorted(records, key=lambda r: r.workload),
+                                                               sorted(kernels, key=lambda k: k["key"])))
+    text = cuda_device.table(report)
+    assert text.count("\n| ") == len(rows) + 1 and "xnor_dense" in text

@@ -443,7 +443,8 @@ GOALS = {"gemm": 0.7, "xnor_dense": 5.0, "hadamard": 20.0, "fastfood": 10.0}
 
 def table(report: dict) -> str:
     """The ``cuda_device`` section of BENCHMARKS.md for one run's JSON."""
-    lines = [f"GPU check (`benchmarks/cuda_device.py`): {report['gpu']}, torch {report['torch']}, target "
+    lines = [f"## GPU check, {report['gpu']} (`benchmarks/cuda_device.py`, issue 21)", "",
+             f"{report['gpu']}, torch {report['torch']}, target "
              f"`{report['target']}`; prepared {report['prepared']}, ran {report['ran']}. Modules loaded through TVM's "
              f"runtime alone. Ratios: the reference's median time / ours, {ROUNDS} rounds on the same device.", "",
              "| case | checked | ours (ms) | reference | ref (ms) | ratio | goal |", "|---|---|---:|---|---:|---:|---|"]

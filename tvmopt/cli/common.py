@@ -108,4 +108,6 @@ def kernels_option(parser) -> None:
     parser.add_argument("--kernels", choices=POLICIES, default="auto",
                         help="per layer, the compressed or the dense kernel: auto (default) takes the faster by "
                              "the records when both kernels have one, else the prediction of tvmopt.passes.choose; "
-                             "measure times both now (and records the timings); compressed or dense force one")
+                             "measure times both now (and records the timings); compressed or dense force one. "
+                             "On a CUDA target: auto (CUDA records, else tvmopt.passes.choose_cuda's prediction), "
+                             "compressed or dense")

@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
                       help="layers with fewer weights stay dense (default: 256)")
     insp.add_argument("--target", default="llvm",
                       help="target whose kernels to show (default: llvm); with a CUDA target, also each GPU "
-                           "function and the DLight rule that schedules it")
+                           "function and what schedules it (a DLight rule, or tvmopt's CUDA space for a compressed "
+                           "kernel: tvmopt-space)")
     kernels_option(insp)
     records_option(insp)
     insp.set_defaults(func=cmd_inspect)

@@ -248,3 +248,38 @@ def test_prepared_device_check_runs_on_tvms_runtime_alone(tmp_path):
                                                                sorted(kernels, key=lambda k: k["key"])))
     text = cuda_device.table(report)
     assert text.count("\n| ") == len(rows) + 1 and "xnor_dense" in text
+
+
+def test_tune_for_cuda_extracts_the_kernels_the_cuda_build_schedules_itself(tmp_path):
+    """``tvmopt tune --target cuda`` tunes the tasks a CUDA build runs on tvmopt's CUDA spaces
+    (DLight schedules the rest), builds their candidates through the CUDA view, and without a GPU
+    stops in one line (exit 2)."""
+    import os
+
+    from tvmopt.measure.local import _build
+    from tvmopt.ops.task import task_for
+    from tvmopt.schedules.space import config_to_json
+    from tvmopt.target import parse_target
+    from tvmopt.tune.loop import extract_tasks
+
+    spec = parse_target("cuda -arch=sm_90")
+    source = ROOT / "examples" / "models" / "digits_cnn_binary.onnx"
+    forced = extract_tasks(source, options=DetectOptions(kernels="compressed"), target=spec, records=tmp_path / "r")
+    assert sorted(key for key, _, _ in forced) == ["binary_dense:1x10x128", "binary_dense:1x128x512",
+                                                   "binary_dense:64x32x144"]
+    assert extract_tasks(source, target=spec, records=tmp_path / "r") == []     # auto: every layer dense
+    fastfood = extract_tasks(ROOT / "examples" / "models" / "digits_mlp_fastfood.onnx", target=spec,
+                             records=tmp_path / "r")
+    assert {key.split(":")[0] for key, _, _ in fastfood} == {"fastfood", "hadamard"}
+    view = task_for("binary_dense:1x4096x4096", "cuda")
+    out = tmp_path / "cand.so"
+    assert _build("binary_dense:1x4096x4096", config_to_json(view.space.initial()), spec.to_json(), str(out)) > 0
+    assert out.stat().st_size > 0
+    if not _has_gpu():
+        run = subprocess.run([sys.executable, "-m", "tvmopt", "tune", str(source), "--target", "cuda -arch=sm_90",
+                              "--trials", "4", "--records", str(tmp_path / "r")], capture_output=True, text=True,
+                             timeout=300, env={**os.environ})
+        assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+            "tvmopt: error: target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled here but not "
+            "measured, so tuning stops (measure on a GPU host: --rpc-tracker, or 'tvmopt cuda export' and "
+            "'tvmopt cuda ingest')"]

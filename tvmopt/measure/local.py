@@ -81,15 +81,20 @@ def _in_worker(fn):
 
 @_in_worker
 def _build(task_key: str, config_json: list, target_json: str, out_path: str) -> float:
-    """Schedule and compile one config into a shared library; returns build seconds."""
-    from tvmopt.ops.task import get_task
+    """Schedule and compile one config into a shared library; returns build seconds. A CUDA
+    target builds the task's CUDA view (its CUDA space) with ``tvm.compile``'s own pipeline,
+    as ``tvmopt cuda check`` and model builds do."""
+    import tvm
+
+    from tvmopt.ops.task import task_for
     from tvmopt.schedules import lowering
 
     start = time.perf_counter()
-    task = get_task(task_key)
-    target = TargetSpec.from_json(target_json).tvm_target()
+    spec = TargetSpec.from_json(target_json)
+    task = task_for(task_key, spec.kind)
+    target = spec.tvm_target()
     mod = task.schedule(config_from_json(config_json), target)
-    exe = lowering.compile(mod, target)
+    exe = tvm.compile(mod, target=target) if spec.kind == "cuda" else lowering.compile(mod, target)
     exe.export_library(out_path)
     return time.perf_counter() - start
 

@@ -68,13 +68,12 @@ def check_measurable(target: TargetSpec, measurer: Measurer | None = None, remot
                             f"that machine's name. Measure there (run 'tvmopt rpc server' on it and pass "
                             f"--rpc-tracker here), or tune for this machine with --target llvm")
     if target.kind == "cuda":
-        import tvm
+        from tvmopt.build.compile import device_present
 
-        if not tvm.cuda(0).exist:
-            raise UserError("target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled "
-                            "here but not measured, so tuning stops (use --target llvm)")
-        raise UserError("target cuda: tune measures on this machine's GPU through TVM, which is not wired yet; "
-                        "measure on a GPU host with 'tvmopt cuda export' and 'tvmopt cuda ingest' (see --help)")
+        if not remote and not device_present("cuda"):
+            raise UserError("target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled here but "
+                            "not measured, so tuning stops (measure on a GPU host: --rpc-tracker, or 'tvmopt cuda "
+                            "export' and 'tvmopt cuda ingest')")
 
 
 def tune_task(
@@ -215,6 +214,13 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
 
     if target is None:
         _, lowered = load_and_lower(source, batch, options=options)
+    elif target.kind == "cuda":
+        from tvmopt.build.compile import lower_for_gpu
+
+        _, lowered, _ = lower_for_gpu(source, target, batch, options, records)
+        # the build schedules its compressed kernels through their CUDA spaces; DLight the rest
+        compressed = {layer.kernel for layer in lowered.layers if layer.choice.startswith("compressed")}
+        lowered.tasks = {key: task for key, task in lowered.tasks.items() if key in compressed}
     else:
         with plan_kernels(target, records, options) as (lookup, _, costs):
             _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
@@ -262,6 +268,9 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
     check_measurable(target, measurer)
     with isa.use(isa.for_target(target)):
         tasks = extract_tasks(source, batch, options, target, records)
+    if not tasks and target.kind == "cuda":
+        log(f"{Path(str(source)).name}: no layer runs a tvmopt CUDA kernel on {target.key} (DLight's rules schedule "
+            f"every function), so there is nothing to tune; --kernels compressed tunes the compressed ones")
     trials = model_budget(len(tasks)) if trials is None else trials
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
     out = []

@@ -406,8 +406,13 @@ def cuda_replay_subspace(shape: GemmShape):
 
 
 def apply_cuda_gemm(sch, shape: GemmShape, space: Space, config: Config, block: str = "C",
-                    unstaged: tuple[str, ...] = ()) -> None:
+                    unstaged: tuple[str, ...] = (), epilogue=()) -> list[str]:
     """Schedule block ``block`` of ``sch`` (the GEMM-shaped reduction) for CUDA in place.
+
+    ``epilogue``: names of elementwise blocks after the product (a scale, a bias, an activation
+    that Relax fused into the function), folded in order into the write-back of the product's
+    register tile, so they cost no kernel of their own; returns the names of those that could
+    not be (a reshape, say), which the caller schedules.
 
     ``unstaged``: names of read buffers never copied to shared memory (read with a
     data-dependent index, such as N:M's gathered inputs, whose tile bound inference cannot
@@ -438,6 +443,13 @@ def apply_cuda_gemm(sch, shape: GemmShape, space: Space, config: Config, block: 
     depth = len(lead) + 5                 # loops down to k0, shared by the staged copies
 
     local = sch.cache_write(c, 0, "local")
+    leftover = list(epilogue)
+    while leftover:
+        try:
+            sch.reverse_compute_inline(sch.get_sblock(leftover[0]))
+        except Exception:  # noqa: BLE001 - TVM's ScheduleError: not elementwise on the product's tile
+            break
+        leftover.pop(0)
     sch.reverse_compute_at(local, n[1])
     if has_w:
         w = sch.get_sblock("W")
@@ -456,6 +468,7 @@ def apply_cuda_gemm(sch, shape: GemmShape, space: Space, config: Config, block: 
         sch.annotate(kk[0], "pragma_auto_unroll_max_step", knob["unroll"])
         sch.annotate(kk[0], "pragma_unroll_explicit", 1)
     sch.decompose_reduction(c, kk[0])
+    return leftover
 
 
 def _has_block(sch, name: str) -> bool:
@@ -492,14 +505,16 @@ def _cooperative(sch, block, depth: int, threads: tuple[int, int], vector: int) 
 PROLOGUE_THREADS = 256
 
 
-def apply_cuda_decoded(sch, shape: GemmShape, space: Space, config: Config, unstaged=()) -> None:
+def apply_cuda_decoded(sch, shape: GemmShape, space: Space, config: Config, unstaged=(), epilogue=()) -> list[str]:
     """A compressed dense op (a GEMM whose weight is decoded from compact arrays): the product
-    by :func:`apply_cuda_gemm`, every prologue stage (bit packing, lookup tables) one thread
-    per element. ``unstaged``: buffers read with a data-dependent index, never staged."""
-    prologues = [n for n in _block_names(sch) if n not in ("C", "W")]
-    apply_cuda_gemm(sch, shape, space, config, unstaged=unstaged)
-    for block in prologues:
+    by :func:`apply_cuda_gemm` with the ``epilogue`` blocks folded into its write-back, every
+    prologue stage (bit packing, lookup tables) and epilogue block left over one thread per
+    element. ``unstaged``: buffers read with a data-dependent index, never staged."""
+    prologues = [n for n in _block_names(sch) if n not in ("C", "W") and n not in epilogue]
+    leftover = apply_cuda_gemm(sch, shape, space, config, unstaged=unstaged, epilogue=epilogue)
+    for block in prologues + leftover:
         bind_flat(sch, block, PROLOGUE_THREADS)
+    return []
 
 
 def _block_names(sch) -> list[str]:

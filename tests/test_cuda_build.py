@@ -200,8 +200,10 @@ def test_inspect_shows_the_gpu_functions_and_their_rules():
     lines = run.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if "GPU function(s) for cuda-sm_90" in line)
     functions = dict(line.split() for line in lines[at + 1:] if line.strip())
+    # each with its epilogue fused (the conv's scale; the dense layers' scale, bias and ReLU)
     assert sorted(f for f, rule in functions.items() if rule == TVMOPT_SPACE) == \
-        ["binary_dense_1_10_128", "binary_dense_1_128_512", "binary_dense_64_32_144"]
+        ["fused_binary_dense_1_10_128_multiply2_add3", "fused_binary_dense_1_128_512_multiply1_add2_relu2",
+         "fused_binary_dense_64_32_144_multiply"]
     assert sum("binary_dense:" in row and "compressed (forced)" in row for row in lines[3:at]) == 3
 
 
@@ -283,3 +285,19 @@ def test_tune_for_cuda_extracts_the_kernels_the_cuda_build_schedules_itself(tmp_
             "tvmopt: error: target cuda: no CUDA GPU on this machine; CUDA candidates can be compiled here but not "
             "measured, so tuning stops (measure on a GPU host: --rpc-tracker, or 'tvmopt cuda export' and "
             "'tvmopt cuda ingest')"]
+
+
+def test_compressed_cuda_kernels_fold_their_scale_bias_and_relu_into_one_kernel():
+    """Each binary layer of the MLP is one GPU function (product, per-channel scale, bias and
+    ReLU), scheduled by tvmopt's CUDA space with the epilogue in its write-back: one kernel."""
+    import re
+
+    compiled = compile_model(ROOT / "examples" / "models" / "digits_mlp_binary.onnx", "cuda -arch=sm_90",
+                             shipped=False, options=DetectOptions(kernels="compressed"))
+    assert sorted(compiled.gpu_rules) == ["fused_binary_dense_1_10_256_multiply1_add1",
+                                          "fused_binary_dense_1_256_256_multiply_add_relu",
+                                          "fused_binary_dense_1_256_64_multiply_add_relu"]
+    assert set(compiled.gpu_rules.values()) == {TVMOPT_SPACE}
+    for name in compiled.gpu_rules:
+        text = compiled.mod[name].script()
+        assert len(re.findall(r'thread="blockIdx\.x"', text)) == 1, name       # one kernel launch

@@ -32,7 +32,7 @@ def build_notes(lowered) -> list[str]:
     return notes
 
 
-def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
+def schedule_gpu(mod, target, rules=None, kernels=None) -> tuple[object, dict[str, str]]:
     """Schedule every unscheduled PrimFunc of ``mod`` for the GPU ``target`` (a tvm Target)
     with the first of ``rules`` ((name, DLight rule) pairs; default ``RULE_NAMES``) that does.
     Returns the module and, per function, the name of that rule (``TVMOPT_SPACE`` for one the
@@ -49,6 +49,11 @@ def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            used[gv.name_hint] = TVMOPT_SPACE
+            continue
+        fused = _schedule_kernel(func, kernels or {})
+        if fused is not None:
+            mod[gv] = fused
             used[gv.name_hint] = TVMOPT_SPACE
             continue
         scheduled, failures = None, []
@@ -69,6 +74,26 @@ def schedule_gpu(mod, target, rules=None) -> tuple[object, dict[str, str]]:
                               f"({'; '.join(failures) or 'no rule applies'})")
         mod[gv] = scheduled.mod["main"].with_attr("tirx.is_scheduled", True)
     return mod, used
+
+
+def _schedule_kernel(func, kernels: dict):
+    """``func`` scheduled by the CUDA space of the compressed kernel it holds (the pass's
+    ``Lowered.cuda_kernels``), with the elementwise blocks Relax fused after the product folded
+    into its write-back; None when it holds none."""
+    import tvm
+
+    from tvmopt.passes.fuse_schedule import _narrow_indices
+    from tvmopt.passes.lower import CUDA_KERNEL_ANNOTATION
+
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    at = next((i for i, b in enumerate(blocks) if CUDA_KERNEL_ANNOTATION in sch.get(b).annotations), None)
+    if at is None:
+        return None
+    view, config = kernels[str(sch.get(blocks[at]).annotations[CUDA_KERNEL_ANNOTATION])]
+    view.apply_fused(sch, config, names[at + 1:])
+    return _narrow_indices(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
 
 
 def relax_pipeline(target):

@@ -366,7 +366,10 @@ def cuda_view(task: "DecodedDenseTask") -> CudaTask:
         raise CudaError(f"workload '{task.key}': {task.family} is a CPU kernel; on CUDA the layer runs "
                         f"{cuda_family(task.family)}")
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda", decode=task.decodes_tiles)
-    return CudaTask(task, space, lambda sch, c: apply_cuda_decoded(sch, task.shape, space, c, task.cuda_unstaged))
+    return CudaTask(task, space,
+                    lambda sch, c, epilogue=(): apply_cuda_decoded(sch, task.shape, space, c, task.cuda_unstaged,
+                                                                   epilogue),
+                    fuses_epilogue=True)
 
 
 def bitfield(word, index, width: int):

@@ -178,10 +178,23 @@ def task_for(key: str, target_kind: str = "llvm") -> Task:
 class CudaTask(Task):
     """A task seen through its CUDA schedule space (same key, inputs, reference and FLOPs)."""
 
-    def __init__(self, base: Task, space: Space, apply, compute=None):
+    def __init__(self, base: Task, space: Space, apply, compute=None, fuses_epilogue: bool = False):
+        """``apply(sch, config)`` schedules the task's function; with ``fuses_epilogue`` it also
+        takes ``epilogue`` (names of the elementwise blocks Relax fused after the product) and
+        returns the names of those it could not fold into the product's write-back."""
         self.base, self.space, self._apply = base, space, apply
         self._compute = compute or (lambda config: base.compute())     # config -> TE tensors
         self.key, self.flops = base.key, base.flops
+        self.fuses_epilogue = fuses_epilogue
+
+    def compute(self, config: Config | None = None):
+        """The TE tensors of ``config`` (some CUDA computes depend on it: warp shuffles)."""
+        return self._compute(self.space.initial() if config is None else config)
+
+    def apply_fused(self, sch, config: Config, epilogue: list[str]) -> list[str]:
+        """Schedule the task's blocks in a function Relax fused them into, folding the
+        ``epilogue`` blocks into the product's write-back; returns those left over."""
+        return list(self._apply(sch, config, epilogue) or ())
 
     def make_inputs(self, rng):
         return self.base.make_inputs(rng)

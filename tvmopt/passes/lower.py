@@ -30,7 +30,7 @@ compressed or its dense kernel is :mod:`.choose`'s call. Batch norms are folded 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -69,11 +69,18 @@ class LayerReport:
     choice: str = ""       # compressed or dense, and why (passes/choose.py); "" for dense layers
 
 
+#: the block annotation naming a compressed CUDA kernel's function (``Lowered.cuda_kernels``)
+CUDA_KERNEL_ANNOTATION = "tvmopt_cuda_kernel"
+
+
 @dataclass
 class Lowered:
     mod: object                                  # tvm.IRModule
     layers: list[LayerReport]
     tasks: dict[str, object]                     # task key -> Task (deduplicated)
+    #: CUDA builds: kernel function name -> (CudaTask, config) of each compressed kernel the pass
+    #: emitted fusable, for :func:`tvmopt.build.gpu.schedule_gpu` to schedule after fusion
+    cuda_kernels: dict[str, tuple] = field(default_factory=dict)
 
 
 def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None,
@@ -101,6 +108,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     layers: list[LayerReport] = []
     tasks: dict[str, object] = {}
     funcs: dict[tuple, object] = {}
+    cuda_kernels: dict[str, tuple] = {}
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
@@ -456,11 +464,22 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
                 if gpu and kern.family != DENSE:
                     # the CUDA view of the same task (same compute and weight layout), scheduled
-                    # by its space: a CUDA record's config or the space's start
+                    # by its space: a CUDA record's config or the space's start; fusable where
+                    # its schedule folds the scale, bias and activation into its write-back
                     view = cuda_task(task)
                     config = configs(key, view.space) or view.space.initial()
-                    func = view.schedule(config)["main"].with_attr("tirx.is_scheduled", True)
-                    func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE)
+                    if view.fuses_epilogue:
+                        import tvm
+                        from tvm import te
+
+                        func = te.create_prim_func(list(view.compute(config)), index_dtype_override="int64")
+                        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+                        sch.annotate(sch.get_sblock("C"), CUDA_KERNEL_ANNOTATION, name)
+                        func = sch.mod["main"].with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
+                        cuda_kernels[name] = (view, config)
+                    else:
+                        func = view.schedule(config)["main"].with_attr("tirx.is_scheduled", True)
+                        func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE)
                 elif task.fuses_epilogue:
                     # unscheduled and fusable: Relax fuses the scale, bias and activation after it
                     # into one function, which fuse_schedule.schedule_module schedules by the
@@ -490,7 +509,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     if not gpu:
         new_mod = _schedule_im2col(new_mod)         # on a GPU, DLight's rules schedule it
     _check_no_placeholder(new_mod)
-    return Lowered(new_mod, layers, tasks)
+    return Lowered(new_mod, layers, tasks, cuda_kernels)
 
 
 def _schedule_im2col(mod):

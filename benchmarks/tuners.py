@@ -2,9 +2,15 @@
 
     python benchmarks/tuners.py replay [--repeats 25] [--trials 300] [--jobs 2]
     python benchmarks/tuners.py live [--workload gemm:1024x1024x1024] [--repeats 5] [--trials 64]
+    python benchmarks/tuners.py replay --cpu llvm-znver4-2c      # the tables measured on that CPU kind
+    python benchmarks/tuners.py transfer                         # tables of one workload on two CPUs
 
-replay: every tuner variant on every shipped replay table (logs/replay/*.json; exact, and
-random search's expected curve comes from the table). The tables of TUNING_TABLES chose the
+replay: every tuner variant on the shipped replay tables of one CPU kind (logs/replay/*_<target
+key>.json, ``--cpu``, default ``DEFAULT_CPU``; exact, and random search's expected curve comes
+from the table); another CPU kind's results go to their own section of BENCHMARKS.md.
+transfer: for each workload with tables on two CPU kinds, how one CPU's best configs rank and
+run on the other (Spearman's rank correlation over the configs both measured; issue 20 found
+0.77 and 0.12 within the top 10 between Zen 5 and a Xeon). The tables of TUNING_TABLES chose the
 default settings of ``gbfs`` and ``na2c``; the others are held out, and the goals are judged
 on their aggregate (medians over tables of per-table ratios and scores): the better of G-BFS
 and N-A2C reaches 95% of the optimum in <= 0.6x XGBoost's trials with a score >= 0.7, each
@@ -41,10 +47,12 @@ LIVE_TUNERS = ["gbfs", "na2c", "xgb", "random"]
 TUNING_TABLES = ("gemm_256x256x256", "dense_64x1024x1024")
 PAPER_BUDGET = 32
 REPLAY_DIR = ROOT / "logs" / "replay"
+#: the CPU kind whose tables chose the tuners' defaults (its section keeps the name tuners_replay)
+DEFAULT_CPU = "llvm-znver5-2c"
 
 
-def tables() -> list[Path]:
-    return sorted(REPLAY_DIR.glob("*.json"))
+def tables(cpu: str = DEFAULT_CPU) -> list[Path]:
+    return sorted(REPLAY_DIR.glob(f"*_{cpu}.json"))
 
 
 def held_out(path: Path) -> bool:
@@ -111,9 +119,11 @@ def plot_tables(rows: list[dict], out: Path, dest: Path, repeats: int) -> None:
 
 
 def run_replay(args, info) -> None:
-    suffix = "_untiled" if args.from_untiled else ""
+    suffix = ("_untiled" if args.from_untiled else "") + ("" if args.cpu == DEFAULT_CPU else f"_{args.cpu}")
     out = ROOT / "logs" / "compare" / f"bench-replay{suffix}"
-    paths = tables()
+    paths = tables(args.cpu)
+    if not paths:
+        raise SystemExit(f"no replay tables of {args.cpu} in {REPLAY_DIR}")
     if not args.from_logs:
         shutil.rmtree(out, ignore_errors=True)
         rows = compare_tables(paths, TUNERS, args.trials, args.repeats, out, jobs=args.jobs, held_out=held_out,
@@ -128,11 +138,12 @@ def run_replay(args, info) -> None:
     plot_tables(rows, out, ROOT / "benchmarks" / "results" / f"tuners_replay{suffix}.png", args.repeats)
     verdict = verdict_replay(agg)
     text = "\n".join([
-        "## Tuners' search cost: replay" + (", from the untiled config" if args.from_untiled else ""),
+        "## Tuners' search cost: replay" + (", from the untiled config" if args.from_untiled else "")
+        + ("" if args.cpu == DEFAULT_CPU else f", {args.cpu}"),
         "",
         f"`python benchmarks/tuners.py replay --repeats {args.repeats} --trials {args.trials}"
         f"{' --from-untiled' if args.from_untiled else ''}`: {len(rows)} tables "
-        f"measured exhaustively by `benchmarks/make_replay_table.py` on {info['cpu']} (headers in `logs/replay/`); "
+        f"measured exhaustively by `benchmarks/make_replay_table.py` on {args.cpu} (headers in `logs/replay/`); "
         f"{info['date']}, commit {info['commit']}. Seeds 0..{args.repeats - 1} for every tuner, same budget. Cells: "
         f"median trials to reach 95% and 99% of the table's optimum (`-`: most runs never did) and, in brackets, the "
         f"methodology score of Willemsen et al. (0 = random search's expected curve, 1 = the optimum from the "
@@ -225,9 +236,61 @@ def run_live(args, info) -> None:
     print(text)
 
 
+def run_transfer(args, info) -> None:
+    """How the configs of one CPU kind's tables fare on another's (same workload)."""
+    from collections import defaultdict
+
+    from scipy.stats import spearmanr
+
+    from tvmopt.schedules.space import config_from_json
+
+    by_workload: dict[str, dict[str, dict]] = defaultdict(dict)
+    for path in sorted(REPLAY_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        costs = {config_from_json(e[0]): e[1] for e in data["entries"] if e[1] is not None}
+        by_workload[data["header"]["workload"]][data["header"]["target"]] = {"costs": costs, "header": data["header"]}
+    rows, lines = [], []
+    for workload, cpus in sorted(by_workload.items()):
+        keys = sorted(cpus)
+        for a in keys:
+            for b in keys:
+                if a == b:
+                    continue
+                ca, cb = cpus[a]["costs"], cpus[b]["costs"]
+                common = sorted(set(ca) & set(cb), key=lambda c: ca[c])
+                if len(common) < 10:
+                    continue
+                rho = spearmanr([ca[c] for c in common], [cb[c] for c in common]).statistic
+                top = common[:10]
+                rho_top = spearmanr([ca[c] for c in top], [cb[c] for c in top]).statistic
+                best_b = min(cb.values())
+                a_best = common[0]
+                start = config_from_json(cpus[b]["header"]["start"]) if cpus[b]["header"].get("start") else None
+                row = {"workload": workload, "from": a, "on": b, "common": len(common), "spearman": rho,
+                       "spearman_top10": rho_top, "from_best_on_other": best_b / cb[a_best],
+                       "start_on_other": best_b / cb[start] if start in cb else None}
+                rows.append(row)
+                lines.append(f"| {workload} | {a} | {b} | {len(common):,} | {rho:.2f} | {rho_top:.2f} | "
+                             f"{row['from_best_on_other']:.0%} | "
+                             + (f"{row['start_on_other']:.0%}" if row["start_on_other"] is not None else "-") + " |")
+    write_json("tuners_transfer", {"machine": info, "rows": rows})
+    text = "\n".join([
+        "## Replay tables across CPU kinds (`benchmarks/tuners.py transfer`)", "",
+        "For each workload measured on two CPU kinds: Spearman's rank correlation of the costs of the configs "
+        "both tables hold (all of them, and the first CPU's 10 fastest), and how fast the first CPU's best config "
+        "and the second CPU's own heuristic start run on the second CPU, as a fraction of its table's optimum. "
+        f"{info['date']}, commit {info['commit']}.", "",
+        "| workload | best on | run on | common configs | Spearman | Spearman, top 10 | that best there | "
+        "start there |", "|---|---|---|---:|---:|---:|---:|---:|", *lines])
+    update_section("tuners_transfer", text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["replay", "live"])
+    parser.add_argument("mode", choices=["replay", "live", "transfer"])
+    parser.add_argument("--cpu", default=DEFAULT_CPU, help="replay: the target key whose tables to compare "
+                                                           f"(default: {DEFAULT_CPU})")
     parser.add_argument("--workload", default="gemm:1024x1024x1024")
     parser.add_argument("--repeats", type=int, default=None, help="default: 25 replay, 5 live")
     parser.add_argument("--trials", type=int, default=None, help="default: 300 replay, 64 live")
@@ -241,7 +304,7 @@ def main() -> None:
     args.repeats = args.repeats or (25 if args.mode == "replay" else 5)
     args.trials = args.trials or (300 if args.mode == "replay" else 64)
     info = machine()
-    (run_replay if args.mode == "replay" else run_live)(args, info)
+    {"replay": run_replay, "live": run_live, "transfer": run_transfer}[args.mode](args, info)
 
 
 if __name__ == "__main__":

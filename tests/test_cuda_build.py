@@ -269,7 +269,9 @@ def test_tune_for_cuda_extracts_the_kernels_the_cuda_build_schedules_itself(tmp_
     forced = extract_tasks(source, options=DetectOptions(kernels="compressed"), target=spec, records=tmp_path / "r")
     assert sorted(key for key, _, _ in forced) == ["binary_dense:1x10x128", "binary_dense:1x128x512",
                                                    "binary_dense:64x32x144"]
-    assert extract_tasks(source, target=spec, records=tmp_path / "r") == []     # auto: every layer dense
+    # auto: every layer dense, the dense products tunable (the build uses tvmopt's space once tuned)
+    assert sorted(key for key, _, _ in extract_tasks(source, target=spec, records=tmp_path / "r")) == \
+        ["dense:1x10x128", "dense:1x128x512"]
     fastfood = extract_tasks(ROOT / "examples" / "models" / "digits_mlp_fastfood.onnx", target=spec,
                              records=tmp_path / "r")
     assert {key.split(":")[0] for key, _, _ in fastfood} == {"fastfood", "hadamard"}
@@ -301,3 +303,35 @@ def test_compressed_cuda_kernels_fold_their_scale_bias_and_relu_into_one_kernel(
     for name in compiled.gpu_rules:
         text = compiled.mod[name].script()
         assert len(re.findall(r'thread="blockIdx\.x"', text)) == 1, name       # one kernel launch
+
+
+def test_a_cuda_record_puts_a_dense_layer_on_tvmopts_cuda_space(tmp_path):
+    """Dense layers run DLight's schedules until a CUDA record tunes them; then tvmopt's dense
+    CUDA space (plain [K, N] weight, epilogue folded), and the build still gives onnxruntime's
+    outputs (serially on the CPU)."""
+    import tvm
+    from tvm import relax
+
+    from tvmopt.build.compile import run_main
+    from tvmopt.ops.task import cuda_task
+    from tvmopt.records.store import Record
+    from tvmopt.testing.cuda_emulation import emulate
+
+    path = ROOT / "examples" / "models" / "digits_mlp_fp32.onnx"
+    key = "dense:1x256x256"
+    space = cuda_task(key).space
+    config = space.neighbours(space.initial())[0]
+    records = tmp_path / "records.jsonl"
+    records.write_text(Record(key, "cuda-sm_90", config, (1e-6,), space=space.fingerprint()).to_line() + "\n")
+    untuned = compile_model(path, "cuda -arch=sm_90", records=tmp_path / "none", shipped=False)
+    tuned = compile_model(path, "cuda -arch=sm_90", records=records, shipped=False)
+    assert TVMOPT_SPACE not in untuned.gpu_rules.values()
+    mine = [f for f, rule in tuned.gpu_rules.items() if rule == TVMOPT_SPACE]
+    assert len(mine) == 1 and mine[0].startswith("fused_dense_1_256_256_add")
+    assert tuned.tuned[key] == "records" and all(v == "" for k, v in tuned.tuned.items() if k != key)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(3).standard_normal([1 if not isinstance(d, int) else d for d in inp.shape]).astype(
+        np.float32)
+    got = run_main(relax.VirtualMachine(emulate(tuned.mod), tvm.cpu())["main"], x, tvm.cpu())
+    np.testing.assert_allclose(got, sess.run(None, {inp.name: x})[0], rtol=1e-4, atol=1e-4)

@@ -210,7 +210,9 @@ def cuda_view(task: GemmTask) -> CudaTask:
     if task.shape.panel or task.shape.pad_rows:     # CPU register tiles: plain [K, N], M as is on GPUs
         task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0, pad_rows=False))
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda")
-    return CudaTask(task, space, lambda sch, c: apply_cuda_gemm(sch, task.shape, space, c))
+    return CudaTask(task, space, lambda sch, c, epilogue=(): apply_cuda_gemm(sch, task.shape, space, c,
+                                                                             epilogue=epilogue),
+                    fuses_epilogue=True)
 
 
 FAMILY = register_family(OpFamily(

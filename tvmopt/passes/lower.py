@@ -432,8 +432,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 _, ib, fb = kern.input_transform
                 x = self.builder_.emit(_fixed_point(x, ib, fb))
             key = kern.key(m)
-            gv = self._kernel_func(kern, key)
-            arrays = tasks[key].to_kernel(kern.arrays)
+            gv, layout = self._kernel_func(kern, key)
+            arrays = layout.to_kernel(kern.arrays)
             args = [x] + [relax.const(a) for a in arrays]
             y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((m, kern.out_features), "float32")))
             if kern.scale is not None:
@@ -450,6 +450,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):
+            """(the kernel's function, the task whose ``to_kernel`` lays out its weights)."""
             from tvmopt.ops.task import cuda_task, get_task
 
             task = tasks.get(key)
@@ -462,12 +463,17 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 if kern.family != DENSE:
                     task = task.with_params(kern.params)
                 name = re.sub(r"(?<=\d)x(?=\d)", "_", key.replace(":", "_")) + (f"_{len(funcs)}" if kern.params else "")
-                if gpu and kern.family != DENSE:
-                    # the CUDA view of the same task (same compute and weight layout), scheduled
-                    # by its space: a CUDA record's config or the space's start; fusable where
-                    # its schedule folds the scale, bias and activation into its write-back
-                    view = cuda_task(task)
-                    config = configs(key, view.space) or view.space.initial()
+                layout = tasks[key]
+                view = cuda_task(task) if gpu else None
+                # dense layers on a GPU: DLight's rules, unless a CUDA record tunes tvmopt's space
+                tuned = configs(key, view.space) if view is not None else None
+                if gpu and (kern.family != DENSE or tuned is not None):
+                    # the CUDA view of the same task (same compute; the dense view reads a plain
+                    # [K, N] weight, no CPU panels), scheduled by its space: a CUDA record's
+                    # config or the space's start; fusable where its schedule folds the scale,
+                    # bias and activation into its write-back
+                    config = tuned or view.space.initial()
+                    layout = view.base
                     if view.fuses_epilogue:
                         import tvm
                         from tvm import te
@@ -492,7 +498,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     config = configs(key, task.space)
                     func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
                     func = func.with_attr("op_pattern", OPAQUE)      # scheduled already: never re-fused
-                funcs[cache_key] = self.builder_.add_func(func, name)
+                funcs[cache_key] = (self.builder_.add_func(func, name), layout)
             return funcs[cache_key]
 
     # exporters leave ops on constant weights (Sign, Transpose, Mul by a folded BN scale...)

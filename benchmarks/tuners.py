@@ -258,7 +258,7 @@ def run_transfer(args, info) -> None:
                     continue
                 ca, cb = cpus[a]["costs"], cpus[b]["costs"]
                 common = sorted(set(ca) & set(cb), key=lambda c: ca[c])
-                if len(common) < 10:
+                if len(common) < 100:          # tables of different starts share too few configs
                     continue
                 rho = spearmanr([ca[c] for c in common], [cb[c] for c in common]).statistic
                 top = common[:10]

@@ -301,6 +301,19 @@ def conv_row_tables(conv_prefix: str | None, rows: int, weights: int) -> str | N
     return tables if tables and takes_rows(rows) and weights >= ROW_TABLE_MIN_WEIGHTS[tables] else None
 
 
+def from_costs(cost: Callable[[str], float | None] | None, compressed_key: str, dense_key: str,
+               source: str) -> Choice | None:
+    """The faster of the two kernels where ``cost`` knows both (``source`` says from what), else None."""
+    if cost is None:
+        return None
+    c, d = cost(compressed_key), cost(dense_key)
+    if c is None or d is None:
+        return None
+    if c <= d:
+        return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
+    return Choice(False, f"{source}: dense {c / d:.2f}x faster")
+
+
 def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: int, weights: int, conv: bool,
            cost: Callable[[str], float | None] | None = None) -> Choice:
     """Whether the layer runs its compressed kernel (``compressed_key``) or the dense one
@@ -315,13 +328,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     small_transform = weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
     if family in CHEAPER and not small_transform:
         return Choice(True, CHEAPER[family])
-    if cost is not None:
-        c, d = cost(compressed_key), cost(dense_key)
-        if c is not None and d is not None:
-            source = "measured" if policy == "measure" else "records"
-            if c <= d:
-                return Choice(True, f"{source}: {d / c:.2f}x faster than dense")
-            return Choice(False, f"{source}: dense {c / d:.2f}x faster")
+    timed = from_costs(cost, compressed_key, dense_key, "measured" if policy == "measure" else "records")
+    if timed is not None:
+        return timed
     if small_transform:
         return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L1 and "
                              f"beats the transform's passes")

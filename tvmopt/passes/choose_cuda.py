@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .choose import POLICIES, Choice
+from .choose import POLICIES, Choice, from_costs
 
 UNMEASURED = "unmeasured on a GPU"
 #: families whose CUDA kernel does less arithmetic than the dense product: chosen at any size
@@ -56,12 +56,9 @@ def choose_cuda(policy: str, family: str | None, compressed_key: str, dense_key:
         return Choice(False, "no CUDA kernel for this weight's format")
     if policy == "compressed":
         return Choice(True, "forced")
-    if cost is not None:
-        c, d = cost(compressed_key), cost(dense_key)
-        if c is not None and d is not None:
-            if c <= d:
-                return Choice(True, f"CUDA records: {d / c:.2f}x faster than dense")
-            return Choice(False, f"CUDA records: dense {c / d:.2f}x faster")
+    timed = from_costs(cost, compressed_key, dense_key, "CUDA records")
+    if timed is not None:
+        return timed
     if family in LESS_ARITHMETIC:
         return Choice(True, f"predicted, {UNMEASURED}: {LESS_ARITHMETIC[family]}")
     if conv:

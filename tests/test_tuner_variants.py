@@ -256,3 +256,17 @@ def test_widened_space_holds_a_dropped_choice_value():
     sub = restrict(wide, members)
     assert sub.contains(((8, 1), True)) and not sub.contains(((8, 1), False))
     assert widened(now, [((8, 1), False)]) is now
+
+
+def test_aggregate_counts_a_baseline_that_never_got_there_as_a_win():
+    """A tuner that reached 95% where random search never did is infinitely cheaper (ratio 0),
+    and one that never did is infinitely dearer, whatever the other did."""
+    from tvmopt.tune.compare import aggregate_tables
+
+    def row(gbfs, xgb, random):
+        cell = lambda to95: {"to95": to95, "to99": to95, "score": 0.5, "gflops_at_budget": 1.0}  # noqa: E731
+        return {"held_out": True, "tuners": {"gbfs": cell(gbfs), "xgb": cell(xgb), "random": cell(random)}}
+
+    agg = aggregate_tables([row(10, 20, None), row(30, 30, None), row(None, 15, 40)], ["gbfs", "xgb", "random"])
+    assert agg["gbfs"]["vs_random_median"] == 0.0
+    assert agg["gbfs"]["vs_xgb_median"] == 1.0 and agg["gbfs"]["vs_xgb_worst"] == float("inf")

@@ -433,7 +433,10 @@ def aggregate_tables(rows: list[dict], tuners: list[str], baseline: str = "xgb")
     held = [r for r in rows if r["held_out"]]
 
     def ratio(a, b):
-        return math.inf if a is None else (a / b if b else math.inf)
+        """a's trials over b's; 0 where only b never got there, inf where a never did."""
+        if a is None:
+            return math.inf
+        return 0.0 if b is None else a / b
 
     out = {}
     for t in tuners:

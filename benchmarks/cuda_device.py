@@ -79,8 +79,10 @@ def prepare(out: Path, arch: str, cpu: bool) -> dict:
     import tvm
     import tvm_ffi
 
+    from tvmopt.build.compile import best_configs
     from tvmopt.build.deploy import build
     from tvmopt.passes import DetectOptions
+    from tvmopt.target import parse_target
     from tvmopt.testing.digits import load_model
 
     root = Path(__file__).resolve().parent.parent
@@ -141,10 +143,12 @@ def prepare(out: Path, arch: str, cpu: bool) -> dict:
     onnx_path.unlink()
     cases.append({"name": f"gemm_{n}x{n}x{n}", "kind": "gemm", "dir": f"cases/gemm_{n}", "n": n})
     carried: dict[str, str] = {}           # key -> the case directory holding its inputs
+    configs = best_configs(parse_target(target), None)      # the records, read once for every kernel
     for key, overrides, mode in KERNELS:
         if cpu and overrides:              # CUDA knobs (warp shuffles): nothing to vary on a CPU
             continue
-        cases.append(_kernel_case(out, _shrunk(key) if cpu else key, overrides, mode, target, cpu, carried))
+        cases.append(_kernel_case(out, _shrunk(key) if cpu else key, overrides, mode, target, cpu, carried,
+                                  configs))
     for leftover in out.glob("cases/*/no-records"):
         shutil.rmtree(leftover, ignore_errors=True)
     manifest = {"device": "cpu" if cpu else "cuda", "target": target, "cases": cases,
@@ -166,16 +170,16 @@ def _shrunk(key: str) -> str:
 
 
 def _kernel_case(out: Path, key: str, overrides: dict, mode: str, target: str, cpu: bool,
-                 carried: dict[str, str]) -> dict:
+                 carried: dict[str, str], configs) -> dict:
     """One kernel as a Relax module of one ``call_tir`` (its inputs the module's parameters), with
     what the run needs to feed, check and time it. A second case of the same key (another
-    config) reads the first one's inputs (``carried``: key -> its directory)."""
+    config) reads the first one's inputs (``carried``: key -> its directory). ``configs``:
+    :func:`~tvmopt.build.compile.best_configs`'s (lookup, used) for the target."""
     import numpy as np
 
     import tvm
     from tvm import relax
 
-    from tvmopt.build.compile import best_configs
     from tvmopt.ops.task import cuda_task, get_task
     from tvmopt.schedules import isa
     from tvmopt.target import parse_target
@@ -188,7 +192,7 @@ def _kernel_case(out: Path, key: str, overrides: dict, mode: str, target: str, c
         rng = np.random.default_rng(0)
         inputs = task.make_inputs(rng)
         expected = task.reference(inputs) if mode == "check" else None
-        lookup, used = best_configs(spec, None)
+        lookup, used = configs
         if cpu:
             space, config = task.space, lookup(key, task.space) or task.space.initial()
             func = task.primfunc(config)

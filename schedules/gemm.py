@@ -508,13 +508,14 @@ PROLOGUE_THREADS = 256
 def apply_cuda_decoded(sch, shape: GemmShape, space: Space, config: Config, unstaged=(), epilogue=()) -> list[str]:
     """A compressed dense op (a GEMM whose weight is decoded from compact arrays): the product
     by :func:`apply_cuda_gemm` with the ``epilogue`` blocks folded into its write-back, every
-    prologue stage (bit packing, lookup tables) and epilogue block left over one thread per
-    element. ``unstaged``: buffers read with a data-dependent index, never staged."""
+    prologue stage (bit packing, lookup tables) one thread per element; returns the epilogue
+    blocks left over, as :func:`apply_cuda_gemm` does. ``unstaged``: buffers read with a
+    data-dependent index, never staged."""
     prologues = [n for n in _block_names(sch) if n not in ("C", "W") and n not in epilogue]
     leftover = apply_cuda_gemm(sch, shape, space, config, unstaged=unstaged, epilogue=epilogue)
-    for block in prologues + leftover:
+    for block in prologues:
         bind_flat(sch, block, PROLOGUE_THREADS)
-    return []
+    return leftover
 
 
 def _block_names(sch) -> list[str]:

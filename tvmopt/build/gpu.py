@@ -79,11 +79,13 @@ def schedule_gpu(mod, target, rules=None, kernels=None) -> tuple[object, dict[st
 def _schedule_kernel(func, kernels: dict):
     """``func`` scheduled by the CUDA space of the compressed kernel it holds (the pass's
     ``Lowered.cuda_kernels``), with the elementwise blocks Relax fused after the product folded
-    into its write-back; None when it holds none."""
+    into its write-back, and those that could not be one thread per element; None when it
+    holds none."""
     import tvm
 
     from tvmopt.passes.fuse_schedule import _narrow_indices
     from tvmopt.passes.lower import CUDA_KERNEL_ANNOTATION
+    from tvmopt.schedules.gemm import PROLOGUE_THREADS, bind_flat
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -92,7 +94,8 @@ def _schedule_kernel(func, kernels: dict):
     if at is None:
         return None
     view, config = kernels[str(sch.get(blocks[at]).annotations[CUDA_KERNEL_ANNOTATION])]
-    view.apply_fused(sch, config, names[at + 1:])
+    for leftover in view.apply_fused(sch, config, names[at + 1:]):
+        bind_flat(sch, leftover, PROLOGUE_THREADS)
     return _narrow_indices(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
 
 

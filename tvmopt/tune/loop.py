@@ -218,14 +218,12 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
         from tvmopt.build.compile import lower_for_gpu
 
         _, lowered, _ = lower_for_gpu(source, target, batch, options, records)
-        # the build schedules its compressed kernels through their CUDA spaces, and its dense
-        # layers too once a CUDA record tunes them (DLight's rules until then); DLight the rest
-        from tvmopt.ops.task import cuda_family
-
+        # the build schedules its compressed kernels through their CUDA spaces (choose_cuda picks
+        # only kernels that have one), and its dense layers too once a CUDA record tunes them
+        # (DLight's rules until then); DLight the rest
         tunable = {layer.kernel for layer in lowered.layers if layer.choice.startswith("compressed")
                    or layer.kernel.startswith("dense:")}
-        lowered.tasks = {key: task for key, task in lowered.tasks.items()
-                         if key in tunable and cuda_family(key.split(":")[0]) is not None}
+        lowered.tasks = {key: task for key, task in lowered.tasks.items() if key in tunable}
     else:
         with plan_kernels(target, records, options) as (lookup, _, costs):
             _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)

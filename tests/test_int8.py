@@ -120,3 +120,79 @@ def test_tvmopt_nn_layers_with_quantized_inputs_build_to_integer_products(tmp_pa
     assert families[:2] == (["int8_dense"] * 2 if VNNI else families[:2]) and families[2] == "dense"
     with pytest.raises(ValueError, match="zero point"):
         tn.compress(base, "ternary", input_quant=(0.1, 300))
+
+
+def test_integer_rows_recovers_scales_of_binary_ternary_shift_and_int8_rows():
+    """Each row's scale is found where its weights are a scale times integers of a byte, and
+    a weight of any other form (powers of two over 8 exponents, plain floats) has none."""
+    from tvmopt.ops.int8_dense import integer_rows, int8_kernel
+
+    rng = np.random.default_rng(5)
+    signs = rng.choice([-1, 1], (4, 64))
+    rows = np.stack([
+        signs[0] * 0.37,                                              # binary
+        rng.integers(-1, 2, 64) * 1.5,                                # ternary
+        signs[2] * 2.0 ** rng.integers(-9, -2, 64),                   # 7 powers of two: t up to 64
+        np.zeros(64),
+    ]).astype(np.float32)
+    q = rng.integers(-127, 128, 64).astype(np.float32)
+    q[0] = 127
+    rows[3] = q * np.float32(0.0123)                                  # per-channel int8, as DequantizeLinear
+    rows[2, :7] = signs[2, :7] * 2.0 ** np.arange(-9, -2)             # every exponent present
+    t, alpha = integer_rows(rows)
+    np.testing.assert_array_equal((t.astype(np.float32) * alpha[:, None]), rows)
+    assert np.abs(t[2]).max() == 64 and np.abs(t[0]).max() == 1
+    kern = int8_kernel(np.tile(rows, (4, 1)), 0.05, 128)
+    assert kern is not None and kern.structure.startswith("int8")
+    assert int8_kernel(np.tile(rows[2:3], (16, 1)), 0.05, 128).structure.startswith("powers-of-two")
+    wide = rows.copy()
+    wide[2, 0] = 2.0 ** -10                                           # 8 exponents: 128 does not fit
+    assert integer_rows(wide) is None
+    assert integer_rows(rng.standard_normal((16, 64)).astype(np.float32)) is None
+
+
+def test_shift_weights_with_quantized_input_run_integer_products_and_match_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    from tvmopt.build.compile import compile_model
+    from tvmopt.testing.qdq import qdq_matmul_model
+
+    path = qdq_matmul_model(tmp_path / "shift.onnx", 4, 256, 32, zero_point=100, powers=7)
+    x = np.random.default_rng(2).uniform(-5, 8, (4, 256)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    built = compile_model(path, records=tmp_path / "none", shipped=False)
+    # onnxruntime's fp32 sums round where the integer product is exact: judged on the output's scale
+    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    layer = built.lowered.layers[0]
+    assert layer.kernel == ("int8_dense:4x32x256" if VNNI else "dense:4x32x256")
+    if VNNI:
+        assert layer.structure.startswith("powers-of-two")
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_deepshift_fixed_point_activations_of_a_byte_run_integer_products(tmp_path, plain):
+    """DeepShift's layers with 4-bit weights and fixed-point activations of 8 bits
+    (``activation_bits=(3, 4)``): integer products on VNNI, equal to the PyTorch model; with 9
+    bits (``(4, 4)``) the fp32 shift kernel runs the same layers."""
+    import torch
+    from torch import nn
+
+    import tvmopt.nn as tn
+    from tvmopt.build.compile import compile_model
+
+    torch.manual_seed(1)
+    base = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    x = torch.randn(8, 64) * 3
+    for bits, integer in (((3, 4), VNNI), ((4, 4), False)):
+        model = tn.compress(base, "shift", skip=("4",), weight_bits=4, activation_bits=bits).eval()
+        with torch.no_grad():
+            want = model(x).numpy()
+        path = tn.export_onnx(model, x[:1], tmp_path / f"shift{bits[0]}.onnx", plain=plain)
+        built = compile_model(path, batch=8, records=tmp_path / "none", shipped=False)
+        np.testing.assert_allclose(built(x.numpy()), want, rtol=1e-4, atol=1e-4)
+        families = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
+        assert families[2] == "dense"
+        if integer:
+            assert families[:2] == ["int8_dense"] * 2
+        else:
+            assert "int8_dense" not in families

@@ -141,8 +141,9 @@ class CompressedLayer(nn.Module):
         return x
 
     #: (scale, zero point): the input quantized to uint8 (affine, per tensor) before the layer,
-    #: as a QDQ export writes it; where the weight is ±a/0 per row, tvmopt runs the product in
-    #: integers (ops/int8_dense.py). None: fp32 activations
+    #: as a QDQ export writes it; where the weight's rows are a scale times integers of a byte
+    #: (±a/0, powers of two spanning 7 exponents), tvmopt runs the product in integers
+    #: (ops/int8_dense.py). None: fp32 activations
     input_quant: tuple[float, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

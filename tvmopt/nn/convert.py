@@ -44,8 +44,9 @@ def compress(model: nn.Module, method: str, *, skip: tuple[str, ...] = (), only:
     layers replaced by ``method``'s compressed layer, built with ``from_dense`` (``kwargs`` go
     to it). ``skip`` names layers to keep dense (e.g. the first and last), ``only`` restricts
     the conversion to the named layers. ``input_quant=(scale, zero_point)`` quantizes each
-    converted layer's input to uint8 (exported as QuantizeLinear/DequantizeLinear; ternary and
-    binary layers then run integer products where the CPU has VNNI).
+    converted layer's input to uint8 (exported as QuantizeLinear/DequantizeLinear; ternary,
+    binary and shift layers whose rows span at most 7 powers of two, ``weight_bits=4``, then run
+    integer products where the CPU has VNNI).
 
     A layer the method cannot take (a reduction of 27 for 2:4 sparsity, say) stays dense, and
     one warning names every such layer and why; ``strict=True`` raises a ValueError naming the

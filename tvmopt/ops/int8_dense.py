@@ -1,20 +1,22 @@
 """Integer products for quantized activations: ``int8_dense:MxNxK``.
 
 A layer whose input the model quantizes (ONNX ``QuantizeLinear`` then ``DequantizeLinear``, one
-scale and zero point for the tensor) and whose weight rows each take the values
-``{-a_n, 0, a_n}`` (ternary, binary, or any per-row ±1/0 pattern) computes exactly
+scale and zero point for the tensor; or DeepShift's fixed-point rounding of 8 bits or fewer)
+and whose weight rows are each a scale times small integers, ``W[n, k] = a_n * t[n, k]`` with
+``|t| <= 127`` exactly in fp32 (binary ±a, ternary ±a/0, powers of two ±2^p spanning at most 7
+exponents per row as DeepShift's 4-bit weights do, or per-channel int8 weights), computes exactly
 
     y[m, n] = s * a_n * (sum_k q[m, k] * t[n, k]  -  zp * sum_k t[n, k])
 
-with ``q`` the uint8 activations and ``t`` in {-1, 0, 1}: an integer product with int32
-accumulation. On CPUs with AVX-512 VNNI the inner product is ``vpdpbusd`` (16 outputs x 4
-bytes of K per instruction, tensorized from :data:`VNNI_INTRIN`); elsewhere the same loop nest
-runs vectorized in int32. Only where the model says the activations are quantized: fp32
-semantics are never changed.
+with ``q`` the uint8 activations: an integer product with int32 accumulation, the zero point's
+term subtracted in int32, one rounding to fp32 at the end. On CPUs with AVX-512 VNNI the inner
+product is ``vpdpbusd`` (16 outputs x 4 bytes of K per instruction, tensorized from
+:data:`VNNI_INTRIN`); elsewhere the same loop nest runs vectorized in int32. Only where the
+model says the activations are quantized: fp32 semantics are never changed.
 
 Kernel arrays: the weight as int8 in VNNI panels ``[N/16, K/4, 16, 4]``, the per-output
-``Scale = s * a_n`` and ``Offset = -s * a_n * zp * sum_k t[n, k]`` (bias and activation follow
-as a fused epilogue). Knobs: ``tile_m`` rows and ``tile_n`` 16-output vectors per register
+``Scale = s * a_n`` (fp32) and ``Offset = -zp * sum_k t[n, k]`` (int32; bias and activation
+follow as a fused epilogue). Knobs: ``tile_m`` rows and ``tile_n`` 16-output vectors per register
 tile, ``parallel`` over the tiles.
 """
 
@@ -32,6 +34,10 @@ from tvmopt.schedules.space import Choice, Config, Space
 
 #: outputs and reduction bytes per vpdpbusd
 LANES, GROUP = 16, 4
+#: the largest integer weight (int8, and vpdpbusd's 16-bit products of 255 * 127 do not saturate)
+T_MAX = 127
+#: the int32 accumulator's bound: 255 * sum_k |t[n, k]| + zp * |sum_k t[n, k]| stays below it
+ACC_MAX = 2 ** 31 - 1
 VNNI_INTRIN = "tvmopt_u8s8i32_16x4_vnni"
 
 
@@ -64,16 +70,16 @@ class Int8DenseTask(Task):
     # ---- inputs and reference ----
     def make_inputs(self, rng):
         q = rng.integers(0, 256, (self.m, self.k)).astype(np.uint8)
-        t = rng.integers(-1, 2, (self.n, self.k)).astype(np.int8)
-        scale = rng.uniform(0.001, 0.01, self.n).astype(np.float32)
-        offset = rng.uniform(-1, 1, self.n).astype(np.float32)
+        t = rng.integers(-T_MAX, T_MAX + 1, (self.n, self.k)).astype(np.int8)
+        scale = rng.uniform(1e-5, 1e-4, self.n).astype(np.float32)
+        offset = -rng.integers(0, 256) * t.sum(axis=1, dtype=np.int32)
         return [q] + self.to_kernel([t, scale, offset])
 
     def reference(self, inputs):
         q, packed, scale, offset = inputs
         t = unpack(packed)
-        acc = q.astype(np.int64) @ t.astype(np.int64).T
-        return (acc.astype(np.float32) * scale + offset).astype(np.float32)
+        acc = q.astype(np.int64) @ t.astype(np.int64).T + offset
+        return (acc.astype(np.float32) * scale).astype(np.float32)
 
     def tolerance(self):
         return 1e-5, 1e-6
@@ -81,7 +87,7 @@ class Int8DenseTask(Task):
     def to_kernel(self, arrays):
         """[t int8 [N, K], Scale, Offset] -> [VNNI panels, Scale, Offset]."""
         t, scale, offset = arrays
-        return [pack(t), scale.astype(np.float32), offset.astype(np.float32)]
+        return [pack(t), scale.astype(np.float32), offset.astype(np.int32)]
 
     # ---- compute and schedule ----
     def compute(self):
@@ -91,12 +97,12 @@ class Int8DenseTask(Task):
         q = te.placeholder((m, k), "uint8", name="Q")
         w = te.placeholder((n // LANES, k // GROUP, LANES, GROUP), "int8", name="W")
         scale = te.placeholder((n,), "float32", name="Scale")
-        offset = te.placeholder((n,), "float32", name="Offset")
+        offset = te.placeholder((n,), "int32", name="Offset")
         r = te.reduce_axis((0, k), name="k")
         acc = te.compute((m, n), lambda i, j: te.sum(
             q[i, r].astype("int32") * w[j // LANES, r // GROUP, j % LANES, r % GROUP].astype("int32"), axis=r),
             name="C", attrs={TASK_ANNOTATION: self.key})
-        y = te.compute((m, n), lambda i, j: acc[i, j].astype("float32") * scale[j] + offset[j], name="Y")
+        y = te.compute((m, n), lambda i, j: (acc[i, j] + offset[j]).astype("float32") * scale[j], name="Y")
         return [q, w, scale, offset, y]
 
     fuses_epilogue = True
@@ -202,22 +208,56 @@ def register_intrinsic() -> None:
     tvm.s_tir.TensorIntrin.register(VNNI_INTRIN, desc, impl)
 
 
+def integer_rows(weight: np.ndarray):
+    """``(t, alpha)``: int8 ``t`` [N, K] and fp32 ``alpha`` [N] with ``alpha[n] * t[n, k]``
+    equal to ``weight[n, k]`` in fp32 for every weight, ``|t| <= 127``; or None. Each row tries
+    scales: its largest magnitude (±1/0 rows), its smallest nonzero one (powers of two, small
+    multiples) and its largest over 127 (per-channel int8 weights, ``float32(q) * s``; the
+    float32 quotient and its two neighbours)."""
+    w = np.asarray(weight, np.float32)
+    mag = np.abs(w)
+    top = mag.max(axis=1)
+    least = np.where(mag > 0, mag, np.inf).min(axis=1)
+    t = np.zeros(w.shape, np.int8)
+    alpha = np.ones(w.shape[0], np.float32)
+    found = np.zeros(w.shape[0], bool)
+    int8 = (top / np.float32(T_MAX)).astype(np.float32)          # DequantizeLinear's s, to an ulp
+    guesses = (top, least, int8, np.nextafter(int8, np.float32(np.inf)), np.nextafter(int8, np.float32(0)))
+    for guess in guesses:
+        rows = ~found & np.isfinite(guess) & (guess > 0)
+        if not rows.any():
+            continue
+        a = guess[rows].astype(np.float32)[:, None]
+        q = np.rint(w[rows] / a)
+        exact = (np.abs(q) <= T_MAX).all(axis=1) & ((q.astype(np.float32) * a) == w[rows]).all(axis=1)
+        idx = np.flatnonzero(rows)[exact]
+        t[idx], alpha[idx] = q[exact], a[exact, 0]
+        found[idx] = True
+    found |= top == 0                                       # an all-zero row: t = 0
+    return (t, alpha) if found.all() else None
+
+
 def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | None:
-    """The int8 kernel of a [N, K] fp32 weight whose rows are ``a_n * t`` with ``t`` in
-    {-1, 0, 1}, applied to activations quantized with ``scale`` and ``zero_point`` (uint8);
-    None when the weight has no such form or the shape does not fit the panels."""
+    """The int8 kernel of a [N, K] fp32 weight whose rows are ``a_n * t`` with integers ``t``
+    (:func:`integer_rows`), applied to activations quantized with ``scale`` and ``zero_point``
+    (uint8); None when the weight has no such form, its int32 sums could overflow or the shape
+    does not fit the panels."""
     n, k = weight.shape
     if n % LANES or k % GROUP:
         return None
-    alpha = np.abs(weight).max(axis=1)
-    alpha[alpha == 0] = 1.0
-    t = np.rint(weight / alpha[:, None])
-    if np.abs(t).max() > 1 or not np.array_equal((t * alpha[:, None]).astype(np.float32), weight.astype(np.float32)):
+    rows = integer_rows(weight)
+    if rows is None:
         return None
-    t = t.astype(np.int8)
+    t, alpha = rows
+    wide = t.astype(np.int64)
+    total = wide.sum(axis=1)
+    if (255 * np.abs(wide).sum(axis=1) + zero_point * np.abs(total)).max() > ACC_MAX:
+        return None
     s = (np.float32(scale) * alpha).astype(np.float32)
-    offset = (-s * np.float32(zero_point) * t.sum(axis=1, dtype=np.int64).astype(np.float32)).astype(np.float32)
-    kinds = "binary" if np.all(t != 0) else "ternary"
+    offset = (-zero_point * total).astype(np.int32)
+    mags = np.unique(np.abs(t))
+    kinds = ("binary" if mags.tolist() == [1] else "ternary" if set(mags.tolist()) <= {0, 1}
+             else "powers-of-two" if all(v & (v - 1) == 0 for v in mags.tolist()) else "int8")
     return Kernel("int8_dense", f"{kinds} weights, uint8 activations (integer product)", n, k, [t, s, offset],
                   compact_bytes=t.size + s.nbytes + offset.nbytes)
 
@@ -231,5 +271,5 @@ def _make(key, dims):
 
 
 FAMILY = register_family(OpFamily(
-    "int8_dense", "quantized activations times ±1/0 weights: int8 products with int32 accumulation (VNNI)",
-    tasks={"int8_dense": TaskKind(_make, "MxNxK", summary="uint8 activations x int8 {-1,0,1} weights, per-output scale")}))
+    "int8_dense", "quantized activations times integer weights (±1/0, powers of two, int8): int8 products with int32 accumulation (VNNI)",
+    tasks={"int8_dense": TaskKind(_make, "MxNxK", summary="uint8 activations x int8 weights, per-output scale")}))

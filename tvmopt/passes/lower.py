@@ -137,6 +137,84 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 return None
             return dq.args[0], float(s_q), int(z_q)
 
+        def _fixed_point_input(self, expr):
+            """``(x, int_bits, frac_bits)`` when ``expr`` is DeepShift's fixed-point rounding of
+            ``x`` as the plain export writes it (``clip(round(x / step) * step, -b, b)``, see
+            :func:`_fixed_point`); else None."""
+            clamped = self._clamp(expr)
+            if clamped is None:
+                return None
+            inner, lo, hi = clamped
+            mul = self._resolve(inner)
+            if not (isinstance(mul, relax.Call) and mul.op.name == "relax.multiply"):
+                return None
+            rnd = self._resolve(mul.args[0])
+            if not (isinstance(rnd, relax.Call) and rnd.op.name == "relax.round"):
+                return None
+            div = self._resolve(rnd.args[0])
+            if not (isinstance(div, relax.Call) and div.op.name == "relax.divide"):
+                return None
+            steps = [self._const(a) for a in (div.args[1], mul.args[1])]
+            if any(v is None or v.size != 1 for v in steps) or steps[0].reshape(-1)[0] != steps[1].reshape(-1)[0]:
+                return None
+            step = float(steps[0].reshape(-1)[0])
+            frac = -np.log2(step) if step > 0 else np.nan
+            if not (np.isfinite(frac) and frac == round(frac)):
+                return None
+            frac = int(round(frac))
+            bits = np.log2(hi + step) if hi + step > 0 else np.nan
+            if lo != -hi or not (np.isfinite(bits) and bits == round(bits)):
+                return None
+            return div.args[0], int(round(bits)), frac
+
+        def _clamp(self, expr):
+            """``(x, lo, hi)`` with float bounds when ``expr`` clamps ``x``: ``relax.clip``, or
+            ``minimum(maximum(x, lo), hi)`` as ops or as the ONNX importer's TE functions (its
+            Clip with bound inputs); else None."""
+            c = self._resolve(expr)
+            if not isinstance(c, relax.Call):
+                return None
+            if c.op.name == "relax.clip":
+                try:
+                    return c.args[0], float(c.args[1].value.value), float(c.args[2].value.value)
+                except (AttributeError, TypeError):
+                    return None
+
+            def parts(call, name):
+                if not isinstance(call, relax.Call):
+                    return None
+                if call.op.name == f"relax.{name}":
+                    args = call.args
+                elif call.op.name == "relax.call_tir" and call.args[0].name_hint.startswith(name) \
+                        and len(call.args[1].fields) == 2:
+                    args = call.args[1].fields
+                else:
+                    return None
+                bound = self._const(args[1])
+                return None if bound is None or bound.size != 1 else (args[0], float(bound.reshape(-1)[0]))
+
+            upper = parts(c, "minimum")
+            lower = parts(self._resolve(upper[0]), "maximum") if upper else None
+            return None if lower is None else (lower[0], lower[1], upper[1])
+
+        def _fixed_point_as_uint8(self, x, int_bits: int, frac_bits: int):
+            """``(lazy uint8 tensor, scale, zero point)`` of DeepShift's fixed-point rounding of
+            ``x`` when its integers fit a byte (``int_bits + frac_bits <= 7``: ±127 steps at
+            most), on a CPU with VNNI; else None. The integers are computed by the ops the fp32
+            path uses (the same rounding), offset by 128."""
+            from tvmopt.schedules.isa import current
+
+            if gpu or not current().vnni or int_bits + frac_bits > 7:
+                return None
+            step, bound = 2.0 ** -frac_bits, 2 ** (int_bits + frac_bits) - 1
+
+            def emit():
+                i = relax.op.clip(relax.op.round(relax.op.divide(x, relax.const(np.float32(step)))), -float(bound), float(bound))
+                shifted = self.builder_.emit(relax.op.add(i, relax.const(np.float32(128))))
+                return self.builder_.emit(relax.op.astype(shifted, "uint8"))
+
+            return emit, step, 128
+
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if is_placeholder(call):
@@ -241,16 +319,28 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 x = source                          # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
 
-        def _int8(self, x, weight, xshape, source, bias=None):
+        def _int8(self, x, weight, xshape, source, bias=None, fixed=None):
             """The layer on ``int8_dense`` when its input ``x`` is quantized (see
-            :meth:`_quantized_input`), its weight (``weight()``, [N, K]) has rows of ±a/0 and
-            the policy agrees; else None."""
-            quantized = self._quantized_input(x)
+            :meth:`_quantized_input`) or rounded to DeepShift's fixed point of a byte
+            (``fixed``: ``(int_bits, frac_bits)`` of a compressed node, or the plain export's
+            rounding ops, :meth:`_fixed_point_input`), its weight (``weight()``, [N, K]) has
+            rows of a scale times small integers (``int8_dense.integer_rows``) and the policy
+            agrees; else None."""
+            if fixed is None:
+                plain = self._fixed_point_input(x)
+                if plain is not None:
+                    x, fixed = plain[0], plain[1:]
+            if fixed is not None:
+                quantized = self._fixed_point_as_uint8(x, *fixed)
+            else:
+                quantized = self._quantized_input(x)
+                if quantized is not None:
+                    quantized = (lambda q=quantized[0]: q,) + quantized[1:]
             if quantized is None:
                 return None
             from tvmopt.ops.int8_dense import int8_kernel
 
-            q, scale, zero_point = quantized
+            make_q, scale, zero_point = quantized
             w = np.asarray(weight(), np.float32)
             kern = int8_kernel(w.reshape(w.shape[0], -1), scale, zero_point)
             if kern is None:
@@ -261,7 +351,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if not picked.compressed:
                 return None
             kern.bias = None if bias is None else np.asarray(bias, np.float32)
-            return self._emit(kern, q, xshape, source, choice=picked.label)
+            return self._emit(kern, make_q(), xshape, source, choice=picked.label)
 
         # ---- ai.tvmopt placeholder ----
         def _lower_placeholder(self, call):
@@ -275,8 +365,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
                 return decode_weight(op, inputs, attrs)
 
-            if not kern.input_transform and not attrs.get("binarize_input"):
-                integer = self._int8(x, dense_weight, static_shape(x), f"ai.tvmopt:{op}", inputs.get("bias"))
+            if not attrs.get("binarize_input") and (not kern.input_transform or kern.input_transform[0] == "fixed"):
+                fixed = tuple(kern.input_transform[1:]) if kern.input_transform else None
+                integer = self._int8(x, dense_weight, static_shape(x), f"ai.tvmopt:{op}", inputs.get("bias"), fixed)
                 if integer is not None:
                     return integer
             return self._emit(kern, x, static_shape(x), f"ai.tvmopt:{op}", dense_weight=dense_weight)

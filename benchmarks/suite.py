@@ -14,10 +14,14 @@ does not depend on training); batch norms with non-trivial statistics.
 Variants, made with ``tvmopt.nn.compress``: ``shift-q`` and ``shift-ps`` (DeepShift's two
 trainings; the same ±2^p weights at inference), ``binary`` (±α weights, real inputs),
 ``binary-act`` (weights and activations binarized), ``ternary``, ``nm`` (2:4), and for the
-MLPs ``hashed``, ``fastfood``, ``ternary-q8`` and ``shift-q8`` (ternary weights, or DeepShift's
-4-bit shifts, each layer's input quantized to uint8: QuantizeLinear/DequantizeLinear in the
-export, integer products where the CPU has VNNI) and ``shift-fx8`` (4-bit shifts with DeepShift's
-own fixed-point activations of 8 bits, 3 integer and 4 fraction bits). In the CNNs the first convolution and the classifier stay
+MLPs ``hashed``, ``fastfood`` and ``shift-fx8`` (4-bit shifts with DeepShift's own fixed-point
+activations of 8 bits, 3 integer and 4 fraction bits); ``ternary-q8`` and ``shift-q8`` (ternary
+weights, or DeepShift's 4-bit shifts, each compressed layer's input quantized to uint8:
+QuantizeLinear/DequantizeLinear in the export, integer products where the CPU has VNNI; the
+CNNs' convolutions over a uint8 im2col). Quantized deep CNNs differ from onnxruntime by a
+quantum wherever an fp32 rounding difference before a quantizer moves a value across a rounding
+boundary, and the difference propagates: their *max rel err* (ResNet-18 about 5e-3) is that of
+tvmopt's own fp32 build of the same file too. In the CNNs the first convolution and the classifier stay
 fp32, as the papers keep them; the MLPs compress every layer.
 
 Every variant is exported as plain ONNX (standard ops: the file a user would otherwise deploy)
@@ -59,7 +63,7 @@ MODELS = CNNS + MLPS
 VARIANTS = ("shift-q", "shift-ps", "binary", "binary-act", "ternary", "ternary-q8", "shift-q8", "shift-fx8", "nm",
             "hashed", "fastfood")
 #: variants only the MLPs get
-MLP_ONLY = ("hashed", "fastfood", "ternary-q8", "shift-q8", "shift-fx8")
+MLP_ONLY = ("hashed", "fastfood", "shift-fx8")
 #: (compress method, its keyword arguments)
 METHOD = {"shift-q": ("shift", {"mode": "q"}), "shift-ps": ("shift", {"mode": "ps"}), "binary": ("binary", {}),
           "binary-act": ("binary", {"binarize_input": True}), "ternary": ("ternary", {}), "nm": ("nm", {}),
@@ -205,7 +209,7 @@ def goals(row: dict) -> dict:
     goal, memory = None, None
     if variant == "binary-act":
         goal = 4.0
-    elif model in CNNS and variant in ("shift-q", "shift-ps", "binary", "ternary", "nm"):
+    elif model in CNNS and variant in ("shift-q", "shift-ps", "binary", "ternary", "nm", "ternary-q8", "shift-q8"):
         goal, memory = 1.0, MEMORY_GOAL.get(variant)
     elif model in MLPS and batch <= 8:
         goal = MLP_GOAL.get(variant)

@@ -196,3 +196,38 @@ def test_deepshift_fixed_point_activations_of_a_byte_run_integer_products(tmp_pa
             assert families[:2] == ["int8_dense"] * 2
         else:
             assert "int8_dense" not in families
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stride,powers", [(1, 0), (2, 6)])
+def test_quantized_convolutions_run_uint8_im2col_and_integer_products(tmp_path, layout, stride, powers):
+    """Two QDQ convolutions (ternary or power-of-two weights, zero point 100: the padding is
+    the zero point, a dequantized 0), either layout: ``int8_dense`` over a uint8 im2col where
+    the CPU has VNNI, against onnxruntime without graph optimizations (with them it rewrites
+    QDQ + Conv to its own quantized conv); forced dense gives the same values."""
+    import onnxruntime as ort
+
+    from tvmopt.build.compile import compile_model
+    from tvmopt.testing.qdq import qdq_conv_model
+
+    path = qdq_conv_model(tmp_path / "conv.onnx", shape=(2, 16, 11, 11), out_channels=32, stride=stride,
+                          zero_point=100, powers=powers, layers=2)
+    x = np.random.default_rng(6).uniform(-4, 6, (2, 16, 11, 11)).astype(np.float32)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    built = compile_model(path, batch=2, records=tmp_path / "none", shipped=False, options=DetectOptions(layout=layout))
+    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    side = (11 + 2 - 3) // stride + 1
+    families = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
+    assert families == (["int8_dense"] * 2 if VNNI else families)
+    if VNNI:
+        assert built.lowered.layers[0].kernel == f"int8_dense:{2 * side * side}x32x144"
+        text = built.lowered.mod["main"].script(show_meta=False)
+        assert "im2col" in text
+        if layout == "nhwc":        # one transpose in (of the bytes), one out: the quantizers moved to NHWC
+            assert text.count("R.permute_dims") == 2
+    dense = compile_model(path, batch=2, records=tmp_path / "none", shipped=False,
+                          options=DetectOptions(layout=layout, kernels="dense"))
+    assert "int8_dense" not in [layer.kernel.split(":")[0] for layer in dense.lowered.layers]
+    np.testing.assert_allclose(dense(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -319,23 +319,34 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 x = source                          # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
 
-        def _int8(self, x, weight, xshape, source, bias=None, fixed=None):
-            """The layer on ``int8_dense`` when its input ``x`` is quantized (see
-            :meth:`_quantized_input`) or rounded to DeepShift's fixed point of a byte
-            (``fixed``: ``(int_bits, frac_bits)`` of a compressed node, or the plain export's
-            rounding ops, :meth:`_fixed_point_input`), its weight (``weight()``, [N, K]) has
-            rows of a scale times small integers (``int8_dense.integer_rows``) and the policy
-            agrees; else None."""
+        def _quantized(self, x, fixed=None):
+            """``(lazy uint8 tensor, scale, zero point)`` when ``x`` is quantized: ONNX's
+            QuantizeLinear then DequantizeLinear (:meth:`_quantized_input`), DeepShift's
+            fixed-point rounding of a byte (``fixed``: ``(int_bits, frac_bits)`` of a compressed
+            node's input, or the plain export's rounding ops, :meth:`_fixed_point_input`); else
+            None."""
             if fixed is None:
                 plain = self._fixed_point_input(x)
                 if plain is not None:
                     x, fixed = plain[0], plain[1:]
             if fixed is not None:
-                quantized = self._fixed_point_as_uint8(x, *fixed)
-            else:
-                quantized = self._quantized_input(x)
+                return self._fixed_point_as_uint8(x, *fixed)
+            quantized = self._quantized_input(x)
+            if quantized is not None:
+                return (lambda q=quantized[0]: q,) + quantized[1:]
+            moved = self._resolve(x)                # a transpose of a quantized tensor: transpose the bytes
+            if isinstance(moved, relax.Call) and moved.op.same_as(op_permute) and moved.attrs.axes is not None:
+                quantized = self._quantized_input(moved.args[0])
                 if quantized is not None:
-                    quantized = (lambda q=quantized[0]: q,) + quantized[1:]
+                    axes = [int(a) for a in moved.attrs.axes]
+                    return (lambda q=quantized[0]: self.builder_.emit(relax.op.permute_dims(q, axes)),) + quantized[1:]
+            return None
+
+        def _int8(self, x, weight, xshape, source, bias=None, fixed=None):
+            """The layer on ``int8_dense`` when its input ``x`` is quantized (:meth:`_quantized`),
+            its weight (``weight()``, [N, K]) has rows of a scale times small integers
+            (``int8_dense.integer_rows``) and the policy agrees; else None."""
+            quantized = self._quantized(x, fixed)
             if quantized is None:
                 return None
             from tvmopt.ops.int8_dense import int8_kernel
@@ -352,6 +363,46 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 return None
             kern.bias = None if bias is None else np.asarray(bias, np.float32)
             return self._emit(kern, make_q(), xshape, source, choice=picked.label)
+
+        def _int8_conv(self, x, w, geometry, source, nhwc):
+            """A convolution whose input is quantized (:meth:`_quantized`) and whose weight's
+            output channels are a scale times small integers: im2col of the uint8 input (the
+            zero point outside the image: a dequantized 0) and ``int8_dense`` over
+            [N*OH*OW, C*KH*KW] x [C*KH*KW, O], columns in the input's layout order; else None."""
+            quantized = self._quantized(x)
+            if quantized is None:
+                return None
+            from tvmopt.ops.int8_dense import int8_kernel
+
+            make_q, scale, zero_point = quantized
+            if nhwc:
+                n, h, wd, c = static_shape(x)
+            else:
+                n, c, h, wd = static_shape(x)
+            o, _, kh, kw = w.shape
+            (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
+            pt, pl, pb, pr = geometry["pads"]
+            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+            ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            order = np.transpose(w, (0, 2, 3, 1)) if nhwc else w          # columns (kh, kw, c) / (c, kh, kw)
+            kern = int8_kernel(np.asarray(order, np.float32).reshape(o, -1), scale, zero_point)
+            if kern is None:
+                return None
+            rows = n * oh * ow
+            suffix = "_nhwc" if nhwc else ""
+            dense_key = conv_key("conv2d" + suffix, _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))) \
+                if direct_conv(geometry, options) else _dense_key(rows, o, c * kh * kw)
+            picked = choose(options.kernels, "int8_dense", kern.key(rows), dense_key, rows, w.size, conv=True,
+                            cost=costs)
+            if not picked.compressed:
+                return None
+            cols = self.builder_.call_te(_im2col, make_q(), kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
+                                         nhwc=nhwc, fill=zero_point,
+                                         primfunc_name_hint="im2col_nhwc" if nhwc else "im2col")
+            y = self._emit(kern, cols, (rows, c * kh * kw), f"{source} {kh}x{kw}/{sh} (uint8 im2col)",
+                           report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}", choice=picked.label)
+            y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
+            return y if nhwc else relax.op.permute_dims(y, [0, 3, 1, 2])
 
         # ---- ai.tvmopt placeholder ----
         def _lower_placeholder(self, call):
@@ -384,6 +435,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             else:
                 n, c, h, wd = static_shape(x)
             suffix = "_nhwc" if nhwc else ""
+            if not binarized and not gpu:
+                integer = self._int8_conv(x, w, geometry, source, nhwc)
+                if integer is not None:
+                    return integer
             o, _, kh, kw = w.shape
             (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
             pt, pl, pb, pr = geometry["pads"]
@@ -618,29 +673,43 @@ def _schedule_im2col(mod):
         if not gv.name_hint.startswith("im2col") or type(func).__name__ != "PrimFunc":
             continue
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        rows, _ = sch.get_loops(sch.get_sblock("im2col"))
+        block = sch.get_sblock("im2col")
+        rows, cols = sch.get_loops(block)
         sch.parallel(rows)
+        channels = int(sch.get(block).reads[0].source.shape[-1])       # the input's last axis
+        if gv.name_hint.startswith("im2col_nhwc") and channels % 16 == 0:
+            # channels last: each tap's run of channels is contiguous, one bounds check per run
+            _, inner = sch.split(cols, [None, channels])
+            sch.vectorize(sch.split(inner, [None, 64 if channels % 64 == 0 else 16])[1])
         mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("global_symbol", gv.name_hint)
     return mod
 
 
-def _im2col(x, kh, kw, strides, pads, dilations, oh, ow):
-    """TE: patches [N*OH*OW, C*kh*kw] of NCHW ``x`` (zero outside the image)."""
+def _im2col(x, kh, kw, strides, pads, dilations, oh, ow, nhwc=False, fill=0):
+    """TE: patches [N*OH*OW, C*kh*kw] of NCHW ``x``, columns (c, kh, kw), or of NHWC ``x``
+    (``nhwc``), columns (kh, kw, c); ``fill`` outside the image (a uint8 input's zero point)."""
     import tvm
     from tvm import te
 
-    n, c, h, w = (int(d) for d in x.shape)
+    if nhwc:
+        n, h, w, c = (int(d) for d in x.shape)
+    else:
+        n, c, h, w = (int(d) for d in x.shape)
 
     def patch(r, q):
         b, rem = r // (oh * ow), r % (oh * ow)
         y, xx = rem // ow, rem % ow
-        ci, rq = q // (kh * kw), q % (kh * kw)
+        if nhwc:
+            rq, ci = q // c, q % c
+        else:
+            ci, rq = q // (kh * kw), q % (kh * kw)
         i, j = rq // kw, rq % kw
         hi = y * strides[0] + i * dilations[0] - pads[0]
         wi = xx * strides[1] + j * dilations[1] - pads[1]
         inside = tvm.tirx.all(hi >= 0, hi < h, wi >= 0, wi < w)
-        value = x[b, ci, tvm.tirx.max(tvm.tirx.min(hi, h - 1), 0), tvm.tirx.max(tvm.tirx.min(wi, w - 1), 0)]
-        return tvm.tirx.Select(inside, value, tvm.tirx.const(0.0, x.dtype))
+        hc, wc = tvm.tirx.max(tvm.tirx.min(hi, h - 1), 0), tvm.tirx.max(tvm.tirx.min(wi, w - 1), 0)
+        value = x[b, hc, wc, ci] if nhwc else x[b, ci, hc, wc]
+        return tvm.tirx.Select(inside, value, tvm.tirx.const(fill, x.dtype))
 
     return te.compute((n * oh * ow, c * kh * kw), patch, name="im2col")
 

@@ -681,7 +681,10 @@ def _schedule_im2col(mod):
             # channels last: each tap's run of channels is contiguous, one bounds check per run
             _, inner = sch.split(cols, [None, channels])
             sch.vectorize(sch.split(inner, [None, 64 if channels % 64 == 0 else 16])[1])
-        mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("global_symbol", gv.name_hint)
+        # opaque: fused with the quantize before it, the pair ran as a function that crashed
+        # (SIGSEGV) on 2 threads in ResNet-18's batch-16 QDQ build, and the im2col is scheduled already
+        mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("global_symbol", gv.name_hint) \
+            .with_attr("op_pattern", OPAQUE)
     return mod
 
 

@@ -225,6 +225,9 @@ def test_quantized_convolutions_run_uint8_im2col_and_integer_products(tmp_path, 
         assert built.lowered.layers[0].kernel == f"int8_dense:{2 * side * side}x32x144"
         text = built.lowered.mod["main"].script(show_meta=False)
         assert "im2col" in text
+        # the scheduled im2col is never re-fused with the quantize before it (that pair crashed on 2 threads)
+        assert not [gv.name_hint for gv, _ in built.mod.functions_items()
+                    if "im2col" in gv.name_hint and "quantize" in gv.name_hint]
         if layout == "nhwc":        # one transpose in (of the bytes), one out: the quantizers moved to NHWC
             assert text.count("R.permute_dims") == 2
     dense = compile_model(path, batch=2, records=tmp_path / "none", shipped=False,

@@ -14,11 +14,10 @@ kernel on its default config against the dense kernel of the same layer, one qui
 in BENCHMARKS.md, one per vector width: the thresholds below are the AVX-512 table's, from Zen 5,
 with the exceptions measured since: ``TILE_DECODE_DENSE``, the AVX-512 convolution rules). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
 product and win at every size, as does ``int8_dense`` (quantized activations, offered only
-where the CPU has VNNI: 4 bytes of K per lane per instruction; on Zen 4, one-layer QDQ models
-with the model's entry quantize and transposes: convolutions over a uint8 im2col 1.1 to 2.5x the
-fp32 conv of the dequantized input from 32 channels, 0.4 to 0.5x at 16 channels on 32 x 32
-maps, 0.51x at 32 on 32 x 32; in a network they pay at every size: ResNet-20 ternary-q8 1.44x
-the all-fp32 build at batch 1 and 1.75x at 16, 1.29x and 1.48x with its 16-channel stage kept fp32). At one row the decoded kernels (binary, ternary, shift, 2:4
+where the CPU has VNNI: 4 bytes of K per lane per instruction; on Zen 4, ``benchmarks/int8.py``:
+MatMuls 3.6 to 13.8x the fp32 product of the dequantized input, one-layer QDQ convolutions over a
+uint8 im2col 1.2 to 3.2x the fp32 direct conv, the model's entry quantize and transposes
+included, from 16 channels on 32 x 32 maps to 512 on 7 x 7, batch 1 and 16). At one row the decoded kernels (binary, ternary, shift, 2:4
 decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096: 1.1x against
 the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
 rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to

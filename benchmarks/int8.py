@@ -47,6 +47,20 @@ def _without_qdq(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _medians(fns: dict, rounds: int) -> dict:
+    """Each function's median over ``rounds`` interleaved rounds (seconds per call)."""
+    samples = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            time.sleep(0.1)
+            samples[key].append(median_seconds(fn, 0.2))
+    return {key: statistics.median(v) for key, v in samples.items()}
+
+
+def _rel_err(got, want) -> float:
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -74,15 +88,10 @@ def main() -> None:
         fp32_act = compile_model(fp32, target, records=none, shipped=False)
         sess = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
         want = sess.run(None, {"x": x})[0]
-        err = float(np.abs(auto(x) - want).max() / max(float(np.abs(want).max()), 1e-30))
+        err = _rel_err(auto(x), want)
         fns = {"auto": lambda: auto(x), "dense": lambda: dense(x), "fp32 act": lambda: fp32_act(x),
                "ort": lambda: sess.run(None, {"x": x})}
-        samples = {key: [] for key in fns}
-        for _ in range(args.rounds):
-            for key, fn in fns.items():
-                time.sleep(0.1)
-                samples[key].append(median_seconds(fn, 0.2))
-        med = {key: statistics.median(v) for key, v in samples.items()}
+        med = _medians(fns, args.rounds)
         row = {"m": m, "k": k, "n": n, "kernel": auto.lowered.layers[0].kernel,
                "fp32_act_kernel": fp32_act.lowered.layers[0].kernel, "max_rel_err": err,
                **{f"{key.replace(' ', '_')}_us": v * 1e6 for key, v in med.items()},
@@ -102,15 +111,10 @@ def main() -> None:
         exact = ort.SessionOptions()
         exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         want = ort.InferenceSession(str(path), exact, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-        err = float(np.abs(auto(x) - want).max() / max(float(np.abs(want).max()), 1e-30))
+        err = _rel_err(auto(x), want)
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         fns = {"auto": lambda: auto(x), "dense": lambda: dense(x), "ort": lambda: sess.run(None, {"x": x})}
-        samples = {key: [] for key in fns}
-        for _ in range(args.rounds):
-            for key, fn in fns.items():
-                time.sleep(0.1)
-                samples[key].append(median_seconds(fn, 0.2))
-        med = {key: statistics.median(v) for key, v in samples.items()}
+        med = _medians(fns, args.rounds)
         row = {"batch": b, "channels": c, "side": side, "out": o, "stride": stride,
                "kernel": auto.lowered.layers[0].kernel, "max_rel_err": err,
                **{f"{key}_us": v * 1e6 for key, v in med.items()},

@@ -17,6 +17,13 @@ class Bindings:
             expr = bound
         return expr
 
+    def _call(self, expr, name: str):
+        """The call ``expr`` resolves to (through bindings) when it is ``relax.<name>``, else None."""
+        from tvm import relax
+
+        call = self._resolve(expr)
+        return call if isinstance(call, relax.Call) and getattr(call.op, "name", "") == f"relax.{name}" else None
+
     def _const(self, expr):
         """numpy value of a constant (through variable bindings), else None."""
         from tvm import relax

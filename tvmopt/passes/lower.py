@@ -123,11 +123,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
             if gpu or not current().vnni:
                 return None
-            dq = self._resolve(expr)
-            if not (isinstance(dq, relax.Call) and dq.op.name == "relax.dequantize"):
-                return None
-            q = self._resolve(dq.args[0])
-            if not (isinstance(q, relax.Call) and q.op.name == "relax.quantize"):
+            dq = self._call(expr, "dequantize")
+            q = None if dq is None else self._call(dq.args[0], "quantize")
+            if q is None:
                 return None
             values = [self._const(a) for a in (dq.args[1], dq.args[2], q.args[1], q.args[2])]
             if any(v is None or v.size != 1 for v in values):
@@ -145,14 +143,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if clamped is None:
                 return None
             inner, lo, hi = clamped
-            mul = self._resolve(inner)
-            if not (isinstance(mul, relax.Call) and mul.op.name == "relax.multiply"):
-                return None
-            rnd = self._resolve(mul.args[0])
-            if not (isinstance(rnd, relax.Call) and rnd.op.name == "relax.round"):
-                return None
-            div = self._resolve(rnd.args[0])
-            if not (isinstance(div, relax.Call) and div.op.name == "relax.divide"):
+            mul = self._call(inner, "multiply")
+            rnd = None if mul is None else self._call(mul.args[0], "round")
+            div = None if rnd is None else self._call(rnd.args[0], "divide")
+            if div is None:
                 return None
             steps = [self._const(a) for a in (div.args[1], mul.args[1])]
             if any(v is None or v.size != 1 for v in steps) or steps[0].reshape(-1)[0] != steps[1].reshape(-1)[0]:
@@ -171,30 +165,26 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             """``(x, lo, hi)`` with float bounds when ``expr`` clamps ``x``: ``relax.clip``, or
             ``minimum(maximum(x, lo), hi)`` as ops or as the ONNX importer's TE functions (its
             Clip with bound inputs); else None."""
-            c = self._resolve(expr)
-            if not isinstance(c, relax.Call):
-                return None
-            if c.op.name == "relax.clip":
+            clip = self._call(expr, "clip")
+            if clip is not None:
                 try:
-                    return c.args[0], float(c.args[1].value.value), float(c.args[2].value.value)
+                    return clip.args[0], float(clip.args[1].value.value), float(clip.args[2].value.value)
                 except (AttributeError, TypeError):
                     return None
 
-            def parts(call, name):
-                if not isinstance(call, relax.Call):
-                    return None
-                if call.op.name == f"relax.{name}":
+            def parts(expr, name):
+                call, te = self._call(expr, name), self._call(expr, "call_tir")
+                if call is not None:
                     args = call.args
-                elif call.op.name == "relax.call_tir" and call.args[0].name_hint.startswith(name) \
-                        and len(call.args[1].fields) == 2:
-                    args = call.args[1].fields
+                elif te is not None and te.args[0].name_hint.startswith(name) and len(te.args[1].fields) == 2:
+                    args = te.args[1].fields
                 else:
                     return None
                 bound = self._const(args[1])
                 return None if bound is None or bound.size != 1 else (args[0], float(bound.reshape(-1)[0]))
 
-            upper = parts(c, "minimum")
-            lower = parts(self._resolve(upper[0]), "maximum") if upper else None
+            upper = parts(expr, "minimum")
+            lower = None if upper is None else parts(upper[0], "maximum")
             return None if lower is None else (lower[0], lower[1], upper[1])
 
         def _fixed_point_as_uint8(self, x, int_bits: int, frac_bits: int):
@@ -364,26 +354,22 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern.bias = None if bias is None else np.asarray(bias, np.float32)
             return self._emit(kern, make_q(), xshape, source, choice=picked.label)
 
-        def _int8_conv(self, x, w, geometry, source, nhwc):
+        def _int8_conv(self, x, w, geometry, source, nhwc, sizes):
             """A convolution whose input is quantized (:meth:`_quantized`) and whose weight's
             output channels are a scale times small integers: im2col of the uint8 input (the
             zero point outside the image: a dequantized 0) and ``int8_dense`` over
-            [N*OH*OW, C*KH*KW] x [C*KH*KW, O], columns in the input's layout order; else None."""
+            [N*OH*OW, C*KH*KW] x [C*KH*KW, O], columns in the input's layout order; else None.
+            ``sizes``: (N, C, H, W, OH, OW), as :meth:`_conv` read them."""
             quantized = self._quantized(x)
             if quantized is None:
                 return None
             from tvmopt.ops.int8_dense import int8_kernel
 
             make_q, scale, zero_point = quantized
-            if nhwc:
-                n, h, wd, c = static_shape(x)
-            else:
-                n, c, h, wd = static_shape(x)
+            n, c, h, wd, oh, ow = sizes
             o, _, kh, kw = w.shape
             (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
             pt, pl, pb, pr = geometry["pads"]
-            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-            ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
             order = np.transpose(w, (0, 2, 3, 1)) if nhwc else w          # columns (kh, kw, c) / (c, kh, kw)
             kern = int8_kernel(np.asarray(order, np.float32).reshape(o, -1), scale, zero_point)
             if kern is None:
@@ -435,15 +421,15 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             else:
                 n, c, h, wd = static_shape(x)
             suffix = "_nhwc" if nhwc else ""
-            if not binarized and not gpu:
-                integer = self._int8_conv(x, w, geometry, source, nhwc)
-                if integer is not None:
-                    return integer
             o, _, kh, kw = w.shape
             (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
             pt, pl, pb, pr = geometry["pads"]
             oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
             ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            if not binarized and not gpu:
+                integer = self._int8_conv(x, w, geometry, source, nhwc, (n, c, h, wd, oh, ow))
+                if integer is not None:
+                    return integer
             kern = detect_once(w.reshape(o, -1))
             direct = direct_conv(geometry, options)
             found, choice = kern.structure, ""

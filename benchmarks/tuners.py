@@ -49,6 +49,8 @@ PAPER_BUDGET = 32
 REPLAY_DIR = ROOT / "logs" / "replay"
 #: the CPU kind whose tables chose the tuners' defaults (its section keeps the name tuners_replay)
 DEFAULT_CPU = "llvm-znver5-2c"
+#: the CPU kind and budget of the first live section (it keeps the name tuners_live; others get a suffix)
+FIRST_LIVE = ("llvm-emeraldrapids-2c", 64)
 
 
 def tables(cpu: str = DEFAULT_CPU) -> list[Path]:
@@ -190,8 +192,9 @@ def verdict_live(summaries, references) -> list[str]:
 
 
 def run_live(args, info) -> None:
-    out = ROOT / "logs" / "compare" / "bench-live"
     target = parse_target("llvm")
+    suffix = "" if (target.key, args.trials) == FIRST_LIVE else f"_{target.key}_{args.trials}"
+    out = ROOT / "logs" / "compare" / f"bench-live{suffix}"
     task = get_task(args.workload)
     how = f"live on {info['cpu']} ({target.key})"
     if args.from_logs:
@@ -205,17 +208,23 @@ def run_live(args, info) -> None:
         for ref in previous:
             result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
         result.save(out)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
+    else:   # resumes: complete runs in `out` are read back, and an earlier MetaSchedule row is kept
+        saved = out / "summary.json"
+        previous = json.loads(saved.read_text()).get("references", []) if saved.exists() else []
         with LocalMeasurer(target, run_timeout=10) as measurer:
-            result = compare(task, measurer, target.key, LIVE_TUNERS, args.trials, args.repeats, out)
-        if not args.no_metaschedule:
+            result = compare(task, measurer, target.key, LIVE_TUNERS, args.trials, args.repeats, out, resume=True)
+        kept = [r for r in previous if r["name"] == "metaschedule" and r["trials"] == args.trials]
+        for ref in kept:
+            result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
+        if kept:
+            result.save(out)
+        elif not args.no_metaschedule:
             add_metaschedule_reference(result, target, out)
     summary = json.loads((out / "summary.json").read_text())
-    write_json("tuners_live", {"machine": info, "how": how, **summary})
-    shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / "tuners_live.png")
+    write_json(f"tuners_live{suffix}", {"machine": info, "how": how, **summary})
+    shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / f"tuners_live{suffix}.png")
     text = "\n".join([
-        "## Tuners' search cost: live",
+        "## Tuners' search cost: live" + (f", {target.key}, {args.trials} trials" if suffix else ""),
         "",
         f"`python benchmarks/tuners.py live --workload {task.key} --repeats {args.repeats} --trials {args.trials}`: "
         f"{how}; {info['date']}, commit {info['commit']}. Seeds 0..{args.repeats - 1} for every tuner, same budget, "
@@ -223,16 +232,16 @@ def run_live(args, info) -> None:
         f"together in 5 interleaved rounds at the end; the best column is the re-measured best (the in-run "
         f"figure in brackets). The reference for the trial columns is the best in-run figure of any run, so "
         f"they are only indicative live. Measuring time = build + run seconds of the candidates. "
-        f"Logs: `logs/compare/bench-live/`.",
+        f"Logs: `logs/compare/bench-live{suffix}/`.",
         "",
         result.markdown(),
         "",
-        "![convergence](benchmarks/results/tuners_live.png)",
+        f"![convergence](benchmarks/results/tuners_live{suffix}.png)",
         "",
         "Against the goals:",
         *verdict_live(result.summaries, result.references),
     ])
-    update_section("tuners_live", text)
+    update_section(f"tuners_live{suffix}", text)
     print(text)
 
 

@@ -120,6 +120,30 @@ def test_compare_on_replay_writes_logs_summary_and_plot(table, tmp_path):
     assert "| gbfs |" in result.markdown()
 
 
+def test_compare_resumes_complete_runs_and_reruns_torn_ones(table, tmp_path):
+    m = ReplayMeasurer(table)
+    first = compare(m.task, m, "synthetic", ["gbfs", "random"], trials=20, repeats=2, log_dir=tmp_path,
+                    space=m.space, progress=False)
+    kept = (tmp_path / "gbfs_seed0.jsonl").read_text()
+    torn = tmp_path / "random_seed1.jsonl"
+    torn.write_text("".join(torn.read_text().splitlines(keepends=True)[:7]) + '{"task": "gemm')  # killed mid-write
+
+    class Counting(ReplayMeasurer):
+        calls = 0
+
+        def measure(self, key, configs):
+            Counting.calls += len(configs)
+            return super().measure(key, configs)
+
+    again = compare(m.task, Counting(table), "synthetic", ["gbfs", "random"], trials=20, repeats=2,
+                    log_dir=tmp_path, space=m.space, progress=False, resume=True)
+    assert Counting.calls == 20                     # only the torn run was measured again
+    assert (tmp_path / "gbfs_seed0.jsonl").read_text() == kept
+    assert len(torn.read_text().splitlines()) == 20
+    for a, b in zip(first.runs, again.runs):      # same seeds, same table: the same runs
+        assert (a.tuner, a.seed, a.configs, a.costs) == (b.tuner, b.seed, b.configs, b.costs)
+    assert [s.best_gflops for s in again.summaries] == [s.best_gflops for s in first.summaries]
+
 def test_bad_replay_table_is_a_user_error(tmp_path):
     from tvmopt.errors import UserError
 

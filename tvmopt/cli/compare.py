@@ -43,7 +43,10 @@ def add_parser(sub) -> None:
                            "tvmopt, or 'all' (every shipped table, two at a time; one line per table and the "
                            "median ratios to XGBoost)")
     comp.add_argument("--batch-size", type=positive_int, default=8)
-    comp.add_argument("--out", metavar="DIR", help="output directory (default: ./tvmopt-compare/<workload>-<mode>-<time> under the current directory)")
+    comp.add_argument("--out", metavar="DIR",
+                      help="output directory (default: ./tvmopt-compare/<workload>-<mode>-<time> under the current "
+                           "directory); a DIR of an earlier comparison is resumed: its complete runs are read back, "
+                           "the others run")
     rpc_options(comp)
     comp.add_argument("--metaschedule", action="store_true",
                       help="live mode: add one MetaSchedule run with the same trial budget as a reference row")
@@ -85,7 +88,7 @@ def cmd_compare(args) -> int:
         raise UserError("--metaschedule needs live measurement; it cannot replay a table")
     with measurer:
         result = compare(task, measurer, target_key, tuners, args.trials, args.repeats, out, space=space,
-                         batch_size=args.batch_size, progress=not args.quiet)
+                         batch_size=args.batch_size, progress=not args.quiet, resume=args.out is not None)
     if args.metaschedule:
         add_metaschedule_reference(result, target, out)
     print(result.markdown())

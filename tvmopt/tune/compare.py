@@ -234,8 +234,13 @@ def compare(
     space: Space | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    resume: bool = False,
 ) -> Comparison:
-    """Run every tuner ``repeats`` times (seeds 0..repeats-1) with the same budget and measurer."""
+    """Run every tuner ``repeats`` times (seeds 0..repeats-1) with the same budget and measurer.
+
+    With ``resume``, a run whose log in ``log_dir`` is complete (``trials`` records of this
+    space) is read back instead of run again, so a killed comparison goes on where it stopped;
+    an incomplete log is run again from its start (a tuner's state is not saved mid-run)."""
     for name in tuners:
         check_tuner(name)
     if trials < 1 or repeats < 1:
@@ -250,8 +255,13 @@ def compare(
                dynamic_ncols=True)
     for name in tuners:
         for seed in range(repeats):
-            run = Run(name, seed)
             log = log_dir / log_name(name, seed)
+            done = _finished_run(log, name, seed, trials, fingerprint) if resume else None
+            if done is not None:
+                runs.append(done)
+                bar.update(trials)
+                continue
+            run = Run(name, seed)
             bar.set_description(f"{name} seed {seed}")
 
             def measure(configs, run=run, log=log):
@@ -277,6 +287,25 @@ def compare(
         remeasure_bests(task, measurer, runs, progress)
         save_remeasured(log_dir, runs)
     return summarize_runs(task, space, runs, trials, measurer, log_dir)
+
+
+def _finished_run(log: Path, tuner: str, seed: int, trials: int, fingerprint: str) -> Run | None:
+    """The run a complete log holds (``trials`` readable records of this space), else None."""
+    if not log.exists():
+        return None
+    try:
+        records = [Record.from_line(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, KeyError, TypeError):
+        return None                       # a torn or foreign log: run again
+    if len(records) != trials or any(r.space != fingerprint for r in records):
+        return None
+    run, spent = Run(tuner, seed), 0.0
+    for record in records:
+        spent += record.build_s + record.run_s
+        run.costs.append(record.cost)
+        run.seconds.append(spent)
+        run.configs.append(record.config)
+    return run
 
 
 #: a live comparison's re-measured bests (seconds per run, by log name), next to its logs, so a

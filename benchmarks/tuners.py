@@ -49,8 +49,8 @@ PAPER_BUDGET = 32
 REPLAY_DIR = ROOT / "logs" / "replay"
 #: the CPU kind whose tables chose the tuners' defaults (its section keeps the name tuners_replay)
 DEFAULT_CPU = "llvm-znver5-2c"
-#: the CPU kind and budget of the first live section (it keeps the name tuners_live; others get a suffix)
-FIRST_LIVE = ("llvm-emeraldrapids-2c", 64)
+#: CPU kind, workload and budget of the first live section (it keeps the name tuners_live; others get a suffix)
+FIRST_LIVE = ("llvm-emeraldrapids-2c", "gemm:1024x1024x1024", 64)
 
 
 def tables(cpu: str = DEFAULT_CPU) -> list[Path]:
@@ -193,9 +193,10 @@ def verdict_live(summaries, references) -> list[str]:
 
 def run_live(args, info) -> None:
     target = parse_target("llvm")
-    suffix = "" if (target.key, args.trials) == FIRST_LIVE else f"_{target.key}_{args.trials}"
-    out = ROOT / "logs" / "compare" / f"bench-live{suffix}"
     task = get_task(args.workload)
+    suffix = ("" if (target.key, task.key, args.trials) == FIRST_LIVE else
+              f"_{target.key}_{task.key.replace(':', '_')}_{args.trials}")
+    out = ROOT / "logs" / "compare" / f"bench-live{suffix}"
     how = f"live on {info['cpu']} ({target.key})"
     if args.from_logs:
         previous = json.loads((out / "summary.json").read_text()).get("references", [])
@@ -224,7 +225,7 @@ def run_live(args, info) -> None:
     write_json(f"tuners_live{suffix}", {"machine": info, "how": how, **summary})
     shutil.copy(out / "convergence.png", ROOT / "benchmarks" / "results" / f"tuners_live{suffix}.png")
     text = "\n".join([
-        "## Tuners' search cost: live" + (f", {target.key}, {args.trials} trials" if suffix else ""),
+        "## Tuners' search cost: live" + (f", {target.key}, `{task.key}`, {args.trials} trials" if suffix else ""),
         "",
         f"`python benchmarks/tuners.py live --workload {task.key} --repeats {args.repeats} --trials {args.trials}`: "
         f"{how}; {info['date']}, commit {info['commit']}. Seeds 0..{args.repeats - 1} for every tuner, same budget, "

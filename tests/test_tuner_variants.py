@@ -83,6 +83,30 @@ def test_move_credit_prefers_the_kinds_of_move_that_paid():
     assert space.initial()[1][2] < tuner.best_config[1][2]
 
 
+
+@pytest.mark.parametrize("roots", [1, 3])
+def test_na2c_rollouts_start_at_one_of_the_fastest_configs(roots):
+    space = Space("s", (Split("m", 16, 3), Split("n", 64, 3)))
+
+    def cost(config):
+        return 1.0 / config[1][2] + 0.01 * config[0][0]
+
+    tuner = make_tuner(f"na2c:roots={roots}", space, seed=1)
+    first = tuner.next_batch(4)                 # the start alone
+    tuner.observe(first, [cost(c) for c in first])
+    starts = []
+    for _ in range(6):
+        ranked = sorted(tuner.costs, key=tuner.costs.get)[:roots]
+        seen = len(tuner._transitions)
+        batch = tuner.next_batch(4)
+        starts.append(({t[0] for t in tuner._transitions[seen:] if t[3]}, set(ranked)))
+        tuner.observe(batch, [cost(c) for c in batch])
+    assert all(used and used <= allowed for used, allowed in starts)
+    if roots > 1:   # the runners-up get rollouts too, not only the best
+        assert any(len(used) > 1 for used, _ in starts[1:])
+    with pytest.raises(UserError, match="roots must be at least 1"):
+        make_tuner("na2c:roots=0", space)
+
 @pytest.mark.parametrize("workload", ["dense:64x1024x1024", "conv2d:1x64x56x56x64x3x3x1x1",
                                       "binary_dense:16x1024x1024"])
 def test_table_members_are_connected_and_hold_untiled_and_start(workload):

@@ -11,6 +11,10 @@ The tuner rolls the policy out (epsilon-greedy, 0.1) to collect unmeasured confi
 loop reports their costs, every transition whose two ends are measured goes into an SB3
 rollout buffer and A2C takes ``grad_steps`` gradient steps on it (1 in the paper), so the
 policy trains online as measurements arrive and measured states cost nothing to revisit.
+
+``roots``: each rollout starts at one of the ``roots`` fastest configs measured so far, drawn
+uniformly (1, the paper: always the best). More than one keeps a rollout budget on the
+runners-up, where a search stuck around one optimum finds the way to another.
 """
 
 from __future__ import annotations
@@ -114,12 +118,15 @@ class NA2CTuner(Tuner):
     name = "na2c"
 
     def __init__(self, space, seed: int = 0, horizon: int = 3, epsilon: float = 0.1, hidden: int = 128,
-                 learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1, start: str = "heuristic"):
+                 learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1, start: str = "heuristic",
+                 roots: int = 1):
         super().__init__(space, seed)
         self._start = self.start_config(start)
         if grad_steps < 1:
             raise ValueError("grad_steps must be at least 1")
-        self.grad_steps = grad_steps
+        if roots < 1:
+            raise ValueError("roots must be at least 1")
+        self.grad_steps, self.roots = grad_steps, roots
         from stable_baselines3 import A2C
         from stable_baselines3.common.logger import configure
 
@@ -152,10 +159,11 @@ class NA2CTuner(Tuner):
         if not self.visited:
             return [self._start]
         batch: list[Config] = []
+        roots = self._roots()
         for _ in range(20 * n):
             if len(batch) >= n:
                 break
-            state = self.best_config or self._start
+            state = roots[0] if len(roots) == 1 else self.rng.choice(roots)  # one root draws nothing
             for step in range(self.horizon):
                 acted = self._act(state)
                 if acted is None:
@@ -168,6 +176,13 @@ class NA2CTuner(Tuner):
                         break
                 state = new
         return self.random_fill(batch, n)  # the neighbourhood is used up: explore at random
+
+    def _roots(self) -> list[Config]:
+        """Where rollouts start: the ``roots`` fastest measured configs (the start before any)."""
+        if self.roots == 1 or not self.costs:
+            return [self.best_config or self._start]
+        ranked = sorted((c for c in self.costs if math.isfinite(self.costs[c])), key=self.costs.__getitem__)
+        return ranked[:self.roots] or [self.best_config or self._start]
 
     # ---- learning: one A2C step on every transition whose ends are both measured
     def update(self, configs, costs) -> None:

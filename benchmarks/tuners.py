@@ -156,7 +156,8 @@ def run_replay(args, info) -> None:
             "Local searches start where live runs start: the space's heuristic start where it has one (`start` "
             "column), else the untiled config; global ones measure that start first.") +
         " `noise`: median spread of the table's fastest 1% over "
-        f"5 interleaved re-measurements. Tables marked (tuning) chose the default settings of `gbfs` and `na2c` "
+        f"5 interleaved re-measurements (in brackets: how many configs lie within that spread of the optimum, "
+        f"which the measurements cannot tell apart from it). Tables marked (tuning) chose the default settings of `gbfs` and `na2c` "
         f"(`tuners/__init__.py`); the aggregate is over the others (held out). `-paper` variants keep the "
         f"paper's settings. Logs: `logs/compare/bench-replay{suffix}/`.",
         "",

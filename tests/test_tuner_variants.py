@@ -239,6 +239,9 @@ def test_compare_tables_and_aggregate(table, tmp_path):
     rows = compare_tables([table, second], ["gbfs", "xgb", "random"], trials=40, repeats=2, log_dir=tmp_path / "logs",
                           held_out=lambda p: p.name == "second.json", extra_budget=8)
     assert [r["held_out"] for r in rows] == [False, True] and rows[1]["noise"] == 0.03
+    costs = [e[1] for e in data["entries"] if e[1] is not None]
+    within = sum(c <= min(costs) * 1.03 for c in costs)
+    assert rows[0]["within_noise"] is None and rows[1]["within_noise"] == within >= 1
     assert (tmp_path / "logs" / "second" / "gbfs_seed1.jsonl").exists()
     agg = aggregate_tables(rows, ["gbfs", "xgb", "random"])
     held = rows[1]["tuners"]
@@ -247,7 +250,7 @@ def test_compare_tables_and_aggregate(table, tmp_path):
         assert agg["gbfs"]["vs_xgb_median"] == pytest.approx(expected)
     assert agg["xgb"]["vs_xgb_at_budget"] == pytest.approx(1.0)
     md = tables_markdown(rows, ["gbfs", "xgb", "random"], agg)
-    assert "(tuning)" in md and "3.0%" in md and "aggregate" in md
+    assert "(tuning)" in md and f"3.0% ({within})" in md and "aggregate" in md
 
 
 def test_every_shipped_replay_table_loads_and_replays():

@@ -4,6 +4,7 @@
     python benchmarks/tuners.py live [--workload gemm:1024x1024x1024] [--repeats 5] [--trials 64]
     python benchmarks/tuners.py replay --cpu llvm-znver4-2c      # the tables measured on that CPU kind
     python benchmarks/tuners.py transfer                         # tables of one workload on two CPUs
+    python benchmarks/tuners.py defaults [--repeats 10]          # candidate settings on the tuning tables
 
 replay: every tuner variant on the shipped replay tables of one CPU kind (logs/replay/*_<target
 key>.json, ``--cpu``, default ``DEFAULT_CPU``; exact, and random search's expected curve comes
@@ -17,6 +18,8 @@ and N-A2C reaches 95% of the optimum in <= 0.6x XGBoost's trials with a score >=
 <= 0.3x random's trials, and neither worse than 1.2x XGBoost on any table. The paper's claim
 (a kernel 24% faster than XGBoost's after exploring a sliver of the space) is checked at a
 budget of PAPER_BUDGET trials on every table.
+defaults: the candidate settings of DEFAULT_CANDIDATES on the tuning tables of every CPU kind
+(resumable: complete runs in its logs are read back), the evidence for the defaults.
 live: the same tuners measured on this machine, each run's 3 best configs re-measured together
 at the end (the reported best), plus one MetaSchedule run with the same budget. Goal: G-BFS
 and N-A2C median re-measured best >= XGBoost's and >= MetaSchedule's.
@@ -46,6 +49,8 @@ LIVE_TUNERS = ["gbfs", "na2c", "xgb", "random"]
 #: tables whose results chose the defaults of gbfs and na2c (the rest are held out)
 TUNING_TABLES = ("gemm_256x256x256", "dense_64x1024x1024")
 PAPER_BUDGET = 32
+#: settings tried on the tuning tables (mode ``defaults``); the defaults are the best of them there
+DEFAULT_CANDIDATES = ["gbfs", "gbfs:rho=3", "gbfs:rho=8", "na2c", "na2c:roots=3", "xgb", "random"]
 REPLAY_DIR = ROOT / "logs" / "replay"
 #: the CPU kind whose tables chose the tuners' defaults (its section keeps the name tuners_replay)
 DEFAULT_CPU = "llvm-znver5-2c"
@@ -169,6 +174,30 @@ def run_replay(args, info) -> None:
         *verdict,
     ])
     update_section(f"tuners_replay{suffix}", text)
+    print(text)
+
+
+def run_defaults(args, info) -> None:
+    """The candidates on every CPU kind's tuning tables: which settings the defaults are."""
+    out = ROOT / "logs" / "compare" / "bench-defaults"
+    paths = [p for p in sorted(REPLAY_DIR.glob("*.json")) if not held_out(p)]
+    rows = compare_tables(paths, DEFAULT_CANDIDATES, args.trials, args.repeats, out, jobs=args.jobs,
+                          held_out=lambda p: True, resume=True)   # "held out" here only feeds the aggregate
+    agg = aggregate_tables(rows, DEFAULT_CANDIDATES)
+    for r in rows:
+        r["held_out"] = False
+    write_json("tuners_defaults", {"machine": info, "trials": args.trials, "repeats": args.repeats,
+                                   "candidates": DEFAULT_CANDIDATES, "tables": rows, "aggregate": agg})
+    text = "\n".join([
+        "## Tuners' search cost: choosing the defaults (`benchmarks/tuners.py defaults`)", "",
+        f"`python benchmarks/tuners.py defaults --repeats {args.repeats} --trials {args.trials}`: candidate "
+        f"settings on the tuning tables of every CPU kind ({', '.join(sorted({p.stem.rsplit('_', 1)[-1] for p in paths}))}); "
+        f"{info['date']}, commit {info['commit']}. Cells as in the replay sections; the aggregate is over these "
+        f"tuning tables. `gbfs` and `na2c` (`tuners/__init__.py`) are the defaults; the others vary one setting. "
+        "The held-out tables judge the defaults (the replay sections).", "",
+        tables_markdown(rows, DEFAULT_CANDIDATES, agg, over="tuning tables"),
+    ])
+    update_section("tuners_defaults", text)
     print(text)
 
 
@@ -299,7 +328,7 @@ def run_transfer(args, info) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["replay", "live", "transfer"])
+    parser.add_argument("mode", choices=["replay", "live", "transfer", "defaults"])
     parser.add_argument("--cpu", default=DEFAULT_CPU, help="replay: the target key whose tables to compare "
                                                            f"(default: {DEFAULT_CPU})")
     parser.add_argument("--workload", default="gemm:1024x1024x1024")
@@ -312,10 +341,10 @@ def main() -> None:
     parser.add_argument("--from-logs", action="store_true",
                         help="summarize the logs of the last run again (and its MetaSchedule row) instead of running")
     args = parser.parse_args()
-    args.repeats = args.repeats or (25 if args.mode == "replay" else 5)
-    args.trials = args.trials or (300 if args.mode == "replay" else 64)
+    args.repeats = args.repeats or {"replay": 25, "defaults": 10}.get(args.mode, 5)
+    args.trials = args.trials or (64 if args.mode == "live" else 300)
     info = machine()
-    {"replay": run_replay, "live": run_live, "transfer": run_transfer}[args.mode](args, info)
+    {"replay": run_replay, "live": run_live, "transfer": run_transfer, "defaults": run_defaults}[args.mode](args, info)
 
 
 if __name__ == "__main__":

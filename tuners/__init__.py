@@ -3,7 +3,8 @@
 A tuner is named by a *variant*: a strategy plus settings. ``TUNERS`` lists the named ones
 (``gbfs-paper`` and ``na2c-paper`` keep the settings of Zhang et al. 2019, so `tvmopt compare`
 can still check the paper's claim; ``gbfs`` and ``na2c`` are this project's defaults, chosen
-on the tuning replay tables and checked on the held-out ones: BENCHMARKS.md). Any setting can
+on the tuning replay tables of every CPU kind (``benchmarks/tuners.py defaults``) and checked on
+the held-out ones: BENCHMARKS.md). Any setting can
 be given after colons: ``gbfs:rho=8:pick=credit`` or ``na2c-paper:grad_steps=4``.
 """
 

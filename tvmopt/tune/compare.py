@@ -412,7 +412,7 @@ def _compare_table(job) -> dict:
     """Every tuner on one replay table; one worker process (one core) per table."""
     import os
 
-    path, tuners, trials, repeats, log_dir, held_out, extra_budget, use_start = job
+    path, tuners, trials, repeats, log_dir, held_out, extra_budget, use_start, resume = job
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import torch
@@ -422,7 +422,7 @@ def _compare_table(job) -> dict:
         pass
     measurer = ReplayMeasurer(path, use_start)
     result = compare(measurer.task, measurer, measurer.header.get("target", "replay"), tuners, trials, repeats,
-                     Path(log_dir), space=measurer.space, progress=False)
+                     Path(log_dir), space=measurer.space, progress=False, resume=resume)
     by = {s.tuner: s for s in result.summaries}
     budget = min(extra_budget or trials, trials)
     noise = (measurer.header.get("noise") or {}).get("spread_median")
@@ -441,17 +441,18 @@ def _compare_table(job) -> dict:
 
 
 def compare_tables(paths, tuners: list[str], trials: int, repeats: int, log_dir: Path, jobs: int = 1,
-                   held_out=lambda path: True, extra_budget: int | None = None, use_start: bool = True) -> list[dict]:
+                   held_out=lambda path: True, extra_budget: int | None = None, use_start: bool = True,
+                   resume: bool = False) -> list[dict]:
     """:func:`compare` on every replay table of ``paths``, ``jobs`` tables at a time (logs in
     ``log_dir/<table>``). One row per table: per tuner, median trials to 95% and 99% of the
     optimum, score, and median best GFLOPS after ``extra_budget`` trials. ``use_start``: see
-    :class:`ReplayMeasurer`."""
+    :class:`ReplayMeasurer`; ``resume``: see :func:`compare`."""
     from concurrent.futures import ProcessPoolExecutor
 
     for name in tuners:
         check_tuner(name)
     work = [(str(p), tuners, trials, repeats, str(Path(log_dir) / Path(p).stem), held_out(Path(p)), extra_budget,
-             use_start)
+             use_start, resume)
             for p in paths]
     if jobs <= 1:
         return [_compare_table(w) for w in work]
@@ -488,8 +489,10 @@ def aggregate_tables(rows: list[dict], tuners: list[str], baseline: str = "xgb")
     return out
 
 
-def tables_markdown(rows: list[dict], tuners: list[str], agg: dict | None = None, baseline: str = "xgb") -> str:
-    """One line per table (median trials to 95% and score per tuner), then the aggregate."""
+def tables_markdown(rows: list[dict], tuners: list[str], agg: dict | None = None, baseline: str = "xgb",
+                    over: str = "held-out") -> str:
+    """One line per table (median trials to 95% and score per tuner), then the aggregate (of
+    the tables ``over`` names)."""
     def cell(x):
         return "-" if x is None else f"{x:.0f}"
 
@@ -510,7 +513,7 @@ def tables_markdown(rows: list[dict], tuners: list[str], agg: dict | None = None
                 return "-"
             return f"{med:.2f}x [{worst:.2f}x] / {a[f'vs_{baseline}_median_99']:.2f}x, {a['score_median']:.2f}"
 
-        lines.append(f"| **aggregate** (held-out): median ratio of trials to 95% to {baseline}'s [worst table] / "
+        lines.append(f"| **aggregate** ({over}): median ratio of trials to 95% to {baseline}'s [worst table] / "
                      "the same at 99%, median score "
                      "| | | | " + " | ".join(fmt(agg[t]) for t in tuners) + " |")
     return "\n".join(lines)

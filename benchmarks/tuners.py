@@ -186,6 +186,7 @@ def run_defaults(args, info) -> None:
     agg = aggregate_tables(rows, DEFAULT_CANDIDATES)
     for r in rows:
         r["held_out"] = False
+        r["workload"] += f" on {Path(r['table']).stem.rsplit('_', 1)[-1]}"   # the CPU kind tells equal rows apart
     write_json("tuners_defaults", {"machine": info, "trials": args.trials, "repeats": args.repeats,
                                    "candidates": DEFAULT_CANDIDATES, "tables": rows, "aggregate": agg})
     text = "\n".join([

@@ -299,6 +299,11 @@ def _finished_run(log: Path, tuner: str, seed: int, trials: int, fingerprint: st
         return None                       # a torn or foreign log: run again
     if len(records) != trials or any(r.space != fingerprint for r in records):
         return None
+    return _run_of(tuner, seed, records)
+
+
+def _run_of(tuner: str, seed: int, records) -> Run:
+    """A run from its records in trial order (seconds: the cumulative build + run time)."""
     run, spent = Run(tuner, seed), 0.0
     for record in records:
         spent += record.build_s + record.run_s
@@ -378,16 +383,9 @@ def runs_from_logs(log_dir: Path, tuners: list[str], repeats: int) -> list[Run]:
     runs = []
     for name in tuners:
         for seed in range(repeats):
-            run = Run(name, seed)
-            run.remeasured = remeasured.get(log_name(name, seed))
-            spent = 0.0
             with open(log_dir / log_name(name, seed), encoding="utf-8") as f:
-                for line in f:
-                    record = Record.from_line(line)
-                    spent += record.build_s + record.run_s
-                    run.costs.append(record.cost)
-                    run.seconds.append(spent)
-                    run.configs.append(record.config)
+                run = _run_of(name, seed, [Record.from_line(line) for line in f])
+            run.remeasured = remeasured.get(log_name(name, seed))
             runs.append(run)
     return runs
 

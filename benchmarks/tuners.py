@@ -62,6 +62,11 @@ def tables(cpu: str = DEFAULT_CPU) -> list[Path]:
     return sorted(REPLAY_DIR.glob(f"*_{cpu}.json"))
 
 
+def cpu_of(path: Path) -> str:
+    """The CPU kind (target key) a replay table was measured on: its file name's last part."""
+    return path.stem.rsplit("_", 1)[-1]
+
+
 def held_out(path: Path) -> bool:
     return not path.stem.startswith(TUNING_TABLES)
 
@@ -186,13 +191,13 @@ def run_defaults(args, info) -> None:
     agg = aggregate_tables(rows, DEFAULT_CANDIDATES)
     for r in rows:
         r["held_out"] = False
-        r["workload"] += f" on {Path(r['table']).stem.rsplit('_', 1)[-1]}"   # the CPU kind tells equal rows apart
+        r["workload"] += f" on {cpu_of(Path(r['table']))}"   # the CPU kind tells equal rows apart
     write_json("tuners_defaults", {"machine": info, "trials": args.trials, "repeats": args.repeats,
                                    "candidates": DEFAULT_CANDIDATES, "tables": rows, "aggregate": agg})
     text = "\n".join([
         "## Tuners' search cost: choosing the defaults (`benchmarks/tuners.py defaults`)", "",
         f"`python benchmarks/tuners.py defaults --repeats {args.repeats} --trials {args.trials}`: candidate "
-        f"settings on the tuning tables of every CPU kind ({', '.join(sorted({p.stem.rsplit('_', 1)[-1] for p in paths}))}); "
+        f"settings on the tuning tables of every CPU kind ({', '.join(sorted({cpu_of(p) for p in paths}))}); "
         f"{info['date']}, commit {info['commit']}. Cells as in the replay sections; the aggregate is over these "
         f"tuning tables. `gbfs` and `na2c` (`tuners/__init__.py`) are the defaults; the others vary one setting. "
         "The held-out tables judge the defaults (the replay sections).", "",
@@ -229,8 +234,9 @@ def run_live(args, info) -> None:
               f"_{target.key}_{task.key.replace(':', '_')}_{args.trials}")
     out = ROOT / "logs" / "compare" / f"bench-live{suffix}"
     how = f"live on {info['cpu']} ({target.key})"
+    saved = out / "summary.json"    # the reference rows (MetaSchedule) of an earlier run of these logs
+    previous = json.loads(saved.read_text()).get("references", []) if saved.exists() else []
     if args.from_logs:
-        previous = json.loads((out / "summary.json").read_text()).get("references", [])
         runs = runs_from_logs(out, LIVE_TUNERS, args.repeats)
         with LocalMeasurer(target, run_timeout=10) as measurer:
             if not all(r.remeasured for r in runs):     # logs of a run older than remeasured.json
@@ -241,8 +247,6 @@ def run_live(args, info) -> None:
             result.add_reference(ref["name"], ref["gflops"], ref["wall_s"], ref["trials"])
         result.save(out)
     else:   # resumes: complete runs in `out` are read back, and an earlier MetaSchedule row is kept
-        saved = out / "summary.json"
-        previous = json.loads(saved.read_text()).get("references", []) if saved.exists() else []
         with LocalMeasurer(target, run_timeout=10) as measurer:
             result = compare(task, measurer, target.key, LIVE_TUNERS, args.trials, args.repeats, out, resume=True)
         kept = [r for r in previous if r["name"] == "metaschedule" and r["trials"] == args.trials]

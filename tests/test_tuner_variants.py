@@ -83,7 +83,6 @@ def test_move_credit_prefers_the_kinds_of_move_that_paid():
     assert space.initial()[1][2] < tuner.best_config[1][2]
 
 
-
 @pytest.mark.parametrize("roots", [1, 3])
 def test_na2c_rollouts_start_at_one_of_the_fastest_configs(roots):
     space = Space("s", (Split("m", 16, 3), Split("n", 64, 3)))
@@ -106,6 +105,7 @@ def test_na2c_rollouts_start_at_one_of_the_fastest_configs(roots):
         assert any(len(used) > 1 for used, _ in starts[1:])
     with pytest.raises(UserError, match="roots must be at least 1"):
         make_tuner("na2c:roots=0", space)
+
 
 @pytest.mark.parametrize("workload", ["dense:64x1024x1024", "conv2d:1x64x56x56x64x3x3x1x1",
                                       "binary_dense:16x1024x1024"])

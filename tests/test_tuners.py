@@ -144,6 +144,7 @@ def test_compare_resumes_complete_runs_and_reruns_torn_ones(table, tmp_path):
         assert (a.tuner, a.seed, a.configs, a.costs) == (b.tuner, b.seed, b.configs, b.costs)
     assert [s.best_gflops for s in again.summaries] == [s.best_gflops for s in first.summaries]
 
+
 def test_bad_replay_table_is_a_user_error(tmp_path):
     from tvmopt.errors import UserError
 

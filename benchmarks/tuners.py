@@ -50,7 +50,8 @@ LIVE_TUNERS = ["gbfs", "na2c", "xgb", "random"]
 TUNING_TABLES = ("gemm_256x256x256", "dense_64x1024x1024")
 PAPER_BUDGET = 32
 #: settings tried on the tuning tables (mode ``defaults``); the defaults are the best of them there
-DEFAULT_CANDIDATES = ["gbfs", "gbfs:rho=3", "gbfs:rho=8", "na2c", "na2c:roots=3", "xgb", "random"]
+DEFAULT_CANDIDATES = ["gbfs", "gbfs:rho=3", "gbfs:rho=8", "gbfs:swap=1", "gbfs:pair=3", "na2c", "na2c:roots=3", "xgb",
+                      "random"]
 REPLAY_DIR = ROOT / "logs" / "replay"
 #: the CPU kind whose tables chose the tuners' defaults (its section keeps the name tuners_replay)
 DEFAULT_CPU = "llvm-znver5-2c"

@@ -83,6 +83,36 @@ def test_move_credit_prefers_the_kinds_of_move_that_paid():
     assert space.initial()[1][2] < tuner.best_config[1][2]
 
 
+def test_swap_and_pair_moves_cross_a_valley_single_moves_do_not():
+    """Cost is low only where m and n both move one prime inward (a block shrunk in both
+    dimensions at once) or where n's levels are exchanged: every single prime move from the
+    untiled start is slower, so only the compound and swap neighbours reach the fast configs."""
+    space = Space("s", (Split("m", 8, 2), Split("n", 8, 2)))
+    start = ((8, 1), (8, 1))
+
+    def cost(config):
+        (_, m1), n = config
+        return 0.5 if (m1, n[1]) == (2, 2) or n == (1, 8) else 1.0 + 0.1 * (m1 + n[1])
+
+    gbfs = make_tuner("gbfs", space)
+    assert all(cost(c) > cost(start) for c in gbfs._neighbours(start))
+    swapped = make_tuner("gbfs:swap=1", space)._neighbours(start)
+    assert ((8, 1), (1, 8)) in swapped and ((1, 8), (8, 1)) in swapped
+    assert set(gbfs._neighbours(start)) < set(swapped)
+    pairs = make_tuner("gbfs:pair=2", space)._pairs(start)
+    assert pairs == [((4, 2), (4, 2))]                     # one prime each, both inward
+    tuner = make_tuner("gbfs:pair=2:rho=2:start=untiled", space, seed=0)
+    first = tuner.next_batch(4)
+    assert first == [start]
+    tuner.observe(first, [cost(c) for c in first])
+    second = tuner.next_batch(4)
+    assert len(second) == 3 and pairs[0] in second          # rho single moves, then the pair
+    tuner.observe(second, [cost(c) for c in second])
+    assert tuner.best_cost == 0.5
+    with pytest.raises(UserError, match="swap must be 0 or 1"):
+        make_tuner("gbfs:swap=2", space)
+
+
 @pytest.mark.parametrize("roots", [1, 3])
 def test_na2c_rollouts_start_at_one_of_the_fastest_configs(roots):
     space = Space("s", (Split("m", 16, 3), Split("n", 64, 3)))

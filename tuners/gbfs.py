@@ -19,6 +19,15 @@ Options (``tvmopt.tuners.VARIANTS`` names the tested combinations):
   one step, so a state sees further for the same expansion.
 * ``rho``: neighbours per expansion (5 in the paper).
 * ``start``: ``"heuristic"`` (the space's start where it has one, as live runs) or ``"untiled"``.
+* ``swap``: 1 adds, for every split, the moves that exchange the factors of two of its levels
+  ((8, 128) -> (128, 8)): a step across a valley that prime moves would climb out of.
+* ``pair``: compound neighbours per expansion, drawn at random besides the ``rho`` single moves:
+  one prime moved in each of two splits, both toward the outer levels or both toward the inner
+  ones (a cache block shrunk or grown in two dimensions at once keeps its shape, where either
+  move alone distorts it and runs slower: a valley that single moves do not cross).
+
+``swap`` and ``pair`` are off by default: on the tuning tables neither lowered the trials to 95%
+of XGBoost's without raising the worst table's (BENCHMARKS.md, "choosing the defaults").
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ class GBFSTuner(Tuner):
     name = "gbfs"
 
     def __init__(self, space, seed: int = 0, rho: int = 5, pick: str = "random", reach: int = 1,
-                 start: str = "heuristic"):
+                 start: str = "heuristic", swap: int = 0, pair: int = 0):
         super().__init__(space, seed)
         self._start = self.start_config(start)
         if rho < 1:
@@ -63,7 +72,10 @@ class GBFSTuner(Tuner):
             raise ValueError(f"pick must be one of {PICKS}")
         if reach not in (1, 2):
             raise ValueError("reach must be 1 or 2")
+        if swap not in (0, 1) or pair < 0:
+            raise ValueError("swap must be 0 or 1, pair at least 0")
         self.rho, self.pick, self.reach = rho, pick, reach
+        self.swap, self.pair = swap, pair
         self._queue: list[tuple[float, int, Config]] = []
         self._order = itertools.count()
         self._costs: dict[Config, float] = {}
@@ -76,8 +88,11 @@ class GBFSTuner(Tuner):
         batch: list[Config] = []
         while len(batch) < n and self._queue:
             cost, _, state = heapq.heappop(self._queue)
-            fresh = [c for c in self.space.neighbours(state, self.reach) if c not in self.visited and c not in batch]
+            fresh = [c for c in self._neighbours(state) if c not in self.visited and c not in batch]
             picked = self._choose(state, fresh, min(self.rho, len(fresh)))
+            if self.pair:
+                twos = [c for c in self._pairs(state) if c not in self.visited and c not in batch and c not in picked]
+                picked += self.rng.sample(twos, min(self.pair, len(twos)))
             room = n - len(batch)
             if len(picked) > room:
                 heapq.heappush(self._queue, (cost, next(self._order), state))
@@ -87,6 +102,45 @@ class GBFSTuner(Tuner):
         if not batch:  # every frontier is used up: restart from random configs
             self.random_fill(batch, n)
         return batch
+
+    def _pairs(self, state: Config) -> list[Config]:
+        """Compound neighbours: one prime move in each of two splits, in the same direction."""
+        by_knob = []
+        for i, value in enumerate(state):
+            if isinstance(value, tuple):
+                ups, downs = [], []
+                for new in self.space.knobs[i].moves(value, 1):
+                    src = next(j for j in range(len(value)) if new[j] < value[j])
+                    dst = next(j for j in range(len(value)) if new[j] > value[j])
+                    (ups if dst < src else downs).append(new)
+                by_knob.append((i, ups, downs))
+        out = []
+        for (i, ui, di), (j, uj, dj) in itertools.combinations(by_knob, 2):
+            for a, b in itertools.chain(itertools.product(ui, uj), itertools.product(di, dj)):
+                config = list(state)
+                config[i], config[j] = a, b
+                config = tuple(config)
+                if self.space.contains(config):
+                    out.append(config)
+        return out
+
+    def _neighbours(self, state: Config) -> list[Config]:
+        out = self.space.neighbours(state, self.reach)
+        if self.swap:
+            seen = set(out)
+            for i, value in enumerate(state):
+                if not isinstance(value, tuple):
+                    continue
+                for a, b in itertools.combinations(range(len(value)), 2):
+                    if value[a] == value[b]:
+                        continue
+                    new = list(value)
+                    new[a], new[b] = new[b], new[a]
+                    config = state[:i] + (tuple(new),) + state[i + 1:]
+                    if config not in seen and self.space.contains(config):
+                        seen.add(config)
+                        out.append(config)
+        return out
 
     def _choose(self, state: Config, fresh: list[Config], k: int) -> list[Config]:
         if self.pick == "random" or not fresh:

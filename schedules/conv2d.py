@@ -252,14 +252,14 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     load (pixels are broadcast, weights loaded as vectors). AVX-512 (32 zmm): 32 channels (two
     zmm of weights, c1 = 32 / ob blocks, 2 where ob is 8) by up to 8 pixels of a row (h1 x w1, w1 as long as
     the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
-    tile, at onnxruntime's speed (benchmarks/heuristics.py). Zen 4 (double-pumped AVX-512): 64
-    channels by 4 pixels where the channels and the map allow (:func:`_quad_tile`)."""
+    tile, at onnxruntime's speed (benchmarks/heuristics.py). Zen 4 (double-pumped AVX-512), channels
+    last: 64 channels by 4 pixels where the channels and the map allow (:func:`_quad_tile`)."""
     from .isa import current
 
     blocks = shape.op // shape.ob
     isa = current()
     lanes = isa.lanes
-    if isa.double_pumped and shape.ob == lanes and blocks % 4 == 0:
+    if isa.double_pumped and shape.nhwc and shape.ob == lanes and blocks % 4 == 0:
         quad = _quad_tile(shape.gh, shape.gw)
         if quad is not None:
             return (4,) + quad
@@ -285,7 +285,9 @@ def _quad_tile(oh: int, ow: int) -> tuple[int, int] | None:
     ResNet-50's 1x1 layers at 28x28 and 14x14 1.04x; 0.99 to 1.01x on the other layers of
     ResNet-18 and ResNet-50 (3x3 at 28x28 and 14x14, the 7x7 stem, 1x1 at 56x56), which were at
     95 to 98% of the FMA peak already (230 GFLOPS on both cores); 32 channels by 2 x 4 or
-    4 x 2 pixels ran 0.76 to 1.05x. Not measured on full-width AVX-512 cores, which keep 2 x 8."""
+    4 x 2 pixels ran 0.76 to 1.05x. Channels last only (what networks run where they can): an
+    NCHW output takes the tile's pixels as rows of 2, and 16x128x28x28x128 3x3 ran 0.96x there.
+    Not measured on full-width AVX-512 cores, which keep 2 x 8."""
     for h1, w1 in ((2, 2), (1, 4), (4, 1)):
         if oh % h1 == 0 and ow % w1 == 0:
             return h1, w1

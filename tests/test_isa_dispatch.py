@@ -91,26 +91,28 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     g = grouped.space.as_dict(grouped.space.initial())
     assert grouped.shape.ob == 8 and g["tile_c"][1] == 2 and g["tile_h"][1] * g["tile_w"][1] == 8
     _run(grouped, tvm_build(grouped))
-    # Zen 4 (double-pumped AVX-512): 4 zmm of weights by 2 x 2 pixels where 64 channels and an
-    # even map allow, 1 x 4 on a batch's 8-wide padded 7x7 map; a one-image 7x7 map keeps 2 x 7,
-    # and so do 48 channels; the full-width AVX-512 core keeps 32 channels by 8 pixels
+    # Zen 4 (double-pumped AVX-512), channels last: 4 zmm of weights by 2 x 2 pixels where 64
+    # channels and an even map allow, 1 x 4 on a batch's 8-wide padded 7x7 map; a one-image 7x7
+    # map keeps 2 x 7, and so do 48 channels and NCHW outputs; the full-width AVX-512 core keeps
+    # 32 channels by 8 pixels
     tiles = {}
     for chosen in (isa.ZEN4, isa.AVX512):
-        for key in ("conv2d:2x64x14x14x64x3x3x1x1", "conv2d:2x64x7x7x64x3x3x1x1", "conv2d:1x64x7x7x64x3x3x1x1",
-                    "conv2d:1x16x14x14x48x3x3x1x1"):
+        for key in ("conv2d_nhwc:2x64x14x14x64x3x3x1x1", "conv2d_nhwc:2x64x7x7x64x3x3x1x1",
+                    "conv2d_nhwc:1x64x7x7x64x3x3x1x1", "conv2d_nhwc:1x16x14x14x48x3x3x1x1", "conv2d:2x64x14x14x64x3x3x1x1"):
             with isa.use(chosen):
                 task = get_task(key)
             c = task.space.as_dict(task.space.initial())
             tiles[chosen.name, key] = (c["tile_c"][1] * task.shape.ob, c["tile_h"][1], c["tile_w"][1])
-            if chosen is isa.ZEN4 and key.startswith("conv2d:2x64x14"):
+            if chosen is isa.ZEN4 and key.startswith("conv2d_nhwc:2x64x14"):
                 _run(task, tvm_build(task))
     zen4 = {k: v for (name, k), v in tiles.items() if name == "avx512-vnni-zen4"}
     full = {k: v for (name, k), v in tiles.items() if name == "avx512"}
-    assert zen4["conv2d:2x64x14x14x64x3x3x1x1"] == (64, 2, 2)
-    assert zen4["conv2d:2x64x7x7x64x3x3x1x1"] == (64, 1, 4)
-    assert zen4["conv2d:1x64x7x7x64x3x3x1x1"] == full["conv2d:1x64x7x7x64x3x3x1x1"] == (32, 1, 7)
-    assert zen4["conv2d:1x16x14x14x48x3x3x1x1"] == full["conv2d:1x16x14x14x48x3x3x1x1"]
-    assert full["conv2d:2x64x14x14x64x3x3x1x1"] == (32, 1, 7)
+    assert zen4["conv2d_nhwc:2x64x14x14x64x3x3x1x1"] == (64, 2, 2)
+    assert zen4["conv2d_nhwc:2x64x7x7x64x3x3x1x1"] == (64, 1, 4)
+    assert zen4["conv2d_nhwc:1x64x7x7x64x3x3x1x1"] == full["conv2d_nhwc:1x64x7x7x64x3x3x1x1"] == (32, 1, 7)
+    assert zen4["conv2d_nhwc:1x16x14x14x48x3x3x1x1"] == full["conv2d_nhwc:1x16x14x14x48x3x3x1x1"]
+    assert full["conv2d_nhwc:2x64x14x14x64x3x3x1x1"] == (32, 1, 7)
+    assert zen4["conv2d:2x64x14x14x64x3x3x1x1"] == full["conv2d:2x64x14x14x64x3x3x1x1"]
     assert isa.current() is isa.host()                     # the context is gone
 
 

@@ -259,7 +259,7 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     blocks = shape.op // shape.ob
     isa = current()
     lanes = isa.lanes
-    if isa.double_pumped and shape.nhwc and shape.ob == lanes and blocks % 4 == 0:
+    if QUAD_TILES and isa.double_pumped and shape.nhwc and shape.ob == lanes and blocks % 4 == 0:
         quad = _quad_tile(shape.gh, shape.gw)
         if quad is not None:
             return (4,) + quad
@@ -272,6 +272,11 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
         _, w1, h1 = _pixel_tile(shape.gh, shape.gw)
         return c1, h1, w1
     return _avx2_tile(shape.gh, shape.gw, blocks, shape.ob)[1:]
+
+
+#: Zen 4's start tiles of 64 channels by 4 pixels (:func:`_quad_tile`); benchmarks/conv_tiles.py
+#: turns them off to time whole networks with and without them
+QUAD_TILES = True
 
 
 def _quad_tile(oh: int, ow: int) -> tuple[int, int] | None:

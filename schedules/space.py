@@ -109,6 +109,14 @@ class Split:
                         new[dst] *= p
                         yield tuple(new)
 
+    def swaps(self, value: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        """Every factorization with the factors of two levels exchanged ((8, 128) -> (128, 8))."""
+        for a, b in itertools.combinations(range(self.levels), 2):
+            if value[a] != value[b]:
+                new = list(value)
+                new[a], new[b] = new[b], new[a]
+                yield tuple(new)
+
     def random_move(self, value: tuple[int, ...], rng: _random.Random) -> tuple[int, ...] | None:
         """One random move (a prime factor from one level to another); None if there is none."""
         sources = [i for i, f in enumerate(value) if f > 1]

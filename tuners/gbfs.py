@@ -36,7 +36,7 @@ import heapq
 import itertools
 import math
 
-from tvmopt.schedules.space import Config
+from tvmopt.schedules.space import Config, Split
 
 from .base import Tuner
 
@@ -52,11 +52,16 @@ def move_kind(space, a: Config, b: Config) -> tuple:
     i = diff[0]
     x, y = a[i], b[i]
     if isinstance(x, tuple):
-        src = next((j for j in range(len(x)) if y[j] < x[j]), -1)
-        dst = next((j for j in range(len(x)) if y[j] > x[j]), -1)
-        return (i, src, dst)
+        return (i,) + _levels(x, y)
     values = space.knobs[i].values
     return (i, 1 if values.index(y) > values.index(x) else -1)
+
+
+def _levels(x: tuple, y: tuple) -> tuple[int, int]:
+    """(level a factor leaves, level it joins) between two values of one split; -1 where none."""
+    src = next((j for j in range(len(x)) if y[j] < x[j]), -1)
+    dst = next((j for j in range(len(x)) if y[j] > x[j]), -1)
+    return src, dst
 
 
 class GBFSTuner(Tuner):
@@ -110,8 +115,7 @@ class GBFSTuner(Tuner):
             if isinstance(value, tuple):
                 ups, downs = [], []
                 for new in self.space.knobs[i].moves(value, 1):
-                    src = next(j for j in range(len(value)) if new[j] < value[j])
-                    dst = next(j for j in range(len(value)) if new[j] > value[j])
+                    src, dst = _levels(value, new)
                     (ups if dst < src else downs).append(new)
                 by_knob.append((i, ups, downs))
         out = []
@@ -128,15 +132,11 @@ class GBFSTuner(Tuner):
         out = self.space.neighbours(state, self.reach)
         if self.swap:
             seen = set(out)
-            for i, value in enumerate(state):
-                if not isinstance(value, tuple):
+            for i, knob in enumerate(self.space.knobs):
+                if not isinstance(knob, Split):
                     continue
-                for a, b in itertools.combinations(range(len(value)), 2):
-                    if value[a] == value[b]:
-                        continue
-                    new = list(value)
-                    new[a], new[b] = new[b], new[a]
-                    config = state[:i] + (tuple(new),) + state[i + 1:]
+                for value in knob.swaps(state[i]):
+                    config = state[:i] + (value,) + state[i + 1:]
                     if config not in seen and self.space.contains(config):
                         seen.add(config)
                         out.append(config)

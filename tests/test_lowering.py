@@ -78,3 +78,35 @@ def test_a_scalar_tile_with_a_fused_relu_is_unrolled_whole(tmp_path):
     sess = ort.InferenceSession(str(models / "digits_mlp_fp32.onnx"), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("key,parallel", [("dense:16x64x64", False), ("dense:64x256x256", True)])
+def test_small_kernels_run_serially(key, parallel):
+    """A kernel storing fewer than SERIAL_WORK elements does not launch the thread pool (its
+    parallel loops run serially); a large one still does. Both agree with numpy."""
+    target = parse_target("llvm").tvm_target()
+    task = get_task(key)
+    mod = task.schedule(task.space.initial(), target)
+    assert "T.parallel" in mod["main"].script()               # the schedule asks for threads...
+    lib = lowering.compile(mod, target)
+    assert ("TVMBackendParallelLaunch" in _asm(lib)) == parallel  # ...which only the large one gets
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
+    lib["main"](*args)
+    assert task.mismatch(args[-1].numpy(), expected) is None
+
+
+def test_work_counts_stored_elements():
+    """work(): each store counts its vector lanes, times its loops' extents."""
+    import tvm.tirx as T
+
+    buf = T.decl_buffer((64,), "float32")
+    i = T.Var("i", "int32")
+    scalar = T.For(i, 0, 64, T.ForKind.SERIAL, T.BufferStore(buf, T.FloatImm("float32", 0.0), [i]))
+    vector = T.For(i, 0, 4, T.ForKind.PARALLEL,
+                   T.BufferStore(buf, T.Broadcast(T.FloatImm("float32", 0.0), 16), [T.Ramp(i * 16, 1, 16)]))
+    assert lowering.work(scalar) == 64 and lowering.work(vector) == 64
+    assert lowering.work(T.SeqStmt([scalar, vector])) == 128
+    assert lowering.serial_below(T.PrimFunc([], vector), 100).body.kind == T.ForKind.SERIAL
+    assert lowering.serial_below(T.PrimFunc([], vector), 64).body.kind == T.ForKind.PARALLEL

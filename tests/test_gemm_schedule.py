@@ -11,7 +11,8 @@ from tvmopt.ops.task import get_task
 from tvmopt.schedules import lowering
 
 SHAPES = ["gemm:96x80x48", "gemm:127x64x33", "dense:127x64x33", "dense:40x24x36", "bgemm:3x16x20x12",
-          "gemm:1x7x5", "dense:48x96x40"]   # the last: weight in panels of 48
+          "gemm:1x7x5", "dense:48x96x40",   # weight in panels of 48
+          "dense:7x10x33", "dense:197x10x20"]  # outputs padded to 16 (and rows to 200)
 
 
 def run(task, config, target, inputs):
@@ -115,6 +116,30 @@ def test_rows_that_4_does_not_divide_are_computed_padded_to_8(llvm_target, tmp_p
     torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
     compiled = compile_model(tmp_path / "m.onnx", llvm_target, records=tmp_path / "records", shipped=False)
     assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:197x96x40", "dense:197x24x96"]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(compiled(x.numpy()), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_few_outputs_that_16_does_not_divide_are_computed_padded(llvm_target, tmp_path):
+    """A 10-class head is computed 16 wide so its register tile holds whole vectors: the weight
+    is stored with zero columns appended, the write-back (with the fused bias) drops them."""
+    import torch
+
+    from tvmopt.build.compile import compile_model
+
+    task = get_task("dense:64x10x256")
+    assert task.shape.np == 16 and task.space.as_dict(task.space.initial())["tile_n"][3] == 16
+    assert task.to_kernel([np.ones((10, 256), np.float32)])[0].shape == (256, 16)
+    assert get_task("dense:64x48x256").shape.np == 48 and get_task("dense:64x100x256").shape.np == 100
+    assert get_task("gemm:64x10x256").shape.np == 10
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 96), torch.nn.ReLU(), torch.nn.Linear(96, 10)).eval()
+    x = torch.randn(64, 40)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    compiled = compile_model(tmp_path / "m.onnx", llvm_target, records=tmp_path / "records", shipped=False)
+    assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:64x96x40", "dense:64x10x96"]
+    assert compiled.output_shapes() == [[64, 10]]
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(compiled(x.numpy()), expected, rtol=1e-4, atol=1e-5)

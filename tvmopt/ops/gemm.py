@@ -65,13 +65,14 @@ def from_panels(w: np.ndarray, panel: int) -> np.ndarray:
 class _TorchMatmul:
     """torch.matmul on the same inputs (for speed comparisons in the same run)."""
 
-    def __init__(self, transposed_b: bool, panel: int = 0):
-        self.transposed_b, self.panel = transposed_b, panel
+    def __init__(self, transposed_b: bool, panel: int = 0, n: int | None = None):
+        self.transposed_b, self.panel, self.n = transposed_b, panel, n
 
     def prepare(self, inputs):
         import torch
 
-        a, b = (torch.from_numpy(x) for x in (inputs[0], from_panels(inputs[1], self.panel)))
+        b = from_panels(inputs[1], self.panel)
+        a, b = (torch.from_numpy(np.ascontiguousarray(x)) for x in (inputs[0], b[..., :self.n]))
         return a, (b.transpose(-1, -2) if self.transposed_b else b)
 
     def __call__(self, tensors):
@@ -105,7 +106,7 @@ class GemmTask(Task):
                 m2 = largest_divisor(s.mp // m3, range(STREAM_MAX_M // m3, 0, -1))
                 rows = m2 * m3
                 n0, n3 = tn[0], tn[3]
-                strips = s.n // (n0 * n3)
+                strips = s.np // (n0 * n3)
                 n1 = next(d for d in range(1, strips + 1)
                           if strips % d == 0 and rows * (strips // d) * n3 * 4 <= STREAM_ACCUMULATOR_BYTES or d == strips)
                 tn = (n0, n1, strips // n1, n3)
@@ -116,26 +117,33 @@ class GemmTask(Task):
             self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
-        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel)
+        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n)
 
     def to_kernel(self, arrays):
-        """The pass's [N, K] linear weight in the kernel's layout: [K, N], or its panels."""
+        """The pass's [N, K] linear weight in the kernel's layout: [K, N] (zero columns appended
+        up to ``GemmShape.np``), or its panels."""
         if not self.key.startswith("dense:"):
             return list(arrays)
-        return [to_panels(np.ascontiguousarray(arrays[0].T), self.shape.panel)]
+        return [to_panels(self._pad_cols(np.ascontiguousarray(arrays[0].T)), self.shape.panel)]
 
-    def _input_shapes(self):
+    def _pad_cols(self, b: np.ndarray) -> np.ndarray:
+        """A [K, N] weight with zero columns appended up to the columns the kernel computes."""
+        extra = self.shape.np - self.shape.n
+        return np.pad(b, [(0, 0)] * (b.ndim - 1) + [(0, extra)]) if extra else b
+
+    def _input_shapes(self, n: int | None = None):
         s = self.shape
+        n = s.n if n is None else n
         lead = (s.batch,) if s.batched else ()
-        b_shape = (s.n, s.k) if s.transposed_b else (s.k, s.n)
+        b_shape = (n, s.k) if s.transposed_b else (s.k, n)
         return lead + (s.m, s.k), lead + b_shape
 
     def make_inputs(self, rng):
         a, b = (rng.uniform(-1, 1, size=shape).astype("float32") for shape in self._input_shapes())
-        return [a, to_panels(b, self.shape.panel)]
+        return [a, to_panels(self._pad_cols(b), self.shape.panel)]
 
     def reference(self, inputs):
-        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
+        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)[..., :self.shape.n]
         return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
 
     def tolerance(self):
@@ -146,14 +154,15 @@ class GemmTask(Task):
         from tvm import te
 
         s = self.shape
-        a_shape, b_shape = self._input_shapes()
-        p, padded = s.panel, s.mp > s.m
+        a_shape, b_shape = self._input_shapes(s.np)
+        p = s.panel
         A = te.placeholder(a_shape, "float32", name="A")
         B = te.placeholder((s.n // p, s.k, p) if p else b_shape, "float32", name="B")
         k = te.reduce_axis((0, s.k), name="k")
-        # rows padded (GemmShape.mp): the product reads A with zero rows appended, a crop drops them
+        # rows padded (GemmShape.mp): the product reads A with zero rows appended; columns padded
+        # (np): the weight has zero columns appended; a crop drops both
         rows = te.compute((s.mp, s.k), lambda i, kk: te.if_then_else(i < s.m, A[i, kk], 0.0),
-                          name="pad_a") if padded else A
+                          name="pad_a") if s.mp > s.m else A
 
         def body(*idx):
             *lead, i, j = idx
@@ -163,9 +172,9 @@ class GemmTask(Task):
                 b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
             return te.sum(rows[(*lead, i, k)] * b_val, axis=k)
 
-        out_shape = ((s.batch,) if s.batched else ()) + (s.mp, s.n)
+        out_shape = ((s.batch,) if s.batched else ()) + (s.mp, s.np)
         C = te.compute(out_shape, body, name="C", attrs={TASK_ANNOTATION: self.key})
-        return A, B, (te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop") if padded else C)
+        return A, B, (te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop") if s.padded else C)
 
     def schedule(self, config: Config, target):
         import tvm
@@ -196,7 +205,7 @@ def _make(family: str):
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm", transposed_b=False,
                                        panel=dense_panel(m, n) if family == "dense" else 0,
-                                       pad_rows=family == "dense"))
+                                       pad_rows=family == "dense", pad_cols=family == "dense"))
 
     return factory
 
@@ -207,8 +216,8 @@ def cuda_view(task: GemmTask) -> CudaTask:
 
     from tvmopt.schedules.gemm import apply_cuda_gemm, cuda_gemm_space
 
-    if task.shape.panel or task.shape.pad_rows:     # CPU register tiles: plain [K, N], M as is on GPUs
-        task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0, pad_rows=False))
+    if task.shape.panel or task.shape.pad_rows or task.shape.pad_cols:   # CPU register tiles: plain [K, N]
+        task = GemmTask(task.key, dataclasses.replace(task.shape, panel=0, pad_rows=False, pad_cols=False))
     space = cuda_gemm_space(task.shape, f"{task.family}-cuda")
     return CudaTask(task, space, lambda sch, c, epilogue=(): apply_cuda_gemm(sch, task.shape, space, c,
                                                                              epilogue=epilogue),

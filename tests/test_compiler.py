@@ -424,3 +424,24 @@ def test_grouped_convolutions_are_one_kernel_each_and_match_onnxruntime(tmp_path
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_calls_take_arrays_of_any_type_and_layout_and_names(tmp_path):
+    """A compiled model's call binds its arguments whatever they are: exact float32 arrays go
+    straight to the staged input buffer, others (float64, a strided view, a list, by name) are
+    converted first; every call gives its own input's output, equal to onnxruntime's; a wrong
+    shape is refused with the input's name."""
+    models = Path(__file__).resolve().parent.parent / "examples" / "models"
+    path = models / "digits_mlp_fp32.onnx"
+    compiled = compile_model(path, batch=2, records=tmp_path, shipped=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.load(models / "digits_test.npz")["x"][:8].astype(np.float32)
+    first, second = x[:2], x[2:4]
+    strided = x[::4]                                    # rows 0 and 4: not contiguous
+    for arg, want_in in [(first, first), (second, second), (first.astype(np.float64), first),
+                         (strided, np.ascontiguousarray(strided)), (first.tolist(), first)]:
+        want = sess.run(None, {"input": want_in})[0]
+        np.testing.assert_allclose(compiled(arg), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(compiled(input=second), sess.run(None, {"input": second})[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="input 'input' shape"):
+        compiled(x[:3])

@@ -134,7 +134,7 @@ class Module:
             with quiet_native_logs():
                 self.vm = relax.VirtualMachine(lib, self.device)
                 self._main = self.vm["main"]
-                self._call = StagedCall(self._main, self.device)
+                self._call = StagedCall(self._main, self.device, self.inputs)
         except Exception:  # noqa: BLE001 - a shared library that holds no Relax executable
             raise UserError(f"cannot load {self.path}: a shared library, but not a module written by 'tvmopt build' "
                             f"(it holds no Relax VM executable with a 'main' function)") from None
@@ -157,12 +157,9 @@ class Module:
     def __call__(self, *args, **named) -> np.ndarray | tuple[np.ndarray, ...]:
         """The output for the inputs (positional, or by name); a tuple of every output, in
         order, when the model has several."""
-        from tvmopt.build.compile import bind_inputs
-
-        specs = self.inputs
-        if not specs:                  # no .json: trust the caller
+        if not self._call.inputs:          # no .json: trust the caller
             return run_main(self._main, [np.asarray(a) for a in args], self.device)
-        return self._call(bind_inputs(specs, args, named, UserError))
+        return self._call.call(args, named, UserError)
 
     def time(self, *args, repeat: int = 20, **named) -> float:
         """Median seconds per call."""

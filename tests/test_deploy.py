@@ -105,6 +105,33 @@ def test_cli_build_and_run(tmp_path, capsys):
     assert all(k.name in printed for k in kernels) and "instrumented run" in printed
 
 
+def test_profile_sets_each_tuned_kernel_beside_its_record(tmp_path, capsys):
+    """A build records each kernel's task and its record's time (measured alone) in the .so.json;
+    ``run --profile`` prints it beside the kernel's time in the model, and flags a kernel that
+    runs 1.5x or more slower there (the table on made-up times: the flag can fail)."""
+    from tvmopt.build.profile import KernelTime, Profile
+    from tvmopt.ops.task import get_task
+    from tvmopt.records.store import Record, RecordCache
+    from tvmopt.target import parse_target
+
+    key = "dense:1x256x256"
+    spec = parse_target("llvm")
+    RecordCache(tmp_path / "r").append([Record(key, spec.key, get_task(key).space.initial(), (3e-6,))])
+    out = tmp_path / "m.so"
+    assert main(["build", str(MODEL), "-o", str(out), "--records", str(tmp_path / "r")]) == 0
+    kernels = json.loads((tmp_path / "m.so.json").read_text())["kernels"]
+    assert sorted(k["task"] for k in kernels.values()) == ["dense:1x10x256", key, "dense:1x256x64"]
+    assert [k["record_s"] for k in kernels.values() if k["task"] == key] == [3e-6]
+    capsys.readouterr()
+    assert main(["run", str(out), "--repeat", "3", "--profile"]) == 0
+    printed = capsys.readouterr().out
+    (name,) = [n for n, k in kernels.items() if k["task"] == key]
+    row = next(line for line in printed.splitlines() if line.startswith(name))
+    assert row.split()[4] == "0.003" and "record ms" in printed
+    table = Profile([KernelTime("a", 1, 100e-6), KernelTime("b", 2, 100e-6)], 2e-4, 5, {"a": 40e-6, "b": 40e-6}).table()
+    assert "2.5x slower in the model" in table.splitlines()[2] and "slower" not in table.splitlines()[3]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["run", "missing.so"], "module not found"),
     (["build", str(MODEL), "-o", "model.bin"], "must be a .so"),

@@ -24,7 +24,7 @@ from tvmopt.records.store import DEFAULT_DIR, RecordCache
 from tvmopt.errors import RecordsError, TargetError, model_stage
 from tvmopt.model.frontend import Imported, load
 from tvmopt.passes import DetectOptions, Lowered, lower
-from tvmopt.passes.fuse_schedule import fuse, schedule_module, unscheduled_heavy
+from tvmopt.passes.fuse_schedule import fuse, kernel_tasks, schedule_module, unscheduled_heavy
 from tvmopt.schedules import isa, lowering
 from tvmopt.target import TargetSpec, parse_target
 
@@ -42,6 +42,7 @@ class Compiled:
     serial: list = None               # heavy functions left serial and scalar (should be empty)
     notes: list = None                # what the build did differently from a CPU build (CUDA)
     gpu_rules: dict = None            # GPU builds: function -> the DLight rule that scheduled it
+    kernels: dict = None              # CPU builds: function -> {"task": key, "record_s": its record's seconds or None}
 
     def __post_init__(self):
         self._call = None
@@ -373,13 +374,16 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
         name = Path(imported.source).name
         with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
             mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
+        # each kernel's task and its record's time on this very target (measured alone)
+        kernels = {fn: {"task": key, "record_s": lookup.cost(key) if used.get(key) in ("records", "shipped") else None}
+                   for fn, key in sorted(kernel_tasks(mod).items())}
     serial = unscheduled_heavy(mod)
     if serial:
         warnings.warn(f"{name}: {len(serial)} heavy kernel(s) left without a parallel or vector loop: "
                       f"{', '.join(serial[:5])}")
     with model_stage(f"{name}: compiling"), tvm.transform.PassContext(opt_level=3):
         exe = lowering.compile(mod, spec.tvm_target(), relax_pipeline=_after_scheduling(spec))
-    return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial)
+    return Compiled(imported, lowered, spec, exe, used, mod, defaulted, serial, kernels=kernels)
 
 
 def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None,

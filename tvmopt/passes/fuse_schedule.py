@@ -169,6 +169,7 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
         blocks = _blocks(sch)
         at = next((i for i, b in enumerate(blocks) if TASK_ANNOTATION in sch.get(b).annotations), None)
+        task = None
         if at is not None:
             task = get_task(str(sch.get(blocks[at]).annotations[TASK_ANNOTATION]))
             if task.tensorized:
@@ -182,8 +183,18 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
         else:
             default_schedule(sch)
             defaulted.append(gv.name_hint)
-        mod[gv] = _narrow_indices(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
+        scheduled = _narrow_indices(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
+        # the task a kernel runs, for its profile (``tvmopt run --profile`` sets it beside its record)
+        mod[gv] = scheduled.with_attr(TASK_ANNOTATION, task.key) if task is not None else scheduled
     return mod, defaulted
+
+
+def kernel_tasks(mod) -> dict[str, str]:
+    """function name -> the task key of each kernel :func:`schedule_module` scheduled from a task."""
+    import tvm
+
+    return {gv.name_hint: str(func.attrs[TASK_ANNOTATION]) for gv, func in mod.functions_items()
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and TASK_ANNOTATION in func.attrs}
 
 
 def _narrow_indices(func):

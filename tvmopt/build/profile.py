@@ -74,7 +74,8 @@ class Profile:
         if alone:
             lines.append("record ms: the kernel's tuning record on this target, measured alone (per call, its data "
                          "in cache)" + (f"; {flagged} kernel(s) ran {SLOWER_IN_MODEL:g}x or more slower in the model: "
-                                        f"data read cold from memory, or a schedule that the fused epilogue slows"
+                                        f"data read cold from memory, a schedule that the fused epilogue slows, or "
+                                        f"cores busy with other work (if every kernel is flagged, run again)"
                                         if flagged else ""))
         return "\n".join(lines)
 

@@ -103,46 +103,42 @@ def test_dense_layers_of_many_rows_read_their_weight_in_panels(which, llvm_targe
 def test_rows_that_4_does_not_divide_are_computed_padded_to_8(llvm_target, tmp_path):
     """197 rows (a ViT's tokens) are computed as 200 so the register tile holds 8 rows, not 1:
     the input gets zero rows appended, the write-back (with a fused bias and ReLU) skips them."""
+    task = get_task("dense:197x96x40")
+    assert task.shape.mp == 200 and task.space.as_dict(task.space.initial())["tile_m"][3] == 8
+    assert get_task("dense:196x96x40").shape.mp == 196 and get_task("gemm:197x96x40").shape.mp == 197
+    compiled = _mlp_against_torch(197, 24, llvm_target, tmp_path)
+    assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:197x96x40", "dense:197x24x96"]
+
+
+def _mlp_against_torch(rows: int, outputs: int, llvm_target, tmp_path):
+    """A 40 -> 96 -> ``outputs`` MLP exported from PyTorch, compiled for ``rows`` rows, checked
+    against PyTorch; returns the compiled model."""
     import torch
 
     from tvmopt.build.compile import compile_model
 
-    task = get_task("dense:197x96x40")
-    assert task.shape.mp == 200 and task.space.as_dict(task.space.initial())["tile_m"][3] == 8
-    assert get_task("dense:196x96x40").shape.mp == 196 and get_task("gemm:197x96x40").shape.mp == 197
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(40, 96), torch.nn.ReLU(), torch.nn.Linear(96, 24)).eval()
-    x = torch.randn(197, 40)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 96), torch.nn.ReLU(), torch.nn.Linear(96, outputs)).eval()
+    x = torch.randn(rows, 40)
     torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
     compiled = compile_model(tmp_path / "m.onnx", llvm_target, records=tmp_path / "records", shipped=False)
-    assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:197x96x40", "dense:197x24x96"]
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(compiled(x.numpy()), expected, rtol=1e-4, atol=1e-5)
+    return compiled
 
 
 def test_few_outputs_that_16_does_not_divide_are_computed_padded(llvm_target, tmp_path):
     """A 10-class head is computed 16 wide so its register tile holds whole vectors: the weight
     is stored with zero columns appended, the write-back (with the fused bias) drops them."""
-    import torch
-
-    from tvmopt.build.compile import compile_model
-
     task = get_task("dense:64x10x256")
     assert task.shape.np == 16 and task.space.as_dict(task.space.initial())["tile_n"][3] == 16
     assert task.to_kernel([np.ones((10, 256), np.float32)])[0].shape == (256, 16)
     assert get_task("dense:64x48x256").shape.np == 48 and get_task("dense:64x100x256").shape.np == 100
     assert get_task("gemm:64x10x256").shape.np == 10
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(40, 96), torch.nn.ReLU(), torch.nn.Linear(96, 10)).eval()
-    x = torch.randn(64, 40)
-    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
-    compiled = compile_model(tmp_path / "m.onnx", llvm_target, records=tmp_path / "records", shipped=False)
+    compiled = _mlp_against_torch(64, 10, llvm_target, tmp_path)
     assert [layer.kernel for layer in compiled.lowered.layers] == ["dense:64x96x40", "dense:64x10x96"]
     assert compiled.output_shapes() == [[64, 10]]
-    with torch.no_grad():
-        expected = model(x).numpy()
-    np.testing.assert_allclose(compiled(x.numpy()), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_config_outside_space_is_rejected(llvm_target):

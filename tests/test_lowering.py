@@ -17,6 +17,14 @@ def _asm(lib) -> str:
     return lib.mod.inspect_source("asm")
 
 
+def _agrees_with_numpy(task, lib) -> None:
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
+    lib["main"](*args)
+    assert task.mismatch(args[-1].numpy(), expected) is None
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_register_tiles_leave_no_workspace_and_no_memset(key):
     target = parse_target("llvm").tvm_target()
@@ -28,11 +36,7 @@ def test_register_tiles_leave_no_workspace_and_no_memset(key):
     assert "TVMBackendAllocWorkspace@" in plain or "memset@" in plain
     asm = _asm(ours)
     assert "TVMBackendAllocWorkspace@" not in asm and "memset@" not in asm
-    inputs = task.make_inputs(np.random.default_rng(0))
-    expected = task.reference(inputs)
-    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
-    ours["main"](*args)
-    assert task.mismatch(args[-1].numpy(), expected) is None
+    _agrees_with_numpy(task, ours)
 
 
 def test_large_buffers_still_go_to_the_workspace():
@@ -90,11 +94,7 @@ def test_small_kernels_run_serially(key, parallel):
     assert "T.parallel" in mod["main"].script()               # the schedule asks for threads...
     lib = lowering.compile(mod, target)
     assert ("TVMBackendParallelLaunch" in _asm(lib)) == parallel  # ...which only the large one gets
-    inputs = task.make_inputs(np.random.default_rng(0))
-    expected = task.reference(inputs)
-    args = [tvm.runtime.tensor(a) for a in inputs] + [tvm.runtime.tensor(np.zeros(expected.shape, np.float32))]
-    lib["main"](*args)
-    assert task.mismatch(args[-1].numpy(), expected) is None
+    _agrees_with_numpy(task, lib)
 
 
 def test_work_counts_stored_elements():

@@ -141,7 +141,19 @@ def stack_tiles():
     @tvm.tirx.transform.prim_func_pass(opt_level=0, name="tvmopt.StackTiles")
     def _pass(func, _mod, _ctx):
         body = _mark(func.body)
-        func = func if body.same_as(func.body) else func.with_body(body)
+        return func if body.same_as(func.body) else func.with_body(body)
+
+    return _pass
+
+
+@functools.cache
+def serial_small():
+    """The pass making small kernels serial (:func:`serial_below` at :func:`serial_work`; a
+    PrimFunc pass on host code, beside :func:`stack_tiles`)."""
+    import tvm
+
+    @tvm.tirx.transform.prim_func_pass(opt_level=0, name="tvmopt.SerialSmall")
+    def _pass(func, _mod, _ctx):
         return serial_below(func, serial_work())
 
     return _pass
@@ -165,7 +177,7 @@ def register() -> str:
 
     def factory():
         main, finalize_host, finalize_device = base()
-        return main, (lambda: tvm.ir.transform.Sequential([stack_tiles(), finalize_host()])), finalize_device
+        return main, (lambda: tvm.ir.transform.Sequential([stack_tiles(), serial_small(), finalize_host()])), finalize_device
 
     compilation_pipeline.register_tir_pipeline(PIPELINE, factory)
     return PIPELINE

@@ -65,14 +65,16 @@ def from_panels(w: np.ndarray, panel: int) -> np.ndarray:
 class _TorchMatmul:
     """torch.matmul on the same inputs (for speed comparisons in the same run)."""
 
-    def __init__(self, transposed_b: bool, panel: int = 0, n: int | None = None):
-        self.transposed_b, self.panel, self.n = transposed_b, panel, n
+    def __init__(self, transposed_b: bool, panel: int = 0, cols: int | None = None):
+        # cols: the product's columns where the kernel's weight has zero columns appended
+        self.transposed_b, self.panel, self.cols = transposed_b, panel, cols
 
     def prepare(self, inputs):
         import torch
 
         b = from_panels(inputs[1], self.panel)
-        a, b = (torch.from_numpy(np.ascontiguousarray(x)) for x in (inputs[0], b[..., :self.n]))
+        b = b if self.cols is None else np.ascontiguousarray(b[..., :self.cols])
+        a, b = (torch.from_numpy(x) for x in (inputs[0], b))
         return a, (b.transpose(-1, -2) if self.transposed_b else b)
 
     def __call__(self, tensors):
@@ -117,7 +119,7 @@ class GemmTask(Task):
             self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
-        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n)
+        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n if s.np > s.n else None)
 
     def to_kernel(self, arrays):
         """The pass's [N, K] linear weight in the kernel's layout: [K, N] (zero columns appended
@@ -143,7 +145,9 @@ class GemmTask(Task):
         return [a, to_panels(self._pad_cols(b), self.shape.panel)]
 
     def reference(self, inputs):
-        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)[..., :self.shape.n]
+        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
+        if self.shape.np > self.shape.n:          # the zero columns of a padded weight ([K, N])
+            b = b[..., :self.shape.n]
         return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
 
     def tolerance(self):

@@ -429,7 +429,8 @@ def test_grouped_convolutions_are_one_kernel_each_and_match_onnxruntime(tmp_path
 def test_calls_take_arrays_of_any_type_and_layout_and_names(tmp_path):
     """A compiled model's call binds its arguments whatever they are: exact float32 arrays go
     straight to the staged input buffer, others (float64, a strided view, a list, by name) are
-    converted first; every call gives its own input's output, equal to onnxruntime's; a wrong
+    converted first; every call gives its own input's output, equal to onnxruntime's (and kept
+    by the caller through later calls); a wrong
     shape is refused with the input's name."""
     models = Path(__file__).resolve().parent.parent / "examples" / "models"
     path = models / "digits_mlp_fp32.onnx"
@@ -438,10 +439,14 @@ def test_calls_take_arrays_of_any_type_and_layout_and_names(tmp_path):
     x = np.load(models / "digits_test.npz")["x"][:8].astype(np.float32)
     first, second = x[:2], x[2:4]
     strided = x[::4]                                    # rows 0 and 4: not contiguous
+    kept = []
     for arg, want_in in [(first, first), (second, second), (first.astype(np.float64), first),
                          (strided, np.ascontiguousarray(strided)), (first.tolist(), first)]:
         want = sess.run(None, {"input": want_in})[0]
-        np.testing.assert_allclose(compiled(arg), want, rtol=1e-4, atol=1e-5)
+        kept.append((compiled(arg), want))
+        np.testing.assert_allclose(kept[-1][0], want, rtol=1e-4, atol=1e-5)
+    for got, want in kept:                              # later calls left earlier outputs alone
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(compiled(input=second), sess.run(None, {"input": second})[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="input 'input' shape"):
         compiled(x[:3])

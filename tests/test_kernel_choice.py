@@ -40,6 +40,25 @@ def test_2_4_is_predicted_dense_where_the_streaming_dense_start_wins():
             assert choose("auto", "binary_dense", "k", "d", 16, 4096 * 4096, False).compressed
 
 
+def test_2_4_layers_pick_inputs_in_registers_at_any_row_count_where_avx512_is_double_pumped():
+    """Full-width AVX-512 keeps ``nm_perm_dense`` to 32 rows (dense is as fast beyond); Zen 4's
+    double-pumped FMAs make the halved FMA count pay at every row count; AVX2 has no permute kernel."""
+    from tvmopt.passes.choose import nm_register_select
+
+    two_four = {"n": 2, "m": 4}
+    for rows, want in [(1, {"avx512": True, "zen4": True}), (32, {"avx512": True, "zen4": True}),
+                       (128, {"avx512": False, "zen4": True}), (2048, {"avx512": False, "zen4": True})]:
+        for name, chosen in (("avx512", isa.AVX512_VNNI), ("zen4", isa.ZEN4)):
+            with isa.use(chosen):
+                got = nm_register_select("nm_decode_dense", rows, 3072, 768, two_four)
+            assert (got == "nm_perm_dense") == want[name], (rows, name, got)
+    with isa.use(isa.ZEN4):
+        assert nm_register_select("nm_decode_dense", 128, 3072, 768, {"n": 1, "m": 4}) is None   # 1:4
+        assert nm_register_select("binary_dense", 128, 3072, 768, two_four) is None
+    with isa.use(isa.AVX2):
+        assert nm_register_select("nm_decode_dense", 1, 3072, 768, two_four) is None
+
+
 def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_weight_outgrows_l2():
     """conv_kernels (NHWC on AVX2, NCHW on Zen 5): binary lost at 8x8 (ResNet-20's last stage),
     tied from 16x16, and won at 7x7 on a 2.4M-weight layer; hashed lost there."""

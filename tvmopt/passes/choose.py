@@ -188,9 +188,15 @@ PERM_CONV_CHANNELS = 32
 #: (schedules/nm_perm.py), on AMD Zen 4 (paired rounds, start configs): 2.6x at 4 x 4096 x 4096,
 #: 1.55x at 16, 1.19x at 32, 1.41x at 16 x 1024 x 1024, 1.20x at 64 x 1024 x 1024; the 4096-wide
 #: MLP 1.93x onnxruntime at batch 1 (1.39x before the panels), 1.47x at 16 (0.97x). So: up to
-#: this many rows, from this many weights
+#: this many rows, from this many weights ...
 NM_PERM_OF = {"nm_decode_dense": "nm_perm_dense"}
 NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
+#: ... and at any row count where AVX-512 is double-pumped (AMD Zen 4: one zmm FMA per cycle,
+#: while ``vpermps`` issues on another pipe, so halving the FMAs pays where a full-width core is
+#: FMA- and permute-bound alike). On Zen 4, start configs against the dense start, 5 paired
+#: rounds: 1.15x at 64 x 256 x 256, 1.27x at 64 x 1024 x 1024, 1.33x at 128 x 3072 x 768, 1.27x at
+#: 128 x 768 x 3072 (the encoder), 1.29x at 256 x 256 x 256, 1.31x at 256 x 1024 x 1024, 1.25x at
+#: 512 x 768 x 3072, 1.32x at 2048 x 3072 x 768 (``_double_pumped``)
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
@@ -243,6 +249,13 @@ def _wide() -> bool:
     return current().lanes >= 16
 
 
+def _double_pumped() -> bool:
+    """Whether the build's ISA runs each 512-bit instruction as two 256-bit halves (Zen 4)."""
+    from ..schedules.isa import current
+
+    return current().double_pumped
+
+
 def _panelled(dense_key: str) -> bool:
     """Whether the dense kernel ``dense:MxNxK`` reads its weight in panels."""
     from ..schedules.gemm import dense_panel
@@ -272,8 +285,9 @@ def nm_register_select(family: str, rows: int, outputs: int, inputs: int, params
     from tvmopt.ops.nm_perm_dense import takes
 
     perm = NM_PERM_OF.get(family)
-    if perm is None or not _wide() or rows > NM_PERM_MAX_ROWS or \
-            not takes(rows, outputs, inputs, params.get("n"), params.get("m")):
+    if perm is None or not _wide() or not takes(rows, outputs, inputs, params.get("n"), params.get("m")):
+        return None
+    if rows > NM_PERM_MAX_ROWS and not _double_pumped():
         return None
     return perm
 

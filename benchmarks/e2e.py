@@ -210,17 +210,19 @@ def geometric_means(rows: list[dict]) -> str:
 
 LIMITS = """What holds the rest back (read from the compiled modules, not guessed from the numbers):
 - **The models are tiny.** The MLP is 64-256-256-10: 0.15 MFLOP per input, and onnxruntime runs
-  it in about 7 µs at batch 1, so fixed costs decide. The scale, bias and ReLU run in the
-  kernels' write-back and a flatten is a view, but each kernel is still one Relax VM call
-  (about 1 µs each with its parallel launch), and the kernels of 256 x 256 weights read them
-  from L2 (about 3 µs).
+  it in 7 to 11 µs at batch 1 (by CPU), so fixed costs decide. The scale, bias and ReLU run in
+  the kernels' write-back and a flatten is a view, but the Relax VM still makes 15 builtin calls
+  (shape checks, allocations) around the MLP's 3 kernels, about 5 µs in all on Zen 4, and the
+  Python around a call (copy in, copy out, a lock) adds about 2.6 µs; the kernels of 256 x 256
+  weights read them from L2 (about 3 µs).
 - **Never slower** decides which layers run compressed: at these sizes the weights fit in cache and
   most compressed GEMM layers are predicted dense (`kernels` column; `benchmarks/kernel_choice.py`).
 - **Fastfood wins** because onnxruntime runs the plain export's butterflies op by op, while
   tvmopt runs one FWHT kernel per layer (from the plain export the pass recovers the same kernel).
 - **Batch 64.** Each kernel runs its best record (32 random trials per model and batch when the
   run tunes) or its heuristic start, against onnxruntime's MLAS kernels. On AVX-512 the binary
-  layers big enough to pay run register-table kernels (`binary_perm_*`: the binary CNN 1.48x);
+  layers big enough to pay run register-table kernels (`binary_perm_*`), 2:4 layers pick their
+  inputs in registers (`nm_perm_dense`);
   the others stay dense, where tvmopt's dense kernels are about at onnxruntime's speed."""
 
 

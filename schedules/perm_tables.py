@@ -140,19 +140,38 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     return leftover
 
 
+#: two-register (ternary) tables: the start's code vectors at most this many, and its tables built
+#: per block of at most ``TABLE_BLOCK_ROWS`` output rows on maps taller than ``TABLE_BLOCK_MIN_OH``
+#: (:func:`perm_conv_space`)
+WIDE_TABLE_MAX_VECTORS = 4
+TABLE_BLOCK_ROWS, TABLE_BLOCK_MIN_OH = 14, 7
+
+
 def perm_conv_space(shape, name: str, entries: int = 16) -> Space:
     """``*_perm_conv2d_nhwc``: ``rows`` output pixels along a row of the output (divisors of
     OW), ``vectors`` 16-channel vectors (divisors of O/16), ``table_rows`` (0, or divisors of OH
     below it). Start: as :func:`perm_space`, rows up to 8 (a 7-pixel row of a 7x7 map is one
     tile), tables built first (``table_rows`` 0: at 1x64x56x56x64 blocks of 4 or 8 output rows
-    ran 0.96 to 1.01x that for binary weights, 1.09 to 1.19x for ternary)."""
+    ran 0.96 to 1.01x that for binary weights, 1.09 to 1.19x for ternary).
+
+    Ternary (32-entry) tables take 128 bytes per group of 3 channels and input pixel: a whole
+    batch's (16x64x56x56: 151 MB) or a large image's (1x64x56x56: 9.5 MB) outgrow the caches
+    between being built and read. Their start builds the tables of a block of the largest
+    divisor of OH up to 14 output rows where it runs (OH above 7), and keeps at most 4 code
+    vectors (with 8, 1x256x14x14x256's 2 x 8 tile ran 0.62x the dense conv). Zen 4, every config
+    of the space against the dense conv's start: the old start 0.77x at 16x64x56x56x64, 0.65x at
+    16x256x14x14x256, 1.12x at 1x64x56x56x64, the best configs 1.45x, 1.52x and 1.37x, all with
+    blocks of 7 to 14 rows; 1x128x28x28x128 1.52x either way, 1x512x7x7x512 1.25x unblocked."""
     rows = tuple(r for r in range(1, 17) if shape.ow % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if (shape.o // LANES) % v == 0)
-    r0, v0 = _start_tile(rows, vectors, entries)
+    wide = entries > LANES
+    r0, v0 = _start_tile(rows, tuple(v for v in vectors if v <= WIDE_TABLE_MAX_VECTORS) if wide else vectors, entries)
     blocks = (0,) + tuple(b for b in (1, 2, 4, 7, 8, 14, 16) if shape.oh % b == 0 and b < shape.oh)
+    block0 = max((b for b in blocks if b <= TABLE_BLOCK_ROWS), default=0) \
+        if wide and shape.oh > TABLE_BLOCK_MIN_OH else 0
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0)),
-                        Choice("table_rows", blocks, default=0)))
+                        Choice("table_rows", blocks, default=blocks.index(block0))))
 
 
 def apply_perm_conv(sch, space: Space, config: Config, fmt, stride: int, epilogue=()) -> list:

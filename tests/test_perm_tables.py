@@ -32,7 +32,8 @@ AVX512 = isa.host().lanes >= 16
                                  "binary_perm_conv2d_nhwc:1x16x6x6x16x3x3x1x1",      # 16 channels: half words
                                  # ternary: 3 weights per 5-bit code, 32-entry tables (vpermt2ps)
                                  "ternary_perm_dense:8x32x50", "ternary_perm_dense:1x48x36",
-                                 "ternary_perm_conv2d_nhwc:1x20x5x5x16x3x3x1x1"])
+                                 "ternary_perm_conv2d_nhwc:1x20x5x5x16x3x3x1x1",
+                                 "ternary_perm_conv2d_nhwc:2x36x9x9x32x3x3x1x1"])   # tables per block of rows
 def test_every_config_matches_numpy(key):
     check_every_avx512_config(key, seed=5)
 
@@ -59,6 +60,25 @@ def test_start_tiles_leave_no_spills_where_zmm_stores_are_double_pumped():
     assert tiles["avx512-vnni-zen4", "binary_perm_conv2d_nhwc"] == (4, 4)
     # two-register ternary tables keep 16 accumulators everywhere
     assert tiles["avx512-vnni", "ternary_perm_dense"] == tiles["avx512-vnni-zen4", "ternary_perm_dense"] == (4, 4)
+
+
+def test_ternary_conv_starts_build_tables_per_block_of_rows_and_keep_four_code_vectors():
+    """Ternary tables (128 bytes per group of 3 channels and input pixel) built for a whole batch
+    or a 56x56 image outgrow the caches before they are read: the start builds them per block of
+    up to 14 output rows (maps taller than 7) and keeps at most 4 code vectors (2 x 8 ran 0.62x the
+    dense conv at 1x256x14x14x256, 2 x 4 with blocks of 7 rows 1.36x; Zen 4)."""
+    starts = {}
+    for key in ("ternary_perm_conv2d_nhwc:16x64x56x56x64x3x3x1x1", "ternary_perm_conv2d_nhwc:1x256x14x14x256x3x3x1x1",
+                "ternary_perm_conv2d_nhwc:1x512x7x7x512x3x3x1x1", "binary_perm_conv2d_nhwc:16x64x56x56x64x3x3x1x1"):
+        with isa.use(isa.ZEN4):
+            space = get_task(key).space
+        start = space.as_dict(space.initial())
+        starts[key.split(":")[1].split("x3x3")[0], key.split("_")[0]] = (start["rows"], start["vectors"],
+                                                                          start["table_rows"])
+    assert starts["16x64x56x56x64", "ternary"] == (4, 4, 14)
+    assert starts["1x256x14x14x256", "ternary"] == (7, 2, 7)
+    assert starts["1x512x7x7x512", "ternary"] == (7, 2, 0)      # a 7-row map: its tables at once
+    assert starts["16x64x56x56x64", "binary"][2] == 0          # one-register tables: as before
 
 
 def test_ternary_words_hold_base3_codes_of_three_weights():
@@ -170,6 +190,34 @@ def test_binary_cnn_runs_its_convolutions_through_register_tables(tmp_path):
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512")
+def test_ternary_cnn_runs_register_tables_where_avx512_is_double_pumped(tmp_path):
+    """A ternary CNN (per-channel scale, batch norm, ReLU, a strided layer and a 1x1 shortcut-like
+    strided layer): on Zen 4 its convolutions of 32 channels and more run ternary register tables
+    channels last, elsewhere the decoded ternary conv; either way they match onnxruntime."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                          tn.TernaryConv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+                          tn.TernaryConv2d(48, 64, 3, stride=2, padding=1), nn.ReLU(),
+                          tn.TernaryConv2d(64, 64, 1, stride=2), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        model[3].running_mean.uniform_(-1, 1)
+        model[3].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 16, 16)
+    path = tn.export_onnx(model, x, tmp_path / "tcnn.onnx", plain=True)
+    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
+                             options=DetectOptions(kernels="compressed"))
+    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    kind = "ternary_perm_conv2d_nhwc" if isa.host().double_pumped else "ternary_conv2d_nhwc"
+    assert convs == ["conv2d_nhwc", kind, kind, kind], convs
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("key", ["binary_perm_dense:4x32x64", "ternary_dense:3x16x40", "xnor_dense:2x16x64",
                                  "nm_decode_dense:4x16x32x2x4", "hashed_dense:2x16x20x37x2"])
 def test_tune_times_numpys_dense_product_not_the_reference_decode(key):
@@ -204,7 +252,14 @@ def test_the_prediction_keeps_small_layers_and_unfit_convolutions_off_register_t
         assert conv_register_tables("binary_conv2d", 64, 128, 1, 2) == "binary_perm_conv2d"   # subsampled tables
         assert conv_register_tables("binary_conv2d", 24, 16, 3, 1) is None       # neither 16 nor whole words
         assert conv_register_tables("binary_conv2d", 64, 64, 2, 3) is None       # input pixels skipped
-        assert conv_register_tables("ternary_conv2d", 64, 64, 3, 1) is None      # left to tune
+        assert conv_register_tables("ternary_conv2d", 64, 64, 3, 1) is None      # full width: left to tune
+    with isa.use(isa.ZEN4):            # double-pumped FMAs: ternary convolutions from 32 channels
+        assert conv_register_tables("ternary_conv2d", 64, 64, 3, 1) == "ternary_perm_conv2d"
+        assert conv_register_tables("ternary_conv2d", 36, 16, 1, 2) == "ternary_perm_conv2d"
+        assert conv_register_tables("ternary_conv2d", 16, 16, 3, 1) is None      # a padded word: 0.91x
+        assert conv_register_tables("ternary_conv2d", 64, 40, 3, 1) is None      # not 16 outputs a vector
+        assert choose("auto", "ternary_perm_conv2d", "k", "d", 64, 64 * 64 * 9, True).compressed
+        assert not choose("auto", "ternary_perm_conv2d", "k", "d", 1024, 32 * 16 * 9, True).compressed
     with isa.use(isa.AVX2):
         assert register_tables("binary_dense", 16, 4096) is None
         assert conv_register_tables("binary_conv2d", 64, 64, 3, 1) is None

@@ -158,7 +158,18 @@ PERM_TABLES_OF = {"binary_dense": "binary_perm_dense", "binary_lut_dense": "bina
                   "ternary_dense": "ternary_perm_dense", "ternary_lut_dense": "ternary_perm_dense",
                   "ternary_rowlut_dense": "ternary_perm_dense"}
 #: ... predicted faster than dense from this many weights
-PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 11, "ternary_perm_dense": 1 << 16}
+PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 11, "ternary_perm_dense": 1 << 16,
+                    "ternary_perm_conv2d": 1 << 13}
+#: ... and ternary convolutions where AVX-512 is double-pumped (AMD Zen 4: one zmm FMA per cycle,
+#: the permutes on another pipe), from ``TERNARY_PERM_CONV_MIN_CHANNELS`` input channels. On Zen 4
+#: (start configs of ``schedules/perm_tables.perm_conv_space`` against the dense conv's start,
+#: 5 paired rounds): ResNet-18's 3x3 layers 1.30 to 1.53x at batch 1 and 16 (stride 2 included),
+#: its 1x1 stride-2 shortcuts 1.05 to 1.15x, VGG's CIFAR layers 1.35 to 1.75x, ResNet-20's
+#: 32- and 64-channel layers 1.28 to 1.50x, but its 16-channel ones 0.91 to 1.00x (6 groups of 3
+#: for 16 channels: a word padded by 2). On the Intel Xeon the same kernel ran 0.55 to 1.17x
+#: (the old start, ``PERM_CONV_CHANNELS``' note): full-width cores keep the decoded ternary conv
+PERM_CONV_DOUBLE_PUMPED = {"ternary_conv2d": "ternary_perm_conv2d"}
+TERNARY_PERM_CONV_MIN_CHANNELS = 32
 #: ... and, for dense layers of fewer rows than this (the shifts of a row's codes are shared by
 #: fewer rows), from this many weights
 PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
@@ -294,13 +305,17 @@ def nm_register_select(family: str, rows: int, outputs: int, inputs: int, params
 
 def conv_register_tables(conv_prefix: str | None, channels: int, outputs: int, kernel: int,
                          stride: int) -> str | None:
-    """The channels-last register-table conv (``binary_perm_conv2d``, AVX-512) a direct
-    compressed conv (``conv_prefix``) runs instead, or None: where its input channels fill whole
-    code words (``PERM_CONV_CHANNELS``, or 16 channels: half words, ``BINARY16``) and the tables it
+    """The channels-last register-table conv (``binary_perm_conv2d``, AVX-512; on a double-pumped
+    core also ``ternary_perm_conv2d``) a direct compressed conv (``conv_prefix``) runs instead, or
+    None: where its input channels fill whole code words (``PERM_CONV_CHANNELS``, or 16 channels:
+    half words, ``BINARY16``; ternary from ``TERNARY_PERM_CONV_MIN_CHANNELS``) and the tables it
     builds are read (a kernel at least as wide as the stride, or 1x1: tables for the pixels it
     reads only)."""
     perm = PERM_TABLES_OF.get(conv_prefix)
     whole = channels % PERM_CONV_CHANNELS == 0 or channels == PERM_CONV_CHANNELS // 2
+    if perm is None and conv_prefix in PERM_CONV_DOUBLE_PUMPED and _double_pumped():
+        # ternary words hold 6 groups of 3 channels: any count pads at most one word
+        perm, whole = PERM_CONV_DOUBLE_PUMPED[conv_prefix], channels >= TERNARY_PERM_CONV_MIN_CHANNELS
     if not perm or not _wide() or outputs % 16 or not whole or 1 < kernel < stride:
         return None
     return perm

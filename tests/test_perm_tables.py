@@ -213,6 +213,10 @@ def test_ternary_cnn_runs_register_tables_where_avx512_is_double_pumped(tmp_path
     convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
     kind = "ternary_perm_conv2d_nhwc" if isa.host().double_pumped else "ternary_conv2d_nhwc"
     assert convs == ["conv2d_nhwc", kind, kind, kind], convs
+    # the bytes the kernels store: 2 bits per weight (48 and 64 channels: 3 and 4 words of 18 per
+    # tap and output) and the layer's scale (one alpha; with the batch norm folded, one per channel)
+    assert [la.compact_bytes for la in compiled.lowered.layers[1:4]] == \
+        [9 * 48 * 32 // 4 + 48 * 4, 9 * 64 * 48 // 4 + 4, 64 * 64 // 4 + 4]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

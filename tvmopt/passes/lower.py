@@ -522,9 +522,13 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 channels = (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)
                 y = relax.op.multiply(self.builder_.emit(y), relax.const(value.reshape(channels) if value.size > 1 else
                                                                          value.reshape(())))
+            # a compressed conv stores its own layout of the codes (the register-table convs: words
+            # per tap), plus the scale the write-back applies
+            stored = sum(a.nbytes for a in arrays) + (0 if kern.scale is None else np.asarray(kern.scale).nbytes) \
+                if kern is not None else w.size * 4
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
-                                      w.size * 4, kern.compact_bytes if kern else w.size * 4, choice))
+                                      w.size * 4, stored, choice))
             return y
 
         # ---- emit one kernel ----

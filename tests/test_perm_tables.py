@@ -264,6 +264,12 @@ def test_the_prediction_keeps_small_layers_and_unfit_convolutions_off_register_t
         assert conv_register_tables("ternary_conv2d", 64, 40, 3, 1) is None      # not 16 outputs a vector
         assert choose("auto", "ternary_perm_conv2d", "k", "d", 64, 64 * 64 * 9, True).compressed
         assert not choose("auto", "ternary_perm_conv2d", "k", "d", 1024, 32 * 16 * 9, True).compressed
+        # narrower ternary layers: the decoded conv ties with dense from 256 output pixels (0.97-0.99x)
+        assert choose("auto", "ternary_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
+        assert not choose("auto", "ternary_conv2d", "k", "d", 64, 16 * 16 * 9, True).compressed
+        assert not choose("auto", "shift_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
+    with isa.use(isa.AVX512_VNNI):
+        assert not choose("auto", "ternary_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
     with isa.use(isa.AVX2):
         assert register_tables("binary_dense", 16, 4096) is None
         assert conv_register_tables("binary_conv2d", 64, 64, 3, 1) is None

@@ -115,6 +115,12 @@ DIRECT_CONV_THREAD_MIN_MACS = 1 << 22
 #: the formats this rule and the next apply to (their decode is a few vector operations per 16
 #: weights; binary layers run register tables instead)
 DIRECT_CONV_AVX512_CHEAP_DECODE = ("ternary_conv2d", "shift_conv2d")
+#: ... or, where AVX-512 is double-pumped (Zen 4), for ternary layers too narrow for the register
+#: tables (``TERNARY_PERM_CONV_MIN_CHANNELS``), from this many output pixels: ResNet-20's 16-channel
+#: layers ran 0.97 to 0.99x the dense conv decoded (1x16x32x32x16, its stride-2 1x16x32x32x32 and
+#: both at batch 16; start configs, 5 paired rounds), within never-slower's noise, for 2 bits a
+#: weight where dense stores 32
+DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS = {"ternary_conv2d": 256}
 #: ... or, for ternary and shift, from this many output pixels per decoded weight (a batch decodes
 #: once per call) and this many weights: one layer at a time at batch 16 (Intel Xeon,
 #: ``conv_kernels_xeon_nhwc``) they ran 0.95 to 1.02x the dense conv from 16 x 16x16 pixels,
@@ -387,6 +393,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if _wide():
+            if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")):
+                return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv runs at the dense "
+                                    f"conv's speed at {rows:,} output pixels")
             if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
                                     f"one a fraction of them")

@@ -119,7 +119,8 @@ DIRECT_CONV_AVX512_CHEAP_DECODE = ("ternary_conv2d", "shift_conv2d")
 #: tables (``TERNARY_PERM_CONV_MIN_CHANNELS``), from this many output pixels: ResNet-20's 16-channel
 #: layers ran 0.97 to 0.99x the dense conv decoded (1x16x32x32x16, its stride-2 1x16x32x32x32 and
 #: both at batch 16; start configs, 5 paired rounds), within never-slower's noise, for 2 bits a
-#: weight where dense stores 32
+#: weight where dense stores 32; not where the dense conv has a tuning record and the decoded one
+#: none (the bundled digits CNN's 64x16x8x8x32 at batch 64: 0.98x its tuned dense conv)
 DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS = {"ternary_conv2d": 256}
 #: ... or, for ternary and shift, from this many output pixels per decoded weight (a batch decodes
 #: once per call) and this many weights: one layer at a time at batch 16 (Intel Xeon,
@@ -393,7 +394,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
         if _wide():
-            if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")):
+            if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")) and \
+                    (cost is None or cost(dense_key) is None):      # a tie of starts: not against a tuned dense conv
                 return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv runs at the dense "
                                     f"conv's speed at {rows:,} output pixels")
             if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):

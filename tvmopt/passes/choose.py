@@ -33,8 +33,10 @@ serves enough output pixels, or where the dense weight outgrows L2: predicted fr
 ``DIRECT_CONV_MIN_ROWS`` and ``DIRECT_CONV_MIN_WEIGHTS`` (same speed, weights 6 to 32x smaller);
 on AVX-512 from the ``DIRECT_CONV_AVX512_*`` rules and, for ternary and shift layers whose start
 decodes a small weight in each thread, ``DIRECT_CONV_THREAD_MIN_MACS``. ``xnor_conv2d`` does less arithmetic and is always chosen.
-On AVX-512, binary and ternary layers (and binary channels-last convolutions) run tables of
-partial sums held in registers instead, predicted faster from ``PERM_MIN_WEIGHTS``.
+On AVX-512, binary and ternary layers (and binary channels-last convolutions; where AVX-512 is
+double-pumped, as on AMD Zen 4, ternary ones too) run tables of partial sums held in registers
+instead, predicted faster from ``PERM_MIN_WEIGHTS``; there 2:4 layers pick their inputs in
+registers at any row count (``NM_PERM_MAX_ROWS``' note).
 """
 
 from __future__ import annotations

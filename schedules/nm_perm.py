@@ -53,16 +53,27 @@ def panel_width(n: int) -> int:
     return next(w for w in (PANEL, 64, 32, LANES) if n % w == 0)
 
 
+#: from this many rows the start is the tallest tile (``nm_perm_space``)
+MANY_ROWS_START = 64
+
+
 def nm_perm_space(m: int, n: int, name: str) -> Space:
     """Start: the widest tile, then the most rows within ``START_ACCUMULATORS``, in ``panel``
     order: a tile as wide as its panel reads the weight as one stream, once per row tile. On
     Zen 4 at 16x4096x4096 (paired rounds against the dense start) 2 rows by 8 vectors ran 1.55x
     the dense kernel, 8 by 2 (each tile a strided quarter of its panel) 1.04 to 1.17x, and 8 by 2
-    in ``stream`` order 0.81x."""
+    in ``stream`` order 0.81x. From ``MANY_ROWS_START`` rows, where the weight is read from cache
+    by many row tiles, the tallest tile instead: on Zen 4 (every config against the dense start)
+    8 by 2 ran 1.43x at 64x1024x1024 and 1.42x at 128x768x3072, where 2 by 8 ran 1.28x and 1.25x
+    (at 32x4096x4096 8 by 2 1.36x, 2 by 8 1.23x; at 512x3072x768 4 by 4 1.45x, 2 by 8 1.31x)."""
     rows = tuple(r for r in (1, 2, 3, 4, 6, 8) if m % r == 0)
     vectors = tuple(v for v in (1, 2, 4, 8) if panel_width(n) % (v * LANES) == 0)
-    v0 = max(v for v in vectors if v <= START_ACCUMULATORS)
-    r0 = max(r for r in rows if r * v0 <= START_ACCUMULATORS)
+    if m >= MANY_ROWS_START:
+        r0 = max(r for r in rows if r <= 8)
+        v0 = max(v for v in vectors if r0 * v <= START_ACCUMULATORS)
+    else:
+        v0 = max(v for v in vectors if v <= START_ACCUMULATORS)
+        r0 = max(r for r in rows if r * v0 <= START_ACCUMULATORS)
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0)),
                         Choice("order", ORDERS, default=ORDERS.index(START_ORDER))))

@@ -59,3 +59,23 @@ def test_rounds_stop_once_the_ratio_is_clear_of_the_threshold(monkeypatch):
     noisy = report.timed_rounds({"a": a, "b": lambda: 1.0}, 4, 0.0, settle=("a", "b"), max_rounds=12)
     assert len(noisy["a"]) == 12
 
+
+
+def test_suite_memory_goals_are_bit_widths_judged_on_the_codes():
+    """benchmarks/suite.py: a layer's scale (a vector per output channel, like the bias) is left out
+    of the codes' count; the memory goal (binary /32 = 1 bit a weight) is judged on the codes; a row
+    measured before the count falls back on the bytes with scales."""
+    import suite
+    from tvmopt.passes.lower import LayerReport
+
+    binary = LayerReport(1, "conv2d", "", "binary", "binary_perm_conv2d_nhwc:...", 4096 * 4, 4096 // 8 + 64 * 4,
+                         "compressed", 64 * 4)
+    first = LayerReport(0, "conv2d", "", "dense", "conv2d_nhwc:...", 1000, 1000)          # fp32, not touched
+    counted = suite.code_bits([first, binary])
+    assert counted["compressed_layers_code_reduction"] == pytest.approx(32.0)
+    row = {"model": "resnet18", "variant": "binary", "batch": 1, "vs_ort": 1.5, "vs_tvmopt_dense": 1.5,
+           "max_rel_err": 1e-7, "memory_reduction": 13.0,
+           "compressed_layers_memory_reduction": 4096 * 4 / (4096 // 8 + 64 * 4)}
+    assert suite.goals(row)["met"] is False                      # /21 with the scales
+    assert suite.goals({**row, **counted})["met"] is True       # 1 bit a weight
+    assert suite.goals({**row, **counted, "vs_ort": 0.9})["met"] is False

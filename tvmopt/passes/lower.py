@@ -67,6 +67,7 @@ class LayerReport:
     dense_bytes: int
     compact_bytes: int
     choice: str = ""       # compressed or dense, and why (passes/choose.py); "" for dense layers
+    scale_bytes: int = 0   # of compact_bytes, the per-channel (or per-layer) scale the write-back applies
 
 
 #: the block annotation naming a compressed CUDA kernel's function (``Lowered.cuda_kernels``)
@@ -524,11 +525,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                                                          value.reshape(())))
             # a compressed conv stores its own layout of the codes (the register-table convs: words
             # per tap), plus the scale the write-back applies
-            stored = sum(a.nbytes for a in arrays) + (0 if kern.scale is None else np.asarray(kern.scale).nbytes) \
-                if kern is not None else w.size * 4
+            scale = 0 if kern is None or kern.scale is None else np.asarray(kern.scale).nbytes
+            stored = sum(a.nbytes for a in arrays) + scale if kern is not None else w.size * 4
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
-                                      w.size * 4, stored, choice))
+                                      w.size * 4, stored, choice, scale))
             return y
 
         # ---- emit one kernel ----
@@ -582,7 +583,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if report_shape:
                 shape = f"{report_shape} ({shape})"
             layers.append(LayerReport(len(layers), source, shape, kern.structure, key,
-                                      kern.dense_bytes, kern.compact_bytes, choice))
+                                      kern.dense_bytes, kern.compact_bytes, choice,
+                                      0 if kern.scale is None else np.asarray(kern.scale).nbytes))
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):

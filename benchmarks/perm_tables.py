@@ -41,12 +41,14 @@ DENSE = ((128, 3072, 768), (128, 768, 3072), (64, 1024, 1024), (32, 4096, 4096),
 #: convolutions (NxCxHxWxOxKHxKWxSxP): ResNet-18's 3x3 and downsampling layers, CIFAR-size layers
 CONVS = ("1x64x56x56x64x3x3x1x1", "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1",
          "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0", "16x128x28x28x128x3x3x1x1", "16x512x7x7x512x3x3x1x1",
-         "1x32x32x32x32x3x3x1x1", "1x64x8x8x64x3x3x1x1", "1x16x32x32x16x3x3x1x1")
+         "1x32x32x32x32x3x3x1x1", "1x64x8x8x64x3x3x1x1", "1x16x32x32x16x3x3x1x1", "16x64x56x56x64x3x3x1x1",
+         "1x32x16x16x32x3x3x1x1")
 
 
 #: (M, N, K) of 2:4 layers: the 4096-wide MLP at 1 to 32 rows, smaller layers, the crossover
 NM_DENSE = ((1, 4096, 4096), (4, 4096, 4096), (16, 4096, 4096), (32, 4096, 4096), (1, 1024, 1024),
-            (16, 1024, 1024), (1, 256, 256), (64, 1024, 1024), (128, 3072, 768))
+            (16, 1024, 1024), (1, 256, 256), (64, 1024, 1024), (128, 3072, 768), (128, 768, 3072),
+            (512, 768, 3072))
 
 
 def _before(fmt: str, m: int) -> str:

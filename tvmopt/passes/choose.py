@@ -176,7 +176,8 @@ PERM_MIN_WEIGHTS = {"binary_perm_dense": 1 << 16, "binary_perm_conv2d": 1 << 11,
 #: its 1x1 stride-2 shortcuts 1.05 to 1.15x, VGG's CIFAR layers 1.35 to 1.75x, ResNet-20's
 #: 32- and 64-channel layers 1.28 to 1.50x, but its 16-channel ones 0.91 to 1.00x (6 groups of 3
 #: for 16 channels: a word padded by 2). On the Intel Xeon the same kernel ran 0.55 to 1.17x
-#: (the old start, ``PERM_CONV_CHANNELS``' note): full-width cores keep the decoded ternary conv
+#: (the old start, ``PERM_CONV_CHANNELS``' note): full-width cores keep the decoded ternary conv.
+#: Tables: ``perm_tables_zen4`` in BENCHMARKS.md (``benchmarks/perm_tables.py``)
 PERM_CONV_DOUBLE_PUMPED = {"ternary_conv2d": "ternary_perm_conv2d"}
 TERNARY_PERM_CONV_MIN_CHANNELS = 32
 #: ... and, for dense layers of fewer rows than this (the shifts of a row's codes are shared by
@@ -216,7 +217,8 @@ NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
 #: FMA- and permute-bound alike). On Zen 4, start configs against the dense start, 5 paired
 #: rounds: 1.15x at 64 x 256 x 256, 1.27x at 64 x 1024 x 1024, 1.33x at 128 x 3072 x 768, 1.27x at
 #: 128 x 768 x 3072 (the encoder), 1.29x at 256 x 256 x 256, 1.31x at 256 x 1024 x 1024, 1.25x at
-#: 512 x 768 x 3072, 1.32x at 2048 x 3072 x 768 (``_double_pumped``)
+#: 512 x 768 x 3072, 1.32x at 2048 x 3072 x 768 (``_double_pumped``; since the taller start from 64 rows
+#: 1.42 to 1.51x: ``nm_perm_zen4`` in BENCHMARKS.md, ``benchmarks/perm_tables.py --nm``)
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x

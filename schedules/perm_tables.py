@@ -141,9 +141,9 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     return leftover
 
 
-#: two-register (ternary) tables: the start's code vectors at most this many, and its tables built
-#: per block of at most ``TABLE_BLOCK_ROWS`` output rows on maps taller than ``TABLE_BLOCK_MIN_OH``
-#: (:func:`perm_conv_space`)
+#: ternary (two-register) tables, and binary ones where AVX-512 is double-pumped: the conv start's
+#: code vectors at most this many, and its tables built per block of at most ``TABLE_BLOCK_ROWS``
+#: output rows on maps taller than ``TABLE_BLOCK_MIN_OH`` (:func:`perm_conv_space`)
 WIDE_TABLE_MAX_VECTORS = 4
 TABLE_BLOCK_ROWS, TABLE_BLOCK_MIN_OH = 14, 7
 

@@ -166,28 +166,36 @@ def test_binary_layers_run_register_tables_on_avx512_and_row_tables_on_avx2(wide
             assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
 
 
+def _cnn(tmp_path, layers, features: int, size: int):
+    """A CNN of a fp32 first conv, ``layers()`` (made after the seed; a batch norm third, given
+    non-trivial statistics) and a classifier over ``features``, exported plain and built with
+    every compressed layer forced compressed: (the module, the layers' kernels, the input,
+    onnxruntime's output, the torch model)."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), *layers(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, 10)).eval()
+    with torch.no_grad():
+        model[3].running_mean.uniform_(-1, 1)
+        model[3].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, size, size)
+    path = tn.export_onnx(model, x, tmp_path / "cnn.onnx", plain=True)
+    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
+                             options=DetectOptions(kernels="compressed"))
+    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return compiled, convs, x, sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], model
+
+
 @pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512")
 def test_binary_cnn_runs_its_convolutions_through_register_tables(tmp_path):
     """A binary CNN (tvmopt.nn, per-channel scale, batch norm, ReLU, a strided layer): on AVX-512
     its binary convolutions run channels last through register tables and match PyTorch."""
-    import onnxruntime as ort
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-                          tn.BinaryConv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                          tn.BinaryConv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
-    with torch.no_grad():
-        model[3].running_mean.uniform_(-1, 1)
-        model[3].running_var.uniform_(0.5, 2)
-    x = torch.randn(2, 3, 12, 12)
-    path = tn.export_onnx(model, x, tmp_path / "bcnn.onnx", plain=True)
-    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
-                             options=DetectOptions(kernels="compressed"))
-    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    compiled, convs, x, want, model = _cnn(
+        tmp_path, lambda: (tn.BinaryConv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                           tn.BinaryConv2d(64, 64, 3, stride=2, padding=1), nn.ReLU()), 64, 12)
     assert convs == ["conv2d_nhwc", "binary_perm_conv2d_nhwc", "binary_perm_conv2d_nhwc"], convs
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(model(x).numpy(), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -198,30 +206,16 @@ def test_ternary_cnn_runs_register_tables_where_avx512_is_double_pumped(tmp_path
     """A ternary CNN (per-channel scale, batch norm, ReLU, a strided layer and a 1x1 shortcut-like
     strided layer): on Zen 4 its convolutions of 32 channels and more run ternary register tables
     channels last, elsewhere the decoded ternary conv; either way they match onnxruntime."""
-    import onnxruntime as ort
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-                          tn.TernaryConv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
-                          tn.TernaryConv2d(48, 64, 3, stride=2, padding=1), nn.ReLU(),
-                          tn.TernaryConv2d(64, 64, 1, stride=2), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
-    with torch.no_grad():
-        model[3].running_mean.uniform_(-1, 1)
-        model[3].running_var.uniform_(0.5, 2)
-    x = torch.randn(2, 3, 16, 16)
-    path = tn.export_onnx(model, x, tmp_path / "tcnn.onnx", plain=True)
-    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
-                             options=DetectOptions(kernels="compressed"))
-    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    compiled, convs, x, want, _ = _cnn(
+        tmp_path, lambda: (tn.TernaryConv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+                           tn.TernaryConv2d(48, 64, 3, stride=2, padding=1), nn.ReLU(),
+                           tn.TernaryConv2d(64, 64, 1, stride=2), nn.ReLU()), 64, 16)
     kind = "ternary_perm_conv2d_nhwc" if isa.host().double_pumped else "ternary_conv2d_nhwc"
     assert convs == ["conv2d_nhwc", kind, kind, kind], convs
     # the bytes the kernels store: 2 bits per weight (48 and 64 channels: 3 and 4 words of 18 per
     # tap and output) and the layer's scale (one alpha; with the batch norm folded, one per channel)
     assert [la.compact_bytes for la in compiled.lowered.layers[1:4]] == \
         [9 * 48 * 32 // 4 + 48 * 4, 9 * 64 * 48 // 4 + 4, 64 * 64 // 4 + 4]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 

@@ -49,6 +49,7 @@ import json
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -179,10 +180,7 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         # the layers the compression touched (the papers' figure; first and last stay fp32)
         touched = [la for la in layers if la.choice]
         touched_reduction = sum(la.dense_bytes for la in touched) / max(sum(la.compact_bytes for la in touched), 1)
-        families: dict[str, int] = {}
-        for la in layers:
-            fam = la.kernel.split(":")[0]
-            families[fam] = families.get(fam, 0) + 1
+        families = kernel_families(layers)
         row = {"model": model_name, "variant": variant, "batch": batch, "max_rel_err": err,
                "compile_s": compile_s, "dense_compile_s": dense_compile_s,
                **{f"{k.replace(' ', '_')}_ms": v * 1e3 for k, v in med.items()},
@@ -204,13 +202,18 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
     return rows
 
 
+def kernel_families(layers) -> dict[str, int]:
+    """How many layers run each kernel family (the task key's prefix)."""
+    return dict(Counter(la.kernel.split(":")[0] for la in layers))
+
+
 def code_bits(layers) -> dict:
     """The compressed layers' codes alone, the papers' count (1 bit a binary weight, 2 a ternary one,
     5 a DeepShift one): dense weight bytes over the bytes of their codes, leaving out the
     per-channel scale (a folded batch norm, XNOR-Net's alpha), a vector per output channel like the
     bias, which neither count includes; a layer predicted dense counts /1."""
     touched = [la for la in layers if la.choice]
-    codes = sum(la.compact_bytes - getattr(la, "scale_bytes", 0) for la in touched)
+    codes = sum(la.compact_bytes - la.scale_bytes for la in touched)
     return {"compressed_layers_code_reduction": sum(la.dense_bytes for la in touched) / max(codes, 1)}
 
 
@@ -289,6 +292,12 @@ def table(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def selected(args) -> set[tuple[str, str, int]]:
+    """The (model, variant, batch) rows the command line selects."""
+    return {(m, v, int(b)) for m in args.models.split(",") for v in args.variants.split(",")
+            for b in args.batches.split(",")}
+
+
 def recount(args) -> None:
     """``--recount``: the codes' bits per weight of rows measured before they were counted,
     from the same exports lowered again (no build, no timing); a row whose kernels the pass no
@@ -300,8 +309,7 @@ def recount(args) -> None:
     target = parse_target("llvm")
     name = f"suite_{cpu_kind(target)}"
     data = json.loads((RESULTS / f"{name}.json").read_text())
-    chosen = {(m, v, int(b)) for m in args.models.split(",") for v in args.variants.split(",")
-              for b in args.batches.split(",")}
+    chosen = selected(args)
     for row in data["rows"]:
         if (row["model"], row["variant"], row["batch"]) not in chosen or row.get("target", data["meta"]["target"]) != target.key:
             continue
@@ -310,9 +318,7 @@ def recount(args) -> None:
                       WORK / f"{row['model']}_{row['variant']}.onnx")
         with isa.use(isa.for_target(target)):
             _, lowered = load_and_lower(path, row["batch"])
-        families: dict[str, int] = {}
-        for la in lowered.layers:
-            families[la.kernel.split(":")[0]] = families.get(la.kernel.split(":")[0], 0) + 1
+        families = kernel_families(lowered.layers)
         what = f"{row['model']} {row['variant']} b{row['batch']}"
         if families != row["kernels"]:
             print(f"{what}: the pass now chooses {families}, the row was built with {row['kernels']}: left as is")
@@ -358,8 +364,7 @@ def main() -> None:
         old = json.loads(previous.read_text())
         rows = [{"commit": old["meta"]["commit"], "target": old["meta"]["target"], **r} for r in old["rows"]]
     if args.update:
-        chosen = {(m, v, b) for m in args.models.split(",") for v in args.variants.split(",")
-                  for b in (int(b) for b in args.batches.split(","))}
+        chosen = selected(args)
         rows = [r for r in rows if (r["model"], r["variant"], r["batch"]) not in chosen]
     for model_name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):

@@ -174,9 +174,10 @@ def perm_conv_space(shape, name: str, entries: int = 16) -> Space:
     rows = tuple(r for r in range(1, 17) if shape.ow % r == 0)
     vectors = tuple(v for v in (1, 2, 3, 4, 6, 8) if (shape.o // LANES) % v == 0)
     # ternary tables everywhere; binary ones where AVX-512 is double-pumped (Zen 4)
-    blocked = entries > LANES or current().double_pumped
+    pumped = current().double_pumped
+    blocked = entries > LANES or pumped
     r0, v0 = _start_tile(rows, tuple(v for v in vectors if v <= WIDE_TABLE_MAX_VECTORS) if blocked else vectors,
-                         entries, prefer_rows=current().double_pumped and entries == LANES)
+                         entries, prefer_rows=pumped and entries == LANES)
     blocks = (0,) + tuple(b for b in (1, 2, 4, 7, 8, 14, 16) if shape.oh % b == 0 and b < shape.oh)
     block0 = max((b for b in blocks if b <= TABLE_BLOCK_ROWS), default=0) \
         if blocked and shape.oh > TABLE_BLOCK_MIN_OH else 0

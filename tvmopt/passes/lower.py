@@ -44,6 +44,7 @@ from .choose import (ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_
                      register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
+from tvmopt.ops.kernel import array_bytes, scale_bytes
 from .layout import choose_layout, to_channels_last
 from .placeholders import is_placeholder, placeholder_parts, plain_conv_placeholders
 from .structure import (DENSE, LUT_MAX_ROWS, DetectOptions, Kernel, conv_geometry, dense_kernel, detector,
@@ -525,8 +526,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                                                          value.reshape(())))
             # a compressed conv stores its own layout of the codes (the register-table convs: words
             # per tap), plus the scale the write-back applies
-            scale = 0 if kern is None or kern.scale is None else np.asarray(kern.scale).nbytes
-            stored = sum(a.nbytes for a in arrays) + scale if kern is not None else w.size * 4
+            scale = scale_bytes(kern.scale) if kern is not None else 0
+            stored = array_bytes(arrays) + scale if kern is not None else w.size * 4
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
                                       w.size * 4, stored, choice, scale))
@@ -583,8 +584,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if report_shape:
                 shape = f"{report_shape} ({shape})"
             layers.append(LayerReport(len(layers), source, shape, kern.structure, key,
-                                      kern.dense_bytes, kern.compact_bytes, choice,
-                                      0 if kern.scale is None else np.asarray(kern.scale).nbytes))
+                                      kern.dense_bytes, kern.compact_bytes, choice, scale_bytes(kern.scale)))
             return y
 
         def _kernel_func(self, kern: Kernel, key: str):

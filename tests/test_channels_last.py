@@ -78,7 +78,7 @@ def test_a_dense_model_runs_channels_last_end_to_end_and_matches_onnxruntime(inc
 
 def test_nchw_on_request_gives_the_same_outputs(inception):
     path, x, want = inception
-    compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nchw"))
+    compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nchw", winograd=False))
     assert not any("nhwc" in k for k in _kernels(compiled))
     assert _permutes(compiled) == 0
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
@@ -101,7 +101,7 @@ def test_depthwise_models_stay_nchw_unless_asked_and_match_either_way(tmp_path):
     x, want = _export(_Depthwise(), path, (1, 3, 12, 12))
     auto = compile_model(path, "llvm", shipped=False)
     assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in _kernels(auto) and not any("nhwc" in k for k in _kernels(auto))
-    forced = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nhwc"))
+    forced = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nhwc", winograd=False))
     kernels = _kernels(forced)
     # the depthwise conv runs its NCHW kernel between two transposes; the grouped one is channels last
     assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in kernels and "conv2d_nhwc:1x16x12x12x32x1x1x1x0x2" in kernels
@@ -119,7 +119,7 @@ def test_compressed_convolutions_run_channels_last_too(tmp_path):
     path = tmp_path / "shift.onnx"
     x, want = _export(model, path, (1, 3, 10, 10))
     for layout, kernel in (("auto", "shift_conv2d_nhwc:"), ("nchw", "shift_conv2d:")):
-        compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout=layout,
+        compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout=layout, winograd=False,
                                                                                      kernels="compressed"))
         assert any(k.startswith(kernel) for k in _kernels(compiled)), _kernels(compiled)
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)

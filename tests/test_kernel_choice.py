@@ -197,9 +197,13 @@ def test_a_layer_where_dense_wins_stays_dense_and_the_records_can_say_otherwise(
     assert "records: 4.00x faster than dense" in compiled.lowered.layers[1].choice
     np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-5)
 
-    forced = compile_model(path, batch=2, records=records, shipped=False, options=DetectOptions(kernels="compressed"))
+    forced = compile_model(path, batch=2, records=records, shipped=False, options=DetectOptions(kernels="compressed", winograd=False))
     assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["dense", TERNARY, "ternary_dense"]
     np.testing.assert_allclose(forced(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+
+#: the direct convs' rules (3x3 stride-1 layers channels last otherwise run Winograd: test_winograd.py)
+DIRECT = DetectOptions(winograd=False)
 
 
 def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp_path):
@@ -211,7 +215,7 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     path = tn.export_onnx(model, x, tmp_path / "c.onnx", plain=True)
     with torch.no_grad():
         ref = model(x).numpy()
-    auto = compile_model(path, avx2, records=tmp_path / "none", shipped=False)
+    auto = compile_model(path, avx2, records=tmp_path / "none", shipped=False, options=DIRECT)
     # a plain export of dense and shift convs runs channels last (passes/layout.py)
     assert [layer.kernel.split(":")[0] for layer in auto.lowered.layers] == ["conv2d_nhwc", "shift_conv2d_nhwc"]
     assert auto.lowered.layers[1].structure.startswith("shift") and "dense conv's speed" in auto.lowered.layers[1].choice
@@ -224,12 +228,12 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
     records = tmp_path / "records"
     RecordCache(records).append([Record(compressed, target.key, get_task(compressed).space.initial(), (9e-6,)),
                                    Record(dense, target.key, get_task(dense).space.initial(), (3e-6,))])
-    slower = compile_model(path, avx2, records=records, shipped=False)
+    slower = compile_model(path, avx2, records=records, shipped=False, options=DIRECT)
     assert slower.lowered.layers[1].kernel == dense and "dense 3.00x faster" in slower.lowered.layers[1].choice
     small = tn.export_onnx(model, torch.randn(1, 3, 9, 9), tmp_path / "small.onnx", plain=True)
-    few = compile_model(small, avx2, records=tmp_path / "none", shipped=False)      # 81 pixels: the decode would cost
+    few = compile_model(small, avx2, records=tmp_path / "none", shipped=False, options=DIRECT)      # 81 pixels: the decode would cost
     assert few.lowered.layers[1].kernel.startswith("conv2d_nhwc:") and "81 output pixels" in few.lowered.layers[1].choice
-    forced = compile_model(path, avx2, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
+    forced = compile_model(path, avx2, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense", winograd=False))
     assert [layer.kernel.split(":")[0] for layer in forced.lowered.layers] == ["conv2d_nhwc", "conv2d_nhwc"]
     for compiled in (auto, slower, forced):
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

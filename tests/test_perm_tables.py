@@ -152,7 +152,7 @@ def test_binary_layers_run_register_tables_on_avx512_and_row_tables_on_avx2(wide
         ref = model(x).numpy()
     path = tn.export_onnx(model, x, tmp_path / "binary.onnx", plain=True)
     compiled = compile_model(path, "llvm" if wide else avx2_host(), batch=24, shipped=False, records=tmp_path,
-                             options=DetectOptions(kernels="compressed"))
+                             options=DetectOptions(kernels="compressed", winograd=False))
     tables = "binary_perm_dense" if wide else "binary_rowlut_dense"
     ternary = "ternary_perm_dense" if wide else "ternary_dense"        # ternary row tables from 64 rows
     assert _families(compiled) == [tables, tables, ternary, "dense"]
@@ -182,7 +182,7 @@ def _cnn(tmp_path, layers, features: int, size: int):
     x = torch.randn(2, 3, size, size)
     path = tn.export_onnx(model, x, tmp_path / "cnn.onnx", plain=True)
     compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path,
-                             options=DetectOptions(kernels="compressed"))
+                             options=DetectOptions(kernels="compressed", winograd=False))
     convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return compiled, convs, x, sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], model

@@ -39,7 +39,7 @@ def cmd_build(args) -> int:
     from tvmopt.passes import DetectOptions
 
     result = build(args.model, args.output, target=args.target, records=args.records, batch=args.batch,
-                   options=DetectOptions(kernels=args.kernels, layout=args.layout))
+                   options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd))
     tuned = len(result.compiled.tuned) - len(result.untuned)
     print(f"wrote {result.path} ({len(result.compiled.lowered.layers)} layers, {tuned}/{len(result.compiled.tuned)} "
           f"tasks tuned) and {result.path.name}.json")

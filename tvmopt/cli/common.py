@@ -111,3 +111,6 @@ def kernels_option(parser) -> None:
                              "measure times both now (and records the timings); compressed or dense force one. "
                              "On a CUDA target: auto (CUDA records, else tvmopt.passes.choose_cuda's prediction), "
                              "compressed or dense")
+    parser.add_argument("--no-winograd", dest="winograd", action="store_false",
+                        help="run channels-last 3x3 stride-1 convolutions on the direct conv kernels instead of the "
+                             "Winograd F(2x2,3x3) ones (winograd_conv2d_nhwc and <format>_winograd_conv2d_nhwc tasks)")

@@ -31,7 +31,8 @@ def cmd_inspect(args) -> int:
     from tvmopt.build.inspect import format_layers, inspect_gpu, inspect_model
     from tvmopt.target import parse_target
 
-    options = DetectOptions(min_weights=args.min_weights, kernels=args.kernels, layout=args.layout)
+    options = DetectOptions(min_weights=args.min_weights, kernels=args.kernels, layout=args.layout,
+                           winograd=args.winograd)
     spec = parse_target(args.target)
     functions = None
     if spec.kind == "cuda":            # one lowering for the layers and the GPU functions

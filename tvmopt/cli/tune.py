@@ -90,7 +90,7 @@ def cmd_tune_model(args) -> int:
                             batch=args.batch, batch_size=args.batch_size, seed=args.seed,
                             progress=not args.quiet and not args.verbose, resume=args.resume,
                             report=report_line if args.verbose else None, measurer=measurer,
-                            options=DetectOptions(kernels=args.kernels, layout=args.layout))
+                            options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd))
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"

@@ -44,6 +44,9 @@ from .choose import (ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_
                      register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
+from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
+from tvmopt.schedules.conv2d import ConvShape
+from tvmopt.schedules.winograd import applies as winograd_applies
 from tvmopt.ops.kernel import array_bytes, scale_bytes
 from .layout import choose_layout, to_channels_last
 from .placeholders import is_placeholder, placeholder_parts, plain_conv_placeholders
@@ -452,14 +455,20 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             tables = conv_row_tables(conv_prefix, n * oh * ow, o * c * kh * kw)
             if tables:
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
+            # channels last, 3x3, stride 1: the Winograd kernels (2.25x fewer multiply-adds)
+            winograd = nhwc and direct and not gpu and options.winograd and \
+                winograd_applies(ConvShape(n, c, h, wd, o, kh, kw, sh, pt, layout="NHWC")) and pt == pl == pb == pr
+            dense_prefix = WINOGRAD_PREFIX if winograd else "conv2d" + suffix
             if nhwc:
                 conv_prefix = conv_register_tables(conv_prefix, c, o, min(kh, kw), sh) or conv_prefix
+                if winograd:
+                    conv_prefix = winograd_prefix(conv_prefix)
             if nhwc and (not direct or tables):
                 return None
             if kern.family != DENSE:
                 rows = n * oh * ow
                 dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
-                dense_key = conv_key("conv2d" + suffix, dims) if direct else _dense_key(rows, o, c * kh * kw)
+                dense_key = conv_key(dense_prefix, dims) if direct else _dense_key(rows, o, c * kh * kw)
                 compressed_key = conv_key(conv_prefix + suffix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
                 picked = pick(options.kernels, (cuda_family(kern.family) if gpu else conv_prefix or kern.family),
                               compressed_key, dense_key, rows, o * c * kh * kw, conv=True, cost=costs)
@@ -471,7 +480,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                              conv_prefix + suffix, source=source)
             if kern.family == DENSE and direct:
                 return self._direct_conv(x, w, sh, (pt, pl, pb, pr), found if choice else "dense", choice,
-                                         prefix="conv2d" + suffix, source=source)
+                                         prefix=dense_prefix, source=source)
             if nhwc:
                 return None
             cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow,
@@ -515,7 +524,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
                 funcs[(key, params)] = self.builder_.add_func(func, name)
             shape = task.shape
-            # dense and XNOR convs lay out (or pack the signs of) w itself; XNOR's scale is kern.scale
+            # dense and XNOR convs lay out (or pack the signs of) w itself (the dense Winograd conv
+            # transforms it); XNOR's scale is kern.scale
             arrays = task.to_kernel([w] if kern is None or prefix.startswith("xnor_conv2d") else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType(output_shape(shape), "float32"))
@@ -527,7 +537,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             # a compressed conv stores its own layout of the codes (the register-table convs: words
             # per tap), plus the scale the write-back applies
             scale = scale_bytes(kern.scale) if kern is not None else 0
-            stored = array_bytes(arrays) + scale if kern is not None else w.size * 4
+            stored = array_bytes(arrays) + scale if kern is not None else \
+                array_bytes(arrays) if prefix == WINOGRAD_PREFIX else w.size * 4    # U: 16/9 the weight
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
                                       w.size * 4, stored, choice, scale))

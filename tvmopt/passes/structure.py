@@ -32,6 +32,7 @@ class DetectOptions:
     direct_conv: bool = True      # dense convolutions: the direct conv2d kernel (False: im2col + dense)
     kernels: str = "auto"         # compressed or dense kernel per layer: auto, measure, compressed, dense (choose.py)
     layout: str = "auto"          # the graph's layout: auto, nchw, nhwc (passes/layout.py)
+    winograd: bool = True         # 3x3 stride-1 channels-last convolutions: the Winograd kernels where they apply
 
 
 def conv_geometry(attrs) -> dict:

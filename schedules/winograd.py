@@ -1,0 +1,146 @@
+"""The LLVM schedule space of the Winograd F(2x2, 3x3) convolution (channels last, 3x3, stride 1,
+pad 1) and ``apply_winograd``.
+
+The transform (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+each 2 x 2 block of output pixels (a *tile*) is ``A^T [ (G g G^T) . (B^T d B) ] A`` for the 4 x 4
+input patch ``d`` around it and the 3 x 3 filter ``g``: 16 multiplies per tile and channel pair
+where the direct conv does 36, so 2.25x fewer multiply-adds; the transforms of ``d`` and of the
+result are additions only (every coefficient of B and A is 0 or +-1), so the fp32 results stay
+within a few ulps of the direct conv's.
+
+The loop nest, per block of ``tile_p`` tiles along one row of tiles (outermost first):
+
+    [n th]p | tw0 | input transform of the block's patches (V[16, tile_p, C], in L1/L2)
+                  | 16 GEMMs  M[e] = V[e] (tile_p x C) @ U[e] (C x K): a register tile of
+                  |           tile_p tiles by tile_k vectors of 16 output channels
+                  | output transform + epilogue (bias, ReLU, residual add) into Y
+
+The transformed weight ``U[4, 4, C, K]`` is a constant for a dense layer (laid out when the
+model is built) and computed from the codes at the start of each call for a compressed one.
+Knobs: ``tile_p`` (tiles per block: the GEMM's register rows) and ``tile_k`` (vectors of output
+channels per register tile).
+
+Measured one layer at a time on Zen 4 (2 cores, start configs, ``benchmarks/winograd.py``): 1.7
+to 2.1x the direct conv's start on ResNet-18's 56x56, 28x28 and 14x14 layers at batch 1 and 16,
+and 1.4 to 1.8x on ResNet-20's; on 7x7 maps (4 x 4 tiles per image) the 16 transformed weights
+of a 512-channel layer (16 MiB) are streamed once per row of tiles: 0.5x, so those stay direct
+(``MAX_TRANSFORMED_BYTES``).
+"""
+
+from __future__ import annotations
+
+from .conv2d import ConvShape
+from .gemm import inline_epilogue, largest_divisor, unroll_tile
+from .space import Choice, Config, Space
+
+#: output channels per vector (fp32 lanes of AVX-512; on AVX2 LLVM splits each in two)
+LANES = 16
+#: register tiles of tile_p x tile_k vectors up to this many accumulators
+MAX_ACCUMULATORS = 16
+#: fewer input channels stay direct: the input transform (32 adds per patch and channel) then
+#: costs as much as the GEMMs it saves (a first layer of 1 or 3 channels)
+MIN_CHANNELS = 8
+#: maps narrower than this many tiles per row stay direct
+MIN_TILES_PER_ROW = 4
+#: ... and layers whose transformed weight (16 x C x O floats) is larger than this: it is read
+#: once per row of tiles (1x512x7x7x512: 16 MiB, 4 rows, 0.5x the direct conv)
+MAX_TRANSFORMED_BYTES = 4 << 20
+
+
+def tiles(shape: ConvShape) -> tuple[int, int]:
+    """(rows, columns) of 2 x 2 output tiles per image."""
+    return (shape.oh + 1) // 2, (shape.ow + 1) // 2
+
+
+def applies(shape: ConvShape) -> bool:
+    """Whether the Winograd kernel computes this convolution: 3x3, stride 1, pad 1, one group,
+    ``MIN_CHANNELS`` input channels or more,
+    output channels in whole vectors, a map of ``MIN_TILES_PER_ROW`` tiles per row."""
+    return (shape.kh == shape.kw == 3 and shape.stride == 1 and shape.pad == 1 and shape.groups == 1
+            and shape.c >= MIN_CHANNELS
+            and shape.o % LANES == 0 and tiles(shape)[1] >= MIN_TILES_PER_ROW
+            and 64 * shape.c * shape.o <= MAX_TRANSFORMED_BYTES)
+
+
+def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
+    tw = tiles(shape)[1]
+    vectors = shape.o // LANES
+    tile_p = tuple(p for p in (2, 4, 7, 8, 14) if p <= tw)
+    tile_k = tuple(k for k in (1, 2, 4) if vectors % k == 0)
+    knobs = (Choice("tile_p", tile_p), Choice("tile_k", tile_k))
+    space = Space(name, knobs)
+    return Space(name, knobs, start=heuristic_config(shape, space))
+
+
+def heuristic_config(shape: ConvShape, space: Space) -> Config:
+    """The start: 7 or 8 tiles by 2 vectors (14 to 16 accumulators; Zen 4's sweep of 4 to 14
+    tiles by 1 to 4 vectors had these within 3% of the best on every ResNet-18 and ResNet-20
+    layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide."""
+    knobs = {k.name: k for k in space.knobs}
+    tw = tiles(shape)[1]
+    ps = knobs["tile_p"].values
+    p = 7 if 7 in ps and tw % 7 == 0 and tw % 8 else max(v for v in ps if v <= 8)
+    k = 2 if 2 in knobs["tile_k"].values and p * 2 <= MAX_ACCUMULATORS else 1
+    return (p, k)
+
+
+def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=(), threads: int = 0) -> list:
+    """Schedule the Winograd stages around ``block`` (the output transform, ``wt_out``) in place;
+    ``epilogue`` is inlined into the output transform. ``threads``: the parallel loop split into
+    that many iterations, one per thread (then the block's outermost loop), for work placed
+    once per thread. Returns what could not be inlined."""
+    from tvmopt.errors import ConfigError
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    pb, kv = knob["tile_p"], knob["tile_k"]
+    leftover = inline_epilogue(sch, epilogue)
+    gemm = sch.get_producers(block)[0]
+    v_block = sch.get_producers(gemm)[0]
+    t_block = sch.get_producers(v_block)[0]
+    n, yy, xx, k = sch.get_loops(block)
+    th, i = sch.split(yy, [None, 2])
+    tw, j = sch.split(xx, [None, 2])
+    tw0, tw1 = sch.split(tw, [None, pb])
+    ko, ki = sch.split(k, [None, LANES])
+    sch.reorder(n, th, tw0, tw1, i, j, ko, ki)
+    fused = sch.fuse(n, th)
+    if threads:
+        extent = int(sch.get(fused).extent)
+        threads = largest_divisor(extent, range(min(threads, extent), 0, -1))
+        fused = sch.split(fused, [threads, extent // threads])[0]
+    sch.parallel(fused)
+    sch.vectorize(ki)
+    sch.unroll(i)
+    sch.unroll(j)
+    # the block's GEMMs, then its patches' transforms, all inside the block of tiles
+    for stage in (gemm, v_block, t_block):
+        sch.compute_at(stage, tw0)
+    *_, mtw, ma, mb, mk, mc = _own_loops(sch, gemm, 5)
+    mko, mkm, mki = sch.split(mk, [None, kv, LANES])
+    local = sch.cache_write(gemm, 0, "local")
+    sch.reorder(ma, mb, mko, mc, mtw, mkm, mki)
+    sch.reverse_compute_at(local, mko)
+    sch.vectorize(mki)
+    sch.unroll(mtw)
+    sch.unroll(mkm)
+    init = sch.decompose_reduction(gemm, mc)
+    unroll_tile(sch, init, local)
+    for stage in (v_block, t_block):          # (.., a, b, c): channels in vectors, a and b unrolled
+        *_, a, b, c = _own_loops(sch, stage, 3)
+        sch.vectorize(sch.split(c, [None, LANES])[1]) if shape.c % LANES == 0 else None
+        sch.unroll(a)
+        sch.unroll(b)
+    for producer in sch.get_producers(t_block):     # the zero-padded input: rows in parallel
+        if sch.get(producer).name_hint.startswith("pad"):
+            loops = sch.get_loops(producer)
+            sch.parallel(sch.fuse(loops[0], loops[1]))
+            if shape.c % LANES == 0:
+                sch.vectorize(sch.split(loops[-1], [None, LANES])[1])
+    return leftover
+
+
+def _own_loops(sch, block, count: int) -> list:
+    """The innermost ``count`` loops of ``block`` (its own, below where it was computed at)."""
+    return list(sch.get_loops(block))[-count:]

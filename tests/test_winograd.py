@@ -1,0 +1,150 @@
+"""Winograd F(2x2, 3x3) convolutions (ops/winograd_conv2d.py): every knob value of the dense and
+the compressed kernels against the numpy reference (odd maps, batches, tails of tiles); the pass
+runs 3x3 stride-1 channels-last layers on them with the epilogue fused, matching onnxruntime;
+the choice between a compressed and the dense Winograd conv; and ``winograd=False`` keeps the
+direct conv."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tvmopt.nn as tn
+from tvmopt.build.compile import compile_model
+from tvmopt.errors import WorkloadError
+from tvmopt.ops.task import get_task
+from tvmopt.ops.winograd_conv2d import G, transform_weight
+from tvmopt.passes import DetectOptions
+from tvmopt.passes.choose import choose
+from tvmopt.schedules import lowering
+
+
+def _run(task, config, inputs):
+    import tvm
+
+    lib = lowering.compile(task.schedule(config, None), tvm.target.Target({"kind": "llvm"}))
+    out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    return out.numpy()
+
+
+def test_weight_transform_is_g_g_gt():
+    """U[a, b] = G g G^T for each (c, o); the reference inverts it back to g."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    u = transform_weight(w)
+    assert u.shape == (4, 4, 3, 16)
+    np.testing.assert_allclose(u[:, :, 1, 5], G @ w[5, 1].astype(np.float64) @ G.T, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x9x11x32x3x3x1x1",       # odd map: tails of tiles
+                                 "winograd_conv2d_nhwc:2x24x8x8x16x3x3x1x1"])        # batch, channels not /16
+def test_every_knob_value_matches_the_numpy_reference(key):
+    task = get_task(key)
+    rng = np.random.default_rng(1)
+    inputs = task.make_inputs(rng)
+    want = task.reference(inputs)
+    rtol, atol = task.tolerance()
+    configs = list(task.space.all())
+    assert len(configs) >= 2 and task.space.initial() in configs
+    for config in configs:
+        np.testing.assert_allclose(_run(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
+
+
+@pytest.mark.parametrize("key", ["shift_winograd_conv2d_nhwc:1x16x10x10x32x3x3x1x1",
+                                 "ternary_winograd_conv2d_nhwc:2x32x8x9x16x3x3x1x1",
+                                 "binary_winograd_conv2d_nhwc:1x16x8x8x16x3x3x1x1",
+                                 "nm_winograd_conv2d_nhwc:1x16x8x10x32x3x3x1x1x2x4"])
+def test_compressed_kernels_match_their_decoded_weights(key):
+    """The compressed arrays decoded and transformed inside the kernel give the direct conv of
+    the decoded weight, for the start and a second config."""
+    task = get_task(key)
+    rng = np.random.default_rng(2)
+    inputs = task.make_inputs(rng)
+    want = task.reference(inputs)
+    rtol, atol = task.tolerance()
+    configs = list(task.space.all())
+    for config in dict.fromkeys([task.space.initial(), configs[0], configs[-1]]):
+        np.testing.assert_allclose(_run(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
+
+
+@pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x8x8x16x3x3x2x1",      # stride 2
+                                 "winograd_conv2d_nhwc:1x16x8x8x16x1x1x1x0",      # 1x1
+                                 "winograd_conv2d_nhwc:1x16x8x8x24x3x3x1x1",      # outputs not in vectors
+                                 "winograd_conv2d_nhwc:1x3x8x8x16x3x3x1x1",       # 3 input channels
+                                 "winograd_conv2d_nhwc:1x512x7x7x512x3x3x1x1"])   # 16 MiB transformed weight
+def test_layers_it_does_not_compute_are_refused(key):
+    with pytest.raises(WorkloadError):
+        get_task(key)
+
+
+def test_choice_against_the_dense_winograd_conv():
+    """A compressed Winograd conv is predicted at the dense one's speed from 784 output pixels
+    (a transformed weight that fits L2), else the dense Winograd conv; binary register tables
+    win; the other direct compressed convs lose to it."""
+    dense = "winograd_conv2d_nhwc:1x64x56x56x64x3x3x1x1"
+    assert choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x64x56x56x64x3x3x1x1", dense,
+                  3136, 64 * 64 * 9, conv=True).compressed
+    small = "winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1"
+    assert not choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1", small,
+                      64, 64 * 64 * 9, conv=True).compressed
+    large = "winograd_conv2d_nhwc:1x256x14x14x256x3x3x1x1"
+    assert not choose("auto", "ternary_winograd_conv2d", "ternary_winograd_conv2d_nhwc:1x256x14x14x256x3x3x1x1",
+                      large, 196, 256 * 256 * 9, conv=True).compressed
+    assert choose("auto", "ternary_winograd_conv2d", "ternary_winograd_conv2d_nhwc:16x256x14x14x256x3x3x1x1",
+                  large.replace("1x", "16x", 1), 16 * 196, 256 * 256 * 9, conv=True).compressed
+    assert choose("auto", "binary_perm_conv2d", "binary_perm_conv2d_nhwc:1x64x8x8x64x3x3x1x1", small, 64,
+                  64 * 64 * 9, conv=True).compressed
+    assert not choose("auto", "hashed_conv2d", "hashed_conv2d_nhwc:1x64x56x56x64x3x3x1x1x100x1", dense, 3136,
+                      64 * 64 * 9, conv=True).compressed
+    # records decide where both kernels have one
+    cost = {"shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1": 1.0, small: 2.0}.get
+    assert choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1", small, 64,
+                  64 * 64 * 9, conv=True, cost=cost).compressed
+
+
+def _build(tmp_path, layers, options):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), *layers,
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 30, 30)
+    path = tn.export_onnx(model, x, tmp_path / "cnn.onnx", plain=True)
+    compiled = compile_model(path, "llvm", batch=2, shipped=False, records=tmp_path, options=options)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    convs = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "conv2d" in la.kernel]
+    return compiled, convs, x.numpy(), want
+
+
+def test_dense_cnn_runs_winograd_with_its_epilogue_fused(tmp_path):
+    """3x3 stride-1 layers of a dense CNN (batch norm, ReLU) run the Winograd conv, its epilogue
+    in the output transform (no elementwise function left), and match onnxruntime; with
+    ``winograd=False`` they run the direct conv."""
+    layers = [nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+              nn.ReLU()]
+    compiled, convs, x, want = _build(tmp_path, layers, DetectOptions())
+    assert convs == ["conv2d_nhwc"] + ["winograd_conv2d_nhwc"] * 2, convs      # 3 input channels: direct
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    funcs = [gv.name_hint for gv, f in compiled.mod.functions_items() if "winograd" in gv.name_hint]
+    assert funcs and all("relu" in name for name in funcs), funcs       # ReLU (and the bias) fused in
+    _, direct, _, _ = _build(tmp_path, layers, DetectOptions(winograd=False))
+    assert direct == ["conv2d_nhwc"] * 3, direct
+
+
+def test_compressed_cnn_runs_the_compressed_winograd_conv(tmp_path):
+    """Forced compressed, shift and ternary 3x3 layers run their Winograd kernels (codes stored,
+    decoded each call) with batch norm folded into the scale, and match onnxruntime."""
+    layers = [tn.ShiftConv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+              tn.TernaryConv2d(32, 32, 3, padding=1), nn.ReLU()]
+    compiled, convs, x, want = _build(tmp_path, layers, DetectOptions(kernels="compressed"))
+    assert convs == ["conv2d_nhwc", "shift_winograd_conv2d_nhwc", "ternary_winograd_conv2d_nhwc"], convs
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    stored = [la.compact_bytes - la.scale_bytes for la in compiled.lowered.layers if "winograd" in la.kernel]
+    assert stored[0] < 32 * 32 * 9 * 4 / 5 and stored[1] <= 32 * 32 * 9 * 4 / 14, stored   # codes, not U

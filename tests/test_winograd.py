@@ -41,13 +41,17 @@ def test_weight_transform_is_g_g_gt():
                                  "winograd_conv2d_nhwc:2x24x8x8x16x3x3x1x1"])        # batch, channels not /16
 def test_every_knob_value_matches_the_numpy_reference(key):
     task = get_task(key)
-    rng = np.random.default_rng(1)
-    inputs = task.make_inputs(rng)
-    want = task.reference(inputs)
-    rtol, atol = task.tolerance()
     configs = list(task.space.all())
     assert len(configs) >= 2 and task.space.initial() in configs
-    for config in configs:
+    _check(task, configs, seed=1)
+
+
+def _check(task, configs, seed: int) -> None:
+    """The task's output for each config against its numpy reference."""
+    inputs = task.make_inputs(np.random.default_rng(seed))
+    want = task.reference(inputs)
+    rtol, atol = task.tolerance()
+    for config in dict.fromkeys(configs):
         np.testing.assert_allclose(_run(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
 
 
@@ -59,13 +63,8 @@ def test_compressed_kernels_match_their_decoded_weights(key):
     """The compressed arrays decoded and transformed inside the kernel give the direct conv of
     the decoded weight, for the start and a second config."""
     task = get_task(key)
-    rng = np.random.default_rng(2)
-    inputs = task.make_inputs(rng)
-    want = task.reference(inputs)
-    rtol, atol = task.tolerance()
     configs = list(task.space.all())
-    for config in dict.fromkeys([task.space.initial(), configs[0], configs[-1]]):
-        np.testing.assert_allclose(_run(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
+    _check(task, [task.space.initial(), configs[0], configs[-1]], seed=2)
 
 
 @pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x8x8x16x3x3x2x1",      # stride 2

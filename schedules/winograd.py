@@ -17,8 +17,8 @@ The loop nest, per block of ``tile_p`` tiles along one row of tiles (outermost f
 
 The transformed weight ``U[4, 4, C, K]`` is a constant for a dense layer (laid out when the
 model is built) and computed from the codes at the start of each call for a compressed one.
-Knobs: ``tile_p`` (tiles per block: the GEMM's register rows) and ``tile_k`` (vectors of output
-channels per register tile).
+Knobs: ``tile_p`` (tiles per block: the GEMM's register rows), ``tile_k`` (vectors of output
+channels per register tile) and ``parallel`` (``PARALLEL``).
 
 Measured one layer at a time on Zen 4 (2 cores, start configs, ``benchmarks/winograd.py``): 1.7
 to 2.1x the direct conv's start on ResNet-18's 56x56, 28x28 and 14x14 layers at batch 1 and 16,
@@ -35,6 +35,10 @@ from .space import Choice, Config, Space
 
 #: output channels per vector (fp32 lanes of AVX-512; on AVX2 LLVM splits each in two)
 LANES = 16
+#: how the cores share the work: ``rows`` of tiles (each core reads all of U), or ``outputs``:
+#: each core computes one share of the output channels for every tile (reading only its share of
+#: U, and transforming every input patch itself)
+PARALLEL = ("rows", "outputs")
 #: register tiles of tile_p x tile_k vectors up to this many accumulators
 MAX_ACCUMULATORS = 16
 #: fewer input channels stay direct: the input transform (32 adds per patch and channel) then
@@ -67,7 +71,7 @@ def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
     vectors = shape.o // LANES
     tile_p = tuple(p for p in (2, 4, 7, 8, 14) if p <= tw)
     tile_k = tuple(k for k in (1, 2, 4) if vectors % k == 0)
-    knobs = (Choice("tile_p", tile_p), Choice("tile_k", tile_k))
+    knobs = (Choice("tile_p", tile_p), Choice("tile_k", tile_k), Choice("parallel", PARALLEL))
     space = Space(name, knobs)
     return Space(name, knobs, start=heuristic_config(shape, space))
 
@@ -81,14 +85,16 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     ps = knobs["tile_p"].values
     p = 7 if 7 in ps and tw % 7 == 0 and tw % 8 else max(v for v in ps if v <= 8)
     k = 2 if 2 in knobs["tile_k"].values and p * 2 <= MAX_ACCUMULATORS else 1
-    return (p, k)
+    return (p, k, "rows")
 
 
-def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=(), threads: int = 0) -> list:
+def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=(), threads: int = 1,
+                   per_thread: bool = False) -> list:
     """Schedule the Winograd stages around ``block`` (the output transform, ``wt_out``) in place;
-    ``epilogue`` is inlined into the output transform. ``threads``: the parallel loop split into
-    that many iterations, one per thread (then the block's outermost loop), for work placed
-    once per thread. Returns what could not be inlined."""
+    ``epilogue`` is inlined into the output transform. ``threads``: the cores the kernel is
+    built for (``parallel = outputs`` splits the output channels in that many shares);
+    ``per_thread``: the parallel loop is one iteration per thread (the block's outermost loop),
+    for work placed once per thread. Returns what could not be inlined."""
     from tvmopt.errors import ConfigError
 
     if not space.contains(config):
@@ -103,14 +109,21 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     th, i = sch.split(yy, [None, 2])
     tw, j = sch.split(xx, [None, 2])
     tw0, tw1 = sch.split(tw, [None, pb])
-    ko, ki = sch.split(k, [None, LANES])
-    sch.reorder(n, th, tw0, tw1, i, j, ko, ki)
-    fused = sch.fuse(n, th)
-    if threads:
-        extent = int(sch.get(fused).extent)
-        threads = largest_divisor(extent, range(min(threads, extent), 0, -1))
-        fused = sch.split(fused, [threads, extent // threads])[0]
-    sch.parallel(fused)
+    if knob["parallel"] == "outputs":
+        vectors = shape.o // LANES
+        shares = largest_divisor(vectors, range(min(max(threads, 1), vectors), 0, -1))
+        kt, ko, ki = sch.split(k, [shares, None, LANES])
+        sch.reorder(kt, n, th, tw0, tw1, i, j, ko, ki)
+        sch.parallel(kt)
+    else:
+        ko, ki = sch.split(k, [None, LANES])
+        sch.reorder(n, th, tw0, tw1, i, j, ko, ki)
+        fused = sch.fuse(n, th)
+        if per_thread:
+            extent = int(sch.get(fused).extent)
+            count = largest_divisor(extent, range(min(threads, extent), 0, -1))
+            fused = sch.split(fused, [count, extent // count])[0]
+        sch.parallel(fused)
     sch.vectorize(ki)
     sch.unroll(i)
     sch.unroll(j)

@@ -152,7 +152,7 @@ def test_small_cnn_untuned_matches_onnxruntime_with_bn_folded_and_epilogues_fuse
     assert "batch_norm" not in compiled.lowered.mod.script(show_meta=False)
     # each conv's bias, ReLU and the residual add run inside the conv's function
     fused = {gv.name_hint: f.script() for gv, f in compiled.mod.functions_items()
-             if "tvmopt_task" in f.script() and gv.name_hint.startswith("fused_conv2d")}
+             if "tvmopt_task" in f.script() and gv.name_hint.startswith(("fused_conv2d", "fused_winograd_conv2d"))}
     assert len(fused) == 3, sorted(fused)
     # ReLU fused (as x < 0 ? 0 : x, which keeps NaN where max(x, 0) would not)
     assert all("T.Select(" in text and "< T.float32(0.0)" in text for text in fused.values())
@@ -169,7 +169,8 @@ def test_small_cnn_tuned_uses_its_records_and_matches_onnxruntime(small_cnn, tmp
     target = parse_target("llvm")
     result = tune_model(path, target, tuner="random", trials=6, records=tmp_path, progress=False, log=lambda *a: None)
     keys = [key for key, *_ in result.tasks]
-    assert sum(k.startswith("conv2d_nhwc:") for k in keys) == 2       # stem + the two identical block convs
+    # the stem (3 channels: direct) + the two identical block convs (Winograd)
+    assert sum(k.startswith(("conv2d_nhwc:", "winograd_conv2d_nhwc:")) for k in keys) == 2
     compiled = compile_model(path, target, records=tmp_path)
     assert all(compiled.tuned[k] == "records" for k in keys)
     _close(compiled(x), expected)
@@ -188,7 +189,9 @@ def test_real_network_matches_onnxruntime(network, tmp_path):
     compiled = compile_model(path, "llvm", records=tmp_path / "none")
     _close(compiled(x), expected)
     assert compiled.serial == []
-    assert all(k.startswith(("conv2d_nhwc:", "dense:")) for k in compiled.tuned)      # channels last
+    assert all(k.startswith(("conv2d_nhwc:", "winograd_conv2d_nhwc:", "dense:")) for k in compiled.tuned)  # channels last
+    if network == "resnet50":                    # its 3x3 stride-1 layers up to 256 channels: Winograd
+        assert sum(k.startswith("winograd_conv2d_nhwc:") for k in compiled.tuned) == 3
 
 
 def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):

@@ -184,7 +184,7 @@ class WinogradConv2dTask(Task):
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config
-        return apply_winograd(sch, block, self.shape, self.space, config, epilogue)
+        return apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores())
 
 
 @dataclass
@@ -228,7 +228,8 @@ class CompressedWinogradTask(DenseArraysConv, WinogradConv2dTask):
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config
-        leftover = apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores())
+        leftover = apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores(),
+                                  per_thread=True)
         _schedule_transformed(sch, self.shape, sch.get_loops(block)[0])
         return leftover
 

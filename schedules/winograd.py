@@ -39,6 +39,12 @@ LANES = 16
 #: each core computes one share of the output channels for every tile (reading only its share of
 #: U, and transforming every input patch itself)
 PARALLEL = ("rows", "outputs")
+#: ``outputs`` is the start for one image whose U is larger than L2: at 1x256x14x14x256 (4 MiB)
+#: the dense conv ran 572 against 604 us by rows, and a compressed one, each core transforming
+#: its share of the codes, 569 (shift) and 637 us (ternary) against 1131 and 1251 us by rows
+#: (each core then transforms all of U). A batch of 16 shares one transform: by rows (8.2 ms
+#: against 8.5). Where U fits L2, rows: 1x128x28x28x128 570 against 799 us
+L2_BYTES = 1 << 20
 #: register tiles of tile_p x tile_k vectors up to this many accumulators
 MAX_ACCUMULATORS = 16
 #: fewer input channels stay direct: the input transform (32 adds per patch and channel) then
@@ -79,13 +85,16 @@ def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
 def heuristic_config(shape: ConvShape, space: Space) -> Config:
     """The start: 7 or 8 tiles by 2 vectors (14 to 16 accumulators; Zen 4's sweep of 4 to 14
     tiles by 1 to 4 vectors had these within 3% of the best on every ResNet-18 and ResNet-20
-    layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide."""
+    layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
+    One image whose transformed weight outgrows L2 splits the output channels between the cores
+    (``L2_BYTES``' note); otherwise the rows of tiles."""
     knobs = {k.name: k for k in space.knobs}
     tw = tiles(shape)[1]
     ps = knobs["tile_p"].values
     p = 7 if 7 in ps and tw % 7 == 0 and tw % 8 else max(v for v in ps if v <= 8)
     k = 2 if 2 in knobs["tile_k"].values and p * 2 <= MAX_ACCUMULATORS else 1
-    return (p, k, "rows")
+    split = "outputs" if shape.n == 1 and 64 * shape.c * shape.o > L2_BYTES else "rows"
+    return (p, k, split)
 
 
 def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, epilogue=(), threads: int = 1,

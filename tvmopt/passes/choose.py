@@ -250,9 +250,11 @@ WINOGRAD_DENSE = "winograd_conv2d_nhwc"
 #: 1x64x8x8x64 80%) ...
 WINOGRAD_COMPRESSED_MIN_ROWS = 784
 WINOGRAD_COMPRESSED_L2_BYTES = 1 << 20
-#: ... or, with a larger one, from this many (ternary 1x256x14x14x256: 2.1x slower, each thread
-#: writing and reading back 4 MiB; a batch of 16 shares one transform)
-WINOGRAD_COMPRESSED_MIN_ROWS_LARGE = 3136
+#: ... or, with a larger one (one image: each core transforms its share of the output channels,
+#: ``schedules/winograd.py``), from this many: 1x256x14x14x256 shift 569 us against 572 for the
+#: dense conv, ternary 637 (0.90x; ResNet-18 has three such layers of sixteen); a batch of 16
+#: shares one transform (ternary 8.4 ms against 8.2)
+WINOGRAD_COMPRESSED_MIN_ROWS_LARGE = 196
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:

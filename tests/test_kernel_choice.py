@@ -59,6 +59,23 @@ def test_2_4_layers_pick_inputs_in_registers_at_any_row_count_where_avx512_is_do
         assert nm_register_select("nm_decode_dense", 1, 3072, 768, two_four) is None
 
 
+def test_shift_shortcuts_run_decoded_at_many_pixels_where_avx512_is_double_pumped():
+    """Zen 4: a shift 1x1 conv from 3136 output pixels ties the dense one (ResNet-18's strided
+    shortcuts at batch 16), not at 784 nor as a 3x3 conv by this rule; full-width AVX-512 keeps
+    its own rules; a tuned dense conv without a record for the decoded one stays dense."""
+    def pick(key, rows, weights, cost=None):
+        dense = "conv2d_nhwc:" + key.split(":")[1]
+        return choose("auto", "shift_conv2d", key, dense, rows, weights, conv=True, cost=cost).compressed
+
+    one = "shift_conv2d_nhwc:16x128x28x28x256x1x1x2x0"
+    with isa.use(isa.ZEN4):
+        assert pick(one, 3136, 32768)
+        assert not pick("shift_conv2d_nhwc:16x256x14x14x512x1x1x2x0", 784, 131072)
+        assert not pick(one, 3136, 32768, cost={"conv2d_nhwc:16x128x28x28x256x1x1x2x0": 1.0}.get)
+    with isa.use(isa.AVX512_VNNI):
+        assert not pick(one, 3136, 32768)
+
+
 def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_weight_outgrows_l2():
     """conv_kernels (NHWC on AVX2, NCHW on Zen 5): binary lost at 8x8 (ResNet-20's last stage),
     tied from 16x16, and won at 7x7 on a 2.4M-weight layer; hashed lost there."""

@@ -5,9 +5,9 @@ multiply-adds than the direct conv (the transforms and the space: ``schedules/wi
   built (``U[4, 4, C, O] = G g G^T``, a constant 16/9 the size of the weight);
 - ``<format>_winograd_conv2d_nhwc:...`` (``shift_``, ``ternary_``, ``binary_``, ``nm_``...,
   with the format's extra dimensions as ``<format>_conv2d``): the compressed arrays are what the
-  model stores; each call decodes them and transforms the weight into a workspace, in
-  parallel, before the convolution (at ResNet-18's 256-channel layers 0.6M weights: a few
-  percent of the conv).
+  model stores; at the start of each call every thread decodes them and transforms the weight
+  it reads into a workspace: all of it where the cores share the rows of tiles, its share of the
+  output channels with ``parallel = outputs`` (``schedules/winograd.py``).
 
 Inputs and the numpy reference are the direct conv's (``conv2d_nhwc``, ``<format>_conv2d_nhwc``);
 the epilogue (scale, bias, ReLU, residual add) is fused into the output transform.

@@ -56,7 +56,7 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
     compile_s = time.perf_counter() - start
     fns = {"onnxruntime": lambda: sess.run(None, {inp.name: x}), "torch": lambda: runner(x),
            "untuned": lambda: untuned(x)}
-    row = {"network": name, "convs": sum(1 for la in untuned.lowered.layers if la.kernel.startswith(("conv2d:", "conv2d_nhwc:"))),
+    row = {"network": name, "convs": sum(1 for la in untuned.lowered.layers if la.kernel.startswith(("conv2d:", "conv2d_nhwc:", "winograd_conv2d_nhwc:"))),
            "tasks": len(untuned.tuned), "defaulted_functions": len(untuned.defaulted or []),
            "compile_s": compile_s, "serial": untuned.serial,
            "err_untuned": _rel(untuned(x), expected), "err_torch": _rel(runner(x), expected)}

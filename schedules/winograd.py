@@ -83,16 +83,23 @@ def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
 
 
 def heuristic_config(shape: ConvShape, space: Space) -> Config:
-    """The start: 7 or 8 tiles by 2 vectors (14 to 16 accumulators; Zen 4's sweep of 4 to 14
+    """The start (AVX-512): 7 or 8 tiles by 2 vectors (14 to 16 accumulators; Zen 4's sweep of 4 to 14
     tiles by 1 to 4 vectors had these within 3% of the best on every ResNet-18 and ResNet-20
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
     (``L2_BYTES``' note); otherwise the rows of tiles."""
+    from .isa import current
+
     knobs = {k.name: k for k in space.knobs}
     tw = tiles(shape)[1]
     ps = knobs["tile_p"].values
     p = 7 if 7 in ps and tw % 7 == 0 and tw % 8 else max(v for v in ps if v <= 8)
     k = 2 if 2 in knobs["tile_k"].values and p * 2 <= MAX_ACCUMULATORS else 1
+    if current().lanes < LANES:
+        # AVX2: a vector of 16 outputs is two ymm registers of 16, so 4 tiles by 1 vector (8
+        # accumulators). Zen 4 with AVX-512 masked, against the direct conv's AVX2 start: 1.29 to
+        # 2.17x on ResNet-18's and ResNet-20's layers, where 7 x 2 (28 ymm: spilled) ran 0.87 to 1.58x
+        p, k = (4 if 4 in ps else max(ps)), 1
     split = "outputs" if shape.n == 1 and 64 * shape.c * shape.o > L2_BYTES else "rows"
     return (p, k, split)
 

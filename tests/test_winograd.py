@@ -150,3 +150,17 @@ def test_compressed_cnn_runs_the_compressed_winograd_conv(tmp_path):
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     stored = [la.compact_bytes - la.scale_bytes for la in compiled.lowered.layers if "winograd" in la.kernel]
     assert stored[0] < 32 * 32 * 9 * 4 / 5 and stored[1] <= 32 * 32 * 9 * 4 / 14, stored   # codes, not U
+
+
+def test_the_start_fits_the_vector_registers():
+    """AVX-512: 7 or 8 tiles by 2 vectors of 16 outputs; AVX2 (two ymm per vector): 4 tiles by 1;
+    both compute the same convolution."""
+    from tvmopt.schedules import isa
+
+    key = "winograd_conv2d_nhwc:1x32x16x16x32x3x3x1x1"
+    with isa.use(isa.AVX512):
+        wide = get_task(key)
+    with isa.use(isa.AVX2):
+        narrow = get_task(key)
+    assert wide.space.initial()[:2] == (8, 2) and narrow.space.initial()[:2] == (4, 1)
+    _check(narrow, [narrow.space.initial(), wide.space.initial()], seed=3)

@@ -234,3 +234,27 @@ def test_pointwise_convolutions_on_a_prime_map_run_as_one_row_of_pixels(tmp_path
     assert {"fused_conv2d_nhwc_2_64_13_13_48_1_1_1_0_add_relu", "fused_conv2d_nhwc_2_48_13_13_64_1_1_1_0_add1_relu1_add2",
             "fused_conv2d_nhwc_2_64_13_13_130_1_1_1_0_add3_relu2"} <= functions, functions      # epilogues fused
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_structured_grouped_convs_keep_the_network_channels_last(tmp_path):
+    """A grouped conv whose weight is ternary (AlexNet's grouped layers given compressed weights)
+    runs the dense grouped conv channels last on its decoded weight, so the network keeps the
+    layout of its dense build, and matches onnxruntime."""
+    import tvmopt.nn as tn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1, groups=2),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        w = model[2].weight
+        w.copy_(torch.sign(w) * (w.abs() > 0.5 * w.abs().mean()) * 0.25)      # ternary, one scale
+    x = torch.randn(1, 3, 12, 12)
+    path = tn.export_onnx(model, x, tmp_path / "grouped.onnx", plain=True)
+    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path / "none")
+    grouped = [la for la in compiled.lowered.layers if la.kernel.endswith("x2")]
+    assert len(grouped) == 1 and grouped[0].kernel.startswith("conv2d_nhwc:"), compiled.lowered.layers
+    assert grouped[0].structure.startswith("ternary") and "no channels-last grouped" in grouped[0].choice
+    assert "R.permute_dims(" in compiled.lowered.mod.script(show_meta=False)     # one layout change in
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -266,9 +266,11 @@ def test_the_prediction_keeps_small_layers_and_unfit_convolutions_off_register_t
         assert not choose("auto", "ternary_conv2d", "k", "d", 64, 16 * 16 * 9, True).compressed
         tuned_dense = {"d": 1e-3}.get          # a record for the dense conv only: the tie was start vs start
         assert not choose("auto", "ternary_conv2d", "k", "d", 1024, 16 * 16 * 9, True, cost=tuned_dense).compressed
-        # shift convs from 1024 output pixels (test_kernel_choice.py), not below
-        assert choose("auto", "shift_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
+        # shift convs of a batch from 1024 output pixels (test_kernel_choice.py), not below
+        assert choose("auto", "shift_conv2d", "shift_conv2d_nhwc:16x16x8x8x16x3x3x1x1", "d", 1024, 16 * 16 * 9,
+                      True).compressed
         assert not choose("auto", "shift_conv2d", "k", "d", 784, 16 * 16 * 9, True).compressed
+        assert not choose("auto", "shift_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed      # one image
     with isa.use(isa.AVX512_VNNI):
         assert not choose("auto", "ternary_conv2d", "k", "d", 1024, 16 * 16 * 9, True).compressed
     with isa.use(isa.AVX2):

@@ -123,12 +123,14 @@ DIRECT_CONV_AVX512_CHEAP_DECODE = ("ternary_conv2d", "shift_conv2d")
 #: both at batch 16; start configs, 5 paired rounds), within never-slower's noise, for 2 bits a
 #: weight where dense stores 32; not where the dense conv has a tuning record and the decoded one
 #: none (the bundled digits CNN's 64x16x8x8x32 at batch 64: 0.98x its tuned dense conv)
-#: Shift convolutions from 1024 output pixels, whatever their kernel (start configs, paired, Zen 4):
-#: ResNet-18's strided 1x1 shortcuts at batch 16, 16x64x56x56x128 0.99 to 1.01x the dense conv and
-#: 16x128x28x28x256 0.96 to 0.98x (16x256x14x14x512, 784 pixels: 0.87x); ResNet-20's strided 3x3
-#: layers at batch 16, 16x16x32x32x32 0.99 to 1.06x, 16x32x16x16x64 (1024 pixels) 0.97x (at batch
-#: 1, 64 pixels: 0.87x)
-DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS = {"ternary_conv2d": 256, "shift_conv2d": 1024}
+DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS = {"ternary_conv2d": 256}
+#: ... and shift convolutions of a batch from this many output pixels, whatever their kernel (start
+#: configs, paired, Zen 4): ResNet-18's strided 1x1 shortcuts at batch 16, 16x64x56x56x128 0.99
+#: to 1.01x the dense conv and 16x128x28x28x256 0.96 to 0.98x (16x256x14x14x512, 784 pixels:
+#: 0.87x); ResNet-20's strided 3x3 layers at batch 16, 16x16x32x32x32 0.99 to 1.06x,
+#: 16x32x16x16x64 (1024 pixels) 0.97x. Not one image: SqueezeNet's 1x1 layers of 1,000 to 2,000
+#: weights on 55x55 maps made its shift export 0.94x its dense build at batch 1
+DOUBLE_PUMPED_BATCH_MIN_ROWS = {"shift_conv2d": 1024}
 #: ... or, for ternary and shift, from this many output pixels per decoded weight (a batch decodes
 #: once per call) and this many weights: one layer at a time at batch 16 (Intel Xeon,
 #: ``conv_kernels_xeon_nhwc``) they ran 0.95 to 1.02x the dense conv from 16 x 16x16 pixels,
@@ -303,6 +305,14 @@ def _decodes_per_thread(key: str) -> bool:
     return space.as_dict(space.initial()).get("decode") == "thread"
 
 
+def _batch(key: str) -> int:
+    """The batch of the task ``key`` (``<prefix>:N...``), or 1 where it does not parse."""
+    try:
+        return int(key.split(":")[1].split("x")[0])
+    except (IndexError, ValueError):
+        return 1
+
+
 def _wide() -> bool:
     """Whether the ISA the build's starts are shaped for is AVX-512 (:mod:`tvmopt.schedules.isa`)."""
     from ..schedules.isa import current
@@ -443,6 +453,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                     (cost is None or cost(dense_key) is None):      # a tie of starts: not against a tuned dense conv
                 return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv runs at the dense "
                                     f"conv's speed at {rows:,} output pixels")
+            if _double_pumped() and rows >= DOUBLE_PUMPED_BATCH_MIN_ROWS.get(family, float("inf")) and \
+                    _batch(compressed_key) > 1 and (cost is None or cost(dense_key) is None):
+                return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv of a batch runs at "
+                                    f"the dense conv's speed at {rows:,} output pixels")
             if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights, the decoded "
                                     f"one a fraction of them")

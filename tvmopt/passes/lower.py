@@ -270,9 +270,15 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             grouped layer 0.38x, and with ``depthwise_conv2d`` too 0.45x. What is left: its groups
             of 34 and 68 channels make vector blocks of 2 and 4 lanes (13 GFLOPS at 136 x 28 x 28).
             ``nhwc``: ``x`` channels last, the ``conv2d_nhwc`` task; None where it is not dense."""
-            if direct_conv(geometry, options) and detect_once(w.reshape(w.shape[0], -1)).family == DENSE:
+            found = detect_once(w.reshape(w.shape[0], -1))
+            if direct_conv(geometry, options) and (found.family == DENSE or nhwc):
+                # channels last, a structured weight runs decoded: no grouped compressed kernel
+                # there, and the layout stays the dense network's (passes/layout.py)
+                structured = found.family != DENSE
                 return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], groups=groups,
-                                         prefix="conv2d_nhwc" if nhwc else "conv2d",
+                                         structure=found.structure if structured else "dense",
+                                         choice="dense (no channels-last grouped compressed kernel)" if structured
+                                         else "", prefix="conv2d_nhwc" if nhwc else "conv2d",
                                          source=f"conv2d{' NHWC' if nhwc else ''} {groups} groups")
             if nhwc:
                 return None

@@ -57,6 +57,11 @@ MIN_TILES_PER_ROW = 4
 MAX_TRANSFORMED_BYTES = 4 << 20
 
 
+def transformed_bytes(channels: int, outputs: int) -> int:
+    """Bytes of the transformed weight U[4, 4, C, O] (fp32)."""
+    return 64 * channels * outputs
+
+
 def tiles(shape: ConvShape) -> tuple[int, int]:
     """(rows, columns) of 2 x 2 output tiles per image."""
     return (shape.oh + 1) // 2, (shape.ow + 1) // 2
@@ -64,12 +69,12 @@ def tiles(shape: ConvShape) -> tuple[int, int]:
 
 def applies(shape: ConvShape) -> bool:
     """Whether the Winograd kernel computes this convolution: 3x3, stride 1, pad 1, one group,
-    ``MIN_CHANNELS`` input channels or more,
-    output channels in whole vectors, a map of ``MIN_TILES_PER_ROW`` tiles per row."""
+    ``MIN_CHANNELS`` input channels or more, output channels in whole vectors, a map of
+    ``MIN_TILES_PER_ROW`` tiles per row and a transformed weight of ``MAX_TRANSFORMED_BYTES`` at most."""
     return (shape.kh == shape.kw == 3 and shape.stride == 1 and shape.pad == 1 and shape.groups == 1
             and shape.c >= MIN_CHANNELS
             and shape.o % LANES == 0 and tiles(shape)[1] >= MIN_TILES_PER_ROW
-            and 64 * shape.c * shape.o <= MAX_TRANSFORMED_BYTES)
+            and transformed_bytes(shape.c, shape.o) <= MAX_TRANSFORMED_BYTES)
 
 
 def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
@@ -100,7 +105,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         # accumulators). Zen 4 with AVX-512 masked, against the direct conv's AVX2 start: 1.29 to
         # 2.17x on ResNet-18's and ResNet-20's layers, where 7 x 2 (28 ymm: spilled) ran 0.87 to 1.58x
         p, k = (4 if 4 in ps else max(ps)), 1
-    split = "outputs" if shape.n == 1 and 64 * shape.c * shape.o > L2_BYTES else "rows"
+    split = "outputs" if shape.n == 1 and transformed_bytes(shape.c, shape.o) > L2_BYTES else "rows"
     return (p, k, split)
 
 
@@ -158,7 +163,8 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     unroll_tile(sch, init, local)
     for stage in (v_block, t_block):          # (.., a, b, c): channels in vectors, a and b unrolled
         *_, a, b, c = _own_loops(sch, stage, 3)
-        sch.vectorize(sch.split(c, [None, LANES])[1]) if shape.c % LANES == 0 else None
+        if shape.c % LANES == 0:
+            sch.vectorize(sch.split(c, [None, LANES])[1])
         sch.unroll(a)
         sch.unroll(b)
     for producer in sch.get_producers(t_block):     # the zero-padded input: rows in parallel

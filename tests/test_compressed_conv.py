@@ -17,7 +17,9 @@ from tvmopt.ops.compressed_conv2d import FORMATS
 from tvmopt.ops.conv2d import conv2d_reference
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
-from tvmopt.schedules import isa, lowering
+from tvmopt.schedules import isa
+
+from tests_support import run_config
 
 KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
         "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2
@@ -25,15 +27,6 @@ KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16,
         "nm_conv2d": "nm_conv2d:1x16x8x8x16x3x3x1x1x2x4",
         "hashed_conv2d": "hashed_conv2d:2x8x6x6x16x3x3x1x0x100x2",     # two hashes, no padding
         "codebook_conv2d": "codebook_conv2d:1x8x8x8x16x1x1x1x0x16"}    # 1x1
-
-
-def _run(task, config, inputs):
-    import tvm
-
-    lib = lowering.compile(task.schedule(config, None), tvm.target.Target({"kind": "llvm"}))
-    out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
-    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-    return out.numpy()
 
 
 def test_every_format_has_a_case():
@@ -55,7 +48,7 @@ def test_every_knob_value_matches_the_numpy_reference(prefix):
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     for config in dict.fromkeys(configs):
-        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
 
 
 @pytest.mark.parametrize("prefix", sorted(KEYS))
@@ -74,7 +67,7 @@ def test_channels_last_kernels_match_the_numpy_reference(prefix):
     configs = [space.initial()] + [space.initial()[:decode] + (v,) for v in space.knobs[decode].values]
     configs.append(space.random(random.Random(5)))
     for config in dict.fromkeys(configs):
-        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
 
 
 @pytest.mark.parametrize("key", ["shift_conv2d_nhwc:4x128x4x4x256x3x3x1x1", "ternary_conv2d:3x128x2x2x256x3x3x1x1",
@@ -91,7 +84,7 @@ def test_a_batch_of_small_maps_starts_with_its_images_inside_the_channel_chunks(
     expected = task.reference(inputs)
     for parallel in (1, 2, 3):                 # the chunks alone, or fused with the images
         config = task.space.replaced(task.space.initial(), {"parallel": parallel})
-        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
     # larger maps keep each image's tiles together; one image has no such knob
     big = get_task(key.replace("x4x4x", "x16x16x").replace("x2x2x", "x16x16x"))
     assert big.space.as_dict(big.space.initial())["batch_at"] == "outer"
@@ -119,7 +112,7 @@ def test_one_image_with_a_small_weight_decodes_it_in_each_thread(key):
     expected = task.reference(inputs)
     for decode, parallel in (("thread", "rows"), ("thread", 1), ("thread", 2), ("global", "rows"), ("chunk", 2)):
         config = task.space.replaced(task.space.initial(), {"decode": decode, "parallel": parallel})
-        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
     small = get_task(key.replace("x16x16x16x", "x16x8x8x"))
     knobs = small.space.as_dict(small.space.initial())
     assert knobs["parallel"] != "rows" and knobs["decode"] == "thread", knobs
@@ -133,7 +126,7 @@ def test_a_batch_of_seven_wide_maps_is_computed_eight_wide_and_cropped(key):
     inputs = task.make_inputs(np.random.default_rng(4))
     expected = task.reference(inputs)
     for config in (task.space.initial(), task.space.random(random.Random(7))):
-        assert task.mismatch(_run(task, config, inputs), expected) is None, config
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
 
 
 @pytest.mark.parametrize("prefix", sorted(KEYS))
@@ -238,7 +231,7 @@ def test_xnor_conv_is_exact_for_every_knob_value(key):
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
     for config in dict.fromkeys(configs):
-        np.testing.assert_array_equal(_run(task, config, inputs), expected, err_msg=str(config))
+        np.testing.assert_array_equal(run_config(task, config, inputs), expected, err_msg=str(config))
 
 
 def test_xnor_weight_words_round_trip_and_match_pytorch():

@@ -18,16 +18,12 @@ from tvmopt.schedules import lowering
 from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
 
+from tests_support import run_config
+
 
 def _run_task(task, config, target):
-    import tvm
-
-    lib = lowering.compile(task.schedule(config, None), target.tvm_target())
     inputs = task.make_inputs(np.random.default_rng(0))
-    expected = task.reference(inputs)
-    out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
-    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-    return out.numpy(), expected
+    return run_config(task, config, inputs, target.tvm_target()), task.reference(inputs)
 
 
 def test_conv2d_reference_is_pytorch_conv2d():

@@ -16,16 +16,7 @@ from tvmopt.ops.task import get_task
 from tvmopt.ops.winograd_conv2d import G, transform_weight
 from tvmopt.passes import DetectOptions
 from tvmopt.passes.choose import choose
-from tvmopt.schedules import lowering
-
-
-def _run(task, config, inputs):
-    import tvm
-
-    lib = lowering.compile(task.schedule(config, None), tvm.target.Target({"kind": "llvm"}))
-    out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
-    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-    return out.numpy()
+from tests_support import run_config
 
 
 def test_weight_transform_is_g_g_gt():
@@ -52,7 +43,7 @@ def _check(task, configs, seed: int) -> None:
     want = task.reference(inputs)
     rtol, atol = task.tolerance()
     for config in dict.fromkeys(configs):
-        np.testing.assert_allclose(_run(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
+        np.testing.assert_allclose(run_config(task, config, inputs), want, rtol=rtol, atol=atol, err_msg=str(config))
 
 
 @pytest.mark.parametrize("key", ["shift_winograd_conv2d_nhwc:1x16x10x10x32x3x3x1x1",

@@ -50,6 +50,19 @@ def avx512_cpu() -> str:
     return host_llvm_config().get("mcpu", "znver5") if isa.host().lanes >= 16 else "znver5"
 
 
+def run_config(task, config, inputs, target=None):
+    """The output of ``task``'s kernel for ``config`` on ``inputs`` (numpy), compiled for
+    ``target`` (a TVM target; default: plain LLVM for this host)."""
+    import numpy as np
+    import tvm
+
+    target = target or tvm.target.Target({"kind": "llvm"})
+    lib = lowering.compile(task.schedule(config, None), target)
+    out = tvm.runtime.tensor(np.zeros(task.reference(inputs).shape, np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    return out.numpy()
+
+
 def check_every_avx512_config(key: str, seed: int, least: int = 2) -> None:
     """Every config of an AVX-512 kernel's space (``key``) against its numpy reference, compiled
     for an AVX-512 CPU; on a host without AVX-512 each config is only compiled."""

@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import WorkloadError
 from ..schedules.conv2d import ConvShape
 from ..schedules.space import Config
-from ..schedules.winograd import applies, apply_winograd, tiles, winograd_space
+from ..schedules.winograd import (LANES, MAX_TRANSFORMED_BYTES, MIN_CHANNELS, MIN_TILES_PER_ROW, applies,
+                                  apply_winograd, tiles, winograd_space)
 from .compressed_conv2d import FORMATS, DenseArraysConv
 from .conv2d import reference_in_layout
 from .decoded import _PanelView
@@ -102,15 +103,16 @@ def transformed_stage(s: ConvShape, weight):
 
 
 def _schedule_transformed(sch, shape: ConvShape, at) -> None:
-    """The per-call weight transform of a compressed layer, computed whole by each thread at
-    ``at`` (the per-thread loop), output channels in vectors; each input channel's 9 x O decoded
-    weights and 12 x O row sums first (inlined, each weight would be decoded 12 times).
+    """The per-call weight transform of a compressed layer, computed by each thread at ``at``
+    (the per-thread loop: all of U where the threads share the rows of tiles, the thread's share
+    of the output channels with ``parallel = outputs``), output channels in vectors; each input
+    channel's 9 x O decoded weights and 12 x O row sums first (inlined, each weight would be
+    decoded 12 times).
 
-    Per thread, not in a parallel pass of its own: each thread's tiles read all of U, and half of
-    it written by the other core cost more than computing it again (1x64x8x8x64 shift: 106 us
-    with U computed in parallel, 29 us on one thread, against 15 us for the dense layer)."""
-    from ..schedules.winograd import LANES
-
+    Per thread, not in a parallel pass of its own: a thread sharing the rows of tiles reads all
+    of U, and half of it written by the other core cost more than computing it again (1x64x8x8x64
+    shift: 106 us with U computed in parallel, 29 us on one thread, against 15 us for the dense
+    layer)."""
     weight = sch.get_sblock("wt_weight")
     rows = sch.get_sblock("wt_wrows")
     sch.compute_at(weight, at)
@@ -139,7 +141,9 @@ class WinogradConv2dTask(Task):
         s = self.shape
         if not applies(s):
             raise WorkloadError(f"{self.key}: the Winograd conv computes 3x3, stride-1, pad-1 convolutions of one "
-                                f"group with outputs in multiples of 16 and maps of 9 columns or more")
+                                f"group with {MIN_CHANNELS} input channels or more, outputs in multiples of {LANES}, "
+                                f"maps of {MIN_TILES_PER_ROW} tiles of 2 or more per row and a transformed weight of "
+                                f"{MAX_TRANSFORMED_BYTES >> 20} MiB at most")
         self.space = winograd_space(s, name=f"{self.family}-llvm")
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * 9          # the direct conv's (effective)
 
@@ -181,10 +185,16 @@ class WinogradConv2dTask(Task):
         return sch.mod
 
     fuses_epilogue = True
+    #: whether the kernel decodes and transforms its weight at the start of each call (per thread)
+    transforms_per_call = False
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config
-        return apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores())
+        leftover = apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores(),
+                                  per_thread=self.transforms_per_call)
+        if self.transforms_per_call:
+            _schedule_transformed(sch, self.shape, sch.get_loops(block)[0])
+        return leftover
 
 
 @dataclass
@@ -193,6 +203,7 @@ class CompressedWinogradTask(DenseArraysConv, WinogradConv2dTask):
     ``<format>_conv2d_nhwc``'s), decoded and transformed at the start of each call."""
 
     params: dict = field(default_factory=dict)
+    transforms_per_call = True
 
     def __post_init__(self):
         WinogradConv2dTask.__post_init__(self)
@@ -225,13 +236,6 @@ class CompressedWinogradTask(DenseArraysConv, WinogradConv2dTask):
                             name="decode")
         U = transformed_stage(s, lambda o, c, r, q: decode[c, r, q, o])
         return (X, *raw, winograd_compute(s, X, U, self.key))
-
-    def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
-        config = self.space.initial() if config is None else config
-        leftover = apply_winograd(sch, block, self.shape, self.space, config, epilogue, threads=host_cores(),
-                                  per_thread=True)
-        _schedule_transformed(sch, self.shape, sch.get_loops(block)[0])
-        return leftover
 
 
 #: direct compressed conv prefixes -> the format whose Winograd kernel a 3x3 stride-1 layer runs

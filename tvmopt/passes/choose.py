@@ -248,15 +248,13 @@ PANEL_DECODE_MIN_WEIGHTS = 1 << 23
 PANEL_DECODE_MAX_ROWS = 64
 
 
-#: the dense kernel of a channels-last 3x3 stride-1 layer (ops/winograd_conv2d.py)
-WINOGRAD_DENSE = "winograd_conv2d_nhwc"
 #: a compressed Winograd conv decodes and transforms its weight in each thread at the start of a
 #: call, then runs at the dense Winograd conv's speed: within 5% of it from this many output
-#: pixels, with a transformed weight (16 x C x O floats) that fits L2 (Zen 4, start configs, one
+#: pixels, with a transformed weight (16 x C x O floats) that fits L2 (``schedules/winograd.py``'s
+#: ``L2_BYTES``; Zen 4, start configs, one
 #: layer at a time: 1x64x56x56x64 shift 1.5% slower, 1x128x28x28x128 3%; 1x32x16x16x32 15%,
 #: 1x64x8x8x64 80%) ...
 WINOGRAD_COMPRESSED_MIN_ROWS = 784
-WINOGRAD_COMPRESSED_L2_BYTES = 1 << 20
 #: ... or, with a larger one (one image: each core transforms its share of the output channels,
 #: ``schedules/winograd.py``), from this many: 1x256x14x14x256 shift 569 us against 572 for the
 #: dense conv, ternary 637 (0.90x; ResNet-18 has three such layers of sixteen); a batch of 16
@@ -270,8 +268,10 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
+        from ..schedules.winograd import L2_BYTES, transformed_bytes
+
         c, o = (int(d) for d in (compressed_key.split(":")[1].split("x")[i] for i in (1, 4)))
-        large = 64 * c * o > WINOGRAD_COMPRESSED_L2_BYTES
+        large = transformed_bytes(c, o) > L2_BYTES
         least = WINOGRAD_COMPRESSED_MIN_ROWS_LARGE if large else WINOGRAD_COMPRESSED_MIN_ROWS
         if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
@@ -423,6 +423,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     timed = from_costs(cost, compressed_key, dense_key, "measured" if policy == "measure" else "records")
     if timed is not None:
         return timed
+    from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_DENSE     # the dense Winograd conv's tasks
+
     if dense_key.startswith(WINOGRAD_DENSE + ":"):
         return _against_winograd(family, compressed_key, rows)
     if small_transform:

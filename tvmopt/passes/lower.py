@@ -40,8 +40,8 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
-from .choose import (ROW_TABLE_MIN_ROWS, choose, conv_register_tables, conv_row_tables, nm_register_select,
-                     register_tables)
+from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables,
+                     nm_register_select, register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
@@ -277,8 +277,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 structured = found.family != DENSE
                 return self._direct_conv(x, w, geometry["strides"][0], geometry["pads"], groups=groups,
                                          structure=found.structure if structured else "dense",
-                                         choice="dense (no channels-last grouped compressed kernel)" if structured
-                                         else "", prefix="conv2d_nhwc" if nhwc else "conv2d",
+                                         choice=Choice(False, "no channels-last grouped compressed kernel").label
+                                         if structured else "", prefix="conv2d_nhwc" if nhwc else "conv2d",
                                          source=f"conv2d{' NHWC' if nhwc else ''} {groups} groups")
             if nhwc:
                 return None
@@ -543,8 +543,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             # a compressed conv stores its own layout of the codes (the register-table convs: words
             # per tap), plus the scale the write-back applies
             scale = scale_bytes(kern.scale) if kern is not None else 0
-            stored = array_bytes(arrays) + scale if kern is not None else \
-                array_bytes(arrays) if prefix == WINOGRAD_PREFIX else w.size * 4    # U: 16/9 the weight
+            if kern is not None or prefix == WINOGRAD_PREFIX:    # the dense Winograd conv's U: 16/9 the weight
+                stored = array_bytes(arrays) + scale
+            else:
+                stored = w.size * 4
             layers.append(LayerReport(len(layers), f"{source} {kh}x{kw}/{stride}",
                                       f"{n}x{c}x{h}x{wd} -> {o}x{shape.oh}x{shape.ow}", structure, key,
                                       w.size * 4, stored, choice, scale))

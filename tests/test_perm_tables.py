@@ -127,6 +127,19 @@ def test_conv_code_words_are_the_weight_by_tap_and_channel():
     assert not (words.view(np.uint32)[:, :, 1] >> 8).any()                       # channels 40..63
 
 
+def test_sixteen_channel_convs_store_one_bit_a_weight_in_half_words():
+    """A conv of 16 input channels (a CIFAR ResNet's first stage) keeps each tap's 16 signs in a
+    16-bit word: 1 bit stored per weight (32-bit words held 2), decoding to the same weight."""
+    with isa.use(isa.AVX512):
+        task = get_task("binary_perm_conv2d_nhwc:1x16x6x6x32x3x3x1x1")
+        (wbits,) = task.weights.random_weights(np.random.default_rng(2))
+        (words,) = task.to_kernel([wbits])
+    assert words.dtype == np.uint16 and words.shape == (3, 3, 1, 32)
+    assert words.nbytes * 8 == 16 * 3 * 3 * 32
+    w = task.weights.dense_weight([wbits]).T.reshape(32, 16, 3, 3)
+    np.testing.assert_array_equal(task.dense_weight([words]), w)
+
+
 def test_avx2_targets_are_refused_with_the_kernel_they_run_instead():
     with isa.use(isa.AVX2):
         with pytest.raises(WorkloadError, match="needs AVX-512.*binary_rowlut_dense"):

@@ -67,10 +67,24 @@ class CodeFormat:
     per_word: int
     entries: int
     base: int
+    #: the stored word's dtype: ``int32``, or ``uint16`` for half words (``BINARY16``), widened
+    #: to int32 once per call (``widened``)
+    word: str = "int32"
 
     @property
     def weights_per_word(self) -> int:
         return self.group * self.per_word
+
+    def widened(self, codes):
+        """TE: the stored words as the int32 words the kernel's shifts and permutes read: the
+        placeholder itself, or half words widened once per call in a stage of their own (a few
+        hundred words; widening them where the register tile loads them cost 9% at
+        1x16x32x32x16)."""
+        from tvm import te
+
+        if self.word == "int32":
+            return codes
+        return te.compute(codes.shape, lambda *i: codes(*i).astype("int32"), name="Words32")
 
     def coef(self, e, j):
         """TIR: the weight (a float) that digit ``j`` of table entry ``e`` stands for."""
@@ -84,11 +98,14 @@ class CodeFormat:
         places = (self.base ** np.arange(self.group, dtype=np.uint64)).reshape((1, 1, -1) + (1,) * (digits.ndim - 1))
         codes = (d * places).sum(axis=2)                                  # [words, per_word, ...]
         shifts = (self.bits * np.arange(self.per_word, dtype=np.uint64)).reshape((1, -1) + (1,) * (digits.ndim - 1))
-        return np.ascontiguousarray((codes << shifts).sum(axis=1).astype(np.uint32).view(np.int32))
+        words = (codes << shifts).sum(axis=1)
+        if self.word == "uint16":
+            return np.ascontiguousarray(words.astype(np.uint16))
+        return np.ascontiguousarray(words.astype(np.uint32).view(np.int32))
 
     def unpack(self, words: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`pack`: digits [words * weights_per_word, ...]."""
-        w = words.view(np.uint32).astype(np.uint64)[:, None]
+        w = words.view(np.uint16 if self.word == "uint16" else np.uint32).astype(np.uint64)[:, None]
         shifts = (self.bits * np.arange(self.per_word, dtype=np.uint64)).reshape((1, -1) + (1,) * (words.ndim - 1))
         codes = (w >> shifts) & ((1 << self.bits) - 1)                   # [words, per_word, ...]
         places = (self.base ** np.arange(self.group, dtype=np.uint64)).reshape((1, 1, -1) + (1,) * (words.ndim - 1))
@@ -98,9 +115,8 @@ class CodeFormat:
 
 BINARY = CodeFormat("binary", group=4, bits=4, per_word=8, entries=16, base=2)
 #: binary convolutions of 16 input channels (a CIFAR ResNet's first stage): one tap's 16
-#: channels per word, the upper half unused (2 bits stored per weight), so no permute is spent
-#: on padding channels
-BINARY16 = CodeFormat("binary16", group=4, bits=4, per_word=4, entries=16, base=2)
+#: channels per 16-bit word (1 bit stored per weight), so no permute is spent on padding channels
+BINARY16 = CodeFormat("binary16", group=4, bits=4, per_word=4, entries=16, base=2, word="uint16")
 #: 27 patterns of 3 ternary weights in two registers (``vpermt2ps``): 18 weights per word, 1.8
 #: bits per weight
 TERNARY = CodeFormat("ternary", group=3, bits=5, per_word=6, entries=32, base=3)
@@ -184,7 +200,8 @@ class PermDenseTask:
 
         m, k, fmt = self.m, self.k, self.fmt
         x = te.placeholder((m, k), "float32", name="X")
-        codes = te.placeholder((self.words, self.n), "int32", name="Words")
+        codes = te.placeholder((self.words, self.n), fmt.word, name="Words")
+        words = fmt.widened(codes)
         groups = self.words * fmt.per_word
 
         def term(row, kk, e, j):           # input kk times the weight digit j of entry e stands for
@@ -205,7 +222,7 @@ class PermDenseTask:
         mask = (1 << fmt.bits) - 1
 
         def product(row, j):
-            code = (codes[g // fmt.per_word, j] >> ((g % fmt.per_word) * fmt.bits)) & mask
+            code = (words[g // fmt.per_word, j] >> ((g % fmt.per_word) * fmt.bits)) & mask
             return te.sum(tvm.tirx.Select(code == e, tab[row, g, e], tvm.tirx.const(0.0, "float32")), axis=[g, e])
 
         out = te.compute((m, self.n), product, name="C", attrs={TASK_ANNOTATION: self.key})
@@ -303,7 +320,8 @@ class PermConv2dTask(DenseArraysConv, Task):
 
         s, fmt, p = self.shape, self.fmt, self.shape.pad
         X = x if x is not None else te.placeholder((s.n, s.h, s.w, s.c), "float32", name="X")
-        codes = te.placeholder((s.kh, s.kw, self.words, s.o), "int32", name="Words")
+        codes = te.placeholder((s.kh, s.kw, self.words, s.o), fmt.word, name="Words")
+        words = fmt.widened(codes)
         groups = self.words * fmt.per_word
         zero = tvm.tirx.const(0.0, "float32")
 
@@ -333,7 +351,7 @@ class PermConv2dTask(DenseArraysConv, Task):
         mask = (1 << fmt.bits) - 1
 
         def product(n, y, xx, o):
-            code = (codes[r, q, g // fmt.per_word, o] >> ((g % fmt.per_word) * fmt.bits)) & mask
+            code = (words[r, q, g // fmt.per_word, o] >> ((g % fmt.per_word) * fmt.bits)) & mask
             return te.sum(tvm.tirx.Select(code == e, tab[n, y * step + r, xx * step + q, g, e], zero),
                           axis=[r, q, g, e])
 

@@ -289,7 +289,60 @@ def table(rows: list[dict], meta: dict) -> str:
     lines += ["", f"Goals met: {sum(r['met'] for r in judged)} of {len(judged)} rows with a goal; never slower than "
               f"the dense build: {sum(r['never_slower'] for r in rows)} of {len(rows)} rows; outputs within 1e-4 of "
               f"onnxruntime (unoptimized): {sum(r['accurate'] for r in rows)} of {len(rows)}."]
-    return "\n".join(lines)
+    return "\n".join(lines + limits(judged))
+
+
+#: why a row misses its goal, by cause (``limit_of``): what the pass chose and what bounds it
+LIMITS = {
+    "dense layers": (
+        "**Layers the pass kept dense (memory).** The row meets its speed goal with some compressed layers run by the "
+        "dense kernel, which stores their decoded weight (a dense Winograd conv stores its transformed weight, 16/9 "
+        "of fp32), so the codes' bit width is not reached. On small maps at batch 1 every compressed kernel measured "
+        "is slower than the dense Winograd conv: the Winograd convs from codes decode and transform 16 x C x O "
+        "weights each call, which with 16 to 64 tiles per image costs about as much as the GEMMs it feeds (Zen 4: "
+        "0.63 to 0.75x the dense Winograd conv at 1x32x16x16x32, 1x64x8x8x64 and 1x256x8x8x256, `winograd` "
+        "section), and the direct compressed convs do 2.25x the multiplies. Choosing them would break the "
+        "never-slower rule; at batch 16 the transform is shared by 16 images and the same layers run compressed."),
+    "hashed": (
+        "**Hashed weights run dense.** The hashed kernel recomputes each weight from its index (fmix32, about 20 "
+        "integer operations, and a gather from a table of 1/8 of the weights): slower than streaming the dense weight "
+        "(`ops_llvm` section), so the pass keeps the dense kernel and the row is the dense build's speed against "
+        "onnxruntime's; memory-bound rows also swing with the shared memory bus (one build ran 4.2 to 7.4 ms minutes "
+        "apart)."),
+    "compute-bound shift": (
+        "**Shift weights at 128 tokens.** The encoder MLP at batch 1 is 128 x 768 x 3072: 64 flops per weight byte, "
+        "compute-bound, not memory-bound. A power-of-two weight with fp32 activations saves no multiply, and its "
+        "decode adds instructions to a loop the dense kernel runs at FMA peak, so the pass keeps these layers dense. "
+        "DeepShift's own fixed-point activations (`shift-fx8`, `shift-q8`) run integer dot products and meet the goal."),
+    "other": "**Other rows**: see the row's kernels and ratios.",
+}
+
+
+def limit_of(row: dict) -> str:
+    """The cause (a key of ``LIMITS``) of a row that misses its goal."""
+    if row["variant"] == "hashed":
+        return "hashed"
+    reduction = row.get("compressed_layers_code_reduction", row.get("compressed_layers_memory_reduction", 0))
+    if row.get("goal_memory") and row["vs_ort"] >= row["goal_vs_ort"] and reduction < row["goal_memory"]:
+        return "dense layers"
+    if row["model"] == "encoder" and row["variant"].startswith("shift") and set(row["kernels"]) == {"dense"}:
+        return "compute-bound shift"
+    return "other"
+
+
+def limits(judged: list[dict]) -> list[str]:
+    """BENCHMARKS.md lines: what limits the rows that miss, cause by cause, with the rows."""
+    missed: dict[str, list[str]] = {}
+    for r in judged:
+        if not r["met"]:
+            missed.setdefault(limit_of(r), []).append(f"{r['model']} {r['variant']} b{r['batch']}")
+    if not missed:
+        return []
+    lines = ["", "What limits the rows that miss:"]
+    for cause in LIMITS:
+        if cause in missed:
+            lines.append(f"- {LIMITS[cause]} Rows: {', '.join(missed[cause])}.")
+    return lines
 
 
 def selected(args) -> set[tuple[str, str, int]]:

@@ -16,18 +16,22 @@ The loop nest, per block of ``tile_p`` tiles along one row of tiles (outermost f
                   | output transform + epilogue (bias, ReLU, residual add) into Y
 
 The transformed weight ``U[4, 4, C, K]`` is a constant for a dense layer (laid out when the
-model is built) and computed from the codes at the start of each call for a compressed one.
-Knobs: ``tile_p`` (tiles per block: the GEMM's register rows), ``tile_k`` (vectors of output
-channels per register tile) and ``parallel`` (``PARALLEL``).
+model is built, in panels of 16 output channels) and computed from the codes at the start of each
+call for a compressed one. Knobs: ``tile_p`` (tiles per block: the GEMM's register rows),
+``tile_k`` (vectors of output channels per register tile) and ``parallel`` (``PARALLEL``; with
+``blocks`` the output channels come outermost in blocks of ``block_vectors`` and every patch is
+transformed once, before them).
 
 Measured one layer at a time on Zen 4 (2 cores, start configs, ``benchmarks/winograd.py``): 1.7
 to 2.1x the direct conv's start on ResNet-18's 56x56, 28x28 and 14x14 layers at batch 1 and 16,
-and 1.4 to 1.8x on ResNet-20's; on 7x7 maps (4 x 4 tiles per image) the 16 transformed weights
-of a 512-channel layer (16 MiB) are streamed once per row of tiles: 0.5x, so those stay direct
-(``MAX_TRANSFORMED_BYTES``).
+and 1.4 to 1.8x on ResNet-20's. A 512-channel layer's U (16 MiB) streamed once per row of tiles
+ran 0.5x the direct conv on 7x7 maps; in panels and split by outputs (one image) or blocks (a
+batch, or a compressed layer) 1.5 to 2x (``BLOCKS_FROM_BYTES``).
 """
 
 from __future__ import annotations
+
+import math
 
 from .conv2d import ConvShape
 from .gemm import inline_epilogue, largest_divisor, unroll_tile
@@ -38,13 +42,18 @@ LANES = 16
 #: how the cores share the work: ``rows`` of tiles (each core reads all of U), or ``outputs``:
 #: each core computes one share of the output channels for every tile (reading only its share of
 #: U, and transforming every input patch itself)
-PARALLEL = ("rows", "outputs")
+PARALLEL = ("rows", "outputs", "blocks")
 #: ``outputs`` is the start for one image whose U is larger than L2: at 1x256x14x14x256 (4 MiB)
 #: the dense conv ran 572 against 604 us by rows, and a compressed one, each core transforming
 #: its share of the codes, 569 (shift) and 637 us (ternary) against 1131 and 1251 us by rows
 #: (each core then transforms all of U). A batch of 16 shares one transform: by rows (8.2 ms
 #: against 8.5). Where U fits L2, rows: 1x128x28x28x128 570 against 799 us
 L2_BYTES = 1 << 20
+#: ``blocks``: the output channels in blocks (``block_vectors``), the blocks shared by the cores; each
+#: block reads its share of U (at most half of L2) for every tile, and the input transform is done
+#: once for all tiles before (not per block of tiles). A compressed layer's U is then decoded and
+#: transformed once in all, each block's share by the core that runs it
+BLOCK_BYTES = L2_BYTES // 2
 #: register tiles of tile_p x tile_k vectors up to this many accumulators
 MAX_ACCUMULATORS = 16
 #: fewer input channels stay direct: the input transform (32 adds per patch and channel) then
@@ -52,14 +61,30 @@ MAX_ACCUMULATORS = 16
 MIN_CHANNELS = 8
 #: maps narrower than this many tiles per row stay direct
 MIN_TILES_PER_ROW = 4
-#: ... and layers whose transformed weight (16 x C x O floats) is larger than this: it is read
-#: once per row of tiles (1x512x7x7x512: 16 MiB, 4 rows, 0.5x the direct conv)
-MAX_TRANSFORMED_BYTES = 4 << 20
+#: ... and layers whose transformed weight (16 x C x O floats) is larger than this (unmeasured:
+#: 512 channels, 16 MiB, is the largest a ResNet or VGG has)
+MAX_TRANSFORMED_BYTES = 16 << 20
+#: from this size of U up, the start splits the output channels in ``blocks`` where U is computed
+#: each call (a compressed layer) or shared by a batch. Zen 4, shift, against the dense Winograd
+#: conv's start: 1x512x7x7x512 913 us by blocks, 1165 by outputs, 4175 by rows (dense 686, direct
+#: 1028); 16x512x7x7x512 10.5 ms by blocks, 19.7 by outputs (dense by blocks 10.5, by rows 12.0,
+#: direct 19.0); 1x512x14x14x512 2289 against 2860 us (dense by outputs 2052). At 4 MiB and less
+#: the rows or the outputs stay the start (1x128x28x28x128: 512 us by rows, 925 by blocks)
+BLOCKS_FROM_BYTES = 4 << 20
 
 
 def transformed_bytes(channels: int, outputs: int) -> int:
     """Bytes of the transformed weight U[4, 4, C, O] (fp32)."""
     return 64 * channels * outputs
+
+
+def block_vectors(shape: ConvShape, threads: int) -> int:
+    """Vectors of 16 output channels per block (``parallel = blocks``): the most whose share of U
+    fits ``BLOCK_BYTES`` while every core gets a block."""
+    vectors = shape.o // LANES
+    fits = [b for b in range(vectors, 0, -1) if vectors % b == 0 and vectors // b >= min(threads, vectors)
+            and transformed_bytes(shape.c, b * LANES) <= BLOCK_BYTES]
+    return fits[0] if fits else 1
 
 
 def tiles(shape: ConvShape) -> tuple[int, int]:
@@ -77,22 +102,25 @@ def applies(shape: ConvShape) -> bool:
             and transformed_bytes(shape.c, shape.o) <= MAX_TRANSFORMED_BYTES)
 
 
-def winograd_space(shape: ConvShape, name: str = "winograd-llvm") -> Space:
+def winograd_space(shape: ConvShape, name: str = "winograd-llvm", per_call: bool = False) -> Space:
+    """The knobs and the start; ``per_call``: U is computed at the start of each call (a compressed
+    layer), which moves the start of large layers to ``blocks``."""
     tw = tiles(shape)[1]
     vectors = shape.o // LANES
     tile_p = tuple(p for p in (2, 4, 7, 8, 14) if p <= tw)
     tile_k = tuple(k for k in (1, 2, 4) if vectors % k == 0)
     knobs = (Choice("tile_p", tile_p), Choice("tile_k", tile_k), Choice("parallel", PARALLEL))
     space = Space(name, knobs)
-    return Space(name, knobs, start=heuristic_config(shape, space))
+    return Space(name, knobs, start=heuristic_config(shape, space, per_call))
 
 
-def heuristic_config(shape: ConvShape, space: Space) -> Config:
+def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> Config:
     """The start (AVX-512): 7 or 8 tiles by 2 vectors (14 to 16 accumulators; Zen 4's sweep of 4 to 14
     tiles by 1 to 4 vectors had these within 3% of the best on every ResNet-18 and ResNet-20
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
-    (``L2_BYTES``' note); otherwise the rows of tiles."""
+    (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
+    runs by ``blocks``; otherwise the rows of tiles."""
     from .isa import current
 
     knobs = {k.name: k for k in space.knobs}
@@ -105,7 +133,11 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
         # accumulators). Zen 4 with AVX-512 masked, against the direct conv's AVX2 start: 1.29 to
         # 2.17x on ResNet-18's and ResNet-20's layers, where 7 x 2 (28 ymm: spilled) ran 0.87 to 1.58x
         p, k = (4 if 4 in ps else max(ps)), 1
-    split = "outputs" if shape.n == 1 and transformed_bytes(shape.c, shape.o) > L2_BYTES else "rows"
+    u = transformed_bytes(shape.c, shape.o)
+    if u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1):
+        split = "blocks"
+    else:
+        split = "outputs" if shape.n == 1 and u > L2_BYTES else "rows"
     return (p, k, split)
 
 
@@ -122,6 +154,9 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
         raise ConfigError(f"config {config} is not in the space {space.name}")
     knob = space.as_dict(config)
     pb, kv = knob["tile_p"], knob["tile_k"]
+    blocks = knob["parallel"] == "blocks"
+    if blocks:          # a register tile of at most one block's vectors
+        kv = math.gcd(kv, block_vectors(shape, threads))
     leftover = inline_epilogue(sch, epilogue)
     gemm = sch.get_producers(block)[0]
     v_block = sch.get_producers(gemm)[0]
@@ -130,7 +165,11 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     th, i = sch.split(yy, [None, 2])
     tw, j = sch.split(xx, [None, 2])
     tw0, tw1 = sch.split(tw, [None, pb])
-    if knob["parallel"] == "outputs":
+    if blocks:
+        kt, ko, ki = sch.split(k, [None, block_vectors(shape, threads), LANES])
+        sch.reorder(kt, n, th, tw0, tw1, i, j, ko, ki)
+        sch.parallel(kt)
+    elif knob["parallel"] == "outputs":
         vectors = shape.o // LANES
         shares = largest_divisor(vectors, range(min(max(threads, 1), vectors), 0, -1))
         kt, ko, ki = sch.split(k, [shares, None, LANES])
@@ -148,9 +187,16 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     sch.vectorize(ki)
     sch.unroll(i)
     sch.unroll(j)
-    # the block's GEMMs, then its patches' transforms, all inside the block of tiles
-    for stage in (gemm, v_block, t_block):
-        sch.compute_at(stage, tw0)
+    # the block's GEMMs, then its patches' transforms, all inside the block of tiles; with
+    # ``blocks``, every patch transformed once before, in parallel over the rows of tiles
+    sch.compute_at(gemm, tw0)
+    if blocks:
+        vn, vth, vtw = sch.get_loops(v_block)[:3]
+        sch.parallel(sch.fuse(vn, vth))
+        sch.compute_at(t_block, vtw)
+    else:
+        for stage in (v_block, t_block):
+            sch.compute_at(stage, tw0)
     *_, mtw, ma, mb, mk, mc = _own_loops(sch, gemm, 5)
     mko, mkm, mki = sch.split(mk, [None, kv, LANES])
     local = sch.cache_write(gemm, 0, "local")

@@ -13,7 +13,7 @@ import tvmopt.nn as tn
 from tvmopt.build.compile import compile_model
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import get_task
-from tvmopt.ops.winograd_conv2d import G, transform_weight
+from tvmopt.ops.winograd_conv2d import G, from_panels, to_panels, transform_weight
 from tvmopt.passes import DetectOptions
 from tvmopt.passes.choose import choose
 from tests_support import run_config
@@ -26,6 +26,10 @@ def test_weight_transform_is_g_g_gt():
     u = transform_weight(w)
     assert u.shape == (4, 4, 3, 16)
     np.testing.assert_allclose(u[:, :, 1, 5], G @ w[5, 1].astype(np.float64) @ G.T, rtol=1e-6, atol=1e-6)
+    panels = to_panels(u)                      # the dense kernel's layout: 16 output channels a panel
+    assert panels.shape == (1, 4, 4, 3, 16)
+    np.testing.assert_array_equal(panels[0, :, :, 1, 5], u[:, :, 1, 5])
+    np.testing.assert_array_equal(from_panels(panels), u)
 
 
 @pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x9x11x32x3x3x1x1",       # odd map: tails of tiles
@@ -58,11 +62,29 @@ def test_compressed_kernels_match_their_decoded_weights(key):
     _check(task, [task.space.initial(), configs[0], configs[-1]], seed=2)
 
 
+def test_output_channels_in_blocks_match_the_reference():
+    """``parallel = blocks``: the output channels outermost in blocks (each block's share of U
+    transformed by the core that runs it), every patch transformed once before; the start of a
+    large compressed layer and of a large layer's batch, and an explicit config of a small one
+    (a register tile wider than the block is narrowed to it)."""
+    from tvmopt.schedules.winograd import block_vectors
+
+    big = get_task("shift_winograd_conv2d_nhwc:1x512x4x8x512x3x3x1x1")
+    assert big.space.initial()[2] == "blocks" and block_vectors(big.shape, 2) == 1
+    assert get_task("winograd_conv2d_nhwc:2x512x4x8x512x3x3x1x1").space.initial()[2] == "blocks"
+    assert get_task("winograd_conv2d_nhwc:1x512x4x8x512x3x3x1x1").space.initial()[2] == "outputs"
+    assert get_task("shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1").space.initial()[2] == "rows"
+    _check(big, [big.space.initial()], seed=4)
+    for key in ("winograd_conv2d_nhwc:2x16x6x10x48x3x3x1x1", "ternary_winograd_conv2d_nhwc:1x32x8x8x64x3x3x1x1"):
+        task = get_task(key)
+        _check(task, [c for c in task.space.all() if c[2] == "blocks"][:3], seed=5)
+
+
 @pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x8x8x16x3x3x2x1",      # stride 2
                                  "winograd_conv2d_nhwc:1x16x8x8x16x1x1x1x0",      # 1x1
                                  "winograd_conv2d_nhwc:1x16x8x8x24x3x3x1x1",      # outputs not in vectors
                                  "winograd_conv2d_nhwc:1x3x8x8x16x3x3x1x1",       # 3 input channels
-                                 "winograd_conv2d_nhwc:1x512x7x7x512x3x3x1x1"])   # 16 MiB transformed weight
+                                 "winograd_conv2d_nhwc:1x1024x7x7x512x3x3x1x1"])  # 32 MiB transformed weight
 def test_layers_it_does_not_compute_are_refused(key):
     with pytest.raises(WorkloadError):
         get_task(key)
@@ -86,6 +108,11 @@ def test_choice_against_the_dense_winograd_conv():
                       large, 100, 256 * 256 * 9, conv=True).compressed
     assert choose("auto", "ternary_winograd_conv2d", "ternary_winograd_conv2d_nhwc:16x256x14x14x256x3x3x1x1",
                   large.replace("1x", "16x", 1), 16 * 196, 256 * 256 * 9, conv=True).compressed
+    huge = "winograd_conv2d_nhwc:1x512x14x14x512x3x3x1x1"       # 16 MiB: by blocks, 784 pixels again
+    assert not choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x512x14x14x512x3x3x1x1",
+                      huge, 196, 512 * 512 * 9, conv=True).compressed
+    assert choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:16x512x7x7x512x3x3x1x1",
+                  "winograd_conv2d_nhwc:16x512x7x7x512x3x3x1x1", 784, 512 * 512 * 9, conv=True).compressed
     assert choose("auto", "binary_perm_conv2d", "binary_perm_conv2d_nhwc:1x64x8x8x64x3x3x1x1", small, 64,
                   64 * 64 * 9, conv=True).compressed
     assert not choose("auto", "hashed_conv2d", "hashed_conv2d_nhwc:1x64x56x56x64x3x3x1x1x100x1", dense, 3136,

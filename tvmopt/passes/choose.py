@@ -258,7 +258,9 @@ WINOGRAD_COMPRESSED_MIN_ROWS = 784
 #: ... or, with a larger one (one image: each core transforms its share of the output channels,
 #: ``schedules/winograd.py``), from this many: 1x256x14x14x256 shift 569 us against 572 for the
 #: dense conv, ternary 637 (0.90x; ResNet-18 has three such layers of sixteen); a batch of 16
-#: shares one transform (ternary 8.4 ms against 8.2)
+#: shares one transform (ternary 8.4 ms against 8.2). Past ``BLOCKS_FROM_BYTES`` (512 channels)
+#: the rule is 784 again: 1x512x14x14x512 shift by blocks 2289 us against 2052 for the dense conv
+#: (0.90x), 1x512x7x7x512 0.75x; 16x512x7x7x512 10.5 against 10.5 ms
 WINOGRAD_COMPRESSED_MIN_ROWS_LARGE = 196
 
 
@@ -268,10 +270,10 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        from ..schedules.winograd import L2_BYTES, transformed_bytes
+        from ..schedules.winograd import BLOCKS_FROM_BYTES, L2_BYTES, transformed_bytes
 
         c, o = (int(d) for d in (compressed_key.split(":")[1].split("x")[i] for i in (1, 4)))
-        large = transformed_bytes(c, o) > L2_BYTES
+        large = L2_BYTES < transformed_bytes(c, o) <= BLOCKS_FROM_BYTES
         least = WINOGRAD_COMPRESSED_MIN_ROWS_LARGE if large else WINOGRAD_COMPRESSED_MIN_ROWS
         if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "

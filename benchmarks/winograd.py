@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perm_tables import _row  # noqa: E402
 from report import cpu_kind, machine, update_section, write_json  # noqa: E402
 
-#: NxCxHxWxO of 3x3 stride-1 layers: ResNet-18's stages (batch 1 and 16), ResNet-20's, VGG's CIFAR ones
+#: NxCxHxWxO of 3x3 stride-1 layers: ResNet-18's stages (batch 1 and 16), ResNet-20's, VGG's CIFAR ones,
+#: and the 512-channel ones of ResNet-18 and -50 (7x7) and VGG-19 (14x14), whose U is 16 MiB
 LAYERS = ("1x64x56x56x64", "1x128x28x28x128", "1x256x14x14x256", "16x64x56x56x64", "16x256x14x14x256",
-          "1x16x32x32x16", "1x32x16x16x32", "1x64x8x8x64", "16x32x16x16x32", "1x128x16x16x128", "1x256x8x8x256")
+          "1x16x32x32x16", "1x32x16x16x32", "1x64x8x8x64", "16x32x16x16x32", "1x128x16x16x128", "1x256x8x8x256",
+          "1x512x7x7x512", "16x512x7x7x512", "1x512x14x14x512")
 #: label -> task prefix, after the direct dense conv (the reference)
 KERNELS = {"winograd": "winograd_conv2d_nhwc", "shift winograd": "shift_winograd_conv2d_nhwc",
            "ternary winograd": "ternary_winograd_conv2d_nhwc", "2:4 winograd": "nm_winograd_conv2d_nhwc",

@@ -16,7 +16,7 @@ from tvmopt.ops.task import get_task
 from tvmopt.ops.winograd_conv2d import G, from_panels, to_panels, transform_weight
 from tvmopt.passes import DetectOptions
 from tvmopt.passes.choose import choose
-from tests_support import run_config
+from tests_support import avx2_host, run_config
 
 
 def test_weight_transform_is_g_g_gt():
@@ -78,6 +78,10 @@ def test_output_channels_in_blocks_match_the_reference():
     for key in ("winograd_conv2d_nhwc:2x16x6x10x48x3x3x1x1", "ternary_winograd_conv2d_nhwc:1x32x8x8x64x3x3x1x1"):
         task = get_task(key)
         _check(task, [c for c in task.space.all() if c[2] == "blocks"][:3], seed=5)
+    # AVX2 code (AVX-512 masked) of a block: each vector of 16 outputs two ymm registers
+    inputs = big.make_inputs(np.random.default_rng(6))
+    np.testing.assert_allclose(run_config(big, big.space.initial(), inputs, avx2_host().tvm_target()), big.reference(inputs),
+                               rtol=big.tolerance()[0], atol=big.tolerance()[1])
 
 
 @pytest.mark.parametrize("key", ["winograd_conv2d_nhwc:1x16x8x8x16x3x3x2x1",      # stride 2

@@ -248,20 +248,15 @@ PANEL_DECODE_MIN_WEIGHTS = 1 << 23
 PANEL_DECODE_MAX_ROWS = 64
 
 
-#: a compressed Winograd conv decodes and transforms its weight in each thread at the start of a
-#: call, then runs at the dense Winograd conv's speed: within 5% of it from this many output
-#: pixels, with a transformed weight (16 x C x O floats) that fits L2 (``schedules/winograd.py``'s
-#: ``L2_BYTES``; Zen 4, start configs, one
-#: layer at a time: 1x64x56x56x64 shift 1.5% slower, 1x128x28x28x128 3%; 1x32x16x16x32 15%,
-#: 1x64x8x8x64 80%) ...
+#: a compressed Winograd conv decodes and transforms its weight at the start of a call, then runs
+#: at the dense Winograd conv's speed: within 5% of it from this many output pixels (Zen 4, start
+#: configs, one layer at a time, paired rounds, ``benchmarks/winograd.py``: 1x64x56x56x64 shift
+#: 0.98x the dense Winograd conv, 1x128x28x28x128 0.93x, 16x32x16x16x32 1.03x, 16x256x14x14x256
+#: 0.95 to 0.97x, 16x512x7x7x512 0.98 to 0.99x by blocks; below it 1x256x14x14x256 0.88 to 0.90x,
+#: 1x512x14x14x512 0.87 to 0.91x, 1x128x16x16x128 0.81 to 0.84x, 1x512x7x7x512 0.68 to 0.71x,
+#: 1x64x8x8x64 0.56 to 0.63x). One rule for every size of U: an earlier one took compressed
+#: layers whose U outgrows L2 from 196 pixels, at 0.90x the dense conv at 1x256x14x14x256
 WINOGRAD_COMPRESSED_MIN_ROWS = 784
-#: ... or, with a larger one (one image: each core transforms its share of the output channels,
-#: ``schedules/winograd.py``), from this many: 1x256x14x14x256 shift 569 us against 572 for the
-#: dense conv, ternary 637 (0.90x; ResNet-18 has three such layers of sixteen); a batch of 16
-#: shares one transform (ternary 8.4 ms against 8.2). Past ``BLOCKS_FROM_BYTES`` (512 channels)
-#: the rule is 784 again: 1x512x14x14x512 shift by blocks 2289 us against 2052 for the dense conv
-#: (0.90x), 1x512x7x7x512 0.75x; 16x512x7x7x512 10.5 against 10.5 ms
-WINOGRAD_COMPRESSED_MIN_ROWS_LARGE = 196
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -270,12 +265,7 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        from ..schedules.winograd import BLOCKS_FROM_BYTES, L2_BYTES, transformed_bytes
-
-        c, o = (int(d) for d in (compressed_key.split(":")[1].split("x")[i] for i in (1, 4)))
-        large = L2_BYTES < transformed_bytes(c, o) <= BLOCKS_FROM_BYTES
-        least = WINOGRAD_COMPRESSED_MIN_ROWS_LARGE if large else WINOGRAD_COMPRESSED_MIN_ROWS
-        if rows >= least:
+        if rows >= WINOGRAD_COMPRESSED_MIN_ROWS:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
         return Choice(False, f"predicted: decoding and transforming the weight each call costs more than 5% at "

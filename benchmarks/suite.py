@@ -301,10 +301,11 @@ LIMITS = {
         "is slower than the dense Winograd conv: the Winograd convs from codes decode and transform 16 x C x O "
         "weights each call, which with 16 to 64 tiles per image costs about as much as the GEMMs it feeds (Zen 4: "
         "0.63 to 0.75x the dense Winograd conv at 1x32x16x16x32, 1x64x8x8x64 and 1x256x8x8x256, `winograd` "
-        "section), and the direct compressed convs do 2.25x the multiplies. ResNet-18's three 512-channel 7x7 layers "
-        "at batch 1 run the dense Winograd conv (its 16 MiB U in panels: 1.55x the direct conv one layer at a "
-        "time, the dense ResNet-18 5.6% faster in all) where only binary register tables beat it; `--kernels "
-        "compressed` keeps them compressed for about 6% of the network's time. Choosing them would break the "
+        "section), and the direct compressed convs do 2.25x the multiplies. ResNet-18's six 3x3 layers of 14x14x256 and "
+        "7x7x512 at batch 1 run the dense Winograd conv (0.88 to 0.90x and 0.68 to 0.71x for the compressed ones one "
+        "layer at a time; the 512-channel layers' 16 MiB U in panels, 1.55x the direct conv, made the dense "
+        "ResNet-18 5.6% faster) where only binary register tables beat it; `--kernels compressed` keeps them "
+        "compressed at about 5% of the network's time (interleaved builds, Zen 4). Choosing them would break the "
         "never-slower rule; at batch 16 the transform is shared by 16 images and the same layers run compressed."),
     "hashed": (
         "**Hashed weights run dense.** The hashed kernel recomputes each weight from its index (fmix32, about 20 "

@@ -306,3 +306,33 @@ def _vector_inside_window(script: str) -> bool:
         if "T.vectorized(" in line:
             return any(("for rv" in prev or "for k" in prev) for prev in lines[max(0, i - 3):i])
     return False
+
+
+def test_quarter_powers_run_as_square_roots_and_match_onnxruntime(tmp_path):
+    """``x ** c`` for a constant whole number of quarters (local response normalization's 0.75,
+    its reciprocal, 0.5, 2.25) runs as products and square roots, vectorizable, not a libm
+    ``pow`` per element; NaN where ``pow`` gives NaN (negative x); other exponents keep ``pow``.
+    LRN as Inception v1 and AlexNet have it matches onnxruntime."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    exps = [0.75, -0.75, 0.5, 2.25, 1.3]
+    nodes = [helper.make_node("LRN", ["x"], ["lrn"], size=5, alpha=1e-4, beta=0.75, bias=1.0)]
+    for i, c in enumerate(exps):
+        nodes.append(helper.make_node("Constant", [], [f"c{i}"], value=helper.make_tensor(f"t{i}", TensorProto.FLOAT, [], [c])))
+        nodes.append(helper.make_node("Pow", ["x", f"c{i}"], [f"p{i}"]))
+    outputs = ["lrn"] + [f"p{i}" for i in range(len(exps))]
+    graph = helper.make_graph(nodes, "pows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 6, 6])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs])
+    path = tmp_path / "pows.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.random.default_rng(4).uniform(0.05, 4.0, (1, 16, 6, 6)).astype(np.float32)
+    x[0, 0, 0, :3] = [-1.0, 0.0, -2.5]                        # pow: NaN, 0 (inf for -0.75), NaN
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    compiled = compile_model(path, "llvm", records=tmp_path / "none")
+    got = compiled(x)
+    got = got if isinstance(got, (list, tuple)) else [got]
+    for name, g, e in zip(outputs, got, expected):
+        np.testing.assert_allclose(np.asarray(g), e, rtol=2e-6, atol=0, equal_nan=True, err_msg=name)
+    text = compiled.mod.script(show_meta=False)
+    assert text.count("T.pow(") == 1 and text.count("T.sqrt(") >= 4, text.count("T.pow(")     # 1.3 alone keeps pow

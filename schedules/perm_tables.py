@@ -138,6 +138,7 @@ def apply_perm(sch, space: Space, config: Config, fmt, epilogue=()) -> list:
     sch.vectorize(sch.get_loops(init)[-1])
     unroll_tile(sch, init, local)
     sch.tensorize(i1 if rows > 1 else j1, intrinsic(fmt, rows, vectors))
+    _widen_words(sch, fmt)
     return leftover
 
 

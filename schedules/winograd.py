@@ -39,9 +39,9 @@ from .space import Choice, Config, Space
 
 #: output channels per vector (fp32 lanes of AVX-512; on AVX2 LLVM splits each in two)
 LANES = 16
-#: how the cores share the work: ``rows`` of tiles (each core reads all of U), or ``outputs``:
-#: each core computes one share of the output channels for every tile (reading only its share of
-#: U, and transforming every input patch itself)
+#: how the cores share the work: ``rows`` of tiles (each core reads all of U), ``outputs``: each
+#: core computes one share of the output channels for every tile (reading only its share of U,
+#: and transforming every input patch itself), or ``blocks`` of output channels (``BLOCK_BYTES``)
 PARALLEL = ("rows", "outputs", "blocks")
 #: ``outputs`` is the start for one image whose U is larger than L2: at 1x256x14x14x256 (4 MiB)
 #: the dense conv ran 572 against 604 us by rows, and a compressed one, each core transforming

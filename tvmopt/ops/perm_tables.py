@@ -93,7 +93,7 @@ class CodeFormat:
 
     def pack(self, digits: np.ndarray) -> np.ndarray:
         """Digits [L, ...] (L a whole number of words' weights) -> code words [L / weights_per_word, ...]
-        (int32 holding the little-endian ``bits``-bit codes)."""
+        (``word``: int32, or uint16 half words, holding the little-endian ``bits``-bit codes)."""
         d = digits.astype(np.uint64).reshape(-1, self.per_word, self.group, *digits.shape[1:])
         places = (self.base ** np.arange(self.group, dtype=np.uint64)).reshape((1, 1, -1) + (1,) * (digits.ndim - 1))
         codes = (d * places).sum(axis=2)                                  # [words, per_word, ...]

@@ -46,7 +46,7 @@ def to_panels(u: np.ndarray) -> np.ndarray:
     """numpy: U [4, 4, C, O] -> the dense kernel's layout [O / 16, 4, 4, C, 16]: each vector of 16
     output channels is one contiguous panel, which a register tile (and a block of ``parallel =
     blocks``) streams in order. Read in place [4, 4, C, O], a vector was 64 bytes every 4 O bytes:
-    1x512x7x7x512 by blocks ran 2.1 ms from DRAM against 0.9 for the same blocks of a workspace."""
+    1x512x7x7x512 by blocks ran 2.1 ms, in panels 0.67 to 0.83 ms."""
     a, b, c, o = u.shape
     return np.ascontiguousarray(u.reshape(a, b, c, o // LANES, LANES).transpose(3, 0, 1, 2, 4))
 

@@ -217,6 +217,14 @@ def code_bits(layers) -> dict:
     return {"compressed_layers_code_reduction": sum(la.dense_bytes for la in touched) / max(codes, 1)}
 
 
+def judged_reduction(row: dict) -> float:
+    """The memory reduction the memory goals judge: the papers' bit widths (32x: 1 bit a weight),
+    on the codes alone; rows measured before the count fall back on the compressed layers' bytes,
+    then the network's."""
+    return row.get("compressed_layers_code_reduction",
+                   row.get("compressed_layers_memory_reduction", row["memory_reduction"]))
+
+
 def goals(row: dict) -> dict:
     """The issue's goal for the row (against onnxruntime on the same file) and whether it is met."""
     model, variant, batch = row["model"], row["variant"], row["batch"]
@@ -227,9 +235,7 @@ def goals(row: dict) -> dict:
         goal, memory = 1.0, MEMORY_GOAL.get(variant)
     elif model in MLPS and batch <= 8:
         goal = MLP_GOAL.get(variant)
-    # the memory goals are the papers' bit widths (32x: 1 bit a weight): judged on the codes alone
-    reduction = row.get("compressed_layers_code_reduction",
-                        row.get("compressed_layers_memory_reduction", row["memory_reduction"]))
+    reduction = judged_reduction(row)
     met = None if goal is None else (row["vs_ort"] >= goal and (memory is None or reduction >= memory))
     return {"goal_vs_ort": goal, "goal_memory": memory, "met": met,
             "never_slower": row["vs_tvmopt_dense"] >= NEVER_SLOWER, "accurate": row["max_rel_err"] <= 1e-4}
@@ -326,8 +332,7 @@ def limit_of(row: dict) -> str:
     """The cause (a key of ``LIMITS``) of a row that misses its goal."""
     if row["variant"] == "hashed":
         return "hashed"
-    reduction = row.get("compressed_layers_code_reduction", row.get("compressed_layers_memory_reduction", 0))
-    if row.get("goal_memory") and row["vs_ort"] >= row["goal_vs_ort"] and reduction < row["goal_memory"]:
+    if row.get("goal_memory") and row["vs_ort"] >= row["goal_vs_ort"] and judged_reduction(row) < row["goal_memory"]:
         return "dense layers"
     if row["model"] == "encoder" and row["variant"].startswith("shift") and set(row["kernels"]) == {"dense"}:
         return "compute-bound shift"

@@ -32,6 +32,7 @@ the rows shared by two blocks twice).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from .gemm import unroll_tile
@@ -238,8 +239,6 @@ def intrinsic(fmt, rows: int, vectors: int, stride: int = 1) -> str:
     """Register (once) and name the tensor intrinsic of one register tile: ``rows`` x
     ``vectors * 16`` accumulators over one code word (``fmt.per_word`` groups); row r reads
     table row ``r * stride`` (a convolution's output pixels read every ``stride``-th input's)."""
-    import dataclasses
-
     return _register(dataclasses.replace(fmt, word="int32"), rows, vectors, stride)   # reads widened words
 
 

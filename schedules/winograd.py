@@ -156,7 +156,8 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     pb, kv = knob["tile_p"], knob["tile_k"]
     blocks = knob["parallel"] == "blocks"
     if blocks:          # a register tile of at most one block's vectors
-        kv = math.gcd(kv, block_vectors(shape, threads))
+        per_block = block_vectors(shape, threads)
+        kv = math.gcd(kv, per_block)
     leftover = inline_epilogue(sch, epilogue)
     gemm = sch.get_producers(block)[0]
     v_block = sch.get_producers(gemm)[0]
@@ -165,14 +166,13 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
     th, i = sch.split(yy, [None, 2])
     tw, j = sch.split(xx, [None, 2])
     tw0, tw1 = sch.split(tw, [None, pb])
-    if blocks:
-        kt, ko, ki = sch.split(k, [None, block_vectors(shape, threads), LANES])
-        sch.reorder(kt, n, th, tw0, tw1, i, j, ko, ki)
-        sch.parallel(kt)
-    elif knob["parallel"] == "outputs":
-        vectors = shape.o // LANES
-        shares = largest_divisor(vectors, range(min(max(threads, 1), vectors), 0, -1))
-        kt, ko, ki = sch.split(k, [shares, None, LANES])
+    if knob["parallel"] in ("outputs", "blocks"):     # output channels outermost, in parallel
+        if blocks:
+            factors = [None, per_block, LANES]
+        else:           # one share per core
+            vectors = shape.o // LANES
+            factors = [largest_divisor(vectors, range(min(max(threads, 1), vectors), 0, -1)), None, LANES]
+        kt, ko, ki = sch.split(k, factors)
         sch.reorder(kt, n, th, tw0, tw1, i, j, ko, ki)
         sch.parallel(kt)
     else:

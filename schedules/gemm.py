@@ -326,6 +326,19 @@ def _vectorize_lanes(sch, loop, extent: int, panel: int = 0) -> None:
 def inline_epilogue(sch, epilogue) -> list:
     """Inline each elementwise block of ``epilogue`` (in order) into its producer, the
     accumulator's write-back; the first that cannot be inlined, and all after it, are returned."""
+    epilogue = list(epilogue)
+    if len(epilogue) > 1:
+        # a chain that reads a value more than once (GELU's x * f(x)) cannot go into the
+        # write-back a block at a time: the first block's result is still read after the
+        # second. Its blocks but the last are inlined into their consumers first, so the last
+        # computes the whole chain from the accumulator.
+        kept = []
+        for stage in epilogue[:-1]:
+            try:
+                sch.compute_inline(stage)
+            except Exception:  # noqa: BLE001 - TVM's ScheduleError: read by a later non-elementwise stage
+                kept.append(stage)
+        epilogue = kept + epilogue[-1:]
     leftover = []
     for consumer in epilogue:
         if not leftover:

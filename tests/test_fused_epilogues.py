@@ -69,3 +69,53 @@ def test_the_walsh_hadamard_kernels_carry_their_epilogue_too(name, tmp_path):
     sess = ort.InferenceSession(str(MODELS / "digits_mlp_fastfood.plain.onnx"), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def _encoder_mlp(path, tokens=16, width=64, hidden=128):
+    """A transformer's MLP block as exporters write it: MatMuls on [batch, tokens, features],
+    bias Adds after them, GELU in its tanh form (Pow 3) and a residual Add."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    consts = {"w1": rng.standard_normal((width, hidden)) / 8, "b1": rng.standard_normal(hidden),
+              "w2": rng.standard_normal((hidden, width)) / 11, "b2": rng.standard_normal(width),
+              "three": 3.0, "c": 0.044715, "k": (2 / np.pi) ** 0.5, "one": 1.0, "half": 0.5}
+    init = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()]
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w1"], ["m1"]), node("Add", ["m1", "b1"], ["h"]),
+             node("Pow", ["h", "three"], ["h3"]), node("Mul", ["h3", "c"], ["h3c"]), node("Add", ["h", "h3c"], ["u"]),
+             node("Mul", ["u", "k"], ["uk"]), node("Tanh", ["uk"], ["t"]), node("Add", ["t", "one"], ["t1"]),
+             node("Mul", ["h", "t1"], ["ht"]), node("Mul", ["ht", "half"], ["g"]),
+             node("MatMul", ["g", "w2"], ["m2"]), node("Add", ["m2", "b2"], ["o"]), node("Add", ["o", "x"], ["r"]),
+             node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, tokens, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, tokens, width])], init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_3d_matmuls_bias_gelu_and_residual_fuse_into_the_gemm(tmp_path, capfd):
+    """A MatMul on a 3-D input runs the 2-D dense kernel between reshapes; the bias, the GELU
+    and the residual add after it are computed on its 2-D output (passes/flat_epilogue.py), so
+    they fuse into its write-back: one function per GEMM, with the last op (the model's output)
+    beside its reshape; no elementwise block left inside the GEMMs; outputs as onnxruntime's."""
+    path = tmp_path / "mlp.onnx"
+    _encoder_mlp(path)
+    compiled = compile_model(path, shipped=False, records=tmp_path)
+    functions = _functions(compiled)
+    kernels = {n: s for n, s in functions.items() if TASK_ANNOTATION in s}
+    assert len(kernels) == 2, sorted(functions)
+    gelu = next(n for n in kernels if "tanh" in n)
+    assert gelu.startswith("fused_dense_32_128_64_add") and gelu.count("multiply") >= 5, gelu
+    residual = next(n for n in kernels if n != gelu)
+    assert residual.startswith("fused_dense_32_64_128_add") and residual.count("add") == 2, residual
+    for text in kernels.values():
+        assert not re.findall(r'T\.sblock\("(T_multiply|T_add|T_tanh|T_power|tanh)\w*"', text)
+    # the rest: the output's reshape with its ReLU (a reshape there is a copy, so the last op stays)
+    assert len(set(functions) - set(kernels)) == 1 and "relu" in "".join(set(functions) - set(kernels))
+    # x ** 3 went in as products: TVM's C++ log warns about pow(x, 3) on stderr otherwise
+    assert "pow(x, y)" not in capfd.readouterr().err
+    x = np.random.default_rng(1).standard_normal((2, 16, 64)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))

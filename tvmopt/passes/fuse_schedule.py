@@ -80,6 +80,37 @@ def _small_power(bb, call):
     return bb.call_te(power, x, primfunc_name_hint="power")
 
 
+def whole_powers(mod):
+    """``mod`` with each ``x ** c`` for a whole constant ``c`` from 2 to 4 written as products
+    (``(x * x) * x``, the order :func:`_small_power` computes). The result is the same; Relax's
+    ``FoldConstant``, which the pass runs before fusion, legalizes a ``power`` by TOPI's, whose
+    ``pow(x, 3)`` printed TVM's "Detected pow(x, y) where y >= 3" warning three times for every
+    build of a model with a tanh GELU."""
+    import tvm
+    from tvm import relax
+
+    from .bindings import Bindings, rewrite
+
+    op_power = tvm.ir.Op.get("relax.power")
+
+    @relax.expr_functor.mutator
+    class Powers(relax.PyExprMutator, Bindings):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(op_power) or "float" not in str(getattr(call.ty, "dtype", "")):
+                return call
+            value = self._const(call.args[1])
+            if value is None or value.size != 1 or float(value.reshape(-1)[0]) not in (2.0, 3.0, 4.0):
+                return call
+            x = call.args[0]
+            out = x
+            for _ in range(int(value.reshape(-1)[0]) - 1):
+                out = self.builder_.emit(relax.op.multiply(out, x))
+            return out
+
+    return rewrite(Powers, mod)
+
+
 def _fast(name):
     """tanh and erf as TOPI's vectorizable rational approximations (within a few ulp of
     float32; onnxruntime uses the same kind of approximation), float32 only."""

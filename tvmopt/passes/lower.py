@@ -13,7 +13,9 @@ It rewrites, in ``main``:
 
 Each kernel is built from its task (so tuning records keyed by the task apply) with the best
 config ``configs(key, space)`` returns (one that fits the space), or the space's initial config. Scales, biases and input
-transforms become ordinary Relax ops around the ``call_tir``.
+transforms become ordinary Relax ops around the ``call_tir``; where the input had more than
+two axes, the ops after the output's reshape are moved before it (:mod:`.flat_epilogue`), so
+they fuse with the kernel too.
 
 Convolutions with constant weights: a dense fp32 weight becomes the direct ``conv2d`` task,
 emitted *unscheduled* and fusable so that its bias, ReLU and residual add fuse into it
@@ -36,10 +38,11 @@ from typing import Callable
 import numpy as np
 
 from tvmopt.model.frontend import PLACEHOLDER_PREFIX, ModelError, static_shape
+from . import flat_epilogue
 from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
-from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE
+from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE, whole_powers
 from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables,
                      nm_register_select, register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
@@ -662,6 +665,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     # plain exports of Fastfood / Hadamard layers: butterfly regions -> placeholder or matmul
     # (first: folding their shape arithmetic would compile hundreds of tiny functions)
     mod = collapse_linear_regions(mod)
+    mod = whole_powers(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = fold_batch_norm(mod)
     mod = plain_conv_placeholders(mod)
@@ -669,6 +673,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
         mod = to_channels_last(mod)
     new_mod = rewrite(Rewriter, mod)
     new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
+    new_mod = flat_epilogue.flatten(new_mod)        # a 3-D MatMul's bias and activation: fusable
     if not gpu:
         new_mod = _schedule_im2col(new_mod)         # on a GPU, DLight's rules schedule it
     _check_no_placeholder(new_mod)

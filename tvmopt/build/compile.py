@@ -425,7 +425,7 @@ def schedule_for_gpu(lowered: Lowered, spec: TargetSpec, name: str):
     from tvmopt.build.gpu import schedule_gpu
 
     with model_stage(f"{name}: scheduling for {spec.key}"):
-        return schedule_gpu(fuse(lowered.mod), spec.tvm_target(), kernels=lowered.cuda_kernels)
+        return schedule_gpu(fuse(lowered.mod, cpu=False), spec.tvm_target(), kernels=lowered.cuda_kernels)
 
 
 def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None, records=None,

@@ -1,5 +1,12 @@
-"""The dense GEMM family: ``gemm`` (A·B), ``dense`` (linear layers) and ``bgemm`` (batched
-A·B). Compute and references here; the schedule space is in schedules/gemm.py.
+"""The dense GEMM family: ``gemm`` (A·B), ``dense`` (linear layers), ``bgemm`` (batched A·B)
+and ``bgemm_nt`` (batched A·B^T, B given as [batch, N, K]: attention's Q·K^T reads K as the
+export leaves it). Compute and references here; the schedule space is in schedules/gemm.py.
+
+The batched kinds are the products of two activations (attention's scores and their weighted
+sum of values): the pass emits them fusable, like ``dense``, so a scale after them (``/ sqrt(d)``)
+runs in the write-back, and they start from the register-tile heuristic. Before, such a MatMul
+was legalized by TOPI and ran on the default schedule: in two BERT-base layers (128 tokens, Zen
+4) the four attention products took 15.3 ms of 35.6, where these kernels take 0.64.
 
 ``dense`` is the kernel of a linear layer whose weight is a constant: the pass stores the
 weight ``W[N, K]`` transposed, as ``[K, N]`` (``to_kernel``), at compile time, so the output
@@ -117,6 +124,8 @@ class GemmTask(Task):
                 tk = (s.k // k1, k1)
                 pack = False               # the weight is read once per block of rows: no packing copy
             self.space = Space(self.space.name, self.space.knobs, start=(tm, tn, tk, pack, *rest[1:]))
+        elif self.shape.batched:
+            self.space = Space(self.space.name, self.space.knobs, start=heuristic_config(self.shape, self.space))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
         self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n if s.np > s.n else None)
@@ -192,7 +201,8 @@ class GemmTask(Task):
 
     @property
     def fuses_epilogue(self) -> bool:
-        return self.family == "dense"          # linear layers: bias and activation in the write-back
+        # linear layers: bias and activation in the write-back; attention's products: its scale
+        return self.family in ("dense", "bgemm", "bgemm_nt")
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         return apply_gemm(sch, self.shape, self.space, self.space.initial() if config is None else config, epilogue)
@@ -200,14 +210,15 @@ class GemmTask(Task):
 
 def _make(family: str):
     def factory(key: str, dims: tuple[int, ...]) -> GemmTask:
-        want = 4 if family == "bgemm" else 3
+        batched = family.startswith("bgemm")
+        want = 4 if batched else 3
         if len(dims) != want:
-            form = "BxMxNxK" if family == "bgemm" else "MxNxK"
+            form = "BxMxNxK" if batched else "MxNxK"
             raise WorkloadError(f"workload '{key}' needs {want} dimensions ({family}:{form})")
-        batch = dims[0] if family == "bgemm" else 1
+        batch = dims[0] if batched else 1
         m, n, k = dims[-3:]
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
-        return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=family == "bgemm", transposed_b=False,
+        return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=batched, transposed_b=family == "bgemm_nt",
                                        panel=dense_panel(m, n) if family == "dense" else 0,
                                        pad_rows=family == "dense", pad_cols=family == "dense"))
 
@@ -233,5 +244,7 @@ FAMILY = register_family(OpFamily(
     tasks={"gemm": TaskKind(_make("gemm"), "MxNxK", summary="C[M,N] = A[M,K] . B[K,N]"),
            "dense": TaskKind(_make("dense"), "MxNxK",
                              summary="C[M,N] = A[M,K] . W[K,N]  (linear layers: the weight laid out [K,N] at build)"),
-           "bgemm": TaskKind(_make("bgemm"), "BxMxNxK", summary="batched A . B")},
+           "bgemm": TaskKind(_make("bgemm"), "BxMxNxK", summary="batched A . B (two activations: attention)"),
+           "bgemm_nt": TaskKind(_make("bgemm_nt"), "BxMxNxK",
+                                summary="batched A . B^T, B given as [B, N, K] (attention's Q . K^T)")},
     schedules="tvmopt.schedules.gemm", cuda=cuda_view))

@@ -12,7 +12,9 @@ S), c)`` becomes ``reshape(op(y, c'), S)`` where ``y`` is 2-D ``[M, N]``, ``S`` 
 axis ``N`` (``prod(S[:-1]) == M``), and every other operand is the same kind of reshape, a
 tensor of shape ``S`` (reshaped too: a view) or broadcasts over the last axis alone (a bias, a
 scalar). ``reshape(reshape(y, S), (M, N))`` (the next MatMul's input) becomes ``y``. Values are
-unchanged: the same ops on the same elements.
+unchanged: the same ops on the same elements. The batched kernel of a product of two
+activations (``bgemm``, ``[batch, M, N]`` viewed as ``[..., heads, M, N]``) gets the same
+treatment, so attention's ``/ sqrt(d)`` runs in its write-back.
 """
 
 from __future__ import annotations
@@ -42,32 +44,33 @@ def _shape(expr) -> tuple[int, ...] | None:
 
 def flatten(mod):
     """``mod`` with reshapes of 2-D GEMM outputs moved past the elementwise ops after them."""
-    import numpy as np
     from tvm import relax
 
     @relax.expr_functor.mutator
     class Flatten(relax.PyExprMutator, Bindings):
         def _flat(self, expr):
-            """(y, S) when ``expr`` is ``reshape(y, S)`` with ``y`` 2-D [M, N] and S ending in N."""
+            """(y, S) when ``expr`` is ``reshape(y, S)`` with ``y`` [..., N] (2-D from a dense
+            kernel, 3-D from a batched one) and S ending in N."""
             call = self._call(expr, "reshape")
             if call is None:
                 return None
             source, target = _shape(call.args[0]), _shape(expr)
-            if source is None or target is None or len(source) != 2 or len(target) < 2 or target[-1] != source[1]:
+            if source is None or target is None or len(source) < 2 or len(target) < 2 or target[-1] != source[-1]:
                 return None
             return call.args[0], target
 
-        def _operand(self, expr, target):
-            """``expr`` as an operand of the 2-D op: a reshape's source, a tensor of shape
-            ``target`` viewed as 2-D, or one broadcast over the last axis alone; else None."""
+        def _operand(self, expr, target, flat_shape):
+            """``expr`` as an operand of the op on the source's shape ``flat_shape``: a reshape's
+            source of that shape, a tensor of shape ``target`` viewed in it, or one broadcast over
+            the last axis alone; else None."""
             flat = self._flat(expr)
             if flat is not None:
-                return flat[0] if flat[1] == target else None
+                return flat[0] if flat[1] == target and _shape(flat[0]) == flat_shape else None
             shape = _shape(expr)
             if shape is None:
                 return None
             if shape == target:
-                return relax.op.reshape(expr, (int(np.prod(target[:-1])), target[-1]))
+                return relax.op.reshape(expr, flat_shape)
             if len(shape) <= 1 or (len(shape) <= len(target) and all(d == 1 for d in shape[:-1])):
                 if len(shape) <= 1:
                     return expr
@@ -104,7 +107,7 @@ def flatten(mod):
             found = [f for f in (self._flat(a) for a in tensors) if f is not None]
             if not found:
                 return call
-            target = found[0][1]
+            target, flat_shape = found[0][1], _shape(found[0][0])
             if _shape(call) != target:
                 return call
             args = []
@@ -112,7 +115,7 @@ def flatten(mod):
                 if not isinstance(getattr(a, "ty", None), relax.TensorType):
                     args.append(a)
                     continue
-                operand = self._operand(a, target)
+                operand = self._operand(a, target, flat_shape)
                 if operand is None:
                     return call
                 args.append(operand)

@@ -174,14 +174,20 @@ def _concat_by_input(bb, call):
     return relax.call_tir(gv, list(t.fields), call.ty)
 
 
-def fuse(mod):
+def fuse(mod, cpu: bool = True):
+    """``cpu``: softmax and layer normalization over the last axis become scheduled CPU kernels
+    (:mod:`.row_ops`); for a GPU, TOPI's, which DLight's rules schedule."""
     import tvm
     from tvm import relax
 
+    from .row_ops import legalize_layer_norm, legalize_softmax
+
+    custom = {"relax.nn.relu": _relu_keeping_nan, "relax.power": _small_power,
+              "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf"), "relax.concat": _concat_by_input}
+    if cpu:
+        custom.update({"relax.nn.softmax": legalize_softmax, "relax.nn.layer_norm": legalize_layer_norm})
     return tvm.transform.Sequential([
-        relax.transform.LegalizeOps(customize_legalize_map={
-            "relax.nn.relu": _relu_keeping_nan, "relax.power": _small_power,
-            "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf"), "relax.concat": _concat_by_input}),
+        relax.transform.LegalizeOps(customize_legalize_map=custom),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

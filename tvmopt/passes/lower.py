@@ -89,6 +89,8 @@ class Lowered:
     #: CUDA builds: kernel function name -> (CudaTask, config) of each compressed kernel the pass
     #: emitted fusable, for :func:`tvmopt.build.gpu.schedule_gpu` to schedule after fusion
     cuda_kernels: dict[str, tuple] = field(default_factory=dict)
+    #: task key -> how many products of two activations (attention's) run it: no weight, no layer
+    products: dict[str, int] = field(default_factory=dict)
 
 
 def lower(mod, configs: Callable[[str, object], object] | None = None, options: DetectOptions | None = None,
@@ -117,6 +119,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     tasks: dict[str, object] = {}
     funcs: dict[tuple, object] = {}
     cuda_kernels: dict[str, tuple] = {}
+    products: dict[str, int] = {}
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
@@ -303,10 +306,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             else:
                 target = self._resolve(wexpr)
                 if not (isinstance(target, relax.Call) and target.op.same_as(op_permute)):
-                    return call
+                    return self._activation_matmul(call)
                 w = self._const(target.args[0])
                 if w is None or w.ndim != 2:
-                    return call
+                    return self._activation_matmul(call)
                 axes = target.attrs.axes
                 if axes is not None and [int(a) for a in axes] != [1, 0]:
                     return call
@@ -322,6 +325,56 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if source is not None and kern.family == "xnor_dense":
                 x = source                          # the kernel binarizes (x >= 0) itself
             return self._emit(kern, x, xshape, "matmul", dense_weight=lambda: weight)
+
+        def _activation_matmul(self, call):
+            """A product of two activations (attention's ``Q . K^T`` and its weighted sum of ``V``):
+            the ``bgemm`` kernel on the operands viewed as ``[batch, M, K]`` and ``[batch, K, N]``
+            (``bgemm_nt`` on ``[batch, N, K]`` where the second operand is a transpose of its last
+            two axes), emitted fusable so the scale after it (``/ sqrt(d)``) runs in its
+            write-back. CPU only (on a GPU, DLight's matmul rule), float32 with static shapes and
+            the same leading axes on both sides; anything else stays with Relax."""
+            a, b = call.args
+            if gpu or any(getattr(getattr(e, "ty", None), "dtype", "") != "float32" for e in (a, b, call)):
+                return call
+            try:
+                ashape, bshape = static_shape(a), static_shape(b)
+            except ModelError:
+                return call
+            if len(ashape) < 2 or len(bshape) != len(ashape) or ashape[:-2] != bshape[:-2] or ashape[-1] != bshape[-2]:
+                return call
+            lead, (m, k), n = ashape[:-2], ashape[-2:], bshape[-1]
+            batch = int(np.prod(lead)) if lead else 1
+            family, operand = "bgemm", b
+            permute = self._call(b, "permute_dims")
+            if permute is not None and permute.attrs.axes is not None:
+                # B = transpose(S): read B^T instead, S itself where B swaps S's last two axes,
+                # else S transposed with B's last two axes swapped where that keeps S's last axis
+                # last (a copy of whole rows: attention's K^T, [0, 2, 3, 1] of [batch, tokens,
+                # heads, d], took 0.13 ms per BERT-base layer as a transposing copy, 5x this)
+                axes = [int(x) for x in permute.attrs.axes]
+                rank = len(axes)
+                swapped = axes[:-2] + [axes[-1], axes[-2]]
+                if swapped == list(range(rank)):
+                    family, operand = "bgemm_nt", permute.args[0]          # read as [batch, N, K]
+                elif swapped[-1] == rank - 1:
+                    family = "bgemm_nt"
+                    operand = self.builder_.emit(relax.op.permute_dims(permute.args[0], swapped))
+            key = f"{family}:{batch}x{m}x{n}x{k}"
+            if key not in funcs:
+                from tvm import te
+
+                from tvmopt.ops.task import get_task
+
+                task = tasks.setdefault(key, get_task(key))
+                func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
+                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
+                funcs[key] = self.builder_.add_func(func, key.replace(":", "_").replace("x", "_"))
+            products[key] = products.get(key, 0) + 1
+            shape_b = (batch, n, k) if family == "bgemm_nt" else (batch, k, n)
+            args = [self.builder_.emit(relax.op.reshape(a, (batch, m, k))),
+                    self.builder_.emit(relax.op.reshape(operand, shape_b))]
+            y = self.builder_.emit(relax.call_tir(funcs[key], args, relax.TensorType((batch, m, n), "float32")))
+            return relax.op.reshape(y, tuple(lead) + (m, n))
 
         def _quantized(self, x, fixed=None):
             """``(lazy uint8 tensor, scale, zero point)`` when ``x`` is quantized: ONNX's
@@ -677,7 +730,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     if not gpu:
         new_mod = _schedule_im2col(new_mod)         # on a GPU, DLight's rules schedule it
     _check_no_placeholder(new_mod)
-    return Lowered(new_mod, layers, tasks, cuda_kernels)
+    return Lowered(new_mod, layers, tasks, cuda_kernels, products)
 
 
 def _schedule_im2col(mod):

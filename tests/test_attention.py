@@ -125,3 +125,16 @@ def test_row_kernels_match_numpy(shape):
     x = x + 3                                             # a mean far from zero
     got = _run(layer_norm_func(shape, 1e-5), x, gamma, beta, out)
     np.testing.assert_allclose(got, layer_norm_reference(x, gamma, beta, 1e-5), rtol=1e-4, atol=1e-4)
+
+
+def test_inspect_lists_the_products_of_activations(tmp_path, capsys):
+    """`tvmopt inspect` prints a line for the batched GEMM tasks that have no weight (tune tunes them)."""
+    from tvmopt.cli.main import main
+
+    path = tmp_path / "attention.onnx"
+    _attention_block(path)
+    assert main(["inspect", str(path), "--records", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    d = WIDTH // HEADS
+    assert (f"2 product(s) of two activations (attention), tunable tasks like the layers': "
+            f"bgemm:{BATCH * HEADS}x{TOKENS}x{d}x{TOKENS} x1, bgemm_nt:{BATCH * HEADS}x{TOKENS}x{TOKENS}x{d} x1") in out

@@ -10,13 +10,29 @@ def inspect_model(source, batch: int | None = None, options: DetectOptions | Non
                   target: str = "llvm") -> list[LayerReport]:
     """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer;
     each layer's kernel is chosen as ``build`` would choose it for ``target`` and ``records``."""
+    return inspect_lowered(source, batch, options, records, target).layers
+
+
+def inspect_lowered(source, batch: int | None = None, options: DetectOptions | None = None, records=None,
+                    target: str = "llvm"):
+    """:func:`inspect_model`'s lowering whole (:class:`tvmopt.passes.lower.Lowered`): its layers,
+    and the tasks without a weight (``products``: attention's products of two activations)."""
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
     if spec.kind == "cuda":
-        return lower_for_gpu(source, spec, batch, options, records)[1].layers
+        return lower_for_gpu(source, spec, batch, options, records)[1]
     with plan_kernels(spec, records, options) as (lookup, _, costs):
-        return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1].layers
+        return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1]
+
+
+def format_products(products: dict[str, int]) -> str:
+    """The line ``inspect`` prints under its table for the products of two activations."""
+    if not products:
+        return ""
+    count = sum(products.values())
+    return (f"{count} product(s) of two activations (attention), tunable tasks like the layers': "
+            + ", ".join(f"{key} x{n}" for key, n in sorted(products.items())))
 
 
 def inspect_gpu(source, target: str, batch: int | None = None, options: DetectOptions | None = None,

@@ -28,20 +28,24 @@ def add_parser(sub) -> None:
 
 def cmd_inspect(args) -> int:
     from tvmopt.passes import DetectOptions
-    from tvmopt.build.inspect import format_layers, inspect_gpu, inspect_model
+    from tvmopt.build.inspect import format_layers, format_products, inspect_gpu, inspect_lowered
     from tvmopt.target import parse_target
 
     options = DetectOptions(min_weights=args.min_weights, kernels=args.kernels, layout=args.layout,
                            winograd=args.winograd)
     spec = parse_target(args.target)
-    functions = None
+    functions, products = None, {}
     if spec.kind == "cuda":            # one lowering for the layers and the GPU functions
         layers, functions = inspect_gpu(args.model, args.target, batch=args.batch, options=options,
                                         records=args.records)
     else:
-        layers = inspect_model(args.model, batch=args.batch, records=args.records, options=options, target=args.target)
+        lowered = inspect_lowered(args.model, batch=args.batch, records=args.records, options=options,
+                                  target=args.target)
+        layers, products = lowered.layers, lowered.products
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))
+    if products:
+        print(format_products(products))
     if functions is not None:
         width = max(len(f) for f in functions)
         print(f"\n{len(functions)} GPU function(s) for {spec.key}, and what schedules each (a DLight rule, or "

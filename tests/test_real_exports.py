@@ -295,6 +295,55 @@ def test_batch_rebatches_static_exports_and_specialises_dynamic_programs(tmp_pat
         np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_input_shapes_set_a_dynamic_sequence_length_like_tvmc(tmp_path):
+    """An export with a dynamic batch and sequence length (as Hugging Face exports are): the
+    error names --input-shapes with the axes to fill in; given one input's shape, the other
+    input sharing the symbolic axis follows; the build matches onnxruntime at that length, from
+    the CLI and the Python API, ONNX and torch.export; bad specs are one line, exit 2."""
+    from tvmopt.model.frontend import parse_input_shapes
+
+    torch.manual_seed(5)
+    model = _Encoder().eval()
+    ids = torch.randint(0, 100, (1, 24))
+    mask = torch.ones(1, 24, dtype=torch.int64)
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(model, (ids, mask), str(path), dynamo=False, opset_version=17, input_names=["ids", "mask"],
+                      dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}})
+    out = run_cli(["build", str(path), "-o", str(tmp_path / "d.so")], tmp_path)
+    assert out.returncode == 2 and '--input-shapes "ids:[batch,sequence]"' in out.stderr, out.stderr
+    so = tmp_path / "d.so"
+    out = run_cli(["build", str(path), "-o", str(so), "--input-shapes", "ids:[2,24]"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    ids2 = torch.randint(0, 100, (2, 24))
+    mask2 = torch.ones(2, 24, dtype=torch.int64)
+    mask2[1, 20:] = 0
+    want = _ort(path, ids2.numpy(), mask2.numpy())[0]
+    np.savez(tmp_path / "in.npz", ids=ids2.numpy(), mask=mask2.numpy())
+    out = run_cli(["run", str(so), "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "y.npy")],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-5, atol=1e-5)
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False,
+                             shapes=parse_input_shapes("ids:[2,24], mask:[2,24]"))
+    np.testing.assert_allclose(compiled(ids2.numpy(), mask2.numpy()), want, rtol=1e-5, atol=1e-5)
+    for spec, message in [("ids:[2,2x]", "whole numbers"), ("ids:[2,0]", "positive"), ("ids 2,24", "NAME:[D1"),
+                          ("idz:[2,24]", "'idz', which the model does not take (its inputs: ids, mask)"),
+                          ("ids:[2,24,1]", "3 axes, the model 2")]:
+        out = run_cli(["inspect", str(path), "--input-shapes", spec], tmp_path)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, \
+            (spec, out.stderr)
+
+    sequence = torch.export.Dim("sequence", min=2, max=512)
+    program = torch.export.export(model, (ids, mask), dynamic_shapes=({1: sequence}, {1: sequence}))
+    with pytest.raises(Exception, match="--input-shapes"):
+        compile_model(program, "llvm", records=tmp_path / "none", shipped=False)
+    ids3, mask3 = torch.randint(0, 100, (1, 40)), torch.ones(1, 40, dtype=torch.int64)
+    compiled = compile_model(program, "llvm", records=tmp_path / "none", shipped=False, shapes={"ids": (1, 40)})
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(ids3.numpy(), mask3.numpy()), model(ids3, mask3).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_compress_keeps_layers_it_cannot_take_dense_and_names_them():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 16))
     with pytest.warns(UserWarning, match=r"kept 1 layer\(s\) dense .*0 \(reduction length 27 is not a multiple"):

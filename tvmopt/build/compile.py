@@ -343,11 +343,12 @@ def measuring_costs(target: TargetSpec, records, lookup):
 
 
 def load_and_lower(source, batch: int | None = None, configs=None, options: DetectOptions | None = None,
-                   costs=None, target_kind: str = "llvm") -> tuple[Imported, Lowered]:
+                   costs=None, target_kind: str = "llvm", shapes: dict | None = None) -> tuple[Imported, Lowered]:
     """Import ``source`` and run the pass on it; any failure of the pass is one ModelError line.
     Shared by ``compile_model``, ``inspect`` and the task extraction of ``tune``. ``configs``
-    and ``costs`` are what :func:`plan_kernels` gives (``lookup`` and ``costs``)."""
-    imported = load(source, batch=batch)
+    and ``costs`` are what :func:`plan_kernels` gives (``lookup`` and ``costs``); ``shapes``: input
+    name -> shape (:func:`tvmopt.model.frontend.load`)."""
+    imported = load(source, batch=batch, shapes=shapes)
     with model_stage(f"{Path(imported.source).name}: lowering"):
         return imported, lower(imported.mod, configs=configs, options=options, costs=costs, target_kind=target_kind)
 
@@ -369,19 +370,22 @@ def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shi
 
 
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int | None = None,
-                  options: DetectOptions | None = None, shipped: bool = True) -> Compiled:
-    """``shipped=False``: ignore the records shipped in ``logs/records`` (the untuned baseline)."""
+                  options: DetectOptions | None = None, shipped: bool = True, shapes: dict | None = None) -> Compiled:
+    """``shipped=False``: ignore the records shipped in ``logs/records`` (the untuned baseline).
+    ``shapes``: input name -> shape, for inputs with symbolic axes besides the batch (a dynamic
+    sequence length; :func:`tvmopt.model.frontend.parse_input_shapes` reads tvmc's syntax)."""
     import tvm
 
     spec = parse_target(target) if isinstance(target, str) else target
     if spec.kind == "cuda":
-        return _compile_gpu(source, spec, batch, options, records, shipped)
+        return _compile_gpu(source, spec, batch, options, records, shipped, shapes)
     if spec.kind != "llvm":
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) and CUDA GPUs")
     # untuned kernels start from register tiles shaped for the target's vector registers
     with isa.use(isa.for_target(spec)):
         with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
-            imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
+            imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs,
+                                               shapes=shapes)
         name = Path(imported.source).name
         with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
             mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
@@ -398,7 +402,7 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
 
 
 def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None,
-                  records=None, shipped: bool = True):
+                  records=None, shipped: bool = True, shapes: dict | None = None):
     """Import and lower ``source`` as a CUDA build does (:mod:`tvmopt.build.gpu`: compressed
     layers on their CUDA kernels where :mod:`tvmopt.passes.choose_cuda` picks them, with the
     best CUDA record's config; NCHW). Returns (imported, lowered, used: task key -> where its
@@ -416,7 +420,7 @@ def lower_for_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOp
     # the pass's CPU-shaped choices stay plain (no AVX-512 tensor intrinsics in the lowered functions)
     with isa.use(isa.AVX2):
         imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=lookup.cost,
-                                           target_kind="cuda")
+                                           target_kind="cuda", shapes=shapes)
     return imported, lowered, used
 
 
@@ -429,14 +433,14 @@ def schedule_for_gpu(lowered: Lowered, spec: TargetSpec, name: str):
 
 
 def _compile_gpu(source, spec: TargetSpec, batch: int | None, options: DetectOptions | None, records=None,
-                 shipped: bool = True) -> Compiled:
+                 shipped: bool = True, shapes: dict | None = None) -> Compiled:
     """A whole-model CUDA build (:mod:`tvmopt.build.gpu`): compressed layers on their CUDA
     kernels where chosen, DLight's GPU rules for every other function; compiles without a GPU."""
     import tvm
 
     from tvmopt.build.gpu import build_notes, relax_pipeline
 
-    imported, lowered, used = lower_for_gpu(source, spec, batch, options, records, shipped)
+    imported, lowered, used = lower_for_gpu(source, spec, batch, options, records, shipped, shapes)
     name = Path(imported.source).name
     mod, rules = schedule_for_gpu(lowered, spec, name)
     target = spec.tvm_target()

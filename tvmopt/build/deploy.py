@@ -37,12 +37,13 @@ def meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def build(source, output, target="llvm", records=None, batch: int | None = None, options=None) -> BuildResult:
+def build(source, output, target="llvm", records=None, batch: int | None = None, options=None,
+          shapes: dict | None = None) -> BuildResult:
     """Compile ``source`` with the best records and export it to ``output``."""
     output = Path(output)
     if output.suffix != ".so":
         raise UserError(f"output must be a .so file, got {output}")
-    compiled = compile_model(source, target, records=records, batch=batch, options=options)
+    compiled = compile_model(source, target, records=records, batch=batch, options=options, shapes=shapes)
     untuned = sorted(k for k, used in compiled.tuned.items() if not used)
     if untuned:
         warnings.warn(f"{len(untuned)} task(s) have no tuning record and use a default schedule: "

@@ -7,23 +7,23 @@ from tvmopt.passes import DetectOptions, LayerReport
 
 
 def inspect_model(source, batch: int | None = None, options: DetectOptions | None = None, records=None,
-                  target: str = "llvm") -> list[LayerReport]:
+                  target: str = "llvm", shapes: dict | None = None) -> list[LayerReport]:
     """Import and lower ``source`` (nothing is compiled) and return one row per weighted layer;
     each layer's kernel is chosen as ``build`` would choose it for ``target`` and ``records``."""
-    return inspect_lowered(source, batch, options, records, target).layers
+    return inspect_lowered(source, batch, options, records, target, shapes).layers
 
 
 def inspect_lowered(source, batch: int | None = None, options: DetectOptions | None = None, records=None,
-                    target: str = "llvm"):
+                    target: str = "llvm", shapes: dict | None = None):
     """:func:`inspect_model`'s lowering whole (:class:`tvmopt.passes.lower.Lowered`): its layers,
     and the tasks without a weight (``products``: attention's products of two activations)."""
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
     if spec.kind == "cuda":
-        return lower_for_gpu(source, spec, batch, options, records)[1]
+        return lower_for_gpu(source, spec, batch, options, records, shapes=shapes)[1]
     with plan_kernels(spec, records, options) as (lookup, _, costs):
-        return load_and_lower(source, batch, configs=lookup, options=options, costs=costs)[1]
+        return load_and_lower(source, batch, configs=lookup, options=options, costs=costs, shapes=shapes)[1]
 
 
 def format_products(products: dict[str, int]) -> str:
@@ -36,7 +36,7 @@ def format_products(products: dict[str, int]) -> str:
 
 
 def inspect_gpu(source, target: str, batch: int | None = None, options: DetectOptions | None = None,
-                records=None) -> tuple[list[LayerReport], dict[str, str]]:
+                records=None, shapes: dict | None = None) -> tuple[list[LayerReport], dict[str, str]]:
     """A CUDA build of ``source`` up to scheduling (nothing is compiled): its layers, and the
     functions it would compile, each with what schedules it (a DLight rule, or the pass's own
     CUDA space for a compressed kernel)."""
@@ -45,7 +45,7 @@ def inspect_gpu(source, target: str, batch: int | None = None, options: DetectOp
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
-    imported, lowered, _ = lower_for_gpu(source, spec, batch, options, records)
+    imported, lowered, _ = lower_for_gpu(source, spec, batch, options, records, shapes=shapes)
     return lowered.layers, schedule_for_gpu(lowered, spec, Path(imported.source).name)[1]
 
 

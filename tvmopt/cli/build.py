@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvmopt.cli.common import kernels_option, positive_int, records_option
+from tvmopt.cli.common import input_shapes_option, kernels_option, positive_int, records_option
 
 
 def add_parser(sub) -> None:
@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     bld.add_argument("--batch", type=positive_int, default=None,
                      help="batch size: a dynamic batch axis is built at it, a static one rebatched when the "
                           "graph allows (default: the model's, or 1 for a dynamic axis)")
+    input_shapes_option(bld)
     kernels_option(bld)
     bld.set_defaults(func=cmd_build)
 
@@ -39,7 +40,8 @@ def cmd_build(args) -> int:
     from tvmopt.passes import DetectOptions
 
     result = build(args.model, args.output, target=args.target, records=args.records, batch=args.batch,
-                   options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd))
+                   options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd),
+                   shapes=args.input_shapes)
     tuned = len(result.compiled.tuned) - len(result.untuned)
     print(f"wrote {result.path} ({len(result.compiled.lowered.layers)} layers, {tuned}/{len(result.compiled.tuned)} "
           f"tasks tuned) and {result.path.name}.json")

@@ -22,6 +22,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def input_shapes(text: str) -> dict:
+    from tvmopt.model.frontend import parse_input_shapes
+
+    try:
+        return parse_input_shapes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def input_shapes_option(parser, mode: str = "") -> None:
+    """``--input-shapes``, as tvmc's: whole shapes of named inputs (symbolic axes besides the batch)."""
+    parser.add_argument("--input-shapes", type=input_shapes, default=None, metavar='"NAME:[D1,D2,...] ..."',
+                        help=f"{mode}shapes of named inputs, as in tvmc (\"input_ids:[1,128] attention_mask:[1,128]\"): "
+                             "sets their symbolic axes (a dynamic sequence length; an axis of the same name on "
+                             "another input follows) and their batch; static axes must agree")
+
+
 def trials(text: str) -> int:
     value = positive_int(text)
     if value > MAX_TRIALS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvmopt.cli.common import kernels_option, positive_int, records_option
+from tvmopt.cli.common import input_shapes_option, kernels_option, positive_int, records_option
 
 
 def add_parser(sub) -> None:
@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     insp.add_argument("model", help="path to an .onnx file")
     insp.add_argument("--batch", type=positive_int, default=None,
                       help="batch size (default: the model's, or 1 for a dynamic batch axis)")
+    input_shapes_option(insp)
     insp.add_argument("--min-weights", type=positive_int, default=256,
                       help="layers with fewer weights stay dense (default: 256)")
     insp.add_argument("--target", default="llvm",
@@ -37,10 +38,10 @@ def cmd_inspect(args) -> int:
     functions, products = None, {}
     if spec.kind == "cuda":            # one lowering for the layers and the GPU functions
         layers, functions = inspect_gpu(args.model, args.target, batch=args.batch, options=options,
-                                        records=args.records)
+                                        records=args.records, shapes=args.input_shapes)
     else:
         lowered = inspect_lowered(args.model, batch=args.batch, records=args.records, options=options,
-                                  target=args.target)
+                                  target=args.target, shapes=args.input_shapes)
         layers, products = lowered.layers, lowered.products
     print(f"{args.model}: {len(layers)} weighted layer(s)")
     print(format_layers(layers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from tvmopt.cli.common import kernels_option, make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials, tuner_spec
+from tvmopt.cli.common import input_shapes_option, kernels_option, make_measurer, positive_float, positive_int, records_option, report_line, rpc_options, trials, tuner_spec
 
 #: `tvmopt tune`'s budget; benchmarks/e2e.py --budget-check times it on the bundled CNN
 DEFAULT_TRIALS = 200
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
                                        "then every task of the model is tuned, the budget split by FLOPs")
     tune.add_argument("--batch", type=positive_int, default=None,
                       help="model mode: batch size (default: the model's, or 1 for a dynamic batch axis)")
+    input_shapes_option(tune, "model mode: ")
     tune.add_argument("--target", default="llvm",
                       help="'llvm' (this CPU, detected), 'llvm -mcpu=NAME -num-cores=N', 'cuda -arch=sm_90' "
                            "or a JSON dict (default: llvm)")
@@ -90,7 +91,8 @@ def cmd_tune_model(args) -> int:
                             batch=args.batch, batch_size=args.batch_size, seed=args.seed,
                             progress=not args.quiet and not args.verbose, resume=args.resume,
                             report=report_line if args.verbose else None, measurer=measurer,
-                            options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd))
+                            options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd),
+                            shapes=args.input_shapes)
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"

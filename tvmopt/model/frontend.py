@@ -58,18 +58,56 @@ class Imported:
 _INPUT_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool"}
 
 
-def load(source, batch: int | None = None, input_shape: tuple[int, ...] | None = None) -> Imported:
+def load(source, batch: int | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> Imported:
     """Import ``source`` (a path to an .onnx file, or a ``torch.export.ExportedProgram``).
 
     ``batch`` sets the first axis of the input: a symbolic one (a dynamic batch, ONNX or
     ``torch.export`` with ``Dim``) is specialised to it (default 1); a static one of another
     size is rebatched when the graph does not fix the batch elsewhere (a ModelError says so
-    when it does). None keeps a static batch as exported. ``input_shape`` overrides the shape.
+    when it does). None keeps a static batch as exported. ``shapes`` (input name -> shape, as
+    tvmc's ``--input-shapes``; :func:`parse_input_shapes`) gives named inputs their whole shape:
+    every symbolic axis (a dynamic sequence length) is set, static ones must agree but the
+    first (the batch, rebatched as ``batch`` is).
     """
     torch = sys.modules.get("torch")        # an ExportedProgram means torch is loaded: not imported for a path
     if torch is not None and isinstance(source, torch.export.ExportedProgram):
-        return _load_exported_program(source, batch)
-    return _load_onnx(Path(source), batch, input_shape)   # TVM's C++ noise: captured by model_stage
+        return _load_exported_program(source, batch, shapes)
+    return _load_onnx(Path(source), batch, shapes)   # TVM's C++ noise: captured by model_stage
+
+
+def parse_input_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    """tvmc's ``--input-shapes`` syntax: ``"input_ids:[1,128] attention_mask:[1,128]"`` (names
+    separated by spaces or commas outside the brackets). A ValueError names what is wrong."""
+    import re
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    rest = text.strip()
+    pattern = re.compile(r"\s*([^\s:,\[\]]+)\s*:\s*\[([^\]]*)\]\s*,?")
+    while rest:
+        match = pattern.match(rest)
+        if match is None:
+            raise ValueError(f"expected NAME:[D1,D2,...] at {rest[:40]!r} (as in \"input_ids:[1,128] mask:[1,128]\")")
+        name, dims = match.group(1), match.group(2)
+        try:
+            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise ValueError(f"input '{name}': sizes must be whole numbers, got [{dims}]") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"input '{name}': every size must be positive, got [{dims}]")
+        if name in shapes:
+            raise ValueError(f"input '{name}' is given twice")
+        shapes[name] = shape
+        rest = rest[match.end():].strip()
+    if not shapes:
+        raise ValueError("no input shape given")
+    return shapes
+
+
+def _check_shape_names(name: str, shapes: dict | None, inputs: list[str]) -> None:
+    unknown = sorted(set(shapes or ()) - set(inputs))
+    if unknown:
+        raise ModelError(f"{name}: --input-shapes names {', '.join(repr(u) for u in unknown)}, which the model does "
+                         f"not take (its inputs: {', '.join(inputs)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +257,7 @@ def read_onnx(path: Path):
     return model
 
 
-def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
+def _load_onnx(path: Path, batch: int, given: dict | None) -> Imported:
     model = read_onnx(path)
     with _tvmopt_onnx_ops() as table:
         known = table()
@@ -231,6 +269,8 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
         graph_inputs = [i for i in model.graph.input if i.name not in inits]
         if not graph_inputs:
             raise ModelError(f"{path.name}: the graph has no input (every graph input is an initializer)")
+        _check_shape_names(path.name, given, [i.name for i in graph_inputs])
+        named = _named_sizes(graph_inputs, given)
         inputs, exported = [], None
         for i, inp in enumerate(graph_inputs):
             if not inp.name:
@@ -242,7 +282,7 @@ def _load_onnx(path: Path, batch: int, input_shape) -> Imported:
                 kind = helper.tensor_dtype_to_np_dtype(code) if code else "no type"
                 raise ModelError(f"{path.name}: input '{inp.name}' is {kind}; tvmopt compiles float32 models "
                                  f"(with int32/int64/bool inputs such as token ids): convert the model to float32")
-            shape = tuple(input_shape) if input_shape and i == 0 else _input_shape(path.name, inp, batch)
+            shape = _input_shape(path.name, inp, batch, (given or {}).get(inp.name), named)
             exported = exported if exported is not None else _static_first_axis(inp)
             inputs.append(Input(inp.name, shape, _INPUT_TYPES[code]))
         rebatched = exported is not None and inputs[0].shape[0] != exported
@@ -304,12 +344,45 @@ def _first_dim(ty) -> int | None:
 MAX_ELEMENTS = 2**31 - 1
 
 
-def _input_shape(name: str, inp, batch: int | None) -> tuple[int, ...]:
+def _named_sizes(graph_inputs, given: dict | None) -> dict[str, int]:
+    """Symbolic axis name -> the size ``--input-shapes`` gives it on some input, so that the
+    inputs sharing it (``attention_mask`` beside ``input_ids``) get it too."""
+    named: dict[str, int] = {}
+    for inp in graph_inputs:
+        sizes = (given or {}).get(inp.name)
+        dims = inp.type.tensor_type.shape.dim
+        if sizes is None or len(sizes) != len(dims):
+            continue
+        for d, size in zip(dims, sizes):
+            if not d.HasField("dim_value") and d.dim_param:
+                named.setdefault(d.dim_param, size)
+    return named
+
+
+def _input_shape(name: str, inp, batch: int | None, given: tuple[int, ...] | None = None,
+                 named: dict[str, int] | None = None) -> tuple[int, ...]:
     """The graph input's static shape: the first axis, when symbolic or unset, is the batch
-    (default 1); a static first axis is replaced by ``batch`` when one is given."""
+    (default 1); a static first axis is replaced by ``batch`` when one is given. ``given``
+    (``--input-shapes``): the whole shape, which static axes but the first must agree with;
+    ``named``: sizes of symbolic axes, by name, that another input's given shape set."""
+    dims = inp.type.tensor_type.shape.dim
+    if given is not None:
+        if len(given) != len(dims):
+            raise ModelError(f"{name}: --input-shapes gives input '{inp.name}' {len(given)} axes, the model "
+                             f"{len(dims)}")
+        for axis, (d, size) in enumerate(zip(dims, given)):
+            if axis and d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:
+                raise ModelError(f"{name}: --input-shapes gives input '{inp.name}' size {size} on axis {axis}, which "
+                                 f"the model fixes at {d.dim_value}")
+        shape = list(given)
+        if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+            raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
+        return tuple(shape)
     shape = []
-    for axis, d in enumerate(inp.type.tensor_type.shape.dim):
-        if axis == 0 and batch is not None and d.HasField("dim_value") and d.dim_value > 0:
+    for axis, d in enumerate(dims):
+        if not d.HasField("dim_value") and d.dim_param and d.dim_param in (named or {}):
+            shape.append(named[d.dim_param])
+        elif axis == 0 and batch is not None and d.HasField("dim_value") and d.dim_value > 0:
             shape.append(batch)
         elif d.HasField("dim_value") and d.dim_value > 0:
             shape.append(d.dim_value)
@@ -320,8 +393,11 @@ def _input_shape(name: str, inp, batch: int | None) -> tuple[int, ...]:
                              f"export it with a positive or a symbolic (dynamic) batch size")
         else:
             what = f"dim_value {d.dim_value}" if d.HasField("dim_value") else f"symbolic '{d.dim_param}'"
+            sizes = ",".join(str(dd.dim_value) if dd.HasField("dim_value") and dd.dim_value > 0
+                             else dd.dim_param or "N" for dd in dims)
             raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "
-                             f"size on every axis but the first (the batch)")
+                             f"size on every axis but the first (the batch): give its shape with --input-shapes "
+                             f"\"{inp.name}:[{sizes}]\", names replaced by sizes")
     if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
         raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
     return tuple(shape)
@@ -397,16 +473,18 @@ def _torch_converters() -> dict:
     return table
 
 
-def _load_exported_program(program, batch: int | None = None) -> Imported:
+def _load_exported_program(program, batch: int | None = None, given: dict | None = None) -> Imported:
     from tvm.relax.frontend.torch import from_exported_program
 
     users = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if not users:
         raise ModelError("the exported program takes no user input")
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    _check_shape_names("the exported program", given, [s.arg.name for s in users])
     with model_stage("exported program: import"):
         mod = from_exported_program(program, custom_convert_map=_torch_converters(), unwrap_unit_return_tuple=True)
-        mod = _specialise(mod, batch)
+        mod = _specialise(mod, batch, {param.name: (given or {}).get(spec.arg.name)
+                                       for spec, param in zip(users, mod["main"].params)})
     inputs = []
     for spec, param in zip(users, mod["main"].params):
         val = placeholders[spec.arg.name].meta["val"]
@@ -418,18 +496,39 @@ def _load_exported_program(program, batch: int | None = None) -> Imported:
     return Imported(mod, inputs, "torch.export")
 
 
-def _specialise(mod, batch: int | None):
+def _specialise(mod, batch: int | None, given: dict | None = None):
     """Bind the symbolic first axis of the inputs (``torch.export`` with ``Dim``) to ``batch``
-    (default 1); any other symbolic axis is a ModelError (tvmopt compiles static shapes)."""
+    (default 1), and every symbolic axis of an input ``given`` a shape (parameter name ->
+    shape or None) to its size there; any other symbolic axis is a ModelError (tvmopt
+    compiles static shapes)."""
     from tvm import relax
 
     binding = {}
-    for param in mod["main"].params:
-        for axis, d in enumerate(getattr(param.ty, "shape", None) or ()):
+    given = given or {}
+    # inputs given a shape first: a symbolic size they set (a sequence length) holds for the rest
+    for param in sorted(mod["main"].params, key=lambda p: given.get(p.name) is None):
+        shape = getattr(param.ty, "shape", None) or ()
+        sizes = given.get(param.name)
+        if sizes is not None and len(sizes) != len(shape):
+            raise ModelError(f"--input-shapes gives input '{param.name}' {len(sizes)} axes, the program "
+                             f"{len(shape)}")
+        for axis, d in enumerate(shape):
             if isinstance(d, int) or hasattr(d, "value"):
+                if sizes is not None and axis and int(d) != sizes[axis]:
+                    raise ModelError(f"--input-shapes gives input '{param.name}' size {sizes[axis]} on axis "
+                                     f"{axis}, which the program fixes at {int(d)}")
+                continue
+            if sizes is not None:
+                if d in binding and binding[d] != sizes[axis]:
+                    raise ModelError(f"--input-shapes gives the symbolic size {d} two values: {binding[d]} and "
+                                     f"{sizes[axis]}")
+                binding[d] = sizes[axis]
+                continue
+            if d in binding:
                 continue
             if axis != 0:
-                raise ModelError(f"the exported program's input '{param.name_hint}' axis {axis} is symbolic ({d}); "
-                                 f"tvmopt needs a static size on every axis but the first (the batch)")
+                raise ModelError(f"the exported program's input '{param.name}' axis {axis} is symbolic ({d}); "
+                                 f"tvmopt needs a static size on every axis but the first (the batch): set it with "
+                                 f"shapes={{'{param.name}': (...)}} (--input-shapes)")
             binding[d] = batch or 1
     return relax.transform.BindSymbolicVars(binding)(mod) if binding else mod

@@ -204,7 +204,7 @@ class ModelTuneResult:
 
 
 def extract_tasks(source, batch: int | None = None, options=None, target: TargetSpec | None = None,
-                  records=None) -> list[tuple[str, Task, int]]:
+                  records=None, shapes: dict | None = None) -> list[tuple[str, Task, int]]:
     """The tunable tasks of a model after the pass: (key, task, layers using it), deduplicated,
     most FLOPs first. With ``target``, each layer's kernel (compressed or dense) is chosen as
     ``build`` will choose it (``options.kernels``, the records in ``records``)."""
@@ -213,11 +213,11 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
     from tvmopt.build.compile import load_and_lower, plan_kernels
 
     if target is None:
-        _, lowered = load_and_lower(source, batch, options=options)
+        _, lowered = load_and_lower(source, batch, options=options, shapes=shapes)
     elif target.kind == "cuda":
         from tvmopt.build.compile import lower_for_gpu
 
-        _, lowered, _ = lower_for_gpu(source, target, batch, options, records)
+        _, lowered, _ = lower_for_gpu(source, target, batch, options, records, shapes=shapes)
         # the build schedules its compressed kernels through their CUDA spaces (choose_cuda picks
         # only kernels that have one), and its dense layers too once a CUDA record tunes them
         # (DLight's rules until then); DLight the rest
@@ -226,7 +226,7 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
         lowered.tasks = {key: task for key, task in lowered.tasks.items() if key in tunable}
     else:
         with plan_kernels(target, records, options) as (lookup, _, costs):
-            _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs)
+            _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs, shapes=shapes)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     counts.update(lowered.products)              # attention's products: tasks without a layer
     rows = [(key, lowered.tasks[key], counts[key]) for key in lowered.tasks]
@@ -265,13 +265,13 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
                records: str | Path | None = None, batch: int | None = None, batch_size: int = 8, seed: int = 0,
                progress: bool = True, log=print, resume: bool = True,
                report: Callable[[Record], None] | None = None, measurer: Measurer | None = None,
-               options=None) -> ModelTuneResult:
+               options=None, shapes: dict | None = None) -> ModelTuneResult:
     """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each
     task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
     measured are not measured again)."""
     check_measurable(target, measurer)
     with isa.use(isa.for_target(target)):
-        tasks = extract_tasks(source, batch, options, target, records)
+        tasks = extract_tasks(source, batch, options, target, records, shapes)
     if not tasks and target.kind == "cuda":
         log(f"{Path(str(source)).name}: no layer runs a tvmopt CUDA kernel on {target.key} (DLight's rules schedule "
             f"every function), so there is nothing to tune; --kernels compressed tunes the compressed ones")

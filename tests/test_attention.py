@@ -114,7 +114,7 @@ def _run(func, *arrays):
     return args[-1].numpy()
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 128), (7, 24), (2, 2, 3, 12)])
+@pytest.mark.parametrize("shape", [(3, 5, 128), (7, 24), (2, 2, 3, 12), (3, 197), (2, 5, 13), (4, 8)])
 def test_row_kernels_match_numpy(shape):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(shape) * 4).astype(np.float32)

@@ -258,3 +258,33 @@ def test_structured_grouped_convs_keep_the_network_channels_last(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+class _PatchAttention(nn.Module):
+    """A ViT's start: a patch convolution, then PyTorch's MultiheadAttention, whose export
+    splits Q, K and V with a squeeze of axis -2."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 32, 4, 4)
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        y = self.patch(x).flatten(2).transpose(1, 2)
+        return self.attention(y, y, y, need_weights=False)[0]
+
+
+def test_a_squeeze_of_a_negative_axis_keeps_the_graph_channels_last(tmp_path, recwarn):
+    """Relax's layout inference failed on squeeze(axis=[-2]) (std::bad_alloc) and the whole graph
+    stayed NCHW; the pass counts the axis from the front first."""
+    torch.manual_seed(0)
+    model = _PatchAttention().eval()
+    path = tmp_path / "patch_attention.onnx"
+    x = torch.randn(1, 3, 16, 16)
+    torch.onnx.export(model, (x,), dynamo=True, opset_version=18, input_names=["x"],
+                      external_data=False).save(str(path), external_data=False)
+    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path)
+    assert not [w for w in recwarn if "channels-last layout not applied" in str(w.message)]
+    assert [k for k in _kernels(compiled) if "conv2d" in k] == ["conv2d_nhwc:1x3x16x16x32x4x4x4x0"]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,9 @@ from tvmopt.schedules import lowering
 
 SHAPES = ["gemm:96x80x48", "gemm:127x64x33", "dense:127x64x33", "dense:40x24x36", "bgemm:3x16x20x12",
           "gemm:1x7x5", "dense:48x96x40",   # weight in panels of 48
-          "dense:7x10x33", "dense:197x10x20"]  # outputs padded to 16 (and rows to 200)
+          "dense:7x10x33", "dense:197x10x20",  # outputs padded to 16 (and rows to 200)
+          # products of two activations: rows padded to 16, columns to 32 in a copy of B (pad_b)
+          "bgemm:2x13x21x9", "bgemm_nt:2x13x21x9", "bgemm_nt:3x16x20x12"]
 
 
 def run(task, config, target, inputs):

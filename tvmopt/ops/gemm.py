@@ -128,7 +128,7 @@ class GemmTask(Task):
             self.space = Space(self.space.name, self.space.knobs, start=heuristic_config(self.shape, self.space))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
-        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n if s.np > s.n else None)
+        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n if s.np > s.n and not s.batched else None)
 
     def to_kernel(self, arrays):
         """The pass's [N, K] linear weight in the kernel's layout: [K, N] (zero columns appended
@@ -140,6 +140,8 @@ class GemmTask(Task):
     def _pad_cols(self, b: np.ndarray) -> np.ndarray:
         """A [K, N] weight with zero columns appended up to the columns the kernel computes."""
         extra = self.shape.np - self.shape.n
+        if self.shape.batched:       # an activation: padded inside the kernel (pad_b)
+            return b
         return np.pad(b, [(0, 0)] * (b.ndim - 1) + [(0, extra)]) if extra else b
 
     def _input_shapes(self, n: int | None = None):
@@ -155,7 +157,7 @@ class GemmTask(Task):
 
     def reference(self, inputs):
         a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
-        if self.shape.np > self.shape.n:          # the zero columns of a padded weight ([K, N])
+        if self.shape.np > self.shape.n and not self.shape.batched:   # a padded weight's zero columns ([K, N])
             b = b[..., :self.shape.n]
         return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
 
@@ -167,27 +169,38 @@ class GemmTask(Task):
         from tvm import te
 
         s = self.shape
-        a_shape, b_shape = self._input_shapes(s.np)
+        a_shape, b_shape = self._input_shapes(s.n if s.batched else s.np)
         p = s.panel
         A = te.placeholder(a_shape, "float32", name="A")
         B = te.placeholder((s.n // p, s.k, p) if p else b_shape, "float32", name="B")
         k = te.reduce_axis((0, s.k), name="k")
+        lead_shape = (s.batch,) if s.batched else ()
         # rows padded (GemmShape.mp): the product reads A with zero rows appended; columns padded
-        # (np): the weight has zero columns appended; a crop drops both
-        rows = te.compute((s.mp, s.k), lambda i, kk: te.if_then_else(i < s.m, A[i, kk], 0.0),
+        # (np): a weight has zero columns appended at build, an activation (batched) in a copy
+        # (pad_b); a crop drops both
+        rows = te.compute(lead_shape + (s.mp, s.k),
+                          lambda *idx: te.if_then_else(idx[-2] < s.m, A[idx], 0.0),
                           name="pad_a") if s.mp > s.m else A
+        cols = B
+        if s.batched and s.np > s.n:
+            axis = -2 if s.transposed_b else -1
+            padded_b = list(b_shape)
+            padded_b[axis] = s.np
+            cols = te.compute(tuple(padded_b), lambda *idx: te.if_then_else(idx[axis] < s.n, B[idx], 0.0),
+                              name="pad_b")
 
         def body(*idx):
             *lead, i, j = idx
             if p:
-                b_val = B[j // p, k, j % p]
+                b_val = cols[j // p, k, j % p]
             else:
-                b_val = B[(*lead, j, k)] if s.transposed_b else B[(*lead, k, j)]
+                b_val = cols[(*lead, j, k)] if s.transposed_b else cols[(*lead, k, j)]
             return te.sum(rows[(*lead, i, k)] * b_val, axis=k)
 
-        out_shape = ((s.batch,) if s.batched else ()) + (s.mp, s.np)
-        C = te.compute(out_shape, body, name="C", attrs={TASK_ANNOTATION: self.key})
-        return A, B, (te.compute((s.m, s.n), lambda i, j: C[i, j], name="crop") if s.padded else C)
+        C = te.compute(lead_shape + (s.mp, s.np), body, name="C", attrs={TASK_ANNOTATION: self.key})
+        if not s.padded:
+            return A, B, C
+        return A, B, te.compute(lead_shape + (s.m, s.n), lambda *idx: C[idx], name="crop")
 
     def schedule(self, config: Config, target):
         import tvm
@@ -220,7 +233,7 @@ def _make(family: str):
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=batched, transposed_b=family == "bgemm_nt",
                                        panel=dense_panel(m, n) if family == "dense" else 0,
-                                       pad_rows=family == "dense", pad_cols=family == "dense"))
+                                       pad_rows=family != "gemm", pad_cols=family != "gemm"))
 
     return factory
 

@@ -226,12 +226,16 @@ def _rank(expr) -> int:
 
 def _prepare(mod):
     """What ``ConvertLayout`` needs: dropouts (identity at inference; their tuple output stops
-    the conversion) taken out, and constants of a binary op with a 4-d operand given rank 4
-    (an exported ``Mul`` by a ``[C, 1, 1]`` scale otherwise keeps NCHW, a transpose either side)."""
+    the conversion) taken out, constants of a binary op with a 4-d operand given rank 4
+    (an exported ``Mul`` by a ``[C, 1, 1]`` scale otherwise keeps NCHW, a transpose either side),
+    and a ``squeeze``'s negative axes counted from the front: Relax's layout inference for
+    squeeze failed with ``std::bad_alloc`` on ``axis=[-2]`` (PyTorch's MultiheadAttention splits
+    its Q, K, V projection so), and the whole graph stayed NCHW (a ViT's patch convolution)."""
     import tvm
     from tvm import relax
 
     op_dropout = tvm.ir.Op.get("relax.nn.dropout")
+    op_squeeze = tvm.ir.Op.get("relax.squeeze")
     op_pad = tvm.ir.Op.get("relax.nn.pad")
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
     binary = [tvm.ir.Op.get(name) for name in _BINARY]
@@ -249,6 +253,8 @@ def _prepare(mod):
             call = super().visit_call_(call)
             if call.op.same_as(op_conv):
                 return self._absorb_pad(call)
+            if call.op.same_as(op_squeeze):
+                return self._squeeze_axes(call)
             if not any(call.op.same_as(b) for b in binary):
                 return call
             args = list(call.args)
@@ -262,6 +268,12 @@ def _prepare(mod):
                     args[i] = relax.const(value.reshape((1,) * (4 - value.ndim) + value.shape))
                     changed = True
             return relax.Call(call.op, args, call.attrs) if changed else call
+
+        def _squeeze_axes(self, call):
+            axes, rank = call.attrs.axis, _rank(call.args[0])
+            if axes is None or rank < 0 or all(int(a) >= 0 for a in axes):
+                return call
+            return relax.op.squeeze(call.args[0], [int(a) % rank for a in axes])
 
         def _absorb_pad(self, conv):
             """conv2d(nn.pad(x)) with zeros padded on rows and columns only: the conv pads x

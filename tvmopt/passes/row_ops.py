@@ -13,8 +13,8 @@ normalization) run as ``lanes`` partial results updated one vector at a time (a 
 then reduced across lanes; softmax's ``exp`` is TOPI's ``fast_exp`` (a vectorizable polynomial
 within a few ulp of float32's exp, the kind of approximation onnxruntime uses); the write-back is
 vectorized. Variance is computed in a second pass over the row (``sum((x - mean)^2)``), as
-exactly as TOPI's. Rows shorter than 8 or not a multiple of 4, other axes and dtypes keep
-TOPI's versions. The numpy references are :func:`softmax_reference` and
+exactly as TOPI's. A row that the lanes do not divide (a ViT's 197 tokens) ends in a scalar
+tail. Rows shorter than 8, 1-D tensors, other axes and dtypes keep TOPI's versions. The numpy references are :func:`softmax_reference` and
 :func:`layer_norm_reference`.
 """
 
@@ -37,9 +37,9 @@ def layer_norm_reference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps
 
 
 def _lanes(n: int) -> int:
-    """The partial results' count along a row of ``n``: a whole number of vectors, at least two
-    per lane, else 0."""
-    return next((lanes for lanes in (16, 8, 4) if n % lanes == 0 and n >= 2 * lanes), 0)
+    """The partial results' count along a row of ``n``: a width whose whole vectors cover the
+    row at least twice over (the rest of the row, ``n % lanes``, is a scalar tail), else 0."""
+    return next((lanes for lanes in (16, 8, 4) if n >= 2 * lanes), 0)
 
 
 def _static(expr) -> tuple[int, ...] | None:
@@ -55,16 +55,27 @@ def _static(expr) -> tuple[int, ...] | None:
 
 
 def _row_sum(te, values, shape, lanes, name, combine="sum"):
-    """``combine`` over each row's last axis of ``values`` (a callable on indices): partial
-    results per lane, then across lanes. Returns (partials, totals)."""
-    chunks = shape[-1] // lanes
+    """``combine`` (sum or max) over each row's last axis of ``values`` (a callable on indices):
+    partial results per lane over the row's whole vectors, then across lanes, then with the
+    row's scalar tail where ``lanes`` does not divide it (a ViT's 197 tokens). Returns the
+    totals; the names of the lane and tail blocks are ``{name}_lanes`` and ``{name}_tail``."""
+    from tvm import tirx
+
+    n = shape[-1]
+    chunks = n // lanes
     jo = te.reduce_axis((0, chunks), name=f"{name}_jo")
     reducer = te.sum if combine == "sum" else te.max
     partial = te.compute(shape[:-1] + (lanes,),
                          lambda *i: reducer(values(*i[:-1], jo * lanes + i[-1]), axis=jo), name=f"{name}_lanes")
     lane = te.reduce_axis((0, lanes), name=f"{name}_l")
-    total = te.compute(shape[:-1], lambda *i: reducer(partial(*i, lane), axis=lane), name=name)
-    return partial, total
+    total = te.compute(shape[:-1], lambda *i: reducer(partial(*i, lane), axis=lane),
+                       name=name if n == chunks * lanes else f"{name}_vectors")
+    if n == chunks * lanes:
+        return total
+    t = te.reduce_axis((chunks * lanes, n), name=f"{name}_t")
+    tail = te.compute(shape[:-1], lambda *i: reducer(values(*i, t), axis=t), name=f"{name}_tail")
+    both = (lambda a, b: a + b) if combine == "sum" else tirx.max
+    return te.compute(shape[:-1], lambda *i: both(total(*i), tail(*i)), name=name)
 
 
 def _schedule_rows(func, lanes: int, partials: list[str], stages: list[str], inline: list[str]):
@@ -102,20 +113,24 @@ def _schedule_rows(func, lanes: int, partials: list[str], stages: list[str], inl
 
 
 def _vector_loop(sch, loop, lanes: int) -> None:
-    sch.vectorize(sch.split(loop, factors=[None, lanes])[1])
+    """Vectorize a row's elementwise loop by ``lanes``; a row that ``lanes`` does not divide is
+    left to LLVM's loop vectorizer, which handles the remainder (a split would predicate every
+    vector)."""
+    if int(sch.get(loop).extent) % lanes == 0:
+        sch.vectorize(sch.split(loop, factors=[None, lanes])[1])
 
 
 def softmax_func(shape: tuple[int, ...]):
     """The scheduled PrimFunc of softmax over the last axis of a float32 tensor of ``shape``
-    (its last axis a multiple of 4)."""
+    (rank 2 or more, rows of 8 or more)."""
     from tvm import te, topi
 
     lanes = _lanes(shape[-1])
     x = te.placeholder(shape, "float32", name="x")
-    _, peak = _row_sum(te, lambda *i: x(*i), shape, lanes, "row_max", combine="max")
+    peak = _row_sum(te, lambda *i: x(*i), shape, lanes, "row_max", combine="max")
     shifted = te.compute(shape, lambda *i: x(*i) - peak(*i[:-1]), name="shifted")
     e = topi.fast_exp(shifted)
-    _, total = _row_sum(te, lambda *i: e(*i), shape, lanes, "row_sum")
+    total = _row_sum(te, lambda *i: e(*i), shape, lanes, "row_sum")
     scale = te.compute(shape[:-1], lambda *i: 1.0 / total(*i), name="reciprocal")
     out = te.compute(shape, lambda *i: e(*i) * scale(*i[:-1]), name="softmax")
     func = te.create_prim_func([x, out])
@@ -124,16 +139,16 @@ def softmax_func(shape: tuple[int, ...]):
 
 def layer_norm_func(shape: tuple[int, ...], eps: float):
     """The scheduled PrimFunc of layer normalization over the last axis of a float32 tensor of
-    ``shape`` (its last axis a multiple of 4), with ``gamma`` and ``beta`` of the last axis's size."""
+    ``shape`` (rank 2 or more, rows of 8 or more), with ``gamma`` and ``beta`` of the last axis's size."""
     from tvm import te
 
     n, lanes = shape[-1], _lanes(shape[-1])
     x = te.placeholder(shape, "float32", name="x")
     gamma = te.placeholder((n,), "float32", name="gamma")
     beta = te.placeholder((n,), "float32", name="beta")
-    _, total = _row_sum(te, lambda *i: x(*i), shape, lanes, "row_sum")
+    total = _row_sum(te, lambda *i: x(*i), shape, lanes, "row_sum")
     mean = te.compute(shape[:-1], lambda *i: total(*i) * (1.0 / n), name="mean")
-    _, squares = _row_sum(te, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), shape, lanes,
+    squares = _row_sum(te, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), shape, lanes,
                           "row_squares")
     rstd = te.compute(shape[:-1], lambda *i: te.rsqrt(squares(*i) * (1.0 / n) + eps), name="rstd")
     out = te.compute(shape, lambda *i: (x(*i) - mean(*i[:-1])) * rstd(*i[:-1]) * gamma[i[-1]] + beta[i[-1]],
@@ -147,7 +162,7 @@ def legalize_softmax(bb, call):
 
     legalize = call.op.get_attr("FLegalize")
     shape = _static(call.args[0])
-    if shape is None or int(call.attrs.axis) not in (-1, len(shape) - 1) or not _lanes(shape[-1]):
+    if shape is None or len(shape) < 2 or int(call.attrs.axis) not in (-1, len(shape) - 1) or not _lanes(shape[-1]):
         return legalize(bb, call)
     gv = bb.add_func(softmax_func(shape), "softmax")
     return relax.call_tir(gv, [call.args[0]], call.ty)
@@ -160,7 +175,8 @@ def legalize_layer_norm(bb, call):
     x, gamma, beta = call.args
     shape = _static(x)
     a = call.attrs
-    if shape is None or [int(v) for v in a.axes] not in ([-1], [len(shape) - 1]) or not _lanes(shape[-1]) \
+    if shape is None or len(shape) < 2 or [int(v) for v in a.axes] not in ([-1], [len(shape) - 1]) \
+            or not _lanes(shape[-1]) \
             or not (a.center and a.scale) or _static(gamma) != shape[-1:] or _static(beta) != shape[-1:]:
         return legalize(bb, call)
     gv = bb.add_func(layer_norm_func(shape, float(a.epsilon)), "layer_norm")

@@ -9,8 +9,9 @@ onnxruntime, PyTorch and tvmopt's own dense build, at batch 1 and 16, with weigh
 
 Networks (``tvmopt/testing/nets.py``): ResNet-18 at 224x224, the CIFAR ResNet-20 of DeepShift
 (option-A shortcuts), a VGG-style CIFAR CNN (VGG-11's convolutions), an MLP of three 4096-wide
-layers, a BERT-base encoder MLP (768 -> 3072 -> 768 on 128 tokens), and two whole BERT-base
-encoder layers (``bert``: attention included, batch 1). Random weights (speed
+layers, a BERT-base encoder MLP (768 -> 3072 -> 768 on 128 tokens), two whole BERT-base
+encoder layers (``bert``: attention included, batch 1), and a ViT-B/16 with two encoder layers
+(``vit``, batch 1). Random weights (speed
 does not depend on training); batch norms with non-trivial statistics.
 
 Variants, made with ``tvmopt.nn.compress``: ``shift-q`` and ``shift-ps`` (DeepShift's two
@@ -63,7 +64,7 @@ WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
 MLPS = ("mlp4096", "encoder")
 #: whole transformer layers: every linear layer compressed, attention's products and softmax dense
-TRANSFORMERS = ("bert",)
+TRANSFORMERS = ("bert", "vit")
 MODELS = CNNS + MLPS + TRANSFORMERS
 VARIANTS = ("shift-q", "shift-ps", "binary", "binary-act", "ternary", "ternary-q8", "shift-q8", "shift-fx8", "nm",
             "hashed", "fastfood")
@@ -94,12 +95,12 @@ def build_model(name: str):
 
     torch.manual_seed(0)
     model = {"resnet18": nets.ResNet18, "resnet20": nets.ResNet20, "vgg": nets.VGGSmall, "mlp4096": nets.MLP,
-             "encoder": nets.EncoderMLP, "bert": nets.Bert}[name]()
+             "encoder": nets.EncoderMLP, "bert": nets.Bert, "vit": nets.ViT}[name]()
     return nets.randomize_batch_norm(model.eval())
 
 
 def applies(model: str, variant: str, batch: int = 1) -> bool:
-    """Whether the suite has the row. BERT: batch 1 only (16 x 128 tokens is the encoder's batch-16
+    """Whether the suite has the row. Transformers: batch 1 only (16 x 128 tokens is the encoder's batch-16
     regime, 2048 rows, already measured), no Fastfood (its widths are not powers of two)."""
     if model in TRANSFORMERS:
         return batch == 1 and variant != "fastfood"
@@ -111,9 +112,9 @@ def compressed(model_name: str, model, variant: str):
 
     method, kwargs = METHOD[variant]
     skip = ()
-    if model_name in CNNS:        # first conv and classifier in fp32, as the papers keep them
+    if model_name in CNNS + ("vit",):        # first conv and classifier in fp32, as the papers keep them
         skip = {"resnet18": ("conv1", "fc"), "resnet20": ("conv1", "linear"),
-                "vgg": ("features.0", "classifier")}[model_name]
+                "vgg": ("features.0", "classifier"), "vit": ("patch", "head")}[model_name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tn.compress(model, method, skip=skip, **kwargs).eval()
@@ -299,7 +300,9 @@ def table(rows: list[dict], meta: dict) -> str:
         "width (binary /32 = 1 bit a weight, ternary /16 = 2, shift /6 = 5.3) judged on the codes, met or not. "
         "*bert*: two whole BERT-base encoder layers on 128 tokens (self-attention with its products of activations "
         "and softmax, layer norms, the feed-forward block), every linear layer compressed, batch 1; the issue sets "
-        "it no speed goal (its goals are for memory-bound MLPs), so it is judged never slower only.",
+        "it no speed goal (its goals are for memory-bound MLPs), so it is judged never slower only; *vit*: a ViT-B/16 "
+        "at 224x224 (197 tokens) with two pre-norm encoder layers, batch 1, judged the same way, its patch "
+        "convolution and head fp32.",
         "",
         "| model | variant | batch | tvmopt ms | vs ORT | vs ORT dense | vs torch | vs tvmopt dense | memory "
         "| memory, compressed layers | bits per weight | max rel err | goal | met | kernels |",

@@ -344,7 +344,7 @@ def inline_epilogue(sch, epilogue) -> list:
         epilogue = kept + epilogue[-1:]
     leftover = []
     for consumer in epilogue:
-        if not leftover:
+        if not leftover and not _crops(sch, consumer):
             try:
                 sch.reverse_compute_inline(consumer)
                 continue
@@ -352,6 +352,21 @@ def inline_epilogue(sch, epilogue) -> list:
                 pass
         leftover.append(consumer)
     return leftover
+
+
+def _crops(sch, consumer) -> bool:
+    """Whether ``consumer`` writes fewer elements than a producer's buffer of its rank that it
+    reads (the rows of a padded kernel dropped: ``lower.padded_rows``). TVM inlines such a block
+    into the producer's write-back without a bound, which then writes past the end of the
+    smaller buffer; it stays a loop of its own."""
+    stmt = sch.get(consumer)
+    out = [int(d) for d in stmt.writes[0].source.shape]
+    produced = {w.source.name for p in sch.get_producers(consumer) for w in sch.get(p).writes}
+    for region in stmt.reads:
+        shape = [int(d) for d in region.source.shape]
+        if region.source.name in produced and len(shape) == len(out) and shape != out:
+            return True
+    return False
 
 
 def split_gemm_loops(sch, block, shape: GemmShape, tm, tn, tk):

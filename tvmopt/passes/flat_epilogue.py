@@ -15,6 +15,13 @@ scalar). ``reshape(reshape(y, S), (M, N))`` (the next MatMul's input) becomes ``
 unchanged: the same ops on the same elements. The batched kernel of a product of two
 activations (``bgemm``, ``[batch, M, N]`` viewed as ``[..., heads, M, N]``) gets the same
 treatment, so attention's ``/ sqrt(d)`` runs in its write-back.
+
+A compressed kernel computes a row count that 4 does not divide on padded rows
+(``lower.padded_rows``) and its rows are cropped after it (``strided_slice``); ``op(crop(z), c)``
+becomes ``crop(op(z, c))`` where every other operand has no row axis (a bias, a scalar) or is
+cropped alike (GELU's ``x * f(x)``), so the crop comes after the activation. (The crop itself is
+then a loop of its own: ``schedules.gemm.inline_epilogue`` never inlines a block that writes
+fewer rows than the kernel into its write-back.)
 """
 
 from __future__ import annotations
@@ -39,6 +46,14 @@ def _shape(expr) -> tuple[int, ...] | None:
     try:
         return tuple(int(d) for d in info.shape)
     except (TypeError, AttributeError):
+        return None
+
+
+def _ints(expr) -> list[int] | None:
+    """The integers of a tuple of PrimValues (a strided_slice's axes, begins, ends, strides)."""
+    try:
+        return [int(f.value) for f in expr.fields]
+    except (AttributeError, TypeError):
         return None
 
 
@@ -106,7 +121,7 @@ def flatten(mod):
             tensors = [a for a in call.args if isinstance(getattr(a, "ty", None), relax.TensorType)]
             found = [f for f in (self._flat(a) for a in tensors) if f is not None]
             if not found:
-                return call
+                return self._through_slice(call)
             target, flat_shape = found[0][1], _shape(found[0][0])
             if _shape(call) != target:
                 return call
@@ -119,7 +134,46 @@ def flatten(mod):
                 if operand is None:
                     return call
                 args.append(operand)
-            flat = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+            flat = self.builder_.emit(self._through_slice(relax.Call(call.op, args, call.attrs, call.ty_args)))
             return relax.op.reshape(flat, target)
+
+        def _rows_slice(self, expr):
+            """(z, rows) when ``expr`` is the first ``rows`` rows of a 2-D ``z``: the crop after a
+            compressed kernel computed on padded rows (``lower.padded_rows``)."""
+            call = self._call(expr, "strided_slice")
+            if call is None:
+                return None
+            source, out = _shape(call.args[0]), _shape(expr)
+            a = call.attrs
+            if source is None or out is None or len(source) != 2 or out[1:] != source[1:]:
+                return None
+            if _ints(call.args[1]) != [0] or _ints(call.args[2]) != [0]:
+                return None
+            if len(call.args) > 4 and _ints(call.args[4]) != [1]:
+                return None
+            return call.args[0], a
+
+        def _through_slice(self, call):
+            """``op(slice(z), c)`` as ``slice(op(z, c))`` where ``c`` has no row axis (a bias, a
+            scalar): the op runs on the padded rows too, so it fuses into the kernel's
+            write-back, and the crop comes last."""
+            args, sliced = [], None
+            for a in call.args:
+                a = self.builder_.normalize(a)          # a reshape made by the rule above has no type yet
+                found = self._rows_slice(a) if isinstance(getattr(a, "ty", None), relax.TensorType) else None
+                if found is not None and (sliced is None or (_shape(a) == _shape(sliced[0])
+                                                             and _shape(found[0]) == _shape(sliced[1]))):
+                    sliced = sliced or (a, found[0])         # every operand cropped alike: GELU's x * f(x)
+                    args.append(found[0])
+                    continue
+                shape = _shape(a) if isinstance(getattr(a, "ty", None), relax.TensorType) else ()
+                if shape is None or (len(shape) == 2 and shape[0] != 1) or len(shape) > 2:
+                    return call
+                args.append(a)
+            if sliced is None:
+                return call
+            slice_call = self._call(sliced[0], "strided_slice")
+            inner = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+            return relax.Call(slice_call.op, [inner] + list(slice_call.args[1:]), slice_call.attrs)
 
     return rewrite(Flatten, mod)

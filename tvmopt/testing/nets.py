@@ -9,7 +9,8 @@
 - :class:`EncoderMLP`: a BERT-base encoder's feed-forward block (768 -> 3072 -> GELU -> 768) on
   128 tokens;
 - :class:`Bert`: BERT-base encoder layers whole (self-attention with 12 heads, the output
-  projection, residuals and layer norms, the feed-forward block) on 128 tokens.
+  projection, residuals and layer norms, the feed-forward block) on 128 tokens;
+- :class:`ViT`: a ViT-B/16 at 224x224 (197 tokens) with two pre-norm encoder layers.
 
 :func:`randomize_batch_norm` gives batch norms non-trivial statistics, so folding them matters.
 """
@@ -148,16 +149,17 @@ class EncoderMLP(nn.Module):
 class BertLayer(nn.Module):
     """One BERT-base (post-norm) encoder layer, written as the Hugging Face model computes it:
     Q, K and V projections split into heads, softmax(Q K^T / sqrt(d)) V, output projection,
-    residual and LayerNorm, then the feed-forward block (erf GELU), residual and LayerNorm."""
+    residual and LayerNorm, then the feed-forward block (erf GELU), residual and LayerNorm.
+    ``pre_norm``: each LayerNorm before its block instead (ViT, GPT)."""
 
-    def __init__(self, hidden: int = 768, heads: int = 12, inner: int = 3072):
+    def __init__(self, hidden: int = 768, heads: int = 12, inner: int = 3072, pre_norm: bool = False):
         super().__init__()
-        self.heads, self.head_dim = heads, hidden // heads
+        self.heads, self.head_dim, self.pre_norm = heads, hidden // heads, pre_norm
         self.query, self.key, self.value, self.output = (nn.Linear(hidden, hidden) for _ in range(4))
         self.up, self.down = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
         self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
 
-    def forward(self, x):
+    def attention(self, x):
         b, t, hidden = x.shape
 
         def split(y):
@@ -165,8 +167,13 @@ class BertLayer(nn.Module):
 
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         scores = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5, dim=-1)
-        context = (scores @ v).transpose(1, 2).reshape(b, t, hidden)
-        x = self.norm1(x + self.output(context))
+        return self.output((scores @ v).transpose(1, 2).reshape(b, t, hidden))
+
+    def forward(self, x):
+        if self.pre_norm:
+            x = x + self.attention(self.norm1(x))
+            return x + self.down(F.gelu(self.up(self.norm2(x))))
+        x = self.norm1(x + self.attention(x))
         return self.norm2(x + self.down(F.gelu(self.up(x))))
 
 
@@ -180,6 +187,28 @@ class Bert(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+
+
+class ViT(nn.Module):
+    """A ViT-B/16 (Dosovitskiy et al.) with ``layers`` pre-norm encoder layers at 224x224: the
+    16x16 patch convolution, a class token and position embeddings, the encoder (197 tokens),
+    a final LayerNorm and the 1000-class head on the class token."""
+
+    def __init__(self, layers: int = 2, hidden: int = 768, image: int = 224, patch: int = 16, classes: int = 1000):
+        super().__init__()
+        tokens = (image // patch) ** 2 + 1
+        self.input_shape = (3, image, image)
+        self.patch = nn.Conv2d(3, hidden, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, tokens, hidden) * 0.02)
+        self.layers = nn.Sequential(*(BertLayer(hidden, pre_norm=True) for _ in range(layers)))
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.position
+        return self.head(self.norm(self.layers(x))[:, 0])
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:

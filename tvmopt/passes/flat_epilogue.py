@@ -19,9 +19,10 @@ treatment, so attention's ``/ sqrt(d)`` runs in its write-back.
 A compressed kernel computes a row count that 4 does not divide on padded rows
 (``lower.padded_rows``) and its rows are cropped after it (``strided_slice``); ``op(crop(z), c)``
 becomes ``crop(op(z, c))`` where every other operand has no row axis (a bias, a scalar) or is
-cropped alike (GELU's ``x * f(x)``), so the crop comes after the activation. (The crop itself is
-then a loop of its own: ``schedules.gemm.inline_epilogue`` never inlines a block that writes
-fewer rows than the kernel into its write-back.)
+cropped alike (GELU's ``x * f(x)``), so the crop comes after the activation. The crop goes into
+the write-back last, once the kernel's schedule has placed it, where TVM bounds the store with a
+predicate (``fuse_schedule._inline_crop``; ``schedules.gemm.inline_epilogue`` never inlines it
+earlier: there TVM wrote past the end of the smaller buffer).
 """
 
 from __future__ import annotations

@@ -224,6 +224,10 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
             block = blocks[at]
             # the task schedules its own stages (a pad) and inlines what it can of the epilogue
             for rest in task.apply(sch, block, configs(task.key, task.space), blocks[at + 1:]) or ():
+                cropped = _inline_crop(sch, rest)
+                if cropped is not None:
+                    sch = cropped
+                    continue
                 _parallel_vectorize(sch, rest)
         else:
             default_schedule(sch)
@@ -232,6 +236,25 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
         # the task a kernel runs, for its profile (``tvmopt run --profile`` sets it beside its record)
         mod[gv] = scheduled.with_attr(TASK_ANNOTATION, task.key) if task is not None else scheduled
     return mod, defaulted
+
+
+def _inline_crop(sch, block):
+    """A copy of ``sch`` with ``block``, the crop of a kernel computed on padded rows
+    (``lower.padded_rows``) that the task left over, inlined into the kernel's write-back, or
+    None. The task has placed its write-back by then, and TVM bounds the inlined store with a
+    predicate (``T.where(row < 197)``): checked, else None (inlined before, it wrote past the end
+    of the smaller buffer). Saves a pass over the output (a ViT's 197 x 3072 GELU)."""
+    from tvmopt.schedules.gemm import _crops
+
+    try:
+        if not _crops(sch, block):
+            return None
+        before = sch.mod["main"].script().count("T.where(")
+        trial = sch.copy()
+        trial.reverse_compute_inline(block)
+        return trial if trial.mod["main"].script().count("T.where(") > before else None
+    except Exception:  # noqa: BLE001 - TVM's ScheduleError: not inlinable here, a loop of its own
+        return None
 
 
 def kernel_tasks(mod) -> dict[str, str]:

@@ -374,10 +374,7 @@ def _input_shape(name: str, inp, batch: int | None, given: tuple[int, ...] | Non
             if axis and d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:
                 raise ModelError(f"{name}: --input-shapes gives input '{inp.name}' size {size} on axis {axis}, which "
                                  f"the model fixes at {d.dim_value}")
-        shape = list(given)
-        if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
-            raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
-        return tuple(shape)
+        return _within_limit(name, inp, given)
     shape = []
     for axis, d in enumerate(dims):
         if not d.HasField("dim_value") and d.dim_param and d.dim_param in (named or {}):
@@ -398,8 +395,13 @@ def _input_shape(name: str, inp, batch: int | None, given: tuple[int, ...] | Non
             raise ModelError(f"{name}: input '{inp.name}' axis {axis} is {what}; tvmopt needs a positive static "
                              f"size on every axis but the first (the batch): give its shape with --input-shapes "
                              f"\"{inp.name}:[{sizes}]\", names replaced by sizes")
+    return _within_limit(name, inp, shape)
+
+
+def _within_limit(name: str, inp, shape) -> tuple[int, ...]:
+    """``shape`` as a tuple; a ModelError where it holds more elements than TVM indexes."""
     if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
-        raise ModelError(f"{name}: input '{inp.name}' of shape {shape} is larger than 2^31 elements")
+        raise ModelError(f"{name}: input '{inp.name}' of shape {list(shape)} is larger than 2^31 elements")
     return tuple(shape)
 
 

@@ -52,6 +52,19 @@ class Bindings:
         return None
 
 
+def tensor_shape(expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression (from its type), else None."""
+    from tvm import relax
+
+    info = getattr(expr, "ty", None)
+    if not isinstance(info, relax.TensorType) or info.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in info.shape)
+    except (TypeError, AttributeError):
+        return None
+
+
 def rewrite(mutator_class, mod):
     """``mod`` with each of its Relax functions rewritten by one ``mutator_class(mod)`` (a
     ``relax.PyExprMutator``), dead code eliminated: how every pass here applies its mutator."""

@@ -17,8 +17,8 @@ activations (``bgemm``, ``[batch, M, N]`` viewed as ``[..., heads, M, N]``) gets
 treatment, so attention's ``/ sqrt(d)`` runs in its write-back.
 
 A compressed kernel computes a row count that 4 does not divide on padded rows
-(``lower.padded_rows``) and its rows are cropped after it (``strided_slice``); ``op(crop(z), c)``
-becomes ``crop(op(z, c))`` where every other operand has no row axis (a bias, a scalar) or is
+(``schedules.gemm.padded_rows``) and its rows are cropped after it (``strided_slice``);
+``op(crop(z), c)`` becomes ``crop(op(z, c))`` where every other operand has no row axis (a bias, a scalar) or is
 cropped alike (GELU's ``x * f(x)``), so the crop comes after the activation. The crop goes into
 the write-back last, once the kernel's schedule has placed it, where TVM bounds the store with a
 predicate (``fuse_schedule._inline_crop``; ``schedules.gemm.inline_epilogue`` never inlines it
@@ -27,7 +27,7 @@ earlier: there TVM wrote past the end of the smaller buffer).
 
 from __future__ import annotations
 
-from .bindings import Bindings, rewrite
+from .bindings import Bindings, rewrite, tensor_shape as _shape
 
 #: ops applied element by element, with their broadcasting
 ELEMENTWISE = frozenset({
@@ -35,19 +35,6 @@ ELEMENTWISE = frozenset({
     "relax.minimum", "relax.tanh", "relax.exp", "relax.sigmoid", "relax.sqrt", "relax.rsqrt", "relax.erf",
     "relax.negative", "relax.abs", "relax.clip", "relax.log", "relax.round", "relax.floor", "relax.ceil",
     "relax.sign", "relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.square"})
-
-
-def _shape(expr) -> tuple[int, ...] | None:
-    """The static shape of a tensor expression, else None."""
-    from tvm import relax
-
-    info = getattr(expr, "ty", None)
-    if not isinstance(info, relax.TensorType) or info.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in info.shape)
-    except (TypeError, AttributeError):
-        return None
 
 
 def _ints(expr) -> list[int] | None:
@@ -139,20 +126,19 @@ def flatten(mod):
             return relax.op.reshape(flat, target)
 
         def _rows_slice(self, expr):
-            """(z, rows) when ``expr`` is the first ``rows`` rows of a 2-D ``z``: the crop after a
-            compressed kernel computed on padded rows (``lower.padded_rows``)."""
+            """``z`` when ``expr`` is the first rows of a 2-D ``z``: the crop after a compressed
+            kernel computed on padded rows (``schedules.gemm.padded_rows``); else None."""
             call = self._call(expr, "strided_slice")
             if call is None:
                 return None
             source, out = _shape(call.args[0]), _shape(expr)
-            a = call.attrs
             if source is None or out is None or len(source) != 2 or out[1:] != source[1:]:
                 return None
             if _ints(call.args[1]) != [0] or _ints(call.args[2]) != [0]:
                 return None
             if len(call.args) > 4 and _ints(call.args[4]) != [1]:
                 return None
-            return call.args[0], a
+            return call.args[0]
 
         def _through_slice(self, call):
             """``op(slice(z), c)`` as ``slice(op(z, c))`` where ``c`` has no row axis (a bias, a
@@ -161,11 +147,11 @@ def flatten(mod):
             args, sliced = [], None
             for a in call.args:
                 a = self.builder_.normalize(a)          # a reshape made by the rule above has no type yet
-                found = self._rows_slice(a) if isinstance(getattr(a, "ty", None), relax.TensorType) else None
-                if found is not None and (sliced is None or (_shape(a) == _shape(sliced[0])
-                                                             and _shape(found[0]) == _shape(sliced[1]))):
-                    sliced = sliced or (a, found[0])         # every operand cropped alike: GELU's x * f(x)
-                    args.append(found[0])
+                source = self._rows_slice(a) if isinstance(getattr(a, "ty", None), relax.TensorType) else None
+                if source is not None and (sliced is None or (_shape(a) == _shape(sliced[0])
+                                                              and _shape(source) == _shape(sliced[1]))):
+                    sliced = sliced or (a, source)           # every operand cropped alike: GELU's x * f(x)
+                    args.append(source)
                     continue
                 shape = _shape(a) if isinstance(getattr(a, "ty", None), relax.TensorType) else ()
                 if shape is None or (len(shape) == 2 and shape[0] != 1) or len(shape) > 2:

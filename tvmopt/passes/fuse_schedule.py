@@ -240,14 +240,14 @@ def schedule_module(mod, configs: Callable[[str, object], object]) -> tuple[obje
 
 def _inline_crop(sch, block):
     """A copy of ``sch`` with ``block``, the crop of a kernel computed on padded rows
-    (``lower.padded_rows``) that the task left over, inlined into the kernel's write-back, or
+    (``schedules.gemm.padded_rows``) that the task left over, inlined into the kernel's write-back, or
     None. The task has placed its write-back by then, and TVM bounds the inlined store with a
     predicate (``T.where(row < 197)``): checked, else None (inlined before, it wrote past the end
     of the smaller buffer). Saves a pass over the output (a ViT's 197 x 3072 GELU)."""
-    from tvmopt.schedules.gemm import _crops
+    from tvmopt.schedules.gemm import is_crop
 
     try:
-        if not _crops(sch, block):
+        if not is_crop(sch, block):
             return None
         before = sch.mod["main"].script().count("T.where(")
         trial = sch.copy()

@@ -49,6 +49,7 @@ from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
 from tvmopt.schedules.conv2d import ConvShape
+from tvmopt.schedules.gemm import padded_rows
 from tvmopt.schedules.winograd import applies as winograd_applies
 from tvmopt.ops.kernel import array_bytes, scale_bytes
 from .layout import choose_layout, to_channels_last
@@ -361,14 +362,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     operand = self.builder_.emit(relax.op.permute_dims(permute.args[0], swapped))
             key = f"{family}:{batch}x{m}x{n}x{k}"
             if key not in funcs:
-                from tvm import te
-
                 from tvmopt.ops.task import get_task
 
                 task = tasks.setdefault(key, get_task(key))
-                func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
-                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
-                funcs[key] = self.builder_.add_func(func, key.replace(":", "_").replace("x", "_"))
+                funcs[key] = self.builder_.add_func(_fusable(task), key.replace(":", "_").replace("x", "_"))
             products[key] = products.get(key, 0) + 1
             shape_b = (batch, n, k) if family == "bgemm_nt" else (batch, k, n)
             args = [self.builder_.emit(relax.op.reshape(a, (batch, m, k))),
@@ -577,14 +574,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             task = tasks[key] = tasks.get(key) or get_task(key)
             params = tuple(sorted(kern.params.items())) if kern else ()
             if (key, params) not in funcs:
-                from tvm import te
-
                 if kern is not None:
                     task = task.with_params(kern.params)
                 name = prefix + "_" + "_".join(key.split(":")[1].split("x"))
-                func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
-                func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
-                funcs[(key, params)] = self.builder_.add_func(func, name)
+                funcs[(key, params)] = self.builder_.add_func(_fusable(task), name)
             shape = task.shape
             # dense and XNOR convs lay out (or pack the signs of) w itself (the dense Winograd conv
             # transforms it); XNOR's scale is kern.scale
@@ -715,10 +708,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     # unscheduled and fusable: Relax fuses the scale, bias and activation after it
                     # into one function, which fuse_schedule.schedule_module schedules by the
                     # task's annotation with the epilogue in the accumulator's write-back
-                    from tvm import te
-
-                    func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
-                    func = func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")   # private: DCE drops it once fused
+                    func = _fusable(task)
                 else:
                     config = configs(key, task.space)
                     func = _primfunc(task, config).with_attr("tirx.is_scheduled", True).with_attr("global_symbol", name)
@@ -798,6 +788,17 @@ def _im2col(x, kh, kw, strides, pads, dilations, oh, ow, nhwc=False, fill=0):
     return te.compute((n * oh * ow, c * kh * kw), patch, name="im2col")
 
 
+def _fusable(task):
+    """The task's unscheduled compute as a private PrimFunc marked ``kOutEWiseFusable``: Relax
+    fuses the elementwise ops after it into one function (DCE drops the original once fused),
+    and :func:`.fuse_schedule.schedule_module` schedules it by the task's annotation. int64
+    indices, as Relax's legalized functions have, so FuseTIR can merge them."""
+    from tvm import te
+
+    func = te.create_prim_func(list(task.compute()), index_dtype_override="int64")
+    return func.with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
+
+
 def _primfunc(task, config):
     if config is not None and not task.space.contains(config):
         import warnings
@@ -805,13 +806,6 @@ def _primfunc(task, config):
         warnings.warn(f"{task.key}: a record's config does not fit the current space; using the default")
         config = None
     return task.primfunc(config)
-
-
-def padded_rows(m: int) -> int:
-    """The rows a compressed linear kernel computes for ``m``: ``m`` rounded up to a multiple of 8
-    where 4 does not divide it, from 8 rows (the dense kernel's rule, ``GemmShape.mp``). A 2:4
-    layer of a ViT (197 tokens) ran 0.92x its dense kernel at 197 rows and 1.41x at 200."""
-    return m if m < 8 or m % 4 == 0 else -(-m // 8) * 8
 
 
 def _dense_key(m: int, out_features: int, reduction: int) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bindings import tensor_shape
 from .fuse_schedule import OPAQUE
 
 
@@ -43,15 +44,9 @@ def _lanes(n: int) -> int:
 
 
 def _static(expr) -> tuple[int, ...] | None:
-    from tvm import relax
-
-    info = getattr(expr, "ty", None)
-    if not isinstance(info, relax.TensorType) or info.shape is None or str(info.dtype) != "float32":
-        return None
-    try:
-        return tuple(int(d) for d in info.shape)
-    except (TypeError, AttributeError):
-        return None
+    """The static shape of a float32 tensor expression, else None."""
+    shape = tensor_shape(expr)
+    return shape if shape is not None and str(expr.ty.dtype) == "float32" else None
 
 
 def _row_sum(te, values, shape, lanes, name, combine="sum"):

@@ -245,13 +245,27 @@ def _divisors(n: int, most: int) -> list[int]:
     return [d for d in range(1, min(n, most) + 1) if n % d == 0]
 
 
+#: AVX2, channels last: one block of channels (``c1 = 1``) by a tile of pixels wherever that tile
+#: holds at least ``AVX2_ONE_BLOCK_MIN_ACCUMULATORS`` vector accumulators, though more blocks
+#: would load less per FMA. Several blocks inside the pixel tile (12 ymm accumulators, 2 weight
+#: vectors and a broadcast: all 16 registers) made LLVM spill: SqueezeNet's flat 13x13 1x1
+#: layers ran 4 to 5x slower (1x384x13x13x48: 0.195 ms with 3 blocks by 2 pixels, 0.038 ms with
+#: one block by 4; 1x48x13x13x192: 0.108 against 0.021 ms; 1x32x27x27x128 1.2x). Whole networks
+#: untuned, compiled for Zen 3 (``-mcpu=znver3``) and run on a Zen 4, interleaved: SqueezeNet
+#: 1.09x, ShuffleNet 1.04x, ResNet-50 1.06x, Inception v1 1.43x, DenseNet-121 1.14x; ResNet-18's,
+#: ResNet-20's and VGG's 3x3 layers keep their tiles
+AVX2_ONE_BLOCK = True
+AVX2_ONE_BLOCK_MIN_ACCUMULATORS = 6
+
+
 def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     """(c1, h1, w1) of the start config for the current ISA (:mod:`.isa`).
 
     AVX2 (16 ymm): the tile with at most 12 vector accumulators that does the most FMAs per
-    load (pixels are broadcast, weights loaded as vectors). AVX-512 (32 zmm): 32 channels (two
-    zmm of weights, c1 = 32 / ob blocks, 2 where ob is 8) by up to 8 pixels of a row (h1 x w1, w1 as long as
-    the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
+    load (pixels are broadcast, weights loaded as vectors); channels last, one block of channels
+    where its pixel tile has enough accumulators (``AVX2_ONE_BLOCK``). AVX-512 (32 zmm): 32
+    channels (two zmm of weights, c1 = 32 / ob blocks, 2 where ob is 8) by up to 8 pixels of a
+    row (h1 x w1, w1 as long as the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
     tile, at onnxruntime's speed (benchmarks/heuristics.py). Zen 4 (double-pumped AVX-512), channels
     last: 64 channels by 4 pixels where the channels and the map allow (:func:`_quad_tile`)."""
     from .isa import current
@@ -271,6 +285,10 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
         c1 = max(_divisors(blocks, max(1, 32 // max(shape.ob, lanes))))
         _, w1, h1 = _pixel_tile(shape.gh, shape.gw)
         return c1, h1, w1
+    if shape.nhwc and AVX2_ONE_BLOCK:
+        _, c1, h1, w1 = _avx2_tile(shape.gh, shape.gw, 1, shape.ob)
+        if h1 * w1 * max(1, shape.ob // lanes) >= AVX2_ONE_BLOCK_MIN_ACCUMULATORS:
+            return c1, h1, w1
     return _avx2_tile(shape.gh, shape.gw, blocks, shape.ob)[1:]
 
 

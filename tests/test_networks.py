@@ -3,6 +3,7 @@ schedule of every other op, and real CNNs against onnxruntime."""
 
 import itertools
 import random
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -259,25 +260,28 @@ def test_batch_norm_not_after_a_conv_and_asymmetric_padding(tmp_path):
     assert "conv2d_nhwc:1x8x12x12x16x2x2x2x0" in compiled.tuned     # 11 + 0 + 1 padded explicitly
 
 
-@pytest.mark.parametrize("case", ["max", "avg", "sum_hw", "row_sum", "nchw_max"])
+@pytest.mark.parametrize("case", ["max", "avg", "max_128", "avg_72", "sum_hw", "row_sum", "nchw_max"])
 def test_default_schedule_vectorizes_channels_last_window_reductions(case):
     """Pooling over NHWC: the channels go inside the window loops and run as vectors (the serial
-    NHWC max pool of ResNet-18 took 2.4x onnxruntime's time); reductions whose inner axis is
-    not the buffers' last (a row sum, NCHW pooling) keep the plain schedule. All against torch."""
+    NHWC max pool of ResNet-18 took 2.4x onnxruntime's time), wide channels in chunks with the
+    window inside each (128 as 2 x 64, 72 as 9 x 8); reductions whose inner axis is not the
+    buffers' last (a row sum, NCHW pooling) keep the plain schedule. All against torch."""
     import tvm
     from tvm import te, topi
 
     from tvmopt.passes.fuse_schedule import default_schedule
 
     rng = np.random.default_rng(0)
-    nhwc = case in ("max", "avg", "sum_hw")
-    shape = {"row_sum": (6, 40), "nchw_max": (1, 16, 12, 12), "sum_hw": (2, 7, 7, 32)}.get(case, (2, 12, 12, 32))
+    nhwc = case in ("max", "avg", "max_128", "avg_72", "sum_hw")
+    shape = {"row_sum": (6, 40), "nchw_max": (1, 16, 12, 12), "sum_hw": (2, 7, 7, 32), "max_128": (2, 9, 9, 128),
+             "avg_72": (1, 11, 11, 72)}.get(case, (2, 12, 12, 32))
     x = rng.standard_normal(shape).astype(np.float32)
     X = te.placeholder(shape, "float32", name="X")
     t = torch.from_numpy(x)
-    if case in ("max", "avg"):
-        Y = topi.nn.pool2d(X, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), case, layout="NHWC", count_include_pad=True)
-        pool = torch.nn.functional.max_pool2d if case == "max" else torch.nn.functional.avg_pool2d
+    kind = case.split("_")[0]
+    if kind in ("max", "avg"):
+        Y = topi.nn.pool2d(X, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), kind, layout="NHWC", count_include_pad=True)
+        pool = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
         want = pool(t.permute(0, 3, 1, 2), 3, 2, 1).permute(0, 2, 3, 1)
     elif case == "sum_hw":                      # a global pool's sum over rows and columns
         Y = topi.sum(X, axis=(1, 2))
@@ -293,6 +297,11 @@ def test_default_schedule_vectorizes_channels_last_window_reductions(case):
     script = sch.mod.script()
     vector_inside = _vector_inside_window(script)
     assert vector_inside == nhwc, script
+    if case in ("max_128", "avg_72"):           # the chunk of channels outside the window's taps
+        lines = script.splitlines()
+        chunk = next(i for i, line in enumerate(lines) if re.search(r"for \w+_0 in ", line))
+        taps = next(i for i, line in enumerate(lines) if "for rv" in line)
+        assert chunk < taps, script
     lib = lowering.compile(sch.mod, parse_target("llvm").tvm_target())
     out = tvm.runtime.tensor(np.zeros(tuple(int(d) for d in Y.shape), np.float32))
     lib["main"](tvm.runtime.tensor(x), out)
@@ -300,10 +309,11 @@ def test_default_schedule_vectorizes_channels_last_window_reductions(case):
 
 
 def _vector_inside_window(script: str) -> bool:
-    """Whether a vectorized loop sits inside a loop over reduction variables (rv*/k*)."""
+    """Whether the vectorized loop of the reduction's update (not of an init moved before it)
+    sits inside a loop over reduction variables (rv*/k*)."""
     lines = script.splitlines()
     for i, line in enumerate(lines):
-        if "T.vectorized(" in line:
+        if "T.vectorized(" in line and "_init" not in line:
             return any(("for rv" in prev or "for k" in prev) for prev in lines[max(0, i - 3):i])
     return False
 

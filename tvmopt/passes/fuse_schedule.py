@@ -336,10 +336,33 @@ def _parallel_vectorize(sch, block) -> None:
         # a window reduction over channels last (max/avg pooling): the channels go inside the
         # window's loops, one vector of them updated per tap (ResNet-18's NHWC max pool ran
         # serial over channels, 2.4x onnxruntime's time)
-        sch.reorder(*loops[spatial:], loops[spatial - 1])
-        _vectorize(sch, loops[spatial - 1], extents[spatial - 1])
+        _window_inside_channels(sch, block, loops[spatial - 1], loops[spatial:], extents[spatial - 1])
     elif not reduces and take < len(loops):
         _vectorize(sch, loops[-1], extents[-1])
+
+
+#: the channels of a window reduction updated together per tap (:func:`_window_inside_channels`)
+WINDOW_LANES = (64, 32, 16, 8)
+
+
+def _window_inside_channels(sch, block, channels, window: list, extent: int) -> None:
+    """Channels last: the window's taps inside a chunk of channels, the chunk one vector
+    (``WINDOW_LANES``, or the channels whole), its init before the taps: the chunk's running
+    maximum or sum stays in registers over the window, one load per tap. With the taps outside
+    every channel (the vector updated in memory at each tap), SqueezeNet's 1x55x55x128 3x3
+    max pool took 0.165 ms on AVX2 code, 4.3x its AVX-512 build (Zen 4)."""
+    lanes = next((w for w in WINDOW_LANES if extent % w == 0), extent)
+    if lanes < extent:
+        outer, inner = sch.split(channels, factors=[None, lanes])
+        sch.reorder(outer, *window, inner)
+    else:
+        sch.reorder(*window, channels)
+        inner = channels
+    sch.vectorize(inner)
+    try:
+        sch.decompose_reduction(block, window[0])
+    except Exception:  # noqa: BLE001 - no init to move (a block without one)
+        pass
 
 
 def _vectorize(sch, loop, extent: int) -> None:

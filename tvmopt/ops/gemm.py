@@ -208,7 +208,8 @@ class GemmTask(Task):
 
         func = te.create_prim_func(list(self.compute())).with_attr("global_symbol", "main")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        for rest in apply_gemm(sch, self.shape, self.space, config, list(sch.get_consumers(sch.get_sblock("C")))):
+        for rest in apply_gemm(sch, self.shape, self.space, config, list(sch.get_consumers(sch.get_sblock("C"))),
+                               plain_weight=True):
             sch.parallel(sch.get_loops(rest)[0])          # a crop left by a config without a write-back
         return sch.mod
 
@@ -218,7 +219,8 @@ class GemmTask(Task):
         return self.family in ("dense", "bgemm", "bgemm_nt")
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
-        return apply_gemm(sch, self.shape, self.space, self.space.initial() if config is None else config, epilogue)
+        return apply_gemm(sch, self.shape, self.space, self.space.initial() if config is None else config, epilogue,
+                          plain_weight=True)
 
 
 def _make(family: str):

@@ -1,5 +1,6 @@
-"""The LLVM schedule space of depthwise 2-D convolution (one input channel per group, NCHW in
-and out) and ``apply_depthwise``.
+"""The LLVM schedule spaces of depthwise 2-D convolution (one input channel per group): NCHW in
+and out (``depthwise_space``, ``apply_depthwise``, below) and channels last
+(``depthwise_nhwc_space``, ``apply_depthwise_nhwc``, at the end).
 
 Each output channel reads one input plane, so there is no channel reduction to block: the
 kernel is a stencil. The vector runs along the output row (contiguous in NCHW; a stride-2 layer
@@ -91,4 +92,84 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
     init = sch.decompose_reduction(block, ic)
     unroll_tile(sch, init, local)
     _schedule_pad(sch, block)
+    return leftover
+
+
+#: the vector accumulators of the channels-last start's register tile (pixels x channel vectors),
+#: by vector registers: the rest hold a weight vector per channel vector and an input
+NHWC_START_ACCUMULATORS = {16: 8, 32: 16}
+
+
+def depthwise_nhwc_space(shape, name: str = "depthwise_conv2d_nhwc-llvm") -> Space:
+    """Channels last (``depthwise_conv2d_nhwc``): each tap of the window is one vector load of
+    channels per pixel (contiguous in NHWC, whatever the stride) and one of weights, shared by
+    the pixels of the tile. Loop nest (outermost first):
+
+        [n oh]p | c0 | w0 | kh kw (unrolled) | w1 (unrolled) c1 (vectorized)
+
+    Knobs: ``tile_c`` (channels per register tile, c1, in vectors), ``tile_w`` (pixels per
+    tile, w1), ``unroll`` (the taps and the tile's pixels), ``parallel`` (rows of output, 2:
+    with the images; 3: with the channel chunks too)."""
+    knobs = (
+        Split("tile_c", shape.c, 2),
+        Split("tile_w", shape.ow, 2),
+        Choice("unroll", UNROLL, default=1),
+        Choice("parallel", (2, 3), default=0),
+    )
+    space = Space(name, knobs)
+    return Space(name, knobs, start=heuristic_nhwc_config(shape, space))
+
+
+def heuristic_nhwc_config(shape, space: Space) -> Config:
+    """The most channels per tile up to 4 vectors (a divisor of C; 8 lanes where the vector does
+    not divide it), then the most pixels (a divisor of the output width) within
+    ``NHWC_START_ACCUMULATORS``; taps unrolled; rows in parallel, the channel chunks too where
+    there are fewer rows than 8 per core."""
+    from .isa import current
+
+    isa = current()
+    lanes = isa.lanes if shape.c % isa.lanes == 0 else 8 if shape.c % 8 == 0 else 1
+    budget = NHWC_START_ACCUMULATORS[32 if isa.registers >= 32 else 16]
+    c1 = max(d for d in _divisors(shape.c, 4 * lanes) if d % lanes == 0) if lanes > 1 else max(_divisors(shape.c, 16))
+    vectors = max(1, c1 // max(lanes, 1))
+    w1 = max(d for d in _divisors(shape.ow, 8) if d * vectors <= max(budget, vectors))
+    parallel = 3 if shape.n * shape.oh < 16 else 2
+    config = ((shape.c // c1, c1), (shape.ow // w1, w1), 0, parallel)
+    return config if space.contains(config) else space.initial()
+
+
+def apply_depthwise_nhwc(sch, block, space: Space, config: Config, epilogue=()) -> list:
+    """Schedule the channels-last depthwise ``block`` (loops n, y, x, c, kh, kw) in place;
+    ``epilogue``: the elementwise blocks after it, inlined into the write-back where they can
+    be. Returns those left over."""
+    from tvmopt.errors import ConfigError
+
+    if not space.contains(config):
+        raise ConfigError(f"config {config} is not in the space {space.name}")
+    knob = space.as_dict(config)
+    (c0, c1), (w0, w1) = knob["tile_c"], knob["tile_w"]
+    local = sch.cache_write(block, 0, "local")
+    leftover = inline_epilogue(sch, epilogue)
+    n, y, x, c, r, q = sch.get_loops(block)
+    cc = sch.split(c, factors=[c0, c1])
+    ww = sch.split(x, factors=[w0, w1])
+    spatial = [n, y, cc[0]]
+    parallel, rest = spatial[: knob["parallel"]], spatial[knob["parallel"]:]
+    sch.reorder(*parallel, *rest, ww[0], r, q, ww[1], cc[1])
+    sch.parallel(sch.fuse(*parallel))
+    sch.reverse_compute_at(local, ww[0])
+    if knob["unroll"]:
+        sch.annotate(ww[0], "pragma_auto_unroll_max_step", knob["unroll"])
+        sch.annotate(ww[0], "pragma_unroll_explicit", 1)
+    else:
+        sch.unroll(r)
+        sch.unroll(q)
+        sch.unroll(ww[1])
+    sch.vectorize(cc[1])
+    loops = sch.get_loops(local)
+    if c1 > 1:
+        sch.vectorize(loops[-1])
+    init = sch.decompose_reduction(block, r)
+    unroll_tile(sch, init, local)
+    _schedule_pad(sch, block, channel_block=0)
     return leftover

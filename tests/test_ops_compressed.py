@@ -18,7 +18,10 @@ KEYS = ["binary_dense:5x24x20", "binary_lut_dense:3x24x21", "ternary_lut_dense:2
         "binary_rowlut_conv2d:2x5x7x7x16x3x3x1x1", "binary_rowlut_conv2d:1x16x9x9x8x3x3x2x0",
         "ternary_rowlut_conv2d:2x3x8x8x8x5x5x2x2",
         # the dense grouped and depthwise convolutions' spaces (a 5x5 window, stride 2, multiplier 2)
-        "conv2d:1x12x9x9x24x3x3x1x1x3", "depthwise_conv2d:2x6x12x12x12x3x3x2x1", "depthwise_conv2d:1x4x7x7x4x5x5x1x2"]
+        "conv2d:1x12x9x9x24x3x3x1x1x3", "depthwise_conv2d:2x6x12x12x12x3x3x2x1", "depthwise_conv2d:1x4x7x7x4x5x5x1x2",
+        # channels last: 24 channels (8-lane vectors), 40 with a 5x5 window, 19 (no vector divides it)
+        "depthwise_conv2d_nhwc:2x24x12x12x24x3x3x2x1", "depthwise_conv2d_nhwc:1x40x7x7x40x5x5x1x2",
+        "depthwise_conv2d_nhwc:1x19x9x9x19x3x3x1x1"]
 
 
 def _run(task, config, inputs):

@@ -192,7 +192,54 @@ def _onnx_converters() -> dict:
 
     converters["Sum"] = type("SumConverter", (OnnxOpConverter,), {"_impl_v1": classmethod(_sum)})
     converters["Pad"] = _zero_pad_converter()
+    converters["Clip"] = _clip_converter()
     return converters
+
+
+def _clip_converter():
+    """ONNX Clip with constant bounds (ReLU6, hard sigmoid's) as Relax's ``maximum`` and
+    ``minimum`` ops, which the channels-last conversion carries through (passes/layout.py): TVM
+    imports Clip as TE functions, opaque to it, so each ReLU6 of a MobileNet ran between two
+    transposes back to NCHW. A NaN bound is no bound, as in onnxruntime; bounds computed in the
+    graph keep TVM's conversion."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import Clip
+
+    def constant(bound):
+        if bound is None:
+            return None, True
+        if isinstance(bound, tvm.ir.expr.Constant) and bound.value.numpy().size == 1:
+            return float(bound.value.numpy().reshape(-1)[0]), True
+        return None, False
+
+    class ConstantClip(Clip):
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            (lo, lo_ok), (hi, hi_ok) = constant(inputs[1] if len(inputs) > 1 else None), \
+                constant(inputs[2] if len(inputs) > 2 else None)
+            dtype = str(x.ty.dtype) if hasattr(x.ty, "dtype") else ""
+            if not (lo_ok and hi_ok) or dtype != "float32":
+                return super()._impl_v13(bb, inputs, attr, params)
+            out = x
+            if lo is not None and not np.isnan(lo):
+                out = bb.emit(relax.op.maximum(out, relax.const(lo, "float32")))
+            if hi is not None and not np.isnan(hi):
+                out = bb.emit(relax.op.minimum(out, relax.const(hi, "float32")))
+            return out
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            return cls._impl_v13(bb, inputs, attr, params)
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            lo, hi = float(attr.get("min", -np.inf)), float(attr.get("max", np.inf))
+            return cls._impl_v13(bb, [inputs[0], relax.const(lo, "float32"), relax.const(hi, "float32")], attr, params)
+
+    return ConstantClip
 
 
 def _zero_pad_converter():

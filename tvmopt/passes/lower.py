@@ -249,8 +249,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         def _channels_last_conv(self, call, w):
             """A convolution ``ConvertLayout`` made NHWC (:mod:`.layout`): dense weights and
-            direct geometry, the ``conv2d_nhwc`` task (grouped ones too, all groups in one);
-            anything else the NCHW path between two transposes."""
+            direct geometry, the ``conv2d_nhwc`` task (grouped ones too, all groups in one), a
+            depthwise one ``depthwise_conv2d_nhwc``; anything else the NCHW path between two
+            transposes."""
             a = call.attrs
             groups, x = int(a.groups), call.args[0]
             geometry = conv_geometry(a)
@@ -261,6 +262,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                binarized=source is not None, nhwc=True)
             elif w.shape[1] > 1:
                 y = self._grouped_conv(x, w, groups, geometry, nhwc=True)
+            elif w.shape[0] == groups and direct_conv(geometry, options):
+                # depthwise, one output per channel: a tap of a pixel is a vector of channels
+                y = self._direct_conv(x, w, geometry["strides"][0], geometry["pads"],
+                                      prefix="depthwise_conv2d_nhwc", source="conv2d depthwise NHWC")
             if y is not None:
                 return y
             nchw = self.builder_.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))

@@ -10,7 +10,9 @@
   128 tokens;
 - :class:`Bert`: BERT-base encoder layers whole (self-attention with 12 heads, the output
   projection, residuals and layer norms, the feed-forward block) on 128 tokens;
-- :class:`ViT`: a ViT-B/16 at 224x224 (197 tokens) with two pre-norm encoder layers.
+- :class:`ViT`: a ViT-B/16 at 224x224 (197 tokens) with two pre-norm encoder layers;
+- :class:`MobileNet`: MobileNet-V2-, V3- and EfficientNet-style networks (depthwise
+  convolutions, ReLU6, hard-swish or SiLU, squeeze-and-excitation), for ``benchmarks/mobile.py``.
 
 :func:`randomize_batch_norm` gives batch norms non-trivial statistics, so folding them matters.
 """
@@ -209,6 +211,68 @@ class ViT(nn.Module):
         x = self.patch(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.position
         return self.head(self.norm(self.layers(x))[:, 0])
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: a per-channel gate from the map's mean through two 1x1 convs."""
+
+    def __init__(self, channels: int, gate: type, reduction: int = 4):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // reduction, 1)
+        self.expand = nn.Conv2d(channels // reduction, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x):
+        return x * self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet-V2's block: a 1x1 expansion, a 3x3 depthwise conv (stride 1 or 2), an optional
+    squeeze-and-excitation, a linear 1x1 projection, and the residual where the shapes allow."""
+
+    def __init__(self, cin: int, cout: int, expand: int, stride: int, act: type, se: type | None):
+        super().__init__()
+        mid = cin * expand
+        body = [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), act(),
+                nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), act()]
+        if se is not None:
+            body.append(SqueezeExcite(mid, se))
+        body += [nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*body)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+#: MobileNet-style networks' activation and squeeze-and-excitation gate, by name
+MOBILE_KINDS = {"mobilenet_v2": (nn.ReLU6, None), "mobilenet_v3": (nn.Hardswish, nn.Hardsigmoid),
+                "efficientnet": (nn.SiLU, nn.Sigmoid)}
+
+
+class MobileNet(nn.Module):
+    """A MobileNet-style network at 224x224 (``MOBILE_KINDS``): a strided 3x3 stem, ten inverted
+    residual blocks (16 to 160 channels, expansions 4 and 6, four of them strided), a 1x1 conv to
+    640 channels, global pooling and a 1000-class classifier. ``mobilenet_v2``: ReLU6 (an ONNX
+    Clip); ``mobilenet_v3``: hard-swish, hard-sigmoid gates; ``efficientnet``: SiLU, sigmoid
+    gates. Their depthwise convolutions, elementwise activations and gates are what the
+    channels-last graph and the fast ``exp`` were measured on (``benchmarks/mobile.py``)."""
+
+    BLOCKS = [(16, 16, 1, 1), (16, 24, 4, 2), (24, 24, 4, 1), (24, 40, 4, 2), (40, 40, 4, 1), (40, 80, 4, 2),
+              (80, 80, 4, 1), (80, 112, 6, 1), (112, 160, 6, 2), (160, 160, 6, 1)]
+
+    def __init__(self, kind: str = "mobilenet_v2", classes: int = 1000):
+        super().__init__()
+        act, gate = MOBILE_KINDS[kind]
+        self.input_shape = (3, 224, 224)
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), act(),
+                                      *(InvertedResidual(a, b, e, s, act, gate) for a, b, e, s in self.BLOCKS),
+                                      nn.Conv2d(160, 640, 1), act())
+        self.head = nn.Linear(640, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -81,18 +81,23 @@ def apply_depthwise(sch, block, space: Space, config: Config, epilogue=()) -> li
     sch.reverse_compute_at(local, ww[0])
     if w1 > 1:          # the write-back's own row loop (with w1 = 1 the last loop is ww[0], shared)
         sch.vectorize(sch.get_loops(local)[-1])
-    if knob["unroll"]:
-        sch.annotate(ww[0], "pragma_auto_unroll_max_step", knob["unroll"])
-        sch.annotate(ww[0], "pragma_unroll_explicit", 1)
-    else:
-        sch.unroll(r)
-        sch.unroll(q)
-        sch.unroll(hh[1])
+    _unroll_window(sch, ww[0], knob["unroll"], (r, q, hh[1]))
     sch.vectorize(ww[1])
     init = sch.decompose_reduction(block, ic)
     unroll_tile(sch, init, local)
     _schedule_pad(sch, block)
     return leftover
+
+
+def _unroll_window(sch, at, unroll: int, loops) -> None:
+    """The ``unroll`` knob: TVM's auto-unroll of up to that many steps under ``at``, or (0) each
+    of ``loops`` (the window's taps and the register tile's own loop) unrolled whole."""
+    if unroll:
+        sch.annotate(at, "pragma_auto_unroll_max_step", unroll)
+        sch.annotate(at, "pragma_unroll_explicit", 1)
+    else:
+        for loop in loops:
+            sch.unroll(loop)
 
 
 #: the vector accumulators of the channels-last start's register tile (pixels x channel vectors),
@@ -158,13 +163,7 @@ def apply_depthwise_nhwc(sch, block, space: Space, config: Config, epilogue=()) 
     sch.reorder(*parallel, *rest, ww[0], r, q, ww[1], cc[1])
     sch.parallel(sch.fuse(*parallel))
     sch.reverse_compute_at(local, ww[0])
-    if knob["unroll"]:
-        sch.annotate(ww[0], "pragma_auto_unroll_max_step", knob["unroll"])
-        sch.annotate(ww[0], "pragma_unroll_explicit", 1)
-    else:
-        sch.unroll(r)
-        sch.unroll(q)
-        sch.unroll(ww[1])
+    _unroll_window(sch, ww[0], knob["unroll"], (r, q, ww[1]))
     sch.vectorize(cc[1])
     loops = sch.get_loops(local)
     if c1 > 1:

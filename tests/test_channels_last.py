@@ -359,3 +359,34 @@ def test_clips_with_constant_bounds_stay_channels_last_and_match_onnxruntime(tmp
     text = compiled.lowered.mod.script(show_meta=False)
     assert text.count("R.permute_dims(") - text.count("axes=[])") == 2, text
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_hard_swish_and_squeeze_excitation_gates_stay_channels_last(tmp_path):
+    """ONNX HardSwish and HardSigmoid import as Relax ``clip`` (no layout rule: each one ran between
+    two transposes in a MobileNet-V3) and HardSigmoid as ``alpha * x`` (the constant first, whose
+    layout the conversion would take): both are rewritten so that the graph keeps one transpose,
+    at its entry. Outputs match onnxruntime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "w3")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c1"], ["h"]),
+             helper.make_node("GlobalAveragePool", ["h"], ["m"]),
+             helper.make_node("Conv", ["m", "w2"], ["s1"]), helper.make_node("Relu", ["s1"], ["s2"]),
+             helper.make_node("Conv", ["s2", "w3"], ["s3"]),
+             helper.make_node("HardSigmoid", ["s3"], ["g"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["h", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "se.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+    x = rng.standard_normal((1, 3, 10, 10)).astype(np.float32) * 3
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    compiled = compile_model(path, "llvm", shipped=False, options=DetectOptions(winograd=False))
+    assert all(k.startswith("conv2d_nhwc:") for k in _kernels(compiled)), _kernels(compiled)
+    assert _permutes(compiled) == 2, _permutes(compiled)          # the image in, the result out
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5)

@@ -262,7 +262,10 @@ def _prepare(mod):
     (an exported ``Mul`` by a ``[C, 1, 1]`` scale otherwise keeps NCHW, a transpose either side),
     and a ``squeeze``'s negative axes counted from the front: Relax's layout inference for
     squeeze failed with ``std::bad_alloc`` on ``axis=[-2]`` (PyTorch's MultiheadAttention splits
-    its Q, K, V projection so), and the whole graph stayed NCHW (a ViT's patch convolution)."""
+    its Q, K, V projection so), and the whole graph stayed NCHW (a ViT's patch convolution);
+    ``clip`` with constant bounds as ``maximum`` and ``minimum`` (``_clip_as_bounds``), and a
+    commutative op's constant operand put second."""
+    import numpy as np
     import tvm
     from tvm import relax
 
@@ -270,7 +273,9 @@ def _prepare(mod):
     op_squeeze = tvm.ir.Op.get("relax.squeeze")
     op_pad = tvm.ir.Op.get("relax.nn.pad")
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
+    op_clip = tvm.ir.Op.get("relax.clip")
     binary = [tvm.ir.Op.get(name) for name in _BINARY]
+    commutative = [tvm.ir.Op.get(name) for name in ("relax.add", "relax.multiply", "relax.maximum", "relax.minimum")]
 
     @relax.expr_functor.mutator
     class Prepare(relax.PyExprMutator, Bindings):
@@ -287,6 +292,8 @@ def _prepare(mod):
                 return self._absorb_pad(call)
             if call.op.same_as(op_squeeze):
                 return self._squeeze_axes(call)
+            if call.op.same_as(op_clip):
+                return self._clip_as_bounds(call)
             if not any(call.op.same_as(b) for b in binary):
                 return call
             args = list(call.args)
@@ -299,7 +306,27 @@ def _prepare(mod):
                 if value is not None and 0 <= ranks[i] < 4:
                     args[i] = relax.const(value.reshape((1,) * (4 - value.ndim) + value.shape))
                     changed = True
+            if any(call.op.same_as(c) for c in commutative) and self._const(args[0]) is not None \
+                    and self._const(args[1]) is None:
+                # the map first: the conversion takes a binary op's layout from its first operand
+                # (ONNX HardSigmoid's alpha * x kept each squeeze-and-excitation gate NCHW)
+                args, changed = args[::-1], True
             return relax.Call(call.op, args, call.attrs) if changed else call
+
+        def _clip_as_bounds(self, call):
+            """``clip(x, lo, hi)`` of a 4-d float32 map as ``minimum(maximum(x, lo), hi)`` with
+            rank-4 constants: ``ConvertLayout`` has no rule for clip (TVM's import of ONNX
+            HardSwish and HardSigmoid, PyTorch's ReLU6 and hardtanh through torch.export), so it
+            kept NCHW around each one, two transposes per activation of a MobileNet-V3."""
+            x = call.args[0]
+            if _rank(x) != 4 or str(getattr(x.ty, "dtype", "")) != "float32":
+                return call
+            try:         # IntImm / FloatImm bounds (or a PrimValue holding one)
+                lo, hi = (float(getattr(b.value, "value", b.value)) for b in call.args[1:3])
+            except (AttributeError, TypeError):     # bounds that are not constants
+                return call
+            lower = self.builder_.emit(relax.op.maximum(x, relax.const(np.full((1, 1, 1, 1), lo, np.float32))))
+            return relax.op.minimum(lower, relax.const(np.full((1, 1, 1, 1), hi, np.float32)))
 
         def _squeeze_axes(self, call):
             axes, rank = call.attrs.axis, _rank(call.args[0])

@@ -224,9 +224,9 @@ def _clip_converter():
             if not (lo_ok and hi_ok) or dtype != "float32":
                 return super()._impl_v13(bb, inputs, attr, params)
             out = x
-            if lo is not None and not np.isnan(lo):
+            if lo is not None and not np.isnan(lo) and lo != -np.inf:      # -inf: no bound (Clip-1's default)
                 out = bb.emit(relax.op.maximum(out, relax.const(lo, "float32")))
-            if hi is not None and not np.isnan(hi):
+            if hi is not None and not np.isnan(hi) and hi != np.inf:
                 out = bb.emit(relax.op.minimum(out, relax.const(hi, "float32")))
             return out
 

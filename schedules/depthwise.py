@@ -154,7 +154,7 @@ def heuristic_nhwc_config(shape, space: Space) -> Config:
         pad = "inline"
     else:
         c1, pad = max(_divisors(shape.c, 16)), "copy"
-    vectors = max(1, c1 // max(lanes, 1))
+    vectors = c1 // lanes
     w1 = max(d for d in _divisors(shape.ow, 8) if d * vectors <= max(budget, vectors))
     parallel = 3 if shape.n * shape.oh < 16 else 2
     config = ((shape.c // c1, c1), (shape.ow // w1, w1), 0, parallel, pad)
@@ -193,7 +193,7 @@ def apply_depthwise_nhwc(sch, block, space: Space, config: Config, epilogue=()) 
     init = sch.decompose_reduction(block, r)
     unroll_tile(sch, init, local)
     if knob["pad"] == "copy" and pads:
-        _schedule_pad(sch, block, channel_block=0)
+        _schedule_pad(sch, block)
         channels = sch.get_loops(pads[0])[-1]
         extent = int(sch.get(channels).extent)
         width = next((w for w in (16, 8) if extent % w == 0), 0)

@@ -111,58 +111,42 @@ def whole_powers(mod):
     return rewrite(Powers, mod)
 
 
-def _fast(name):
-    """tanh and erf as TOPI's vectorizable rational approximations (within a few ulp of
-    float32; onnxruntime uses the same kind of approximation), float32 only."""
+def _fast(name, compute=None):
+    """``name`` (a TOPI op) as a vectorizable approximation, float32 only: ``compute`` (TE), else
+    TOPI's ``fast_<name>``. tanh and erf: TOPI's rational approximations (within a few ulp of
+    float32; onnxruntime uses the same kind of approximation); exp and sigmoid: on
+    :func:`_fast_exp_keeping_nan`. Other types keep TOPI's exact op."""
     def legalize(bb, call):
         from tvm import topi
 
         x = call.args[0]
-        exact = getattr(topi, name)
         if str(call.ty.dtype) != "float32":
-            return bb.call_te(exact, x)
-        return bb.call_te(getattr(topi, f"fast_{name}"), x, primfunc_name_hint=name)
+            return bb.call_te(getattr(topi, name), x)
+        return bb.call_te(compute or getattr(topi, f"fast_{name}"), x, primfunc_name_hint=name)
     return legalize
 
 
 def _fast_exp_keeping_nan(x):
     """TOPI's ``fast_exp`` (range reduction and a degree-7 polynomial: vector instructions only)
     with NaN passed through: its clamp to the exponent range is LLVM's maxnum and minnum, which
-    turn NaN into a number."""
+    turn NaN into a number. LLVM lowers the ``exp`` of a vector to one scalar libm ``expf`` call
+    per lane, about 1 ns an element on 2 Zen 4 cores, 10x the polynomial."""
     from tvm import te, tirx, topi
 
     e = topi.fast_exp(x)
     return te.compute(x.shape, lambda *i: tirx.Select(x(*i) != x(*i), x(*i), e(*i)), name="exp")
 
 
-def _fast_exp(bb, call):
-    """``exp`` as :func:`_fast_exp_keeping_nan` (float32; other types keep TOPI's): LLVM lowers
-    the ``exp`` of a vector to one scalar libm ``expf`` call per lane, about 1 ns an element on 2
-    Zen 4 cores, 10x the polynomial."""
-    from tvm import topi
-
-    if str(call.ty.dtype) != "float32":
-        return bb.call_te(topi.exp, call.args[0])
-    return bb.call_te(_fast_exp_keeping_nan, call.args[0], primfunc_name_hint="exp")
-
-
-def _fast_sigmoid(bb, call):
-    """``sigmoid(x) = 1 / (1 + exp(-x))`` on :func:`_fast_exp_keeping_nan` (float32): TOPI's
-    sigmoid calls libm's ``expf`` per element, and SiLU (``x * sigmoid(x)``, EfficientNet's
-    activation) after each convolution of an EfficientNet-style network took 2.7x onnxruntime's
-    time for the whole network (1.4 ns an element, in the conv's write-back)."""
+def _fast_sigmoid_keeping_nan(x):
+    """``sigmoid(x) = 1 / (1 + exp(-x))`` on :func:`_fast_exp_keeping_nan`: TOPI's sigmoid calls
+    libm's ``expf`` per element, and SiLU (``x * sigmoid(x)``, EfficientNet's activation) after
+    each convolution of an EfficientNet-style network took 2.7x onnxruntime's time for the whole
+    network (1.4 ns an element, in the conv's write-back)."""
     from tvm import te, tirx, topi
 
-    x = call.args[0]
-    if str(call.ty.dtype) != "float32":
-        return bb.call_te(topi.sigmoid, x)
-
-    def sigmoid(t):
-        e = _fast_exp_keeping_nan(topi.negative(t))
-        one = tirx.const(1.0, "float32")
-        return te.compute(t.shape, lambda *i: one / (one + e(*i)), name="sigmoid")
-
-    return bb.call_te(sigmoid, x, primfunc_name_hint="sigmoid")
+    e = _fast_exp_keeping_nan(topi.negative(x))
+    one = tirx.const(1.0, "float32")
+    return te.compute(x.shape, lambda *i: one / (one + e(*i)), name="sigmoid")
 
 
 def _concat_by_input(bb, call):
@@ -223,8 +207,8 @@ def fuse(mod, cpu: bool = True):
     from .row_ops import legalize_layer_norm, legalize_softmax
 
     custom = {"relax.nn.relu": _relu_keeping_nan, "relax.power": _small_power,
-              "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf"), "relax.exp": _fast_exp,
-              "relax.sigmoid": _fast_sigmoid, "relax.concat": _concat_by_input}
+              "relax.tanh": _fast("tanh"), "relax.erf": _fast("erf"), "relax.exp": _fast("exp", _fast_exp_keeping_nan),
+              "relax.sigmoid": _fast("sigmoid", _fast_sigmoid_keeping_nan), "relax.concat": _concat_by_input}
     if cpu:
         custom.update({"relax.nn.softmax": legalize_softmax, "relax.nn.layer_norm": legalize_layer_norm})
     return tvm.transform.Sequential([

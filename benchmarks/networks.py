@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_kind, machine, median_seconds, per_cpu, update_section, write_json  # noqa: E402
+from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
@@ -114,21 +114,8 @@ def _when(rows: list[dict], meta: dict) -> str:
     return "; ".join(parts) + f"; last {meta['machine']['date']}"
 
 
-def _narrower_than_host(target) -> str | None:
-    """The host's vector ISA where the target's is narrower (AVX2 code for a Zen 3, built and run
-    on an AVX-512 machine, whose onnxruntime and PyTorch use AVX-512), else None."""
-    from tvmopt.schedules import isa
-
-    built = isa.for_target(target)
-    return isa.host().name if built is not None and built.lanes < isa.host().lanes else None
-
-
 def table(rows: list[dict], meta: dict) -> str:
-    caveat = ""
-    if meta.get("narrower_than_host"):
-        caveat = (f" tvmopt's code is compiled for {meta['target']} ({meta['target'].split('-')[1]}: AVX2, 16 ymm) and run "
-                  f"on this {meta['narrower_than_host']} CPU, where onnxruntime and PyTorch pick their AVX-512 kernels: "
-                  "the ratios are lower bounds of what an AVX2-only machine shows, where both sides run AVX2.")
+    caveat = narrower_caveat(meta["target"], meta.get("narrower_than_host"))
     lines = [
         f"## Real networks, {meta['target']} (issues 11 and 19)",
         "",
@@ -182,10 +169,7 @@ def main() -> None:
     target = parse_target(args.target)
     WORK.mkdir(parents=True, exist_ok=True)
     tune = set(filter(None, args.tune.split(",")))
-    name = per_cpu("networks", target)
-    narrower = _narrower_than_host(target)
-    if narrower:                 # its own section: the host's kind keeps its same-ISA comparison
-        name += f"-on-{cpu_kind(parse_target('llvm'))}"
+    name, narrower = section_for("networks", target)
     chosen = args.networks.split(",")
     meta = {"machine": machine(), "target": target.key, "rounds": args.rounds, "trials": args.trials,
             "tuner": args.tuner, "narrower_than_host": narrower}

@@ -66,6 +66,35 @@ def per_cpu(name: str, spec) -> str:
     return f"{name}_{cpu_kind(spec)}"
 
 
+def narrower_than_host(target) -> str | None:
+    """The host's vector ISA where the target's is narrower (AVX2 code for a Zen 3, built and run
+    on an AVX-512 machine, whose onnxruntime and PyTorch use AVX-512), else None."""
+    from tvmopt.schedules import isa
+
+    built = isa.for_target(target)
+    return isa.host().name if built is not None and built.lanes < isa.host().lanes else None
+
+
+def section_for(name: str, target) -> tuple[str, str | None]:
+    """A per-CPU section's name (:func:`per_cpu`) and the host's ISA where the target is narrower
+    than the host: such a run gets a section of its own, ``<name>_<kind>-on-<host kind>``, so the
+    host's kind keeps its same-ISA comparison."""
+    from tvmopt.target import parse_target
+
+    narrower = narrower_than_host(target)
+    name = per_cpu(name, target)
+    return (name + f"-on-{cpu_kind(parse_target('llvm'))}" if narrower else name), narrower
+
+
+def narrower_caveat(target_key: str, host_isa: str | None) -> str:
+    """The sentence a table measured with code narrower than the host carries ('' otherwise)."""
+    if not host_isa:
+        return ""
+    return (f" tvmopt's code is compiled for {target_key} ({target_key.split('-')[1]}: AVX2, 16 ymm) and run "
+            f"on this {host_isa} CPU, where onnxruntime and PyTorch pick their AVX-512 kernels: the ratios against "
+            "them are lower bounds of what an AVX2-only machine shows, where both sides run AVX2.")
+
+
 CPU_LABELS = {"avx2": "AVX2", "avx512": "AVX-512 (AMD Zen 5)", "zen4": "AVX-512 (AMD Zen 4)", "xeon": "AVX-512 (Intel Xeon)"}
 
 

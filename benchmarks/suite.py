@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (RESULTS, ROOT, cpu_kind, machine, medians, paired, spread, timed_rounds,  # noqa: E402
+from report import (RESULTS, ROOT, machine, medians, narrower_caveat, paired, section_for, spread, timed_rounds,  # noqa: E402
                     update_section, write_json)
 
 WORK = ROOT / ".bench" / "suite"
@@ -284,7 +284,8 @@ def table(rows: list[dict], meta: dict) -> str:
         f"## The real-size suite, {', '.join(sorted({r.get('target', meta['target']) for r in rows}))} (`benchmarks/suite.py`)",
         "",
         f"Measured on {meta['cpu']}, 2 cores, {_commits(rows, meta)}, last {meta['date']}; untuned builds "
-        "(default schedules, no records), plain ONNX exports with random weights. Each figure is a ratio "
+        "(default schedules, no records), plain ONNX exports with random weights."
+        f"{narrower_caveat(meta['target'], meta.get('narrower_than_host'))} Each figure is a ratio "
         "from interleaved rounds in the same run (> 1: tvmopt faster): the median of the rounds' own ratios, each "
         "round in a fresh order (rows measured before session 41, without the `paired` mark in the JSON: the ratio "
         "of medians, a fixed order). *vs ORT*: onnxruntime on "
@@ -414,8 +415,8 @@ def recount(args) -> None:
     from tvmopt.schedules import isa
     from tvmopt.target import parse_target
 
-    target = parse_target("llvm")
-    name = f"suite_{cpu_kind(target)}"
+    target = parse_target(args.target)
+    name = section_for("suite", target)[0]
     data = json.loads((RESULTS / f"{name}.json").read_text())
     chosen = selected(args)
     for row in data["rows"]:
@@ -443,6 +444,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--target", default="llvm",
+                        help="an LLVM target; one with narrower vectors than this CPU (llvm -mcpu=znver3 on an\n"
+                             "AVX-512 machine) writes a section of its own, suite_avx2-on-<this kind>")
     parser.add_argument("--rounds", type=int, default=3, help="rounds at least (default 3)")
     parser.add_argument("--max-rounds", type=int, default=0,
                         help="rounds at most: past --rounds, go on while the quartiles of the rounds' ratios to\n"
@@ -463,9 +467,9 @@ def main() -> None:
 
     from tvmopt.target import parse_target
 
-    target = parse_target("llvm")
-    name = f"suite_{cpu_kind(target)}"
-    meta = {**machine(), "target": target.key}
+    target = parse_target(args.target)
+    name, narrower = section_for("suite", target)
+    meta = {**machine(), "target": target.key, "narrower_than_host": narrower}
     rows: list[dict] = []
     previous = RESULTS / f"{name}.json"
     if (args.resume or args.update) and previous.exists():

@@ -71,6 +71,11 @@ MAX_TRANSFORMED_BYTES = 16 << 20
 #: direct 19.0); 1x512x14x14x512 2289 against 2860 us (dense by outputs 2052). At 4 MiB and less
 #: the rows or the outputs stay the start (1x128x28x28x128: 512 us by rows, 925 by blocks)
 BLOCKS_FROM_BYTES = 4 << 20
+#: ... and on AVX2 from this size where a batch runs a compressed layer (U computed each call):
+#: Zen 4 with AVX2 code, ternary against the dense Winograd conv's start, U in panels:
+#: 16x128x8x8x256 (2 MiB) 1.02x by blocks, 0.93x by rows; 16x128x14x14x256 1.00x against 0.93x;
+#: 16x256x8x8x256 (4 MiB) 0.92x either way; 16x64x16x16x128 (0.5 MiB) 0.50x by blocks, 0.94x by rows
+AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 
 
 def transformed_bytes(channels: int, outputs: int) -> int:
@@ -120,7 +125,8 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
     (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
-    runs by ``blocks``; otherwise the rows of tiles."""
+    runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``);
+    otherwise the rows of tiles."""
     from .isa import current
 
     knobs = {k.name: k for k in space.knobs}
@@ -134,7 +140,8 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
         # 2.17x on ResNet-18's and ResNet-20's layers, where 7 x 2 (28 ymm: spilled) ran 0.87 to 1.58x
         p, k = (4 if 4 in ps else max(ps)), 1
     u = transformed_bytes(shape.c, shape.o)
-    if u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1):
+    avx2_batch = current().lanes < LANES and per_call and shape.n > 1
+    if (u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES):
         split = "blocks"
     else:
         split = "outputs" if shape.n == 1 and u > L2_BYTES else "rows"

@@ -174,3 +174,27 @@ def test_avx2_channels_last_starts_take_one_block_of_channels(key):
     lib = lowering.compile(task.schedule(task.space.initial(), spec), spec.tvm_target())
     if "avx2" in _host_flags():
         _run(task, lib)
+
+
+def test_inspect_and_tune_show_the_kernels_of_the_targets_instruction_set(tmp_path):
+    """``inspect --target`` and ``tune``'s task list choose kernels as ``build`` does for that
+    target, whatever CPU runs them: register tables (AVX-512 only) for a Zen 5, not for a Zen 3
+    (they showed the host's choice)."""
+    import torch
+
+    import tvmopt.nn as tn
+    from tvmopt.build.inspect import inspect_model
+    from tvmopt.tune.loop import extract_tasks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 1024), tn.BinaryLinear(1024, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 10)).eval()
+    path = tn.export_onnx(model, torch.randn(16, 64), tmp_path / "b.onnx", plain=True)
+    kernels = {}
+    for cpu in (AVX2, AVX512):
+        spec = f"llvm -mcpu={cpu} -num-cores=2"
+        kernels[cpu] = inspect_model(path, batch=16, target=spec, records=tmp_path)[1].kernel.split(":")[0]
+        tasks = [key.split(":")[0] for key, _, _ in extract_tasks(path, 16, target=parse_target(spec), records=tmp_path)]
+        assert kernels[cpu] in tasks, (cpu, tasks)
+    assert kernels[AVX512] == "binary_perm_dense", kernels
+    assert "perm" not in kernels[AVX2], kernels

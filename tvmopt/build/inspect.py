@@ -17,12 +17,14 @@ def inspect_lowered(source, batch: int | None = None, options: DetectOptions | N
                     target: str = "llvm", shapes: dict | None = None):
     """:func:`inspect_model`'s lowering whole (:class:`tvmopt.passes.lower.Lowered`): its layers,
     and the tasks without a weight (``products``: attention's products of two activations)."""
+    from tvmopt.schedules import isa
     from tvmopt.target import parse_target
 
     spec = parse_target(target)
     if spec.kind == "cuda":
         return lower_for_gpu(source, spec, batch, options, records, shapes=shapes)[1]
-    with plan_kernels(spec, records, options) as (lookup, _, costs):
+    # the kernels the target's instruction set offers (AVX2 code has no register tables), as build
+    with isa.use(isa.for_target(spec)), plan_kernels(spec, records, options) as (lookup, _, costs):
         return load_and_lower(source, batch, configs=lookup, options=options, costs=costs, shapes=shapes)[1]
 
 

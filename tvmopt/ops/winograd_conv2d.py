@@ -111,12 +111,19 @@ def winograd_compute(s: ConvShape, X, U, key: str):
 
 
 def transformed_stage(s: ConvShape, weight):
-    """TE: U[4, 4, C, O] from ``weight(o, c, r, q)`` (a decode), as two stages (rows, then
-    columns of G g G^T)."""
+    """TE: U in the dense kernel's panels [O / 16, 4, 4, C, 16] (:func:`to_panels`) from
+    ``weight(o, c, r, q)`` (a decode), as two stages (rows, then columns of G g G^T).
+
+    In panels, not [4, 4, C, O]: the GEMM's register tile then streams its 16 output channels'
+    U in order, where in place it read 64 bytes every 4 O bytes, once per block of tiles. Zen 4
+    with AVX2 code, start configs, against the dense Winograd conv: ternary 16x256x8x8x256 0.68x
+    in place, 16x128x8x8x256 0.75x, 16x64x16x16x128 0.84x (the transform itself, one image,
+    1x256x8x8x256: about 0.3 ms of 0.49)."""
     from tvm import te
 
     rows = te.compute((4, 3, s.c, s.o), lambda a, q, c, o: _g(lambda r: weight(o, c, r, q), a), name="wt_wrows")
-    return te.compute((4, 4, s.c, s.o), lambda a, b, c, o: _g(lambda q: rows[a, q, c, o], b), name="wt_weight")
+    return te.compute((s.o // LANES, 4, 4, s.c, LANES),
+                      lambda v, a, b, c, i: _g(lambda q: rows[a, q, c, v * LANES + i], b), name="wt_weight")
 
 
 def _schedule_transformed(sch, shape: ConvShape, at) -> None:
@@ -133,15 +140,20 @@ def _schedule_transformed(sch, shape: ConvShape, at) -> None:
     weight = sch.get_sblock("wt_weight")
     rows = sch.get_sblock("wt_wrows")
     sch.compute_at(weight, at)
-    *_, a, b, c, o = sch.get_loops(weight)
-    sch.reorder(c, a, b, o)
+    loops = list(sch.get_loops(weight))
+    own = loops[[sch.get(loop).same_as(sch.get(at)) for loop in loops].index(True) + 1:]
+    *v, a, b, c, i = own                  # v: the panels, gone where the thread's share is one
+    sch.reorder(c, a, b, *v, i)
     sch.compute_at(rows, c)
     decode = [p for p in sch.get_producers(rows) if sch.get(p).name_hint.startswith("decode")]
     for producer in decode:
         sch.compute_at(producer, c)
-    for stage in [weight, rows] + decode:
-        *_, first, second, o = sch.get_loops(stage)      # (a, b), (a, q) or (r, q): unrolled, so
-        sch.unroll(first)                                 # each Select is one of its branches
+    sch.unroll(a)                                         # unrolled, so each Select is one of
+    sch.unroll(b)                                         # its branches
+    sch.vectorize(i)
+    for stage in [rows] + decode:
+        *_, first, second, o = sch.get_loops(stage)      # (a, q) or (r, q)
+        sch.unroll(first)
         sch.unroll(second)
         if shape.o % LANES == 0:
             sch.vectorize(sch.split(o, [None, LANES])[1])
@@ -252,7 +264,7 @@ class CompressedWinogradTask(DenseArraysConv, WinogradConv2dTask):
         decode = te.compute((s.c, 3, 3, s.o), lambda c, r, q, o: fmt.te_weight(tensors, (c * 3 + r) * 3 + q, o),
                             name="decode")
         U = transformed_stage(s, lambda o, c, r, q: decode[c, r, q, o])
-        return (X, *raw, winograd_compute(s, X, lambda a, b, c, o: U[a, b, c, o], self.key))
+        return (X, *raw, winograd_compute(s, X, lambda a, b, c, o: U[o // LANES, a, b, c, o % LANES], self.key))
 
 
 #: direct compressed conv prefixes -> the format whose Winograd kernel a 3x3 stride-1 layer runs

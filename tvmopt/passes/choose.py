@@ -257,6 +257,14 @@ PANEL_DECODE_MAX_ROWS = 64
 #: 1x64x8x8x64 0.56 to 0.63x). One rule for every size of U: an earlier one took compressed
 #: layers whose U outgrows L2 from 196 pixels, at 0.90x the dense conv at 1x256x14x14x256
 WINOGRAD_COMPRESSED_MIN_ROWS = 784
+#: ... and on AVX2, where the start's register tile is one vector of 16 output channels (two ymm)
+#: and the per-call transform weighs more: Zen 4 with AVX2 code (znver3), start configs, paired
+#: rounds, U in panels, ternary / 2:4 / shift against the dense Winograd conv: 1x64x56x56x64 (3,136
+#: pixels) 0.98 to 0.99x, 16x64x16x16x128 (4,096) 0.94 to 0.96x, 16x128x28x28x128 0.94 to 1.02x;
+#: below, 16x64x8x8x64 and 1x64x32x32x64 (1,024) 0.92 to 0.93x, 16x128x8x8x256 0.82 to 0.89x,
+#: 1x128x28x28x128 (784) 0.90 to 0.91x. With the 784 rule VGG at batch 16 ran 0.87 to 0.92x its
+#: dense build (``suite_avx2-on-zen4``)
+WINOGRAD_COMPRESSED_AVX2_MIN_ROWS = 3136
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -265,7 +273,7 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        if rows >= WINOGRAD_COMPRESSED_MIN_ROWS:
+        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if _wide() else WINOGRAD_COMPRESSED_AVX2_MIN_ROWS):
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
         return Choice(False, f"predicted: decoding and transforming the weight each call costs more than 5% at "

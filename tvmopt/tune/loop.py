@@ -225,7 +225,7 @@ def extract_tasks(source, batch: int | None = None, options=None, target: Target
                    or layer.kernel.startswith("dense:")}
         lowered.tasks = {key: task for key, task in lowered.tasks.items() if key in tunable}
     else:
-        with plan_kernels(target, records, options) as (lookup, _, costs):
+        with isa.use(isa.for_target(target)), plan_kernels(target, records, options) as (lookup, _, costs):
             _, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs, shapes=shapes)
     counts = Counter(layer.kernel for layer in lowered.layers if layer.kernel in lowered.tasks)
     counts.update(lowered.products)              # attention's products: tasks without a layer

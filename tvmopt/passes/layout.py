@@ -11,14 +11,16 @@ flatten before the classifier).
 ``auto`` picks channels last where every convolution of the model has a channels-last kernel:
 dense weights, a direct compressed conv (``shift_conv2d_nhwc``...), XNOR on binarized inputs
 (``xnor_conv2d_nhwc``) or a depthwise conv of one output per channel
-(``depthwise_conv2d_nhwc``), direct geometry; a model with dilated or row-table convolutions, or
-with tvmopt.nn's own nodes, stays NCHW, since those kernels read NCHW and each would need a
+(``depthwise_conv2d_nhwc``), direct geometry; a model with dilated convolutions, or with
+tvmopt.nn's own nodes, stays NCHW, since those kernels read NCHW and each would need a
 transpose on either side, and so does one with a channel shuffle (ShuffleNet: see
 ``_convolutions``). MobileNet-V2-, V3- and EfficientNet-style networks (depthwise convolutions,
 ReLU6, hard-swish or SiLU, squeeze-and-excitation), untuned, channels last against NCHW in the
 same run (Zen 4): 1.26x, 1.14x and 1.41x. Their ReLU6 is a Clip, which the importer gives Relax
 as ``maximum`` and ``minimum`` ops (``model/frontend.py``) so that the conversion carries it. ``nhwc`` forces channels last (such convolutions then run between two transposes);
-``nchw`` keeps the import's layout. ``tvmopt build --layout`` (and inspect, tune) chooses.
+``nchw`` keeps the import's layout. Row-table convolutions (AVX2's large binary layers,
+``binary_rowlut_conv2d``) read NCHW too, but run between two transposes in a channels-last
+graph: measured cheaper than the rest of the graph NCHW (``_has_channels_last_kernel``). ``tvmopt build --layout`` (and inspect, tune) chooses.
 
 Measured (benchmarks/layout.py, BENCHMARKS.md "Graph layout"; untuned, NHWC against NCHW in
 the same run, two runs of 9 and 5 rounds): SqueezeNet 1.45x and 1.42x faster, VGG-19 1.08x and
@@ -201,13 +203,12 @@ def _splits_channels(call) -> bool:
 
 def _has_channels_last_kernel(call, w, binarized, options, detect_once) -> bool:
     """Whether the lowering gives this conv a channels-last kernel (:func:`tvmopt.passes.lower`'s
-    ``_conv``): dense, a direct compressed format or XNOR (``binarized`` input), direct
-    geometry, not row tables; depthwise with one output per channel (``depthwise_conv2d_nhwc``,
+    ``_conv``): dense, a direct compressed format (row tables between transposes) or XNOR
+    (``binarized`` input), direct geometry; depthwise with one output per channel (``depthwise_conv2d_nhwc``,
     its weight run dense whatever its structure, as NCHW); grouped ones whatever their weights (a structured
     grouped weight runs the dense grouped conv channels last, as the dense network does: AlexNet's
     grouped layers made its compressed exports NCHW, 0.91x its dense build)."""
     from tvmopt.ops.compressed_conv2d import CONV_OF
-    from .choose import conv_row_tables
     from .structure import DENSE, conv_geometry, direct_conv
 
     a = call.attrs
@@ -227,8 +228,11 @@ def _has_channels_last_kernel(call, w, binarized, options, detect_once) -> bool:
         return False
     if binarized:                             # the XNOR conv (xnor_conv2d_nhwc)
         return family in ("binary_dense", "binary_lut_dense")
-    n, o, oh, ow = (int(d) for d in call.ty.shape)
-    return conv_row_tables(CONV_OF[family], n * oh * ow, w.size) is None
+    # a row-table conv (AVX2's large binary layers) reads NCHW and runs between two transposes:
+    # cheaper than the rest of the graph NCHW. Zen 4 with AVX2 code, untuned, against the dense
+    # build (channels last, Winograd): ResNet-18 binary 1.41x channels last, 1.03x NCHW at batch
+    # 1, 1.05x and 0.83x at batch 16; VGG 1.98x and 1.94x, 1.17x and 1.06x
+    return True
 
 
 def _has_placeholders(mod) -> bool:

@@ -263,7 +263,9 @@ WINOGRAD_COMPRESSED_MIN_ROWS = 784
 #: pixels) 0.98 to 0.99x, 16x64x16x16x128 (4,096) 0.94 to 0.96x, 16x128x28x28x128 0.94 to 1.02x;
 #: below, 16x64x8x8x64 and 1x64x32x32x64 (1,024) 0.92 to 0.93x, 16x128x8x8x256 0.82 to 0.89x,
 #: 1x128x28x28x128 (784) 0.90 to 0.91x. With the 784 rule VGG at batch 16 ran 0.87 to 0.92x its
-#: dense build (``suite_avx2-on-zen4``)
+#: dense build (``suite_avx2-on-zen4``). A batch whose start transforms U once in all, by blocks of
+#: output channels (``winograd.AVX2_PER_CALL_BLOCKS_FROM_BYTES``), keeps the 784 rule: 16x512x7x7x512
+#: 0.98 to 0.99x, 16x128x8x8x256 0.99 to 1.06x, 16x256x8x8x256 0.94 to 0.98x (same runs)
 WINOGRAD_COMPRESSED_AVX2_MIN_ROWS = 3136
 
 
@@ -273,7 +275,8 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if _wide() else WINOGRAD_COMPRESSED_AVX2_MIN_ROWS):
+        shared = _wide() or _start_knob(compressed_key, "parallel") == "blocks"
+        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_AVX2_MIN_ROWS):
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
         return Choice(False, f"predicted: decoding and transforming the weight each call costs more than 5% at "
@@ -292,17 +295,23 @@ class Choice:
         return ("compressed" if self.compressed else "dense") + f" ({self.why})"
 
 
-def _decodes_per_thread(key: str) -> bool:
-    """Whether the start config of the compressed conv ``key`` decodes its (small) weight in
-    each thread, inside the conv's parallel loop (``decode = thread``)."""
+def _start_knob(key: str, knob: str):
+    """The value of ``knob`` in the start config of the task ``key`` (None where ``key`` is not
+    a task key: a caller that only asks for the rules)."""
     from tvmopt.errors import WorkloadError
     from tvmopt.ops.task import get_task
 
     try:
         space = get_task(key).space
-    except WorkloadError:             # not a task key (a caller that only asks for the rules)
-        return False
-    return space.as_dict(space.initial()).get("decode") == "thread"
+    except WorkloadError:
+        return None
+    return space.as_dict(space.initial()).get(knob)
+
+
+def _decodes_per_thread(key: str) -> bool:
+    """Whether the start config of the compressed conv ``key`` decodes its (small) weight in
+    each thread, inside the conv's parallel loop (``decode = thread``)."""
+    return _start_knob(key, "decode") == "thread"
 
 
 def _batch(key: str) -> int:

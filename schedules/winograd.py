@@ -74,7 +74,8 @@ BLOCKS_FROM_BYTES = 4 << 20
 #: ... and on AVX2 from this size where a batch runs a compressed layer (U computed each call):
 #: Zen 4 with AVX2 code, ternary against the dense Winograd conv's start, U in panels:
 #: 16x128x8x8x256 (2 MiB) 1.02x by blocks, 0.93x by rows; 16x128x14x14x256 1.00x against 0.93x;
-#: 16x256x8x8x256 (4 MiB) 0.92x either way; 16x64x16x16x128 (0.5 MiB) 0.50x by blocks, 0.94x by rows
+#: 16x256x8x8x256 (4 MiB) 0.92 to 0.98x by blocks, 0.87 to 0.93x by rows (runs minutes apart);
+#: 16x64x16x16x128 (0.5 MiB) 0.50x by blocks, 0.94x by rows
 AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 
 

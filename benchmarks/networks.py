@@ -17,6 +17,7 @@ round, median over rounds); each figure is a ratio to onnxruntime measured in th
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -177,6 +178,7 @@ def main() -> None:
     rows = []
     for net in chosen:
         row = evaluate(net, target, net in tune, args.trials, args.tuner, args.rounds, args.reuse)
+        gc.collect()        # the network's builds and sessions, before the next network is timed
         row.update(commit=meta["machine"]["commit"], date=meta["machine"]["date"])
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         rows.append(row)

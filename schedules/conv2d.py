@@ -494,12 +494,14 @@ def _parallel_rows(sch, block) -> None:
     sch.vectorize(loops[-1])
 
 
-def _schedule_pad(sch, block, channel_block: int = 0) -> None:
+def _schedule_pad(sch, block, channel_block: int = 0, vector_widths: tuple[int, ...] = ()) -> None:
     """The zero-padding stage of the input, if any: in parallel over (n, c) planes (NHWC: over
     (n, y) rows). ``channel_block``: an NHWC input's padded copy is stored in blocks of that
     many channels, ``[N, C/i1, H, W, i1]``, where the kernel reads one block at a time. Read in
     place, the taps of a row of pixels lie C floats apart, a power of two that puts them all in
-    one or two L1 sets: 1x512x7x7x512 3x3 ran 0.43x its NCHW self, and 1.08x with the blocks."""
+    one or two L1 sets: 1x512x7x7x512 3x3 ran 0.43x its NCHW self, and 1.08x with the blocks.
+    ``vector_widths``: the innermost loop (NHWC: the channels) in vectors of the first of these
+    widths that divides it (none: left to LLVM)."""
     for producer in sch.get_producers(block):
         if sch.get(producer).name_hint.startswith("pad"):
             if channel_block:
@@ -507,3 +509,7 @@ def _schedule_pad(sch, block, channel_block: int = 0) -> None:
                                      lambda n, y, x, c: (n, c // channel_block, y, x, c % channel_block))
             loops = sch.get_loops(producer)
             sch.parallel(sch.fuse(*loops[:2]))
+            extent = int(sch.get(loops[-1]).extent)
+            width = next((w for w in vector_widths if extent % w == 0), 0)
+            if width:
+                sch.vectorize(sch.split(loops[-1], [None, width])[1])

@@ -192,11 +192,6 @@ def apply_depthwise_nhwc(sch, block, space: Space, config: Config, epilogue=()) 
         sch.vectorize(loops[-1])
     init = sch.decompose_reduction(block, r)
     unroll_tile(sch, init, local)
-    if knob["pad"] == "copy" and pads:
-        _schedule_pad(sch, block)
-        channels = sch.get_loops(pads[0])[-1]
-        extent = int(sch.get(channels).extent)
-        width = next((w for w in (16, 8) if extent % w == 0), 0)
-        if width:
-            sch.vectorize(sch.split(channels, factors=[None, width])[1])
+    if knob["pad"] == "copy":
+        _schedule_pad(sch, block, vector_widths=(16, 8))
     return leftover

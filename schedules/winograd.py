@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from .conv2d import ConvShape
+from .conv2d import ConvShape, _schedule_pad
 from .gemm import inline_epilogue, largest_divisor, unroll_tile
 from .space import Choice, Config, Space
 
@@ -221,12 +221,7 @@ def apply_winograd(sch, block, shape: ConvShape, space: Space, config: Config, e
             sch.vectorize(sch.split(c, [None, LANES])[1])
         sch.unroll(a)
         sch.unroll(b)
-    for producer in sch.get_producers(t_block):     # the zero-padded input: rows in parallel
-        if sch.get(producer).name_hint.startswith("pad"):
-            loops = sch.get_loops(producer)
-            sch.parallel(sch.fuse(loops[0], loops[1]))
-            if shape.c % LANES == 0:
-                sch.vectorize(sch.split(loops[-1], [None, LANES])[1])
+    _schedule_pad(sch, t_block, vector_widths=(LANES,))     # the zero-padded input: rows in parallel
     return leftover
 
 

@@ -387,3 +387,33 @@ def test_quarter_powers_run_as_square_roots_and_match_onnxruntime(tmp_path):
         np.testing.assert_allclose(np.asarray(g), e, rtol=2e-6, atol=0, equal_nan=True, err_msg=name)
     text = compiled.mod.script(show_meta=False)
     assert text.count("T.pow(") == 1 and text.count("T.sqrt(") >= 4, text.count("T.pow(")     # 1.3 alone keeps pow
+
+
+@pytest.mark.parametrize("case", ["max", "min", "sum", "odd"])
+def test_default_schedule_splits_whole_tensor_reductions_across_cores_and_lanes(case):
+    """A tensor reduced to one value (``DynamicQuantizeLinear``'s max and min of every quantized
+    input): partial results per parallel chunk and vector lane, then reduced (serial and scalar,
+    two of them over BERT's 128 x 3072 hidden activations took 0.43 ms). A count that does not
+    divide into chunks and lanes keeps the serial schedule. All against numpy."""
+    import tvm
+    from tvm import te
+
+    from tvmopt.passes.fuse_schedule import FULL_REDUCTION_CHUNKS, FULL_REDUCTION_LANES, default_schedule
+
+    shape = (63, 67) if case == "odd" else (64, 96)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    X = te.placeholder(shape, "float32", name="X")
+    i, j = te.reduce_axis((0, shape[0]), name="i"), te.reduce_axis((0, shape[1]), name="j")
+    reducer = {"max": te.max, "min": te.min}.get(case, te.sum)
+    Y = te.compute((), lambda: reducer(X[i, j], axis=[i, j]), name="Y")
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([X, Y]).with_attr("global_symbol", "main")}))
+    default_schedule(sch)
+    script = sch.mod.script()
+    split = case != "odd"
+    assert (f"T.parallel({FULL_REDUCTION_CHUNKS})" in script) == split, script
+    assert (f"T.vectorized({FULL_REDUCTION_LANES})" in script) == split, script
+    lib = lowering.compile(sch.mod, parse_target("llvm").tvm_target())
+    out = tvm.runtime.tensor(np.zeros((), np.float32))
+    lib["main"](tvm.runtime.tensor(x), out)
+    want = {"max": x.max(), "min": x.min()}.get(case, x.astype(np.float64).sum())
+    np.testing.assert_allclose(float(out.numpy()), want, rtol=1e-5, atol=1e-4)

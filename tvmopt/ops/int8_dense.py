@@ -222,7 +222,12 @@ def integer_rows(weight: np.ndarray):
     alpha = np.ones(w.shape[0], np.float32)
     found = np.zeros(w.shape[0], bool)
     int8 = (top / np.float32(T_MAX)).astype(np.float32)          # DequantizeLinear's s, to an ulp
-    guesses = (top, least, int8, np.nextafter(int8, np.float32(np.inf)), np.nextafter(int8, np.float32(0)))
+    # one scale for the whole tensor (ONNX Runtime's per-tensor int8 weights): a row whose
+    # largest |q| is below 127 and whose smallest is above 1 has neither of its own scales
+    whole = np.full_like(top, least.min()) if np.isfinite(least).any() else least
+    whole_int8 = np.full_like(top, top.max() / np.float32(T_MAX))
+    guesses = (top, least, int8, np.nextafter(int8, np.float32(np.inf)), np.nextafter(int8, np.float32(0)),
+               whole, whole_int8)
     for guess in guesses:
         rows = ~found & np.isfinite(guess) & (guess > 0)
         if not rows.any():
@@ -255,11 +260,39 @@ def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | N
         return None
     s = (np.float32(scale) * alpha).astype(np.float32)
     offset = (-zero_point * total).astype(np.int32)
-    mags = np.unique(np.abs(t))
-    kinds = ("binary" if mags.tolist() == [1] else "ternary" if set(mags.tolist()) <= {0, 1}
-             else "powers-of-two" if all(v & (v - 1) == 0 for v in mags.tolist()) else "int8")
-    return Kernel("int8_dense", f"{kinds} weights, uint8 activations (integer product)", n, k, [t, s, offset],
+    return Kernel("int8_dense", f"{_kind(t)} weights, uint8 activations (integer product)", n, k, [t, s, offset],
                   compact_bytes=t.size + s.nbytes + offset.nbytes)
+
+
+def _kind(t: np.ndarray) -> str:
+    mags = np.unique(np.abs(t)).tolist()
+    return ("binary" if mags == [1] else "ternary" if set(mags) <= {0, 1}
+            else "powers-of-two" if all(v & (v - 1) == 0 for v in mags) else "int8")
+
+
+def integer_matmul_kernel(t: np.ndarray) -> Kernel | None:
+    """The kernel of ONNX's ``MatMulInteger`` with a constant weight: ``t`` the integers
+    ``B - b_zero_point`` [K, N] (|t| <= 127), uint8 activations whose zero point is data (ONNX
+    Runtime's ``DynamicQuantizeLinear`` computes it from each input): unit scales, and an
+    ``Offset`` of zeros that the caller replaces by ``-zp * column_sums(t)`` at run time. The
+    output is float32 of the int32 sums, which is what the ``Cast`` after ``MatMulInteger``
+    computes. None where the shape does not fit the panels or the int32 sums could overflow
+    for some zero point (0 to 255)."""
+    k, n = t.shape
+    if n % LANES or k % GROUP or np.abs(t).max(initial=0) > T_MAX:
+        return None
+    wide = t.astype(np.int64)
+    if (255 * np.abs(wide).sum(axis=0) + 255 * np.abs(wide.sum(axis=0))).max(initial=0) > ACC_MAX:
+        return None
+    rows = np.ascontiguousarray(t.T.astype(np.int8))
+    scale, offset = np.ones(n, np.float32), np.zeros(n, np.int32)
+    return Kernel("int8_dense", f"{_kind(rows)} weights, uint8 activations (MatMulInteger)", n, k,
+                  [rows, scale, offset], compact_bytes=rows.size + scale.nbytes + offset.nbytes)
+
+
+def column_sums(kern: Kernel) -> np.ndarray:
+    """int32 [N]: the sums over K of each output's integer weights (the zero point's term)."""
+    return kern.arrays[0].astype(np.int64).sum(axis=1).astype(np.int32)
 
 
 def _make(key, dims):

@@ -349,6 +349,9 @@ def _parallel_vectorize(sch, block) -> None:
     while spatial < len(loops) and kinds[spatial] == 0:
         spatial += 1
     reduces = spatial < len(loops)
+    if plain and spatial == 0 and math.prod(extents) >= FULL_REDUCTION_MIN:
+        _full_reduction(sch, block, loops, math.prod(extents))
+        return
     across = reduces and plain and _vectorizable_across(sch, block, spatial, extents)
     keep_inner = (not reduces or across) and spatial > 1     # the innermost spatial loop is vectorized
     take, product = 0, 1
@@ -364,6 +367,40 @@ def _parallel_vectorize(sch, block) -> None:
         _window_inside_channels(sch, block, loops[spatial - 1], loops[spatial:], extents[spatial - 1])
     elif not reduces and take < len(loops):
         _vectorize(sch, loops[-1], extents[-1])
+
+
+#: a reduction of a whole tensor to one value (``max(x)``, ``min(x)``: ONNX Runtime's
+#: ``DynamicQuantizeLinear`` takes both of every quantized input) from this many elements is split
+#: in partial results per core and vector lane (:func:`_full_reduction`)
+FULL_REDUCTION_MIN = 1 << 12
+#: its partial results: chunks run in parallel, lanes of a vector in each
+FULL_REDUCTION_CHUNKS, FULL_REDUCTION_LANES = 8, 16
+
+
+def _full_reduction(sch, block, loops, extent: int) -> None:
+    """A whole tensor reduced to one value: the elements in ``FULL_REDUCTION_CHUNKS`` parallel
+    chunks, each reduced into ``FULL_REDUCTION_LANES`` partial results held in one vector
+    (contiguous loads), and the partials reduced after (``rfactor``). Serial and scalar, the
+    two reductions over BERT's 128 x 3072 hidden activations took 0.43 ms, 1.1x the integer
+    product they quantize for (Zen 4). Left serial where the count does not divide or the
+    reducer is not one TIR can factor."""
+    chunks, lanes = FULL_REDUCTION_CHUNKS, FULL_REDUCTION_LANES
+    if extent % (chunks * lanes):
+        return
+    try:
+        r = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        p, n, lane = sch.split(r, factors=[chunks, None, lanes])
+        sch.reorder(p, lane, n)
+        partial = sch.rfactor(sch.fuse(p, lane), 0)
+        pl, n = sch.get_loops(partial)
+        p, lane = sch.split(pl, factors=[chunks, lanes])
+        sch.reorder(p, n, lane)
+        sch.parallel(p)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(partial, n)
+        sch.vectorize(sch.get_loops(init)[-1])
+    except Exception:  # noqa: BLE001 - a reducer rfactor does not take: stays serial
+        pass
 
 
 #: the channels of a window reduction updated together per tap (:func:`_window_inside_channels`)

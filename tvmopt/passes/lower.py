@@ -125,6 +125,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
+    op_astype = tvm.ir.Op.get("relax.astype")
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator, Bindings):
@@ -143,9 +144,73 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if any(v is None or v.size != 1 for v in values):
                 return None
             s_dq, z_dq, s_q, z_q = (v.reshape(-1)[0] for v in values)
-            if s_dq != s_q or z_dq != z_q or values[3].dtype != np.uint8:
+            if s_dq != s_q or z_dq != z_q or values[3].dtype not in (np.uint8, np.int8):
                 return None
+            if values[3].dtype == np.int8:
+                # int8 activations (ONNX Runtime's QDQ default): the same quantization shifted
+                # by 128 is uint8 with the zero point + 128, clip(round(x / s) + zp + 128, 0, 255)
+                z_u8 = int(z_q) + 128
+                shifted = relax.op.quantize(q.args[0], q.args[1], relax.const(np.uint8(z_u8)), axis=int(q.attrs.axis),
+                                            out_dtype="uint8")
+                return self.builder_.emit(shifted), float(s_q), z_u8
             return dq.args[0], float(s_q), int(z_q)
+
+        def _integer_const(self, expr):
+            """The integer value of a constant, of a cast of one or of a difference of two
+            (``B - b_zero_point``, which the frontend writes and ``FoldConstant`` leaves); else None."""
+            value = self._const(expr)
+            if value is not None:
+                return value if np.issubdtype(value.dtype, np.integer) else None
+            call = self._resolve(expr)
+            name = getattr(getattr(call, "op", None), "name", "")
+            if name == "relax.astype":
+                inner = self._integer_const(call.args[0])
+                return None if inner is None else inner.astype(np.dtype(str(call.attrs.dtype)))
+            if name == "relax.subtract":
+                a, b = (self._integer_const(x) for x in call.args)
+                return None if a is None or b is None else (a.astype(np.int64) - b.astype(np.int64))
+            return None
+
+        def _matmul_integer(self, cast):
+            """ONNX's ``MatMulInteger`` of uint8 activations (a zero point that may be data) and
+            a constant integer weight, cast to float32, as ONNX Runtime's dynamic quantization
+            writes every MatMul (``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, then
+            the scales' ``Mul``): the ``int8_dense`` kernel, its zero-point term computed at run
+            time; the same int32 sums, so the same floats. Else None (the int32 product then
+            stays with Relax)."""
+            from tvmopt.ops.int8_dense import column_sums, integer_matmul_kernel
+
+            if gpu or str(cast.attrs.dtype) != "float32":
+                return None
+            mm = self._call(cast.args[0], "matmul")
+            if mm is None or str(mm.attrs.out_dtype) != "int32":
+                return None
+            t = self._integer_const(mm.args[1])
+            if t is None or t.ndim != 2:
+                return None
+            a, zp = mm.args[0], None
+            sub = self._call(a, "subtract")
+            if sub is not None:
+                a, zp = sub.args[0], sub.args[1]
+            widen = self._call(a, "astype")
+            if widen is None or str(getattr(getattr(widen.args[0], "ty", None), "dtype", "")) != "uint8":
+                return None
+            q = widen.args[0]
+            try:
+                xshape = static_shape(q)
+                if zp is not None and int(np.prod(static_shape(zp))) != 1:
+                    return None                     # a zero point per row
+            except ModelError:
+                return None
+            kern = integer_matmul_kernel(t)
+            if kern is None:
+                return None
+            runtime = {}
+            if zp is not None:
+                zp = self.builder_.emit(relax.op.reshape(zp, ()))
+                runtime[2] = self.builder_.emit(relax.op.multiply(relax.op.negative(zp), relax.const(column_sums(kern))))
+            return self._emit(kern, q, xshape, "MatMulInteger", choice="integer product (the model's own)",
+                              runtime_args=runtime)
 
         def _fixed_point_input(self, expr):
             """``(x, int_bits, frac_bits)`` when ``expr`` is DeepShift's fixed-point rounding of
@@ -223,6 +288,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 return self._lower_placeholder(call)
             if call.op.same_as(op_matmul):
                 return self._lower_matmul(call)
+            if call.op.same_as(op_astype):
+                lowered = self._matmul_integer(call)
+                return call if lowered is None else lowered
             if call.op.same_as(op_conv):
                 return self._lower_conv(call)
             return call
@@ -306,6 +374,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
         # ---- matmul with a constant weight ----
         def _lower_matmul(self, call):
             x, wexpr = call.args
+            if str(getattr(call.ty, "dtype", "float32")) != "float32":
+                return call             # integer products (MatMulInteger): :meth:`_matmul_integer`
             w = self._const(wexpr)
             if w is not None:
                 weight = np.ascontiguousarray(w.T)                     # [N, K]
@@ -608,7 +678,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
 
         # ---- emit one kernel ----
         def _emit(self, kern: Kernel, x, xshape, source, report_shape: str | None = None, dense_weight=None,
-                  choice: str = "", pad_rows: bool = False):
+                  choice: str = "", pad_rows: bool = False, runtime_args: dict | None = None):
+            """Call ``kern``'s kernel on ``x``; ``runtime_args``: Relax expressions that replace
+            some of its constant arrays (by index in the kernel layout), data the model computes."""
             lead, k = xshape[:-1], xshape[-1]
             m = int(np.prod(lead)) if lead else 1
             # a compressed linear kernel's register tile takes rows that 4 divides: other counts
@@ -653,7 +725,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             key = kern.key(rows)
             gv, layout = self._kernel_func(kern, key)
             arrays = layout.to_kernel(kern.arrays)
-            args = [x] + [relax.const(a) for a in arrays]
+            runtime_args = runtime_args or {}
+            args = [x] + [runtime_args[i] if i in runtime_args else relax.const(a) for i, a in enumerate(arrays)]
             y = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType((rows, kern.out_features), "float32")))
             if kern.scale is not None:
                 y = self.builder_.emit(relax.op.multiply(y, relax.const(kern.scale.astype(np.float32))))

@@ -1,0 +1,174 @@
+"""Models quantized by ONNX Runtime's own tool, the way users quantize for CPU deployment:
+tvmopt against onnxruntime on the same file.
+
+    python benchmarks/ort_quantized.py [--models encoder,bert,resnet18] [--rounds 7]
+
+Each fp32 model (``benchmarks/suite.py``'s: the BERT-base encoder MLP and two BERT-base encoder
+layers on 128 tokens, ResNet-18 at 224 x 224; random weights, batch 1) is exported to plain ONNX
+and quantized by ``onnxruntime.quantization``:
+
+- ``dynamic``: ``quantize_dynamic`` (int8 weights; each MatMul's input quantized at run time:
+  ``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, the scales' ``Mul``); the transformers;
+- ``qdq-s8``: ``quantize_static`` in QDQ format with its defaults (int8 activations, per-tensor
+  int8 weights), calibrated on 4 random inputs;
+- ``qdq-u8``: the same with uint8 activations (``activation_type=QUInt8``).
+
+tvmopt builds each file untuned (no records) and runs ``int8_dense`` (VNNI where the CPU has it)
+for every quantized layer it recognizes (``tvmopt inspect`` lists them). Timed in interleaved
+rounds, each round in a fresh order (``report.timed_rounds``); ratios are the median of the rounds'
+own ratios (> 1: tvmopt faster). *vs ORT*: onnxruntime on the same quantized file; *vs ORT fp32*:
+on the fp32 export; *vs tvmopt fp32*: tvmopt's build of the fp32 export. *max rel err*: against
+onnxruntime on the same file, graph optimizations off (a value that a 1-ulp difference moves across
+a rounding boundary of a quantizer comes out a quantum apart). Writes
+results/ort_quantized_<cpu>.json and the ``ort_quantized_<cpu>`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, machine, medians, paired, per_cpu, spread, timed_rounds, update_section, write_json  # noqa: E402
+
+WORK = ROOT / ".bench" / "ort_quantized"
+MODELS = ("encoder", "bert", "resnet18")
+VARIANTS = ("dynamic", "qdq-s8", "qdq-u8")
+#: calibration inputs for quantize_static
+CALIBRATION = 4
+
+
+def applies(model: str, variant: str) -> bool:
+    """Dynamic quantization is for the transformers (ONNX Runtime's advice; on a CNN it
+    quantizes only the classifier)."""
+    return variant != "dynamic" or model != "resnet18"
+
+
+def quantize(fp32: Path, variant: str, shape: tuple) -> Path:
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    out = fp32.with_name(fp32.stem.replace("_fp32", "") + f"_{variant}.onnx")
+    if out.exists():
+        return out
+    if variant == "dynamic":
+        quantize_dynamic(str(fp32), str(out))
+        return out
+
+    import onnx
+
+    name = onnx.load(fp32, load_external_data=False).graph.input[0].name
+
+    class Inputs(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.items = iter([{name: rng.standard_normal((1,) + shape).astype(np.float32)} for _ in range(CALIBRATION)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    activation = QuantType.QUInt8 if variant == "qdq-u8" else QuantType.QInt8
+    quantize_static(str(fp32), str(out), Inputs(), quant_format=QuantFormat.QDQ, activation_type=activation)
+    return out
+
+
+def evaluate(model_name: str, variants: list[str], target, rounds: int) -> list[dict]:
+    import onnxruntime as ort
+
+    import suite
+    from tvmopt.build.compile import compile_model
+
+    base = suite.build_model(model_name)
+    shape = tuple(base.input_shape)
+    WORK.mkdir(parents=True, exist_ok=True)
+    fp32 = suite.export(base, shape, WORK / f"{model_name}_fp32.onnx")
+    x = np.random.default_rng(1).standard_normal((1,) + shape).astype(np.float32)
+    empty = WORK / "no-records"
+
+    def session(path, optimize=True):
+        options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: x})[0]
+
+    fp32_build = compile_model(fp32, target, records=empty, shipped=False)
+    ort_fp32 = session(fp32)
+    rows = []
+    for variant in [v for v in variants if applies(model_name, v)]:
+        path = quantize(fp32, variant, shape)
+        start = time.perf_counter()
+        build = compile_model(path, target, records=empty, shipped=False)
+        compile_s = time.perf_counter() - start
+        ort_q = session(path)
+        err = suite.relative_error(build(x), session(path, optimize=False)())
+        samples = timed_rounds({"tvmopt": lambda: build(x), "tvmopt fp32": lambda: fp32_build(x), "ort": ort_q,
+                                "ort fp32": ort_fp32}, rounds, min_seconds=0.2)
+        med = medians(samples)
+        layers = build.lowered.layers
+        integer = sum(1 for la in layers if la.kernel.startswith("int8_dense"))
+        row = {"model": model_name, "variant": variant, "max_rel_err": err, "compile_s": compile_s,
+               **{f"{k.replace(' ', '_')}_ms": v * 1e3 for k, v in med.items()},
+               "vs_ort": paired(samples, "ort", "tvmopt"), "vs_ort_quartiles": spread(samples, "ort", "tvmopt"),
+               "vs_ort_fp32": paired(samples, "ort fp32", "tvmopt"),
+               "vs_tvmopt_fp32": paired(samples, "tvmopt fp32", "tvmopt"), "rounds": len(samples["tvmopt"]),
+               "layers": len(layers), "integer_layers": integer, "kernels": suite.kernel_families(layers)}
+        rows.append(row)
+        print(f"{model_name:9s} {variant:8s} tvmopt {med['tvmopt'] * 1e3:8.2f} ms  vs ort {row['vs_ort']:5.2f}x "
+              f"({row['vs_ort_quartiles'][0]:.2f}-{row['vs_ort_quartiles'][1]:.2f})  vs ort fp32 "
+              f"{row['vs_ort_fp32']:5.2f}x  vs tvmopt fp32 {row['vs_tvmopt_fp32']:5.2f}x  "
+              f"integer layers {integer}/{len(layers)}  err {err:.1e}", flush=True)
+        build = ort_q = samples = None
+        gc.collect()
+    return rows
+
+
+def table(rows: list[dict], info: dict) -> str:
+    lines = [f"## Models quantized by ONNX Runtime's tool, {info['target']} (`benchmarks/ort_quantized.py`)", "",
+             f"{info['cpu']} ({info['target']}), commit {info['commit']}, {info['date']}; untuned builds, batch 1, "
+             "random weights. Each fp32 model exported to plain ONNX and quantized by `onnxruntime.quantization`: "
+             "*dynamic* `quantize_dynamic` (DynamicQuantizeLinear + MatMulInteger per MatMul), *qdq-s8* "
+             "`quantize_static` QDQ with its defaults (int8 activations, per-tensor int8 weights), *qdq-u8* the same with "
+             "uint8 activations. Ratios: the median of interleaved rounds' own ratios (> 1: tvmopt faster); *vs ORT*: "
+             "onnxruntime on the same file (quartiles in brackets); *vs ORT fp32* / *vs tvmopt fp32*: the fp32 export. "
+             "*integer layers*: layers on `int8_dense` of those tvmopt lists. *max rel err*: against onnxruntime on "
+             "the same file, graph optimizations off.", "",
+             "| model | variant | tvmopt ms | vs ORT | vs ORT fp32 | vs tvmopt fp32 | integer layers | max rel err | kernels |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        q1, q3 = r["vs_ort_quartiles"]
+        kernels = ", ".join(f"{k} {v}" for k, v in sorted(r["kernels"].items()))
+        lines.append(f"| {r['model']} | {r['variant']} | {r['tvmopt_ms']:.2f} | {r['vs_ort']:.2f}x ({q1:.2f}-{q3:.2f}) | "
+                     f"{r['vs_ort_fp32']:.2f}x | {r['vs_tvmopt_fp32']:.2f}x | {r['integer_layers']} of {r['layers']} | "
+                     f"{r['max_rel_err']:.1e} | {kernels} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    args = ap.parse_args()
+
+    from tvmopt.schedules import isa
+    from tvmopt.target import parse_target
+
+    target = parse_target("llvm")
+    rows = []
+    for name in args.models.split(","):
+        rows += evaluate(name.strip(), [v.strip() for v in args.variants.split(",")], target, args.rounds)
+    info = {**machine(), "target": target.key, "isa": isa.current().name}
+    name = per_cpu("ort_quantized", target)
+    write_json(name, {"machine": info, "rows": rows})
+    update_section(name, table(rows, info))
+
+
+if __name__ == "__main__":
+    main()

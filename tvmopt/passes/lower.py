@@ -121,6 +121,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     funcs: dict[tuple, object] = {}
     cuda_kernels: dict[str, tuple] = {}
     products: dict[str, int] = {}
+    shifted: dict = {}                    # int8 quantized tensors re-quantized as uint8, by tensor
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
@@ -148,11 +149,13 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 return None
             if values[3].dtype == np.int8:
                 # int8 activations (ONNX Runtime's QDQ default): the same quantization shifted
-                # by 128 is uint8 with the zero point + 128, clip(round(x / s) + zp + 128, 0, 255)
+                # by 128 is uint8 with the zero point + 128, clip(round(x / s) + zp + 128, 0, 255);
+                # once per quantized tensor (attention's Q, K and V products share theirs)
                 z_u8 = int(z_q) + 128
-                shifted = relax.op.quantize(q.args[0], q.args[1], relax.const(np.uint8(z_u8)), axis=int(q.attrs.axis),
-                                            out_dtype="uint8")
-                return self.builder_.emit(shifted), float(s_q), z_u8
+                if dq.args[0] not in shifted:
+                    shifted[dq.args[0]] = self.builder_.emit(relax.op.quantize(
+                        q.args[0], q.args[1], relax.const(np.uint8(z_u8)), axis=int(q.attrs.axis), out_dtype="uint8"))
+                return shifted[dq.args[0]], float(s_q), z_u8
             return dq.args[0], float(s_q), int(z_q)
 
         def _integer_const(self, expr):

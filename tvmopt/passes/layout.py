@@ -64,13 +64,109 @@ def to_channels_last(mod):
     itself (with a warning) where Relax cannot convert it."""
     from tvm import relax
 
-    prepared = _prepare(mod)
+    prepared = _quantizers_as_elementwise(_prepare(mod))
     try:
         converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(prepared)
     except Exception as exc:  # noqa: BLE001 - an op Relax's layout inference does not know
         warnings.warn(f"channels-last layout not applied (the graph stays NCHW): {str(exc).splitlines()[-1]}")
         return mod
-    return _fold_transposed_constants(converted)
+    return _quantizers_back(_fold_transposed_constants(converted))
+
+
+#: the range of each quantized type
+_QRANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def _quantizers_as_elementwise(mod):
+    """Per-tensor ``quantize`` and ``dequantize`` of 4-d maps written as the elementwise ops they
+    stand for (TVM's own lowering of them): ``astype(minimum(maximum(round(x / s) + z, lo), hi),
+    t)`` and ``(astype(q, float32) - z) * s``, constants of rank 4. ``ConvertLayout`` has no rule
+    for the quantizers, so a QDQ CNN (ONNX Runtime's ``quantize_static``: a pair after every
+    convolution, pooling and residual add) ran NCHW between its convolutions, two transposes
+    around each, its max pool and residual adds NCHW; the elementwise ops it carries channels
+    last. :func:`_quantizers_back` restores the ops after the conversion."""
+    import numpy as np
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Elementwise(relax.PyExprMutator, Bindings):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            name = getattr(call.op, "name", "")
+            if name not in ("relax.quantize", "relax.dequantize") or _rank(call.args[0]) != 4:
+                return call
+            scale, zero = self._const(call.args[1]), self._const(call.args[2])
+            if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+                return call
+            const = lambda v: relax.const(np.full((1, 1, 1, 1), v, np.float32))  # noqa: E731
+            s, z = float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0])
+            if name == "relax.quantize":
+                dtype = str(call.attrs.out_dtype)
+                if dtype not in _QRANGE or str(getattr(call.args[0].ty, "dtype", "")) != "float32":
+                    return call
+                lo, hi = _QRANGE[dtype]
+                v = self.builder_.emit(relax.op.divide(call.args[0], const(s)))
+                v = self.builder_.emit(relax.op.add(relax.op.round(v), const(z)))
+                v = self.builder_.emit(relax.op.minimum(relax.op.maximum(v, const(lo)), const(hi)))
+                return relax.op.astype(v, dtype)
+            if str(getattr(call.args[0].ty, "dtype", "")) not in _QRANGE or str(call.attrs.out_dtype) != "float32":
+                return call
+            v = self.builder_.emit(relax.op.subtract(relax.op.astype(call.args[0], "float32"), const(z)))
+            return relax.op.multiply(v, const(s))
+
+    return rewrite(Elementwise, mod)
+
+
+def _quantizers_back(mod):
+    """The ``quantize`` and ``dequantize`` ops that :func:`_quantizers_as_elementwise` wrote as
+    elementwise ops, in whatever layout the conversion gave them (per tensor: ``axis=-1``), so
+    the pass sees the QDQ pairs (integer products) and their kernels are TVM's own again."""
+    import numpy as np
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Back(relax.PyExprMutator, Bindings):
+        def _scalar(self, expr):
+            value = self._const(expr)
+            return None if value is None or value.size != 1 else float(value.reshape(-1)[0])
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            name = getattr(call.op, "name", "")
+            if name == "relax.astype" and str(call.attrs.dtype) in _QRANGE:
+                return self._quantize(call)
+            if name == "relax.multiply":
+                return self._dequantize(call)
+            return call
+
+        def _quantize(self, call):
+            dtype = str(call.attrs.dtype)
+            hi = self._call(call.args[0], "minimum")
+            lo = None if hi is None else self._call(hi.args[0], "maximum")
+            add = None if lo is None else self._call(lo.args[0], "add")
+            rnd = None if add is None else self._call(add.args[0], "round")
+            div = None if rnd is None else self._call(rnd.args[0], "divide")
+            if div is None or (self._scalar(lo.args[1]), self._scalar(hi.args[1])) != tuple(map(float, _QRANGE[dtype])):
+                return call
+            s, z = self._scalar(div.args[1]), self._scalar(add.args[1])
+            if s is None or z is None:
+                return call
+            return relax.op.quantize(div.args[0], relax.const(np.float32(s)), relax.const(np.array(z).astype(dtype)),
+                                     axis=-1, out_dtype=dtype)
+
+        def _dequantize(self, call):
+            sub = self._call(call.args[0], "subtract")
+            widen = None if sub is None else self._call(sub.args[0], "astype")
+            if widen is None or str(widen.attrs.dtype) != "float32":
+                return call
+            dtype = str(getattr(widen.args[0].ty, "dtype", ""))
+            s, z = self._scalar(call.args[1]), self._scalar(sub.args[1])
+            if dtype not in _QRANGE or s is None or z is None:
+                return call
+            return relax.op.dequantize(widen.args[0], relax.const(np.float32(s)), relax.const(np.array(z).astype(dtype)),
+                                       axis=-1, out_dtype="float32")
+
+    return rewrite(Back, mod)
 
 
 def _fold_transposed_constants(mod):

@@ -272,14 +272,16 @@ def _kind(t: np.ndarray) -> str:
 
 def integer_matmul_kernel(t: np.ndarray) -> Kernel | None:
     """The kernel of ONNX's ``MatMulInteger`` with a constant weight: ``t`` the integers
-    ``B - b_zero_point`` [K, N] (|t| <= 127), uint8 activations whose zero point is data (ONNX
+    ``B - b_zero_point`` [K, N] (-128 to 127), uint8 activations whose zero point is data (ONNX
     Runtime's ``DynamicQuantizeLinear`` computes it from each input): unit scales, and an
     ``Offset`` of zeros that the caller replaces by ``-zp * column_sums(t)`` at run time. The
     output is float32 of the int32 sums, which is what the ``Cast`` after ``MatMulInteger``
     computes. None where the shape does not fit the panels or the int32 sums could overflow
     for some zero point (0 to 255)."""
     k, n = t.shape
-    if n % LANES or k % GROUP or np.abs(t).max(initial=0) > T_MAX:
+    # the whole int8 range: uint8 weights with zero point 128 (``weight_type=QUInt8``) reach -128;
+    # vpdpbusd's products of 255 * -128 fit its 16-bit intermediates and the AVX2 path sums in int32
+    if n % LANES or k % GROUP or t.min(initial=0) < -128 or t.max(initial=0) > T_MAX:
         return None
     wide = t.astype(np.int64)
     if (255 * np.abs(wide).sum(axis=0) + 255 * np.abs(wide.sum(axis=0))).max(initial=0) > ACC_MAX:

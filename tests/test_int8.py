@@ -258,6 +258,9 @@ def _ort_quantized_mlp(tmp_path, how: str, shape=(8, 64), activation=None, weigh
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 48), activation or torch.nn.ReLU(), torch.nn.Linear(48, 32)).eval()
+    if weights == "QUInt8":
+        with torch.no_grad():   # a skewed range: uint8 weights with a zero point far from 128
+            model[2].weight.add_(0.9 * model[2].weight.abs().max())
     fp32 = tmp_path / "mlp.onnx"
     torch.onnx.export(model, (torch.randn(*shape),), str(fp32), dynamo=False, opset_version=17, input_names=["x"])
     out = tmp_path / f"mlp_{how}.onnx"
@@ -284,7 +287,8 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     every MatMulInteger runs the ``int8_dense`` kernel on any CPU, its zero point's term
     computed at run time, and the model matches onnxruntime (the int32 sums are exact). Before,
     the int32 product ran unscheduled: a BERT-base MLP took 1.6 s against onnxruntime's 2 ms.
-    uint8 weights (zero point 128: integers down to -128) too."""
+    uint8 weights too: with zero point 128 (integers down to -128) as they are, with a skewed
+    range (integers up to 254) as the sum of two bytes each over a doubled K."""
     import onnx
     import onnxruntime as ort
 
@@ -295,8 +299,10 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, records=tmp_path / "none", shipped=False)
-    assert [layer.kernel for layer in built.lowered.layers] == ["int8_dense:8x48x64", "int8_dense:8x32x48"]
-    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5)
+    # the skewed layer's integers run -255 to 254: two bytes each, K doubled
+    second = "int8_dense:8x32x96" if weights == "QUInt8" else "int8_dense:8x32x48"
+    assert [layer.kernel for layer in built.lowered.layers] == ["int8_dense:8x48x64", second]
+    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     # a second input of another range: new scales and zero points, computed in the model
     x2 = (np.random.default_rng(2).standard_normal((8, 64)) * 7 + 3).astype(np.float32)
     want2 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x2})[0]

@@ -11,7 +11,10 @@ and quantized by ``onnxruntime.quantization``:
   ``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, the scales' ``Mul``); the transformers;
 - ``qdq-s8``: ``quantize_static`` in QDQ format with its defaults (int8 activations, per-tensor
   int8 weights), calibrated on 4 random inputs;
-- ``qdq-u8``: the same with uint8 activations (``activation_type=QUInt8``).
+- ``qdq-u8``: the same with uint8 activations (``activation_type=QUInt8``);
+- ``qop-u8``: ``quantize_static`` in QOperator format (QLinearConv, QLinearMatMul, QGemm,
+  QLinearAdd...: one operator per quantized layer, the form of the ONNX model zoo's int8 models),
+  uint8 activations as ONNX Runtime advises for it; tvmopt reads it as its QDQ form.
 
 tvmopt builds each file untuned (no records) and runs ``int8_dense`` (VNNI where the CPU has it)
 for every quantized layer it recognizes (``tvmopt inspect`` lists them). Timed in interleaved
@@ -38,7 +41,7 @@ from report import ROOT, machine, medians, paired, per_cpu, spread, timed_rounds
 
 WORK = ROOT / ".bench" / "ort_quantized"
 MODELS = ("encoder", "bert", "resnet18")
-VARIANTS = ("dynamic", "qdq-s8", "qdq-u8")
+VARIANTS = ("dynamic", "qdq-s8", "qdq-u8", "qop-u8")
 #: calibration inputs for quantize_static
 CALIBRATION = 4
 
@@ -72,8 +75,9 @@ def quantize(fp32: Path, variant: str, shape: tuple) -> Path:
         def get_next(self):
             return next(self.items, None)
 
-    activation = QuantType.QUInt8 if variant == "qdq-u8" else QuantType.QInt8
-    quantize_static(str(fp32), str(out), Inputs(), quant_format=QuantFormat.QDQ, activation_type=activation)
+    activation = QuantType.QUInt8 if variant.endswith("-u8") else QuantType.QInt8
+    form = QuantFormat.QOperator if variant.startswith("qop") else QuantFormat.QDQ
+    quantize_static(str(fp32), str(out), Inputs(), quant_format=form, activation_type=activation)
     return out
 
 
@@ -135,7 +139,8 @@ def table(rows: list[dict], info: dict) -> str:
              "random weights. Each fp32 model exported to plain ONNX and quantized by `onnxruntime.quantization`: "
              "*dynamic* `quantize_dynamic` (DynamicQuantizeLinear + MatMulInteger per MatMul), *qdq-s8* "
              "`quantize_static` QDQ with its defaults (int8 activations, per-tensor int8 weights), *qdq-u8* the same with "
-             "uint8 activations. Ratios: the median of interleaved rounds' own ratios (> 1: tvmopt faster); *vs ORT*: "
+             "uint8 activations, *qop-u8* `quantize_static` in QOperator form (QLinearConv, QLinearMatMul, QGemm, QLinearAdd..., "
+             "which tvmopt reads as its QDQ form) with uint8 activations. Ratios: the median of interleaved rounds' own ratios (> 1: tvmopt faster); *vs ORT*: "
              "onnxruntime on the same file (quartiles in brackets); *vs ORT fp32* / *vs tvmopt fp32*: the fp32 export. "
              "*integer layers*: layers on `int8_dense` of those tvmopt lists. *max rel err*: against onnxruntime on "
              "the same file, graph optimizations off.", "",

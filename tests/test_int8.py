@@ -276,7 +276,7 @@ def _ort_quantized_mlp(tmp_path, how: str, shape=(8, 64), activation=None, weigh
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(fp32), str(out), Batches(), quant_format=QuantFormat.QDQ)
+    quantize_static(str(fp32), str(out), Batches(), quant_format=QuantFormat.QOperator if how == "qop" else QuantFormat.QDQ)
     return out
 
 
@@ -309,21 +309,28 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     np.testing.assert_allclose(built(x2), want2, rtol=1e-5, atol=1e-5 * float(np.abs(want2).max()))
 
 
-def test_onnxruntime_static_qdq_quantization_runs_integer_products(tmp_path):
-    """ONNX Runtime's ``quantize_static`` QDQ output (int8 activations, per-tensor int8 weights):
-    both layers on ``int8_dense`` where the CPU has VNNI (fp32 dense elsewhere), matching
-    onnxruntime on the same file."""
+@pytest.mark.parametrize("how", ["qdq", "qop"])
+def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how):
+    """ONNX Runtime's ``quantize_static`` output (int8 activations, per-tensor int8 weights), QDQ
+    or QOperator (QGemm, ONNX Runtime's own operator, which tvmopt reads as its QDQ form): both
+    layers on ``int8_dense`` where the CPU has VNNI (fp32 dense elsewhere), matching onnxruntime on
+    the same file (QOperator: its integer kernels requantize each output in their own arithmetic,
+    so a value can land a quantum apart)."""
+    import onnx
     import onnxruntime as ort
 
     from tvmopt.build.compile import compile_model
 
-    path = _ort_quantized_mlp(tmp_path, "qdq")
+    path = _ort_quantized_mlp(tmp_path, how)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ("QGemm" in ops) == (how == "qop")
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, records=tmp_path / "none", shipped=False)
     family = "int8_dense" if VNNI else "dense"
     assert [layer.kernel for layer in built.lowered.layers] == [f"{family}:8x48x64", f"{family}:8x32x48"]
-    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-4 * float(np.abs(want).max()))
+    quantum = 1e-4 if how == "qdq" else 0.02
+    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=quantum * float(np.abs(want).max()))
 
 
 @pytest.mark.skipif(not VNNI, reason="this CPU has no AVX-512 VNNI: QDQ layers run fp32")
@@ -357,15 +364,17 @@ def test_quantizers_of_a_3d_qdq_mlp_run_in_the_integer_kernels_write_back(tmp_pa
     np.testing.assert_allclose(built(x), want, rtol=0, atol=0.02 * float(np.abs(want).max()))
 
 
-def test_onnxruntime_qdq_cnn_runs_channels_last_between_its_quantizers(tmp_path):
+@pytest.mark.parametrize("how", ["qdq", "qop"])
+def test_onnxruntime_qdq_cnn_runs_channels_last_between_its_quantizers(tmp_path, how):
     """ONNX Runtime's QDQ CNN (``quantize_static``: a quantizer pair after every convolution,
     the max pool and the residual add): the layout conversion carries channels last through the
     quantizers (written as the elementwise ops they are while it runs, restored after), so the
     graph keeps one transpose at its entry and the one before its classifier, where it ran NCHW
     between every two convolutions (ResNet-18: 0.75x onnxruntime, 0.9 ms of transposes and NCHW
     pooling); the convolutions still see their QDQ pairs (integer products where the CPU has
-    VNNI; a stem of 3 channels too, its 27 patch columns padded to 28). Outputs match
-    onnxruntime to a quantum."""
+    VNNI; a stem of 3 channels too, its 27 patch columns padded to 28). The QOperator file of the
+    same model (QLinearConv, QLinearAdd, QGemm...) is read as its QDQ form and builds the same.
+    Outputs match onnxruntime to a quantum."""
     import onnxruntime as ort
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -398,7 +407,7 @@ def test_onnxruntime_qdq_cnn_runs_channels_last_between_its_quantizers(tmp_path)
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(fp32), str(path), Batches(), quant_format=QuantFormat.QDQ)
+    quantize_static(str(fp32), str(path), Batches(), quant_format=QuantFormat.QOperator if how == "qop" else QuantFormat.QDQ)
     x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

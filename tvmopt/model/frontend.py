@@ -305,7 +305,9 @@ def read_onnx(path: Path):
 
 
 def _load_onnx(path: Path, batch: int, given: dict | None) -> Imported:
-    model = read_onnx(path)
+    from tvmopt.model.qoperator import as_qdq
+
+    model = as_qdq(read_onnx(path))      # QLinearConv, QLinearMatMul, QGemm...: their QDQ form
     with _tvmopt_onnx_ops() as table:
         known = table()
         unsupported = sorted({n.op_type for n in model.graph.node if n.op_type not in known

@@ -131,32 +131,36 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator, Bindings):
         def _quantized_input(self, expr):
-            """(the uint8 tensor, scale, zero point) when ``expr`` is ONNX's QuantizeLinear then
-            DequantizeLinear with one scale and zero point, on a CPU with VNNI; else None."""
+            """(the uint8 tensor, scale, zero point) when ``expr`` is ONNX's DequantizeLinear of a
+            uint8 or int8 tensor with one scale and zero point (after its QuantizeLinear, or any
+            other producer of bytes: a max pool of a QOperator file's quantized map), on a CPU
+            with VNNI; else None."""
             from tvmopt.schedules.isa import current
 
             if gpu or not current().vnni:
                 return None
             dq = self._call(expr, "dequantize")
-            q = None if dq is None else self._call(dq.args[0], "quantize")
-            if q is None:
+            if dq is None:
                 return None
-            values = [self._const(a) for a in (dq.args[1], dq.args[2], q.args[1], q.args[2])]
-            if any(v is None or v.size != 1 for v in values):
+            values = [self._const(a) for a in (dq.args[1], dq.args[2])]
+            if any(v is None or v.size != 1 for v in values) or values[1].dtype not in (np.uint8, np.int8):
                 return None
-            s_dq, z_dq, s_q, z_q = (v.reshape(-1)[0] for v in values)
-            if s_dq != s_q or z_dq != z_q or values[3].dtype not in (np.uint8, np.int8):
-                return None
-            if values[3].dtype == np.int8:
-                # int8 activations (ONNX Runtime's QDQ default): the same quantization shifted
-                # by 128 is uint8 with the zero point + 128, clip(round(x / s) + zp + 128, 0, 255);
-                # once per quantized tensor (attention's Q, K and V products share theirs)
-                z_u8 = int(z_q) + 128
-                if dq.args[0] not in shifted:
-                    shifted[dq.args[0]] = self.builder_.emit(relax.op.quantize(
-                        q.args[0], q.args[1], relax.const(np.uint8(z_u8)), axis=int(q.attrs.axis), out_dtype="uint8"))
-                return shifted[dq.args[0]], float(s_q), z_u8
-            return dq.args[0], float(s_q), int(z_q)
+            scale, zero = float(values[0].reshape(-1)[0]), int(values[1].reshape(-1)[0])
+            tensor = dq.args[0]
+            if values[1].dtype == np.uint8:
+                return tensor, scale, zero
+            # int8 activations (ONNX Runtime's QDQ default): shifted by 128 they are uint8 with the
+            # zero point + 128; once per quantized tensor (attention's Q, K and V products share it)
+            if tensor not in shifted:
+                q = self._call(tensor, "quantize")
+                if q is not None and all(np.array_equal(self._const(a), v) for a, v in zip(q.args[1:3], values)):
+                    # the quantization itself, to uint8: clip(round(x / s) + zp + 128, 0, 255)
+                    shifted[tensor] = self.builder_.emit(relax.op.quantize(
+                        q.args[0], q.args[1], relax.const(np.uint8(zero + 128)), axis=int(q.attrs.axis), out_dtype="uint8"))
+                else:
+                    wide = relax.op.add(relax.op.astype(tensor, "int32"), relax.const(np.int32(128)))
+                    shifted[tensor] = self.builder_.emit(relax.op.astype(wide, "uint8"))
+            return shifted[tensor], scale, zero + 128
 
         def _integer_const(self, expr):
             """The integer value of a constant, of a cast of one or of a difference of two

@@ -423,3 +423,46 @@ def test_onnxruntime_qdq_cnn_runs_channels_last_between_its_quantizers(tmp_path,
     else:
         assert [k.split(":")[0] for k in kernels] == ["conv2d_nhwc", "conv2d_nhwc"]
     np.testing.assert_allclose(built(x), want, rtol=0, atol=0.02 * float(np.abs(want).max()))
+
+
+def test_qoperator_contrib_operators_read_as_qdq_match_onnxruntime(tmp_path):
+    """ONNX Runtime's quantized operators that ``model/qoperator.py`` reads as DequantizeLinear,
+    the float op, QuantizeLinear: QLinearConcat, QLinearGlobalAveragePool, QLinearLeakyRelu,
+    QLinearSigmoid, QLinearSoftmax (last axis), QLinearMul, QLinearAdd on a hand-built graph,
+    against onnxruntime's own kernels for them on the same file (a quantum apart at most)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tvmopt.build.compile import compile_model
+
+    def scalar(name, value, dtype):
+        return numpy_helper.from_array(np.array(value, dtype), name)
+
+    inits = [scalar("s", 0.05, np.float32), scalar("z", 128, np.uint8), scalar("s2", 0.02, np.float32),
+             scalar("z2", 100, np.uint8), scalar("sp", 1 / 256, np.float32), scalar("zp", 0, np.uint8)]
+    ms = "com.microsoft"
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("QLinearLeakyRelu", ["xq", "s", "z", "s2", "z2"], ["lr"], domain=ms, alpha=0.1),
+        helper.make_node("QLinearSigmoid", ["xq", "s", "z", "sp", "zp"], ["sg"], domain=ms),
+        helper.make_node("QLinearConcat", ["s2", "z2", "lr", "s2", "z2", "xq", "s", "z"], ["cat"], domain=ms, axis=1),
+        helper.make_node("QLinearGlobalAveragePool", ["cat", "s2", "z2", "s2", "z2"], ["gap"], domain=ms),
+        helper.make_node("QLinearMul", ["sg", "sp", "zp", "xq", "s", "z", "s2", "z2"], ["mul"], domain=ms),
+        helper.make_node("QLinearAdd", ["mul", "s2", "z2", "xq", "s", "z", "s2", "z2"], ["add"], domain=ms),
+        helper.make_node("QLinearSoftmax", ["add", "s2", "z2", "sp", "zp"], ["sm"], domain=ms, axis=-1, opset=13),
+        helper.make_node("DequantizeLinear", ["sm", "sp", "zp"], ["y"]),
+        helper.make_node("DequantizeLinear", ["gap", "s2", "z2"], ["g"]),
+    ]
+    graph = helper.make_graph(nodes, "qop", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 8]),
+                               helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, 8, 1, 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+    path = tmp_path / "qop.onnx"
+    onnx.save(model, path)
+    x = np.random.default_rng(3).uniform(-4, 4, (1, 4, 6, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    built = compile_model(path, records=tmp_path / "none", shipped=False)
+    got = built(x)
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1.01 / 256)      # softmax: one quantum of 1/256
+    np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1.01 * 0.02)     # the pool: one quantum of 0.02

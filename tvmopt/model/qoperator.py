@@ -3,7 +3,8 @@
 ONNX Runtime's ``quantize_static(quant_format=QOperator)`` and the int8 models of the ONNX model
 zoo write each quantized layer as one operator over quantized tensors: ``QLinearConv`` and
 ``QLinearMatMul`` (standard ONNX), ``QGemm``, ``QLinearAdd``, ``QLinearMul``,
-``QLinearGlobalAveragePool`` and ``QLinearConcat`` (ONNX Runtime's ``com.microsoft`` domain).
+``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearSoftmax`` (over the last axis),
+``QLinearSigmoid`` and ``QLinearLeakyRelu`` (ONNX Runtime's ``com.microsoft`` domain).
 TVM's importer knows none of them. Each becomes ``DequantizeLinear`` of its quantized inputs, the
 float operator, and ``QuantizeLinear`` of its output with the output's scale and zero point: the
 QDQ form, whose pairs the pass turns into integer products (``int8_dense``) like any QDQ file's.
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 #: the operators rewritten, by domain
 STANDARD = ("QLinearConv", "QLinearMatMul")
-MICROSOFT = ("QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat")
+MICROSOFT = ("QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax",
+             "QLinearSigmoid", "QLinearLeakyRelu")
 
 
 def is_qoperator(node) -> bool:
@@ -105,6 +107,22 @@ def as_qdq(model):
             x = dq(arg(node, 0), arg(node, 1), arg(node, 2))
             y = fresh(out)
             nodes.append(helper.make_node("GlobalAveragePool", [x], [y]))
+            q(y, arg(node, 3), arg(node, 4), out)
+        elif kind in ("QLinearSoftmax", "QLinearSigmoid", "QLinearLeakyRelu"):
+            # X, X_scale, X_zero_point, Y_scale, Y_zero_point
+            x = dq(arg(node, 0), arg(node, 1), arg(node, 2))
+            y = fresh(out)
+            if kind == "QLinearSoftmax":
+                if attrs.get("axis", -1) != -1:
+                    from tvmopt.errors import ModelError
+
+                    raise ModelError(f"{node.name or kind}: QLinearSoftmax over axis {attrs['axis']} is not supported "
+                                     "(only the last axis, where every opset's Softmax agrees)")
+                nodes.append(helper.make_node("Softmax", [x], [y], axis=-1))
+            elif kind == "QLinearSigmoid":
+                nodes.append(helper.make_node("Sigmoid", [x], [y]))
+            else:
+                nodes.append(helper.make_node("LeakyRelu", [x], [y], alpha=attrs.get("alpha", 0.01)))
             q(y, arg(node, 3), arg(node, 4), out)
         else:                                   # QLinearConcat: Y_scale, Y_zero, then (X, scale, zero) per input
             parts = [dq(node.input[i], node.input[i + 1], node.input[i + 2]) for i in range(2, len(node.input), 3)]

@@ -7,8 +7,9 @@ Each fp32 model (``benchmarks/suite.py``'s: the BERT-base encoder MLP and two BE
 layers on 128 tokens, ResNet-18 at 224 x 224; random weights, batch 1) is exported to plain ONNX
 and quantized by ``onnxruntime.quantization``:
 
-- ``dynamic``: ``quantize_dynamic`` (int8 weights; each MatMul's input quantized at run time:
-  ``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, the scales' ``Mul``); the transformers;
+- ``dynamic``: ``quantize_dynamic`` (int8 weights; each MatMul's and convolution's input
+  quantized at run time: ``DynamicQuantizeLinear``, ``MatMulInteger`` or ``ConvInteger``,
+  ``Cast``, the scales' ``Mul``);
 - ``qdq-s8``: ``quantize_static`` in QDQ format with its defaults (int8 activations, per-tensor
   int8 weights), calibrated on 4 random inputs;
 - ``qdq-u8``: the same with uint8 activations (``activation_type=QUInt8``);
@@ -47,9 +48,9 @@ CALIBRATION = 4
 
 
 def applies(model: str, variant: str) -> bool:
-    """Dynamic quantization is for the transformers (ONNX Runtime's advice; on a CNN it
-    quantizes only the classifier)."""
-    return variant != "dynamic" or model != "resnet18"
+    """Every model in every form (dynamic quantization of a CNN writes ConvInteger, which tvmopt
+    runs as the float convolution of the zero-point differences: ``model/qoperator.py``)."""
+    return True
 
 
 def quantize(fp32: Path, variant: str, shape: tuple) -> Path:
@@ -137,7 +138,8 @@ def table(rows: list[dict], info: dict) -> str:
     lines = [f"## Models quantized by ONNX Runtime's tool, {info['target']} (`benchmarks/ort_quantized.py`)", "",
              f"{info['cpu']} ({info['target']}), commit {info['commit']}, {info['date']}; untuned builds, batch 1, "
              "random weights. Each fp32 model exported to plain ONNX and quantized by `onnxruntime.quantization`: "
-             "*dynamic* `quantize_dynamic` (DynamicQuantizeLinear + MatMulInteger per MatMul), *qdq-s8* "
+             "*dynamic* `quantize_dynamic` (DynamicQuantizeLinear + MatMulInteger per MatMul, ConvInteger per convolution: "
+             "tvmopt runs those as fp32 convolutions of the zero-point differences), *qdq-s8* "
              "`quantize_static` QDQ with its defaults (int8 activations, per-tensor int8 weights), *qdq-u8* the same with "
              "uint8 activations, *qop-u8* `quantize_static` in QOperator form (QLinearConv, QLinearMatMul, QGemm, QLinearAdd..., "
              "which tvmopt reads as its QDQ form) with uint8 activations. Ratios: the median of interleaved rounds' own ratios (> 1: tvmopt faster); *vs ORT*: "

@@ -466,3 +466,35 @@ def test_qoperator_contrib_operators_read_as_qdq_match_onnxruntime(tmp_path):
     got = built(x)
     np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1.01 / 256)      # softmax: one quantum of 1/256
     np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1.01 * 0.02)     # the pool: one quantum of 0.02
+
+
+def test_onnxruntime_dynamic_quantization_of_a_cnn_runs_conv_integer(tmp_path):
+    """``quantize_dynamic`` of a CNN writes ConvInteger (uint8 input and its zero point from
+    DynamicQuantizeLinear, int8 weights), which TVM's importer does not know: tvmopt reads it as
+    the float convolution of the zero-point differences (the padding then pads with the zero
+    point, as onnxruntime does) and builds the model; outputs match onnxruntime's to a quantum."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import quantize_dynamic
+
+    from tvmopt.build.compile import compile_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10)).eval()
+    fp32, path = tmp_path / "cnn.onnx", tmp_path / "cnn_dyn.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(fp32), dynamo=False, opset_version=17, input_names=["x"])
+    quantize_dynamic(str(fp32), str(path))
+    assert [n.op_type for n in onnx.load(path).graph.node].count("ConvInteger") == 2
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    built = compile_model(path, records=tmp_path / "none", shipped=False)
+    kernels = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
+    # the classifier's 10 outputs computed as a whole vector of 16 and cropped
+    assert kernels == ["conv2d_nhwc", "conv2d_nhwc", "int8_dense"], kernels
+    assert built.lowered.layers[-1].kernel == "int8_dense:1x16x1024"
+    np.testing.assert_allclose(built(x), want, rtol=0, atol=0.02 * float(np.abs(want).max()))

@@ -13,12 +13,19 @@ An integer bias (int32, scale ``x_scale * w_scale``) is dequantized with that sc
 The float path rounds once per operator where ONNX Runtime's integer kernels requantize in
 their own arithmetic, so an output can land a quantum apart (as between ONNX Runtime's own QDQ
 and QOperator runs of one model).
+
+``ConvInteger`` (ONNX Runtime's ``quantize_dynamic`` of a convolution, after DynamicQuantizeLinear)
+becomes the float convolution of ``x - x_zero_point`` and ``w - w_zero_point`` (zero padding of
+the difference is padding ``x`` with its zero point, as ONNX Runtime does), rounded, left in
+float32 for the Cast to float that follows it: the same integers wherever the float sums stay
+exact (below 2^24 in magnitude), and within an ulp of them above. It runs the fp32 convolution kernels, not integer products (the zero point is data,
+which the uint8 im2col's padding would need at run time).
 """
 
 from __future__ import annotations
 
 #: the operators rewritten, by domain
-STANDARD = ("QLinearConv", "QLinearMatMul")
+STANDARD = ("QLinearConv", "QLinearMatMul", "ConvInteger")
 MICROSOFT = ("QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax",
              "QLinearSigmoid", "QLinearLeakyRelu")
 
@@ -31,7 +38,7 @@ def is_qoperator(node) -> bool:
 def as_qdq(model):
     """``model`` with every QOperator node replaced by its QDQ form (the same object when it has
     none)."""
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     if not any(is_qoperator(n) for n in model.graph.node):
         return model
@@ -59,13 +66,39 @@ def as_qdq(model):
     def arg(node, i):
         return node.input[i] if i < len(node.input) else ""
 
+    def as_float(x, zero, weight=False):
+        """float32 of ``x - zero`` (a weight's zero point per output channel: [M, 1, 1, 1])."""
+        value = fresh(x)
+        nodes.append(helper.make_node("Cast", [x], [value], to=TensorProto.FLOAT))
+        if not zero:
+            return value
+        z = fresh(zero)
+        nodes.append(helper.make_node("Cast", [zero], [z], to=TensorProto.FLOAT))
+        if weight:
+            shaped = fresh(zero)
+            shape = fresh("shape")
+            nodes.append(helper.make_node("Constant", [], [shape], value=helper.make_tensor(
+                shape, TensorProto.INT64, [4], [-1, 1, 1, 1])))
+            nodes.append(helper.make_node("Reshape", [z, shape], [shaped]))
+            z = shaped
+        diff = fresh(x)
+        nodes.append(helper.make_node("Sub", [value, z], [diff]))
+        return diff
+
     for node in model.graph.node:
         if not is_qoperator(node):
             nodes.append(node)
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         kind, out = node.op_type, node.output[0]
-        if kind == "QLinearConv":
+        if kind == "ConvInteger":
+            x, w = (as_float(node.input[i], arg(node, i + 2), weight=i == 1) for i in (0, 1))
+            y = fresh(out)
+            nodes.append(helper.make_node("Conv", [x, w], [y], **attrs))
+            # float, not int32: what follows is ONNX Runtime's Cast to float (here a no-op), and
+            # TVM's import of a Cast to int32 emulates wraparound in int64 (five ops a value)
+            nodes.append(helper.make_node("Round", [y], [out]))
+        elif kind == "QLinearConv":
             x = dq(arg(node, 0), arg(node, 1), arg(node, 2))
             w = dq(arg(node, 3), arg(node, 4), arg(node, 5), axis=0)
             inputs = [x, w]

@@ -185,7 +185,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             the scales' ``Mul``): the ``int8_dense`` kernel, its zero-point term computed at run
             time; the same int32 sums, so the same floats. Else None (the int32 product then
             stays with Relax)."""
-            from tvmopt.ops.int8_dense import column_sums, integer_matmul_kernel
+            from tvmopt.ops.int8_dense import LANES as INT8_LANES, column_sums, integer_matmul_kernel
 
             if gpu or str(cast.attrs.dtype) != "float32":
                 return None
@@ -216,6 +216,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 t = np.concatenate([low, t - low])
                 q = self.builder_.emit(relax.op.concat([q, q], axis=-1))
                 xshape = tuple(xshape[:-1]) + (2 * xshape[-1],)
+            outputs = t.shape[1]
+            t = np.pad(t, ((0, 0), (0, -outputs % INT8_LANES)))   # whole vectors (a classifier's 1000 or 10)
             kern = integer_matmul_kernel(t)
             if kern is None:
                 return None
@@ -225,8 +227,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if zp is not None:
                 zp = self.builder_.emit(relax.op.reshape(zp, ()))
                 runtime[2] = self.builder_.emit(relax.op.multiply(relax.op.negative(zp), relax.const(column_sums(kern))))
-            return self._emit(kern, q, xshape, "MatMulInteger", choice="integer product (the model's own)", pad_rows=True,
-                              runtime_args=runtime)
+            y = self._emit(kern, q, xshape, "MatMulInteger", choice="integer product (the model's own)", pad_rows=True,
+                           runtime_args=runtime)
+            if kern.out_features == outputs:
+                return y
+            return relax.op.strided_slice(self.builder_.emit(y), axes=[len(xshape) - 1], begin=[0], end=[outputs])
 
         def _fixed_point_input(self, expr):
             """``(x, int_bits, frac_bits)`` when ``expr`` is DeepShift's fixed-point rounding of

@@ -172,9 +172,7 @@ def table(rows: list[dict], info: dict) -> str:
 LIMITS = {
     ("resnet18", "dynamic"): "ConvInteger runs as the fp32 convolution of the zero-point differences (its zero point "
                              "is data, which the uint8 im2col's padding would need at run time), after a "
-                             "DynamicQuantizeLinear per layer whose quantize, with a scale computed at run time, "
-                             "keeps the layout conversion from carrying channels last through it (37 transposes in "
-                             "the graph).",
+                             "DynamicQuantizeLinear per layer: two reductions and a quantize of every input.",
     "resnet18": "the convolutions run a uint8 im2col (about 10% of the time) and the integer GEMM, where "
                 "onnxruntime's MLAS runs direct u8 x s8 convolutions in its blocked layout; with int8 activations "
                 "(qdq-s8) onnxruntime has no such kernel and tvmopt is the faster.",

@@ -472,7 +472,8 @@ def test_onnxruntime_dynamic_quantization_of_a_cnn_runs_conv_integer(tmp_path):
     """``quantize_dynamic`` of a CNN writes ConvInteger (uint8 input and its zero point from
     DynamicQuantizeLinear, int8 weights), which TVM's importer does not know: tvmopt reads it as
     the float convolution of the zero-point differences (the padding then pads with the zero
-    point, as onnxruntime does) and builds the model; outputs match onnxruntime's to a quantum."""
+    point, as onnxruntime does) and builds the model, channels last through the quantizers whose
+    scale is data; outputs match onnxruntime's to a quantum."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -496,5 +497,8 @@ def test_onnxruntime_dynamic_quantization_of_a_cnn_runs_conv_integer(tmp_path):
     kernels = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
     # the classifier's 10 outputs computed as a whole vector of 16 and cropped
     assert kernels == ["conv2d_nhwc", "conv2d_nhwc", "int8_dense"], kernels
+    # channels last through each DynamicQuantizeLinear (its quantize's scale is data): one
+    # transpose in, one before the flatten
+    assert built.lowered.mod["main"].script(show_meta=False).count("R.permute_dims") <= 2
     assert built.lowered.layers[-1].kernel == "int8_dense:1x16x1024"
     np.testing.assert_allclose(built(x), want, rtol=0, atol=0.02 * float(np.abs(want).max()))

@@ -74,7 +74,7 @@ def to_channels_last(mod):
 
 
 #: the range of each quantized type
-_QRANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+_QRANGE = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767)}
 
 
 def _quantizers_as_elementwise(mod):
@@ -220,9 +220,6 @@ def _fold_transposed_constants(mod):
             one value (the export's are full tensors of ones and minus ones): where(c, a, b),
             a and b scalars; ``nn.pad`` (a zero pad of channels: ResNet-20's option-A
             shortcuts): the pad with its widths permuted."""
-            chain = self._per_tensor_chain(outer)
-            if chain is not None:
-                return chain
             op = self._resolve(outer.args[0])
             if not (isinstance(op, relax.Call) and (op.op.same_as(op_where) or op.op.same_as(op_pad))):
                 return outer
@@ -243,29 +240,6 @@ def _fold_transposed_constants(mod):
             if not all(v is not None and v.size and np.all(v == v.flat[0]) for v in (a, b)):
                 return outer
             return relax.op.where(inner.args[0], relax.const(a.flat[0]), relax.const(b.flat[0]))
-
-        def _per_tensor_chain(self, outer):
-            """permute(dequantize(quantize(permute(c, A))), B) with B undoing A and one scale
-            and zero point for the tensor (a QDQ export's quantized activation, which Relax has
-            no layout rule for): the same quantize and dequantize of c; else None."""
-            ops, expr = [], self._resolve(outer.args[0])
-            while isinstance(expr, relax.Call) and getattr(expr.op, "name", "") in ("relax.quantize",
-                                                                                    "relax.dequantize"):
-                if any(v is None or v.size != 1 for v in (self._const(expr.args[1]), self._const(expr.args[2]))):
-                    return None
-                ops.append(expr)
-                expr = self._resolve(expr.args[0])
-            if not ops or not (isinstance(expr, relax.Call) and expr.op.same_as(op_permute)):
-                return None
-            first, then = axes_of(expr), axes_of(outer)
-            if first is None or then is None or [first[i] for i in then] != list(range(len(then))):
-                return None
-            value = expr.args[0]
-            for op in reversed(ops):
-                make = relax.op.quantize if op.op.name == "relax.quantize" else relax.op.dequantize
-                value = self.builder_.emit(make(value, op.args[1], op.args[2], axis=-1,
-                                                out_dtype=str(op.attrs.out_dtype)))
-            return value
 
     return rewrite(Fold, mod)
 

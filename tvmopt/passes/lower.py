@@ -209,7 +209,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     return None                     # a zero point per row
             except ModelError:
                 return None
-            if t.size and (t.min() < -128 or t.max() > 127) and -256 < t.min() and t.max() < 255:
+            doubled = bool(t.size) and (t.min() < -128 or t.max() > 127) and -256 < t.min() and t.max() < 255
+            if doubled:
                 # uint8 weights whose zero point is not 128 (-255 to 254): each integer as the sum
                 # of two bytes, K doubled, the input read twice; the same int32 sums
                 low = np.clip(t, -128, 127)
@@ -221,7 +222,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = integer_matmul_kernel(t)
             if kern is None:
                 return None
-            if kern.reduction != static_shape(widen.args[0])[-1]:
+            if doubled:
                 kern.structure += ", each weight two bytes (K doubled)"
             runtime = {}
             if zp is not None:

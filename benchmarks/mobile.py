@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, medians, paired, per_cpu, spread, timed_rounds, update_section, write_json  # noqa: E402
+from report import (ROOT, machine, medians, paired, per_cpu, ratio_cell, spread, timed_rounds, update_section,  # noqa: E402
+                    write_json)
 
 WORK = ROOT / ".bench" / "mobile"
 
@@ -82,9 +83,8 @@ def table(rows: list[dict], meta: dict) -> str:
              "| network | onnxruntime ms | torch | channels last | NCHW | NHWC / NCHW | max rel err |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        q1, q3 = r["auto_vs_nchw_quartiles"]
         lines.append(f"| {r['network']} | {r['onnxruntime_ms']:.2f} | {r['torch_vs_ort']:.2f}x | {r['auto_vs_ort']:.2f}x | "
-                     f"{r['nchw_vs_ort']:.2f}x | {r['auto_vs_nchw']:.2f}x ({q1:.2f}-{q3:.2f}) | "
+                     f"{r['nchw_vs_ort']:.2f}x | {ratio_cell(r['auto_vs_nchw'], r['auto_vs_nchw_quartiles'])} | "
                      f"{max(r['auto_err'], r['nchw_err']):.1e} |")
     return "\n".join(lines)
 

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, medians, paired, per_cpu, spread, timed_rounds, update_section, write_json  # noqa: E402
+from report import (ROOT, kernels_cell, machine, medians, paired, per_cpu, ratio_cell, spread, timed_rounds,  # noqa: E402
+                    update_section, write_json)
 
 WORK = ROOT / ".bench" / "ort_quantized"
 MODELS = ("encoder", "bert", "resnet18")
@@ -149,11 +150,9 @@ def table(rows: list[dict], info: dict) -> str:
              "| model | variant | tvmopt ms | vs ORT | vs ORT fp32 | vs tvmopt fp32 | integer layers | max rel err | kernels |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        q1, q3 = r["vs_ort_quartiles"]
-        kernels = ", ".join(f"{k} {v}" for k, v in sorted(r["kernels"].items()))
-        lines.append(f"| {r['model']} | {r['variant']} | {r['tvmopt_ms']:.2f} | {r['vs_ort']:.2f}x ({q1:.2f}-{q3:.2f}) | "
+        lines.append(f"| {r['model']} | {r['variant']} | {r['tvmopt_ms']:.2f} | {ratio_cell(r['vs_ort'], r['vs_ort_quartiles'])} | "
                      f"{r['vs_ort_fp32']:.2f}x | {r['vs_tvmopt_fp32']:.2f}x | {r['integer_layers']} of {r['layers']} | "
-                     f"{r['max_rel_err']:.1e} | {kernels} |")
+                     f"{r['max_rel_err']:.1e} | {kernels_cell(r['kernels'])} |")
     slower = [r for r in rows if r["vs_ort"] < 1.0]
     lines += ["", f"Faster than onnxruntime on the same file: {len(rows) - len(slower)} of {len(rows)} rows; faster than "
               f"tvmopt's own fp32 build: {sum(r['vs_tvmopt_fp32'] > 1 for r in rows)} of {len(rows)}."]

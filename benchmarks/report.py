@@ -191,6 +191,17 @@ def medians(samples: dict) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def ratio_cell(ratio: float, quartiles) -> str:
+    """A table cell of a paired ratio and the quartiles of its rounds: ``1.23x (1.10-1.31)``."""
+    q1, q3 = quartiles
+    return f"{ratio:.2f}x ({q1:.2f}-{q3:.2f})"
+
+
+def kernels_cell(counts: dict) -> str:
+    """A table cell of how many layers run each kernel family: ``conv2d_nhwc 2, dense 1``."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 def paired(samples: dict, a: str, b: str) -> float:
     """The median over rounds of a's time / b's (> 1: b faster), each ratio from one round."""
     return statistics.median(_ratios(samples, a, b))

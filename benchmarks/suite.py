@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (RESULTS, ROOT, machine, medians, narrower_caveat, paired, section_for, spread, timed_rounds,  # noqa: E402
-                    update_section, write_json)
+from report import (RESULTS, ROOT, kernels_cell, machine, medians, narrower_caveat, paired, section_for, spread,  # noqa: E402
+                    timed_rounds, update_section, write_json)
 
 WORK = ROOT / ".bench" / "suite"
 CNNS = ("resnet18", "resnet20", "vgg")
@@ -318,7 +318,7 @@ def table(rows: list[dict], meta: dict) -> str:
         goal = "" if r["goal_vs_ort"] is None else f">= {r['goal_vs_ort']:g}x" + (
             f", /{r['goal_memory']}" if r["goal_memory"] else "")
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        kernels = ", ".join(f"{k} {v}" for k, v in sorted(r["kernels"].items()))
+        kernels = kernels_cell(r["kernels"])
         slower = "" if r["never_slower"] else " **(slower)**"
         band = r.get("vs_tvmopt_dense_quartiles")
         band = f" ({band[0]:.2f}-{band[1]:.2f}, {r['rounds']})" if band else ""

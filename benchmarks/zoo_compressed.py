@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, paired, per_cpu, spread, timed_rounds, update_section, write_json  # noqa: E402
+from report import (ROOT, kernels_cell, machine, paired, per_cpu, ratio_cell, spread, timed_rounds,  # noqa: E402
+                    update_section, write_json)
 
 WORK = ROOT / ".bench" / "zoo_compressed"
 NETWORKS = ("squeezenet", "resnet50", "alexnet")
@@ -129,11 +130,9 @@ def table(rows: list[dict], meta: dict) -> str:
              "| network | weights | tvmopt ms | vs ORT | vs tvmopt dense | compressed | kernels | max rel err |",
              "|---|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        q1, q3 = r["vs_ort_quartiles"]
-        kernels = ", ".join(f"{k} {n}" for k, n in sorted(r["kernels"].items()))
-        lines.append(f"| {r['network']} | {r['variant']} | {r['ms']:.2f} | {r['vs_ort']:.2f}x ({q1:.2f}-{q3:.2f}) | "
-                     f"{r['vs_tvmopt_dense']:.2f}x | {r['compressed_layers']}/{r['structured_layers']} | {kernels} | "
-                     f"{r['max_rel_err']:.1e} |")
+        lines.append(f"| {r['network']} | {r['variant']} | {r['ms']:.2f} | {ratio_cell(r['vs_ort'], r['vs_ort_quartiles'])} | "
+                     f"{r['vs_tvmopt_dense']:.2f}x | {r['compressed_layers']}/{r['structured_layers']} | "
+                     f"{kernels_cell(r['kernels'])} | {r['max_rel_err']:.1e} |")
     return "\n".join(lines)
 
 

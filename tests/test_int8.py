@@ -40,8 +40,8 @@ def test_int8_kernel_is_exact_under_every_config(key, chosen):
         for config in task.space.all():
             mod = task.schedule(config, None)
             lib = lowering.compile(mod, target)
-            if chosen == "vnni":
-                assert "vpdpbusd" in lib.mod.inspect_source("asm")
+            # VNNI's 4-byte dot products; AVX2's pairs summed in int16, then by ones into int32
+            assert ("vpdpbusd" if chosen == "vnni" else "vpmaddubsw") in lib.mod.inspect_source("asm")
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
             lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
             np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -65,7 +65,7 @@ def test_quantized_input_layer_runs_integer_products_and_matches_onnxruntime(tmp
     built = compile_model(path, records=tmp_path / "none", shipped=False)
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-4)
     kernels = [layer.kernel for layer in built.lowered.layers]
-    assert kernels == (["int8_dense:8x64x96"] if VNNI else ["dense:8x64x96"])
+    assert kernels == ["int8_dense:8x64x96"]        # on every CPU: ±1/0 weights fit AVX2's pairs too
     # forced dense: the fp32 product of the dequantized input, same result
     dense = compile_model(path, records=tmp_path / "none", shipped=False, options=DetectOptions(kernels="dense"))
     assert [layer.kernel for layer in dense.lowered.layers] == ["dense:8x64x96"]
@@ -74,7 +74,7 @@ def test_quantized_input_layer_runs_integer_products_and_matches_onnxruntime(tmp
 
 def test_signed_activations_run_shifted_and_unstructured_weights_keep_fp32(tmp_path):
     """int8 activations (a zero point of type int8, ONNX Runtime's QDQ default) are the uint8
-    quantization shifted by 128 and run integer products where the CPU has VNNI; weights that
+    quantization shifted by 128 and run integer products; weights that
     are not a scale times integers per row stay on the fp32 path: the model's semantics, not a
     silent change."""
     import onnx
@@ -90,7 +90,7 @@ def test_signed_activations_run_shifted_and_unstructured_weights_keep_fp32(tmp_p
     w.CopyFrom(numpy_helper.from_array(np.random.default_rng(2).standard_normal((32, 16)).astype(np.float32), "W"))
     onnx.save(model, plain)
     x = np.random.default_rng(4).uniform(-3, 3, (4, 32)).astype(np.float32)
-    for path, integer in ((signed, VNNI), (plain, False)):
+    for path, integer in ((signed, True), (plain, False)):
         want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         built = compile_model(path, records=tmp_path / "none", shipped=False)
         assert [layer.kernel.split(":")[0] for layer in built.lowered.layers] == ["int8_dense" if integer else "dense"]
@@ -101,7 +101,7 @@ def test_signed_activations_run_shifted_and_unstructured_weights_keep_fp32(tmp_p
 def test_tvmopt_nn_layers_with_quantized_inputs_build_to_integer_products(tmp_path, plain):
     """``compress(..., input_quant=(scale, zero_point))``: the PyTorch model fake-quantizes each
     compressed layer's input; both exports (QDQ + MatMul, QDQ + ai.tvmopt node) build to
-    int8_dense where the CPU has VNNI and agree with the PyTorch model."""
+    int8_dense and agree with the PyTorch model."""
     import torch
     from torch import nn
 
@@ -120,7 +120,7 @@ def test_tvmopt_nn_layers_with_quantized_inputs_build_to_integer_products(tmp_pa
     built = compile_model(path, batch=16, records=tmp_path / "none", shipped=False)
     np.testing.assert_allclose(built(x.numpy()), want, rtol=1e-4, atol=1e-4)
     families = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
-    assert families[:2] == (["int8_dense"] * 2 if VNNI else families[:2]) and families[2] == "dense"
+    assert families[:2] == ["int8_dense"] * 2 and families[2] == "dense"
     with pytest.raises(ValueError, match="zero point"):
         tn.compress(base, "ternary", input_quant=(0.1, 300))
 
@@ -162,6 +162,63 @@ def test_integer_rows_recovers_scales_of_binary_ternary_shift_and_int8_rows():
     assert integer_rows(rng.standard_normal((16, 64)).astype(np.float32)) is None
 
 
+def test_byte_parts_sum_to_the_weight_and_fit_each_instruction():
+    """int8 weights as parts that each CPU's integer product multiplies exactly: whole bytes with
+    VNNI; on AVX2 pairs of weights (k = 2j, 2j+1) whose magnitudes sum to 128 at most, which
+    ``vpmaddubsw``'s int16 sums of 255 * t0 + 255 * t1 need (255 * 128 = 32640)."""
+    from tvmopt.ops.int8_dense import PAIR_MAX, byte_parts
+
+    rng = np.random.default_rng(11)
+    ternary = rng.integers(-1, 2, (16, 64))
+    shift = rng.choice([-1, 1], (16, 64)) * 2 ** rng.integers(0, 7, (16, 64))
+    int8 = rng.integers(-128, 128, (16, 64))
+    skewed = rng.integers(-255, 255, (16, 64))
+    skewed[0, :2] = -255, 254                                      # uint8 weights, zero point 0 or 255
+    for t, vnni, count in ((ternary, False, 1), (shift, False, 1), (int8, True, 1), (int8, False, 2),
+                           (skewed, True, 2), (skewed, False, 4)):
+        parts = byte_parts(t, vnni)
+        assert len(parts) == count and all(p.dtype == np.int8 and p.shape == t.shape for p in parts)
+        np.testing.assert_array_equal(sum(p.astype(np.int64) for p in parts), t)
+        if not vnni:
+            assert all((np.abs(p[:, 0::2].astype(int)) + np.abs(p[:, 1::2].astype(int)) <= PAIR_MAX).all()
+                       for p in parts)
+    pair = np.array([[64, 64, -64, -64], [65, 63, 0, 0]])          # 128 fits; 65 + 63 = 128 too
+    assert len(byte_parts(pair, False)) == 1 and len(byte_parts(pair + [[0, 1, 0, 0], [0] * 4], False)) == 2
+    assert byte_parts(np.full((1, 4), 600), True) is None          # beyond 4 parts
+
+
+def test_avx2_integer_convolutions_split_int8_weights_and_match_onnxruntime(tmp_path):
+    """An AVX2 build (Zen 3) of a QDQ convolution with int8 weights, forced onto ``int8_dense``
+    (its prediction keeps AVX2 convolutions fp32): the uint8 im2col read twice against the two
+    parts of each weight, exact against onnxruntime without graph optimizations."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from tvmopt.build.compile import compile_model
+    from tvmopt.testing.qdq import qdq_conv_model
+
+    path = qdq_conv_model(tmp_path / "conv.onnx", shape=(1, 16, 9, 9), out_channels=32, zero_point=100, layers=1)
+    model = onnx.load(path)
+    for init in model.graph.initializer:        # the ternary weight as int8 values of one scale
+        w = numpy_helper.to_array(init)
+        if w.ndim == 4:
+            t = np.random.default_rng(8).integers(-127, 128, w.shape)
+            init.CopyFrom(numpy_helper.from_array((t * 2.0 ** -7).astype(np.float32), init.name))
+    onnx.save(model, path)
+    x = np.random.default_rng(6).uniform(-4, 6, (1, 16, 9, 9)).astype(np.float32)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    built = compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none", shipped=False,
+                          options=DetectOptions(kernels="compressed"))
+    layer = built.lowered.layers[0]
+    assert layer.kernel == f"int8_dense:{padded_rows(81)}x32x288" and "K x2" in layer.structure
+    np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none",
+                         shipped=False).lowered.layers[0].kernel.split(":")[0] != "int8_dense"
+
+
 def test_shift_weights_with_quantized_input_run_integer_products_and_match_onnxruntime(tmp_path):
     import onnxruntime as ort
 
@@ -175,15 +232,15 @@ def test_shift_weights_with_quantized_input_run_integer_products_and_match_onnxr
     # onnxruntime's fp32 sums round where the integer product is exact: judged on the output's scale
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
     layer = built.lowered.layers[0]
-    assert layer.kernel == ("int8_dense:4x32x256" if VNNI else "dense:4x32x256")
-    if VNNI:
-        assert layer.structure.startswith("powers-of-two")
+    # 7 powers of two (up to 64): whole bytes with VNNI, and pairs within AVX2's int16 sums
+    assert layer.kernel == "int8_dense:4x32x256"
+    assert layer.structure.startswith("powers-of-two") and "K x" not in layer.structure
 
 
 @pytest.mark.parametrize("plain", [True, False])
 def test_deepshift_fixed_point_activations_of_a_byte_run_integer_products(tmp_path, plain):
     """DeepShift's layers with 4-bit weights and fixed-point activations of 8 bits
-    (``activation_bits=(3, 4)``): integer products on VNNI, equal to the PyTorch model; with 9
+    (``activation_bits=(3, 4)``): integer products, equal to the PyTorch model; with 9
     bits (``(4, 4)``) the fp32 shift kernel runs the same layers."""
     import torch
     from torch import nn
@@ -194,7 +251,7 @@ def test_deepshift_fixed_point_activations_of_a_byte_run_integer_products(tmp_pa
     torch.manual_seed(1)
     base = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
     x = torch.randn(8, 64) * 3
-    for bits, integer in (((3, 4), VNNI), ((4, 4), False)):
+    for bits, integer in (((3, 4), True), ((4, 4), False)):
         model = tn.compress(base, "shift", skip=("4",), weight_bits=4, activation_bits=bits).eval()
         with torch.no_grad():
             want = model(x).numpy()
@@ -280,15 +337,27 @@ def _ort_quantized_mlp(tmp_path, how: str, shape=(8, 64), activation=None, weigh
     return out
 
 
+#: AVX2 code (Zen 3) builds and runs on every x86-64 machine this project meets, AVX-512 VNNI
+#: code only on some: the host's target, and AVX2 wherever the host has more
+ISAS = ["host", "avx2"] if VNNI else ["host"]
+
+
+def _target(which: str) -> str:
+    return "llvm -mcpu=znver3" if which == "avx2" else "llvm"
+
+
+@pytest.mark.parametrize("which", ISAS)
 @pytest.mark.parametrize("weights", ["QInt8", "QUInt8"])
-def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel(tmp_path, weights):
+def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel(tmp_path, weights, which):
     """ONNX Runtime's ``quantize_dynamic`` output (each MatMul as DynamicQuantizeLinear, then
     MatMulInteger with the input's zero point, a data value, then Cast and the scales' Mul):
     every MatMulInteger runs the ``int8_dense`` kernel on any CPU, its zero point's term
     computed at run time, and the model matches onnxruntime (the int32 sums are exact). Before,
     the int32 product ran unscheduled: a BERT-base MLP took 1.6 s against onnxruntime's 2 ms.
     uint8 weights too: with zero point 128 (integers down to -128) as they are, with a skewed
-    range (integers up to 254) as the sum of two bytes each over a doubled K."""
+    range (integers up to 254) as the sum of two bytes each over a doubled K. On AVX2, whose
+    ``vpmaddubsw`` sums pairs of products in int16, int8 weights are two parts of at most 64 (K
+    doubled), the skewed ones four; the same int32 sums."""
     import onnx
     import onnxruntime as ort
 
@@ -298,10 +367,13 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     assert [n.op_type for n in onnx.load(path).graph.node].count("MatMulInteger") == 2
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    built = compile_model(path, records=tmp_path / "none", shipped=False)
-    # the skewed layer's integers run -255 to 254: two bytes each, K doubled
-    second = "int8_dense:8x32x96" if weights == "QUInt8" else "int8_dense:8x32x48"
-    assert [layer.kernel for layer in built.lowered.layers] == ["int8_dense:8x48x64", second]
+    built = compile_model(path, _target(which), records=tmp_path / "none", shipped=False)
+    # the skewed layer's integers run -255 to 254: two bytes each, K doubled (four on AVX2)
+    parts = (1, 2) if weights == "QUInt8" else (1, 1)
+    if not (which == "host" and VNNI):
+        parts = (2, 4) if weights == "QUInt8" else (2, 2)
+    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts[0]}",
+                                                                 f"int8_dense:8x32x{48 * parts[1]}"]
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     # a second input of another range: new scales and zero points, computed in the model
     x2 = (np.random.default_rng(2).standard_normal((8, 64)) * 7 + 3).astype(np.float32)
@@ -309,11 +381,12 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     np.testing.assert_allclose(built(x2), want2, rtol=1e-5, atol=1e-5 * float(np.abs(want2).max()))
 
 
+@pytest.mark.parametrize("which", ISAS)
 @pytest.mark.parametrize("how", ["qdq", "qop"])
-def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how):
+def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how, which):
     """ONNX Runtime's ``quantize_static`` output (int8 activations, per-tensor int8 weights), QDQ
     or QOperator (QGemm, ONNX Runtime's own operator, which tvmopt reads as its QDQ form): both
-    layers on ``int8_dense`` where the CPU has VNNI (fp32 dense elsewhere), matching onnxruntime on
+    layers on ``int8_dense`` (on AVX2 with K doubled: each weight two parts of at most 64), matching onnxruntime on
     the same file (QOperator: its integer kernels requantize each output in their own arithmetic,
     so a value can land a quantum apart)."""
     import onnx
@@ -326,14 +399,15 @@ def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how):
     assert ("QGemm" in ops) == (how == "qop")
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    built = compile_model(path, records=tmp_path / "none", shipped=False)
-    family = "int8_dense" if VNNI else "dense"
-    assert [layer.kernel for layer in built.lowered.layers] == [f"{family}:8x48x64", f"{family}:8x32x48"]
+    built = compile_model(path, _target(which), records=tmp_path / "none", shipped=False)
+    parts = 1 if which == "host" and VNNI else 2
+    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts}",
+                                                                 f"int8_dense:8x32x{48 * parts}"]
+    assert all(("K x2" in layer.structure) == (parts == 2) for layer in built.lowered.layers)
     quantum = 1e-4 if how == "qdq" else 0.02
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=quantum * float(np.abs(want).max()))
 
 
-@pytest.mark.skipif(not VNNI, reason="this CPU has no AVX-512 VNNI: QDQ layers run fp32")
 def test_quantizers_of_a_3d_qdq_mlp_run_in_the_integer_kernels_write_back(tmp_path):
     """A transformer-shaped QDQ file ([1, tokens, features] input, tanh GELU, ONNX Runtime's
     quantize_static: a quantizer pair after the product and after every op of the GELU): the
@@ -352,10 +426,12 @@ def test_quantizers_of_a_3d_qdq_mlp_run_in_the_integer_kernels_write_back(tmp_pa
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     want = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, records=tmp_path / "none", shipped=False)
-    assert [layer.kernel for layer in built.lowered.layers] == ["int8_dense:8x48x64", "int8_dense:8x32x48"]
+    parts = 1 if VNNI else 2                # AVX2: int8 weights as two parts, K doubled
+    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts}",
+                                                                 f"int8_dense:8x32x{48 * parts}"]
     functions = {gv.name_hint: f.script() for gv, f in built.mod.functions_items() if type(f).__name__ == "PrimFunc"}
     kernels = [n for n, text in functions.items() if TASK_ANNOTATION in text]
-    first = next(n for n in kernels if "int8_dense_8_48_64" in n)
+    first = next(n for n in kernels if f"int8_dense_8_48_{64 * parts}" in n)
     assert "tanh" in first and first.count("quantize") >= 8, first
     # what is left outside the kernels: the input's quantizer and the output's last dequantize
     others = [n for n in functions if n not in kernels and "quantize" in n]

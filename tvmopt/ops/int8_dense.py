@@ -11,8 +11,15 @@ exponents per row as DeepShift's 4-bit weights do, or per-channel int8 weights),
 with ``q`` the uint8 activations: an integer product with int32 accumulation, the zero point's
 term subtracted in int32, one rounding to fp32 at the end. On CPUs with AVX-512 VNNI the inner
 product is ``vpdpbusd`` (16 outputs x 4 bytes of K per instruction, tensorized from
-:data:`VNNI_INTRIN`); elsewhere the same loop nest runs vectorized in int32. Only where the
+:data:`VNNI_INTRIN`). Only where the
 model says the activations are quantized: fp32 semantics are never changed.
+
+On AVX2 the same 16 x 4 step is two ``vpmaddubsw`` (pairs of u8 x s8 products summed in int16,
+saturating) and two ``vpmaddwd`` by ones (:data:`AVX2_INTRIN`): exact where each pair of weights
+has ``|t0| + |t1| <= 128``, as binary, ternary and DeepShift's powers of two up to 64 have; int8
+weights (ONNX Runtime's) are split into two parts of at most 64 that sum to them
+(:func:`byte_parts`), K doubled and the input read twice. ONNX Runtime's own AVX2 kernel uses
+``vpmaddubsw`` on whole int8 weights and accepts the saturation.
 
 Kernel arrays: the weight as int8 in VNNI panels ``[N/16, K/4, 16, 4]``, the per-output
 ``Scale = s * a_n`` (fp32) and ``Offset = -zp * sum_k t[n, k]`` (int32; bias and activation
@@ -34,11 +41,18 @@ from tvmopt.schedules.space import Choice, Config, Space
 
 #: outputs and reduction bytes per vpdpbusd
 LANES, GROUP = 16, 4
+#: outputs per ymm half on AVX2
+HALF = 8
 #: the largest integer weight (int8, and vpdpbusd's 16-bit products of 255 * 127 do not saturate)
 T_MAX = 127
 #: the int32 accumulator's bound: 255 * sum_k |t[n, k]| + zp * |sum_k t[n, k]| stays below it
 ACC_MAX = 2 ** 31 - 1
 VNNI_INTRIN = "tvmopt_u8s8i32_16x4_vnni"
+AVX2_INTRIN = "tvmopt_u8s8i32_16x4_avx2"
+#: AVX2 (no VNNI): ``vpmaddubsw`` sums two u8 x s8 products in int16 and saturates, so each pair
+#: of weights it pairs (k = 2j, 2j+1) must have ``|t0| + |t1| <= PAIR_MAX`` (255 * 128 < 2^15):
+#: binary, ternary and DeepShift's powers of two up to 64 always do; int8 weights are split
+PAIR_MAX = 128
 
 
 @dataclass
@@ -55,12 +69,16 @@ class Int8DenseTask(Task):
 
         if self.n % LANES or self.k % GROUP:
             raise WorkloadError(f"workload '{self.key}' needs N a multiple of {LANES} and K of {GROUP}")
+        #: the instruction set the task was made for (inputs for AVX2 respect ``PAIR_MAX``)
+        self.vnni = current().vnni
         rows = tuple(t for t in (1, 2, 4, 8) if self.m % t == 0)
         vectors = tuple(t for t in (1, 2, 4) if (self.n // LANES) % t == 0)
-        # 8 rows x 2 vectors: 16 of AVX-512's 32 registers accumulate (4 x 2 on AVX2)
-        most = 8 if current().lanes >= 16 else 4
-        start_rows = max(t for t in rows if t <= most)
-        start_vectors = max(t for t in vectors if t <= 2)
+        # AVX-512: 8 rows x 2 vectors, 16 of its 32 registers accumulate; AVX2: 4 rows x 1 vector
+        # of 16 outputs (two ymm each), 8 of 16 (4 x 2 spilled: 1.50 against 1.38 ms on
+        # int8_dense:128x3072x768, Zen 4 running AVX2 code)
+        wide = current().lanes >= 16
+        start_rows = max(t for t in rows if t <= (8 if wide else 4))
+        start_vectors = max(t for t in vectors if t <= (2 if wide else 1))
         self.space = Space("int8_dense-llvm", (
             Choice("tile_m", rows, default=rows.index(start_rows)),
             Choice("tile_n", vectors, default=vectors.index(start_vectors)),
@@ -70,7 +88,8 @@ class Int8DenseTask(Task):
     # ---- inputs and reference ----
     def make_inputs(self, rng):
         q = rng.integers(0, 256, (self.m, self.k)).astype(np.uint8)
-        t = rng.integers(-T_MAX, T_MAX + 1, (self.n, self.k)).astype(np.int8)
+        top = T_MAX if self.vnni else PAIR_MAX // 2          # what the pass gives the AVX2 kernel
+        t = rng.integers(-top, top + 1, (self.n, self.k)).astype(np.int8)
         scale = rng.uniform(1e-5, 1e-4, self.n).astype(np.float32)
         offset = -rng.integers(0, 256) * t.sum(axis=1, dtype=np.int32)
         return [q] + self.to_kernel([t, scale, offset])
@@ -159,16 +178,10 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
         sch.parallel(tile)
     wb = sch.get_loops(local)[-1]
     sch.vectorize(sch.split(wb, [None, LANES])[1])
-    vnni = current().vnni
-    if not vnni:            # AVX2: the 16 outputs as int32 vectors, the 4 bytes of K unrolled
-        sch.reorder(r1, j2)
-        sch.vectorize(j2)
-        sch.unroll(r1)
     init = sch.decompose_reduction(block, r0)
     sch.vectorize(sch.get_loops(init)[-1])
-    if vnni:
-        register_intrinsic()
-        sch.tensorize(j2, VNNI_INTRIN)
+    register_intrinsics()
+    sch.tensorize(j2, VNNI_INTRIN if current().vnni else AVX2_INTRIN)
     sch.unroll(i1)
     sch.unroll(j1)
     unroll_tile(sch, init, local)
@@ -176,8 +189,9 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
 
 
 @functools.cache
-def register_intrinsic() -> None:
-    """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` (once)."""
+def register_intrinsics() -> None:
+    """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` and, for AVX2,
+    as two halves of ``vpmaddubsw`` (pairs to int16) then ``vpmaddwd`` by ones (to int32) (once)."""
     import tvm
     from tvm.script import tirx as T
 
@@ -205,7 +219,24 @@ def register_intrinsic() -> None:
                 T.reinterpret(T.broadcast(four, LANES), dtype="int8x64"), b.vload([0, 0], dtype="int8x64"),
                 dtype="int32x16")
 
+    @T.prim_func(s_tir=True)
+    def avx2(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:GROUP], b[0:LANES, 0:GROUP])
+            T.writes(c[0:LANES])
+            four = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            x = T.reinterpret(T.broadcast(four, HALF), dtype="int8x32")
+            for h in T.unroll(2):
+                pairs = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), x,
+                    b.vload([h * HALF, 0], dtype="int8x32"), dtype="int16x16")
+                c[T.ramp(h * HALF, 1, HALF)] = c.vload([h * HALF], dtype="int32x8") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16),
+                    dtype="int32x8")
+
     tvm.s_tir.TensorIntrin.register(VNNI_INTRIN, desc, impl)
+    tvm.s_tir.TensorIntrin.register(AVX2_INTRIN, desc, avx2)
 
 
 def integer_rows(weight: np.ndarray):
@@ -242,11 +273,52 @@ def integer_rows(weight: np.ndarray):
     return (t, alpha) if found.all() else None
 
 
+def byte_parts(t: np.ndarray, vnni: bool | None = None) -> list[np.ndarray] | None:
+    """Integers ``t`` [N, K] (K a multiple of 4) as int8 parts of the same shape that sum to
+    ``t`` and that the CPU's product multiplies exactly (``vnni``: this ISA's, default the current
+    one): with VNNI each part in -128..127; on AVX2 each pair of weights within ``PAIR_MAX``.
+    One part where ``t`` fits already (binary, ternary, powers of two up to 64 everywhere; int8
+    weights with VNNI); else the fewest ``p`` parts ``floor((t + i) / p)``, ``i < p``, which sum to
+    ``t`` and keep its signs (int8 weights on AVX2: 2). None beyond 4 parts."""
+    from tvmopt.schedules.isa import current
+
+    vnni = current().vnni if vnni is None else vnni
+    wide = np.asarray(t, np.int64)
+    for p in range(1, 5):
+        parts = [(wide + i) // p for i in range(p)]
+        if all(_fits(part, vnni) for part in parts):
+            return [part.astype(np.int8) for part in parts]
+    return None
+
+
+def _fits(t: np.ndarray, vnni: bool) -> bool:
+    if not t.size:
+        return True
+    if t.min() < -128 or t.max() > T_MAX:
+        return False
+    return vnni or bool((np.abs(t[:, 0::2]) + np.abs(t[:, 1::2]) <= PAIR_MAX).all())
+
+
+def _split(t: np.ndarray, kernel: Kernel) -> Kernel | None:
+    """``kernel`` with its integer weight ``t`` [N, K] in :func:`byte_parts` along K (None if
+    they would be more than 4)."""
+    parts = byte_parts(t)
+    if parts is None:
+        return None
+    if len(parts) > 1:
+        kernel.input_copies = len(parts)
+        kernel.reduction *= len(parts)
+        kernel.structure += f", each weight {len(parts)} bytes (K x{len(parts)})"
+        kernel.compact_bytes += t.size * (len(parts) - 1)
+    kernel.arrays[0] = np.concatenate(parts, axis=1)
+    return kernel
+
+
 def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | None:
     """The int8 kernel of a [N, K] fp32 weight whose rows are ``a_n * t`` with integers ``t``
     (:func:`integer_rows`), applied to activations quantized with ``scale`` and ``zero_point``
     (uint8); None when the weight has no such form, its int32 sums could overflow or the shape
-    does not fit the panels."""
+    does not fit the panels. Its input is read ``input_copies`` times (:func:`byte_parts`)."""
     n, k = weight.shape
     if n % LANES or k % GROUP:
         return None
@@ -260,36 +332,37 @@ def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | N
         return None
     s = (np.float32(scale) * alpha).astype(np.float32)
     offset = (-zero_point * total).astype(np.int32)
-    return Kernel("int8_dense", f"{_kind(t)} weights, uint8 activations (integer product)", n, k, [t, s, offset],
-                  compact_bytes=t.size + s.nbytes + offset.nbytes)
+    return _split(t, Kernel("int8_dense", f"{_kind(t)} weights, uint8 activations (integer product)", n, k,
+                            [t, s, offset], compact_bytes=t.size + s.nbytes + offset.nbytes))
 
 
 def _kind(t: np.ndarray) -> str:
     mags = np.unique(np.abs(t)).tolist()
+    if max(mags, default=0) > T_MAX:
+        return "uint8"
     return ("binary" if mags == [1] else "ternary" if set(mags) <= {0, 1}
             else "powers-of-two" if all(v & (v - 1) == 0 for v in mags) else "int8")
 
 
 def integer_matmul_kernel(t: np.ndarray) -> Kernel | None:
     """The kernel of ONNX's ``MatMulInteger`` with a constant weight: ``t`` the integers
-    ``B - b_zero_point`` [K, N] (-128 to 127), uint8 activations whose zero point is data (ONNX
-    Runtime's ``DynamicQuantizeLinear`` computes it from each input): unit scales, and an
-    ``Offset`` of zeros that the caller replaces by ``-zp * column_sums(t)`` at run time. The
-    output is float32 of the int32 sums, which is what the ``Cast`` after ``MatMulInteger``
-    computes. None where the shape does not fit the panels or the int32 sums could overflow
-    for some zero point (0 to 255)."""
+    ``B - b_zero_point`` [K, N] (-255 to 255: uint8 weights whose zero point is not 128 too),
+    uint8 activations whose zero point is data (ONNX Runtime's ``DynamicQuantizeLinear`` computes
+    it from each input): unit scales, and an ``Offset`` of zeros that the caller replaces by
+    ``-zp * column_sums(t)`` at run time. The output is float32 of the int32 sums, which is what
+    the ``Cast`` after ``MatMulInteger`` computes. Its input is read ``input_copies`` times
+    (:func:`byte_parts`). None where the shape does not fit the panels or the int32 sums could
+    overflow for some zero point (0 to 255)."""
     k, n = t.shape
-    # the whole int8 range: uint8 weights with zero point 128 (``weight_type=QUInt8``) reach -128;
-    # vpdpbusd's products of 255 * -128 fit its 16-bit intermediates and the AVX2 path sums in int32
-    if n % LANES or k % GROUP or t.min(initial=0) < -128 or t.max(initial=0) > T_MAX:
+    if n % LANES or k % GROUP or t.min(initial=0) < -255 or t.max(initial=0) > 255:
         return None
     wide = t.astype(np.int64)
     if (255 * np.abs(wide).sum(axis=0) + 255 * np.abs(wide.sum(axis=0))).max(initial=0) > ACC_MAX:
         return None
-    rows = np.ascontiguousarray(t.T.astype(np.int8))
+    rows = np.ascontiguousarray(wide.T)
     scale, offset = np.ones(n, np.float32), np.zeros(n, np.int32)
-    return Kernel("int8_dense", f"{_kind(rows)} weights, uint8 activations (MatMulInteger)", n, k,
-                  [rows, scale, offset], compact_bytes=rows.size + scale.nbytes + offset.nbytes)
+    return _split(rows, Kernel("int8_dense", f"{_kind(rows)} weights, uint8 activations (MatMulInteger)", n, k,
+                               [rows, scale, offset], compact_bytes=rows.size + scale.nbytes + offset.nbytes))
 
 
 def column_sums(kern: Kernel) -> np.ndarray:

@@ -36,6 +36,9 @@ class Kernel:
     compact_bytes: int = 0             # bytes of the weights as the kernel stores them
     key_dims: tuple[int, ...] = ()     # dimensions of the key after the shape (N:M, buckets...)
     reduction_first: bool = False      # key shape M x K x N (the transforms) instead of M x N x K
+    #: the kernel reads its input this many times along K (int8_dense: a weight split into
+    #: parts that its instruction multiplies exactly, ``reduction`` counts them all)
+    input_copies: int = 1
 
     @property
     def dense_bytes(self) -> int:

@@ -13,8 +13,9 @@ The prediction comes from the per-layer sweep of ``benchmarks/kernel_choice.py -
 kernel on its default config against the dense kernel of the same layer, one quiet run; tables
 in BENCHMARKS.md, one per vector width: the thresholds below are the AVX-512 table's, from Zen 5,
 with the exceptions measured since: ``TILE_DECODE_DENSE``, the AVX-512 convolution rules). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
-product and win at every size, as does ``int8_dense`` (quantized activations, offered only
-where the CPU has VNNI: 4 bytes of K per lane per instruction; on Zen 4, ``benchmarks/int8.py``:
+product and win at every size, as does ``int8_dense`` (quantized activations, where the CPU has
+VNNI: 4 bytes of K per lane per instruction; on AVX2 layers of a product only, ``AVX2_INTEGER``;
+on Zen 4, ``benchmarks/int8.py``:
 MatMuls 3.6 to 13.8x the fp32 product of the dequantized input, one-layer QDQ convolutions over a
 uint8 im2col 1.2 to 3.2x the fp32 direct conv, the model's entry quantize and transposes
 included, from 16 channels on 32 x 32 maps to 512 on 7 x 7, batch 1 and 16). At one row the decoded kernels (binary, ternary, shift, 2:4
@@ -51,6 +52,11 @@ LESS_ARITHMETIC = "less arithmetic than dense"
 CHEAPER = {"xnor_dense": LESS_ARITHMETIC, "xnor_conv2d": LESS_ARITHMETIC, "fastfood": LESS_ARITHMETIC,
            "hadamard": LESS_ARITHMETIC,
            "int8_dense": "integer products: 4 bytes of K per lane per VNNI instruction"}
+#: ``int8_dense`` without VNNI (AVX2: ``vpmaddubsw``, int8 weights split in two, K doubled): its
+#: layers of a product (MatMul, Gemm) ran 1.18 to 1.24x the fp32 product of the dequantized input
+#: (BERT-base encoder MLP of ONNX Runtime's quantize_static, Zen 4 running AVX2 code), its
+#: convolutions 0.64x the fp32 ones (ResNet-18: the im2col and the doubled K against Winograd)
+AVX2_INTEGER = "integer products: 2 bytes of K per int16 lane (vpmaddubsw)"
 #: ... except small transforms at few rows: on the Intel Xeon the bundled digits models' 256-wide
 #: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
 #: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;
@@ -329,6 +335,13 @@ def _wide() -> bool:
     return current().lanes >= 16
 
 
+def _vnni() -> bool:
+    """Whether the build's ISA has AVX-512 VNNI (``vpdpbusd``: :mod:`tvmopt.ops.int8_dense`)."""
+    from ..schedules.isa import current
+
+    return current().vnni
+
+
 def _double_pumped() -> bool:
     """Whether the build's ISA runs each 512-bit instruction as two 256-bit halves (Zen 4)."""
     from ..schedules.isa import current
@@ -427,11 +440,16 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if policy == "dense":
         return Choice(False, "forced")
     small_transform = weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
-    if family in CHEAPER and not small_transform:
+    if family in CHEAPER and not small_transform and (family != "int8_dense" or _vnni()):
         return Choice(True, CHEAPER[family])
     timed = from_costs(cost, compressed_key, dense_key, "measured" if policy == "measure" else "records")
     if timed is not None:
         return timed
+    if family == "int8_dense":
+        if conv:
+            return Choice(False, "predicted: on AVX2 the fp32 convolution (Winograd or direct) is as fast as an "
+                                 "integer GEMM over a uint8 im2col")
+        return Choice(True, AVX2_INTEGER)
     from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_DENSE     # the dense Winograd conv's tasks
 
     if dense_key.startswith(WINOGRAD_DENSE + ":"):

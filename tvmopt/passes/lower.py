@@ -133,11 +133,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
         def _quantized_input(self, expr):
             """(the uint8 tensor, scale, zero point) when ``expr`` is ONNX's DequantizeLinear of a
             uint8 or int8 tensor with one scale and zero point (after its QuantizeLinear, or any
-            other producer of bytes: a max pool of a QOperator file's quantized map), on a CPU
-            with VNNI; else None."""
-            from tvmopt.schedules.isa import current
-
-            if gpu or not current().vnni:
+            other producer of bytes: a max pool of a QOperator file's quantized map); else None."""
+            if gpu:
                 return None
             dq = self._call(expr, "dequantize")
             if dq is None:
@@ -209,21 +206,12 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                     return None                     # a zero point per row
             except ModelError:
                 return None
-            doubled = bool(t.size) and (t.min() < -128 or t.max() > 127) and -256 < t.min() and t.max() < 255
-            if doubled:
-                # uint8 weights whose zero point is not 128 (-255 to 254): each integer as the sum
-                # of two bytes, K doubled, the input read twice; the same int32 sums
-                low = np.clip(t, -128, 127)
-                t = np.concatenate([low, t - low])
-                q = self.builder_.emit(relax.op.concat([q, q], axis=-1))
-                xshape = tuple(xshape[:-1]) + (2 * xshape[-1],)
             outputs = t.shape[1]
             t = np.pad(t, ((0, 0), (0, -outputs % INT8_LANES)))   # whole vectors (a classifier's 1000 or 10)
             kern = integer_matmul_kernel(t)
             if kern is None:
                 return None
-            if doubled:
-                kern.structure += ", each weight two bytes (K doubled)"
+            q, xshape = self._input_copies(kern, q, xshape)
             runtime = {}
             if zp is not None:
                 zp = self.builder_.emit(relax.op.reshape(zp, ()))
@@ -289,11 +277,9 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
         def _fixed_point_as_uint8(self, x, int_bits: int, frac_bits: int):
             """``(lazy uint8 tensor, scale, zero point)`` of DeepShift's fixed-point rounding of
             ``x`` when its integers fit a byte (``int_bits + frac_bits <= 7``: ±127 steps at
-            most), on a CPU with VNNI; else None. The integers are computed by the ops the fp32
-            path uses (the same rounding), offset by 128."""
-            from tvmopt.schedules.isa import current
-
-            if gpu or not current().vnni or int_bits + frac_bits > 7:
+            most); else None. The integers are computed by the ops the fp32 path uses (the same
+            rounding), offset by 128."""
+            if gpu or int_bits + frac_bits > 7:
                 return None
             step, bound = 2.0 ** -frac_bits, 2 ** (int_bits + frac_bits) - 1
 
@@ -513,7 +499,17 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if not picked.compressed:
                 return None
             kern.bias = None if bias is None else np.asarray(bias, np.float32)
-            return self._emit(kern, make_q(), xshape, source, choice=picked.label, pad_rows=True)
+            q, xshape = self._input_copies(kern, make_q(), xshape)
+            return self._emit(kern, q, xshape, source, choice=picked.label, pad_rows=True)
+
+        def _input_copies(self, kern, q, shape):
+            """``(q, shape)`` read ``kern.input_copies`` times along the last axis (the
+            ``int8_dense`` weight split into parts, ``int8_dense.byte_parts``)."""
+            copies = kern.input_copies
+            if copies == 1:
+                return q, shape
+            q = self.builder_.emit(relax.op.concat([q] * copies, axis=-1))
+            return q, tuple(shape[:-1]) + (copies * shape[-1],)
 
         def _int8_conv(self, x, w, geometry, source, nhwc, sizes):
             """A convolution whose input is quantized (:meth:`_quantized`) and whose weight's
@@ -553,7 +549,8 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                          primfunc_name_hint="im2col_nhwc" if nhwc else "im2col")
             if extra:
                 cols = self.builder_.emit(relax.op.nn.pad(cols, [0, 0, 0, extra], pad_value=float(zero_point)))
-            y = self._emit(kern, cols, (rows, columns + extra), f"{source} {kh}x{kw}/{sh} (uint8 im2col)", pad_rows=True,
+            cols, cols_shape = self._input_copies(kern, cols, (rows, columns + extra))
+            y = self._emit(kern, cols, cols_shape, f"{source} {kh}x{kw}/{sh} (uint8 im2col)", pad_rows=True,
                            report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}", choice=picked.label)
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return y if nhwc else relax.op.permute_dims(y, [0, 3, 1, 2])

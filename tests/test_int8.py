@@ -26,7 +26,7 @@ VNNI = _host_has_vnni()
 
 
 @pytest.mark.parametrize("chosen", ["vnni", "avx2"])
-@pytest.mark.parametrize("key", ["int8_dense:16x64x36", "int8_dense:1x32x8", "int8_dense:6x48x128"])
+@pytest.mark.parametrize("key", ["int8_dense:16x64x36", "int8_dense:1x32x8", "int8_dense:6x48x128", "int8_dense:4x32x20x2"])
 def test_int8_kernel_is_exact_under_every_config(key, chosen):
     import tvm
 
@@ -40,8 +40,11 @@ def test_int8_kernel_is_exact_under_every_config(key, chosen):
         for config in task.space.all():
             mod = task.schedule(config, None)
             lib = lowering.compile(mod, target)
-            # VNNI's 4-byte dot products; AVX2's pairs summed in int16, then by ones into int32
-            assert ("vpdpbusd" if chosen == "vnni" else "vpmaddubsw") in lib.mod.inspect_source("asm")
+            # VNNI's 4-byte dot products; AVX2's pairs summed in int16, then by ones into int32; wide
+            # (x2: int16 weights up to 255 in magnitude) vpmaddwd on pairs of int16 on either
+            asm = lib.mod.inspect_source("asm")
+            assert ("vpmaddwd" if key.endswith("x2") else "vpdpbusd" if chosen == "vnni" else "vpmaddubsw") in asm
+            assert key.endswith("x2") or "vpmaddubsw" not in asm or chosen == "avx2"
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
             lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
             np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -162,35 +165,34 @@ def test_integer_rows_recovers_scales_of_binary_ternary_shift_and_int8_rows():
     assert integer_rows(rng.standard_normal((16, 64)).astype(np.float32)) is None
 
 
-def test_byte_parts_sum_to_the_weight_and_fit_each_instruction():
-    """int8 weights as parts that each CPU's integer product multiplies exactly: whole bytes with
-    VNNI; on AVX2 pairs of weights (k = 2j, 2j+1) whose magnitudes sum to 128 at most, which
-    ``vpmaddubsw``'s int16 sums of 255 * t0 + 255 * t1 need (255 * 128 = 32640)."""
-    from tvmopt.ops.int8_dense import PAIR_MAX, byte_parts
+def test_weights_take_the_form_each_instruction_multiplies_exactly():
+    """VNNI multiplies bytes: weights beyond int8 (uint8 weights whose zero point is 0 or 255)
+    are parts that sum to them over a larger K. AVX2's ``vpmaddubsw`` sums pairs of u8 x s8
+    products in int16, saturating: weights whose pairs (k = 2j, 2j+1) reach 128 in magnitude
+    (255 * 129 > 2^15 - 1) run wide instead, as int16 weights."""
+    from tvmopt.ops.int8_dense import byte_parts, pairs_fit
 
     rng = np.random.default_rng(11)
-    ternary = rng.integers(-1, 2, (16, 64))
-    shift = rng.choice([-1, 1], (16, 64)) * 2 ** rng.integers(0, 7, (16, 64))
     int8 = rng.integers(-128, 128, (16, 64))
     skewed = rng.integers(-255, 255, (16, 64))
-    skewed[0, :2] = -255, 254                                      # uint8 weights, zero point 0 or 255
-    for t, vnni, count in ((ternary, False, 1), (shift, False, 1), (int8, True, 1), (int8, False, 2),
-                           (skewed, True, 2), (skewed, False, 4)):
-        parts = byte_parts(t, vnni)
+    skewed[0, :2] = -255, 254
+    for t, count in ((int8, 1), (skewed, 2)):
+        parts = byte_parts(t)
         assert len(parts) == count and all(p.dtype == np.int8 and p.shape == t.shape for p in parts)
         np.testing.assert_array_equal(sum(p.astype(np.int64) for p in parts), t)
-        if not vnni:
-            assert all((np.abs(p[:, 0::2].astype(int)) + np.abs(p[:, 1::2].astype(int)) <= PAIR_MAX).all()
-                       for p in parts)
-    pair = np.array([[64, 64, -64, -64], [65, 63, 0, 0]])          # 128 fits; 65 + 63 = 128 too
-    assert len(byte_parts(pair, False)) == 1 and len(byte_parts(pair + [[0, 1, 0, 0], [0] * 4], False)) == 2
-    assert byte_parts(np.full((1, 4), 600), True) is None          # beyond 4 parts
+    assert byte_parts(np.full((1, 4), 600)) is None                 # beyond 4 parts
+    ternary = rng.integers(-1, 2, (16, 64))
+    shift = rng.choice([-1, 1], (16, 64)) * 2 ** rng.integers(0, 7, (16, 64))
+    assert pairs_fit(ternary) and pairs_fit(shift) and not pairs_fit(int8)
+    assert pairs_fit(np.array([[64, 64, -64, -64], [65, 63, 0, 0]]))
+    assert pairs_fit(np.array([[-128, 0, 0, 0]]))                  # 255 * -128 = -32640 fits int16
+    assert not pairs_fit(np.array([[65, 64, 0, 0]])) and not pairs_fit(np.array([[-128, -1, 0, 0]]))
 
 
-def test_avx2_integer_convolutions_split_int8_weights_and_match_onnxruntime(tmp_path):
+def test_avx2_integer_convolutions_of_int8_weights_run_wide_and_match_onnxruntime(tmp_path):
     """An AVX2 build (Zen 3) of a QDQ convolution with int8 weights, forced onto ``int8_dense``
-    (its prediction keeps AVX2 convolutions fp32): the uint8 im2col read twice against the two
-    parts of each weight, exact against onnxruntime without graph optimizations."""
+    (its prediction keeps AVX2 convolutions fp32): int16 weights (``vpmaddwd``) over the uint8
+    im2col, exact against onnxruntime without graph optimizations."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -213,7 +215,7 @@ def test_avx2_integer_convolutions_split_int8_weights_and_match_onnxruntime(tmp_
     built = compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none", shipped=False,
                           options=DetectOptions(kernels="compressed"))
     layer = built.lowered.layers[0]
-    assert layer.kernel == f"int8_dense:{padded_rows(81)}x32x288" and "K x2" in layer.structure
+    assert layer.kernel == f"int8_dense:{padded_rows(81)}x32x144x2" and "int16 weights" in layer.structure
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     assert compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none",
                          shipped=False).lowered.layers[0].kernel.split(":")[0] != "int8_dense"
@@ -356,8 +358,8 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     the int32 product ran unscheduled: a BERT-base MLP took 1.6 s against onnxruntime's 2 ms.
     uint8 weights too: with zero point 128 (integers down to -128) as they are, with a skewed
     range (integers up to 254) as the sum of two bytes each over a doubled K. On AVX2, whose
-    ``vpmaddubsw`` sums pairs of products in int16, int8 weights are two parts of at most 64 (K
-    doubled), the skewed ones four; the same int32 sums."""
+    ``vpmaddubsw`` sums pairs of products in int16, both run wide (int16 weights); the same
+    int32 sums."""
     import onnx
     import onnxruntime as ort
 
@@ -368,12 +370,12 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, _target(which), records=tmp_path / "none", shipped=False)
-    # the skewed layer's integers run -255 to 254: two bytes each, K doubled (four on AVX2)
-    parts = (1, 2) if weights == "QUInt8" else (1, 1)
-    if not (which == "host" and VNNI):
-        parts = (2, 4) if weights == "QUInt8" else (2, 2)
-    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts[0]}",
-                                                                 f"int8_dense:8x32x{48 * parts[1]}"]
+    # the skewed layer's integers run -255 to 254: two bytes each with VNNI, K doubled
+    if which == "host" and VNNI:
+        keys = ["int8_dense:8x48x64", "int8_dense:8x32x96" if weights == "QUInt8" else "int8_dense:8x32x48"]
+    else:
+        keys = ["int8_dense:8x48x64x2", "int8_dense:8x32x48x2"]
+    assert [layer.kernel for layer in built.lowered.layers] == keys
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     # a second input of another range: new scales and zero points, computed in the model
     x2 = (np.random.default_rng(2).standard_normal((8, 64)) * 7 + 3).astype(np.float32)
@@ -386,7 +388,7 @@ def test_onnxruntime_dynamic_quantization_runs_matmul_integer_on_the_int8_kernel
 def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how, which):
     """ONNX Runtime's ``quantize_static`` output (int8 activations, per-tensor int8 weights), QDQ
     or QOperator (QGemm, ONNX Runtime's own operator, which tvmopt reads as its QDQ form): both
-    layers on ``int8_dense`` (on AVX2 with K doubled: each weight two parts of at most 64), matching onnxruntime on
+    layers on ``int8_dense`` (on AVX2 wide: int16 weights), matching onnxruntime on
     the same file (QOperator: its integer kernels requantize each output in their own arithmetic,
     so a value can land a quantum apart)."""
     import onnx
@@ -400,10 +402,9 @@ def test_onnxruntime_static_quantization_runs_integer_products(tmp_path, how, wh
     x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, _target(which), records=tmp_path / "none", shipped=False)
-    parts = 1 if which == "host" and VNNI else 2
-    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts}",
-                                                                 f"int8_dense:8x32x{48 * parts}"]
-    assert all(("K x2" in layer.structure) == (parts == 2) for layer in built.lowered.layers)
+    wide = "" if which == "host" and VNNI else "x2"
+    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x64{wide}", f"int8_dense:8x32x48{wide}"]
+    assert all(("int16" in layer.structure) == bool(wide) for layer in built.lowered.layers)
     quantum = 1e-4 if how == "qdq" else 0.02
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=quantum * float(np.abs(want).max()))
 
@@ -426,12 +427,11 @@ def test_quantizers_of_a_3d_qdq_mlp_run_in_the_integer_kernels_write_back(tmp_pa
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     want = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     built = compile_model(path, records=tmp_path / "none", shipped=False)
-    parts = 1 if VNNI else 2                # AVX2: int8 weights as two parts, K doubled
-    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x{64 * parts}",
-                                                                 f"int8_dense:8x32x{48 * parts}"]
+    wide = "" if VNNI else "x2"             # AVX2: int8 weights as int16
+    assert [layer.kernel for layer in built.lowered.layers] == [f"int8_dense:8x48x64{wide}", f"int8_dense:8x32x48{wide}"]
     functions = {gv.name_hint: f.script() for gv, f in built.mod.functions_items() if type(f).__name__ == "PrimFunc"}
     kernels = [n for n, text in functions.items() if TASK_ANNOTATION in text]
-    first = next(n for n in kernels if f"int8_dense_8_48_{64 * parts}" in n)
+    first = next(n for n in kernels if f"int8_dense_8_48_64{wide.replace('x', '_')}" in n)
     assert "tanh" in first and first.count("quantize") >= 8, first
     # what is left outside the kernels: the input's quantizer and the output's last dequantize
     others = [n for n in functions if n not in kernels and "quantize" in n]

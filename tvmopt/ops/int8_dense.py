@@ -16,10 +16,14 @@ model says the activations are quantized: fp32 semantics are never changed.
 
 On AVX2 the same 16 x 4 step is two ``vpmaddubsw`` (pairs of u8 x s8 products summed in int16,
 saturating) and two ``vpmaddwd`` by ones (:data:`AVX2_INTRIN`): exact where each pair of weights
-has ``|t0| + |t1| <= 128``, as binary, ternary and DeepShift's powers of two up to 64 have; int8
-weights (ONNX Runtime's) are split into two parts of at most 64 that sum to them
-(:func:`byte_parts`), K doubled and the input read twice. ONNX Runtime's own AVX2 kernel uses
-``vpmaddubsw`` on whole int8 weights and accepts the saturation.
+has ``|t0| + |t1| <= 128`` (:func:`pairs_fit`), as binary, ternary and DeepShift's powers of two
+up to 64 have. Other weights (ONNX Runtime's int8) run *wide*, ``int8_dense:MxNxKx2``: int16
+weights in panels ``[N/16, K/2, 16, 2]`` and the input widened to int16 by the pass, each step
+two ``vpmaddwd`` of a broadcast pair of inputs (:data:`WIDE_INTRIN`), exact for weights up to 255
+in magnitude: as many products per multiply as ``vpmaddubsw`` gives. ONNX Runtime's own AVX2 kernel uses
+``vpmaddubsw`` on whole int8 weights and accepts the saturation. With VNNI, uint8 weights whose
+zero point is 0 or 255 (integers up to 255) are two bytes each over a doubled K
+(:func:`byte_parts`).
 
 Kernel arrays: the weight as int8 in VNNI panels ``[N/16, K/4, 16, 4]``, the per-output
 ``Scale = s * a_n`` (fp32) and ``Offset = -zp * sum_k t[n, k]`` (int32; bias and activation
@@ -49,10 +53,15 @@ T_MAX = 127
 ACC_MAX = 2 ** 31 - 1
 VNNI_INTRIN = "tvmopt_u8s8i32_16x4_vnni"
 AVX2_INTRIN = "tvmopt_u8s8i32_16x4_avx2"
+WIDE_INTRIN = "tvmopt_u8s16i32_16x2_avx2"
 #: AVX2 (no VNNI): ``vpmaddubsw`` sums two u8 x s8 products in int16 and saturates, so each pair
 #: of weights it pairs (k = 2j, 2j+1) must have ``|t0| + |t1| <= PAIR_MAX`` (255 * 128 < 2^15):
-#: binary, ternary and DeepShift's powers of two up to 64 always do; int8 weights are split
+#: binary, ternary and DeepShift's powers of two up to 64 always do; other weights run *wide*
 PAIR_MAX = 128
+#: wide tasks (``int8_dense:MxNxKx2``): int16 weights, 2 of K per int32 lane (``vpmaddwd``)
+WIDE_GROUP = 2
+#: the largest integer weight of a wide task (uint8 weights whose zero point is 0 or 255)
+WIDE_MAX = 255
 
 
 @dataclass
@@ -61,12 +70,16 @@ class Int8DenseTask(Task):
     m: int
     n: int
     k: int
+    #: bytes per weight: 1 (int8) or 2 (int16, "wide": ``vpmaddwd`` on AVX2, exact for any weight)
+    width: int = 1
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from tvmopt.errors import WorkloadError
         from tvmopt.schedules.isa import current
 
+        if self.width not in (1, 2):
+            raise WorkloadError(f"workload '{self.key}': the 4th dimension is bytes per weight, 1 or 2")
         if self.n % LANES or self.k % GROUP:
             raise WorkloadError(f"workload '{self.key}' needs N a multiple of {LANES} and K of {GROUP}")
         #: the instruction set the task was made for (inputs for AVX2 respect ``PAIR_MAX``)
@@ -87,9 +100,9 @@ class Int8DenseTask(Task):
 
     # ---- inputs and reference ----
     def make_inputs(self, rng):
-        q = rng.integers(0, 256, (self.m, self.k)).astype(np.uint8)
-        top = T_MAX if self.vnni else PAIR_MAX // 2          # what the pass gives the AVX2 kernel
-        t = rng.integers(-top, top + 1, (self.n, self.k)).astype(np.int8)
+        q = rng.integers(0, 256, (self.m, self.k)).astype(np.int16 if self.width == 2 else np.uint8)
+        top = WIDE_MAX if self.width == 2 else T_MAX if self.vnni else PAIR_MAX // 2   # what the pass gives each
+        t = rng.integers(-top, top + 1, (self.n, self.k)).astype(np.int16 if self.width == 2 else np.int8)
         scale = rng.uniform(1e-5, 1e-4, self.n).astype(np.float32)
         offset = -rng.integers(0, 256) * t.sum(axis=1, dtype=np.int32)
         return [q] + self.to_kernel([t, scale, offset])
@@ -104,22 +117,23 @@ class Int8DenseTask(Task):
         return 1e-5, 1e-6
 
     def to_kernel(self, arrays):
-        """[t int8 [N, K], Scale, Offset] -> [VNNI panels, Scale, Offset]."""
+        """[t int8 [N, K], Scale, Offset] -> [panels (VNNI's; int16 pairs when wide), Scale, Offset]."""
         t, scale, offset = arrays
-        return [pack(t), scale.astype(np.float32), offset.astype(np.int32)]
+        return [pack(t, self.width), scale.astype(np.float32), offset.astype(np.int32)]
 
     # ---- compute and schedule ----
     def compute(self):
         from tvm import te
 
         m, n, k = self.m, self.n, self.k
-        q = te.placeholder((m, k), "uint8", name="Q")
-        w = te.placeholder((n // LANES, k // GROUP, LANES, GROUP), "int8", name="W")
+        group = _group(self.width)
+        q = te.placeholder((m, k), "int16" if self.width == 2 else "uint8", name="Q")   # wide: widened by the pass
+        w = te.placeholder((n // LANES, k // group, LANES, group), "int16" if self.width == 2 else "int8", name="W")
         scale = te.placeholder((n,), "float32", name="Scale")
         offset = te.placeholder((n,), "int32", name="Offset")
         r = te.reduce_axis((0, k), name="k")
         acc = te.compute((m, n), lambda i, j: te.sum(
-            q[i, r].astype("int32") * w[j // LANES, r // GROUP, j % LANES, r % GROUP].astype("int32"), axis=r),
+            q[i, r].astype("int32") * w[j // LANES, r // group, j % LANES, r % group].astype("int32"), axis=r),
             name="C", attrs={TASK_ANNOTATION: self.key})
         y = te.compute((m, n), lambda i, j: (acc[i, j] + offset[j]).astype("float32") * scale[j], name="Y")
         return [q, w, scale, offset, y]
@@ -127,7 +141,8 @@ class Int8DenseTask(Task):
     fuses_epilogue = True
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
-        return apply_int8(sch, block, self.space, self.space.initial() if config is None else config, epilogue)
+        return apply_int8(sch, block, self.space, self.space.initial() if config is None else config, epilogue,
+                          self.width)
 
     def primfunc(self, config: Config | None = None):
         import tvm
@@ -144,10 +159,17 @@ class Int8DenseTask(Task):
         return tvm.IRModule({"main": self.primfunc(config)})
 
 
-def pack(t: np.ndarray) -> np.ndarray:
-    """int8 [N, K] -> [N/16, K/4, 16, 4]: one vpdpbusd operand per (panel, k group)."""
+def _group(width: int) -> int:
+    return WIDE_GROUP if width == 2 else GROUP
+
+
+def pack(t: np.ndarray, width: int = 1) -> np.ndarray:
+    """int8 [N, K] -> [N/16, K/4, 16, 4]: one vpdpbusd operand per (panel, k group); ``width``
+    2: int16 [N/16, K/2, 16, 2], two vpmaddwd operands per (panel, k pair)."""
     n, k = t.shape
-    return np.ascontiguousarray(t.astype(np.int8).reshape(n // LANES, LANES, k // GROUP, GROUP).transpose(0, 2, 1, 3))
+    group = _group(width)
+    return np.ascontiguousarray(t.astype(np.int16 if width == 2 else np.int8)
+                                .reshape(n // LANES, LANES, k // group, group).transpose(0, 2, 1, 3))
 
 
 def unpack(packed: np.ndarray) -> np.ndarray:
@@ -155,7 +177,7 @@ def unpack(packed: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.transpose(0, 2, 1, 3).reshape(p * lanes, g * group))
 
 
-def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
+def apply_int8(sch, block, space: Space, config: Config, epilogue=(), width: int = 1) -> list:
     """Schedule the int32 product ``block`` (and inline ``epilogue``, starting with the
     dequantizing stage, into its write-back); returns the epilogue blocks left over."""
     from tvmopt.errors import ConfigError
@@ -170,7 +192,7 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
     i, j, r = sch.get_loops(block)[-3:]
     i0, i1 = sch.split(i, [None, knob["tile_m"]])
     j0, j1, j2 = sch.split(j, [None, knob["tile_n"], LANES])
-    r0, r1 = sch.split(r, [None, GROUP])
+    r0, r1 = sch.split(r, [None, _group(width)])
     sch.reorder(j0, i0, r0, i1, j1, j2, r1)
     sch.reverse_compute_at(local, i0)
     tile = sch.fuse(j0, i0)
@@ -181,7 +203,7 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=()) -> list:
     init = sch.decompose_reduction(block, r0)
     sch.vectorize(sch.get_loops(init)[-1])
     register_intrinsics()
-    sch.tensorize(j2, VNNI_INTRIN if current().vnni else AVX2_INTRIN)
+    sch.tensorize(j2, WIDE_INTRIN if width == 2 else VNNI_INTRIN if current().vnni else AVX2_INTRIN)
     sch.unroll(i1)
     sch.unroll(j1)
     unroll_tile(sch, init, local)
@@ -235,8 +257,36 @@ def register_intrinsics() -> None:
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16),
                     dtype="int32x8")
 
+    @T.prim_func(s_tir=True)
+    def wide_desc(a: T.Buffer((WIDE_GROUP,), "int16", offset_factor=1),
+                  b: T.Buffer((LANES, WIDE_GROUP), "int16", offset_factor=1),
+                  c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:WIDE_GROUP], b[0:LANES, 0:WIDE_GROUP])
+            T.writes(c[0:LANES])
+            for lane in T.serial(0, LANES):
+                for g in T.serial(0, WIDE_GROUP):
+                    with T.sblock("update"):
+                        vl, vg = T.axis.remap("SR", [lane, g])
+                        c[vl] = c[vl] + T.cast(a[vg], "int32") * T.cast(b[vl, vg], "int32")
+
+    @T.prim_func(s_tir=True)
+    def wide(a: T.Buffer((WIDE_GROUP,), "int16", offset_factor=1),
+             b: T.Buffer((LANES, WIDE_GROUP), "int16", offset_factor=1),
+             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:WIDE_GROUP], b[0:LANES, 0:WIDE_GROUP])
+            T.writes(c[0:LANES])
+            pair = T.reinterpret(a.vload([0], "int16x2"), dtype="int32")      # two of x: one vpbroadcastd
+            x = T.reinterpret(T.broadcast(pair, HALF), dtype="int16x16")
+            for h in T.unroll(2):
+                c[T.ramp(h * HALF, 1, HALF)] = c.vload([h * HALF], dtype="int32x8") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), x,
+                    b.vload([h * HALF, 0], dtype="int16x16"), dtype="int32x8")
+
     tvm.s_tir.TensorIntrin.register(VNNI_INTRIN, desc, impl)
     tvm.s_tir.TensorIntrin.register(AVX2_INTRIN, desc, avx2)
+    tvm.s_tir.TensorIntrin.register(WIDE_INTRIN, wide_desc, wide)
 
 
 def integer_rows(weight: np.ndarray):
@@ -273,35 +323,49 @@ def integer_rows(weight: np.ndarray):
     return (t, alpha) if found.all() else None
 
 
-def byte_parts(t: np.ndarray, vnni: bool | None = None) -> list[np.ndarray] | None:
-    """Integers ``t`` [N, K] (K a multiple of 4) as int8 parts of the same shape that sum to
-    ``t`` and that the CPU's product multiplies exactly (``vnni``: this ISA's, default the current
-    one): with VNNI each part in -128..127; on AVX2 each pair of weights within ``PAIR_MAX``.
-    One part where ``t`` fits already (binary, ternary, powers of two up to 64 everywhere; int8
-    weights with VNNI); else the fewest ``p`` parts ``floor((t + i) / p)``, ``i < p``, which sum to
-    ``t`` and keep its signs (int8 weights on AVX2: 2). None beyond 4 parts."""
-    from tvmopt.schedules.isa import current
-
-    vnni = current().vnni if vnni is None else vnni
+def byte_parts(t: np.ndarray) -> list[np.ndarray] | None:
+    """Integers ``t`` [N, K] as int8 parts of the same shape that sum to ``t``, for VNNI's
+    bytes: one part where ``t`` fits int8; else the fewest ``p`` parts ``floor((t + i) / p)``,
+    ``i < p``, which sum to ``t`` and keep its signs (uint8 weights whose zero point is 0 or 255:
+    2). None beyond 4 parts."""
     wide = np.asarray(t, np.int64)
     for p in range(1, 5):
         parts = [(wide + i) // p for i in range(p)]
-        if all(_fits(part, vnni) for part in parts):
+        if all(part.min(initial=0) >= -128 and part.max(initial=0) <= T_MAX for part in parts):
             return [part.astype(np.int8) for part in parts]
     return None
 
 
-def _fits(t: np.ndarray, vnni: bool) -> bool:
+def pairs_fit(t: np.ndarray) -> bool:
+    """Whether AVX2's ``vpmaddubsw`` multiplies int8 weights ``t`` [N, K] exactly: each pair it
+    sums (k = 2j, 2j+1) within ``PAIR_MAX`` in magnitude."""
+    t = np.asarray(t, np.int64)
     if not t.size:
         return True
     if t.min() < -128 or t.max() > T_MAX:
         return False
-    return vnni or bool((np.abs(t[:, 0::2]) + np.abs(t[:, 1::2]) <= PAIR_MAX).all())
+    return bool((np.abs(t[:, 0::2]) + np.abs(t[:, 1::2]) <= PAIR_MAX).all())
 
 
 def _split(t: np.ndarray, kernel: Kernel) -> Kernel | None:
-    """``kernel`` with its integer weight ``t`` [N, K] in :func:`byte_parts` along K (None if
-    they would be more than 4)."""
+    """``kernel`` with its integer weight ``t`` [N, K] as the CPU multiplies it exactly: with
+    VNNI in :func:`byte_parts` along K (the input read once per part); on AVX2 as int8 where its
+    pairs fit ``vpmaddubsw``, else wide (int16 weights, ``vpmaddwd``: as many products per
+    multiply as the bytes' pairs give, where two parts of a byte over a doubled K took twice the
+    instructions). None where neither fits."""
+    from tvmopt.schedules.isa import current
+
+    if not current().vnni:
+        if pairs_fit(t):
+            kernel.arrays[0] = np.asarray(t).astype(np.int8)
+            return kernel
+        if t.size and np.abs(np.asarray(t, np.int64)).max() > WIDE_MAX:
+            return None
+        kernel.arrays[0] = np.asarray(t).astype(np.int16)
+        kernel.key_dims = (2,)
+        kernel.structure += ", int16 weights (vpmaddwd)"
+        kernel.compact_bytes += t.size
+        return kernel
     parts = byte_parts(t)
     if parts is None:
         return None
@@ -373,11 +437,11 @@ def column_sums(kern: Kernel) -> np.ndarray:
 def _make(key, dims):
     from tvmopt.errors import WorkloadError
 
-    if len(dims) != 3:
-        raise WorkloadError(f"workload '{key}' needs 3 dimensions (int8_dense:MxNxK)")
+    if len(dims) not in (3, 4):
+        raise WorkloadError(f"workload '{key}' needs 3 dimensions (int8_dense:MxNxK, or MxNxKx2 for int16 weights)")
     return Int8DenseTask(key, *dims)
 
 
 FAMILY = register_family(OpFamily(
     "int8_dense", "quantized activations times integer weights (±1/0, powers of two, int8): int8 products with int32 accumulation (VNNI)",
-    tasks={"int8_dense": TaskKind(_make, "MxNxK", summary="uint8 activations x int8 weights, per-output scale")}))
+    tasks={"int8_dense": TaskKind(_make, "MxNxK[x2]", summary="uint8 activations x int8 weights (x2: int16), per-output scale")}))

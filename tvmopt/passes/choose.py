@@ -52,11 +52,14 @@ LESS_ARITHMETIC = "less arithmetic than dense"
 CHEAPER = {"xnor_dense": LESS_ARITHMETIC, "xnor_conv2d": LESS_ARITHMETIC, "fastfood": LESS_ARITHMETIC,
            "hadamard": LESS_ARITHMETIC,
            "int8_dense": "integer products: 4 bytes of K per lane per VNNI instruction"}
-#: ``int8_dense`` without VNNI (AVX2: ``vpmaddubsw``, int8 weights split in two, K doubled): its
-#: layers of a product (MatMul, Gemm) ran 1.18 to 1.24x the fp32 product of the dequantized input
-#: (BERT-base encoder MLP of ONNX Runtime's quantize_static, Zen 4 running AVX2 code), its
-#: convolutions 0.64x the fp32 ones (ResNet-18: the im2col and the doubled K against Winograd)
-AVX2_INTEGER = "integer products: 2 bytes of K per int16 lane (vpmaddubsw)"
+#: ``int8_dense`` without VNNI (AVX2: ``vpmaddubsw``, or ``vpmaddwd`` on int16 weights where int8
+#: pairs would saturate): layers of a product (MatMul, Gemm) are predicted faster than the fp32
+#: product (one-part kernels 2.2x the fp32 GEMM at 128x3072x768, Zen 4 running AVX2 code; with int8
+#: weights split in two over a doubled K, before the int16 form, the whole BERT-base encoder MLP
+#: of ONNX Runtime's quantize_static still ran 1.18 to 1.24x its forced-fp32 build). Convolutions:
+#: a one-part GEMM over the im2col tied with the fp32 Winograd conv (ResNet-18's 3136x64x576: 0.55
+#: against 0.60 ms before the im2col) and the doubled one lost (whole ResNet-18 QDQ 0.64x)
+AVX2_INTEGER = "integer products: 2 of K per int16 lane (vpmaddubsw or vpmaddwd)"
 #: ... except small transforms at few rows: on the Intel Xeon the bundled digits models' 256-wide
 #: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
 #: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;

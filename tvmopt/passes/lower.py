@@ -503,8 +503,11 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             return self._emit(kern, q, xshape, source, choice=picked.label, pad_rows=True)
 
         def _input_copies(self, kern, q, shape):
-            """``(q, shape)`` read ``kern.input_copies`` times along the last axis (the
-            ``int8_dense`` weight split into parts, ``int8_dense.byte_parts``)."""
+            """``(q, shape)`` as ``kern`` reads it: widened to int16 for a wide ``int8_dense``
+            (int16 weights), or ``kern.input_copies`` times along the last axis (a weight split
+            into parts, ``int8_dense.byte_parts``)."""
+            if kern.key_dims == (2,):
+                return self.builder_.emit(relax.op.astype(q, "int16")), shape
             copies = kern.input_copies
             if copies == 1:
                 return q, shape

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (ROOT, kernels_cell, machine, medians, narrower_caveat, paired, ratio_cell, section_for,  # noqa: E402
+from report import (RESULTS, ROOT, kernels_cell, machine, medians, narrower_caveat, paired, ratio_cell, section_for,  # noqa: E402
                     spread, timed_rounds, update_section, write_json)
 
 WORK = ROOT / ".bench" / "ort_quantized"
@@ -139,7 +140,7 @@ def evaluate(model_name: str, variants: list[str], target, rounds: int) -> list[
 
 def table(rows: list[dict], info: dict) -> str:
     lines = [f"## Models quantized by ONNX Runtime's tool, {info['target']} (`benchmarks/ort_quantized.py`)", "",
-             f"{info['cpu']} ({info['target']}), commit {info['commit']}, {info['date']}; untuned builds, batch 1, "
+             f"{info['cpu']} ({info['target']}), {_commits(rows, info)}, {info['date']}; untuned builds, batch 1, "
              f"random weights.{narrower_caveat(info['target'], info.get('narrower_than_host'))} "
              "Each fp32 model exported to plain ONNX and quantized by `onnxruntime.quantization`: "
              "*dynamic* `quantize_dynamic` (DynamicQuantizeLinear + MatMulInteger per MatMul, ConvInteger per convolution: "
@@ -176,6 +177,16 @@ def table(rows: list[dict], info: dict) -> str:
     return "\n".join(lines)
 
 
+def _commits(rows: list[dict], info: dict) -> str:
+    """'commit X', or 'commit X (n rows), Y (m rows)' where rows were measured at several."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("commit", info["commit"])] = counts.get(r.get("commit", info["commit"]), 0) + 1
+    if len(counts) == 1:
+        return f"commit {next(iter(counts))}"
+    return "commit " + ", ".join(f"{c} ({n} rows)" for c, n in counts.items())
+
+
 #: what limits a model's rows that run slower than onnxruntime, read from per-kernel profiles
 LIMITS = {
     ("resnet18", "dynamic"): "ConvInteger runs as the fp32 convolution of the zero-point differences (its zero point "
@@ -193,6 +204,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     ap.add_argument("--target", default="llvm", help='tvmopt\'s target (default: this CPU; "llvm -mcpu=znver3": AVX2)')
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other rows of this CPU's earlier results (each row names its commit); measure the selected ones again")
     args = ap.parse_args()
 
     from tvmopt.schedules import isa
@@ -200,11 +213,21 @@ def main() -> None:
 
     target = parse_target(args.target)
     name, narrower = section_for("ort_quantized", target)
-    rows = []
-    for model in args.models.split(","):
-        rows += evaluate(model.strip(), [v.strip() for v in args.variants.split(",")], target, args.rounds)
     info = {**machine(), "target": target.key, "isa": (isa.for_target(target) or isa.current()).name,
             "narrower_than_host": narrower}
+    models = [m.strip() for m in args.models.split(",")]
+    variants = [v.strip() for v in args.variants.split(",")]
+    kept = []
+    previous = RESULTS / f"{name}.json"
+    if args.update and previous.exists():
+        old = json.loads(previous.read_text())
+        kept = [{"commit": old["machine"]["commit"], **r} for r in old["rows"]
+                if not (r["model"] in models and r["variant"] in variants)]
+    rows = []
+    for model in models:
+        rows += [{"commit": info["commit"], **r} for r in evaluate(model, variants, target, args.rounds)]
+    order = {m: i for i, m in enumerate(MODELS)}
+    rows = sorted(kept + rows, key=lambda r: (order.get(r["model"], len(order)), VARIANTS.index(r["variant"])))
     write_json(name, {"machine": info, "rows": rows})
     update_section(name, table(rows, info))
 

@@ -163,8 +163,7 @@ def table(rows: list[dict], info: dict) -> str:
     if info.get("narrower_than_host"):
         lines.append(f"- The {len(slower)} rows slower than onnxruntime ran against its AVX-512 VNNI kernels on this CPU "
                      "(see above); tvmopt's AVX2 integer products are `vpmaddwd` on int16 weights (int8 weights "
-                     "would saturate `vpmaddubsw`'s int16 pair sums), its AVX2 convolutions fp32 (predicted as fast there "
-                     "as an integer GEMM over an im2col).")
+                     "would saturate `vpmaddubsw`'s int16 pair sums).")
         slower = []
     for r in slower:
         why = LIMITS.get((r["model"], r["variant"])) or LIMITS.get(r["model"], "not analysed")

@@ -190,9 +190,9 @@ def test_weights_take_the_form_each_instruction_multiplies_exactly():
 
 
 def test_avx2_integer_convolutions_of_int8_weights_run_wide_and_match_onnxruntime(tmp_path):
-    """An AVX2 build (Zen 3) of a QDQ convolution with int8 weights, forced onto ``int8_dense``
-    (its prediction keeps AVX2 convolutions fp32): int16 weights (``vpmaddwd``) over the uint8
-    im2col, exact against onnxruntime without graph optimizations."""
+    """An AVX2 build (Zen 3) of a QDQ convolution with int8 weights on ``int8_dense``: int16
+    weights (``vpmaddwd``) over the uint8 im2col, exact against onnxruntime without graph
+    optimizations; forced dense, the fp32 convolution of the dequantized input."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -212,13 +212,14 @@ def test_avx2_integer_convolutions_of_int8_weights_run_wide_and_match_onnxruntim
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     want = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    built = compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none", shipped=False,
-                          options=DetectOptions(kernels="compressed"))
+    built = compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none", shipped=False)
     layer = built.lowered.layers[0]
     assert layer.kernel == f"int8_dense:{padded_rows(81)}x32x144x2" and "int16 weights" in layer.structure
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    assert compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none",
-                         shipped=False).lowered.layers[0].kernel.split(":")[0] != "int8_dense"
+    dense = compile_model(path, "llvm -mcpu=znver3", records=tmp_path / "none", shipped=False,
+                          options=DetectOptions(kernels="dense"))
+    assert dense.lowered.layers[0].kernel.split(":")[0] != "int8_dense"
+    np.testing.assert_allclose(dense(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_shift_weights_with_quantized_input_run_integer_products_and_match_onnxruntime(tmp_path):
@@ -290,17 +291,16 @@ def test_quantized_convolutions_run_uint8_im2col_and_integer_products(tmp_path, 
     np.testing.assert_allclose(built(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     side = (11 + 2 - 3) // stride + 1
     families = [layer.kernel.split(":")[0] for layer in built.lowered.layers]
-    assert families == (["int8_dense"] * 2 if VNNI else families)
-    if VNNI:
-        # the im2col's rows (242 for 11 x 11 maps) computed padded to whole register tiles of rows
-        assert built.lowered.layers[0].kernel == f"int8_dense:{padded_rows(2 * side * side)}x32x144"
-        text = built.lowered.mod["main"].script(show_meta=False)
-        assert "im2col" in text
-        # the scheduled im2col is never re-fused with the quantize before it (that pair crashed on 2 threads)
-        assert not [gv.name_hint for gv, _ in built.mod.functions_items()
-                    if "im2col" in gv.name_hint and "quantize" in gv.name_hint]
-        if layout == "nhwc":        # one transpose in (of the bytes), one out: the quantizers moved to NHWC
-            assert text.count("R.permute_dims") == 2
+    assert families == ["int8_dense"] * 2
+    # the im2col's rows (242 for 11 x 11 maps) computed padded to whole register tiles of rows
+    assert built.lowered.layers[0].kernel == f"int8_dense:{padded_rows(2 * side * side)}x32x144"
+    text = built.lowered.mod["main"].script(show_meta=False)
+    assert "im2col" in text
+    # the scheduled im2col is never re-fused with the quantize before it (that pair crashed on 2 threads)
+    assert not [gv.name_hint for gv, _ in built.mod.functions_items()
+                if "im2col" in gv.name_hint and "quantize" in gv.name_hint]
+    if layout == "nhwc":        # one transpose in (of the bytes), one out: the quantizers moved to NHWC
+        assert text.count("R.permute_dims") == 2
     dense = compile_model(path, batch=2, records=tmp_path / "none", shipped=False,
                           options=DetectOptions(layout=layout, kernels="dense"))
     assert "int8_dense" not in [layer.kernel.split(":")[0] for layer in dense.lowered.layers]
@@ -494,10 +494,8 @@ def test_onnxruntime_qdq_cnn_runs_channels_last_between_its_quantizers(tmp_path,
     assert "R.nn.max_pool2d" in main and 'layout="NHWC"' in main
     # the stem's 3 x 3 x 3 = 27 columns computed as 28 (a zero weight: VNNI sums 4 bytes a lane)
     kernels = [layer.kernel for layer in built.lowered.layers][:2]
-    if VNNI:
-        assert kernels == ["int8_dense:256x16x28", "int8_dense:64x16x144"]
-    else:
-        assert [k.split(":")[0] for k in kernels] == ["conv2d_nhwc", "conv2d_nhwc"]
+    wide = "" if VNNI else "x2"             # AVX2: int8 weights as int16
+    assert kernels == [f"int8_dense:256x16x28{wide}", f"int8_dense:64x16x144{wide}"]
     np.testing.assert_allclose(built(x), want, rtol=0, atol=0.02 * float(np.abs(want).max()))
 
 

@@ -14,8 +14,7 @@ kernel on its default config against the dense kernel of the same layer, one qui
 in BENCHMARKS.md, one per vector width: the thresholds below are the AVX-512 table's, from Zen 5,
 with the exceptions measured since: ``TILE_DECODE_DENSE``, the AVX-512 convolution rules). XNOR-popcount and the Walsh-Hadamard transforms do less arithmetic than a dense
 product and win at every size, as does ``int8_dense`` (quantized activations, where the CPU has
-VNNI: 4 bytes of K per lane per instruction; on AVX2 layers of a product only, ``AVX2_INTEGER``;
-on Zen 4, ``benchmarks/int8.py``:
+VNNI: 4 bytes of K per lane per instruction; on AVX2 ``AVX2_INTEGER``; on Zen 4, ``benchmarks/int8.py``:
 MatMuls 3.6 to 13.8x the fp32 product of the dequantized input, one-layer QDQ convolutions over a
 uint8 im2col 1.2 to 3.2x the fp32 direct conv, the model's entry quantize and transposes
 included, from 16 channels on 32 x 32 maps to 512 on 7 x 7, batch 1 and 16). At one row the decoded kernels (binary, ternary, shift, 2:4
@@ -53,13 +52,11 @@ CHEAPER = {"xnor_dense": LESS_ARITHMETIC, "xnor_conv2d": LESS_ARITHMETIC, "fastf
            "hadamard": LESS_ARITHMETIC,
            "int8_dense": "integer products: 4 bytes of K per lane per VNNI instruction"}
 #: ``int8_dense`` without VNNI (AVX2: ``vpmaddubsw``, or ``vpmaddwd`` on int16 weights where int8
-#: pairs would saturate): layers of a product (MatMul, Gemm) are predicted faster than the fp32
-#: product (one-part kernels 2.2x the fp32 GEMM at 128x3072x768, Zen 4 running AVX2 code; with int8
-#: weights split in two over a doubled K, before the int16 form, the whole BERT-base encoder MLP
-#: of ONNX Runtime's quantize_static still ran 1.18 to 1.24x its forced-fp32 build). Convolutions:
-#: a one-part GEMM over the im2col tied with the fp32 Winograd conv (ResNet-18's 3136x64x576: 0.55
-#: against 0.60 ms before the im2col) and the doubled one lost (whole ResNet-18 QDQ 0.64x)
-AVX2_INTEGER = "integer products: 2 of K per int16 lane (vpmaddubsw or vpmaddwd)"
+#: pairs would saturate) is chosen too (Zen 4 running AVX2 code, whole models against their build
+#: with the fp32 kernels auto picks otherwise: ResNet-18 ternary-q8 1.58x, ResNet-20 ternary-q8
+#: 1.11x, VGG shift-q8 1.37x, ResNet-18 of quantize_static QDQ u8 with int16 weights 1.17x;
+#: ONNX Runtime's quantized BERT-base layers 1.5 to 1.8x tvmopt's fp32 build)
+AVX2_INTEGER = "integer products: 2 of K per int16 lane (vpmaddubsw, or vpmaddwd on int16 weights)"
 #: ... except small transforms at few rows: on the Intel Xeon the bundled digits models' 256-wide
 #: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
 #: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;
@@ -443,16 +440,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if policy == "dense":
         return Choice(False, "forced")
     small_transform = weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
-    if family in CHEAPER and not small_transform and (family != "int8_dense" or _vnni()):
-        return Choice(True, CHEAPER[family])
+    if family in CHEAPER and not small_transform:
+        return Choice(True, AVX2_INTEGER if family == "int8_dense" and not _vnni() else CHEAPER[family])
     timed = from_costs(cost, compressed_key, dense_key, "measured" if policy == "measure" else "records")
     if timed is not None:
         return timed
-    if family == "int8_dense":
-        if conv:
-            return Choice(False, "predicted: on AVX2 the fp32 convolution (Winograd or direct) is as fast as an "
-                                 "integer GEMM over a uint8 im2col")
-        return Choice(True, AVX2_INTEGER)
     from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_DENSE     # the dense Winograd conv's tasks
 
     if dense_key.startswith(WINOGRAD_DENSE + ":"):

@@ -11,8 +11,8 @@ exponents per row as DeepShift's 4-bit weights do, or per-channel int8 weights),
 with ``q`` the uint8 activations: an integer product with int32 accumulation, the zero point's
 term subtracted in int32, one rounding to fp32 at the end. On CPUs with AVX-512 VNNI the inner
 product is ``vpdpbusd`` (16 outputs x 4 bytes of K per instruction, tensorized from
-:data:`VNNI_INTRIN`). Only where the
-model says the activations are quantized: fp32 semantics are never changed.
+:data:`VNNI_INTRIN`). Only where the model says the activations are quantized: fp32 semantics are
+never changed.
 
 On AVX2 the same 16 x 4 step is two ``vpmaddubsw`` (pairs of u8 x s8 products summed in int16,
 saturating) and two ``vpmaddwd`` by ones (:data:`AVX2_INTRIN`): exact where each pair of weights
@@ -20,8 +20,8 @@ has ``|t0| + |t1| <= 128`` (:func:`pairs_fit`), as binary, ternary and DeepShift
 up to 64 have. Other weights (ONNX Runtime's int8) run *wide*, ``int8_dense:MxNxKx2``: int16
 weights in panels ``[N/16, K/2, 16, 2]`` and the input widened to int16 by the pass, each step
 two ``vpmaddwd`` of a broadcast pair of inputs (:data:`WIDE_INTRIN`), exact for weights up to 255
-in magnitude: as many products per multiply as ``vpmaddubsw`` gives. ONNX Runtime's own AVX2 kernel uses
-``vpmaddubsw`` on whole int8 weights and accepts the saturation. With VNNI, uint8 weights whose
+in magnitude: as many products per multiply as ``vpmaddubsw`` gives (ONNX Runtime's own AVX2
+kernel runs ``vpmaddubsw`` on whole int8 weights and accepts the saturation). With VNNI, uint8 weights whose
 zero point is 0 or 255 (integers up to 255) are two bytes each over a doubled K
 (:func:`byte_parts`).
 
@@ -97,9 +97,9 @@ class Int8DenseTask(Task):
         # AVX-512: 8 rows x 2 vectors, 16 of its 32 registers accumulate; AVX2: 4 rows x 1 vector
         # of 16 outputs (two ymm each), 8 of 16 (4 x 2 spilled: 1.50 against 1.38 ms on
         # int8_dense:128x3072x768, Zen 4 running AVX2 code)
-        wide = current().lanes >= 16
-        start_rows = max(t for t in rows if t <= (8 if wide else 4))
-        start_vectors = max(t for t in vectors if t <= (2 if wide else 1))
+        avx512 = current().lanes >= 16
+        start_rows = max(t for t in rows if t <= (8 if avx512 else 4))
+        start_vectors = max(t for t in vectors if t <= (2 if avx512 else 1))
         small = self.n * self.k * self.width <= ROWS_FIRST_MAX_BYTES
         self.space = Space("int8_dense-llvm", (
             Choice("tile_m", rows, default=rows.index(start_rows)),
@@ -224,7 +224,8 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=(), width: int
 @functools.cache
 def register_intrinsics() -> None:
     """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` and, for AVX2,
-    as two halves of ``vpmaddubsw`` (pairs to int16) then ``vpmaddwd`` by ones (to int32) (once)."""
+    as two halves of ``vpmaddubsw`` (pairs to int16) then ``vpmaddwd`` by ones (to int32); the
+    wide 16 x 2 i16 x i16 -> i32 one as two ``vpmaddwd`` (once)."""
     import tvm
     from tvm.script import tirx as T
 

@@ -221,6 +221,26 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=(), width: int
     return leftover
 
 
+def _dot_desc(x_dtype: str, w_dtype: str, group: int):
+    """The description every intrinsic here tensorizes: 16 int32 sums, each plus ``group``
+    products of the input's ``group`` values and one output's weights."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((group,), x_dtype, offset_factor=1), b: T.Buffer((LANES, group), w_dtype, offset_factor=1),
+             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:LANES], a[0:group], b[0:LANES, 0:group])
+            T.writes(c[0:LANES])
+            for lane in T.serial(0, LANES):
+                for g in T.serial(0, group):
+                    with T.sblock("update"):
+                        vl, vg = T.axis.remap("SR", [lane, g])
+                        c[vl] = c[vl] + T.cast(a[vg], "int32") * T.cast(b[vl, vg], "int32")
+
+    return desc
+
+
 @functools.cache
 def register_intrinsics() -> None:
     """The 16 x 4 u8 x s8 -> i32 dot product as ``llvm.x86.avx512.vpdpbusd.512`` and, for AVX2,
@@ -229,17 +249,7 @@ def register_intrinsics() -> None:
     import tvm
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
-             c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:GROUP], b[0:LANES, 0:GROUP])
-            T.writes(c[0:LANES])
-            for lane in T.serial(0, LANES):
-                for g in T.serial(0, GROUP):
-                    with T.sblock("update"):
-                        vl, vg = T.axis.remap("SR", [lane, g])
-                        c[vl] = c[vl] + T.cast(a[vg], "int32") * T.cast(b[vl, vg], "int32")
+    desc = _dot_desc("uint8", "int8", GROUP)
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
@@ -269,18 +279,7 @@ def register_intrinsics() -> None:
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16),
                     dtype="int32x8")
 
-    @T.prim_func(s_tir=True)
-    def wide_desc(a: T.Buffer((WIDE_GROUP,), "int16", offset_factor=1),
-                  b: T.Buffer((LANES, WIDE_GROUP), "int16", offset_factor=1),
-                  c: T.Buffer((LANES,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:WIDE_GROUP], b[0:LANES, 0:WIDE_GROUP])
-            T.writes(c[0:LANES])
-            for lane in T.serial(0, LANES):
-                for g in T.serial(0, WIDE_GROUP):
-                    with T.sblock("update"):
-                        vl, vg = T.axis.remap("SR", [lane, g])
-                        c[vl] = c[vl] + T.cast(a[vg], "int32") * T.cast(b[vl, vg], "int32")
+    wide_desc = _dot_desc("int16", "int16", WIDE_GROUP)
 
     @T.prim_func(s_tir=True)
     def wide(a: T.Buffer((WIDE_GROUP,), "int16", offset_factor=1),

@@ -191,9 +191,12 @@ LIMITS = {
     ("resnet18", "dynamic"): "ConvInteger runs as the fp32 convolution of the zero-point differences (its zero point "
                              "is data, which the uint8 im2col's padding would need at run time), after a "
                              "DynamicQuantizeLinear per layer: two reductions and a quantize of every input.",
-    "resnet18": "the convolutions run a uint8 im2col (about 10% of the time) and the integer GEMM, where "
-                "onnxruntime's MLAS runs direct u8 x s8 convolutions in its blocked layout; with int8 activations "
-                "(qdq-s8) onnxruntime has no such kernel and tvmopt is the faster.",
+    "resnet18": "the convolutions run a uint8 im2col (about 5% of the time on one thread) and the integer GEMM "
+                "(at vpdpbusd's peak on Zen 4), where onnxruntime's MLAS runs direct u8 x s8 convolutions in its "
+                "blocked layout; with int8 activations (qdq-s8) onnxruntime has no such kernel and tvmopt is the "
+                "faster. On the shared 2-core VM the same build was seen to run at two speeds 1.2x apart for "
+                "seconds at a time (a four-layer QDQ model: 1.32 or 1.63 ms); a row whose quartiles reach from "
+                "0.8 to 1.0 was caught by it in some rounds.",
 }
 
 

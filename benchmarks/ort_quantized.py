@@ -194,9 +194,12 @@ LIMITS = {
     "resnet18": "the convolutions run a uint8 im2col (about 5% of the time on one thread) and the integer GEMM "
                 "(at vpdpbusd's peak on Zen 4), where onnxruntime's MLAS runs direct u8 x s8 convolutions in its "
                 "blocked layout; with int8 activations (qdq-s8) onnxruntime has no such kernel and tvmopt is the "
-                "faster. On the shared 2-core VM the same build was seen to run at two speeds 1.2x apart for "
-                "seconds at a time (a four-layer QDQ model: 1.32 or 1.63 ms); a row whose quartiles reach from "
-                "0.8 to 1.0 was caught by it in some rounds.",
+                "faster. On the shared 2-core VM one vCPU slows down for seconds at a time: the same build then "
+                "runs 1.25x slower (a four-layer QDQ model: 1.63 against 1.32 ms, the other thread's system time "
+                "doubling as it yields at each parallel loop's end), because TVM splits every parallel loop "
+                "statically in halves, where onnxruntime's thread pool hands out chunks as threads free up. "
+                "Measured in a steady stretch the same two files ran 1.01x (qdq-u8) and 1.05x (qop-u8) "
+                "onnxruntime.",
 }
 
 

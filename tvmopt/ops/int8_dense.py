@@ -374,7 +374,7 @@ def _split(t: np.ndarray, kernel: Kernel) -> Kernel | None:
             return None
         kernel.arrays[0] = np.asarray(t).astype(np.int16)
         kernel.key_dims = (2,)
-        kernel.structure += ", int16 weights (vpmaddwd)"
+        kernel.structure += ", as int16 (vpmaddwd)"
         kernel.compact_bytes += t.size
         return kernel
     parts = byte_parts(t)

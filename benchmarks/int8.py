@@ -1,15 +1,16 @@
 """Quantized activations times ternary and binary weights: ``int8_dense`` (VNNI) against the same
 layer in fp32, for MatMuls and for convolutions (uint8 im2col).
 
-    python benchmarks/int8.py [--rounds 5]
+    python benchmarks/int8.py [--rounds 5] [--target llvm]
 
 Each shape is one ONNX layer ``relu(dequant(quant(x)) @ W + b)`` (``tvmopt.testing.qdq``) with
-ternary weights, built untuned three ways from the same file: ``auto`` (the int8 product where
-the CPU has VNNI), ``--kernels dense`` (the fp32 product of the dequantized input), and the
+ternary weights, built untuned three ways from the same file: ``auto`` (the int8 product:
+``vpdpbusd`` where the CPU has VNNI, ``vpmaddubsw`` on AVX2), ``--kernels dense`` (the fp32 product of the dequantized input), and the
 same weights without the quantize/dequantize pair (fp32 activations, where the ternary decode
 kernel or dense runs, whichever the never-slower policy picks); onnxruntime runs the QDQ file.
 Ratios of medians over interleaved rounds in one run. Writes results/int8_<cpu>.json and the ``int8_<cpu>``
-section of BENCHMARKS.md.
+section of BENCHMARKS.md; ``--target "llvm -mcpu=znver3"`` on an AVX-512 machine measures AVX2 code in
+a section of its own (``int8_avx2-on-<host>``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json  # noqa: E402
+from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json  # noqa: E402
 
 SHAPES = ((1, 1024, 1024), (16, 1024, 1024), (1, 4096, 4096), (16, 4096, 4096), (128, 768, 3072))
 #: one-layer QDQ convolutions (batch, channels in, map side, channels out, stride): ResNet-18's and
@@ -65,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-convs", dest="convs", action="store_false", help="the MatMul shapes only")
+    ap.add_argument("--target", default="llvm", help='tvmopt\'s target (default: this CPU; "llvm -mcpu=znver3": AVX2)')
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -76,7 +78,8 @@ def main() -> None:
     from tvmopt.testing.qdq import qdq_conv_model, qdq_matmul_model
 
     WORK.mkdir(parents=True, exist_ok=True)
-    target = parse_target("llvm")
+    target = parse_target(args.target)
+    name, narrower = section_for("int8", target)
     none = WORK / "no-records"
     rows = []
     for m, k, n in SHAPES:
@@ -122,11 +125,12 @@ def main() -> None:
         convs.append(row)
         print(f"conv {b}x{c}x{side}x{side} -> {o}/{stride}: {row['kernel']}  vs fp32 dense {row['vs_dense']:.2f}x  "
               f"vs ort {row['vs_ort']:.2f}x  err {err:.1e}", flush=True)
-    info = {**machine(), "target": target.key, "isa": isa.current().name}
-    name = per_cpu("int8", target)
+    info = {**machine(), "target": target.key, "isa": (isa.for_target(target) or isa.current()).name,
+            "narrower_than_host": narrower}
     write_json(name, {"machine": info, "rows": rows, "convs": convs})
     lines = [f"## Quantized activations: integer products, {target.key} (`benchmarks/int8.py`)", "",
-             f"{info['cpu']} ({target.key}, ISA {info['isa']}), commit {info['commit']}, {info['date']}; untuned. "
+             f"{info['cpu']} ({target.key}, ISA {info['isa']}), commit {info['commit']}, {info['date']}; untuned."
+             f"{narrower_caveat(target.key, narrower)} "
              "One layer `relu(dequant(quant(x)) @ W + b)` with ternary weights per shape (M x K x N), each build "
              "from the same file; ratios of medians over interleaved rounds (> 1: the int8 build is faster). "
              "*fp32 dense*: `--kernels dense` (the fp32 product of the dequantized input); *fp32 activations*: "
@@ -141,7 +145,7 @@ def main() -> None:
     if convs:
         lines += ["", "Convolutions: one layer `relu(conv(dequant(quant(x)), W) + b)` (ternary weights, 3x3, pad 1) per "
                   "shape, the model's entry quantize and layout transposes included; *int8*: the uint8 im2col and "
-                  "`int8_dense` (where the CPU has VNNI); *fp32 dense*: `--kernels dense` (the direct fp32 conv of the "
+                  "`int8_dense`; *fp32 dense*: `--kernels dense` (the direct fp32 conv of the "
                   "dequantized input); *onnxruntime*: the QDQ file with its default optimizations (its own quantized "
                   "conv where it fuses one); error against onnxruntime without optimizations.", "",
                   "| batch x C x H x W -> O / stride | kernel | vs fp32 dense | vs onnxruntime | max rel err |",

@@ -110,9 +110,10 @@ class Int8DenseTask(Task):
 
     # ---- inputs and reference ----
     def make_inputs(self, rng):
-        q = rng.integers(0, 256, (self.m, self.k)).astype(np.int16 if self.width == 2 else np.uint8)
+        _, x_dtype, w_dtype = _layout(self.width)
+        q = rng.integers(0, 256, (self.m, self.k)).astype(x_dtype)
         top = WIDE_MAX if self.width == 2 else T_MAX if self.vnni else PAIR_MAX // 2   # what the pass gives each
-        t = rng.integers(-top, top + 1, (self.n, self.k)).astype(np.int16 if self.width == 2 else np.int8)
+        t = rng.integers(-top, top + 1, (self.n, self.k)).astype(w_dtype)
         scale = rng.uniform(1e-5, 1e-4, self.n).astype(np.float32)
         offset = -rng.integers(0, 256) * t.sum(axis=1, dtype=np.int32)
         return [q] + self.to_kernel([t, scale, offset])
@@ -136,9 +137,9 @@ class Int8DenseTask(Task):
         from tvm import te
 
         m, n, k = self.m, self.n, self.k
-        group = _group(self.width)
-        q = te.placeholder((m, k), "int16" if self.width == 2 else "uint8", name="Q")   # wide: widened by the pass
-        w = te.placeholder((n // LANES, k // group, LANES, group), "int16" if self.width == 2 else "int8", name="W")
+        group, x_dtype, w_dtype = _layout(self.width)
+        q = te.placeholder((m, k), x_dtype, name="Q")           # wide: widened by the pass
+        w = te.placeholder((n // LANES, k // group, LANES, group), w_dtype, name="W")
         scale = te.placeholder((n,), "float32", name="Scale")
         offset = te.placeholder((n,), "int32", name="Offset")
         r = te.reduce_axis((0, k), name="k")
@@ -169,16 +170,17 @@ class Int8DenseTask(Task):
         return tvm.IRModule({"main": self.primfunc(config)})
 
 
-def _group(width: int) -> int:
-    return WIDE_GROUP if width == 2 else GROUP
+def _layout(width: int) -> tuple[int, str, str]:
+    """``(K per lane, input dtype, weight dtype)`` of a task with ``width``-byte weights."""
+    return (WIDE_GROUP, "int16", "int16") if width == 2 else (GROUP, "uint8", "int8")
 
 
 def pack(t: np.ndarray, width: int = 1) -> np.ndarray:
     """int8 [N, K] -> [N/16, K/4, 16, 4]: one vpdpbusd operand per (panel, k group); ``width``
     2: int16 [N/16, K/2, 16, 2], two vpmaddwd operands per (panel, k pair)."""
     n, k = t.shape
-    group = _group(width)
-    return np.ascontiguousarray(t.astype(np.int16 if width == 2 else np.int8)
+    group, _, w_dtype = _layout(width)
+    return np.ascontiguousarray(t.astype(w_dtype)
                                 .reshape(n // LANES, LANES, k // group, group).transpose(0, 2, 1, 3))
 
 
@@ -202,7 +204,7 @@ def apply_int8(sch, block, space: Space, config: Config, epilogue=(), width: int
     i, j, r = sch.get_loops(block)[-3:]
     i0, i1 = sch.split(i, [None, knob["tile_m"]])
     j0, j1, j2 = sch.split(j, [None, knob["tile_n"], LANES])
-    r0, r1 = sch.split(r, [None, _group(width)])
+    r0, r1 = sch.split(r, [None, _layout(width)[0]])
     outer, inner = (i0, j0) if knob["rows_first"] else (j0, i0)
     sch.reorder(outer, inner, r0, i1, j1, j2, r1)
     sch.reverse_compute_at(local, inner)
@@ -342,38 +344,41 @@ def byte_parts(t: np.ndarray) -> list[np.ndarray] | None:
     wide = np.asarray(t, np.int64)
     for p in range(1, 5):
         parts = [(wide + i) // p for i in range(p)]
-        if all(part.min(initial=0) >= -128 and part.max(initial=0) <= T_MAX for part in parts):
+        if all(_in_int8(part) for part in parts):
             return [part.astype(np.int8) for part in parts]
     return None
+
+
+def _in_int8(t: np.ndarray) -> bool:
+    return t.min(initial=0) >= -128 and t.max(initial=0) <= T_MAX
 
 
 def pairs_fit(t: np.ndarray) -> bool:
     """Whether AVX2's ``vpmaddubsw`` multiplies int8 weights ``t`` [N, K] exactly: each pair it
     sums (k = 2j, 2j+1) within ``PAIR_MAX`` in magnitude."""
     t = np.asarray(t, np.int64)
-    if not t.size:
-        return True
-    if t.min() < -128 or t.max() > T_MAX:
-        return False
-    return bool((np.abs(t[:, 0::2]) + np.abs(t[:, 1::2]) <= PAIR_MAX).all())
+    return _in_int8(t) and bool((np.abs(t[:, 0::2]) + np.abs(t[:, 1::2]) <= PAIR_MAX).all())
 
 
-def _split(t: np.ndarray, kernel: Kernel) -> Kernel | None:
-    """``kernel`` with its integer weight ``t`` [N, K] as the CPU multiplies it exactly: with
-    VNNI in :func:`byte_parts` along K (the input read once per part); on AVX2 as int8 where its
-    pairs fit ``vpmaddubsw``, else wide (int16 weights, ``vpmaddwd``: as many products per
-    multiply as the bytes' pairs give, where two parts of a byte over a doubled K took twice the
-    instructions). None where neither fits."""
+def _split(kernel: Kernel) -> Kernel | None:
+    """``kernel`` with its integer weight ``t`` [N, K] (``arrays[0]``) as the CPU multiplies it
+    exactly: with VNNI in :func:`byte_parts` along K (the input read once per part); on AVX2 as
+    int8 where its pairs fit ``vpmaddubsw``, else wide (int16 weights read with an int16 input,
+    ``vpmaddwd``: as many products per multiply as the bytes' pairs give, where two parts of a
+    byte over a doubled K took twice the instructions). None where neither fits."""
     from tvmopt.schedules.isa import current
 
+    t = np.asarray(kernel.arrays[0], np.int64)
     if not current().vnni:
         if pairs_fit(t):
-            kernel.arrays[0] = np.asarray(t).astype(np.int8)
+            kernel.arrays[0] = t.astype(np.int8)
             return kernel
-        if t.size and np.abs(np.asarray(t, np.int64)).max() > WIDE_MAX:
+        if np.abs(t).max(initial=0) > WIDE_MAX:
             return None
-        kernel.arrays[0] = np.asarray(t).astype(np.int16)
+        _, x_dtype, w_dtype = _layout(2)
+        kernel.arrays[0] = t.astype(w_dtype)
         kernel.key_dims = (2,)
+        kernel.input_dtype = x_dtype
         kernel.structure += ", as int16 (vpmaddwd)"
         kernel.compact_bytes += t.size
         return kernel
@@ -407,7 +412,7 @@ def int8_kernel(weight: np.ndarray, scale: float, zero_point: int) -> Kernel | N
         return None
     s = (np.float32(scale) * alpha).astype(np.float32)
     offset = (-zero_point * total).astype(np.int32)
-    return _split(t, Kernel("int8_dense", f"{_kind(t)} weights, uint8 activations (integer product)", n, k,
+    return _split(Kernel("int8_dense", f"{_kind(t)} weights, uint8 activations (integer product)", n, k,
                             [t, s, offset], compact_bytes=t.size + s.nbytes + offset.nbytes))
 
 
@@ -436,7 +441,7 @@ def integer_matmul_kernel(t: np.ndarray) -> Kernel | None:
         return None
     rows = np.ascontiguousarray(wide.T)
     scale, offset = np.ones(n, np.float32), np.zeros(n, np.int32)
-    return _split(rows, Kernel("int8_dense", f"{_kind(rows)} weights, uint8 activations (MatMulInteger)", n, k,
+    return _split(Kernel("int8_dense", f"{_kind(rows)} weights, uint8 activations (MatMulInteger)", n, k,
                                [rows, scale, offset], compact_bytes=rows.size + scale.nbytes + offset.nbytes))
 
 

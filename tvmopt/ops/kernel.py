@@ -39,6 +39,9 @@ class Kernel:
     #: the kernel reads its input this many times along K (int8_dense: a weight split into
     #: parts that its instruction multiplies exactly, ``reduction`` counts them all)
     input_copies: int = 1
+    #: the dtype the kernel reads its input as, where not the producer's (int8_dense's int16
+    #: weights: the uint8 input widened to int16)
+    input_dtype: str | None = None
 
     @property
     def dense_bytes(self) -> int:

@@ -211,7 +211,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             kern = integer_matmul_kernel(t)
             if kern is None:
                 return None
-            q, xshape = self._input_copies(kern, q, xshape)
+            q, xshape = self._kernel_input(kern, q, xshape)
             runtime = {}
             if zp is not None:
                 zp = self.builder_.emit(relax.op.reshape(zp, ()))
@@ -499,15 +499,15 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if not picked.compressed:
                 return None
             kern.bias = None if bias is None else np.asarray(bias, np.float32)
-            q, xshape = self._input_copies(kern, make_q(), xshape)
+            q, xshape = self._kernel_input(kern, make_q(), xshape)
             return self._emit(kern, q, xshape, source, choice=picked.label, pad_rows=True)
 
-        def _input_copies(self, kern, q, shape):
-            """``(q, shape)`` as ``kern`` reads it: widened to int16 for a wide ``int8_dense``
-            (int16 weights), or ``kern.input_copies`` times along the last axis (a weight split
-            into parts, ``int8_dense.byte_parts``)."""
-            if kern.key_dims == (2,):
-                return self.builder_.emit(relax.op.astype(q, "int16")), shape
+        def _kernel_input(self, kern, q, shape):
+            """``(q, shape)`` as ``kern`` reads it: cast to its ``input_dtype`` (a wide
+            ``int8_dense``'s int16), ``kern.input_copies`` times along the last axis (a weight
+            split into parts, ``int8_dense.byte_parts``)."""
+            if kern.input_dtype:
+                q = self.builder_.emit(relax.op.astype(q, kern.input_dtype))
             copies = kern.input_copies
             if copies == 1:
                 return q, shape
@@ -552,7 +552,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                                          primfunc_name_hint="im2col_nhwc" if nhwc else "im2col")
             if extra:
                 cols = self.builder_.emit(relax.op.nn.pad(cols, [0, 0, 0, extra], pad_value=float(zero_point)))
-            cols, cols_shape = self._input_copies(kern, cols, (rows, columns + extra))
+            cols, cols_shape = self._kernel_input(kern, cols, (rows, columns + extra))
             y = self._emit(kern, cols, cols_shape, f"{source} {kh}x{kw}/{sh} (uint8 im2col)", pad_rows=True,
                            report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}", choice=picked.label)
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))

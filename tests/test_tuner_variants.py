@@ -109,7 +109,7 @@ def test_swap_and_pair_moves_cross_a_valley_single_moves_do_not():
     assert len(second) == 3 and pairs[0] in second          # rho single moves, then the pair
     tuner.observe(second, [cost(c) for c in second])
     assert tuner.best_cost == 0.5
-    with pytest.raises(UserError, match="swap must be 0 or 1"):
+    with pytest.raises(UserError, match="swap and keep must be 0 or 1"):
         make_tuner("gbfs:swap=2", space)
 
 
@@ -135,6 +135,54 @@ def test_na2c_rollouts_start_at_one_of_the_fastest_configs(roots):
         assert any(len(used) > 1 for used, _ in starts[1:])
     with pytest.raises(UserError, match="roots must be at least 1"):
         make_tuner("na2c:roots=0", space)
+
+
+def _steps(a, b):
+    """Prime moves between two configs of 2-level power-of-two splits."""
+    return sum(abs(x[0].bit_length() - y[0].bit_length()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("stale", [0, 3])
+def test_na2c_gives_up_a_used_up_root_for_the_next_fastest(stale):
+    """Every config within the horizon of the best is measured: with ``stale`` the rollouts move
+    on to the runner-up's neighbourhood; without (the paper) they stay at the best and the
+    batch is filled at random."""
+    space = Space("s", (Split("m", 256, 2), Split("n", 256, 2)))
+    best, runner_up = ((256, 1), (256, 1)), ((1, 256), (1, 256))
+    tuner = make_tuner(f"na2c:stale={stale}", space, seed=0)
+    near = [c for c in space.all() if 0 < _steps(best, c) <= tuner.horizon]
+    tuner.observe([best, runner_up] + near, [1.0, 2.0] + [3.0] * len(near))
+    seen = len(tuner._transitions)
+    batch = tuner.next_batch(4)
+    roots = {t[0] for t in tuner._transitions[seen:] if t[3]}
+    assert len(batch) == 4 and not set(batch) & tuner.visited
+    if stale:
+        assert roots == {best, runner_up}
+        assert all(_steps(runner_up, c) <= tuner.horizon for c in batch)
+    else:
+        assert roots == {best}
+    with pytest.raises(UserError, match="stale must be at least 0"):
+        make_tuner("na2c:stale=-1", space)
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_gbfs_keep_expands_the_best_state_until_a_neighbour_beats_it(keep):
+    space = Space("s", (Split("m", 64, 3), Split("n", 64, 3)))
+    tuner = make_tuner(f"gbfs:keep={keep}:rho=2:reach=1:pick=random:start=untiled", space, seed=0)
+    start = tuner.next_batch(2)[0]
+    tuner.observe([start], [1.0])
+    around = set(space.neighbours(start, 1))
+    first = tuner.next_batch(2)
+    assert set(first) <= around
+    tuner.observe(first, [2.0, 3.0])           # both worse than the start
+    second = tuner.next_batch(2)
+    assert set(second).isdisjoint(first)
+    if keep:   # the start still leads, so its next neighbours are measured
+        assert set(second) <= around
+    else:      # the paper's G-BFS is done with the start and expands its best neighbour
+        assert set(second) <= set(space.neighbours(first[0], 1)) and not set(second) <= around
+    with pytest.raises(UserError, match="keep must be 0 or 1"):
+        make_tuner("gbfs:keep=2", space)
 
 
 @pytest.mark.parametrize("workload", ["dense:64x1024x1024", "conv2d:1x64x56x56x64x3x3x1x1",

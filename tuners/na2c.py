@@ -15,6 +15,13 @@ policy trains online as measurements arrive and measured states cost nothing to 
 ``roots``: each rollout starts at one of the ``roots`` fastest configs measured so far, drawn
 uniformly (1, the paper: always the best). More than one keeps a rollout budget on the
 runners-up, where a search stuck around one optimum finds the way to another.
+
+``stale``: once that many rollouts in a row from a root found nothing unmeasured, the root's
+neighbourhood (within the horizon, as the policy walks it) is taken as used up and the next
+fastest measured config takes its place, as G-BFS moves down its queue. 0 (the paper) keeps
+rolling out from the best and fills the batch with random configs when nothing new turns up:
+on a table with a narrow optimum 5 moves from a local one (binary_dense:16x1024x1024) that left
+N-A2C at 93% of the optimum after 300 trials.
 """
 
 from __future__ import annotations
@@ -119,14 +126,18 @@ class NA2CTuner(Tuner):
 
     def __init__(self, space, seed: int = 0, horizon: int = 3, epsilon: float = 0.1, hidden: int = 128,
                  learning_rate: float = 7e-4, gamma: float = 0.9, grad_steps: int = 1, start: str = "heuristic",
-                 roots: int = 1):
+                 roots: int = 1, stale: int = 0):
         super().__init__(space, seed)
         self._start = self.start_config(start)
         if grad_steps < 1:
             raise ValueError("grad_steps must be at least 1")
         if roots < 1:
             raise ValueError("roots must be at least 1")
-        self.grad_steps, self.roots = grad_steps, roots
+        if stale < 0:
+            raise ValueError("stale must be at least 0")
+        self.grad_steps, self.roots, self.stale = grad_steps, roots, stale
+        self._fruitless: dict[Config, int] = {}  # root -> rollouts in a row that found nothing new
+        self._used_up: set[Config] = set()       # roots given up (``stale``)
         from stable_baselines3 import A2C
         from stable_baselines3.common.logger import configure
 
@@ -161,9 +172,11 @@ class NA2CTuner(Tuner):
         batch: list[Config] = []
         roots = self._roots()
         for _ in range(20 * n):
-            if len(batch) >= n:
+            if len(batch) >= n or not roots:
                 break
-            state = roots[0] if len(roots) == 1 else self.rng.choice(roots)  # one root draws nothing
+            root = roots[0] if len(roots) == 1 else self.rng.choice(roots)  # one root draws nothing
+            before = len(batch)
+            state = root
             for step in range(self.horizon):
                 acted = self._act(state)
                 if acted is None:
@@ -175,14 +188,26 @@ class NA2CTuner(Tuner):
                     if len(batch) >= n:
                         break
                 state = new
+            if self.stale:
+                found = len(batch) > before
+                self._fruitless[root] = 0 if found else self._fruitless.get(root, 0) + 1
+                if self._fruitless[root] >= self.stale:
+                    self._used_up.add(root)
+                    roots = self._roots()
         return self.random_fill(batch, n)  # the neighbourhood is used up: explore at random
 
     def _roots(self) -> list[Config]:
-        """Where rollouts start: the ``roots`` fastest measured configs (the start before any)."""
-        if self.roots == 1 or not self.costs:
+        """Where rollouts start: the ``roots`` fastest measured configs not given up (``stale``);
+        the start before any is measured."""
+        if not self.costs:
             return [self.best_config or self._start]
-        ranked = sorted((c for c in self.costs if math.isfinite(self.costs[c])), key=self.costs.__getitem__)
-        return ranked[:self.roots] or [self.best_config or self._start]
+        if self.roots == 1 and not self._used_up:
+            return [self.best_config or self._start]
+        ranked = sorted((c for c in self.costs if math.isfinite(self.costs[c]) and c not in self._used_up),
+                        key=self.costs.__getitem__)
+        if not self.stale:
+            ranked = ranked or [self.best_config or self._start]
+        return ranked[:self.roots]
 
     # ---- learning: one A2C step on every transition whose ends are both measured
     def update(self, configs, costs) -> None:

@@ -21,11 +21,12 @@ neighbourhood (within the horizon, as the policy walks it) is taken as used up a
 fastest measured config takes its place, as G-BFS moves down its queue. 0 (the paper) keeps
 rolling out from the best and fills the batch with random configs when nothing new turns up:
 on a table with a narrow optimum 5 moves from a local one (binary_dense:16x1024x1024) that left
-N-A2C at 93% of the optimum after 300 trials. The default (10) is for searches from a heuristic
-start, as every kernel of a model has: there the runners-up are near the optimum. From the
-untiled config (spaces without a start, such as ``gemm:``) the runners-up are poor and random
-configs explore better: on those replay tables ``stale=10`` took 1.6x the trials of ``stale=0``
-(BENCHMARKS.md, "replay, from the untiled config"); give ``na2c:stale=0`` there.
+N-A2C at 93% of the optimum after 300 trials, and ``stale=10`` took it there in 119. It is not
+the default: it pays from a heuristic start, where the runners-up are near the optimum, but from
+the untiled config (spaces without a start, such as ``gemm:``) the runners-up are poor and
+random configs explore far better. After 64 trials from the untiled config of the Zen 5 tables,
+``stale=10``'s median best was 2% to 13% of the optimum on three tables where ``stale=0`` reached
+85% to 88% (BENCHMARKS.md, "Tuners' search cost").
 """
 
 from __future__ import annotations

@@ -204,9 +204,7 @@ class NA2CTuner(Tuner):
     def _roots(self) -> list[Config]:
         """Where rollouts start: the ``roots`` fastest measured configs not given up (``stale``);
         the start before any is measured."""
-        if not self.costs:
-            return [self.best_config or self._start]
-        if self.roots == 1 and not self._used_up:
+        if not self.costs or (self.roots == 1 and not self._used_up):
             return [self.best_config or self._start]
         ranked = sorted((c for c in self.costs if math.isfinite(self.costs[c]) and c not in self._used_up),
                         key=self.costs.__getitem__)

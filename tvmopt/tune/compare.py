@@ -469,7 +469,6 @@ def aggregate_tables(rows: list[dict], tuners: list[str], baseline: str = "xgb")
     95% of the optimum: where the start is already there, every tuner takes 1 trial and the
     ratio 1.0 says nothing about the search (``open_tables`` counts the others)."""
     held = [r for r in rows if r["held_out"]]
-    open_rows = [r for r in held if r.get("start_fraction", 0.0) < 0.95]
 
     def ratio(a, b):
         """a's trials over b's; 0 where only b never got there, inf where a never did."""
@@ -479,14 +478,15 @@ def aggregate_tables(rows: list[dict], tuners: list[str], baseline: str = "xgb")
 
     out = {}
     for t in tuners:
-        vs_base = [ratio(r["tuners"][t]["to95"], r["tuners"][baseline]["to95"]) for r in held if baseline in r["tuners"]]
+        per_row = [(r, ratio(r["tuners"][t]["to95"], r["tuners"][baseline]["to95"])) for r in held
+                   if baseline in r["tuners"]]
+        vs_base = [x for _, x in per_row]
+        vs_open = [x for r, x in per_row if r.get("start_fraction", 0.0) < 0.95]
         vs_rnd = [ratio(r["tuners"][t]["to95"], r["tuners"]["random"]["to95"]) for r in held if "random" in r["tuners"]]
         at_budget = [r["tuners"][t]["gflops_at_budget"] / r["tuners"][baseline]["gflops_at_budget"]
                      for r in held if baseline in r["tuners"]]
         vs_base_99 = [ratio(r["tuners"][t]["to99"], r["tuners"][baseline]["to99"]) for r in held
                       if baseline in r["tuners"]]
-        vs_open = [ratio(r["tuners"][t]["to95"], r["tuners"][baseline]["to95"]) for r in open_rows
-                   if baseline in r["tuners"]]
         out[t] = {f"vs_{baseline}_median": float(np.median(vs_base)) if vs_base else None,
                   f"vs_{baseline}_median_open": float(np.median(vs_open)) if vs_open else None,
                   "open_tables": len(vs_open),

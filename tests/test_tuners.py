@@ -145,6 +145,34 @@ def test_compare_resumes_complete_runs_and_reruns_torn_ones(table, tmp_path):
     assert [s.best_gflops for s in again.summaries] == [s.best_gflops for s in first.summaries]
 
 
+def test_compare_reruns_a_log_whose_variant_settings_have_changed(table, tmp_path, monkeypatch):
+    import tvmopt.tuners as strategies
+
+    m = ReplayMeasurer(table)
+    compare(m.task, m, "synthetic", ["gbfs"], trials=12, repeats=1, log_dir=tmp_path, space=m.space, progress=False)
+    first = [json.loads(line)["tuner"] for line in (tmp_path / "gbfs_seed0.jsonl").read_text().splitlines()]
+    assert set(first) == {"gbfs:rho=5:pick=credit:reach=2:start=heuristic:swap=0:pair=0:keep=0"}
+
+    class Counting(ReplayMeasurer):
+        calls = 0
+
+        def measure(self, key, configs):
+            Counting.calls += len(configs)
+            return super().measure(key, configs)
+
+    compare(m.task, Counting(table), "synthetic", ["gbfs"], trials=12, repeats=1, log_dir=tmp_path, space=m.space,
+            progress=False, resume=True)
+    assert Counting.calls == 0                      # same settings: read back
+    changed = dict(strategies.VARIANTS)
+    changed["gbfs"] = ("gbfs", {**changed["gbfs"][1], "rho": 3}, "gbfs with another default")
+    monkeypatch.setattr(strategies, "VARIANTS", changed)
+    compare(m.task, Counting(table), "synthetic", ["gbfs"], trials=12, repeats=1, log_dir=tmp_path, space=m.space,
+            progress=False, resume=True)
+    assert Counting.calls == 12                     # the name's default changed: the old log is not this tuner
+    again = {json.loads(line)["tuner"] for line in (tmp_path / "gbfs_seed0.jsonl").read_text().splitlines()}
+    assert again == {"gbfs:rho=3:pick=credit:reach=2:start=heuristic:swap=0:pair=0:keep=0"}
+
+
 def test_bad_replay_table_is_a_user_error(tmp_path):
     from tvmopt.errors import UserError
 

@@ -62,6 +62,19 @@ def check_tuner(spec: str) -> str:
     return spec
 
 
+def tuner_identity(spec: str) -> str:
+    """The settings a spec runs with, every one spelled out (the strategy's defaults included), as a
+    spec that names the same tuner: ``na2c`` -> ``na2c:horizon=3:epsilon=0.1:...:grad_steps=4:...``.
+    A comparison log records it, so a log written before a variant's defaults changed is not read
+    back as the new variant."""
+    import inspect
+
+    strategy, settings = parse_tuner(check_tuner(spec))
+    params = inspect.signature(STRATEGIES[strategy].__init__).parameters
+    resolved = {k: settings.get(k, p.default) for k, p in params.items() if k not in ("self", "space", "seed")}
+    return ":".join([strategy] + [f"{k}={v}" for k, v in resolved.items()])
+
+
 def _value(text: str):
     for kind in (int, float):
         try:

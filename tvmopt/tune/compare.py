@@ -24,7 +24,7 @@ from tvmopt.measure.replay import ReplayMeasurer
 from tvmopt.schedules.space import Space
 from tvmopt.ops.task import Task
 from tvmopt.tune.loop import REMEASURE_ROUNDS, REMEASURE_TOP, interactive
-from tvmopt.tuners import check_tuner, make_tuner
+from tvmopt.tuners import check_tuner, make_tuner, tuner_identity
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 
@@ -261,10 +261,10 @@ def compare(
                 runs.append(done)
                 bar.update(trials)
                 continue
-            run = Run(name, seed)
+            run, identity = Run(name, seed), tuner_identity(name)
             bar.set_description(f"{name} seed {seed}")
 
-            def measure(configs, run=run, log=log):
+            def measure(configs, run=run, log=log, identity=identity):
                 results = measurer.measure(task.key, configs)
                 for result in results:
                     spent = (run.seconds[-1] if run.seconds else 0.0) + result.build_s + result.run_s
@@ -274,7 +274,7 @@ def compare(
                 with open(log, "a", encoding="utf-8") as f:
                     for config, result in zip(configs, results):
                         f.write(Record.from_result(task.key, target_key, config, result, fingerprint,
-                                                   name).to_line() + "\n")
+                                                   identity).to_line() + "\n")
                 bar.update(len(configs))
                 return results
 
@@ -290,14 +290,16 @@ def compare(
 
 
 def _finished_run(log: Path, tuner: str, seed: int, trials: int, fingerprint: str) -> Run | None:
-    """The run a complete log holds (``trials`` readable records of this space), else None."""
+    """The run a complete log holds (``trials`` readable records of this space, written by a tuner
+    with the settings ``tuner`` resolves to today), else None."""
     if not log.exists():
         return None
     try:
         records = [Record.from_line(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (ValueError, KeyError, TypeError):
         return None                       # a torn or foreign log: run again
-    if len(records) != trials or any(r.space != fingerprint for r in records):
+    identity = tuner_identity(tuner)
+    if len(records) != trials or any(r.space != fingerprint or r.tuner != identity for r in records):
         return None
     return _run_of(tuner, seed, records)
 

@@ -41,12 +41,14 @@ def _models(selected):
 
 #: rows of X: a vector, a small batch, the encoder's 128 tokens
 SWEEP_ROWS = (1, 16, 128)
-SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "codebook_dense",
+SWEEP_FAMILIES = ("binary_dense", "ternary_dense", "shift_dense", "nm_decode_dense", "hashed_dense", "hashed_block_dense",
+                  "codebook_dense",
                   "binary_rowlut_dense", "ternary_rowlut_dense")
 
 
 def _sweep_key(family: str, m: int, n: int) -> str:
-    extra = {"nm_decode_dense": "x2x4", "hashed_dense": f"x{n * n // 8}x1", "codebook_dense": "x256"}.get(family, "")
+    extra = {"nm_decode_dense": "x2x4", "hashed_dense": f"x{n * n // 8}x1",
+             "hashed_block_dense": f"x{n * n // 8}x1x16", "codebook_dense": "x256"}.get(family, "")
     return f"{family}:{m}x{n}x{n}{extra}"
 
 

@@ -17,7 +17,7 @@ does not depend on training); batch norms with non-trivial statistics.
 Variants, made with ``tvmopt.nn.compress``: ``shift-q`` and ``shift-ps`` (DeepShift's two
 trainings; the same ±2^p weights at inference), ``binary`` (±α weights, real inputs),
 ``binary-act`` (weights and activations binarized), ``ternary``, ``nm`` (2:4), and for the
-MLPs ``hashed``, ``fastfood`` and ``shift-fx8`` (4-bit shifts with DeepShift's own fixed-point
+MLPs ``hashed`` (HashedNets), ``hashed-block`` (blocks of 16 outputs sharing one hash), ``fastfood`` and ``shift-fx8`` (4-bit shifts with DeepShift's own fixed-point
 activations of 8 bits, 3 integer and 4 fraction bits); ``ternary-q8`` and ``shift-q8`` (ternary
 weights, or DeepShift's 4-bit shifts, each compressed layer's input quantized to uint8:
 QuantizeLinear/DequantizeLinear in the export, integer products where the CPU has VNNI; the
@@ -68,13 +68,15 @@ MLPS = ("mlp4096", "encoder")
 TRANSFORMERS = ("bert", "vit")
 MODELS = CNNS + MLPS + TRANSFORMERS
 VARIANTS = ("shift-q", "shift-ps", "binary", "binary-act", "ternary", "ternary-q8", "shift-q8", "shift-fx8", "nm",
-            "hashed", "fastfood")
+            "hashed", "hashed-block", "fastfood")
 #: variants only the MLPs get
-MLP_ONLY = ("hashed", "fastfood", "shift-fx8")
+MLP_ONLY = ("hashed", "hashed-block", "fastfood", "shift-fx8")
 #: (compress method, its keyword arguments)
 METHOD = {"shift-q": ("shift", {"mode": "q"}), "shift-ps": ("shift", {"mode": "ps"}), "binary": ("binary", {}),
           "binary-act": ("binary", {"binarize_input": True}), "ternary": ("ternary", {}), "nm": ("nm", {}),
           "hashed": ("hashed", {}), "fastfood": ("fastfood", {}),
+          # blocks of 16 consecutive outputs share a hash (ROBE-Z-style; HashedLinear(block=16))
+          "hashed-block": ("hashed", {"block": 16}),
           # uint8 activations (QuantizeLinear/DequantizeLinear before each layer): integer products
           "ternary-q8": ("ternary", {"input_quant": (0.05, 128)}),
           # DeepShift-Q's 4-bit weights (7 powers of two) with uint8 or 8-bit fixed-point inputs
@@ -85,7 +87,7 @@ MEMORY_GOAL = {"shift-q": 6, "shift-ps": 6, "ternary": 16, "binary": 32}
 #: memory-bound layers (MLPs, batch 1 to 8): speed-up over onnxruntime asked
 MLP_GOAL = {"binary": 2.0, "ternary": 2.0, "ternary-q8": 2.0, "shift-q": 1.5, "shift-ps": 1.5, "shift-q8": 1.5,
             "shift-fx8": 1.5, "nm": 1.5,
-            "hashed": 1.2}
+            "hashed": 1.2, "hashed-block": 1.2}
 NEVER_SLOWER = 0.95          # tvmopt / tvmopt dense, within noise
 
 

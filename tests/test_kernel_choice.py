@@ -128,6 +128,15 @@ def _policy_cases():
     assert choose("auto", "codebook_dense", "k", "d", 16, 4096 * 4096, False).compressed
     assert not choose("auto", "codebook_dense", "k", "d", 16, 1024 * 1024, False).compressed
     assert not choose("auto", "hashed_dense", "k", "d", 16, 4096 * 4096, False).compressed
+    # block hashing: one hash per 16 weights wins while the weight outgrows the caches, at few rows
+    assert choose("auto", "hashed_block_dense", "k", "d", 1, 4096 * 4096, False).compressed
+    assert choose("auto", "hashed_block_dense", "k", "d", 4, 4096 * 4096, False).compressed
+    assert not choose("auto", "hashed_block_dense", "k", "d", 1, 768 * 3072, False).compressed
+    assert not choose("auto", "hashed_block_dense", "k", "d", 8, 4096 * 4096, False).compressed
+    assert not choose("auto", "hashed_block_dense", "k", "d", 128, 4096 * 4096, False).compressed
+    with isa.use(isa.AVX2):           # AVX2 code decodes 16 lanes in two registers: fewer rows
+        assert choose("auto", "hashed_block_dense", "k", "d", 2, 4096 * 4096, False).compressed
+        assert not choose("auto", "hashed_block_dense", "k", "d", 4, 4096 * 4096, False).compressed
     # from 32 rows the dense kernel reads its weight in panels: the decoded kernels only win on
     # weights far past the caches at few rows (the encoder's 128 tokens go dense)
     picked = choose("auto", "binary_dense", "k", "dense:128x3072x768", 128, 768 * 3072, False)

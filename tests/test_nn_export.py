@@ -22,7 +22,7 @@ def _all_layers_model():
         nn.Flatten(),
         tn.BinaryLinear(4 * 8 * 8, 64, binarize_input=True), nn.ReLU(),
         tn.Fastfood(64, 100), tn.NMSparseLinear(100, 32, bias=False), nn.ReLU(),
-        tn.HashedLinear(32, 32, num_hashes=2), tn.ShiftLinear(32, 24, mode="q"),
+        tn.HashedLinear(32, 32, num_hashes=2), tn.HashedLinear(32, 32, block=16, seed=3), tn.ShiftLinear(32, 24, mode="q"),
         tn.TernaryLinear(24, 16, per_channel=True), tn.HadamardClassifier(16, 10),
     ).eval()
 
@@ -42,7 +42,7 @@ def test_custom_domain_nodes_hold_the_compact_form(exported):
     onnx.checker.check_model(proto, full_check=True)     # schemas validate every ai.tvmopt node
     ops = [n.op_type for n in proto.graph.node if n.domain == DOMAIN]
     assert ops == ["ShiftConv", "BinaryConv", "TernaryConv", "NMSparseConv", "BinaryGemm", "Fastfood",
-                   "NMSparseGemm", "HashedGemm", "ShiftGemm", "TernaryGemm", "HadamardGemm"]
+                   "NMSparseGemm", "HashedGemm", "HashedBlockGemm", "ShiftGemm", "TernaryGemm", "HadamardGemm"]
     assert {n.op_type for n in proto.graph.node if n.domain != DOMAIN} <= {"Relu", "Reshape", "Flatten"}
     inits = {i.name: i for i in proto.graph.initializer}
     node = next(n for n in proto.graph.node if n.op_type == "BinaryGemm")
@@ -86,7 +86,7 @@ def test_torch_export_names_the_custom_ops():
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     names = {t.split(".")[1] for t in targets if t.startswith("tvmopt.")}
     assert names == {"shift_conv", "binary_conv", "ternary_conv", "nm_sparse_conv", "binary_gemm", "fastfood",
-                     "nm_sparse_gemm", "hashed_gemm", "shift_gemm", "ternary_gemm", "hadamard_gemm"}
+                     "nm_sparse_gemm", "hashed_gemm", "hashed_block_gemm", "shift_gemm", "ternary_gemm", "hadamard_gemm"}
     assert len(names) == len(SPECS)
     with torch.no_grad():
         np.testing.assert_allclose(program.module()(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)

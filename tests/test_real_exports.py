@@ -367,6 +367,26 @@ def test_plain_exports_of_hashed_layers_keep_their_compact_form(tmp_path):
     np.testing.assert_allclose(compiled(x.numpy()), _ort(path, x.numpy())[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("plain", [False, True])
+def test_block_hashed_layers_run_the_block_kernel_from_both_exports(tmp_path, plain):
+    """HashedLinear(block=16): the compact export's HashedBlockGemm and the plain export's dense
+    weight (its block hash found again) both lower to hashed_block_dense, 8x smaller than fp32,
+    and agree with onnxruntime and PyTorch."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), tn.HashedLinear(256, 128, seed=4, block=16)).eval()
+    x = torch.randn(1, 32)
+    path = tn.export_onnx(model, x, tmp_path / ("hb.plain.onnx" if plain else "hb.onnx"), plain=plain)
+    compiled = compile_model(path, "llvm", records=tmp_path / "none", shipped=False,
+                             options=DetectOptions(kernels="compressed"))
+    layer = compiled.lowered.layers[-1]
+    assert layer.kernel.startswith("hashed_block_dense:") and layer.kernel.endswith("x128x256x4096x1x16"), layer.kernel
+    assert layer.dense_bytes / layer.compact_bytes > 7.9
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    if plain:
+        np.testing.assert_allclose(compiled(x.numpy()), _ort(path, x.numpy())[0], rtol=1e-4, atol=1e-5)
+
+
 def test_initializers_listed_as_inputs_and_folded_away_stay_constants(tmp_path):
     """Exports of ONNX IR version 3 (the model zoo's inception_v2) list every initializer among the
     graph's inputs. When folding consumes one (a scale computed from two constants), it must not

@@ -10,7 +10,7 @@ import pytest
 
 from tvmopt.tune.compare import compare, expected_random_curve, methodology_score
 from tvmopt.measure.replay import ReplayMeasurer
-from tvmopt.tuners import TUNERS, make_tuner
+from tvmopt.tuners import TUNERS, make_tuner, tuner_identity
 
 from tests_support import WORKLOAD, write_synthetic_table
 
@@ -111,7 +111,7 @@ def test_compare_on_replay_writes_logs_summary_and_plot(table, tmp_path):
     for name in ("gbfs_seed0.jsonl", "random_seed2.jsonl", "summary.md", "summary.json", "convergence.png"):
         assert (tmp_path / name).stat().st_size > 0
     lines = (tmp_path / "gbfs_seed1.jsonl").read_text().splitlines()
-    assert len(lines) == 30 and all(json.loads(line)["tuner"] == "gbfs" for line in lines)
+    assert len(lines) == 30 and all(json.loads(line)["tuner"] == tuner_identity("gbfs") for line in lines)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [t["tuner"] for t in summary["tuners"]] == ["gbfs", "random"]
     assert summary["reference_gflops"] == pytest.approx(m.task.flops / m.optimum / 1e9)

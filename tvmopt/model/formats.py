@@ -119,8 +119,18 @@ def decode_ternary(codes: np.ndarray) -> np.ndarray:
 #   sign(i, j)   = 1 - 2 * (fmix32(key ^ seed_s) >> 31),  seed_s = fmix32(seed + 2k + 1)
 # fmix32 is MurmurHash3's 32-bit finalizer, all arithmetic modulo 2^32; the bucket is Lemire's
 # multiply-shift range reduction (no division, so kernels can vectorize it).
+#
+# Block hashing (``block`` Z > 1, as ROBE-Z hashes blocks of an embedding table rather than single
+# entries): the weights of Z consecutive outputs i of one input j share one key,
+#   key = (i // Z) * in_features + j,   lane = i % Z,
+#   bucket(i, j) = ((fmix32(key ^ seed_k) * (K / Z)) >> 32) * Z + lane     (K a multiple of Z)
+#   sign(i, j)   = 1 - 2 * ((fmix32(key ^ seed_s) >> (31 - lane)) & 1)    (Z <= 32)
+# so a block of Z weights reads Z contiguous values (one vector load) and its Z signs come from
+# one hash: two hashes per Z weights instead of per weight. Z = 1 is the HashedNets hash above.
 
 _M32 = np.uint64(0xFFFFFFFF)
+#: block sizes a block hash may use (its signs are bits of one 32-bit hash)
+MAX_HASH_BLOCK = 32
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -138,24 +148,41 @@ def hash_seeds(seed: int, k: int = 0) -> tuple[int, int]:
     return int(fmix32(np.uint64(seed + 2 * k))), int(fmix32(np.uint64(seed + 2 * k + 1)))
 
 
-def hash_keys(keys: np.ndarray, buckets: int, seed_b: int, seed_s: int):
+def check_hash_block(buckets: int, block: int) -> None:
+    """ValueError unless ``block`` is 1..MAX_HASH_BLOCK and divides ``buckets``."""
+    if not 1 <= block <= MAX_HASH_BLOCK:
+        raise ValueError(f"hash block {block} must be 1..{MAX_HASH_BLOCK}")
+    if buckets % block:
+        raise ValueError(f"{buckets} buckets are not a whole number of blocks of {block}")
+
+
+def hash_keys(keys: np.ndarray, buckets: int, seed_b: int, seed_s: int, block: int = 1, in_features: int = 1):
     """(bucket index int64, sign float32) of the weights at flat positions ``keys`` (row-major
-    ``out * in_features + in``) for explicit seeds."""
-    key = np.asarray(keys).astype(np.uint64)
-    bucket = ((fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets)) >> np.uint64(32)).astype(np.int64)
-    sign = (1 - 2 * (fmix32(key ^ np.uint64(seed_s)) >> np.uint64(31)).astype(np.int64)).astype(np.float32)
+    ``out * in_features + in``) for explicit seeds; ``in_features`` matters only for a block hash."""
+    pos = np.asarray(keys).astype(np.uint64)
+    if block == 1:
+        key, lane = pos, np.zeros_like(pos)
+    else:
+        check_hash_block(buckets, block)
+        row, col = pos // np.uint64(in_features), pos % np.uint64(in_features)
+        key = (row // np.uint64(block)) * np.uint64(in_features) + col
+        lane = row % np.uint64(block)
+    start = (fmix32(key ^ np.uint64(seed_b)) * np.uint64(buckets // block)) >> np.uint64(32)
+    bucket = (start * np.uint64(block) + lane).astype(np.int64)
+    bit = (fmix32(key ^ np.uint64(seed_s)) >> (np.uint64(31) - lane)) & np.uint64(1)
+    sign = (1 - 2 * bit.astype(np.int64)).astype(np.float32)
     return bucket, sign
 
 
-def hash_with_seeds(out_features: int, in_features: int, buckets: int, seed_b: int, seed_s: int):
+def hash_with_seeds(out_features: int, in_features: int, buckets: int, seed_b: int, seed_s: int, block: int = 1):
     """(bucket index int64 [out, in], sign float32 [out, in]) for explicit seeds."""
     key = np.arange(out_features * in_features, dtype=np.uint64).reshape(out_features, in_features)
-    return hash_keys(key, buckets, seed_b, seed_s)
+    return hash_keys(key, buckets, seed_b, seed_s, block, in_features)
 
 
-def hash_indices(out_features: int, in_features: int, buckets: int, seed: int, k: int = 0):
+def hash_indices(out_features: int, in_features: int, buckets: int, seed: int, k: int = 0, block: int = 1):
     """(bucket index int64 [out, in], sign float32 [out, in]) of the k-th hash function."""
-    return hash_with_seeds(out_features, in_features, buckets, *hash_seeds(seed, k))
+    return hash_with_seeds(out_features, in_features, buckets, *hash_seeds(seed, k), block=block)
 
 
 # --- N:M sparse storage --------------------------------------------------------------------------

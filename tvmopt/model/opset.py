@@ -91,7 +91,7 @@ def _decode_hashed(op, inputs, attrs, out, red):
     w = np.zeros((out, red), np.float32)
     mix = inputs.get("mix")
     for k in range(attrs["num_hashes"]):
-        bucket, sign = formats.hash_indices(out, red, len(inputs["values"]), attrs["seed"], k)
+        bucket, sign = formats.hash_indices(out, red, len(inputs["values"]), attrs["seed"], k, attrs.get("block", 1))
         w += (1.0 if mix is None else mix[k]) * sign * inputs["values"][bucket]
     return w
 
@@ -99,6 +99,11 @@ def _decode_hashed(op, inputs, attrs, out, red):
 def _check_hashed(shapes, attrs, out, red, expected):
     if attrs["num_hashes"] < 1 or not shapes.get("values") or len(shapes["values"]) != 1:
         return "a hashed layer needs num_hashes >= 1 and a 1-D values vector"
+    block = attrs.get("block", 1)
+    if not 1 <= block <= formats.MAX_HASH_BLOCK:
+        return f"attribute block={block} must be 1..{formats.MAX_HASH_BLOCK}"
+    if shapes["values"][0] % block:
+        return f"{shapes['values'][0]} values are not a whole number of blocks of {block}"
     if shapes.get("mix") is not None:
         expected["mix"] = (attrs["num_hashes"],)
     return None
@@ -184,6 +189,9 @@ SPECS: dict[str, OpSpec] = {s.name: s for s in [
            "N:M sparse weights: kept values and their packed positions in each group"),
     _spec("HashedGemm", HASHED, [("values", "float", False), ("mix", "float", True), _BIAS],
           [("seed", "int"), ("num_hashes", "int")], "virtual weights hashed into a K-vector"),
+    _spec("HashedBlockGemm", HASHED, [("values", "float", False), ("mix", "float", True), _BIAS],
+          [("seed", "int"), ("num_hashes", "int"), ("block", "int")],
+          "blocks of consecutive outputs hashed into a K-vector"),
     _spec("Fastfood", FASTFOOD, [("diag_b", "float", False), ("diag_g", "float", False), ("diag_s", "float", False),
                        ("perm", "int32", False), _BIAS], [], "stacked S H G Pi H B blocks"),
     _spec("HadamardGemm", HADAMARD, [("scale", "float", False), _BIAS], [("first_row", "int")],

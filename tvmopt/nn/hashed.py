@@ -6,6 +6,14 @@ The out x in virtual weight matrix is drawn from ``buckets`` real parameters:
 hashes with a learned linear ``mix`` is FunHashNN with a linear reconstruction network (the
 paper's nonlinear reconstruction network is not implemented: it would make the virtual matrix a
 dense function of many values, and nothing cheap would be left for the compiler).
+
+``block=Z`` hashes blocks of Z consecutive outputs of one input instead of single weights (as
+ROBE-Z hashes blocks of an embedding table): a block reads Z contiguous values, and its Z signs
+are bits of one hash (:mod:`tvmopt.model.formats`). HashedNets hashes every weight on its own, so
+its kernel spends two hashes and a gather per weight and runs slower than the dense product it
+replaces; with ``block=16`` the kernel hashes once per 16 weights and reads a vector, which is
+what makes a hashed layer faster than its dense self (BENCHMARKS.md). The exported op is
+``HashedBlockGemm``.
 """
 
 from __future__ import annotations
@@ -25,17 +33,23 @@ class HashedLinear(CompressedLayer):
     op_base = "Hashed"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 buckets: int | None = None, compression: float = 8.0, seed: int = 0, num_hashes: int = 1):
+                 buckets: int | None = None, compression: float = 8.0, seed: int = 0, num_hashes: int = 1,
+                 block: int = 1):
         super().__init__()
         self._init_geometry(in_features, out_features, bias)
         virtual = in_features * out_features
-        self.buckets = int(buckets) if buckets else max(1, int(round(virtual / compression)))
+        self.block = int(block)
+        if buckets:
+            self.buckets = int(buckets)
+        else:   # the nearest whole number of blocks
+            self.buckets = max(1, int(round(virtual / compression / self.block))) * self.block
         if not 1 <= self.buckets <= virtual:
             raise ValueError(f"buckets must be in 1..{virtual}, got {self.buckets}")
+        formats.check_hash_block(self.buckets, self.block)
         if num_hashes < 1:
             raise ValueError("num_hashes must be >= 1")
         self.seed, self.num_hashes = int(seed), int(num_hashes)
-        idx, sgn = zip(*(formats.hash_indices(out_features, in_features, self.buckets, self.seed, k)
+        idx, sgn = zip(*(formats.hash_indices(out_features, in_features, self.buckets, self.seed, k, self.block)
                          for k in range(self.num_hashes)))
         self.register_buffer("bucket", torch.from_numpy(np.stack(idx)), persistent=False)
         self.register_buffer("hash_sign", torch.from_numpy(np.stack(sgn)), persistent=False)
@@ -55,7 +69,11 @@ class HashedLinear(CompressedLayer):
     def compact(self):
         mix = None if self.mix is None else tensor_np(self.mix)
         return ({"values": tensor_np(self.values), "mix": mix, "bias": tensor_np(self.bias)},
-                {**self.geometry_attrs(), "seed": self.seed, "num_hashes": self.num_hashes})
+                {**self.geometry_attrs(), "seed": self.seed, "num_hashes": self.num_hashes, "block": self.block})
+
+    @property
+    def onnx_op(self) -> str:
+        return "HashedBlockGemm" if self.block > 1 else "HashedGemm"
 
     def load_dense_(self, weight: torch.Tensor) -> None:
         """Each bucket starts at the mean of the sign-corrected dense weights hashed into it."""
@@ -69,4 +87,5 @@ class HashedLinear(CompressedLayer):
         self.values.copy_(values)
 
     def extra_repr(self):
-        return f"{super().extra_repr()}, buckets={self.buckets}, seed={self.seed}, num_hashes={self.num_hashes}"
+        block = f", block={self.block}" if self.block > 1 else ""
+        return f"{super().extra_repr()}, buckets={self.buckets}, seed={self.seed}, num_hashes={self.num_hashes}{block}"

@@ -2,9 +2,14 @@
 (output, input) index with the hash of docs/onnx-ops.md, so only the K-vector of real values is
 stored. The price is about 20 integer operations per weight.
 
-``W[k, o] = sum_h mix[h] * sign_h(o, k) * values[bucket_h(o, k)]``, key = o * K + k.
+``W[k, o] = sum_h mix[h] * sign_h(o, k) * values[bucket_h(o, k)]``, key = o * K + k (with one
+hash the mix is folded into the values and the kernel reads none).
 Key: ``hashed_dense:MxNxKxBUCKETSxHASHES``; the seeds are an input (``seeds`` uint32
 [2 * hashes]: seed_b, seed_s of each hash), so one kernel serves every seed.
+
+Block hashing (``hashed_block_dense:MxNxKxBUCKETSxHASHESxBLOCK``, ``tvmopt.nn.HashedLinear(block=Z)``):
+Z consecutive outputs of one input share a key, so the kernel's vector of outputs (a panel of 16)
+hashes once and reads Z contiguous values: the two hashes cost per Z weights, not per weight.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from tvmopt.model import formats
 from tvmopt.ops.kernel import Kernel
 from tvmopt.ops.registry import OpFamily, register_family
 
+from ..errors import WorkloadError
 from .decoded import DecodedDenseTask, WeightSpec, cuda_view, decoded_task
 
 
@@ -34,7 +40,7 @@ class HashedDenseTask(DecodedDenseTask):
     cuda_unstaged = ("values", "mix", "seeds")
 
     def default_params(self):
-        return {"buckets": max(1, self.n * self.k // 8), "hashes": 1, "seed": 0}
+        return {"buckets": max(1, self.n * self.k // 8), "hashes": 1, "seed": 0, "block": 1}
 
     def weight_specs(self):
         return [WeightSpec("values", (self.params["buckets"],), "float32"),
@@ -47,8 +53,9 @@ class HashedDenseTask(DecodedDenseTask):
         return np.array([s for h in range(hashes) for s in formats.hash_seeds(seed, h)], dtype=np.uint32)
 
     def random_weights(self, rng):
-        return [rng.uniform(-1, 1, size=self.params["buckets"]).astype(np.float32),
-                rng.uniform(0.5, 1.5, size=self.params["hashes"]).astype(np.float32),
+        hashes = self.params["hashes"]
+        mix = np.ones(1, np.float32) if hashes == 1 else rng.uniform(0.5, 1.5, size=hashes).astype(np.float32)
+        return [rng.uniform(-1, 1, size=self.params["buckets"]).astype(np.float32), mix,
                 self.seeds(self.params["seed"], self.params["hashes"])]
 
     def dense_weight(self, arrays):
@@ -56,41 +63,67 @@ class HashedDenseTask(DecodedDenseTask):
         w = np.zeros((self.n, self.k), np.float32)
         for h in range(self.params["hashes"]):
             bucket, sign = formats.hash_with_seeds(self.n, self.k, self.params["buckets"],
-                                                   int(seeds[2 * h]), int(seeds[2 * h + 1]))
-            w += mix[h] * sign * values[bucket]
+                                                   int(seeds[2 * h]), int(seeds[2 * h + 1]), self.params["block"])
+            w += (1.0 if self.params["hashes"] == 1 else mix[h]) * sign * values[bucket]
         return w.T
 
     def te_weight(self, tensors, kk, j):
         import tvm
 
         values, mix, seeds = tensors
+        z = self.params["block"]
+        u32 = lambda v: tvm.tirx.const(v, "uint32")  # noqa: E731
         # the seeds are data, not constants: TVM's simplifier mis-rewrites the hash arithmetic
         # of a key whose range it can bound (a plain j * K + k), and data also keeps one kernel
         # for every seed
-        key = (j * self.k + kk).astype("uint32")
+        key = ((j // z) * self.k + kk).astype("uint32") if z > 1 else (j * self.k + kk).astype("uint32")
+        hashes = self.params["hashes"]
         total = None
-        for h in range(self.params["hashes"]):
+        for h in range(hashes):
             hb = _fmix32(key ^ seeds[2 * h])
-            bucket = ((hb.astype("uint64") * tvm.tirx.const(self.params["buckets"], "uint64"))
-                      >> tvm.tirx.const(32, "uint64")).astype("int32")
-            neg = (_fmix32(key ^ seeds[2 * h + 1]) >> tvm.tirx.const(31, "uint32")).astype("float32")
-            term = mix[h] * (1.0 - 2.0 * neg) * values[bucket]
+            start = ((hb.astype("uint64") * tvm.tirx.const(self.params["buckets"] // z, "uint64"))
+                     >> tvm.tirx.const(32, "uint64")).astype("int32")
+            hs = _fmix32(key ^ seeds[2 * h + 1])
+            # the sign is bit 31 - lane of the sign hash (lane j % z; HashedNets: bit 31), which
+            # is bit 31 of hs << lane (no unsigned subtraction for the simplifier to fold), xored
+            # into the value's sign bit: two integer vector operations, no multiply
+            bucket, lane = (start * z + j % z, (j % z).astype("uint32")) if z > 1 else (start, None)
+            sign_bit = (hs if lane is None else hs << lane) & u32(0x80000000)
+            value = tvm.tirx.reinterpret("float32", tvm.tirx.reinterpret("uint32", values[bucket]) ^ sign_bit)
+            # one hash: its mix is folded into the values (from_compact), so the kernel reads none
+            term = value if hashes == 1 else mix[h] * value
             total = term if total is None else total + term
         return total
 
 
+class HashedBlockDenseTask(HashedDenseTask):
+    """Block-hashed weights: blocks of ``block`` consecutive outputs share one hash."""
+
+    family = "hashed_block_dense"
+
+    def default_params(self):
+        return {**super().default_params(), "block": 16, "buckets": max(16, self.n * self.k // 8 // 16 * 16)}
+
+    def __post_init__(self):
+        try:
+            formats.check_hash_block(self.params.get("buckets", 16), self.params.get("block", 16))
+        except ValueError as e:
+            raise WorkloadError(f"workload '{self.key}': {e}") from None
+        super().__post_init__()
+
 
 #: seeds tried when looking for the hashing structure in a plain weight (tvmopt.nn.HashedLinear's
-#: default is 0), and the compression rates whose bucket counts are tried besides the count of
-#: distinct magnitudes
+#: default is 0), the compression rates whose bucket counts are tried besides the count of
+#: distinct magnitudes, and the hash blocks (1: HashedNets)
 DETECT_SEEDS = tuple(range(16))
 DETECT_RATES = (2, 4, 8, 16, 32, 64)
+DETECT_BLOCKS = (1, 16, 8, 32, 4, 2)
 
 
-def _consistent(w_flat: np.ndarray, positions: np.ndarray, buckets: int, seed: int):
+def _consistent(w_flat: np.ndarray, positions: np.ndarray, buckets: int, seed: int, block: int, in_features: int):
     """The bucket values when ``w[positions] = sign * values[bucket]`` holds for the hash with
-    ``buckets`` and ``seed`` (one hash function), else None."""
-    bucket, sign = formats.hash_keys(positions, buckets, *formats.hash_seeds(seed, 0))
+    ``buckets``, ``seed`` and ``block`` (one hash function), else None."""
+    bucket, sign = formats.hash_keys(positions, buckets, *formats.hash_seeds(seed, 0), block, in_features)
     implied = w_flat[positions] * sign
     values = np.zeros(buckets, np.float32)
     values[bucket] = implied                      # one writer per bucket wins; all must agree
@@ -98,49 +131,66 @@ def _consistent(w_flat: np.ndarray, positions: np.ndarray, buckets: int, seed: i
 
 
 def detect_hashed(w: np.ndarray) -> Kernel | None:
-    """A plain weight [N, K] that a HashedNets layer (one hash function, ``tvmopt.nn.HashedLinear``)
-    produced: its bucket values recovered, so the compact kernel is used instead of a codebook.
-    Tries the seeds ``DETECT_SEEDS`` and bucket counts near the number of distinct magnitudes or
-    at the usual compression rates, each first on 4,096 positions, then on the whole weight."""
+    """A plain weight [N, K] that a hashed layer (one hash function, ``tvmopt.nn.HashedLinear``,
+    with or without blocks) produced: its bucket values recovered, so the compact kernel is used
+    instead of a codebook. Tries the blocks ``DETECT_BLOCKS``, seeds ``DETECT_SEEDS`` and bucket
+    counts near the number of distinct magnitudes or at the usual compression rates, each first
+    on 4,096 positions spread over the rows, then on the whole weight."""
     n, k = w.shape
     flat = w.ravel().astype(np.float32)
     distinct = len(np.unique(np.abs(flat)))
     if distinct < 2 or distinct > flat.size // 2:
         return None
-    candidates = sorted({b for b in [distinct, distinct + 1, distinct + 2] + [round(flat.size / r) for r in DETECT_RATES]
-                         if distinct <= b <= flat.size // 2})
-    sample = np.arange(min(flat.size, 4096))
+    sample = np.unique(np.linspace(0, flat.size - 1, min(flat.size, 4096)).astype(np.int64))
     everything = np.arange(flat.size)
-    for buckets in candidates:
-        for seed in DETECT_SEEDS:
-            if _consistent(flat, sample, buckets, seed) is None:
-                continue
-            values = _consistent(flat, everything, buckets, seed)
-            if values is None:
-                continue
-            mix = np.ones(1, np.float32)
-            return Kernel("hashed_dense", f"hashed ({buckets} values, 1 hash, seed {seed})", n, k,
-                          [values, mix, HashedDenseTask.seeds(seed, 1)], params={"buckets": buckets, "hashes": 1},
-                          compact_bytes=values.nbytes + mix.nbytes, key_dims=(buckets, 1))
+    for block in DETECT_BLOCKS:
+        if block > n:
+            continue
+        near = [distinct, distinct + 1, distinct + 2] + [round(flat.size / r) for r in DETECT_RATES]
+        candidates = sorted({-(-b // block) * block for b in near} - {0})
+        candidates = [b for b in candidates if distinct <= b <= flat.size // 2]
+        for buckets in candidates:
+            for seed in DETECT_SEEDS:
+                if _consistent(flat, sample, buckets, seed, block, k) is None:
+                    continue
+                values = _consistent(flat, everything, buckets, seed, block, k)
+                if values is None:
+                    continue
+                kernel = from_compact("HashedBlockGemm" if block > 1 else "HashedGemm", {"values": values},
+                                      {"out_features": n, "in_features": k, "seed": seed, "num_hashes": 1,
+                                       "block": block})
+                kernel.structure = f"{kernel.structure[:-1]}, seed {seed})"
+                return kernel
     return None
 
 
 def from_compact(op: str, inputs: dict, attrs: dict) -> Kernel:
-    """``ai.tvmopt`` HashedGemm: the bucket values, per-hash mixing weights and the seed."""
+    """``ai.tvmopt`` HashedGemm / HashedBlockGemm: the bucket values, per-hash mixing weights,
+    the seed and (a block hash) the block size."""
     values = inputs["values"].astype(np.float32)
+    hashes, block = attrs["num_hashes"], attrs.get("block", 1)
     mix = inputs.get("mix")
-    mix = np.ones(attrs["num_hashes"], np.float32) if mix is None else mix.astype(np.float32)
-    seeds = HashedDenseTask.seeds(attrs["seed"], attrs["num_hashes"])
-    return Kernel("hashed_dense", f"hashed ({len(values)} values, {attrs['num_hashes']} hash)", attrs["out_features"],
-                  attrs["in_features"], [values, mix, seeds],
-                  params={"buckets": len(values), "hashes": attrs["num_hashes"]},
-                  compact_bytes=values.nbytes + mix.nbytes, key_dims=(len(values), attrs["num_hashes"]))
+    mix = np.ones(hashes, np.float32) if mix is None else mix.astype(np.float32)
+    if hashes == 1:                       # the kernel of one hash reads no mix: fold it
+        values, mix = values * mix[0], np.ones(1, np.float32)
+    seeds = HashedDenseTask.seeds(attrs["seed"], hashes)
+    params = {"buckets": len(values), "hashes": hashes}
+    name, dims, what = "hashed_dense", (len(values), hashes), ""
+    if block > 1:
+        params["block"] = block
+        name, dims, what = "hashed_block_dense", (len(values), hashes, block), f", blocks of {block}"
+    return Kernel(name, f"hashed ({len(values)} values, {hashes} hash{what})", attrs["out_features"],
+                  attrs["in_features"], [values, mix, seeds], params=params,
+                  compact_bytes=values.nbytes + mix.nbytes, key_dims=dims)
 
 
 FAMILY = register_family(OpFamily(
     "hashed", "hashed weights (HashedNets): virtual weights looked up by a hash of their position",
     tasks={"hashed_dense": decoded_task(HashedDenseTask, "MxNxKxBUCKETSxHASHES",
                                         extra=lambda d: {"buckets": d[0], "hashes": d[1]},
-                                        summary="hashed weights: BUCKETS values, HASHES hash functions")},
-    schedules="tvmopt.schedules.gemm", onnx_ops=("HashedGemm",), from_compact=from_compact,
+                                        summary="hashed weights: BUCKETS values, HASHES hash functions"),
+           "hashed_block_dense": decoded_task(HashedBlockDenseTask, "MxNxKxBUCKETSxHASHESxBLOCK",
+                                              extra=lambda d: {"buckets": d[0], "hashes": d[1], "block": d[2]},
+                                              summary="block-hashed weights: BLOCK consecutive outputs share a hash")},
+    schedules="tvmopt.schedules.gemm", onnx_ops=("HashedGemm", "HashedBlockGemm"), from_compact=from_compact,
     cuda=cuda_view, layer="HashedLinear"))

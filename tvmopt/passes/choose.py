@@ -22,7 +22,8 @@ decoded to dense tiles) win once the weight no longer fits in cache (4096 x 4096
 the AVX-512 dense start on Zen 5) and lose while it does (256 and 1024: 0.7 to 0.8x); from 8
 rows they decode a weight tile once for all rows and win from 1024 x 1024 (1.1 to 1.5x; 2.7 to
 3.0x at 4096); from 32 rows, where the dense kernel reads its weight in panels, they win only
-on weights of 8M and more at up to 64 rows (``PANEL_DECODE_MIN_WEIGHTS``). Hashed kernels lose at every size measured and are predicted dense; codebook
+on weights of 8M and more at up to 64 rows (``PANEL_DECODE_MIN_WEIGHTS``). HashedNets kernels lose at every size measured and are predicted dense;
+block-hashed ones (one hash per 16 weights) win at up to 4 rows from 16M weights; codebook
 wins only at 16 rows of 4096 x 4096. Binary and ternary layers of 8 rows or more run on tables
 of partial sums shared by a vector of rows (one add per 4 weights: fewer operations than dense),
 predicted faster from ``ROW_TABLE_MIN_WEIGHTS`` (large binary convolutions too). A compressed convolution is im2col plus a GEMM and
@@ -68,7 +69,13 @@ SMALL_TRANSFORM_MIN_ROWS = 8
 #: (N*K) from which they are predicted faster (the sweep: lost at 1024^2, won at 4096^2)
 MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22,
                             "ternary_dense": 1 << 22, "ternary_lut_dense": 1 << 22, "shift_dense": 1 << 22,
-                            "nm_decode_dense": 1 << 22}
+                            "nm_decode_dense": 1 << 22,
+                            # block hashing (HashedLinear(block=16)), Zen 4, start configs against
+                            # the dense start, paired rounds: one hash per 16 weights and a vector
+                            # load from a table of 1/8 of the weights; 1.8 to 2.1x at 1 to 4 rows
+                            # of 4096 x 4096, but 0.4 to 0.9x at 1 row of 768 x 3072 to 4096 x
+                            # 2048, whose dense weight the caches still hold between calls
+                            "hashed_block_dense": 1 << 24}
 #: direct compressed convolutions: the output pixels per weight decode (N*OH*OW: a batch decodes
 #: once per call) from which each format ran within 5% of the dense conv on ResNet-18's 3x3
 #: layers (benchmarks/conv_kernels.py, Zen 5, NCHW): binary and ternary at every layer (0.94x
@@ -234,6 +241,10 @@ NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
 #: 1.42 to 1.51x: ``nm_perm_zen4`` in BENCHMARKS.md, ``benchmarks/perm_tables.py --nm``)
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
+#: ... fewer for block hashing, whose decode is scalar integer work per 16 weights: on Zen 4 at
+#: 4096 x 4096, AVX-512 code 2.06x dense at 1 row, 1.98x at 2, 1.78x at 4; AVX2 code (the same
+#: machine, ``-mcpu=znver3``) 1.17x at 1, 1.48x at 2, 0.89x at 4. (AVX-512, AVX2)
+MEMORY_BOUND_MAX_ROWS = {"hashed_block_dense": (4, 2)}
 #: the decoded kernels measured further: binary, ternary and shift 1.05 to 1.12x dense at 128 x
 #: 768 x 3072 (the encoder's token count) and 1.3x at 64 x 1024 x 1024, but 0.74x at 2048 rows;
 #: 2:4 0.67x at 128 rows
@@ -242,7 +253,11 @@ TILE_DECODE_MAX_ROWS = {"binary_dense": 128, "ternary_dense": 128, "shift_dense"
 #: it streams too), and 2:4's decoded kernel lost to it from 16 rows: on AVX2 at every size
 #: (Zen 4 with AVX-512 hidden, ``kernel_choice_sweep_avx2``: 0.32 to 0.67x; mlp4096 at batch 16
 #: 0.44x the dense build), on the Intel Xeon mlp4096 at batch 16 0.88x (``suite_xeon``): dense there
-TILE_DECODE_DENSE = frozenset({"nm_decode_dense"})
+TILE_DECODE_DENSE = frozenset({"nm_decode_dense",
+                               # block hashing from 8 rows: the decode (two scalar hashes per 16
+                               # weights) no longer hides behind the FMAs (Zen 4, 4096 x 4096:
+                               # 0.61 to 0.76x at 8 rows, 0.51x at 16, 0.75x at 64)
+                               "hashed_block_dense"})
 #: from 32 rows the dense kernel reads its weight in panels (``schedules/gemm.dense_panel``), 1.3
 #: to 1.6x faster than before on the Intel Xeon, and the decoded kernels only win where the weight
 #: is much larger than the caches and the rows few: against it (start configs, same runs) shift,
@@ -513,6 +528,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                                      f"saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
+    if family in MEMORY_BOUND_MAX_ROWS:
+        most_rows = MEMORY_BOUND_MAX_ROWS[family][0 if _wide() else 1]
     panels = False
     if rows >= TILE_DECODE_ROWS:
         if family in TILE_DECODE_DENSE:

@@ -112,6 +112,30 @@ def test_cuda_builds_run_serially_on_the_cpu_give_onnxruntimes_outputs(kernels, 
                             "fastfood", "hadamard"}
 
 
+def test_block_hashed_layers_build_for_cuda_with_their_hashes_inlined(tmp_path):
+    """The CPU kernel computes a block hash's hashes in stages of their own; the CUDA view inlines
+    them, and the CUDA build (run serially on the CPU) gives PyTorch's outputs."""
+    import torch
+    import tvm
+    from torch import nn
+    from tvm import relax
+
+    import tvmopt.nn as tn
+    from tvmopt.build.compile import run_main
+    from tvmopt.testing.cuda_emulation import emulate
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), tn.HashedLinear(256, 128, block=16, seed=1)).eval()
+    x = torch.randn(2, 32)
+    path = tn.export_onnx(model, x, tmp_path / "hb.onnx")
+    compiled = compile_model(path, "cuda -arch=sm_90", records=tmp_path / "none", shipped=False, batch=2,
+                             options=DetectOptions(kernels="compressed"))
+    assert [la.kernel.split(":")[0] for la in compiled.lowered.layers][-1] == "hashed_block_dense"
+    got = run_main(relax.VirtualMachine(emulate(compiled.mod), tvm.cpu())["main"], x.numpy(), tvm.cpu())
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("network", ["resnet50", "squeezenet"])
 def test_zoo_networks_compile_for_sm80_and_sm90(network, tmp_path):
     from tvmopt.testing import zoo

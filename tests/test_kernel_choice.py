@@ -128,15 +128,18 @@ def _policy_cases():
     assert choose("auto", "codebook_dense", "k", "d", 16, 4096 * 4096, False).compressed
     assert not choose("auto", "codebook_dense", "k", "d", 16, 1024 * 1024, False).compressed
     assert not choose("auto", "hashed_dense", "k", "d", 16, 4096 * 4096, False).compressed
-    # block hashing: one hash per 16 weights wins while the weight outgrows the caches, at few rows
-    assert choose("auto", "hashed_block_dense", "k", "d", 1, 4096 * 4096, False).compressed
-    assert choose("auto", "hashed_block_dense", "k", "d", 4, 4096 * 4096, False).compressed
-    assert not choose("auto", "hashed_block_dense", "k", "d", 1, 768 * 3072, False).compressed
-    assert not choose("auto", "hashed_block_dense", "k", "d", 8, 4096 * 4096, False).compressed
-    assert not choose("auto", "hashed_block_dense", "k", "d", 128, 4096 * 4096, False).compressed
+    # block hashing: one hash per 16 weights wins while the weight outgrows the caches and the
+    # table of values does not, at few rows
+    big, small = 4096 * 4096, 768 * 3072
+    def hb(rows, weights, rate):
+        return choose("auto", "hashed_block_dense", f"hashed_block_dense:{rows}x4096x4096x{weights // rate}x1x16",
+                      "d", rows, weights, False).compressed
+    assert hb(1, big, 64) and hb(4, big, 32) and hb(2, big, 32)
+    assert not hb(1, big, 8)                    # 8 MiB of values: read from memory like the dense weight
+    assert not hb(1, small, 64) and not hb(8, big, 64) and not hb(128, big, 64)
     with isa.use(isa.AVX2):           # AVX2 code decodes 16 lanes in two registers: fewer rows
-        assert choose("auto", "hashed_block_dense", "k", "d", 2, 4096 * 4096, False).compressed
-        assert not choose("auto", "hashed_block_dense", "k", "d", 4, 4096 * 4096, False).compressed
+        assert hb(2, big, 64)
+        assert not hb(4, big, 64)
     # from 32 rows the dense kernel reads its weight in panels: the decoded kernels only win on
     # weights far past the caches at few rows (the encoder's 128 tokens go dense)
     picked = choose("auto", "binary_dense", "k", "dense:128x3072x768", 128, 768 * 3072, False)

@@ -179,6 +179,12 @@ class DecodedDenseTask(Task):
         """Optional stages computed from X before the product (e.g. bit packing)."""
         return x
 
+    def te_stages(self, tensors: list) -> list:
+        """Optional stages computed from the weight arrays, appended to the tensors ``te_weight``
+        reads (e.g. hashes computed for a tile of blocks at once); scheduled by
+        ``_schedule_prologue``."""
+        return tensors
+
     # ---- shared ----
     def make_inputs(self, rng):
         """X and the weight arrays in the kernel's layout."""
@@ -205,7 +211,7 @@ class DecodedDenseTask(Task):
         specs = self.weight_specs()
         raw = [te.placeholder(self.kernel_shape(s), s.dtype, name=s.name) for s in specs]
         # ops index every array as [row, output]; panels are read through a view
-        tensors = [_PanelView(t, self.panel) if self._paneled(s) else t for t, s in zip(raw, specs)]
+        tensors = self.te_stages([_PanelView(t, self.panel) if self._paneled(s) else t for t, s in zip(raw, specs)])
         operand = self.te_prologue(x)
         kk = te.reduce_axis((0, self.k_eff), name="k")
         if self.decodes_tiles:

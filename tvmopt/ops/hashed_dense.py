@@ -21,7 +21,8 @@ from tvmopt.ops.kernel import Kernel
 from tvmopt.ops.registry import OpFamily, register_family
 
 from ..errors import WorkloadError
-from .decoded import DecodedDenseTask, WeightSpec, cuda_view, decoded_task
+from .decoded import DECODE_TILE_MIN_M, DecodedDenseTask, WeightSpec, cuda_view, decoded_task
+from ..schedules.gemm import largest_divisor
 
 
 def _fmix32(h):
@@ -97,9 +98,17 @@ class HashedDenseTask(DecodedDenseTask):
 
 
 class HashedBlockDenseTask(HashedDenseTask):
-    """Block-hashed weights: blocks of ``block`` consecutive outputs share one hash."""
+    """Block-hashed weights: blocks of ``block`` consecutive outputs share one hash.
+
+    The hashes are stages of their own (``HashB``: each block's first value, ``HashS``: its sign
+    hash), computed for the product's tile of blocks and K steps at C's k0 loop and vectorized
+    along K: 16 blocks' fmix32 in one set of vector instructions, where the inlined hashes ran as
+    scalar code per block. On Zen 4 at 1x4096x4096 this took the kernel from 1.10 to 0.91 ms
+    with its 8 MiB of values in L3, and from 0.76 to 0.47 ms with a table that fits in L2.
+    ``staged = False`` (the CUDA view) inlines them into the weight instead."""
 
     family = "hashed_block_dense"
+    staged = True
 
     def default_params(self):
         return {**super().default_params(), "block": 16, "buckets": max(16, self.n * self.k // 8 // 16 * 16)}
@@ -110,6 +119,85 @@ class HashedBlockDenseTask(HashedDenseTask):
         except ValueError as e:
             raise WorkloadError(f"workload '{self.key}': {e}") from None
         super().__post_init__()
+
+    def te_stages(self, tensors):
+        import tvm
+        from tvm import te
+
+        if not self.staged:
+            return tensors
+        seeds = tensors[2]
+        z, hashes = self.params["block"], self.params["hashes"]
+        blocks = -(-self.n // z)
+        u64 = lambda v: tvm.tirx.const(v, "uint64")  # noqa: E731
+
+        def key(b, kk):
+            return (b * self.k + kk).astype("uint32")
+
+        def first(h, b, kk):
+            hb = _fmix32(key(b, kk) ^ seeds[2 * h]).astype("uint64")
+            return ((hb * u64(self.params["buckets"] // z)) >> u64(32)).astype("int32") * z
+
+        starts = te.compute((hashes, blocks, self.k), first, name="HashB")
+        signs = te.compute((hashes, blocks, self.k), lambda h, b, kk: _fmix32(key(b, kk) ^ seeds[2 * h + 1]),
+                           name="HashS")
+        return [*tensors, starts, signs]
+
+    def te_weight(self, tensors, kk, j):
+        import tvm
+
+        if len(tensors) == 3:
+            return super().te_weight(tensors, kk, j)
+        values, mix, _, starts, signs = tensors
+        z = self.params["block"]
+        total = None
+        for h in range(self.params["hashes"]):
+            sign_bit = (signs[h, j // z, kk] << (j % z).astype("uint32")) & tvm.tirx.const(0x80000000, "uint32")
+            raw = tvm.tirx.reinterpret("uint32", values[starts[h, j // z, kk] + j % z])
+            value = tvm.tirx.reinterpret("float32", raw ^ sign_bit)
+            term = value if self.params["hashes"] == 1 else mix[h] * value
+            total = term if total is None else total + term
+        return total
+
+    def _schedule_prologue(self, sch):
+        """The hash stages at C's k0 loop (C's loops end with k0 m2 n2 k1 m3 n3), vectorized along K."""
+        if not self.staged:
+            return
+        loop = sch.get_loops(sch.get_sblock("C_update"))[-6]
+        for name in ("HashS", "HashB"):
+            block = sch.get_sblock(name)
+            sch.compute_at(block, loop, preserve_unit_loops=True)
+            sch.vectorize(sch.get_loops(block)[-1])
+
+    def start_overrides(self):
+        """Below ``DECODE_TILE_MIN_M`` rows: 4 strips of 16 outputs per step (four FMA chains,
+        where one chain waits on each FMA's latency) and 16 K steps per tile (one vector of
+        hashes): at 1x4096x4096 on Zen 4, 0.91 ms against 1.04 ms with one strip."""
+        out = super().start_overrides()
+        if self.m >= DECODE_TILE_MIN_M or not out:
+            return out
+        n, k = self.n, self.k
+        n3 = out["tile_n"][3]
+        n2 = largest_divisor(n // n3, (4, 2, 1))
+        n0 = 2 if (n // (n2 * n3)) % 2 == 0 else 1
+        k1 = largest_divisor(k, (16, 8, 4), None)
+        if k1 is None:
+            return out
+        return {**out, "tile_n": (n0, n // (n0 * n2 * n3), n2, n3), "tile_k": (k // k1, k1)}
+
+
+class _InlineHashes(HashedBlockDenseTask):
+    """The same task with its hashes inlined into the weight (no stages of their own)."""
+
+    staged = False
+
+
+def _cuda_view(task):
+    """The CUDA GEMM space; a block hash's hashes inlined (the CUDA schedule has no place for
+    stages of its own)."""
+    if isinstance(task, HashedBlockDenseTask) and task.staged:
+        task = _InlineHashes(task.key, task.m, task.n, task.k, params=dict(task.params))
+    return cuda_view(task)
 
 
 #: seeds tried when looking for the hashing structure in a plain weight (tvmopt.nn.HashedLinear's
@@ -193,4 +281,4 @@ FAMILY = register_family(OpFamily(
                                               extra=lambda d: {"buckets": d[0], "hashes": d[1], "block": d[2]},
                                               summary="block-hashed weights: BLOCK consecutive outputs share a hash")},
     schedules="tvmopt.schedules.gemm", onnx_ops=("HashedGemm", "HashedBlockGemm"), from_compact=from_compact,
-    cuda=cuda_view, layer="HashedLinear"))
+    cuda=_cuda_view, layer="HashedLinear"))

@@ -72,10 +72,16 @@ MEMORY_BOUND_MIN_WEIGHTS = {"binary_dense": 1 << 22, "binary_lut_dense": 1 << 22
                             "nm_decode_dense": 1 << 22,
                             # block hashing (HashedLinear(block=16)), Zen 4, start configs against
                             # the dense start, paired rounds: one hash per 16 weights and a vector
-                            # load from a table of 1/8 of the weights; 1.8 to 2.1x at 1 to 4 rows
-                            # of 4096 x 4096, but 0.4 to 0.9x at 1 row of 768 x 3072 to 4096 x
-                            # 2048, whose dense weight the caches still hold between calls
+                            # load from the table of values; 1.8 to 2.1x at 1 to 4 rows of 4096 x
+                            # 4096, but 0.4 to 0.9x at 1 row of 768 x 3072 to 4096 x 2048, whose
+                            # dense weight the caches still hold between calls
                             "hashed_block_dense": 1 << 24}
+#: ... and only while its table of values stays in the caches: each block of 16 weights reads a
+#: cache line at a random place, as many lines as the dense weight has, so a table read from
+#: DRAM saves nothing. Three 4096 x 4096 layers cycled (an MLP), 1 row, Zen 4, against the dense
+#: start: tables of 1 MiB each (1/64 of the weights) 3.96x, 2 MiB 1.98x, 4 MiB 1.17x, 8 MiB (1/8,
+#: HashedNets' usual rate) 1.11x; one 8 MiB table alone (it stays in L3) 2.6x
+HASHED_BLOCK_MAX_TABLE_BYTES = 2 << 20
 #: direct compressed convolutions: the output pixels per weight decode (N*OH*OW: a batch decodes
 #: once per call) from which each format ran within 5% of the dense conv on ResNet-18's 3x3
 #: layers (benchmarks/conv_kernels.py, Zen 5, NCHW): binary and ternary at every layer (0.94x
@@ -335,6 +341,14 @@ def _decodes_per_thread(key: str) -> bool:
     return _start_knob(key, "decode") == "thread"
 
 
+def _key_dim(key: str, index: int) -> int:
+    """Dimension ``index`` of the task ``key`` (``<prefix>:AxBx...``), or 0 where it does not parse."""
+    try:
+        return int(key.split(":")[1].split("x")[index])
+    except (IndexError, ValueError):
+        return 0
+
+
 def _batch(key: str) -> int:
     """The batch of the task ``key`` (``<prefix>:N...``), or 1 where it does not parse."""
     try:
@@ -528,6 +542,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                                      f"saves")
         return Choice(False, "predicted: the direct dense convolution beats im2col + a compressed GEMM")
     least, most_rows = MEMORY_BOUND_MIN_WEIGHTS.get(family), MEMORY_BOUND_ROWS
+    table = _key_dim(compressed_key, 3) * 4 if family == "hashed_block_dense" else 0
+    if table > HASHED_BLOCK_MAX_TABLE_BYTES:
+        return Choice(False, f"predicted: a table of {table / 2**20:.0f} MiB of values leaves the caches, and a "
+                             f"block read from memory costs what a line of the dense weight does")
     if family in MEMORY_BOUND_MAX_ROWS:
         most_rows = MEMORY_BOUND_MAX_ROWS[family][0 if _wide() else 1]
     panels = False

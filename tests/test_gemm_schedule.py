@@ -65,7 +65,7 @@ def test_register_tiles_of_several_vectors_are_split_into_whole_vectors(which, n
     from tvmopt.schedules import isa
 
     chosen = getattr(isa, which)
-    task = get_task("dense:8x96x32")
+    task = get_task("gemm:8x96x32")          # a plain [K, N] B (a dense layer's weight is in panels)
     config = ((1, 1, 2, 4), (1, 96 // n3, 1, n3), (1, 32), False, "local", 16, True, 2)
     assert task.space.contains(config)
     with isa.use(chosen):
@@ -84,14 +84,14 @@ def test_register_tiles_of_several_vectors_are_split_into_whole_vectors(which, n
 
 
 @pytest.mark.parametrize("which", ["AVX2", "AVX512"])
-def test_dense_layers_of_many_rows_read_their_weight_in_panels(which, llvm_target):
-    """From 32 rows a dense layer's weight W[N, K] is stored as [N/P, K, P] panels at build (P = 48
-    here), with no packing knob left; the ISA's start (8 x 48 tiles on AVX-512, 4 x 16 on AVX2)
-    and a register tile across two panels (n3 = 32) both match numpy. Fewer rows keep [K, N]."""
+def test_dense_layers_read_their_weight_in_panels(which, llvm_target):
+    """A dense layer's weight W[N, K] is stored as [N/P, K, P] panels at build (P = 48 here), with
+    no packing knob left; the ISA's start (8 x 48 tiles on AVX-512, 4 x 16 on AVX2) and a register
+    tile across two panels (n3 = 32) both match numpy, and so does one row's start. Widths no panel
+    divides keep [K, N]."""
     from tvmopt.ops.gemm import from_panels
     from tvmopt.schedules import isa
 
-    assert get_task("dense:16x96x40").shape.panel == 0
     assert get_task("dense:64x1000x40").shape.panel == 0          # no panel width divides 1000
     rng = np.random.default_rng(3)
     w = rng.standard_normal((96, 40)).astype("float32")
@@ -107,6 +107,10 @@ def test_dense_layers_of_many_rows_read_their_weight_in_panels(which, llvm_targe
         for config in (task.space.initial(), across):
             got = run(task, config, llvm_target.tvm_target(), [x, kernel])
             np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4, err_msg=str(config))
+        one = get_task("dense:1x96x40")                # a vector: one stream of panels per thread
+        assert one.shape.panel == 48
+        got = run(one, one.space.initial(), llvm_target.tvm_target(), [x[:1], kernel])
+        np.testing.assert_allclose(got, x[:1] @ w.T, rtol=1e-4, atol=1e-4)
 
 
 def test_rows_that_4_does_not_divide_are_computed_padded_to_8(llvm_target, tmp_path):

@@ -264,7 +264,8 @@ TILE_DECODE_DENSE = frozenset({"nm_decode_dense",
                                # weights) no longer hides behind the FMAs (Zen 4, 4096 x 4096:
                                # 0.61 to 0.76x at 8 rows, 0.51x at 16, 0.75x at 64)
                                "hashed_block_dense"})
-#: from 32 rows the dense kernel reads its weight in panels (``schedules/gemm.dense_panel``), 1.3
+#: the dense kernel reads its weight in panels (``schedules/gemm.dense_panel``; from 32 rows when
+#: this was measured, at every row count since, so the rule applies from ``TILE_DECODE_ROWS``), 1.3
 #: to 1.6x faster than before on the Intel Xeon, and the decoded kernels only win where the weight
 #: is much larger than the caches and the rows few: against it (start configs, same runs) shift,
 #: binary and ternary decode kernels ran 1.27 to 1.33x at 32 x 4096 x 4096 and 1.12 to 1.18x at 64,

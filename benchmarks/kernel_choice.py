@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 import sys
 import warnings
 
@@ -136,6 +137,10 @@ def main() -> int:
                 for _ in range(args.rounds):
                     for k, fn in runs.items():
                         samples[k].append(median_seconds(fn, 0.03))
+                    # onnxruntime's threads spin a while after a run: the build timed next (the first
+                    # of the next round) shared the two cores with them and read up to 600x slower
+                    # on these microsecond-sized models (Zen 4)
+                    time.sleep(0.05)
                 t = {k: statistics.median(v) for k, v in samples.items()}
                 spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in samples.items()}
                 layers = builds["auto"].lowered.layers

@@ -80,14 +80,18 @@ UNROLL = (0, 16, 64, 256)
 #: dense layers with fewer outputs than this are padded to whole vectors of 16 (GemmShape.np)
 PAD_COLS_BELOW = 64
 
-#: dense layers of at least this many rows store their weight in panels (:func:`dense_panel`)
-PANEL_MIN_M = 1
+#: dense layers of at least this many rows store their weight in panels (:func:`dense_panel`) ...
+PANEL_MIN_M = 32
+#: ... and layers of fewer rows from this many weights (4 MiB, past L2), where the product streams
+#: the weight: the bundled digits MLP (16K to 64K weights a layer) ran 3.7x slower at batch 1 with
+#: its layers in panels (its shipped records are for [K, N], and its microsecond layers gain nothing)
+PANEL_FEW_ROWS_MIN_WEIGHTS = 1 << 20
 #: panel widths, preferred first: 48 (three AVX-512 vectors, six AVX2 ones) and 64 leave the most
 #: FMAs per load in the register tiles of :func:`panel_config`
 PANEL_WIDTHS = (48, 64, 32, 16)
 
 
-def dense_panel(m: int, n: int) -> int:
+def dense_panel(m: int, n: int, k: int = 0) -> int:
     """The panel width of a dense layer's weight, 0 to keep ``[K, N]``: a function of the shape
     alone (the layout is fixed at build, whatever the CPU). Panels ``[N / P, K, P]`` let a register
     tile of P (or P/2, P/3) outputs read its weights as one contiguous stream over K, so it can keep
@@ -102,8 +106,8 @@ def dense_panel(m: int, n: int) -> int:
     1 x 3072 x 768 1.11x, 1 x 1024 x 1024 1.37x, 1 x 768 x 3072 13.9x (``[K, N]`` with 768
     outputs ran 1.2 ms); AVX2 code: 1.52x, 1.17x (16 rows), 7.8x. (An Intel Xeon measured 16 x 4096
     x 4096 before the panel starts of :func:`panel_config`: 1.05x torch as ``[K, N]``, 0.74 to
-    0.92x in panels; not measured since.)"""
-    if m < PANEL_MIN_M:
+    0.92x in panels; not measured since.) Below 32 rows, from ``PANEL_FEW_ROWS_MIN_WEIGHTS``."""
+    if m < PANEL_MIN_M and n * k < PANEL_FEW_ROWS_MIN_WEIGHTS:
         return 0
     return largest_divisor(n, PANEL_WIDTHS, default=0)
 

@@ -85,14 +85,17 @@ def test_register_tiles_of_several_vectors_are_split_into_whole_vectors(which, n
 
 @pytest.mark.parametrize("which", ["AVX2", "AVX512"])
 def test_dense_layers_read_their_weight_in_panels(which, llvm_target):
-    """A dense layer's weight W[N, K] is stored as [N/P, K, P] panels at build (P = 48 here), with
-    no packing knob left; the ISA's start (8 x 48 tiles on AVX-512, 4 x 16 on AVX2) and a register
-    tile across two panels (n3 = 32) both match numpy, and so does one row's start. Widths no panel
-    divides keep [K, N]."""
+    """From 32 rows, and below from 1M weights, a dense layer's weight W[N, K] is stored as
+    [N/P, K, P] panels at build (P = 48 here), with no packing knob left; the ISA's start (8 x 48
+    tiles on AVX-512, 4 x 16 on AVX2) and a register tile across two panels (n3 = 32) both match
+    numpy, and so does one row's start. Smaller layers of fewer rows, and widths no panel divides,
+    keep [K, N]."""
     from tvmopt.ops.gemm import from_panels
     from tvmopt.schedules import isa
 
     assert get_task("dense:64x1000x40").shape.panel == 0          # no panel width divides 1000
+    assert get_task("dense:16x96x40").shape.panel == 0            # few rows, a small weight
+    assert get_task("dense:1x4096x4096").shape.panel == 64        # few rows, a weight past L2
     rng = np.random.default_rng(3)
     w = rng.standard_normal((96, 40)).astype("float32")
     x = rng.standard_normal((64, 40)).astype("float32")
@@ -107,7 +110,13 @@ def test_dense_layers_read_their_weight_in_panels(which, llvm_target):
         for config in (task.space.initial(), across):
             got = run(task, config, llvm_target.tvm_target(), [x, kernel])
             np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4, err_msg=str(config))
-        one = get_task("dense:1x96x40")                # a vector: one stream of panels per thread
+        import tvmopt.schedules.gemm as gemm
+
+        old, gemm.PANEL_FEW_ROWS_MIN_WEIGHTS = gemm.PANEL_FEW_ROWS_MIN_WEIGHTS, 1   # one row in panels
+        try:
+            one = get_task("dense:1x96x40")
+        finally:
+            gemm.PANEL_FEW_ROWS_MIN_WEIGHTS = old
         assert one.shape.panel == 48
         got = run(one, one.space.initial(), llvm_target.tvm_target(), [x[:1], kernel])
         np.testing.assert_allclose(got, x[:1] @ w.T, rtol=1e-4, atol=1e-4)

@@ -80,12 +80,10 @@ def test_start_configs_are_shaped_for_the_targets_registers():
         for task in (conv, dense):
             _run(task, tvm_build(task))
     # AVX2: 8 ymm accumulators (2 vectors x 4 pixels), the window's taps innermost; 16 rows of a
-    # dense layer (its weight in 64-wide panels) all inside each block of weight rows (m1 = 1),
-    # 4 rows x 16 outputs, the weight read once, unpacked
+    # dense layer all inside each block of weight rows (m1 = 1), the weight read once, unpacked
     assert starts["avx2"] == (16, 4, 4, 16, False, "ic_inner", 1)
-    # AVX-512: 14 zmm (2 vectors x 7 pixels); 4 rows x one 64-wide panel (16 zmm), the 16 rows
-    # streaming the weight too
-    assert starts["avx512"] == (32, 7, 4, 64, False, "ic_inner", 1)
+    # AVX-512: 14 zmm (2 vectors x 7 pixels); 8 x 32 GEMM tile, the 16 rows streaming the weight too
+    assert starts["avx512"] == (32, 7, 8, 32, False, "ic_inner", 1)
     # blocks of 8 channels (a grouped conv's 34 per group, padded to 40): two of them on
     # AVX-512, 2 x 8 accumulators (four blocks by 8 pixels would be 32, every zmm)
     with isa.use(isa.AVX512):

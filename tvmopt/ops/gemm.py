@@ -234,7 +234,7 @@ def _make(family: str):
         m, n, k = dims[-3:]
         check_sizes(key, {"A": batch * m * k, "B": batch * k * n, "C": batch * m * n})
         return GemmTask(key, GemmShape(m, n, k, batch=batch, batched=batched, transposed_b=family == "bgemm_nt",
-                                       panel=dense_panel(m, n) if family == "dense" else 0,
+                                       panel=dense_panel(m, n, k) if family == "dense" else 0,
                                        pad_rows=family != "gemm", pad_cols=family != "gemm"))
 
     return factory

@@ -265,7 +265,8 @@ TILE_DECODE_DENSE = frozenset({"nm_decode_dense",
                                # 0.61 to 0.76x at 8 rows, 0.51x at 16, 0.75x at 64)
                                "hashed_block_dense"})
 #: the dense kernel reads its weight in panels (``schedules/gemm.dense_panel``; from 32 rows when
-#: this was measured, at every row count since, so the rule applies from ``TILE_DECODE_ROWS``), 1.3
+#: this was measured, since also below 32 rows from 1M weights, so the rule applies from
+#: ``TILE_DECODE_ROWS`` there), 1.3
 #: to 1.6x faster than before on the Intel Xeon, and the decoded kernels only win where the weight
 #: is much larger than the caches and the rows few: against it (start configs, same runs) shift,
 #: binary and ternary decode kernels ran 1.27 to 1.33x at 32 x 4096 x 4096 and 1.12 to 1.18x at 64,
@@ -384,10 +385,10 @@ def _panelled(dense_key: str) -> bool:
     from ..schedules.gemm import dense_panel
 
     try:
-        m, n, _ = (int(d) for d in dense_key.split(":")[1].split("x"))
+        m, n, k = (int(d) for d in dense_key.split(":")[1].split("x"))
     except (IndexError, ValueError):
         return False
-    return dense_panel(m, n) > 0
+    return dense_panel(m, n, k) > 0
 
 
 def register_tables(family: str, rows: int, outputs: int) -> str | None:

@@ -69,32 +69,48 @@ class HashedDenseTask(DecodedDenseTask):
         return w.T
 
     def te_weight(self, tensors, kk, j):
-        import tvm
-
-        values, mix, seeds = tensors
         z = self.params["block"]
-        u32 = lambda v: tvm.tirx.const(v, "uint32")  # noqa: E731
+        terms = []
+        for h in range(self.params["hashes"]):
+            first, hs = self._hashes(tensors, h, kk, j)
+            # the sign is bit 31 - lane of the sign hash (lane j % z; HashedNets: bit 31), which
+            # is bit 31 of hs << lane (no unsigned subtraction for the simplifier to fold)
+            terms.append((first + j % z, hs << (j % z).astype("uint32")) if z > 1 else (first, hs))
+        return _signed_sum(tensors[0], tensors[1], terms)
+
+    def _hashes(self, tensors, h, kk, j):
+        """(the index of the first value of (kk, j)'s block, its sign hash) of hash ``h``."""
+        z = self.params["block"]
         # the seeds are data, not constants: TVM's simplifier mis-rewrites the hash arithmetic
         # of a key whose range it can bound (a plain j * K + k), and data also keeps one kernel
         # for every seed
         key = ((j // z) * self.k + kk).astype("uint32") if z > 1 else (j * self.k + kk).astype("uint32")
-        hashes = self.params["hashes"]
-        total = None
-        for h in range(hashes):
-            hb = _fmix32(key ^ seeds[2 * h])
-            start = ((hb.astype("uint64") * tvm.tirx.const(self.params["buckets"] // z, "uint64"))
-                     >> tvm.tirx.const(32, "uint64")).astype("int32")
-            hs = _fmix32(key ^ seeds[2 * h + 1])
-            # the sign is bit 31 - lane of the sign hash (lane j % z; HashedNets: bit 31), which
-            # is bit 31 of hs << lane (no unsigned subtraction for the simplifier to fold), xored
-            # into the value's sign bit: two integer vector operations, no multiply
-            bucket, lane = (start * z + j % z, (j % z).astype("uint32")) if z > 1 else (start, None)
-            sign_bit = (hs if lane is None else hs << lane) & u32(0x80000000)
-            value = tvm.tirx.reinterpret("float32", tvm.tirx.reinterpret("uint32", values[bucket]) ^ sign_bit)
-            # one hash: its mix is folded into the values (from_compact), so the kernel reads none
-            term = value if hashes == 1 else mix[h] * value
-            total = term if total is None else total + term
-        return total
+        return self._hash_pair(tensors[2], h, key)
+
+    def _hash_pair(self, seeds, h, key):
+        """TIR: (the index of the first value of ``key``'s block, its sign hash) of hash ``h``."""
+        import tvm
+
+        z = self.params["block"]
+        hb = _fmix32(key ^ seeds[2 * h]).astype("uint64")
+        start = ((hb * tvm.tirx.const(self.params["buckets"] // z, "uint64"))
+                 >> tvm.tirx.const(32, "uint64")).astype("int32")
+        return (start * z if z > 1 else start), _fmix32(key ^ seeds[2 * h + 1])
+
+
+def _signed_sum(values, mix, terms):
+    """TIR: ``sum_h mix[h] * values[index_h]`` with bit 31 of ``sign_h`` xored into each value's sign
+    bit (two integer vector operations, no multiply), for ``terms`` = [(index_h, sign_h)]. With
+    one hash the mix is folded into the values (``from_compact``), so the kernel reads none."""
+    import tvm
+
+    total = None
+    for h, (index, sign) in enumerate(terms):
+        sign_bit = sign & tvm.tirx.const(0x80000000, "uint32")
+        value = tvm.tirx.reinterpret("float32", tvm.tirx.reinterpret("uint32", values[index]) ^ sign_bit)
+        term = value if len(terms) == 1 else mix[h] * value
+        total = term if total is None else total + term
+    return total
 
 
 class HashedBlockDenseTask(HashedDenseTask):
@@ -114,50 +130,33 @@ class HashedBlockDenseTask(HashedDenseTask):
         return {**super().default_params(), "block": 16, "buckets": max(16, self.n * self.k // 8 // 16 * 16)}
 
     def __post_init__(self):
+        params = {**self.default_params(), **self.params}
         try:
-            formats.check_hash_block(self.params.get("buckets", 16), self.params.get("block", 16))
+            formats.check_hash_block(params["buckets"], params["block"])
         except ValueError as e:
             raise WorkloadError(f"workload '{self.key}': {e}") from None
         super().__post_init__()
 
     def te_stages(self, tensors):
-        import tvm
         from tvm import te
 
         if not self.staged:
             return tensors
         seeds = tensors[2]
-        z, hashes = self.params["block"], self.params["hashes"]
-        blocks = -(-self.n // z)
-        u64 = lambda v: tvm.tirx.const(v, "uint64")  # noqa: E731
+        shape = (self.params["hashes"], -(-self.n // self.params["block"]), self.k)
 
-        def key(b, kk):
-            return (b * self.k + kk).astype("uint32")
+        def pair(h, b, kk):
+            return self._hash_pair(seeds, h, (b * self.k + kk).astype("uint32"))
 
-        def first(h, b, kk):
-            hb = _fmix32(key(b, kk) ^ seeds[2 * h]).astype("uint64")
-            return ((hb * u64(self.params["buckets"] // z)) >> u64(32)).astype("int32") * z
-
-        starts = te.compute((hashes, blocks, self.k), first, name="HashB")
-        signs = te.compute((hashes, blocks, self.k), lambda h, b, kk: _fmix32(key(b, kk) ^ seeds[2 * h + 1]),
-                           name="HashS")
+        starts = te.compute(shape, lambda h, b, kk: pair(h, b, kk)[0], name="HashB")
+        signs = te.compute(shape, lambda h, b, kk: pair(h, b, kk)[1], name="HashS")
         return [*tensors, starts, signs]
 
-    def te_weight(self, tensors, kk, j):
-        import tvm
-
-        if len(tensors) == 3:
-            return super().te_weight(tensors, kk, j)
-        values, mix, _, starts, signs = tensors
-        z = self.params["block"]
-        total = None
-        for h in range(self.params["hashes"]):
-            sign_bit = (signs[h, j // z, kk] << (j % z).astype("uint32")) & tvm.tirx.const(0x80000000, "uint32")
-            raw = tvm.tirx.reinterpret("uint32", values[starts[h, j // z, kk] + j % z])
-            value = tvm.tirx.reinterpret("float32", raw ^ sign_bit)
-            term = value if self.params["hashes"] == 1 else mix[h] * value
-            total = term if total is None else total + term
-        return total
+    def _hashes(self, tensors, h, kk, j):
+        if len(tensors) == 3:               # not staged: computed in the weight
+            return super()._hashes(tensors, h, kk, j)
+        b = j // self.params["block"]
+        return tensors[3][h, b, kk], tensors[4][h, b, kk]
 
     def _schedule_prologue(self, sch):
         """The hash stages at C's k0 loop (C's loops end with k0 m2 n2 k1 m3 n3), vectorized along K."""
@@ -231,10 +230,10 @@ def detect_hashed(w: np.ndarray) -> Kernel | None:
         return None
     sample = np.unique(np.linspace(0, flat.size - 1, min(flat.size, 4096)).astype(np.int64))
     everything = np.arange(flat.size)
+    near = [distinct, distinct + 1, distinct + 2] + [round(flat.size / r) for r in DETECT_RATES]
     for block in DETECT_BLOCKS:
         if block > n:
             continue
-        near = [distinct, distinct + 1, distinct + 2] + [round(flat.size / r) for r in DETECT_RATES]
         candidates = sorted({-(-b // block) * block for b in near} - {0})
         candidates = [b for b in candidates if distinct <= b <= flat.size // 2]
         for buckets in candidates:

@@ -353,10 +353,7 @@ def _key_dim(key: str, index: int) -> int:
 
 def _batch(key: str) -> int:
     """The batch of the task ``key`` (``<prefix>:N...``), or 1 where it does not parse."""
-    try:
-        return int(key.split(":")[1].split("x")[0])
-    except (IndexError, ValueError):
-        return 1
+    return _key_dim(key, 0) or 1
 
 
 def _wide() -> bool:

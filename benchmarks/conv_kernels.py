@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, cpu_kind, write_json  # noqa: E402
+from report import machine, update_section, cpu_kind, write_json, settle  # noqa: E402
 
 from tvmopt.ops.compressed_conv2d import DECODE  # noqa: E402
 
@@ -94,7 +93,7 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc:
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, timed in contenders.items():
-            time.sleep(0.1)
+            settle()
             samples[name].append(timed())
     med = {k: statistics.median(v) for k, v in samples.items()}
     row = {"layer": dims, "batch": batch, "dense_ms": med["dense"] * 1e3,

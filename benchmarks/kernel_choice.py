@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json
+from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json, settle
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -136,11 +135,11 @@ def main() -> int:
                 samples = {k: [] for k in runs}
                 for _ in range(args.rounds):
                     for k, fn in runs.items():
+                        # onnxruntime's threads spin a while after a run, and TVM's: a build timed
+                        # right after onnxruntime shared the two cores with them and read up to 600x
+                        # slower on these microsecond-sized models (Zen 4)
+                        settle()
                         samples[k].append(median_seconds(fn, 0.03))
-                    # onnxruntime's threads spin a while after a run: the build timed next (the first
-                    # of the next round) shared the two cores with them and read up to 600x slower
-                    # on these microsecond-sized models (Zen 4)
-                    time.sleep(0.05)
                 t = {k: statistics.median(v) for k, v in samples.items()}
                 spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in samples.items()}
                 layers = builds["auto"].lowered.layers

@@ -121,6 +121,15 @@ def blas() -> str:
     return "; ".join(parts)
 
 
+def settle() -> float:
+    """Wait until the other threads of this process (the previous runtime's spinning workers) are
+    idle before the next contender is timed (``tvmopt.measure.settle.quiesce``: TVM's worker spins
+    about 150 ms after each call on Zen 4, longer than the fixed pauses this replaced)."""
+    from tvmopt.measure.settle import quiesce
+
+    return quiesce()
+
+
 def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
     """Median seconds per call of ``fn`` (after one warm-up call) over at least ``min_seconds``
     and ``least`` calls."""
@@ -137,7 +146,7 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
                  max_rounds: int = 0, tolerance: float = 0.02, clear_of: float | None = None) -> dict:
     """Per function, its :func:`median_seconds` in each round ({name: [seconds per round]}).
     Each round runs the functions in a fresh order (seeded), after a pause in which the previous
-    runtime's spinning worker threads go to sleep: in a fixed order a function always ran right
+    runtime's spinning worker threads go to sleep (:func:`settle`): in a fixed order a function always ran right
     after the same other one, and ResNet-20's ternary build, which runs the very kernels of its
     dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``).
 
@@ -152,7 +161,7 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
     done = 0
     while done < max(rounds, 1):
         for k in rng.sample(list(fns), len(fns)):
-            time.sleep(0.2)
+            settle()
             samples[k].append(median_seconds(fns[k], min_seconds, least=3))
         done += 1
         if done == rounds and settle and done < max_rounds and ratio_uncertainty(samples, *settle) > tolerance:

@@ -59,3 +59,41 @@ def test_slow_candidate_gets_its_checking_run_as_only_timing(measurer):
     finally:
         measurer.slow_s = old
     assert result.error == ErrorKind.OK and len(result.costs) == 1 and result.cost > 0
+
+
+def _spinner(seconds: float, stop):
+    """A thread that keeps a core busy for ``seconds`` (or until ``stop`` is set), as a runtime's
+    worker does after a call."""
+    import threading
+    import time
+
+    def spin():
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end and not stop.is_set():
+            pass
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_quiesce_waits_for_a_spinning_thread_and_gives_up_on_one_that_never_stops():
+    import threading
+
+    from tvmopt.measure import settle
+
+    if settle._run_ns() is None:
+        pytest.skip("no /proc/self/task/*/schedstat here: quiesce falls back to a fixed pause")
+    settle.quiesce()                     # whatever earlier tests left spinning
+    stop = threading.Event()
+    thread = _spinner(0.4, stop)
+    waited = settle.quiesce()
+    thread.join()
+    assert 0.3 <= waited < 2.0           # it waited for the spinner, which ran 0.4 s from its start
+    thread = _spinner(60.0, stop)
+    try:
+        assert settle.quiesce(max_wait=0.3) < 0     # a spinner that never stops: it says so
+    finally:
+        stop.set()
+        thread.join()
+    assert 0 <= settle.quiesce() < 1.0   # nothing spins now: it returns within a few windows

@@ -24,6 +24,7 @@ from tvmopt.errors import one_line
 from tvmopt.schedules.space import Config, config_from_json, config_to_json
 from tvmopt.target import TargetSpec
 from tvmopt.measure.base import ErrorKind, MeasureResult, Measurer  # noqa: F401  (re-exported)
+from tvmopt.measure.settle import quiesce
 
 
 # --------------------------------------------------------------------------- worker side
@@ -223,14 +224,12 @@ def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: 
     contenders = {"tvm": lambda: timer(*args, out).mean, **{k: _timed(fn) for k, fn in refs.items()}}
     for _ in range(rounds):
         for name, timed in contenders.items():
-            # a pause lets the previous library's spinning worker threads go to sleep, so
-            # each contender has the cores to itself (alternation cancels slow drifts)
-            time.sleep(SETTLE_S)
+            # the previous library's spinning worker threads go to sleep first, so each
+            # contender has the cores to itself (alternation cancels slow drifts)
+            quiesce()
             samples[name].append(timed())
     return {k: statistics.median(v) for k, v in samples.items()}
 
-
-SETTLE_S = 0.2
 
 
 def _timed(fn):

@@ -1,0 +1,66 @@
+"""Waiting until the other threads of this process are idle before a timing starts.
+
+Every runtime a benchmark or the measurer's reference timing loads keeps worker threads that spin
+a while after each call before they sleep: TVM's thread pool yields in a loop 300,000 times
+(``TVM_THREAD_POOL_SPIN_COUNT``), which on Zen 4 kept its pinned worker at 100% of a core for
+about 150 ms after every parallel call; onnxruntime's and the BLAS libraries' pools spin too. A
+contender timed while another's worker still spins shares the two cores with it: with 50 ms
+pauses, onnxruntime's 1 x 1024 x 1024 product read 42 to 75 us and tvmopt's 28 to 61 us in the
+same process (each 31 to 36 us in a process of its own), and fixed pauses shorter than the spin
+(0.02 to 0.1 s in several benchmarks) let the next contender start on a shared core.
+
+:func:`quiesce` polls the threads' run time (``/proc/self/task/*/schedstat``, nanoseconds) and
+returns once the others have run less than ``quiet_ns`` in a window; where ``/proc`` has no
+schedstat it falls back to a fixed pause longer than TVM's spin.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+#: the pause used where the threads' run time cannot be read (longer than TVM's ~150 ms spin)
+FALLBACK_S = 0.3
+#: a window in which the other threads ran less than this is quiet (a spinning thread runs the
+#: whole window, 20 ms)
+QUIET_NS = 1_000_000
+WINDOW_S = 0.02
+
+
+def _run_ns() -> dict[str, int] | None:
+    """{thread id: nanoseconds it has run}, or None where the kernel does not say."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue            # a thread that ended, or no schedstat
+    return out or None
+
+
+def quiesce(max_wait: float = 3.0) -> float:
+    """Block until no other thread of this process runs (less than :data:`QUIET_NS` in a
+    :data:`WINDOW_S` window), at most ``max_wait`` seconds. Returns the seconds waited, negative
+    where the threads never went quiet (a runtime that spins for good, e.g. ``OMP_WAIT_POLICY=active``)."""
+    start = time.perf_counter()
+    me = str(threading.get_native_id())
+    before = _run_ns()
+    if before is None:
+        time.sleep(FALLBACK_S)
+        return FALLBACK_S
+    while True:
+        time.sleep(WINDOW_S)
+        after = _run_ns() or {}
+        busy = sum(ns - before.get(tid, 0) for tid, ns in after.items() if tid != me)
+        waited = time.perf_counter() - start
+        if busy < QUIET_NS:
+            return waited
+        if waited > max_wait:
+            return -waited
+        before = after

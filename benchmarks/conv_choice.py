@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from networks import WORK  # noqa: E402
-from report import machine, median_seconds, update_section, write_json, settle  # noqa: E402
+from report import machine, median_seconds, update_section, write_json, wait_quiet  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
         samples = {k: [] for k in fns}
         for _ in range(args.rounds):
             for k, fn in fns.items():
-                settle()
+                wait_quiet()
                 samples[k].append(median_seconds(fn, 0.3))
         row = {"network": name, **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in samples.items()},
                **{f"{k}_vs_onnxruntime": statistics.median(o / t for o, t in zip(samples["onnxruntime"], samples[k]))

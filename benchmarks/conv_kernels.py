@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, update_section, cpu_kind, write_json, settle  # noqa: E402
+from report import machine, update_section, cpu_kind, write_json, wait_quiet  # noqa: E402
 
 from tvmopt.ops.compressed_conv2d import DECODE  # noqa: E402
 
@@ -93,7 +93,7 @@ def layer(shape: str, batch: int, formats: list[str], target, rounds: int, nhwc:
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, timed in contenders.items():
-            settle()
+            wait_quiet()
             samples[name].append(timed())
     med = {k: statistics.median(v) for k, v in samples.items()}
     row = {"layer": dims, "batch": batch, "dense_ms": med["dense"] * 1e3,

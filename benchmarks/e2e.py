@@ -30,7 +30,7 @@ import sys
 import time
 
 import numpy as np
-from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json, settle
+from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json, wait_quiet
 
 from tvmopt.target import parse_target
 
@@ -112,7 +112,7 @@ def evaluate(arch: str, variant: str, batch: int, target, rounds: int) -> dict:
     samples = {k: [] for k in timers}
     for _ in range(rounds):
         for k, fn in timers.items():
-            settle()      # the previous runtime's spinning worker threads go to sleep
+            wait_quiet()      # the previous runtime's spinning worker threads go to sleep
             samples[k].append(fn())
     med = {k: statistics.median(v) for k, v in samples.items()}
     torch_best = min(med["torch"], med["torch plain"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import CPU_LABELS, blas, cpu_kind, machine, median_seconds, update_section, write_json, settle  # noqa: E402
+from report import CPU_LABELS, blas, cpu_kind, machine, median_seconds, update_section, write_json, wait_quiet  # noqa: E402
 
 CONVS = ("1x3x224x224x64x7x7x2x3", "1x64x56x56x64x3x3x1x1", "1x64x56x56x128x3x3x2x1", "1x64x56x56x128x1x1x2x0",
          "1x128x28x28x128x3x3x1x1", "1x256x14x14x256x3x3x1x1", "1x512x7x7x512x3x3x1x1", "1x16x32x32x16x3x3x1x1",
@@ -92,7 +92,7 @@ def row(key: str, target, rounds: int) -> dict:
     samples = {k: [] for k in timers}
     for _ in range(rounds):
         for k, fn in timers.items():
-            settle()
+            wait_quiet()
             samples[k].append(fn())
     med = {k: statistics.median(v) for k, v in samples.items()}
     ref_name = min(refs, key=lambda k: med[k])

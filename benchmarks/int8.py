@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json, settle  # noqa: E402
+from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json, wait_quiet  # noqa: E402
 
 SHAPES = ((1, 1024, 1024), (16, 1024, 1024), (1, 4096, 4096), (16, 4096, 4096), (128, 768, 3072))
 #: one-layer QDQ convolutions (batch, channels in, map side, channels out, stride): ResNet-18's and
@@ -52,7 +52,7 @@ def _medians(fns: dict, rounds: int) -> dict:
     samples = {key: [] for key in fns}
     for _ in range(rounds):
         for key, fn in fns.items():
-            settle()
+            wait_quiet()
             samples[key].append(median_seconds(fn, 0.2))
     return {key: statistics.median(v) for key, v in samples.items()}
 

@@ -27,7 +27,7 @@ import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json, settle
+from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json, wait_quiet
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -138,7 +138,7 @@ def main() -> int:
                         # onnxruntime's threads spin a while after a run, and TVM's: a build timed
                         # right after onnxruntime shared the two cores with them and read up to 600x
                         # slower on these microsecond-sized models (Zen 4)
-                        settle()
+                        wait_quiet()
                         samples[k].append(median_seconds(fn, 0.03))
                 t = {k: statistics.median(v) for k, v in samples.items()}
                 spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in samples.items()}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, update_section, write_json, settle  # noqa: E402
+from report import ROOT, machine, median_seconds, update_section, write_json, wait_quiet  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 
@@ -49,7 +49,7 @@ def evaluate(name: str, rounds: int) -> dict:
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            settle()          # the previous runtime's spinning threads go to sleep
+            wait_quiet()          # the previous runtime's spinning threads go to sleep
             samples[k].append(median_seconds(fn, 0.3))
     speedup = [a / b for a, b in zip(samples["nchw"], samples["nhwc"])]
     row = {"network": name, "auto": auto, "onnxruntime_ms": statistics.median(samples["onnxruntime"]) * 1e3,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json, settle  # noqa: E402
+from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json, wait_quiet  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
@@ -75,7 +75,7 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            settle()          # the previous runtime's spinning threads go to sleep
+            wait_quiet()          # the previous runtime's spinning threads go to sleep
             samples[k].append(median_seconds(fn, 0.3))
     ratios = {k: statistics.median(o / t for o, t in zip(samples["onnxruntime"], samples[k])) for k in fns}
     row.update({f"{k}_ms": statistics.median(v) * 1e3 for k, v in samples.items()})

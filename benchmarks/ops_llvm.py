@@ -17,7 +17,7 @@ import statistics
 import time
 
 import numpy as np
-from report import ROOT, machine, update_section, write_json, settle
+from report import ROOT, machine, update_section, write_json, wait_quiet
 
 from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
@@ -109,7 +109,7 @@ def measure(size: int, batch: int, target, tuner: str, trials: int, rounds: int,
         samples = {k: [] for k in contenders}
         for _ in range(rounds):
             for k, fn in contenders.items():
-                settle()
+                wait_quiet()
                 samples[k].append(fn())
         med = {k: statistics.median(v) for k, v in samples.items()}
         dense_best = min(med["tvm_dense"], med["numpy"])

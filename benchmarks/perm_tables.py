@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_kind, machine, update_section, write_json, settle  # noqa: E402
+from report import cpu_kind, machine, update_section, write_json, wait_quiet  # noqa: E402
 
 #: (M, N, K) of dense layers: BERT-base's MLP at 128 tokens, a 4096-wide MLP at 1 to 32 rows, small layers
 DENSE = ((128, 3072, 768), (128, 768, 3072), (64, 1024, 1024), (32, 4096, 4096), (16, 4096, 4096),
@@ -84,7 +84,7 @@ def _row(name: str, keys: dict[str, str], target, rounds: int) -> dict:
     for _ in range(rounds):
         random.shuffle(order)
         for label in order:
-            settle()
+            wait_quiet()
             samples[label].append(timers[label]())
     ratios = {label: statistics.median(d / t for d, t in zip(samples["dense"], samples[label]))
               for label in timers if label != "dense"}

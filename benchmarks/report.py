@@ -121,7 +121,7 @@ def blas() -> str:
     return "; ".join(parts)
 
 
-def settle() -> float:
+def wait_quiet() -> float:
     """Wait until the other threads of this process (the previous runtime's spinning workers) are
     idle before the next contender is timed (``tvmopt.measure.settle.quiesce``: TVM's worker spins
     about 150 ms after each call on Zen 4, longer than the fixed pauses this replaced)."""
@@ -145,9 +145,9 @@ def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:
 def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, settle: tuple | None = None,
                  max_rounds: int = 0, tolerance: float = 0.02, clear_of: float | None = None) -> dict:
     """Per function, its :func:`median_seconds` in each round ({name: [seconds per round]}).
-    Each round runs the functions in a fresh order (seeded), after a pause in which the previous
-    runtime's spinning worker threads go to sleep (:func:`settle`): in a fixed order a function always ran right
-    after the same other one, and ResNet-20's ternary build, which runs the very kernels of its
+    Each round runs the functions in a fresh order (seeded), each after the previous runtime's
+    spinning worker threads went to sleep (:func:`wait_quiet`): in a fixed order a function
+    always ran right after the same other one, and ResNet-20's ternary build, which runs the very kernels of its
     dense build, read 0.87 to 0.93x it in two sessions (``benchmarks/suite.py``).
 
     ``settle=(a, b)``: after ``rounds`` rounds, go on (up to ``max_rounds``) until the paired
@@ -161,7 +161,7 @@ def timed_rounds(fns: dict, rounds: int, min_seconds: float, seed: int = 0, sett
     done = 0
     while done < max(rounds, 1):
         for k in rng.sample(list(fns), len(fns)):
-            settle()
+            wait_quiet()
             samples[k].append(median_seconds(fns[k], min_seconds, least=3))
         done += 1
         if done == rounds and settle and done < max_rounds and ratio_uncertainty(samples, *settle) > tolerance:

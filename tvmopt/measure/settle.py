@@ -9,6 +9,13 @@ pauses, onnxruntime's 1 x 1024 x 1024 product read 42 to 75 us and tvmopt's 28 t
 same process (each 31 to 36 us in a process of its own), and fixed pauses shorter than the spin
 (0.02 to 0.1 s in several benchmarks) let the next contender start on a shared core.
 
+The threads' placement is the other trap at these sizes: a runtime's floating worker that the
+scheduler leaves on its caller's core for a few milliseconds runs the call at half speed (read
+from each thread's CPU in ``/proc``: onnxruntime 62 us with its worker beside the caller, 34 us
+apart). ``benchmarks/report.median_seconds`` (the median per call over a window of 30 ms or
+more) rides that out: after :func:`quiesce`, 1 x 1024 x 1024 read 25 us for tvmopt and 29 to
+30 us for onnxruntime in each of 9 interleaved rounds.
+
 :func:`quiesce` polls the threads' run time (``/proc/self/task/*/schedstat``, nanoseconds) and
 returns once the others have run less than ``quiet_ns`` in a window; where ``/proc`` has no
 schedstat it falls back to a fixed pause longer than TVM's spin.

@@ -52,13 +52,14 @@ def _sweep_key(family: str, m: int, n: int) -> str:
     return f"{family}:{m}x{n}x{n}{extra}"
 
 
-def sweep() -> int:
+def sweep(target_text: str = "llvm") -> int:
     from tvmopt.measure.local import LocalMeasurer
     from tvmopt.ops.row_tables import takes_rows
     from tvmopt.ops.task import get_task
+    from tvmopt.schedules import isa
     from tvmopt.target import parse_target
 
-    target = parse_target("llvm")
+    target = parse_target(target_text)
     name = f"kernel_choice_sweep_{cpu_kind(target)}"
     rows = []
     with LocalMeasurer(target) as measurer:
@@ -69,7 +70,8 @@ def sweep() -> int:
                 keys = {"dense": f"dense:{m}x{n}x{n}", **{f: _sweep_key(f, m, n) for f in families}}
                 seconds = {}
                 for family, key in keys.items():
-                    task = get_task(key)
+                    with isa.use(isa.for_target(target)):        # the target's start, not the host's
+                        task = get_task(key)
                     (result,) = measurer.measure(key, [task.space.initial()])
                     seconds[family] = min(result.costs) if result.costs else float("inf")
                 rows.append({"n": n, "m": m, "seconds": seconds})
@@ -99,16 +101,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--models", default="", help="comma-separated (default: every bundled model)")
     parser.add_argument("--sweep", action="store_true", help="the per-layer table instead (see above)")
+    parser.add_argument("--target", default="llvm",
+                        help="LLVM target of the builds (default: this host); 'llvm -mcpu=znver3 -num-cores=2' "
+                             "measures AVX2 code on an AVX-512 machine (its section is the avx2 one)")
     args = parser.parse_args()
     if args.sweep:
-        return sweep()
+        return sweep(args.target)
     import onnxruntime as ort
 
     from tvmopt.build.compile import compile_model
     from tvmopt.passes import DetectOptions
     from tvmopt.target import parse_target
 
-    target = parse_target("llvm")
+    target = parse_target(args.target)
     batches = [int(b) for b in args.batches.split(",")]
     rows = []
     for name in _models([m for m in args.models.split(",") if m]):

@@ -166,13 +166,22 @@ def heuristic_config(shape: GemmShape, space: Space):
 #: 0.89x -> 1.14x, 2048 x 3072 x 768 0.86x -> 0.91x, 128 x 3072 x 768 1.03x (128 deep) -> 0.93x
 PANEL_BLOCK_ROWS = 64
 PANEL_K_BLOCK = 64
+#: on AVX2, layers of fewer rows than this read each panel whole, one row at a time (a register
+#: tile of 1 x P: 6 or 8 ymm accumulators), the block's rows taking turns on its K block from L1,
+#: where the 4 x 16 tile read a 48- or 64-wide panel in 16-wide strips, a jump of 192 or 256 bytes
+#: every K step. Zen 4 with AVX2 code, weights cycled, paired against that start: 1 x 4096 x 4096
+#: 1.86x, 1 x 1024 x 1024 1.63x, 1 x 768 x 3072 1.65 to 1.83x, 4 x 4096 x 4096 2.11x (4 x 32 tiles:
+#: 1.43x), 4 x 3072 x 768 1.59 to 1.75x; at 16 rows 1.42x (4096 x 4096), 1.14x (768 x 3072) but
+#: 0.95x (1024 x 1024), so from 16 rows the 4 x 16 tile stays
+AVX2_PANEL_STREAM_ROWS = 16
 
 
 def panel_config(shape: GemmShape, space: Space) -> Config:
     """The start of a dense layer whose weight is stored in panels (:func:`dense_panel`): on
     AVX-512 a register tile of 8 rows by a 48-wide panel (24 zmm accumulators), 4 by a 64-wide
     one, else 8 by the panel; on AVX2 4 rows by 16 outputs (4 x 24 was 0.87x as fast at
-    128 x 768 x 3072 with AVX-512 disabled on the Xeon). Blocks of up to :data:`PANEL_BLOCK_ROWS`
+    128 x 768 x 3072 with AVX-512 disabled on the Xeon), and below :data:`AVX2_PANEL_STREAM_ROWS`
+    rows 1 by the whole panel. Blocks of up to :data:`PANEL_BLOCK_ROWS`
     rows (m2) share each K block of :data:`PANEL_K_BLOCK` of one panel (or the largest divisor of K
     below); two parallel strips of N (else the fewest > 1)."""
     from .isa import current
@@ -180,6 +189,8 @@ def panel_config(shape: GemmShape, space: Space) -> Config:
     p = shape.panel
     if current().lanes >= 16:
         n3, rows = {48: (48, (8, 4, 2)), 64: (64, (4, 2))}.get(p, (p, (8, 4, 2)))
+    elif shape.mp < AVX2_PANEL_STREAM_ROWS:
+        n3, rows = p, (1,)
     else:
         n3, rows = min(p, 16), (4, 2)
     m3 = largest_divisor(shape.mp, rows)

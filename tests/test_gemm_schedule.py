@@ -88,7 +88,8 @@ def test_dense_layers_read_their_weight_in_panels(which, llvm_target):
     """From 32 rows, and below from 1M weights, a dense layer's weight W[N, K] is stored as
     [N/P, K, P] panels at build (P = 48 here), with no packing knob left; the ISA's start (8 x 48
     tiles on AVX-512, 4 x 16 on AVX2) and a register tile across two panels (n3 = 32) both match
-    numpy, and so does one row's start. Smaller layers of fewer rows, and widths no panel divides,
+    numpy, and so does one row's start (1 x 48 on both: on AVX2 a few rows read each panel
+    whole, ``AVX2_PANEL_STREAM_ROWS``). Smaller layers of fewer rows, and widths no panel divides,
     keep [K, N]."""
     from tvmopt.ops.gemm import from_panels
     from tvmopt.schedules import isa
@@ -118,6 +119,8 @@ def test_dense_layers_read_their_weight_in_panels(which, llvm_target):
         finally:
             gemm.PANEL_FEW_ROWS_MIN_WEIGHTS = old
         assert one.shape.panel == 48
+        start = one.space.as_dict(one.space.initial())
+        assert (start["tile_m"][3], start["tile_n"][3]) == (1, 48)     # one row reads the panel whole
         got = run(one, one.space.initial(), llvm_target.tvm_target(), [x[:1], kernel])
         np.testing.assert_allclose(got, x[:1] @ w.T, rtol=1e-4, atol=1e-4)
 

@@ -88,13 +88,16 @@ def _build(task_key: str, config_json: list, target_json: str, out_path: str) ->
     import tvm
 
     from tvmopt.ops.task import task_for
-    from tvmopt.schedules import lowering
+    from tvmopt.schedules import isa, lowering
 
     start = time.perf_counter()
     spec = TargetSpec.from_json(target_json)
-    task = task_for(task_key, spec.kind)
     target = spec.tvm_target()
-    mod = task.schedule(config_from_json(config_json), target)
+    # the schedule's vector choices for the target's registers, as a model build makes them (AVX2
+    # code tuned on an AVX-512 host was scheduled for the host's zmm)
+    with isa.use(isa.for_target(spec)):
+        task = task_for(task_key, spec.kind)
+        mod = task.schedule(config_from_json(config_json), target)
     exe = tvm.compile(mod, target=target) if spec.kind == "cuda" else lowering.compile(mod, target)
     exe.export_library(out_path)
     return time.perf_counter() - start

@@ -148,6 +148,15 @@ def _policy_cases():
     assert not choose("auto", "shift_dense", "k", "dense:128x4096x4096", 128, 4096 * 4096, False).compressed
     assert choose("auto", "binary_dense", "k", "dense:128x1000x3072", 128, 1000 * 3072, False).compressed  # no panels
     assert not choose("auto", "binary_dense", "k", "d", 2048, 768 * 3072, False).compressed
+    # AVX2: below 16 rows the dense kernel reads each panel whole, and shift's decode loses to it
+    # there (ternary does not); from 16 rows it reads the panels in strips and shift wins again
+    with isa.use(isa.AVX2):
+        eight = choose("auto", "shift_dense", "k", "dense:8x4096x4096", 8, 4096 * 4096, False)
+        assert not eight.compressed and "whole" in eight.why
+        assert choose("auto", "ternary_dense", "k", "dense:8x4096x4096", 8, 4096 * 4096, False).compressed
+        assert choose("auto", "shift_dense", "k", "dense:16x4096x4096", 16, 4096 * 4096, False).compressed
+    with isa.use(isa.AVX512):
+        assert choose("auto", "shift_dense", "k", "dense:8x4096x4096", 8, 4096 * 4096, False).compressed
     assert not choose("auto", "nm_decode_dense", "k", "d", 128, 768 * 3072, False).compressed
     # direct compressed convolutions on AVX2: at the dense conv's speed (hashed only while small)
     with isa.use(isa.AVX2):

@@ -275,6 +275,13 @@ TILE_DECODE_DENSE = frozenset({"nm_decode_dense",
 #: 1.12x)
 PANEL_DECODE_MIN_WEIGHTS = 1 << 23
 PANEL_DECODE_MAX_ROWS = 64
+#: on AVX2, layers of 8 to 15 rows whose dense kernel reads each panel whole, a row at a time
+#: (``schedules.gemm.AVX2_PANEL_STREAM_ROWS``): the shift decode kernel lost to it. Zen 4 with AVX2
+#: code, mlp4096 (three 4096 x 4096 layers) against the dense build, paired rounds: at batch 8
+#: shift 0.87x, ternary 1.10x (binary runs row tables, 2.38x; 2:4 stays dense); at batch 16, where
+#: the dense kernel reads panels in strips again, shift 1.45x, ternary 1.74x; at batch 1 shift 2.08x,
+#: ternary 1.66x, binary 4.18x, 2:4 1.74x (``suite_avx2-on-zen4``)
+AVX2_STREAM_DENSE = frozenset({"shift_dense"})
 
 
 #: a compressed Winograd conv decodes and transforms its weight at the start of a call, then runs
@@ -554,6 +561,12 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         least = TILE_DECODE_MIN_WEIGHTS.get(family, least)
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
         panels = least is not None and _panelled(dense_key)
+        if panels and family in AVX2_STREAM_DENSE and not _wide():
+            from ..schedules.gemm import AVX2_PANEL_STREAM_ROWS
+
+            if rows < AVX2_PANEL_STREAM_ROWS:
+                return Choice(False, f"predicted: at {rows} rows the dense kernel reads each panel whole (AVX2) "
+                                     f"and wins")
         if panels:
             least, most_rows = max(least, PANEL_DECODE_MIN_WEIGHTS), min(most_rows, PANEL_DECODE_MAX_ROWS)
     if least is not None and rows <= most_rows and weights >= least:

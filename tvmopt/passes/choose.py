@@ -209,6 +209,15 @@ TERNARY_PERM_CONV_MIN_CHANNELS = 32
 #: ... and, for dense layers of fewer rows than this (the shifts of a row's codes are shared by
 #: fewer rows), from this many weights
 PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
+#: ... except where AVX-512 is double-pumped (AMD Zen 4), whose dense FMAs run at half rate: there
+#: a layer of up to this many rows runs the tables from this many weights. Zen 4, start configs,
+#: one layer at a time (the measurer, best of 5): binary 1.95x the dense kernel at 1 x 64 x 64,
+#: 3.16x at 1 x 128 x 128, 3.3x at 1 x 256 x 256, 1.42x at 4 x 256 x 256; ternary 0.95x at
+#: 1 x 64 x 64, 1.88x at 1 x 128 x 128, 2.18x at 1 x 256 x 64, 2.2x at 1 x 256 x 256 but 0.51x at
+#: 4 x 256 x 256. The bundled digits MLP's binary export ran 1.19 to 1.21x faster with its layers on
+#: tables than with them dense at batch 1, which this rule had kept dense (``kernel_choice_zen4``)
+PERM_DOUBLE_PUMPED_FEW_ROWS = {"binary_perm_dense": (PERM_FEW_ROWS - 1, 1 << 12),
+                               "ternary_perm_dense": (1, 1 << 14)}
 #: Layer timings on the Intel Xeon (``benchmarks/perm_tables.py``, section ``perm_tables_xeon``:
 #: start configs against the dense start, paired rounds): binary dense layers 2.0 to 2.2x at 64
 #: to 128 rows (64 x 1024 x 1024, the encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at
@@ -490,7 +499,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if family in PERM_MIN_WEIGHTS:
         least = PERM_MIN_WEIGHTS[family]
         if not conv and rows < PERM_FEW_ROWS:
-            least = max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
+            most, fewest = PERM_DOUBLE_PUMPED_FEW_ROWS.get(family, (0, 0))
+            least = fewest if _double_pumped() and rows <= most else max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
         if weights >= least:
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
                                 "and group of weights")

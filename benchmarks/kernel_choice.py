@@ -8,8 +8,9 @@ file with the same records (the shipped ones): ``--kernels compressed`` (every s
 its compressed kernel, as before this policy), ``--kernels dense`` (compression detection off:
 every layer on the dense kernels) and ``--kernels auto`` (the default: the compressed kernel only
 where the records or the prediction of ``tvmopt.passes.choose`` say it is at least as fast), and
-onnxruntime on the same file's plain export. Timed interleaved, numpy in and out, median of
-``--rounds`` rounds. The goal: auto is never slower than dense (ratio >= 0.95, the noise band).
+onnxruntime on the same file's plain export. Timed interleaved, numpy in and out: the median of
+the rounds' own ratios, ``--rounds`` rounds and more while auto vs dense straddles 0.95
+(``report.timed_rounds``). The goal: auto is never slower than dense (ratio >= 0.95, the noise band).
 Writes benchmarks/results/kernel_choice_<cpu>.json and the ``kernel_choice_<cpu>`` section of BENCHMARKS.md (one per CPU kind).
 
 ``--sweep`` instead measures single layers (N = K in 256, 1024, 4096; 1, 16 and 128 rows): each
@@ -27,7 +28,7 @@ import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, median_seconds, update_section, cpu_kind, write_json, wait_quiet
+from report import ROOT, machine, paired, timed_rounds, update_section, cpu_kind, write_json
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -137,21 +138,20 @@ def main() -> int:
                     assert err < 1e-3, (name, form, p, err)
                 runs = {p: (lambda c=c: c(x)) for p, c in builds.items()}
                 runs["onnxruntime"] = lambda: sess.run(None, feed)
-                samples = {k: [] for k in runs}
-                for _ in range(args.rounds):
-                    for k, fn in runs.items():
-                        # onnxruntime's threads spin a while after a run, and TVM's: a build timed
-                        # right after onnxruntime shared the two cores with them and read up to 600x
-                        # slower on these microsecond-sized models (Zen 4)
-                        wait_quiet()
-                        samples[k].append(median_seconds(fn, 0.03))
+                # a fresh order each round, each contender after the others' spinning threads went
+                # quiet (onnxruntime's, timed before a build, made it read up to 600x slower on these
+                # microsecond-sized models); rounds go on while auto vs dense straddles 0.95
+                samples = timed_rounds(runs, args.rounds, 0.03, settle=("dense", "auto"),
+                                       max_rounds=3 * args.rounds, clear_of=0.95)
                 t = {k: statistics.median(v) for k, v in samples.items()}
                 spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in samples.items()}
                 layers = builds["auto"].lowered.layers
                 rows.append({"model": name, "form": form, "batch": batch, "seconds": t, "spread": spread,
-                             "auto_vs_dense": t["dense"] / t["auto"], "auto_vs_compressed": t["compressed"] / t["auto"],
-                             "compressed_vs_dense": t["dense"] / t["compressed"],
-                             "auto_vs_ort": t["onnxruntime"] / t["auto"],
+                             "rounds": len(samples["auto"]), "paired": True,
+                             "auto_vs_dense": paired(samples, "dense", "auto"),
+                             "auto_vs_compressed": paired(samples, "compressed", "auto"),
+                             "compressed_vs_dense": paired(samples, "dense", "compressed"),
+                             "auto_vs_ort": paired(samples, "onnxruntime", "auto"),
                              "auto_layers": [f"{l.kernel.split(':')[0]}" for l in layers if l.choice]})
                 r = rows[-1]
                 print(f"{name:<14} {form:<8} b{batch:<3} auto/dense {r['auto_vs_dense']:.2f}x  "
@@ -174,8 +174,10 @@ def main() -> int:
             f"{info['cpu']} ({target.key}), {info['date']}, commit {info['commit']}. Each bundled model built three "
             f"ways from the same file and the shipped records: `--kernels compressed` (every structured layer on its "
             f"compressed kernel), `--kernels dense` (detection off) and `--kernels auto` (the default). Ratios: the "
-            f"other build's time over auto's (> 1: auto is faster), medians of {args.rounds} interleaved rounds; "
-            f"the largest round-to-round spread of any timing was {worst:.0%}. Goal: auto >= 0.95x dense everywhere.\n\n"
+            f"other build's time over auto's (> 1: auto is faster), the median of the rounds' own ratios, each round in "
+            f"a fresh order after the other runtimes' threads went quiet; {args.rounds} rounds, more (up to "
+            f"{3 * args.rounds}) while auto vs dense straddled 0.95 ({max(r['rounds'] for r in rows) if rows else 0} "
+            f"at most); the largest round-to-round spread of any timing was {worst:.0%}. Goal: auto >= 0.95x dense everywhere.\n\n"
             f"auto was at least as fast as dense (within 5%) on {never_slower} of {len(rows)} rows.\n\n"
             + "\n".join(table))
     update_section(name, text)

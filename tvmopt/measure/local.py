@@ -234,7 +234,6 @@ def _time_against_numpy(task_key: str, lib_path: str, target_json: str, rounds: 
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-
 def _timed(fn):
     def run():
         fn()  # warm call: thread pool wake-up and caches

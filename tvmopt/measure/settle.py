@@ -17,7 +17,7 @@ more) rides that out: after :func:`quiesce`, 1 x 1024 x 1024 read 25 us for tvmo
 30 us for onnxruntime in each of 9 interleaved rounds.
 
 :func:`quiesce` polls the threads' run time (``/proc/self/task/*/schedstat``, nanoseconds) and
-returns once the others have run less than ``quiet_ns`` in a window; where ``/proc`` has no
+returns once the others have run less than :data:`QUIET_NS` in a window; where ``/proc`` has no
 schedstat it falls back to a fixed pause longer than TVM's spin.
 """
 

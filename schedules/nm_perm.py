@@ -55,6 +55,11 @@ def panel_width(n: int) -> int:
 
 #: from this many rows the start is the tallest tile (``nm_perm_space``)
 MANY_ROWS_START = 64
+#: the start's tile leaves at least this many column chunks (the parallel loop) where the layer
+#: has them: a layer of one 128-wide panel ran its 8-vector tile on one core, Zen 4, against the
+#: dense start: 16 x 128 x 512 0.80x (4 x 4 tiles: 1.49x, 8 x 2: 1.50x), 32 x 128 x 512 0.73x (the
+#: bundled 2:4 CNN's hidden layer: the model at batch 16 ran 0.92x its dense build)
+MIN_PARALLEL_CHUNKS = 2
 
 
 def nm_perm_space(m: int, n: int, name: str) -> Space:
@@ -65,14 +70,17 @@ def nm_perm_space(m: int, n: int, name: str) -> Space:
     in ``stream`` order 0.81x. From ``MANY_ROWS_START`` rows, where the weight is read from cache
     by many row tiles, the tallest tile instead: on Zen 4 (every config against the dense start)
     8 by 2 ran 1.43x at 64x1024x1024 and 1.42x at 128x768x3072, where 2 by 8 ran 1.28x and 1.25x
-    (at 32x4096x4096 8 by 2 1.36x, 2 by 8 1.23x; at 512x3072x768 4 by 4 1.45x, 2 by 8 1.31x)."""
+    (at 32x4096x4096 8 by 2 1.36x, 2 by 8 1.23x; at 512x3072x768 4 by 4 1.45x, 2 by 8 1.31x).
+    The tile is narrowed where it would leave the cores fewer column chunks than
+    ``MIN_PARALLEL_CHUNKS``."""
     rows = tuple(r for r in (1, 2, 3, 4, 6, 8) if m % r == 0)
     vectors = tuple(v for v in (1, 2, 4, 8) if panel_width(n) % (v * LANES) == 0)
     if m >= MANY_ROWS_START:
         r0 = max(r for r in rows if r <= 8)
         v0 = max(v for v in vectors if r0 * v <= START_ACCUMULATORS)
     else:
-        v0 = max(v for v in vectors if v <= START_ACCUMULATORS)
+        fits = [v for v in vectors if v <= START_ACCUMULATORS]
+        v0 = max([v for v in fits if n // (v * LANES) >= MIN_PARALLEL_CHUNKS] or fits)
         r0 = max(r for r in rows if r * v0 <= START_ACCUMULATORS)
     return Space(name, (Choice("rows", rows, default=rows.index(r0)),
                         Choice("vectors", vectors, default=vectors.index(v0)),

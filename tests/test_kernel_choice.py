@@ -306,7 +306,7 @@ def test_inspect_shows_the_choice_and_measure_records_its_timings(tmp_path, caps
 def test_few_rows_run_register_tables_from_small_weights_where_avx512_is_double_pumped():
     """Full-width AVX-512 keeps layers of fewer than 8 rows dense below 256K weights (the tables
     cost what they save); on Zen 4, whose dense FMAs run at half rate, binary tables win from 4K
-    weights at up to 7 rows and ternary ones at one row from 16K."""
+    weights at any row count, ternary ones at one row from 16K and 2:4 input picks from 16K."""
     def tables(family, rows, n, k):
         return choose("auto", family, "k", f"dense:{rows}x{n}x{k}", rows, n * k, False).compressed
 
@@ -318,4 +318,7 @@ def test_few_rows_run_register_tables_from_small_weights_where_avx512_is_double_
         assert not tables("binary_perm_dense", 1, 32, 64)
         assert tables("ternary_perm_dense", 1, 128, 128) and not tables("ternary_perm_dense", 1, 64, 64)
         assert not tables("ternary_perm_dense", 4, 256, 256)          # 0.51x there
-        assert tables("binary_perm_dense", 16, 256, 256)               # 8 rows on: PERM_MIN_WEIGHTS
+        assert tables("binary_perm_dense", 16, 256, 64) and tables("binary_perm_dense", 64, 256, 64)
+        assert tables("nm_perm_dense", 1, 256, 64) and not tables("nm_perm_dense", 1, 64, 64)
+    with isa.use(isa.AVX512_VNNI):
+        assert not tables("binary_perm_dense", 16, 256, 64) and not tables("nm_perm_dense", 1, 256, 64)

@@ -210,14 +210,14 @@ TERNARY_PERM_CONV_MIN_CHANNELS = 32
 #: fewer rows), from this many weights
 PERM_FEW_ROWS, PERM_FEW_ROWS_MIN_WEIGHTS = 8, 1 << 18
 #: ... except where AVX-512 is double-pumped (AMD Zen 4), whose dense FMAs run at half rate: there
-#: a layer of up to this many rows runs the tables from this many weights. Zen 4, start configs,
-#: one layer at a time (the measurer, best of 5): binary 1.95x the dense kernel at 1 x 64 x 64,
-#: 3.16x at 1 x 128 x 128, 3.3x at 1 x 256 x 256, 1.42x at 4 x 256 x 256; ternary 0.95x at
-#: 1 x 64 x 64, 1.88x at 1 x 128 x 128, 2.18x at 1 x 256 x 64, 2.2x at 1 x 256 x 256 but 0.51x at
-#: 4 x 256 x 256. The bundled digits MLP's binary export ran 1.19 to 1.21x faster with its layers on
-#: tables than with them dense at batch 1, which this rule had kept dense (``kernel_choice_zen4``)
-PERM_DOUBLE_PUMPED_FEW_ROWS = {"binary_perm_dense": (PERM_FEW_ROWS - 1, 1 << 12),
-                               "ternary_perm_dense": (1, 1 << 14)}
+#: a dense layer of up to this many rows runs the tables from this many weights. Zen 4, start
+#: configs, one layer at a time (the measurer, best of 5): binary 1.95x the dense kernel at
+#: 1 x 64 x 64, 3.16x at 1 x 128 x 128, 3.3x at 1 x 256 x 256, 1.42x at 4 x 256 x 256, 1.62x at
+#: 16 x 256 x 64, 2.18x at 64 x 256 x 64; ternary 0.95x at 1 x 64 x 64, 1.88x at 1 x 128 x 128,
+#: 2.18x at 1 x 256 x 64, 2.2x at 1 x 256 x 256 but 0.51x at 4 x 256 x 256. The bundled digits
+#: MLP's binary export ran 1.19 to 1.21x faster with its layers on tables than with them dense at
+#: batch 1, which the rules above had kept dense (``kernel_choice_zen4``)
+PERM_DOUBLE_PUMPED = {"binary_perm_dense": (1 << 30, 1 << 12), "ternary_perm_dense": (1, 1 << 14)}
 #: Layer timings on the Intel Xeon (``benchmarks/perm_tables.py``, section ``perm_tables_xeon``:
 #: start configs against the dense start, paired rounds): binary dense layers 2.0 to 2.2x at 64
 #: to 128 rows (64 x 1024 x 1024, the encoder's 128 x 768 x 3072 and 128 x 3072 x 768), 4.6x at
@@ -247,6 +247,10 @@ PERM_CONV_CHANNELS = 32
 #: this many rows, from this many weights ...
 NM_PERM_OF = {"nm_decode_dense": "nm_perm_dense"}
 NM_PERM_MAX_ROWS, NM_PERM_MIN_WEIGHTS = 32, 1 << 16
+#: ... from fewer weights where AVX-512 is double-pumped: Zen 4, one layer at a time, start configs
+#: against the dense start: 2.0x at 1 x 256 x 64, 1.23x at 16 x 256 x 64, 1.44x at 64 x 256 x 64
+#: (the bundled 2:4 MLPs' first layer, which the 64K rule kept dense)
+NM_PERM_DOUBLE_PUMPED_MIN_WEIGHTS = 1 << 14
 #: ... and at any row count where AVX-512 is double-pumped (AMD Zen 4: one zmm FMA per cycle,
 #: while ``vpermps`` issues on another pipe, so halving the FMAs pays where a full-width core is
 #: FMA- and permute-bound alike). On Zen 4, start configs against the dense start, 5 paired
@@ -499,14 +503,16 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if family in PERM_MIN_WEIGHTS:
         least = PERM_MIN_WEIGHTS[family]
         if not conv and rows < PERM_FEW_ROWS:
-            most, fewest = PERM_DOUBLE_PUMPED_FEW_ROWS.get(family, (0, 0))
-            least = fewest if _double_pumped() and rows <= most else max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
+            least = max(least, PERM_FEW_ROWS_MIN_WEIGHTS)
+        most, fewest = PERM_DOUBLE_PUMPED.get(family, (0, 0))
+        if not conv and _double_pumped() and rows <= most:
+            least = min(least, fewest)
         if weights >= least:
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
                                 "and group of weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     if family in NM_PERM_OF.values():
-        if weights >= NM_PERM_MIN_WEIGHTS:
+        if weights >= (NM_PERM_DOUBLE_PUMPED_MIN_WEIGHTS if _double_pumped() else NM_PERM_MIN_WEIGHTS):
             return Choice(True, "predicted: kept inputs picked in registers (vpermps), 9 bytes read per 4 weights "
                                 "where dense reads 16")
         return Choice(False, f"predicted: at {weights:,} weights the dense product is as fast")

@@ -12,7 +12,8 @@ For each model (``examples/models/digits_<arch>_<variant>.onnx``) and batch size
    saying where and when they were measured.
 2. **Check** the compiled module: its outputs against PyTorch's on the same batch (relative
    error), and its accuracy on the 360 held-out digits against PyTorch's (must be equal).
-3. **Time**, interleaved in the same run, medians of ``--rounds`` rounds, numpy in and numpy
+3. **Time**, interleaved in the same run, ``--rounds`` rounds in a fresh order each (the speed-ups
+   are the median of the rounds' own ratios, ``report.timed_rounds``), numpy in and numpy
    out for everyone: tvmopt; onnxruntime on the model's plain ONNX export (standard ops, the
    file a user would otherwise deploy); PyTorch eager, the faster of the trained compressed
    module and its plain dense equivalent (``tvmopt.nn.to_plain``). The speed-up is against
@@ -30,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from report import ROOT, machine, median_seconds, per_cpu, update_section, write_json, wait_quiet
+from report import ROOT, machine, per_cpu, timed_rounds, update_section, write_json
 
 from tvmopt.target import parse_target
 
@@ -41,11 +42,6 @@ VARIANTS = ("fp32", "shift", "binary", "ternary", "fastfood", "nm2:4", "nm2:4-T"
 # speed-up goals over the faster of onnxruntime and PyTorch (the end-to-end issue)
 GOALS = {"binary": 1.5, "shift": 1.5, "fastfood": 1.5, "nm2:4": 1.2, "nm2:4-T": 1.2, "ternary": 1.2,
          "hashed": 1.2, "fp32": 1.0}
-
-
-def _timer(fn, min_seconds: float = 0.05):
-    """A function giving the median seconds per call of ``fn`` over ``min_seconds``."""
-    return lambda: median_seconds(fn, min_seconds)
 
 
 def _batches(x: np.ndarray, batch: int):
@@ -107,22 +103,23 @@ def evaluate(arch: str, variant: str, batch: int, target, rounds: int) -> dict:
     acc_tvm = float((predict(compiled, x_all, batch).argmax(1) == y_all).mean())
     acc_torch = float((predict(torch_fn(model), x_all, batch).argmax(1) == y_all).mean())
 
-    timers = {"tvmopt": _timer(lambda: compiled(x)), "onnxruntime": _timer(lambda: ort_fn(x)),
-              "torch": _timer(lambda: torch_fn(model)(x)), "torch plain": _timer(lambda: torch_fn(dense)(x))}
-    samples = {k: [] for k in timers}
-    for _ in range(rounds):
-        for k, fn in timers.items():
-            wait_quiet()      # the previous runtime's spinning worker threads go to sleep
-            samples[k].append(fn())
+    # a fresh order each round, each after the others' spinning threads went quiet; the ratios are
+    # the median of the rounds' own ratios (the medians' ratio moved 1.3x between runs minutes apart
+    # on microsecond models: mlp_shift at batch 1 read 1.36x and 1.81x onnxruntime)
+    fns = {"tvmopt": lambda: compiled(x), "onnxruntime": lambda: ort_fn(x),
+           "torch": lambda: torch_fn(model)(x), "torch plain": lambda: torch_fn(dense)(x)}
+    samples = timed_rounds(fns, rounds, 0.05)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    torch_best = min(med["torch"], med["torch plain"])
-    best_ref = min(med["onnxruntime"], torch_best)
-    speedup = best_ref / med["tvmopt"]
+
+    def against(*refs):
+        return statistics.median(min(samples[r][i] for r in refs) / t for i, t in enumerate(samples["tvmopt"]))
+
+    speedup = against("onnxruntime", "torch", "torch plain")
     layers = [f"{la.kernel.split(':')[0]}" for la in compiled.lowered.layers]
     return {"model": name, "arch": arch, "variant": variant, "batch": batch,
             "tvmopt_us": med["tvmopt"] * 1e6, "onnxruntime_us": med["onnxruntime"] * 1e6,
             "torch_us": med["torch"] * 1e6, "torch_plain_us": med["torch plain"] * 1e6,
-            "vs_onnxruntime": med["onnxruntime"] / med["tvmopt"], "vs_torch": torch_best / med["tvmopt"],
+            "vs_onnxruntime": against("onnxruntime"), "vs_torch": against("torch", "torch plain"), "paired": True,
             "speedup": speedup, "goal": GOALS[variant], "met": speedup >= GOALS[variant],
             "max_rel_err": rel_err, "accuracy": acc_tvm, "torch_accuracy": acc_torch,
             "accuracy_equal": acc_tvm == acc_torch, "kernels": layers,
@@ -272,7 +269,7 @@ def main() -> None:
     tuned = ("no tuning in this run (--no-tune): the records already in benchmarks/results/e2e_records and "
              "logs/records, else default schedules" if args.no_tune else
              f"tuned with {args.tuner}, {args.trials} trials per model and batch")
-    note = (f"{machine()['cpu']} ({target.key}); {tuned}; latency medians of {args.rounds} interleaved rounds, numpy in and out for all three."
+    note = (f"{machine()['cpu']} ({target.key}); {tuned}; latency medians of {args.rounds} interleaved rounds, each in a fresh order after the other runtimes' threads went quiet, and speed-ups the median of the rounds' own ratios; numpy in and out for all three."
             + (f" {shipped} records shipped in logs/records/{target.key}.jsonl." if shipped is not None else ""))
     name = per_cpu("e2e", target)
     write_json(name, {"machine": machine(), "target": target.key, "trials": args.trials, "tuner": args.tuner,

@@ -212,8 +212,10 @@ LIMITS = """What holds the rest back (read from the compiled modules, not guesse
   (shape checks, allocations) around the MLP's 3 kernels, about 5 µs in all on Zen 4, and the
   Python around a call (copy in, copy out, a lock) adds about 2.6 µs; the kernels of 256 x 256
   weights read them from L2 (about 3 µs).
-- **Never slower** decides which layers run compressed: at these sizes the weights fit in cache and
-  most compressed GEMM layers are predicted dense (`kernels` column; `benchmarks/kernel_choice.py`).
+- **Never slower** decides which layers run compressed: at these sizes the weights fit in cache, so
+  shift and hashed layers are predicted dense, while binary and ternary layers run register tables
+  and 2:4 layers pick their inputs in registers where the CPU makes that pay (on Zen 4, whose dense
+  FMAs run at half rate, from 4K to 16K weights; `kernels` column; `benchmarks/kernel_choice.py`).
 - **Fastfood wins** because onnxruntime runs the plain export's butterflies op by op, while
   tvmopt runs one FWHT kernel per layer (from the plain export the pass recovers the same kernel).
 - **Batch 64.** Each kernel runs its best record (32 random trials per model and batch when the

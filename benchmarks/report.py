@@ -125,9 +125,16 @@ def wait_quiet() -> float:
     """Wait until the other threads of this process (the previous runtime's spinning workers) are
     idle before the next contender is timed (``tvmopt.measure.settle.quiesce``: TVM's worker spins
     about 150 ms after each call on Zen 4, longer than the fixed pauses this replaced)."""
+    import sys
+
     from tvmopt.measure.settle import quiesce
 
-    return quiesce()
+    waited = quiesce()
+    if waited < 0 and not getattr(wait_quiet, "warned", False):
+        wait_quiet.warned = True
+        print(f"warning: another thread of this process kept running for {-waited:.1f} s (a runtime that "
+              "spins for good, e.g. OMP_WAIT_POLICY=active?): timings share the cores with it", file=sys.stderr)
+    return waited
 
 
 def median_seconds(fn, min_seconds: float = 0.05, least: int = 5) -> float:

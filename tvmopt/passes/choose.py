@@ -401,11 +401,8 @@ def _panelled(dense_key: str) -> bool:
     """Whether the dense kernel ``dense:MxNxK`` reads its weight in panels."""
     from ..schedules.gemm import dense_panel
 
-    try:
-        m, n, k = (int(d) for d in dense_key.split(":")[1].split("x"))
-    except (IndexError, ValueError):
-        return False
-    return dense_panel(m, n, k) > 0
+    m, n, k = (_key_dim(dense_key, i) for i in range(3))
+    return bool(m and n and k) and dense_panel(m, n, k) > 0
 
 
 def register_tables(family: str, rows: int, outputs: int) -> str | None:

@@ -23,12 +23,13 @@ Run it alone on the machine: another process on the two cores skews the ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import warnings
 
 import numpy as np
-from report import ROOT, machine, paired, timed_rounds, update_section, cpu_kind, write_json
+from report import RESULTS, ROOT, machine, paired, timed_rounds, update_section, cpu_kind, write_json
 
 MODELS = ROOT / "examples" / "models"
 POLICIES = ("compressed", "dense", "auto")
@@ -105,6 +106,8 @@ def main() -> int:
     parser.add_argument("--target", default="llvm",
                         help="LLVM target of the builds (default: this host); 'llvm -mcpu=znver3 -num-cores=2' "
                              "measures AVX2 code on an AVX-512 machine (its section is the avx2 one)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the earlier rows (same target) of the models this run does not measure")
     args = parser.parse_args()
     if args.sweep:
         return sweep(args.target)
@@ -152,7 +155,8 @@ def main() -> int:
                              "auto_vs_compressed": paired(samples, "compressed", "auto"),
                              "compressed_vs_dense": paired(samples, "dense", "compressed"),
                              "auto_vs_ort": paired(samples, "onnxruntime", "auto"),
-                             "auto_layers": [f"{l.kernel.split(':')[0]}" for l in layers if l.choice]})
+                             "auto_layers": [f"{l.kernel.split(':')[0]}" for l in layers if l.choice],
+                             "commit": machine()["commit"]})
                 r = rows[-1]
                 print(f"{name:<14} {form:<8} b{batch:<3} auto/dense {r['auto_vs_dense']:.2f}x  "
                       f"auto/compressed {r['auto_vs_compressed']:.2f}x  compressed/dense {r['compressed_vs_dense']:.2f}x  "
@@ -160,6 +164,14 @@ def main() -> int:
     info = machine()
     info["target"] = target.key
     name = f"kernel_choice_{cpu_kind(target)}"
+    earlier = RESULTS / f"{name}.json"
+    if args.update and earlier.exists():
+        old = json.loads(earlier.read_text())
+        if old["machine"].get("target") == target.key:
+            measured = {r["model"] for r in rows}
+            kept = [dict(r, commit=r.get("commit", old["machine"]["commit"])) for r in old["rows"]
+                    if r["model"] not in measured]
+            rows = sorted(kept + rows, key=lambda r: (r["model"], r["form"], r["batch"]))
     write_json(name, {"machine": info, "rounds": args.rounds, "rows": rows})
     never_slower = sum(r["auto_vs_dense"] >= 0.95 for r in rows)
     table = ["| model | export | batch | auto vs dense | auto vs compressed | compressed vs dense | auto vs onnxruntime "
@@ -171,7 +183,8 @@ def main() -> int:
                      f"{', '.join(r['auto_layers']) or '-'} |")
     worst = max((max(r["spread"].values()) for r in rows), default=0.0)
     text = (f"## Never slower than dense: the kernel choice, {target.key} (`benchmarks/kernel_choice.py`)\n\n"
-            f"{info['cpu']} ({target.key}), {info['date']}, commit {info['commit']}. Each bundled model built three "
+            f"{info['cpu']} ({target.key}), {info['date']}, commit {_commits(rows, info['commit'])}. Each bundled "
+            f"model built three "
             f"ways from the same file and the shipped records: `--kernels compressed` (every structured layer on its "
             f"compressed kernel), `--kernels dense` (detection off) and `--kernels auto` (the default). Ratios: the "
             f"other build's time over auto's (> 1: auto is faster), the median of the rounds' own ratios, each round in "
@@ -182,6 +195,16 @@ def main() -> int:
             + "\n".join(table))
     update_section(name, text)
     return 0 if never_slower == len(rows) else 1
+
+
+def _commits(rows, current: str) -> str:
+    """The commit of the run, or of each set of rows where earlier rows were kept (``--update``)."""
+    counts = {}
+    for r in rows:
+        counts[r.get("commit", current)] = counts.get(r.get("commit", current), 0) + 1
+    if len(counts) <= 1:
+        return current
+    return ", ".join(f"{c} ({n} rows)" for c, n in counts.items())
 
 
 if __name__ == "__main__":

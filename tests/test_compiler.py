@@ -255,10 +255,11 @@ def test_wide_binary_layers_use_lookup_tables_and_ternary_the_decode_kernel(tmp_
 def test_batches_of_rows_share_lookup_tables_and_small_layers_stay_dense(tmp_path):
     """With enough rows (binary 8, ternary 64), binary and ternary layers read tables of partial
     sums shared by a vector of rows (odd row counts padded); the never-slower prediction keeps
-    layers under 2^18 weights dense; with fewer rows ternary layers keep their decode kernel (the
-    AVX2 rules: on AVX-512 binary layers run register tables, tests/test_perm_tables.py)."""
+    binary layers under 2^14 weights dense (ternary under 2^18); with fewer rows ternary layers
+    keep their decode kernel (the AVX2 rules: on AVX-512 binary layers run register tables,
+    tests/test_perm_tables.py)."""
     model = nn.Sequential(tn.TernaryLinear(512, 1024), nn.ReLU(), tn.BinaryLinear(1024, 512), nn.ReLU(),
-                          tn.BinaryLinear(512, 64)).eval()
+                          tn.BinaryLinear(512, 16)).eval()
     x = torch.randn(67, 512)
     with torch.no_grad():
         ref = model(x).numpy()

@@ -322,3 +322,16 @@ def test_few_rows_run_register_tables_from_small_weights_where_avx512_is_double_
         assert tables("nm_perm_dense", 1, 256, 64) and not tables("nm_perm_dense", 1, 64, 64)
     with isa.use(isa.AVX512_VNNI):
         assert not tables("binary_perm_dense", 16, 256, 64) and not tables("nm_perm_dense", 1, 256, 64)
+
+
+def test_avx2_gives_small_transforms_and_binary_row_tables_their_kernels():
+    """On a Zen 3 (AVX2 only) the Fastfood and Hadamard transforms beat the dense product at batch 1
+    even where it stays in L1, and binary row tables win at 16 rows from 16K weights
+    (kernel_choice_avx2): the AVX-512 exceptions do not apply."""
+    with isa.use(isa.AVX2):
+        assert choose("auto", "fastfood", "k", "d", 1, 256 * 256, conv=False).compressed
+        assert choose("auto", "hadamard", "k", "d", 1, 10 * 256, conv=False).compressed
+        assert choose("auto", "binary_rowlut_dense", "k", "d", 16, 256 * 64, conv=False).compressed
+        assert not choose("auto", "binary_rowlut_dense", "k", "d", 16, 10 * 256, conv=False).compressed
+    with isa.use(isa.AVX512):
+        assert not choose("auto", "fastfood", "k", "d", 1, 256 * 256, conv=False).compressed

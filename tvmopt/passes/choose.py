@@ -62,7 +62,9 @@ AVX2_INTEGER = "integer products: 2 of K per int16 lane (vpmaddubsw, or vpmaddwd
 #: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
 #: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;
 #: Zen 5: 0.97 to 1.02x at batch 1): a dense 256 x 256 product fits in L1, the transform makes
-#: log2(n) passes per H. Records of both kernels, where there are some, decide instead.
+#: log2(n) passes per H. Records of both kernels, where there are some, decide instead. AVX-512
+#: only: on a Zen 3 (AVX2, half the FMA width) the transforms won at batch 1, the whole MLP
+#: 1.61 to 1.94x and the CNN 1.27 to 1.42x its dense build (``kernel_choice_avx2``, 2026-12-06)
 SMALL_TRANSFORM_MAX_WEIGHTS = {"fastfood": 1 << 16, "hadamard": 1 << 16}
 SMALL_TRANSFORM_MIN_ROWS = 8
 #: decoded kernels that beat dense once the weight outgrows the caches: the smallest weight
@@ -173,8 +175,11 @@ TILE_DECODE_MIN_WEIGHTS = {"binary_dense": 1 << 20, "ternary_dense": 1 << 20, "s
 #: Convolutions (``conv_kernels_avx2``, ResNet-18's 3x3 layers): binary tables 1.15 to 1.86x the
 #: dense conv at 128 x 256 channels and more, batch 1 and 16, but 0.69 to 1.14x below (0.80x at
 #: 16 x 128x28x28x128), so the pass keeps those on the direct ``binary_conv2d``; ternary tables
-#: 0.35 to 1.22x, never given to a layer
-ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 18, "ternary_rowlut_dense": 1 << 18,
+#: 0.35 to 1.22x, never given to a layer. On a real Zen 3 (AVX2 only, ``kernel_choice_sweep_avx2``
+#: of 2026-12-06) binary tables won from smaller layers: 2.42x the dense start at 16 x 256^2, 2.02x
+#: at 16 x 1024^2, and the whole digits MLP (256 x 64, 256 x 256, 10 x 256) at batch 16 ran 1.52 to
+#: 1.64x its dense build on them (``kernel_choice_avx2``), hence binary from 16K weights
+ROW_TABLE_MIN_WEIGHTS = {"binary_rowlut_dense": 1 << 14, "ternary_rowlut_dense": 1 << 18,
                          "binary_rowlut_conv2d": 1 << 18}
 #: No conv row tables on AVX-512 (``conv_row_tables``). On the Intel Xeon (``row_tables_xeon``, whole networks built
 #: with and without them, same runs) they made ResNet-18 binary 0.88x (batch 1) and 0.93x (16) and
@@ -484,7 +489,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(True, "forced")
     if policy == "dense":
         return Choice(False, "forced")
-    small_transform = weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
+    small_transform = (weights <= SMALL_TRANSFORM_MAX_WEIGHTS.get(family, -1) and rows < SMALL_TRANSFORM_MIN_ROWS
+                       and _wide())
     if family in CHEAPER and not small_transform:
         return Choice(True, AVX2_INTEGER if family == "int8_dense" and not _vnni() else CHEAPER[family])
     timed = from_costs(cost, compressed_key, dense_key, "measured" if policy == "measure" else "records")

@@ -60,8 +60,8 @@ def main() -> None:
         m, n, k = task.shape.m, task.shape.n, task.shape.k
         with isa.use(isa.for_target(target)):
             dense = get_task(f"dense:{m}x{n}x{k}")
-            start = dense.space.initial()
-        candidates = [(f"heuristic start (untuned build, `{dense.key}`)", dense, start)]
+            dense_start = dense.space.initial()
+        candidates = [(f"heuristic start (untuned build, `{dense.key}`)", dense, dense_start)]
         candidates += [("hand-picked config (8 x 32 register tile, for AVX-512)", task, hand)] if hand else []
         candidates += [(f"{args.tuner} search, best of {args.trials}", task, result.best_config)]
         for label, which, config in candidates:

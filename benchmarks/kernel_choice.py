@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import warnings
+from collections import Counter
 
 import numpy as np
 from report import RESULTS, ROOT, machine, paired, timed_rounds, update_section, cpu_kind, write_json
@@ -119,6 +120,7 @@ def main() -> int:
 
     target = parse_target(args.target)
     batches = [int(b) for b in args.batches.split(",")]
+    commit = machine()["commit"]
     rows = []
     for name in _models([m for m in args.models.split(",") if m]):
         for form in ("compact", "plain"):
@@ -156,7 +158,7 @@ def main() -> int:
                              "compressed_vs_dense": paired(samples, "dense", "compressed"),
                              "auto_vs_ort": paired(samples, "onnxruntime", "auto"),
                              "auto_layers": [f"{l.kernel.split(':')[0]}" for l in layers if l.choice],
-                             "commit": machine()["commit"]})
+                             "commit": commit})
                 r = rows[-1]
                 print(f"{name:<14} {form:<8} b{batch:<3} auto/dense {r['auto_vs_dense']:.2f}x  "
                       f"auto/compressed {r['auto_vs_compressed']:.2f}x  compressed/dense {r['compressed_vs_dense']:.2f}x  "
@@ -199,9 +201,7 @@ def main() -> int:
 
 def _commits(rows, current: str) -> str:
     """The commit of the run, or of each set of rows where earlier rows were kept (``--update``)."""
-    counts = {}
-    for r in rows:
-        counts[r.get("commit", current)] = counts.get(r.get("commit", current), 0) + 1
+    counts = Counter(r.get("commit", current) for r in rows)
     if len(counts) <= 1:
         return current
     return ", ".join(f"{c} ({n} rows)" for c, n in counts.items())

@@ -155,19 +155,21 @@ class GemmTask(Task):
         a, b = (rng.uniform(-1, 1, size=shape).astype("float32") for shape in self._input_shapes())
         return [a, to_panels(self._pad_cols(b), self.shape.panel)]
 
-    def reference(self, inputs):
-        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
-        if self.shape.np > self.shape.n and not self.shape.batched:   # a padded weight's zero columns ([K, N])
-            b = b[..., :self.shape.n]
-        return np.matmul(a, np.swapaxes(b, -1, -2) if self.shape.transposed_b else b)
-
-    def numpy_product(self, inputs):
-        # the weight back in [K, N] once, outside the timed call: a user's numpy holds it so
-        a, b = inputs[0], from_panels(inputs[1], self.shape.panel)
+    def _operand(self, packed: np.ndarray, contiguous: bool = False) -> np.ndarray:
+        """The kernel's weight as numpy's matmul takes it: out of its panels, a padded weight's zero
+        columns ([K, N]) cropped, transposed back where the product is ``A @ B^T``."""
+        b = from_panels(packed, self.shape.panel)
         if self.shape.np > self.shape.n and not self.shape.batched:
             b = b[..., :self.shape.n]
-        b = np.ascontiguousarray(b)
-        b = np.swapaxes(b, -1, -2) if self.shape.transposed_b else b
+        b = np.ascontiguousarray(b) if contiguous else b
+        return np.swapaxes(b, -1, -2) if self.shape.transposed_b else b
+
+    def reference(self, inputs):
+        return np.matmul(inputs[0], self._operand(inputs[1]))
+
+    def numpy_product(self, inputs):
+        # the weight converted once, outside the timed call: a user's numpy holds it so
+        a, b = inputs[0], self._operand(inputs[1], contiguous=True)
         return lambda: np.matmul(a, b)
 
     def tolerance(self):

@@ -87,15 +87,26 @@ def test_cuda_builds_run_serially_on_the_cpu_give_onnxruntimes_outputs(kernels, 
     from tvm import relax
 
     from tvmopt.build.compile import run_main
+    from tvmopt.build.inspect import inspect_model
     from tvmopt.testing.cuda_emulation import emulate
 
     rng = np.random.default_rng(7)
-    families = set()
+    families, lowerings = set(), set()
     for path in BUNDLED:
         plain = path.with_name(path.name.replace(".onnx", ".plain.onnx"))
         sess = ort.InferenceSession(str(plain if plain.exists() else path), providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
         x = rng.standard_normal([2 if not isinstance(d, int) else d for d in inp.shape]).astype(np.float32)
+        if kernels == "auto":
+            # with no CUDA records most compressed layers are predicted dense: a model whose
+            # layers lower to the kernels of one built before (its weights differ only) is not
+            # built again (12 of the 16 models; the compressed run builds them all)
+            lowering = tuple(la.kernel for la in inspect_model(path, batch=x.shape[0], target="cuda -arch=sm_90",
+                                                               options=DetectOptions(kernels=kernels),
+                                                               records=tmp_path / "none"))
+            if lowering in lowerings:
+                continue
+            lowerings.add(lowering)
         records = _shuffle_free_records(path, tmp_path, x.shape[0])
         compiled = compile_model(path, "cuda -arch=sm_90", records=records, shipped=False, batch=x.shape[0],
                                  options=DetectOptions(kernels=kernels))

@@ -298,7 +298,10 @@ PANEL_DECODE_MAX_ROWS = 64
 #: code, mlp4096 (three 4096 x 4096 layers) against the dense build, paired rounds: at batch 8
 #: shift 0.87x, ternary 1.10x (binary runs row tables, 2.38x; 2:4 stays dense); at batch 16, where
 #: the dense kernel reads panels in strips again, shift 1.45x, ternary 1.74x; at batch 1 shift 2.08x,
-#: ternary 1.66x, binary 4.18x, 2:4 1.74x (``suite_avx2-on-zen4``)
+#: ternary 1.66x, binary 4.18x, 2:4 1.74x (``suite_avx2-on-zen4``). On a real Zen 3 (AVX2 only,
+#: ``suite_avx2`` of 2026-12-06) the shift decode lost at batch 16 too: mlp4096 shift-q 0.88x and
+#: shift-ps 0.84x the dense build (ternary 1.16x; at batch 1 shift 1.52 to 1.83x), so on AVX2 the
+#: shift decode kernel keeps layers of fewer than ``TILE_DECODE_ROWS`` rows only
 AVX2_STREAM_DENSE = frozenset({"shift_dense"})
 
 
@@ -581,11 +584,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         most_rows = TILE_DECODE_MAX_ROWS.get(family, MEMORY_BOUND_ROWS)
         panels = least is not None and _panelled(dense_key)
         if panels and family in AVX2_STREAM_DENSE and not _wide():
-            from ..schedules.gemm import AVX2_PANEL_STREAM_ROWS
-
-            if rows < AVX2_PANEL_STREAM_ROWS:
-                return Choice(False, f"predicted: at {rows} rows the dense kernel reads each panel whole (AVX2) "
-                                     f"and wins")
+            return Choice(False, f"predicted: at {rows} rows the dense kernel streams its panels (AVX2) and wins")
         if panels:
             least, most_rows = max(least, PANEL_DECODE_MIN_WEIGHTS), min(most_rows, PANEL_DECODE_MAX_ROWS)
     if least is not None and rows <= most_rows and weights >= least:

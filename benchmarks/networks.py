@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, median_seconds, narrower_caveat, section_for, update_section, write_json, wait_quiet  # noqa: E402
+from report import ROOT, machine, narrower_caveat, section_for, timed_rounds, update_section, write_json  # noqa: E402
 
 WORK = ROOT / ".bench" / "networks"
 SHIPPED = ROOT / "logs" / "records"
@@ -72,11 +72,11 @@ def evaluate(name: str, target, tune: bool, trials: int, tuner: str, rounds: int
         tuned = compile_model(path, target, records=records, shipped=False)
         row["err_tuned"] = _rel(tuned(x), expected)
         fns["tuned"] = lambda: tuned(x)
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            wait_quiet()          # the previous runtime's spinning threads go to sleep
-            samples[k].append(median_seconds(fn, 0.3))
+    # each round in a fresh order, each contender after the previous runtime's threads went quiet
+    # (report.timed_rounds, as benchmarks/suite.py): in the fixed order onnxruntime, torch,
+    # untuned, tuned, the untuned ResNet-50 read 0.71x onnxruntime on a Zen 3; shuffled, on the
+    # same machine and build the next day, 0.97x (15 rounds) and 0.97x (41 rounds, paired.py)
+    samples = timed_rounds(fns, rounds, 0.3)
     ratios = {k: statistics.median(o / t for o, t in zip(samples["onnxruntime"], samples[k])) for k in fns}
     row.update({f"{k}_ms": statistics.median(v) * 1e3 for k, v in samples.items()})
     row.update({f"{k}_vs_onnxruntime": r for k, r in ratios.items() if k != "onnxruntime"})

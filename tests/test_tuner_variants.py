@@ -252,15 +252,23 @@ def test_tuning_reports_and_builds_the_remeasured_best(tmp_path):
     measurer = NoisyMeasurer(cost, lucky)
     result = tune_task(task.key, target, tuner="random", trials=8, records=tmp_path, seed=5, measurer=measurer,
                        progress=False, report=measured.append)
-    assert lucky in measurer.remeasured[0] and len(measurer.remeasured[0]) == 3
-    honest = min((c for c in picks), key=cost)
+    # the 3 fastest of the search and the space's start (not among them here) are timed again
+    start = task.space.initial()
+    assert start not in picks
+    assert lucky in measurer.remeasured[0] and measurer.remeasured[0][-1] == start
+    assert len(measurer.remeasured[0]) == 4
+    honest = min(measurer.remeasured[0], key=cost)
     assert result.best_config == honest and result.in_run_cost == pytest.approx(cost(lucky) / 4)
     assert result.best_cost == pytest.approx(cost(honest) * 1.02)
     assert result.spread == pytest.approx(0.04 / 1.02)
     again = [r for r in measured if r.tuner == REMEASURE]
-    assert len(again) == 3 and all(len(r.costs) == 5 for r in again)
+    assert len(again) == 4 and all(len(r.costs) == 5 for r in again)
     best = RecordCache(tmp_path).best(task.key, target.key)
     assert best.config == honest and best.tuner == REMEASURE
+    # a start slower than every search pick is still timed, and loses
+    true[start] = 10 * max(cost(c) for c in picks)
+    assert tune_task(task.key, target, tuner="random", trials=8, records=tmp_path / "again", seed=5,
+                     measurer=NoisyMeasurer(cost, lucky), progress=False).best_config == honest
 
 
 def test_remeasured_cost_replaces_in_run_costs_in_ranking(tmp_path):
@@ -270,9 +278,16 @@ def test_remeasured_cost_replaces_in_run_costs_in_ranking(tmp_path):
             Record("w:1", "t", a, (2.0, 2.1, 1.9), tuner=REMEASURE)]
     cache.append(rows)
     ranked = cache.ranked("t")["w:1"]
-    assert [r.config for r in ranked] == [b, a] and ranked[1].tuner == REMEASURE
+    # a re-measured config ranks by its re-measurement alone, and before the configs of its space
+    # never re-measured (b's one timing in the search is no better evidence than a's was)
+    assert [r.config for r in ranked] == [a, b] and ranked[0].tuner == REMEASURE and ranked[0].cost == 2.0
+    cache.append([Record("w:1", "t", b, (1.8, 1.9, 1.7), tuner=REMEASURE)])   # both timed side by side
+    assert [r.config for r in cache.ranked("t")["w:1"]] == [b, a]
     cache.append([Record("w:1", "t", a, (1.2,), tuner=REMEASURE)])   # the latest re-measurement counts
     assert cache.best("w:1", "t").config == a
+    # another space's records rank as before
+    cache.append([Record("w:2", "t", a, (1.0,), tuner="gbfs"), Record("w:2", "t", b, (0.5,), tuner="gbfs")])
+    assert cache.best("w:2", "t").config == b
 
 
 def test_live_comparison_ranks_runs_by_remeasured_bests(tmp_path):

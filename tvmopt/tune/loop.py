@@ -154,13 +154,18 @@ def tune_task(
 
 def _remeasure_best(result: TuneResult, cache: RecordCache, fingerprint: str, top: int, measurer: Measurer,
                     report) -> None:
-    """Time the ``top`` fastest configs of the task (all records of its space) again,
-    interleaved, append one ``remeasure`` record each (costs = one median per round), and make
-    the result's best the fastest re-measured median."""
+    """Time the ``top`` fastest configs of the task (all records of its space) and the space's
+    start (what an untuned build runs) again, interleaved, append one ``remeasure`` record each
+    (costs = one median per round), and make the result's best the fastest re-measured median.
+    With the start among them a tuned record never replaces it on the strength of one lucky
+    timing: the search measures the start first, when a fresh runner times up to 1.9x slow, and
+    a config that then looked faster ran 0.88x the start when the two were timed side by side."""
     task, target = result.task, result.target
     ranked = sorted(((r.cost, r.config) for r in cache.load(target.key, task.key)
                      if r.space == fingerprint and r.error == "ok" and r.tuner != REMEASURE), key=lambda x: x[0])
     configs = list(dict.fromkeys(c for _, c in ranked))[:top]
+    if configs and task.space.initial() not in configs:
+        configs.append(task.space.initial())
     if not configs:
         return
     samples = measurer.remeasure(task.key, configs, REMEASURE_ROUNDS)

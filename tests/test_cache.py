@@ -136,3 +136,14 @@ def test_pick_best_writes_one_record_per_workload_after_a_header(tmp_path):
         best = shipped.best_all("llvm-test-1c")
     assert {w: r.config[1] for w, r in best.items()} == {"gemm:8x8x8": 2, "gemm:4x4x4": 4}
     assert shipped.target_keys() == ["llvm-test-1c"]
+    # a later source (a fresh tuning run) replaces an earlier one's records of the same workloads
+    # whatever their costs, with later_replaces; by default the cheaper record wins
+    fresh = RecordCache(tmp_path / "fresh")
+    fresh.append([rec(6, cost=0.9), rec(7, workload="gemm:16x16x16", cost=1.0)])
+    both = [out.parent, fresh.directory]
+    assert pick_best(both, tmp_path / "min" / "llvm-test-1c.jsonl", "llvm-test-1c") == 3
+    cheaper = RecordCache(tmp_path / "min").best_all("llvm-test-1c")
+    assert {w: r.config[1] for w, r in cheaper.items()} == {"gemm:8x8x8": 2, "gemm:4x4x4": 4, "gemm:16x16x16": 7}
+    assert pick_best(both, tmp_path / "new" / "llvm-test-1c.jsonl", "llvm-test-1c", later_replaces=True) == 3
+    replaced = RecordCache(tmp_path / "new").best_all("llvm-test-1c")
+    assert {w: r.config[1] for w, r in replaced.items()} == {"gemm:8x8x8": 6, "gemm:4x4x4": 4, "gemm:16x16x16": 7}

@@ -306,15 +306,17 @@ def describe_unusable(path: Path, unusable: list[Unusable], tvm: str) -> str:
 
 
 def pick_best(source: str | Path | list, destination: str | Path, target_key: str, header: str = "",
-              workloads: Iterable[str] | None = None) -> int:
+              workloads: Iterable[str] | None = None, later_replaces: bool = False) -> int:
     """Write the best record of each workload (optionally only ``workloads``) from the records
     in ``source`` (a directory or a list of them) to ``destination`` (a new file, replaced), after ``header`` lines written as
     ``# `` comments. This is how the shipped records in ``logs/records`` are made. Returns the
-    number of records written."""
+    number of records written. ``later_replaces``: a source's best record of a workload replaces
+    an earlier source's whatever their costs (a fresh tuning run replaces the shipped record,
+    whose cost was timed on another day, in a run that may have ranked a lucky timing first)."""
     best: dict = {}
     for src in ([source] if isinstance(source, (str, Path)) else source):
         for w, r in RecordCache(src).best_all(target_key).items():
-            if w not in best or r.cost < best[w].cost:
+            if w not in best or later_replaces or r.cost < best[w].cost:
                 best[w] = r
     keep = set(workloads) if workloads is not None else None
     rows = [r for w, r in sorted(best.items()) if keep is None or w in keep]

@@ -193,6 +193,10 @@ def main() -> None:
         header = (f"tvmopt shipped records on {target.key}: those this file held (e.g. the bundled digits models', "
                   f"benchmarks/e2e.py --ship) and the zoo networks {', '.join(sorted(tune))} (benchmarks/networks.py --ship, "
                   f"default budget, {args.tuner}, {meta['machine']['date']}); one record per task")
+        shipped = SHIPPED / f"{target.key}.jsonl"
+        if shipped.exists():      # the file's history (earlier ships, records dropped or replaced, and why) stays
+            history = [line[2:] for line in shipped.read_text().splitlines() if line.startswith("# ")]
+            header = "\n".join([header] + history)
         # this run's tuning replaces the shipped records of its tasks (costs from different days
         # do not compare: the machine's speed swings 1.5x within minutes)
         print("shipped", pick_best(sources, SHIPPED / f"{target.key}.jsonl", target.key, header, later_replaces=True),

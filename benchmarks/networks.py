@@ -199,8 +199,7 @@ def main() -> None:
             header = "\n".join([header] + history)
         # this run's tuning replaces the shipped records of its tasks (costs from different days
         # do not compare: the machine's speed swings 1.5x within minutes)
-        print("shipped", pick_best(sources, SHIPPED / f"{target.key}.jsonl", target.key, header, later_replaces=True),
-              "records")
+        print("shipped", pick_best(sources, shipped, target.key, header, later_replaces=True), "records")
 
 
 if __name__ == "__main__":

@@ -164,10 +164,11 @@ def _remeasure_best(result: TuneResult, cache: RecordCache, fingerprint: str, to
     ranked = sorted(((r.cost, r.config) for r in cache.load(target.key, task.key)
                      if r.space == fingerprint and r.error == "ok" and r.tuner != REMEASURE), key=lambda x: x[0])
     configs = list(dict.fromkeys(c for _, c in ranked))[:top]
-    if configs and task.space.initial() not in configs:
-        configs.append(task.space.initial())
     if not configs:
         return
+    start = task.space.initial()
+    if start not in configs:
+        configs.append(start)
     samples = measurer.remeasure(task.key, configs, REMEASURE_ROUNDS)
     rows = [Record(task.key, target.key, c, tuple(s), "ok", fingerprint, REMEASURE) for c, s in zip(configs, samples) if s]
     if not rows:

@@ -71,7 +71,7 @@ CARRY_INPUT = 1 << 16
 
 
 # ---------------------------------------------------------------- prepare (here, with tvmopt)
-def prepare(out: Path, arch: str, cpu: bool) -> dict:
+def prepare(out: Path, arch: str, cpu: bool, only: list[str] | None = None) -> dict:
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -105,8 +105,11 @@ def prepare(out: Path, arch: str, cpu: bool) -> dict:
     cases = []
     models = root / "examples" / "models"
     meta = json.loads((models / "digits.json").read_text())
+    unknown = sorted(set(only or ()) - {p.stem for p in models.glob("digits_*.onnx")})
+    if unknown:
+        raise SystemExit(f"--only: no bundled model named {', '.join(unknown)} in {models}")
     for path in sorted(models.glob("digits_*.onnx")):
-        if path.name.endswith(".plain.onnx"):
+        if path.name.endswith(".plain.onnx") or (only and path.stem not in only):
             continue
         name = path.stem
         case = out / "cases" / name
@@ -503,6 +506,8 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--arch", default="sm_90")
     p.add_argument("--cpu", action="store_true", help="build for this CPU instead, to check the path without a GPU")
+    p.add_argument("--only", nargs="+", metavar="MODEL", default=None,
+                   help="bundled models to carry, by file stem (default: all; the kernel cases are always carried)")
     r = sub.add_parser("run", help="run the carried cases (needs numpy and torch only)")
     r.add_argument("directory", type=Path)
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
@@ -513,7 +518,7 @@ def main() -> None:
     i.add_argument("--no-benchmarks", action="store_true", help="write the records only")
     args = ap.parse_args()
     if args.mode == "prepare":
-        prepare(args.out, args.arch, args.cpu)
+        prepare(args.out, args.arch, args.cpu, args.only)
     elif args.mode == "ingest":
         ingest(args.json, args.records, not args.no_benchmarks)
     else:

@@ -100,13 +100,17 @@ def test_cuda_builds_run_serially_on_the_cpu_give_onnxruntimes_outputs(kernels, 
         if kernels == "auto":
             # with no CUDA records most compressed layers are predicted dense: a model whose
             # layers lower to the kernels of one built before (its weights differ only) is not
-            # built again (12 of the 16 models; the compressed run builds them all)
+            # built again (12 of the 16 models)
             lowering = tuple(la.kernel for la in inspect_model(path, batch=x.shape[0], target="cuda -arch=sm_90",
                                                                options=DetectOptions(kernels=kernels),
                                                                records=tmp_path / "none"))
             if lowering in lowerings:
                 continue
             lowerings.add(lowering)
+        elif not {"cnn", "fp32"} & set(path.stem.split("_")):
+            # an MLP's compressed layers lower to the kernel families of the CNN of its family
+            # (built before it, at other shapes): the compressed MLPs are skipped, 9 of 16 built
+            continue
         records = _shuffle_free_records(path, tmp_path, x.shape[0])
         compiled = compile_model(path, "cuda -arch=sm_90", records=records, shipped=False, batch=x.shape[0],
                                  options=DetectOptions(kernels=kernels))
@@ -247,8 +251,11 @@ def test_prepared_device_check_runs_on_tvms_runtime_alone(tmp_path):
     stays under 64 MiB, and its run loads every module through tvm_ffi and TVM's runtime
     library (never TVM's Python package), matching onnxruntime and torch.matmul."""
     carried = tmp_path / "carry"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_device.py"), "prepare", str(carried), "--cpu"],
-                   check=True, capture_output=True, timeout=600)
+    # two models stand for the sixteen: this checks the carry and the run on the runtime alone
+    # (every bundled model's builds are checked elsewhere, for the CPU and for CUDA)
+    carried_models = ["digits_cnn_fp32", "digits_mlp_ternary"]
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_device.py"), "prepare", str(carried), "--cpu",
+                    "--only", *carried_models], check=True, capture_output=True, timeout=600)
     size = sum(p.stat().st_size for p in carried.rglob("*") if p.is_file())
     assert size <= 64 << 20 and not list(carried.rglob("libtvm_compiler*"))
     run = subprocess.run([sys.executable, str(carried / "cuda_device.py"), "run", str(carried), "--device", "cpu",
@@ -260,7 +267,8 @@ def test_prepared_device_check_runs_on_tvms_runtime_alone(tmp_path):
     rows = {r["case"]: r for r in report["results"]}
     assert all(r["ok"] for r in rows.values()), report
     models = [r for r in rows.values() if r["kind"] == "model"]
-    assert len(models) == 2 * len(BUNDLED) - 2        # each compressed model twice: auto and --kernels compressed
+    assert len(models) == 3                           # the compressed model twice: auto and --kernels compressed
+    assert {r["case"] for r in models} == {*carried_models, "digits_mlp_ternary --kernels compressed"}
     assert rows["gemm_256x256x256"]["max_rel_err"] < 1e-5
     assert all(r["max_rel_err"] < 1e-4 and r["speedup"] > 0 for r in models)
     kernels = [r for r in rows.values() if r["kind"] == "kernel"]

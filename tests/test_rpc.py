@@ -91,7 +91,8 @@ def test_in_flight_candidate_of_a_killed_server_is_requeued(tmp_path):
 
     task = get_task("gemm:64x64x64")
     rng = random.Random(0)
-    configs = list({task.space.random(rng) for _ in range(6)})
+    configs = list({task.space.random(rng) for _ in range(3)})     # two in flight, one queued
+    assert len(configs) == 3
     with LoopbackFleet(servers=2, key="requeue", log_dir=str(tmp_path)) as fleet:
         # each candidate times for >= 3 s, so a second after two runs have started at least one
         # is in flight: every server is killed then (whichever holds it: with one worker, when the

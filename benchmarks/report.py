@@ -34,6 +34,11 @@ def machine() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
+        # code changed since that commit (not results or docs, which benchmarks write): the figures
+        # are not that commit's, and the label says so
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "tvmopt", "schedules", "tuners",
+                                  "benchmarks/*.py"], cwd=ROOT, capture_output=True).returncode == 1
+        commit += "+dirty" if commit and changed else ""
     except OSError:
         commit = ""
     return {"cpu": cpu, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

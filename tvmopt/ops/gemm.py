@@ -72,17 +72,14 @@ def from_panels(w: np.ndarray, panel: int) -> np.ndarray:
 class _TorchMatmul:
     """torch.matmul on the same inputs (for speed comparisons in the same run)."""
 
-    def __init__(self, transposed_b: bool, panel: int = 0, cols: int | None = None):
-        # cols: the product's columns where the kernel's weight has zero columns appended
-        self.transposed_b, self.panel, self.cols = transposed_b, panel, cols
+    def __init__(self, operand):
+        # operand: the task's conversion of the kernel's weight to the matmul's right operand
+        self.operand = operand
 
     def prepare(self, inputs):
         import torch
 
-        b = from_panels(inputs[1], self.panel)
-        b = b if self.cols is None else np.ascontiguousarray(b[..., :self.cols])
-        a, b = (torch.from_numpy(x) for x in (inputs[0], b))
-        return a, (b.transpose(-1, -2) if self.transposed_b else b)
+        return torch.from_numpy(inputs[0]), torch.from_numpy(self.operand(inputs[1], contiguous=True))
 
     def __call__(self, tensors):
         import torch
@@ -128,7 +125,7 @@ class GemmTask(Task):
             self.space = Space(self.space.name, self.space.knobs, start=heuristic_config(self.shape, self.space))
         s = self.shape
         self.flops = 2.0 * s.batch * s.m * s.n * s.k
-        self.torch_reference = _TorchMatmul(s.transposed_b, s.panel, s.n if s.np > s.n and not s.batched else None)
+        self.torch_reference = _TorchMatmul(self._operand)
 
     def to_kernel(self, arrays):
         """The pass's [N, K] linear weight in the kernel's layout: [K, N] (zero columns appended

@@ -293,15 +293,12 @@ TILE_DECODE_DENSE = frozenset({"nm_decode_dense",
 #: 1.12x)
 PANEL_DECODE_MIN_WEIGHTS = 1 << 23
 PANEL_DECODE_MAX_ROWS = 64
-#: on AVX2, layers of 8 to 15 rows whose dense kernel reads each panel whole, a row at a time
-#: (``schedules.gemm.AVX2_PANEL_STREAM_ROWS``): the shift decode kernel lost to it. Zen 4 with AVX2
-#: code, mlp4096 (three 4096 x 4096 layers) against the dense build, paired rounds: at batch 8
-#: shift 0.87x, ternary 1.10x (binary runs row tables, 2.38x; 2:4 stays dense); at batch 16, where
-#: the dense kernel reads panels in strips again, shift 1.45x, ternary 1.74x; at batch 1 shift 2.08x,
-#: ternary 1.66x, binary 4.18x, 2:4 1.74x (``suite_avx2-on-zen4``). On a real Zen 3 (AVX2 only,
-#: ``suite_avx2`` of 2026-12-06) the shift decode lost at batch 16 too: mlp4096 shift-q 0.88x and
-#: shift-ps 0.84x the dense build (ternary 1.16x; at batch 1 shift 1.52 to 1.83x), so on AVX2 the
-#: shift decode kernel keeps layers of fewer than ``TILE_DECODE_ROWS`` rows only
+#: on AVX2 the shift decode kernel keeps layers of fewer than ``TILE_DECODE_ROWS`` rows only: from
+#: 8 rows the dense kernel (reading each panel whole, a row at a time, ``schedules.gemm.
+#: AVX2_PANEL_STREAM_ROWS``, below 16 rows; in strips above) beat it. Real Zen 3 (AVX2 only,
+#: ``suite_avx2`` of 2026-12-06), mlp4096 against the dense build: shift-q 0.88x and shift-ps 0.84x
+#: at batch 16, 1.52 to 1.83x at batch 1; ternary decoding still won at 16 rows (1.16x). Zen 4
+#: running AVX2 code had lost at 8 rows only (shift 0.87x at batch 8, 1.45x at 16)
 AVX2_STREAM_DENSE = frozenset({"shift_dense"})
 
 

@@ -46,8 +46,11 @@ from tvmopt.tune.compare import (add_metaschedule_reference, aggregate_tables, c
 
 TUNERS = ["gbfs", "gbfs-paper", "na2c", "na2c:stale=10", "na2c-paper", "xgb", "random"]
 LIVE_TUNERS = ["gbfs", "na2c", "xgb", "random"]
-#: tables whose results chose the defaults of gbfs and na2c (the rest are held out)
+#: tables whose results chose the defaults of gbfs and na2c (the rest are held out) ...
 TUNING_TABLES = ("gemm_256x256x256", "dense_64x1024x1024")
+#: ... on these CPU kinds: a CPU kind whose tables were measured after the defaults were chosen
+#: (the Zen 3's, 2026-12-06) holds every table out, these workloads too
+TUNING_CPUS = ("llvm-znver4-2c", "llvm-znver5-2c")
 PAPER_BUDGET = 32
 #: settings tried on the tuning tables (mode ``defaults``); the defaults are the best of them there
 DEFAULT_CANDIDATES = ["gbfs", "gbfs:rho=3", "gbfs:rho=8", "gbfs:swap=1", "gbfs:pair=3", "gbfs:keep=1", "na2c",
@@ -69,7 +72,7 @@ def cpu_of(path: Path) -> str:
 
 
 def held_out(path: Path) -> bool:
-    return not path.stem.startswith(TUNING_TABLES)
+    return not (path.stem.startswith(TUNING_TABLES) and cpu_of(path) in TUNING_CPUS)
 
 
 def verdict_replay(agg: dict) -> list[str]:

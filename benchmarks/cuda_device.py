@@ -105,11 +105,12 @@ def prepare(out: Path, arch: str, cpu: bool, only: list[str] | None = None) -> d
     cases = []
     models = root / "examples" / "models"
     meta = json.loads((models / "digits.json").read_text())
-    unknown = sorted(set(only or ()) - {p.stem for p in models.glob("digits_*.onnx")})
+    bundled = [p for p in sorted(models.glob("digits_*.onnx")) if not p.name.endswith(".plain.onnx")]
+    unknown = sorted(set(only or ()) - {p.stem for p in bundled})
     if unknown:
         raise SystemExit(f"--only: no bundled model named {', '.join(unknown)} in {models}")
-    for path in sorted(models.glob("digits_*.onnx")):
-        if path.name.endswith(".plain.onnx") or (only and path.stem not in only):
+    for path in bundled:
+        if only and path.stem not in only:
             continue
         name = path.stem
         case = out / "cases" / name

@@ -15,7 +15,7 @@ from torch import nn
 
 import tvmopt.nn as tn
 from tvmopt.cli.main import main
-from tests_support import avx2_host
+from tests_support import avx2_host, xnor_nhwc
 from tvmopt.build.compile import compile_model
 from tvmopt.passes import DetectOptions, detect
 from tvmopt.schedules import isa
@@ -228,7 +228,8 @@ def test_compressed_convolutions_become_direct_compressed_kernels(layer, family,
         # direct formats and XNOR run channels last (passes/layout.py), tvmopt.nn's own nodes too
         # (decoded to plain ops first: passes/placeholders.py); dilated convolutions keep NCHW
         nhwc = family in ("shift_conv2d", "ternary_conv2d", "xnor_conv2d")
-        assert _families(compiled) == (["conv2d_nhwc", family + "_nhwc"] if nhwc else ["conv2d", family])
+        channels_last = xnor_nhwc() if family == "xnor_conv2d" else family + "_nhwc"
+        assert _families(compiled) == (["conv2d_nhwc", channels_last] if nhwc else ["conv2d", family])
         assert ("im2col" in " ".join(_funcs(compiled))) == family.endswith("_dense")
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 

@@ -19,7 +19,7 @@ from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
 from tvmopt.schedules import isa
 
-from tests_support import run_config
+from tests_support import run_config, xnor_nhwc
 
 KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
         "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2
@@ -225,7 +225,16 @@ XNOR_EVERY_KNOB = {"xnor_conv2d:1x40x9x10x16x3x3x1x1", "xnor_conv2d_nhwc:1x40x9x
                    "xnor_conv2d:1x32x6x6x16x1x1x1x0", "xnor_conv2d_nhwc:2x64x7x7x32x3x3x1x1"}
 
 
-@pytest.mark.parametrize("key", XNOR_KEYS)
+#: the byte-count kernel (AVX2): 32- and 16-lane blocks, chunks of 2 and 3 bytes (3x3), of 8 (1x1),
+#: of 1 (40 channels: 5 bytes, a prime), a batch, stride 2, a 5x5 window with no interior
+XNOR8_KEYS = ["xnor8_conv2d_nhwc:1x40x9x10x16x3x3x1x1", "xnor8_conv2d_nhwc:2x48x8x8x32x3x3x2x1",
+              "xnor8_conv2d_nhwc:1x64x6x6x64x1x1x1x0", "xnor8_conv2d_nhwc:1x64x4x5x16x5x5x1x2",
+              "xnor8_conv2d_nhwc:1x128x7x7x32x3x3x1x1",
+              "xnor8_conv2d_nhwc:1x7296x3x3x16x3x3x1x1"]      # 65,664 products per output: int32 sums
+XNOR_EVERY_KNOB |= {"xnor8_conv2d_nhwc:1x40x9x10x16x3x3x1x1", "xnor8_conv2d_nhwc:1x128x7x7x32x3x3x1x1"}
+
+
+@pytest.mark.parametrize("key", XNOR_KEYS + XNOR8_KEYS)
 def test_xnor_conv_is_exact_for_every_knob_value(key):
     task = get_task(key)
     space = task.space
@@ -305,11 +314,11 @@ def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):
         path = tn.export_onnx(net if not plain else tn.to_plain(net).eval(), x, tmp_path / f"b{plain}.onnx",
                               plain=plain)
         compiled = compile_model(path, batch=2, records=tmp_path / "none", shipped=False)
-        # both exports run channels last (xnor_conv2d_nhwc, the binarizing where carried through
+        # both exports run channels last (xnor_nhwc(), the binarizing where carried through
         # the layout: one transpose in, one out, none between layers); tvmopt.nn's nodes are
         # decoded to the same plain ops first (passes/placeholders.py)
         assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == \
-            ["conv2d_nhwc"] + ["xnor_conv2d_nhwc"] * 4
+            ["conv2d_nhwc"] + [xnor_nhwc()] * 4
         assert compiled.lowered.mod.script(show_meta=False).count("R.permute_dims(") == 2
         assert all("less arithmetic" in layer.choice for layer in compiled.lowered.layers[1:])
         functions = [gv.name_hint for gv, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"]

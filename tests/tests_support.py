@@ -50,6 +50,14 @@ def avx512_cpu() -> str:
     return host_llvm_config().get("mcpu", "znver5") if isa.host().lanes >= 16 else "znver5"
 
 
+def xnor_nhwc() -> str:
+    """The binarized conv a build for this host runs channels last: 64-bit words counted with
+    VPOPCNTDQ on AVX-512, byte counts on AVX2 (``passes/choose.py``, ``xnor_conv_prefix``)."""
+    from tvmopt.schedules import isa
+
+    return "xnor_conv2d_nhwc" if isa.host().lanes >= 16 else "xnor8_conv2d_nhwc"
+
+
 def run_config(task, config, inputs, target=None):
     """The output of ``task``'s kernel for ``config`` on ``inputs`` (numpy), compiled for
     ``target`` (a TVM target; default: plain LLVM for this host)."""

@@ -29,7 +29,8 @@ The weight is ``Wb[O/ob, ceil(C/64), KH, KW, ob]`` uint64 (bit ``c % 64`` of wor
 ``w > 0``), so a block of ``ob`` output channels is one run of vectors of words: with AVX-512
 VPOPCNTDQ one ``vpopcntq`` counts 8 x 64 products; on AVX2 LLVM counts bits with byte shuffles
 and one ``vpsadbw`` per 4 words (32-bit words needed five more shuffles per vector to widen the
-byte counts). The schedule space is the dense conv's (``schedules/conv2d.py``) with input
+byte counts). Builds for AVX2 run channels-last layers on :mod:`.xnor8_conv2d` instead,
+which sums the byte counts over taps before widening them. The schedule space is the dense conv's (``schedules/conv2d.py``) with input
 *words* in place of input channels.
 
 Measured on a Zen 4 with AVX-512 hidden (AVX2 code), start configs against the previous
@@ -130,6 +131,78 @@ def border_table(counts: np.ndarray, shape: ConvShape) -> np.ndarray:
     return table
 
 
+def border_placeholder(s: ConvShape):
+    """The ``Wc`` input: int32 [classes of rows, classes of columns, O] (:func:`border_table`)."""
+    from tvm import te
+
+    rows = border_classes(s.oh, s.kh, s.h, s.stride, s.pad)[2]
+    cols = border_classes(s.ow, s.kw, s.w, s.stride, s.pad)[2]
+    return te.placeholder((rows, cols, s.o), "int32", name="wborder")
+
+
+def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int]):
+    """``XBits[N, ceil(C/word), HP, WP]``: bit j of a word is x[channel word * cw + j] >= 0,
+    zero outside the image (an expression of ``word`` terms, so the stage is elementwise and
+    vectorizes along the row). A 64-bit word is built as two 32-bit halves: 32-bit lanes match
+    the float compares' (as 64-bit selects, each compare's mask was widened first: 1.2x slower on
+    1x64x56x56)."""
+    import tvm
+    from tvm import te
+
+    tir = tvm.tirx
+    c, h, w, p = s.c, s.h, s.w, s.pad
+    dtype = f"uint{word}"
+    read = (lambda i, ch, y, xi: X[i, y, xi, ch]) if s.nhwc else (lambda i, ch, y, xi: X[i, ch, y, xi])
+
+    def pack(i, cw, yy, xx):
+        y, xi = yy - p, xx - p
+        inside = tir.all(y >= 0, y < h, xi >= 0, xi < w)
+        y, xi = tir.max(tir.min(y, h - 1), 0), tir.max(tir.min(xi, w - 1), 0)
+        piece = min(word, 32)
+        pieces = []
+        for part in range(word // piece):
+            bits = tir.const(0, f"uint{piece}")
+            for j in range(piece):
+                ch = cw * word + part * piece + j
+                on = tir.all(inside, ch < c, read(i, tir.min(ch, c - 1), y, xi) >= 0.0)
+                bits = bits | tir.Select(on, tir.const(1 << j, f"uint{piece}"), tir.const(0, f"uint{piece}"))
+            pieces.append(bits.astype(dtype))
+        return pieces[0] if len(pieces) == 1 else pieces[0] | (pieces[1] << tir.const(32, dtype))
+
+    return te.compute((s.n, -(-c // word)) + tuple(extent), pack, name="XBits")
+
+
+def output_stage(s: ConvShape, at, Wc):
+    """``xnor_out``: ``C * (in-image taps) - 2 * (mismatches - Wc[border class])`` as float32,
+    ``at(i, o, y, x)`` reading the mismatch counts (any integer type)."""
+    import tvm
+    from tvm import te
+
+    tir = tvm.tirx
+    c, h, w, p, st = s.c, s.h, s.w, s.pad, s.stride
+    row_cls = border_classes(s.oh, s.kh, h, st, p)
+    col_cls = border_classes(s.ow, s.kw, w, st, p)
+
+    def taps(pos, k, extent):
+        """In-image taps of a window starting at pos * stride - pad."""
+        start = pos * st - p
+        return tir.min(k, extent - start) - tir.max(0, -start)
+
+    def cls(pos, classes):
+        """The border class of an output position (:func:`border_classes`)."""
+        first, last, count = classes
+        if first == count:                       # no interior: one class per position
+            return pos
+        return tir.Select(pos < first, pos, tir.Select(pos >= last, pos - last + first + 1, first))
+
+    def out(i, o, y, xx):
+        return (c * taps(y, s.kh, h) * taps(xx, s.kw, w)
+                - 2 * (at(i, o, y, xx).astype("int32") - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32")
+
+    return te.compute(output_shape(s), (lambda i, y, xx, o: out(i, o, y, xx)) if s.nhwc else out, name="xnor_out")
+
+
+
 @dataclass
 class XnorConv2dTask(Task):
     key: str
@@ -198,44 +271,18 @@ class XnorConv2dTask(Task):
         from tvm import te
 
         s, words = self.shape, self.words
-        c, h, w, p, st = s.c, s.h, s.w, s.pad, s.stride
-        tir = tvm.tirx
+        st = s.stride
         X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
-        read = (lambda i, ch, y, xi: X[i, y, xi, ch]) if s.nhwc else (lambda i, ch, y, xi: X[i, ch, y, xi])
-        word, dtype = self.word, f"uint{self.word}"
-        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), dtype, name="wwords")
-        row_cls = border_classes(s.oh, s.kh, h, st, p)
-        col_cls = border_classes(s.ow, s.kw, w, st, p)
-        Wc = te.placeholder((row_cls[2], col_cls[2], s.o), "int32", name="wborder")
-
-        def pack(i, cw, yy, xx):
-            """One word: bit j is x[channel word * cw + j] >= 0, zero outside the image (an
-            expression of ``word`` terms, so the stage is elementwise and vectorizes along the
-            row). A 64-bit word is built as two 32-bit halves: 32-bit lanes match the float compares'
-            (as 64-bit selects, each compare's mask was widened first: 1.2x slower on
-            1x64x56x56)."""
-            y, xi = yy - p, xx - p
-            inside = tir.all(y >= 0, y < h, xi >= 0, xi < w)
-            y, xi = tir.max(tir.min(y, h - 1), 0), tir.max(tir.min(xi, w - 1), 0)
-            piece = min(word, 32)
-            pieces = []
-            for part in range(word // piece):
-                bits = tir.const(0, f"uint{piece}")
-                for j in range(piece):
-                    ch = cw * word + part * piece + j
-                    on = tir.all(inside, ch < c, read(i, tir.min(ch, c - 1), y, xi) >= 0.0)
-                    bits = bits | tir.Select(on, tir.const(1 << j, f"uint{piece}"), tir.const(0, f"uint{piece}"))
-                pieces.append(bits.astype(dtype))
-            return pieces[0] if len(pieces) == 1 else pieces[0] | (pieces[1] << tir.const(32, dtype))
-
-        bits = te.compute((s.n, words) + self.padded_extent, pack, name="XBits")
+        Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), f"uint{self.word}", name="wwords")
+        Wc = border_placeholder(s)
+        bits = pack_stage(X, s, self.word, self.padded_extent)
         cw = te.reduce_axis((0, words), name="cw")
         r = te.reduce_axis((0, s.kh), name="r")
         q = te.reduce_axis((0, s.kw), name="q")
 
         def mismatches(i, o, y, xx):
             word = bits[i, cw, y * st + r, xx * st + q]
-            return te.sum(tir.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32"), axis=[cw, r, q])
+            return te.sum(tvm.tirx.popcount(word ^ Wb[o // s.ob, cw, r, q, o % s.ob]).astype("int32"), axis=[cw, r, q])
 
         # over the padded width of the space (schedules/conv2d.py, ConvShape.owp): xnor_out crops
         # it; the space's shape is the loop shape over words, whose width is the one scheduled
@@ -247,25 +294,7 @@ class XnorConv2dTask(Task):
         else:
             acc = te.compute((s.n, s.o, s.oh, owp), mismatches, name="conv", attrs={TASK_ANNOTATION: self.key})
             at = lambda i, o, y, xx: acc[i, o, y, xx]  # noqa: E731
-
-        def taps(pos, k, extent):
-            """In-image taps of a window starting at pos * stride - pad."""
-            start = pos * st - p
-            return tir.min(k, extent - start) - tir.max(0, -start)
-
-        def cls(pos, classes):
-            """The border class of an output position (:func:`border_classes`)."""
-            first, last, count = classes
-            if first == count:                       # no interior: one class per position
-                return pos
-            return tir.Select(pos < first, pos, tir.Select(pos >= last, pos - last + first + 1, first))
-
-        def out(i, o, y, xx):
-            return (c * taps(y, s.kh, h) * taps(xx, s.kw, w)
-                    - 2 * (at(i, o, y, xx) - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32")
-
-        Y = te.compute(output_shape(s), (lambda i, y, xx, o: out(i, o, y, xx)) if s.nhwc else out, name="xnor_out")
-        return X, Wb, Wc, Y
+        return X, Wb, Wc, output_stage(s, at, Wc)
 
     def schedule(self, config: Config, target):
         import tvm

@@ -43,7 +43,7 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE, whole_powers
-from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables,
+from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, xnor_conv_prefix,
                      nm_register_select, register_tables)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
@@ -606,12 +606,13 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             if binarized:
                 if direct and not gpu and kern.family in ("binary_dense", "binary_lut_dense"):
                     dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
-                    picked = choose(options.kernels, "xnor_conv2d", conv_key("xnor_conv2d" + suffix, dims),
+                    xnor = xnor_conv_prefix(nhwc, ConvShape(*dims, layout="NHWC" if nhwc else "NCHW"))
+                    picked = choose(options.kernels, "xnor_conv2d", conv_key(xnor, dims),
                                     conv_key("conv2d" + suffix, dims), n * oh * ow, o * c * kh * kw, conv=True,
                                     cost=costs)
                     if picked.compressed:
                         return self._direct_conv(x, w, sh, (pt, pl, pb, pr), "binary, XNOR-popcount",
-                                                 picked.label, kern, "xnor_conv2d" + suffix, source=source)
+                                                 picked.label, kern, xnor, source=source)
                 # binarized activations with zero padding are not ±1: the other kernels take them as data
                 x = self.builder_.emit(binarize(x))
             conv_prefix = CONV_OF.get(kern.family) if direct and not gpu else None    # no direct ones on CUDA
@@ -685,7 +686,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             shape = task.shape
             # dense and XNOR convs lay out (or pack the signs of) w itself (the dense Winograd conv
             # transforms it); XNOR's scale is kern.scale
-            arrays = task.to_kernel([w] if kern is None or prefix.startswith("xnor_conv2d") else kern.arrays)
+            arrays = task.to_kernel([w] if kern is None or prefix.startswith(("xnor_conv2d", "xnor8_conv2d")) else kern.arrays)
             y = relax.call_tir(funcs[(key, params)], [x] + [relax.const(a) for a in arrays],
                                relax.TensorType(output_shape(shape), "float32"))
             if kern is not None and kern.scale is not None:

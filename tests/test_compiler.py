@@ -210,7 +210,7 @@ def test_tuned_records_are_used_by_the_build(tmp_path, exports):
 
 @pytest.mark.parametrize("layer,family", [
     (lambda: tn.ShiftConv2d(8, 16, 3, padding=1, stride=2), "shift_conv2d"),
-    (lambda: tn.BinaryConv2d(8, 16, 3, padding=1, binarize_input=True), "xnor_conv2d"),
+    (lambda: tn.BinaryConv2d(8, 32, 3, padding=1, binarize_input=True), "xnor_conv2d"),
     (lambda: tn.TernaryConv2d(8, 16, (3, 1), padding=(1, 0)), "ternary_conv2d"),
     (lambda: tn.NMSparseConv2d(8, 16, 3, dilation=2, padding=2), "nm_decode_dense"),
 ], ids=["shift", "binary-binarized-input", "ternary", "nm-dilated"])

@@ -203,8 +203,8 @@ def test_inspect_and_tune_show_the_kernels_of_the_targets_instruction_set(tmp_pa
 def test_binarized_convs_count_in_words_with_vpopcntdq_and_in_bytes_on_avx2(tmp_path):
     """The pass picks the XNOR conv for the target's CPU: AVX-512 counts 64-bit words with
     ``vpopcntq`` (``xnor_conv2d_nhwc``), AVX2, which has no vector popcount, counts bytes with
-    table shuffles summed over taps (``xnor8_conv2d_nhwc``); the build for this host matches
-    PyTorch."""
+    table shuffles summed over taps (``xnor8_conv2d_nhwc``) where the output channels fill
+    ymm blocks of 32 (16: the word kernel); the build for this host matches PyTorch."""
     import torch
     from torch import nn
 
@@ -214,13 +214,15 @@ def test_binarized_convs_count_in_words_with_vpopcntdq_and_in_bytes_on_avx2(tmp_
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
                           tn.BinaryConv2d(32, 32, 3, padding=1, binarize_input=True), nn.BatchNorm2d(32),
-                          tn.BinaryConv2d(32, 16, 1, binarize_input=True)).eval()
+                          tn.BinaryConv2d(32, 32, 1, binarize_input=True), nn.ReLU(),
+                          tn.BinaryConv2d(32, 16, 3, padding=1, binarize_input=True)).eval()
     x = torch.randn(1, 3, 10, 10)
     path = tn.export_onnx(model, x, tmp_path / "bnn.onnx")
     for cpu, kernel in ((AVX2, "xnor8_conv2d_nhwc"), (avx512_cpu(), "xnor_conv2d_nhwc")):
         compiled = compile_model(path, f"llvm -mcpu={cpu} -num-cores=2", batch=1, shipped=False,
                                  records=tmp_path / "none")
-        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["conv2d_nhwc"] + [kernel] * 2
+        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == \
+            ["conv2d_nhwc"] + [kernel] * 2 + ["xnor_conv2d_nhwc"]
         if (kernel == "xnor8_conv2d_nhwc") == ("avx512f" not in _host_flags()):
             with torch.no_grad():
                 want = model(x).numpy()

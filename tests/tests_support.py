@@ -51,8 +51,9 @@ def avx512_cpu() -> str:
 
 
 def xnor_nhwc() -> str:
-    """The binarized conv a build for this host runs channels last: 64-bit words counted with
-    VPOPCNTDQ on AVX-512, byte counts on AVX2 (``passes/choose.py``, ``xnor_conv_prefix``)."""
+    """The binarized conv a build for this host runs channels last on a layer of 32 output
+    channels: 64-bit words counted with VPOPCNTDQ on AVX-512, byte counts on AVX2
+    (``passes/choose.py``, ``xnor_conv_prefix``)."""
     from tvmopt.schedules import isa
 
     return "xnor_conv2d_nhwc" if isa.host().lanes >= 16 else "xnor8_conv2d_nhwc"

@@ -41,7 +41,7 @@ class Xnor8Conv2dTask(XnorConv2dTask):
         s = self.shape
         if s.oh < 1 or s.ow < 1:
             raise WorkloadError(f"{self.key}: the kernel is larger than the padded input")
-        if not schedule.applies(s):
+        if not (s.o % 16 == 0 and s.kh * s.kw <= schedule.MAX_STEPS):
             raise WorkloadError(f"{self.key}: the byte-count XNOR conv needs output channels in multiples of 16 "
                                 f"and a window of at most {schedule.MAX_STEPS} taps")
         self.word, self.words = 8, -(-s.c // 8)

@@ -15,7 +15,7 @@ from torch import nn
 
 import tvmopt.nn as tn
 from tvmopt.cli.main import main
-from tests_support import avx2_host, xnor_nhwc
+from tests_support import avx2_host, xnor_linear, xnor_nhwc
 from tvmopt.build.compile import compile_model
 from tvmopt.passes import DetectOptions, detect
 from tvmopt.schedules import isa
@@ -136,7 +136,7 @@ def test_sign_on_constant_weights_and_binarized_input_become_xnor(tmp_path):
     path = tmp_path / "sign.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     compiled = compile_model(path)
-    assert _families(compiled) == ["xnor_dense"]
+    assert _families(compiled) == [xnor_linear()]
     x = rng.standard_normal((3, 64)).astype(np.float32)
     np.testing.assert_array_equal(compiled(x), np.where(x >= 0, 1.0, -1.0) @ np.sign(w))   # exact
 

@@ -230,7 +230,8 @@ XNOR_EVERY_KNOB = {"xnor_conv2d:1x40x9x10x16x3x3x1x1", "xnor_conv2d_nhwc:1x40x9x
 XNOR8_KEYS = ["xnor8_conv2d_nhwc:1x40x9x10x16x3x3x1x1", "xnor8_conv2d_nhwc:2x48x8x8x32x3x3x2x1",
               "xnor8_conv2d_nhwc:1x64x6x6x64x1x1x1x0", "xnor8_conv2d_nhwc:1x64x4x5x16x5x5x1x2",
               "xnor8_conv2d_nhwc:1x128x7x7x32x3x3x1x1",
-              "xnor8_conv2d_nhwc:1x7296x3x3x16x3x3x1x1"]      # 65,664 products per output: int32 sums
+              "xnor8_conv2d_nhwc:1x7296x3x3x16x3x3x1x1",     # 65,664 products per output: int32 sums
+              "xnor8_dense:6x64x100", "xnor8_dense:1x32x64"]  # the dense view: rows as a column (a partial byte)
 XNOR_EVERY_KNOB |= {"xnor8_conv2d_nhwc:1x40x9x10x16x3x3x1x1", "xnor8_conv2d_nhwc:1x128x7x7x32x3x3x1x1"}
 
 

@@ -227,3 +227,27 @@ def test_binarized_convs_count_in_words_with_vpopcntdq_and_in_bytes_on_avx2(tmp_
             with torch.no_grad():
                 want = model(x).numpy()
             np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_binarized_dense_layers_count_in_bytes_on_avx2(tmp_path):
+    """The same choice for linear layers: ``xnor8_dense`` on AVX2 where the outputs fill blocks
+    of 32, ``xnor_dense`` on AVX-512 and for 48 outputs; scale and bias in the write-back."""
+    import torch
+    from torch import nn
+
+    import tvmopt.nn as tn
+    from tvmopt.build.compile import compile_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 96), tn.BinaryLinear(96, 64, binarize_input=True), nn.ReLU(),
+                          tn.BinaryLinear(64, 48, binarize_input=True)).eval()
+    x = torch.randn(6, 20)
+    path = tn.export_onnx(model, x, tmp_path / "mlp.onnx")
+    for cpu, first in ((AVX2, "xnor8_dense"), (avx512_cpu(), "xnor_dense")):
+        compiled = compile_model(path, f"llvm -mcpu={cpu} -num-cores=2", batch=6, shipped=False,
+                                 records=tmp_path / "none")
+        assert [layer.kernel.split(":")[0] for layer in compiled.lowered.layers] == ["dense", first, "xnor_dense"]
+        if (first == "xnor8_dense") == ("avx512f" not in _host_flags()):
+            with torch.no_grad():
+                want = model(x).numpy()
+            np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -59,6 +59,14 @@ def xnor_nhwc() -> str:
     return "xnor_conv2d_nhwc" if isa.host().lanes >= 16 else "xnor8_conv2d_nhwc"
 
 
+def xnor_linear() -> str:
+    """The binarized linear layer's kernel on this host for outputs in blocks of 32:
+    ``xnor_dense`` on AVX-512, ``xnor8_dense`` (byte counts) on AVX2."""
+    from tvmopt.schedules import isa
+
+    return "xnor_dense" if isa.host().lanes >= 16 else "xnor8_dense"
+
+
 def run_config(task, config, inputs, target=None):
     """The output of ``task``'s kernel for ``config`` on ``inputs`` (numpy), compiled for
     ``target`` (a TVM target; default: plain LLVM for this host)."""

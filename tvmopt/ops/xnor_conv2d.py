@@ -140,8 +140,9 @@ def border_placeholder(s: ConvShape):
     return te.placeholder((rows, cols, s.o), "int32", name="wborder")
 
 
-def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int]):
-    """``XBits[N, ceil(C/word), HP, WP]``: bit j of a word is x[channel word * cw + j] >= 0,
+def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=None):
+    """``XBits[N, ceil(C/word), HP, WP]``: bit j of a word is x[channel word * cw + j] >= 0
+    (``read(n, channel, y, x)``: X's element, by default in the shape's layout),
     zero outside the image (an expression of ``word`` terms, so the stage is elementwise and
     vectorizes along the row). A 64-bit word is built as two 32-bit halves: 32-bit lanes match
     the float compares' (as 64-bit selects, each compare's mask was widened first: 1.2x slower on
@@ -152,7 +153,8 @@ def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int]):
     tir = tvm.tirx
     c, h, w, p = s.c, s.h, s.w, s.pad
     dtype = f"uint{word}"
-    read = (lambda i, ch, y, xi: X[i, y, xi, ch]) if s.nhwc else (lambda i, ch, y, xi: X[i, ch, y, xi])
+    if read is None:
+        read = (lambda i, ch, y, xi: X[i, y, xi, ch]) if s.nhwc else (lambda i, ch, y, xi: X[i, ch, y, xi])
 
     def pack(i, cw, yy, xx):
         y, xi = yy - p, xx - p

@@ -44,7 +44,7 @@ from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE, whole_powers
 from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, xnor_conv_prefix,
-                     nm_register_select, register_tables)
+                     nm_register_select, register_tables, xnor_dense_family)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
@@ -734,6 +734,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 kern.family = register_tables(kern.family, rows, kern.out_features) or kern.family
                 kern.family = nm_register_select(kern.family, rows, kern.out_features, kern.reduction, kern.params) \
                     or kern.family
+                kern.family = xnor_dense_family(kern.family, kern.out_features) or kern.family
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = pick(options.kernels, cuda_family(kern.family) if gpu else kern.family, kern.key(rows),

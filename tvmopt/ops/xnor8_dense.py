@@ -25,8 +25,8 @@ from ..schedules.conv2d import ConvShape
 from .binary_dense import pack_signs, unpack_signs
 from .registry import OpFamily, TaskKind, register_family
 from .task import TASK_ANNOTATION, check_sizes
-from .xnor8_conv2d import Xnor8Conv2dTask
-from .xnor_conv2d import pack_stage, pack_weight
+from .xnor8_conv2d import Xnor8Conv2dTask, byte_pack_stage
+from .xnor_conv2d import pack_weight
 
 PREFIX = "xnor8_dense"
 
@@ -63,7 +63,7 @@ class Xnor8DenseTask(Xnor8Conv2dTask):
         ob, step = schedule.block(s), schedule.chunk(s)
         X = x if x is not None else te.placeholder((self.m, k), "float32", name="X")
         Wb = te.placeholder((self.n // ob, self.words, 1, 1, ob), "uint8", name="wbytes")
-        bits = pack_stage(X, s, 8, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch])
+        bits = byte_pack_stage(X, s, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch])
         j = te.reduce_axis((0, step), name="j")
         part = te.compute(
             (1, self.m, 1, self.n, self.words // step),

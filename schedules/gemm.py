@@ -21,6 +21,8 @@ K), so every config is correct for every shape, primes included. Other knobs:
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from .space import Choice, Config, Space, Split, restrict
@@ -393,15 +395,19 @@ def inline_epilogue(sch, epilogue) -> list:
 
 def is_crop(sch, consumer) -> bool:
     """Whether ``consumer`` writes fewer elements than a producer's buffer of its rank that it
-    reads (the rows of a padded kernel dropped: :func:`padded_rows`). TVM inlines such a block
-    into the producer's write-back without a bound, which then writes past the end of the
-    smaller buffer; it stays a loop of its own."""
+    reads, or than a producer's buffer of another rank holds (the rows of a padded kernel
+    dropped: :func:`padded_rows`; a kernel computing ``[1, M, 1, N]`` for an ``[M', N]``
+    output, ``xnor8_dense``). TVM inlines such a block into the producer's write-back without a
+    bound, which then writes past the end of the smaller buffer (a ViT's 197-row outputs of
+    200 computed rows corrupted the heap); it stays a loop of its own."""
     stmt = sch.get(consumer)
     out = [int(d) for d in stmt.writes[0].source.shape]
     produced = {w.source.name for p in sch.get_producers(consumer) for w in sch.get(p).writes}
     for region in stmt.reads:
         shape = [int(d) for d in region.source.shape]
-        if region.source.name in produced and len(shape) == len(out) and shape != out:
+        if region.source.name not in produced:
+            continue
+        if (shape != out) if len(shape) == len(out) else (math.prod(shape) > math.prod(out)):
             return True
     return False
 

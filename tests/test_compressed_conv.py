@@ -343,3 +343,21 @@ def test_plain_fastfood_layers_on_token_sequences_and_past_the_matrix_limit_are_
     compiled = compile_model(path, records=tmp_path / "none", shipped=False)
     assert [la.kernel for la in compiled.lowered.layers] == ["fastfood:3x2048x4096"]
     np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_byte_count_xnor_spaces_are_tuned_by_the_tuner_loop_and_recorded(tmp_path):
+    """The AVX2 byte-count kernels' spaces through the tuner loop and the measurer (which checks
+    every result against the numpy reference), into the records, and a build reads them back."""
+    from tvmopt.measure.local import LocalMeasurer
+    from tvmopt.records.store import RecordCache
+    from tvmopt.target import parse_target
+    from tvmopt.tune.loop import tune_task
+
+    target = parse_target("llvm")
+    with LocalMeasurer(target) as measurer:
+        for key, tuner in (("xnor8_conv2d_nhwc:1x64x6x6x32x3x3x1x1", "gbfs"), ("xnor8_dense:8x64x128", "random")):
+            result = tune_task(key, target, tuner=tuner, trials=3, records=tmp_path, measurer=measurer,
+                               progress=False, remeasure=0)
+            assert result.measured == 3 and result.best_config is not None, key
+            best = RecordCache(tmp_path).best(key, target.key)
+            assert best is not None and get_task(key).space.contains(tuple(best.config)), key

@@ -93,15 +93,30 @@ class Xnor8Conv2dTask(XnorConv2dTask):
     def compute(self, x=None):
         """TE: (X, Wb, Wc, Y); stages ``XBits`` (bytes, padded), ``part`` (uint8 counts per
         chunk), ``conv`` (their sum), ``xnor_out``."""
+        from tvm import te
+
+        s = self.shape
+        X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
+        Wb = self.weight_placeholder()
+        Wc = border_placeholder(s)
+        acc = self.count_stages(byte_pack_stage(X, s, self.padded_extent), Wb)
+        return X, Wb, Wc, output_stage(s, lambda i, o, y, xx: acc[i, y, xx, o], Wc)
+
+    def weight_placeholder(self):
+        """``Wb[O/ob, ceil(C/8), KH, KW, ob]`` uint8 (:meth:`to_kernel`'s layout)."""
+        from tvm import te
+
+        s, ob = self.shape, schedule.block(self.shape)
+        return te.placeholder((s.o // ob, self.words, s.kh, s.kw, ob), "uint8", name="wbytes")
+
+    def count_stages(self, bits, Wb):
+        """``part`` (the uint8 counts of each chunk of input bytes over the window) and ``conv``
+        (their sum, ``[N, OH, OW, O]``, the task's annotated block) over the packed input ``bits``."""
         import tvm
         from tvm import te
 
         s, st = self.shape, self.shape.stride
         ob, step = schedule.block(s), schedule.chunk(s)
-        X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
-        Wb = te.placeholder((s.o // ob, self.words, s.kh, s.kw, ob), "uint8", name="wbytes")
-        Wc = border_placeholder(s)
-        bits = byte_pack_stage(X, s, self.padded_extent)
         j = te.reduce_axis((0, step), name="j")
         r = te.reduce_axis((0, s.kh), name="r")
         q = te.reduce_axis((0, s.kw), name="q")
@@ -111,10 +126,9 @@ class Xnor8Conv2dTask(XnorConv2dTask):
                 bits[i, ch * step + j, y * st + r, xx * st + q] ^ Wb[o // ob, ch * step + j, r, q, o % ob]), axis=[j, r, q]),
             name="part")
         ch = te.reduce_axis((0, self.words // step), name="ch")
-        acc = te.compute((s.n, s.oh, s.ow, s.o),
-                         lambda i, y, xx, o: te.sum(part[i, y, xx, o, ch].astype(schedule.count_dtype(s)), axis=ch),
-                         name="conv", attrs={TASK_ANNOTATION: self.key})
-        return X, Wb, Wc, output_stage(s, lambda i, o, y, xx: acc[i, y, xx, o], Wc)
+        return te.compute((s.n, s.oh, s.ow, s.o),
+                          lambda i, y, xx, o: te.sum(part[i, y, xx, o, ch].astype(schedule.count_dtype(s)), axis=ch),
+                          name="conv", attrs={TASK_ANNOTATION: self.key})
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         config = self.space.initial() if config is None else config

@@ -24,7 +24,7 @@ from ..schedules import xnor8_conv2d as schedule
 from ..schedules.conv2d import ConvShape
 from .binary_dense import pack_signs, unpack_signs
 from .registry import OpFamily, TaskKind, register_family
-from .task import TASK_ANNOTATION, check_sizes
+from .task import check_sizes
 from .xnor8_conv2d import Xnor8Conv2dTask, byte_pack_stage
 from .xnor_conv2d import pack_weight
 
@@ -56,24 +56,12 @@ class Xnor8DenseTask(Xnor8Conv2dTask):
 
     def compute(self, x=None):
         """TE: (X, Wb, Y); the conv's stages over a column of M pixels, ``xnor_out`` [M, N]."""
-        import tvm
         from tvm import te
 
-        s, k = self.shape, self.k
-        ob, step = schedule.block(s), schedule.chunk(s)
+        k = self.k
         X = x if x is not None else te.placeholder((self.m, k), "float32", name="X")
-        Wb = te.placeholder((self.n // ob, self.words, 1, 1, ob), "uint8", name="wbytes")
-        bits = byte_pack_stage(X, s, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch])
-        j = te.reduce_axis((0, step), name="j")
-        part = te.compute(
-            (1, self.m, 1, self.n, self.words // step),
-            lambda i, y, xx, o, ch: te.sum(tvm.tirx.popcount(
-                bits[i, ch * step + j, y, xx] ^ Wb[o // ob, ch * step + j, 0, 0, o % ob]), axis=[j]),
-            name="part")
-        ch = te.reduce_axis((0, self.words // step), name="ch")
-        acc = te.compute((1, self.m, 1, self.n),
-                         lambda i, y, xx, o: te.sum(part[i, y, xx, o, ch].astype(schedule.count_dtype(s)), axis=ch),
-                         name="conv", attrs={TASK_ANNOTATION: self.key})
+        Wb = self.weight_placeholder()
+        acc = self.count_stages(byte_pack_stage(X, self.shape, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch]), Wb)
         Y = te.compute((self.m, self.n), lambda y, o: (k - 2 * acc[0, y, 0, o].astype("int32")).astype("float32"),
                        name="xnor_out")
         return X, Wb, Y

@@ -30,8 +30,8 @@ The weight is ``Wb[O/ob, ceil(C/64), KH, KW, ob]`` uint64 (bit ``c % 64`` of wor
 VPOPCNTDQ one ``vpopcntq`` counts 8 x 64 products; on AVX2 LLVM counts bits with byte shuffles
 and one ``vpsadbw`` per 4 words (32-bit words needed five more shuffles per vector to widen the
 byte counts). Builds for AVX2 run channels-last layers on :mod:`.xnor8_conv2d` instead,
-which sums the byte counts over taps before widening them. The schedule space is the dense conv's (``schedules/conv2d.py``) with input
-*words* in place of input channels.
+which sums the byte counts over taps before widening them. The schedule space is the dense
+conv's (``schedules/conv2d.py``) with input *words* in place of input channels.
 
 Measured on a Zen 4 with AVX-512 hidden (AVX2 code), start configs against the previous
 kernel's (32-bit words, a bounds check on every tap, the border counted with it) in the same
@@ -202,7 +202,6 @@ def output_stage(s: ConvShape, at, Wc):
                 - 2 * (at(i, o, y, xx).astype("int32") - Wc[cls(y, row_cls), cls(xx, col_cls), o])).astype("float32")
 
     return te.compute(output_shape(s), (lambda i, y, xx, o: out(i, o, y, xx)) if s.nhwc else out, name="xnor_out")
-
 
 
 @dataclass

@@ -56,6 +56,7 @@ class ConvShape:
     layout: str = "NCHW"       # of the input and the output: "NCHW" or "NHWC" (the weight is blocked either way)
     fill_blocks: bool = False  # the dense conv: ungrouped output channels padded to whole blocks of 16 (``ogp``)
     flatten: bool = False      # the dense conv: a pointwise NHWC conv on a starved map computes its pixels as one row (``flat``)
+    narrow: bool = False       # the dense conv built for AVX2 (16 ymm): ``flat`` also takes the small maps of ``narrow_flat``
 
     @property
     def nhwc(self) -> bool:
@@ -151,12 +152,39 @@ class ConvShape:
         before), 1x512x13x13x1000 1.19x and 1x528x13x13x256 1.40x (5 pixels), 27x27 layers of 128
         to 256 inputs 0.88 to 1.27x (median 1.16x), while 55x55 layers of 16 and 64 inputs ran
         0.62 to 0.97x, 1x32x27x27x128 0.53x, and 3x3 and 5x5 layers flat 0.54 to 1.05x (not
-        flattened). Only where ``flatten`` is set (the dense conv)."""
+        flattened). Only where ``flatten`` is set (the dense conv). On AVX2 also the small maps of
+        :attr:`narrow_flat` (stride 2 included, a grid of a multiple of 6)."""
+        return self.wide_flat or self.narrow_flat
+
+    @property
+    def wide_flat(self) -> bool:
+        """``flat`` by the rule above (stride 1; a grid of a multiple of 8 pixels)."""
         if not (self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1 and self.stride == 1
                 and self.pad == 0 and self.oh * self.ow > 8):
             return False
         pixels = _pixel_tile(self.oh, self.owp)[0]
         return (pixels <= 3 and self.cg >= 48) or (pixels <= 5 and self.cg >= 128)
+
+    @property
+    def narrow_flat(self) -> bool:
+        """AVX2 (``narrow``): a pointwise conv of at least ``NARROW_FLAT_MIN_INPUTS`` inputs on a map
+        of at most ``NARROW_FLAT_MAX_PIXELS`` output pixels whose AVX2 tile of one block holds fewer
+        than 6 pixels (ResNet-50's 7x7 maps: 1 pixel by 2 ymm, or 7 by 1 in ``halves``; 14x14: 2 x 2)
+        is flat too, stride 2 included, over a grid of a multiple of 6 pixels: the 6-pixel by
+        2-ymm tile (12 accumulators, 8 loads per 12 FMAs) that AVX2 GEMMs use. Paired rounds
+        against the shipped Zen 3 records (tuned, 2-D), single layers, crop included:
+        1x2048x7x7x512 1.45x, 1x512x7x7x2048 1.32x, 1x1024x14x14x2048 stride 2 1.28x,
+        1x1024x14x14x256 1.12x, 1x512x28x28x1024 stride 2 1.07x, 1x256x14x14x1024 1.04x,
+        1x1024x14x14x512 1.02x; a grid of a multiple of 8 (8 pixels by 2 ymm, 16 accumulators)
+        spilled, 0.3 to 0.6x; 28x28 and 56x56 maps stride 1, which tile 4 pixels without the crop's pass,
+        ran 0.86 to 0.97x flat. Set by the dense conv's task for AVX2 targets only: AVX-512
+        tiles 7 pixels by 2 zmm on these maps already, and keeps its spaces and records."""
+        if not (self.narrow and self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1
+                and self.pad == 0 and 8 < self.oh * self.ow <= NARROW_FLAT_MAX_PIXELS
+                and self.cg >= NARROW_FLAT_MIN_INPUTS) or self.wide_flat:
+            return False
+        _, _, h1, w1 = _avx2_tile(self.oh, self.ow, 1, self.ob)
+        return h1 * w1 < 6
 
     @property
     def gh(self) -> int:
@@ -166,8 +194,11 @@ class ConvShape:
     @property
     def gw(self) -> int:
         """Pixels per row of the computed grid: ``owp``, or where ``flat`` all ``oh * ow``
-        pixels rounded up to a multiple of 8."""
-        return -(-self.oh * self.ow // 8) * 8 if self.flat else self.owp
+        pixels rounded up to a multiple of 8 (of 6 where ``narrow_flat``)."""
+        if not self.flat:
+            return self.owp
+        unit = 6 if self.narrow_flat else 8
+        return -(-self.oh * self.ow // unit) * unit
 
     @property
     def padded(self) -> bool:
@@ -182,6 +213,10 @@ class ConvShape:
         og = self.ogp
         return largest_divisor(og, (16, 8), default=None) or largest_divisor(og, range(16, 0, -1))
 
+
+#: :attr:`ConvShape.narrow_flat`: the largest output map (pixels) and the fewest input channels
+NARROW_FLAT_MAX_PIXELS = 196
+NARROW_FLAT_MIN_INPUTS = 256
 
 #: ``parallel = rows`` (one image, one group): the parallel loop fuses n, h0, c0 in that order, so
 #: the static split of its iterations gives each core a band of rows of pixels, every output

@@ -2,7 +2,9 @@
 the GEMM and conv2d spaces: their register tiles).
 
 The spaces themselves do not depend on it (every config stays valid on every CPU); only the
-untuned default does. AVX2 has 16 registers of 8 floats, AVX-512 32 of 16: a register tile
+untuned default does, with one exception: the dense conv's task reads it when it is made, and
+built for AVX2 computes 1x1 convolutions on 7x7 and 14x14 maps as one row of pixels
+(``conv2d.ConvShape.narrow_flat``), a space of its own. AVX2 has 16 registers of 8 floats, AVX-512 32 of 16: a register tile
 sized for AVX2 leaves half of an AVX-512 core idle. Measured on Zen 5 with the AVX2-sized
 starts: the direct conv ran at about half of onnxruntime's speed on ResNet-18's 3x3 layers (4
 zmm accumulators cannot hide the FMA latency) and 2.1 to 4.1x faster with 2 weight vectors by

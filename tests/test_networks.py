@@ -94,6 +94,44 @@ def test_every_knob_value_of_the_conv2d_space_is_correct(key):
         assert task.mismatch(got, expected) is None, config
 
 
+@pytest.mark.parametrize("key", ["conv2d_nhwc:1x256x7x7x32x1x1x1x0",     # 49 pixels: one row of 54
+                                 "conv2d_nhwc:1x256x14x14x48x1x1x2x0",   # stride 2 onto 7x7
+                                 "conv2d_nhwc:2x256x14x14x32x1x1x1x0"])  # a batch of 196-pixel maps: 198
+def test_avx2_pointwise_convs_on_small_maps_run_as_one_row_of_six_pixel_tiles(key):
+    """Built for AVX2, a 1x1 conv of 256 or more inputs on a 7x7 or 14x14 output map (where a 2-D
+    tile holds 1 or 4 pixels) computes its pixels as one row padded to a multiple of 6, started
+    with the 6-pixel by 2-ymm tile; built for AVX-512 the same key keeps its 2-D grid (its tile
+    holds 7 pixels). Every choice knob value and random configs match numpy."""
+    from tvmopt.schedules import isa
+
+    with isa.use(isa.AVX512):
+        assert not get_task(key).shape.flat
+    with isa.use(isa.AVX2):
+        task = get_task(key)
+    s = task.shape
+    pixels = s.oh * s.ow
+    assert s.flat and s.narrow_flat and (s.gh, s.gw) == (1, -(-pixels // 6) * 6)
+    start = task.space.as_dict(task.space.initial())
+    assert start["tile_w"][1] == 6 and start["tile_c"][1] == 1 and start["parallel"] == 4
+    with isa.use(isa.AVX2):             # a smaller map tiles well; few inputs, 3x3 or padding stay 2-D
+        for other in ("conv2d_nhwc:1x256x28x28x32x1x1x1x0", "conv2d_nhwc:1x128x7x7x32x1x1x1x0",
+                      "conv2d_nhwc:1x256x7x7x32x3x3x1x1", "conv2d:1x256x7x7x32x1x1x1x0"):
+            assert not get_task(other).shape.flat, other
+    target = parse_target("llvm")
+    space = task.space
+    configs = [space.initial()]
+    for i, knob in enumerate(space.knobs):
+        for v in getattr(knob, "values", ()):
+            c = list(space.initial())
+            c[i] = v
+            configs.append(tuple(c))
+    rng = random.Random(2)
+    configs += [space.random(rng) for _ in range(3)]
+    for config in dict.fromkeys(configs):
+        got, expected = _run_task(task, config, target)
+        assert task.mismatch(got, expected) is None, config
+
+
 class _Block(nn.Module):
     """conv-BN-ReLU, conv-BN, + identity, ReLU (a ResNet basic block)."""
 

@@ -234,8 +234,12 @@ def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
     if len(dims) == 10 and (dims[9] < 1 or dims[1] % dims[9] or dims[4] % dims[9]):
         raise WorkloadError(f"workload '{key}': {dims[9]} groups must divide the {dims[1]} input and {dims[4]} "
                             f"output channels")
+    from ..schedules.isa import current
+
+    # narrow: AVX2's flat grids (ConvShape.narrow_flat), set from the ISA a build or a tuning run
+    # targets (schedules.isa.use), else this host's
     return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW", fill_blocks=True,
-                                     flatten=True))
+                                     flatten=True, narrow=current().lanes < 16))
 
 
 FAMILY = register_family(OpFamily(

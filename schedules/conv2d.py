@@ -175,7 +175,8 @@ class ConvShape:
         against the shipped Zen 3 records (tuned, 2-D), single layers, crop included:
         1x2048x7x7x512 1.45x, 1x512x7x7x2048 1.32x, 1x1024x14x14x2048 stride 2 1.28x,
         1x1024x14x14x256 1.12x, 1x512x28x28x1024 stride 2 1.07x, 1x256x14x14x1024 1.04x,
-        1x1024x14x14x512 1.02x; a grid of a multiple of 8 (8 pixels by 2 ymm, 16 accumulators)
+        1x1024x14x14x512 1.02x; at batch 16, start against the 2-D start, 16x256x14x14x512 stride 2
+        1.16x, 16x1024x14x14x256 1.13x, 16x512x7x7x2048 1.04x; a grid of a multiple of 8 (8 pixels by 2 ymm, 16 accumulators)
         spilled, 0.3 to 0.6x; 28x28 and 56x56 maps stride 1, which tile 4 pixels without the crop's pass,
         ran 0.86 to 0.97x flat. Set by the dense conv's task for AVX2 targets only: AVX-512
         tiles 7 pixels by 2 zmm on these maps already, and keeps its spaces and records."""

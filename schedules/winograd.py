@@ -62,7 +62,8 @@ MIN_CHANNELS = 8
 #: maps narrower than this many tiles per row stay direct
 MIN_TILES_PER_ROW = 4
 #: ... and layers whose transformed weight (16 x C x O floats) is larger than this (unmeasured:
-#: 512 channels, 16 MiB, is the largest a ResNet or VGG has)
+#: 512 channels, 16 MiB, is the largest a ResNet or VGG has; AVX2 builds of one image stop at
+#: ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES``, :func:`preferred`)
 MAX_TRANSFORMED_BYTES = 16 << 20
 #: from this size of U up, the start splits the output channels in ``blocks`` where U is computed
 #: each call (a compressed layer) or shared by a batch. Zen 4, shift, against the dense Winograd
@@ -106,6 +107,28 @@ def applies(shape: ConvShape) -> bool:
             and shape.c >= MIN_CHANNELS
             and shape.o % LANES == 0 and tiles(shape)[1] >= MIN_TILES_PER_ROW
             and transformed_bytes(shape.c, shape.o) <= MAX_TRANSFORMED_BYTES)
+
+
+#: a build for AVX2 keeps one image's conv direct where U is larger than this: ResNet's 512-channel
+#: 7x7 layers (U 16 MiB, the direct conv's weight 9 MiB). Its weights are cold in a network (the
+#: model outgrows L3): Zen 3, 1x512x7x7x512 alone, U warm 1.42 ms and flushed 2.01 ms (the direct
+#: conv warm 1.58 ms); in the networks, the same layers profiled in alternating rounds, the direct
+#: conv ran 1.18x the Winograd conv in ResNet-50 (1.016x the whole network) and 1.09x in ResNet-18
+#: (1.043x). A batch shares the transform (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4);
+#: AVX-512 keeps it (Zen 4: ResNet-18 5.6% faster with it)
+AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES = 8 << 20
+
+
+def preferred(shape: ConvShape) -> bool:
+    """Whether a build computes this dense convolution with the Winograd kernel: where it
+    :func:`applies`, except one image on AVX2 past ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES``
+    (the ISA a build targets: :mod:`.isa`)."""
+    from .isa import current
+
+    if not applies(shape):
+        return False
+    return not (shape.n == 1 and current().lanes < 16
+                and transformed_bytes(shape.c, shape.o) > AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES)
 
 
 def winograd_space(shape: ConvShape, name: str = "winograd-llvm", per_call: bool = False) -> Space:

@@ -223,3 +223,44 @@ def test_the_start_fits_the_vector_registers():
         narrow = get_task(key)
     assert wide.space.initial()[:2] == (8, 2) and narrow.space.initial()[:2] == (4, 1)
     _check(narrow, [narrow.space.initial(), wide.space.initial()], seed=3)
+
+
+def test_avx2_builds_of_one_image_keep_the_512_channel_7x7_conv_direct():
+    """The Winograd kernel applies to 1x512x7x7x512 (U of 16 MiB), but a build for AVX2 of one
+    image keeps that layer on the direct conv (its weights are cold in a network); a batch, a
+    256-channel layer, and an AVX-512 build keep the Winograd conv. The key stays a valid task."""
+    from tvmopt.schedules import isa
+    from tvmopt.schedules.conv2d import ConvShape
+    from tvmopt.schedules.winograd import applies, preferred
+
+    def shape(n, c):
+        return ConvShape(n, c, 7, 7, c, 3, 3, 1, 1, layout="NHWC")
+
+    assert applies(shape(1, 512)) and get_task("winograd_conv2d_nhwc:1x512x7x7x512x3x3x1x1").shape.c == 512
+    with isa.use(isa.AVX2):
+        assert not preferred(shape(1, 512))
+        assert preferred(shape(16, 512)) and preferred(shape(1, 256))
+    with isa.use(isa.AVX512):
+        assert preferred(shape(1, 512))
+
+
+def test_an_avx2_build_runs_the_512_channel_7x7_layer_direct_and_matches_onnxruntime(tmp_path):
+    """In a model built for AVX2 (``-mattr=-avx512f`` where the host has AVX-512) the dense
+    512-channel 7x7 layer is the direct conv, a ternary one the direct compressed conv, and the
+    outputs match onnxruntime."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with torch.no_grad():
+        w = model[4].weight
+        w.copy_(torch.sign(w) * (w.abs() > 0.5 * w.abs().mean()) * 0.01)       # ternary, one scale
+    x = torch.randn(1, 64, 7, 7)
+    path = tn.export_onnx(model, x, tmp_path / "deep.onnx", plain=True)
+    compiled = compile_model(path, avx2_host(), shipped=False, records=tmp_path / "none")
+    kernels = [la.kernel.split(":")[0] for la in compiled.lowered.layers if "x512x7x7x512x3x3" in la.kernel]
+    assert kernels == ["conv2d_nhwc", "ternary_conv2d_nhwc"], compiled.lowered.layers
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

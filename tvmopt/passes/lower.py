@@ -50,7 +50,7 @@ from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
 from tvmopt.schedules.conv2d import ConvShape
 from tvmopt.schedules.gemm import padded_rows
-from tvmopt.schedules.winograd import applies as winograd_applies
+from tvmopt.schedules.winograd import preferred as winograd_preferred
 from tvmopt.ops.kernel import array_bytes, scale_bytes
 from .layout import choose_layout, to_channels_last
 from .placeholders import is_placeholder, placeholder_parts, plain_conv_placeholders
@@ -621,7 +621,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 conv_prefix = tables        # large layers: tables shared by 16 output pixels
             # channels last, 3x3, stride 1: the Winograd kernels (2.25x fewer multiply-adds)
             winograd = nhwc and direct and not gpu and options.winograd and \
-                winograd_applies(ConvShape(n, c, h, wd, o, kh, kw, sh, pt, layout="NHWC")) and pt == pl == pb == pr
+                winograd_preferred(ConvShape(n, c, h, wd, o, kh, kw, sh, pt, layout="NHWC")) and pt == pl == pb == pr
             dense_prefix = WINOGRAD_PREFIX if winograd else "conv2d" + suffix
             if nhwc:
                 conv_prefix = conv_register_tables(conv_prefix, c, o, min(kh, kw), sh) or conv_prefix

@@ -117,17 +117,22 @@ def applies(shape: ConvShape) -> bool:
 #: (1.043x). A batch shares the transform (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4);
 #: AVX-512 keeps it (Zen 4: ResNet-18 5.6% faster with it)
 AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES = 8 << 20
+#: ... on maps of at most this many 2x2 tiles (7x7 and 8x8): larger maps read U once for more
+#: tiles, and VGG-19's 512-channel layers ran 0.74x (14x14, 49 tiles) and 0.62x (28x28) direct
+#: (in-network, alternating rounds, Zen 3; the whole network 0.79x)
+AVX2_ONE_IMAGE_MAX_TILES = 16
 
 
 def preferred(shape: ConvShape) -> bool:
     """Whether a build computes this dense convolution with the Winograd kernel: where it
-    :func:`applies`, except one image on AVX2 past ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES``
-    (the ISA a build targets: :mod:`.isa`)."""
+    :func:`applies`, except one image on AVX2 of at most ``AVX2_ONE_IMAGE_MAX_TILES`` tiles past
+    ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES`` (the ISA a build targets: :mod:`.isa`)."""
     from .isa import current
 
     if not applies(shape):
         return False
-    return not (shape.n == 1 and current().lanes < 16
+    rows, columns = tiles(shape)
+    return not (shape.n == 1 and current().lanes < 16 and rows * columns <= AVX2_ONE_IMAGE_MAX_TILES
                 and transformed_bytes(shape.c, shape.o) > AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES)
 
 

@@ -19,7 +19,7 @@ from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.passes import DetectOptions
 from tvmopt.schedules import isa
 
-from tests_support import run_config, xnor_nhwc
+from tests_support import knob_configs, run_config, xnor_nhwc
 
 KEYS = {"binary_conv2d": "binary_conv2d:1x16x10x9x32x3x3x1x1",          # ob 16, odd widths
         "ternary_conv2d": "ternary_conv2d:2x8x8x8x16x3x3x2x1",          # batch 2, stride 2
@@ -36,18 +36,9 @@ def test_every_format_has_a_case():
 @pytest.mark.parametrize("prefix", sorted(KEYS))
 def test_every_knob_value_matches_the_numpy_reference(prefix):
     task = get_task(KEYS[prefix])
-    space = task.space
-    configs = [space.initial()]
-    for i, knob in enumerate(space.knobs):              # each value of each choice knob once
-        for value in getattr(knob, "values", ()):
-            config = list(space.initial())
-            config[i] = value
-            configs.append(tuple(config))
-    pick = random.Random(3)
-    configs += [space.random(pick) for _ in range(2)]
     inputs = task.make_inputs(np.random.default_rng(0))
     expected = task.reference(inputs)
-    for config in dict.fromkeys(configs):
+    for config in knob_configs(task.space, 3, 2):          # each value of each choice knob once
         assert task.mismatch(run_config(task, config, inputs), expected) is None, config
 
 

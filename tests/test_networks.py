@@ -2,7 +2,6 @@
 schedule of every other op, and real CNNs against onnxruntime."""
 
 import itertools
-import random
 import re
 
 import numpy as np
@@ -19,7 +18,7 @@ from tvmopt.schedules import lowering
 from tvmopt.target import parse_target
 from tvmopt.ops.task import get_task
 
-from tests_support import run_config
+from tests_support import knob_configs, run_config
 
 
 def _run_task(task, config, target):
@@ -79,17 +78,7 @@ def test_every_knob_value_of_the_conv2d_space_is_correct(key):
     if key.endswith("x2"):                          # 8-lane blocks over 2 x 40 channels
         assert (task.shape.ogp, task.shape.ob, task.space.knobs[0].extent) == (40, 8, 10)
     target = parse_target("llvm")
-    space = task.space
-    configs = [space.initial()]
-    for i, knob in enumerate(space.knobs):             # each value of each choice knob once
-        if hasattr(knob, "values"):
-            for v in knob.values:
-                c = list(space.initial())
-                c[i] = v
-                configs.append(tuple(c))
-    rng = random.Random(1)
-    configs += [space.random(rng) for _ in range(3)]
-    for config in dict.fromkeys(configs):
+    for config in knob_configs(task.space, 1, 3):      # each value of each choice knob once
         got, expected = _run_task(task, config, target)
         assert task.mismatch(got, expected) is None, config
 
@@ -118,16 +107,7 @@ def test_avx2_pointwise_convs_on_small_maps_run_as_one_row_of_six_pixel_tiles(ke
                       "conv2d_nhwc:1x256x7x7x32x3x3x1x1", "conv2d:1x256x7x7x32x1x1x1x0"):
             assert not get_task(other).shape.flat, other
     target = parse_target("llvm")
-    space = task.space
-    configs = [space.initial()]
-    for i, knob in enumerate(space.knobs):
-        for v in getattr(knob, "values", ()):
-            c = list(space.initial())
-            c[i] = v
-            configs.append(tuple(c))
-    rng = random.Random(2)
-    configs += [space.random(rng) for _ in range(3)]
-    for config in dict.fromkeys(configs):
+    for config in knob_configs(task.space, 2, 3):
         got, expected = _run_task(task, config, target)
         assert task.mismatch(got, expected) is None, config
 

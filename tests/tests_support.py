@@ -67,6 +67,22 @@ def xnor_linear() -> str:
     return "xnor_dense" if isa.host().lanes >= 16 else "xnor8_dense"
 
 
+def knob_configs(space, seed: int, randoms: int) -> list:
+    """The start, the start with each value of each choice knob in turn, and ``randoms`` random
+    configs (a ``random.Random(seed)``), without repeats: what the every-knob tests run."""
+    import random
+
+    configs = [space.initial()]
+    for i, knob in enumerate(space.knobs):
+        for value in getattr(knob, "values", ()):
+            config = list(space.initial())
+            config[i] = value
+            configs.append(tuple(config))
+    pick = random.Random(seed)
+    configs += [space.random(pick) for _ in range(randoms)]
+    return list(dict.fromkeys(configs))
+
+
 def run_config(task, config, inputs, target=None):
     """The output of ``task``'s kernel for ``config`` on ``inputs`` (numpy), compiled for
     ``target`` (a TVM target; default: plain LLVM for this host)."""

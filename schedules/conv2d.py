@@ -154,16 +154,24 @@ class ConvShape:
         0.62 to 0.97x, 1x32x27x27x128 0.53x, and 3x3 and 5x5 layers flat 0.54 to 1.05x (not
         flattened). Only where ``flatten`` is set (the dense conv). On AVX2 also the small maps of
         :attr:`narrow_flat` (stride 2 included, a grid of a multiple of 6)."""
-        return self.wide_flat or self.narrow_flat
+        return self.flat_unit > 0
 
     @property
-    def wide_flat(self) -> bool:
-        """``flat`` by the rule above (stride 1; a grid of a multiple of 8 pixels)."""
-        if not (self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1 and self.stride == 1
-                and self.pad == 0 and self.oh * self.ow > 8):
-            return False
-        pixels = _pixel_tile(self.oh, self.owp)[0]
-        return (pixels <= 3 and self.cg >= 48) or (pixels <= 5 and self.cg >= 128)
+    def flat_unit(self) -> int:
+        """The flat grid's pixels are a multiple of this: 8 by the rule of :attr:`flat` (stride
+        1), else 6 where :attr:`narrow_flat`; 0 where the grid is not flat."""
+        if not (self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1 and self.pad == 0
+                and self.oh * self.ow > 8):
+            return 0
+        if self.stride == 1:
+            pixels = _pixel_tile(self.oh, self.owp)[0]
+            if (pixels <= 3 and self.cg >= 48) or (pixels <= 5 and self.cg >= 128):
+                return 8
+        if self.narrow and self.oh * self.ow <= NARROW_FLAT_MAX_PIXELS and self.cg >= NARROW_FLAT_MIN_INPUTS:
+            _, _, h1, w1 = _avx2_tile(self.oh, self.ow, 1, self.ob)
+            if h1 * w1 < 6:
+                return 6
+        return 0
 
     @property
     def narrow_flat(self) -> bool:
@@ -179,13 +187,9 @@ class ConvShape:
         1.16x, 16x1024x14x14x256 1.13x, 16x512x7x7x2048 1.04x; a grid of a multiple of 8 (8 pixels by 2 ymm, 16 accumulators)
         spilled, 0.3 to 0.6x; 28x28 and 56x56 maps stride 1, which tile 4 pixels without the crop's pass,
         ran 0.86 to 0.97x flat. Set by the dense conv's task for AVX2 targets only: AVX-512
-        tiles 7 pixels by 2 zmm on these maps already, and keeps its spaces and records."""
-        if not (self.narrow and self.flatten and self.nhwc and self.groups == 1 and self.kh == self.kw == 1
-                and self.pad == 0 and 8 < self.oh * self.ow <= NARROW_FLAT_MAX_PIXELS
-                and self.cg >= NARROW_FLAT_MIN_INPUTS) or self.wide_flat:
-            return False
-        _, _, h1, w1 = _avx2_tile(self.oh, self.ow, 1, self.ob)
-        return h1 * w1 < 6
+        tiles 7 pixels by 2 zmm on these maps already, and keeps its spaces and records. A map
+        that the rule of :attr:`flat` takes keeps its grid of a multiple of 8."""
+        return self.flat_unit == 6
 
     @property
     def gh(self) -> int:
@@ -196,10 +200,8 @@ class ConvShape:
     def gw(self) -> int:
         """Pixels per row of the computed grid: ``owp``, or where ``flat`` all ``oh * ow``
         pixels rounded up to a multiple of 8 (of 6 where ``narrow_flat``)."""
-        if not self.flat:
-            return self.owp
-        unit = 6 if self.narrow_flat else 8
-        return -(-self.oh * self.ow // unit) * unit
+        unit = self.flat_unit
+        return -(-self.oh * self.ow // unit) * unit if unit else self.owp
 
     @property
     def padded(self) -> bool:

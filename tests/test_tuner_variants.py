@@ -265,10 +265,14 @@ def test_tuning_reports_and_builds_the_remeasured_best(tmp_path):
     assert len(again) == 4 and all(len(r.costs) == 5 for r in again)
     best = RecordCache(tmp_path).best(task.key, target.key)
     assert best.config == honest and best.tuner == REMEASURE
-    # a start slower than every search pick is still timed, and loses
+    # a start slower than every search pick is still timed, and loses: the best is the fastest of
+    # the re-measured search picks (``honest`` itself, unless the start was the fastest above, which
+    # the costs' string hashes make so under some PYTHONHASHSEED values)
     true[start] = 10 * max(cost(c) for c in picks)
+    fastest_pick = min((c for c in measurer.remeasured[0] if c != start), key=cost)
+    assert honest in (start, fastest_pick)
     assert tune_task(task.key, target, tuner="random", trials=8, records=tmp_path / "again", seed=5,
-                     measurer=NoisyMeasurer(cost, lucky), progress=False).best_config == honest
+                     measurer=NoisyMeasurer(cost, lucky), progress=False).best_config == fastest_pick
 
 
 def test_remeasured_cost_replaces_in_run_costs_in_ranking(tmp_path):

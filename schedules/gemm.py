@@ -401,7 +401,9 @@ def is_crop(sch, consumer) -> bool:
     bound, which then writes past the end of the smaller buffer (a ViT's 197-row outputs of
     200 computed rows corrupted the heap); it stays a loop of its own."""
     stmt = sch.get(consumer)
-    out = [int(d) for d in stmt.writes[0].source.shape]
+    # what it computes (its iteration domain), not the buffer it writes: a copy into a slice of a
+    # larger tensor (``passes/concat.py``) computes every element it reads
+    out = [int(iv.dom.extent) for iv in stmt.iter_vars]
     produced = {w.source.name for p in sch.get_producers(consumer) for w in sch.get(p).writes}
     for region in stmt.reads:
         shape = [int(d) for d in region.source.shape]

@@ -234,6 +234,48 @@ def test_a_channels_last_concatenation_copies_each_input_with_vector_loops():
     np.testing.assert_array_equal(got, np.maximum(np.concatenate(arrays, axis=-1), 0))
 
 
+class _Fire(nn.Module):
+    """A fire module's two expand convs and a pooling of the squeeze output concatenated, then a
+    DenseNet-style concatenation of that tensor (read by a conv too) with the conv's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.squeeze = nn.Conv2d(32, 16, 1)
+        self.e1 = nn.Conv2d(16, 32, 1)
+        self.e3 = nn.Conv2d(16, 48, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.dense = nn.Conv2d(96, 24, 3, padding=1)
+        self.head = nn.Conv2d(120, 10, 1)
+
+    def forward(self, x):
+        s = torch.relu(self.squeeze(x))
+        y = torch.cat([torch.relu(self.e1(s)), torch.relu(self.e3(s)), self.pool(s)], dim=1)
+        z = torch.cat([y, torch.relu(self.dense(y))], dim=1)
+        return self.head(z).mean(dim=(2, 3))
+
+
+def test_convolutions_write_their_slices_of_a_concatenation(tmp_path):
+    """``passes/concat.py``: the convs feeding a concatenation store straight into their slices
+    (the slice copy inlined into the conv's write-back, bias and ReLU with it; the first conv
+    allocates the tensor, the others write in place), and what no conv computes for the
+    concatenation alone (the pooling, the tensor the next conv reads too) is copied into its
+    slice; no concatenation kernel is left, and the outputs match onnxruntime's."""
+    torch.manual_seed(0)
+    path = tmp_path / "fire.onnx"
+    x, want = _export(_Fire(), path, (2, 32, 9, 9))
+    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path / "none")
+    script = compiled.mod.script(show_meta=False)
+    functions = set(re.findall(r"def (\w+)\(", script))
+    into = sorted(f for f in functions if f.endswith("_into_concat"))
+    assert len(into) == 3 and not [f for f in functions if f.startswith("concatenate")], functions
+    bodies = script.split("def ")
+    for name in into:          # each conv's function: the copy inlined, no block of its own
+        body = next(b for b in bodies if b.startswith(name + "("))
+        assert 'T.sblock("concat_slice")' not in body and "tvmopt_task" in body, body
+    assert script.count("R.call_tir_inplace(") == 3, script          # e3 and the pooling; the dense conv
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 class _Squeeze(nn.Module):
     """SqueezeNet's tail on a 13x13 map: a fire module's 1x1 convs with bias and ReLU, a
     residual add after a 1x1, and the classifier's 1x1 conv (130 outputs, padded to 144)."""

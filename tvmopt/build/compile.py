@@ -24,6 +24,7 @@ from tvmopt.records.store import DEFAULT_DIR, RecordCache
 from tvmopt.errors import RecordsError, TargetError, model_stage
 from tvmopt.model.frontend import Imported, load
 from tvmopt.passes import DetectOptions, Lowered, lower
+from tvmopt.passes.concat import concat_in_place
 from tvmopt.passes.fuse_schedule import fuse, kernel_tasks, schedule_module, unscheduled_heavy
 from tvmopt.schedules import isa, lowering
 from tvmopt.target import TargetSpec, parse_target
@@ -388,7 +389,7 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
                                                shapes=shapes)
         name = Path(imported.source).name
         with model_stage(f"{name}: scheduling"), tvm.transform.PassContext(opt_level=3):
-            mod, defaulted = schedule_module(fuse(lowered.mod), lookup)
+            mod, defaulted = schedule_module(concat_in_place(fuse(lowered.mod)), lookup)
         # each kernel's task and its record's time on this very target (measured alone)
         kernels = {fn: {"task": key, "record_s": lookup.cost(key) if used.get(key) in ("records", "shipped") else None}
                    for fn, key in sorted(kernel_tasks(mod).items())}

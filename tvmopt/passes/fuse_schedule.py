@@ -159,6 +159,8 @@ def _concat_by_input(bb, call):
     import tvm
     from tvm import relax
 
+    from .concat import CONCAT_AXIS
+
     t = call.args[0]
     while isinstance(t, relax.Var) and isinstance(bb.lookup_binding(t), (relax.Tuple, relax.Var)):
         t = bb.lookup_binding(t)
@@ -184,7 +186,7 @@ def _concat_by_input(bb, call):
     params = ", ".join(f"x{i}: T.Buffer(({ints(sh)},), {dtype!r})" for i, sh in enumerate(shapes))
     lines = ["@T.prim_func(private=True, s_tir=True)",
              f"def concatenate({params}, out: T.Buffer(({ints(out)},), {dtype!r})):",
-             '    T.func_attr({"op_pattern": 2, "tirx.noalias": True})']
+             f'    T.func_attr({{"op_pattern": 2, "tirx.noalias": True, "{CONCAT_AXIS}": {axis}}})']
     offset = 0
     for i, sh in enumerate(shapes):
         index = ", ".join(f"{v} + T.int64({offset})" if d == axis and offset else v for d, v in enumerate(names))

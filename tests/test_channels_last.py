@@ -254,18 +254,23 @@ class _Fire(nn.Module):
         return self.head(z).mean(dim=(2, 3))
 
 
+def _built_with_functions(model_class, path, shape):
+    """Export a ``model_class()`` (seeded), build it without records: (compiled, input,
+    onnxruntime's output, the scheduled module's script, its function names)."""
+    torch.manual_seed(0)
+    x, want = _export(model_class(), path, shape)
+    compiled = compile_model(path, "llvm", shipped=False, records=path.parent / "none")
+    script = compiled.mod.script(show_meta=False)
+    return compiled, x, want, script, set(re.findall(r"def (\w+)\(", script))
+
+
 def test_convolutions_write_their_slices_of_a_concatenation(tmp_path):
     """``passes/concat.py``: the convs feeding a concatenation store straight into their slices
     (the slice copy inlined into the conv's write-back, bias and ReLU with it; the first conv
     allocates the tensor, the others write in place), and what no conv computes for the
     concatenation alone (the pooling, the tensor the next conv reads too) is copied into its
     slice; no concatenation kernel is left, and the outputs match onnxruntime's."""
-    torch.manual_seed(0)
-    path = tmp_path / "fire.onnx"
-    x, want = _export(_Fire(), path, (2, 32, 9, 9))
-    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path / "none")
-    script = compiled.mod.script(show_meta=False)
-    functions = set(re.findall(r"def (\w+)\(", script))
+    compiled, x, want, script, functions = _built_with_functions(_Fire, tmp_path / "fire.onnx", (2, 32, 9, 9))
     into = sorted(f for f in functions if f.endswith("_into_concat"))
     assert len(into) == 3 and not [f for f in functions if f.startswith("concatenate")], functions
     bodies = script.split("def ")
@@ -297,12 +302,7 @@ def test_a_kernel_shared_by_layers_writing_different_slices_stays_one_kernel(tmp
     """Merged with its slice copies, a conv kernel that two layers share would become one kernel
     per slice (DenseNet-121: 54 kernels where it had 4, compile time 2.4x): it is left alone, the
     concatenations copy its result, and the outputs match onnxruntime's."""
-    torch.manual_seed(0)
-    path = tmp_path / "dense_block.onnx"
-    x, want = _export(_DenseBlock(), path, (1, 3, 12, 12))
-    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path / "none")
-    script = compiled.mod.script(show_meta=False)
-    functions = set(re.findall(r"def (\w+)\(", script))
+    compiled, x, want, script, functions = _built_with_functions(_DenseBlock, tmp_path / "block.onnx", (1, 3, 12, 12))
     shared = [f for f in functions if "_8_12_12_8_3_3_1_1" in f]
     assert len(shared) == 1 and not shared[0].endswith("_into_concat"), functions
     assert len(re.findall(rf"R\.call_tir\(cls\.{shared[0]},", script)) == 2, script

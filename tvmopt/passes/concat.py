@@ -12,7 +12,10 @@ any epilogue), so the convolution stores straight into the concatenated tensor. 
 kernel allocates the tensor (``call_tir``, its slice written, the rest left to the others), the
 others write theirs in place (``call_tir_inplace``). An input that is not such a kernel's
 (a graph input, a pooling, a tensor used elsewhere too, as DenseNet's running concatenation) is
-copied into its slice in place, as the concatenation did.
+copied into its slice in place, as the concatenation did. A kernel is merged only where every
+concatenation it feeds takes its result into the same slice of tensors of one shape: merged, it
+is one kernel to compile per slice, and DenseNet-121's shared 3x3 convs (6 to 32 slices a dense
+block) took its compile time from 27 to 66 s, so its blocks keep their copies.
 """
 
 from __future__ import annotations

@@ -98,6 +98,22 @@ def test_direct_compressed_convs_where_they_amortize_the_decode_or_the_dense_wei
     assert not compressed("shift_conv2d", 64, 64 * 64 * 9)
 
 
+def test_on_avx2_a_tuned_dense_conv_stays_dense_unless_its_weight_outgrows_l2():
+    """The AVX2 pixel rule was measured start against start: against a dense conv that a record
+    tuned (a Zen 3's shipped SqueezeNet records: the 1x64x55x55x16 squeeze conv 2.5x its start,
+    the shift export 0.78x its dense build) the layer stays dense; the weight rule (a dense
+    weight larger than L2) holds either way."""
+    def compressed(rows, weights, cost=None):
+        with isa.use(isa.AVX2):
+            return choose("auto", "shift_conv2d", "k", "d", rows, weights, conv=True, cost=cost).compressed
+
+    assert compressed(3025, 64 * 16)
+    tuned = {"d": 4e-5}.get
+    assert not compressed(3025, 64 * 16, tuned)
+    assert compressed(49, 512 * 512 * 9, tuned)
+    assert compressed(3025, 64 * 16, {"d": 4e-5, "k": 3e-5}.get)        # both recorded: the faster
+
+
 def _policy_cases():
     ternary, dense = "ternary_dense:1x4096x4096", "dense:1x4096x4096"
     costs = {ternary: 1e-3, dense: 2e-3}

@@ -309,6 +309,32 @@ def test_a_kernel_shared_by_layers_writing_different_slices_stays_one_kernel(tmp
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+class _TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(8, 16, 1)
+        self.b = nn.Conv2d(8, 16, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([torch.relu(self.a(x)), self.b(x)], dim=1)
+
+
+def test_an_nchw_concatenation_returned_by_the_model_is_written_in_place(tmp_path):
+    """Along NCHW's channel axis (not the innermost) and as the model's output: both convs write
+    their slices, and a second call leaves the first call's output as it was."""
+    torch.manual_seed(0)
+    model = _TwoBranches().eval()
+    path = tmp_path / "two.onnx"
+    x, want = _export(model, path, (1, 8, 10, 10))
+    compiled = compile_model(path, "llvm", shipped=False, records=tmp_path / "none", options=DetectOptions(layout="nchw"))
+    assert compiled.mod.script(show_meta=False).count("_into_concat(") == 2
+    first = compiled(x)
+    second = compiled(2 * x)
+    np.testing.assert_allclose(first, want, rtol=1e-4, atol=1e-5)
+    want2 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": 2 * x})[0]
+    np.testing.assert_allclose(second, want2, rtol=1e-4, atol=1e-5)
+
+
 class _Squeeze(nn.Module):
     """SqueezeNet's tail on a 13x13 map: a fire module's 1x1 convs with bias and ReLU, a
     residual add after a 1x1, and the classifier's 1x1 conv (130 outputs, padded to 144)."""

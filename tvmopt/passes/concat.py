@@ -24,26 +24,34 @@ from __future__ import annotations
 CONCAT_AXIS = "tvmopt.concat_axis"
 
 
+def int64s(values) -> str:
+    """TVMScript extents as int64, as Relax's own legalized functions have (FuseTIR matches them)."""
+    return ", ".join(f"T.int64({v})" for v in values)
+
+
+def copy_nest(source: str, shape: list[int], axis: int, offset: int, block: str) -> list[str]:
+    """TVMScript lines (in a function body): one loop nest copying buffer ``source`` of ``shape``
+    into ``out`` from ``offset`` along ``axis``, as block ``block``."""
+    rank = len(shape)
+    names = [f"v{i}" for i in range(rank)]
+    loops = ", ".join(f"a{i}" for i in range(rank))
+    index = ", ".join(f"{v} + T.int64({offset})" if d == axis and offset else v for d, v in enumerate(names))
+    return [f"    for {loops} in T.grid({int64s(shape)}):",
+            f'        with T.sblock("{block}"):',
+            f"            {', '.join(names)} = T.axis.remap({'S' * rank!r}, [{loops}])",
+            f"            out[{index}] = {source}[{', '.join(names)}]"]
+
+
 def slice_copy(in_shape: list[int], out_shape: list[int], axis: int, offset: int, dtype: str):
     """TIR: ``out[..., i + offset, ...] = x[..., i, ...]`` along ``axis`` (x's slice of out)."""
     import tvm
 
-    rank = len(in_shape)
-    names = [f"v{i}" for i in range(rank)]
-    loops = [f"a{i}" for i in range(rank)]
-
-    def ints(values):
-        return ", ".join(f"T.int64({v})" for v in values)
-
-    index = ", ".join(f"{v} + T.int64({offset})" if d == axis and offset else v for d, v in enumerate(names))
     src = "\n".join([
         "@T.prim_func(private=True, s_tir=True)",
-        f"def concat_slice(x: T.Buffer(({ints(in_shape)},), {dtype!r}), out: T.Buffer(({ints(out_shape)},), {dtype!r})):",
+        f"def concat_slice(x: T.Buffer(({int64s(in_shape)},), {dtype!r}), "
+        f"out: T.Buffer(({int64s(out_shape)},), {dtype!r})):",
         '    T.func_attr({"op_pattern": 2, "tirx.noalias": True})',
-        f"    for {', '.join(loops)} in T.grid({ints(in_shape)}):",
-        '        with T.sblock("concat_slice"):',
-        f"            {', '.join(names)} = T.axis.remap({'S' * rank!r}, [{', '.join(loops)}])",
-        f"            out[{index}] = x[{', '.join(names)}]"]) + "\n"
+        *copy_nest("x", in_shape, axis, offset, "concat_slice")]) + "\n"
     return tvm.script.from_source(src)
 
 
@@ -58,7 +66,8 @@ def _is_task_kernel(func) -> bool:
     return any(TASK_ANNOTATION in sch.get(b).annotations for b in _blocks(sch))
 
 
-def _static(shape) -> list[int] | None:
+def static_shape(shape) -> list[int] | None:
+    """A Relax tensor shape as ints, or None where it is missing or has a symbolic dimension."""
     import tvm
 
     if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
@@ -116,34 +125,36 @@ def _rewrite_block(mod, bb, bindings, dataflow: bool):
     call_tir = tvm.ir.Op.get("relax.call_tir")
     position = {b.var: i for i, b in enumerate(bindings)}
     uses = _uses(bindings)
-    plan: dict[int, list] = {}
+    task_kernel: dict[str, bool] = {}
 
     def kernel_for_concat_alone(x):
         """The binding index of the task kernel computing ``x`` for the concatenation alone, or None."""
         value = bindings[position[x]].value if x in position else None
-        if (value is None or not isinstance(x, relax.DataflowVar) or uses.get(x, 0) != 1 or position[x] in plan
+        if (value is None or not isinstance(x, relax.DataflowVar) or uses.get(x, 0) != 1
                 or not (isinstance(value, relax.Call) and value.op.same_as(call_tir) and len(value.args) == 2
                         and isinstance(value.args[1], relax.Tuple))):
             return None
-        func = mod[value.args[0]]
-        return position[x] if isinstance(func, tvm.tirx.PrimFunc) and _is_task_kernel(func) else None
+        name = value.args[0].name_hint
+        if name not in task_kernel:
+            func = mod[value.args[0]]
+            task_kernel[name] = isinstance(func, tvm.tirx.PrimFunc) and _is_task_kernel(func)
+        return position[x] if task_kernel[name] else None
 
-    def concatenations():
-        """(binding index, binding, axis, inputs, their shapes, the output's shape) of each
-        concatenation of static shapes and distinct inputs."""
-        for ci, b in enumerate(bindings):
-            call = b.value
-            if not (isinstance(call, relax.Call) and call.op.same_as(call_tir) and isinstance(call.args[1], relax.Tuple)):
-                continue
-            concat = mod[call.args[0]]
-            if not isinstance(concat, tvm.tirx.PrimFunc) or concat.attrs is None or CONCAT_AXIS not in concat.attrs:
-                continue
-            inputs = list(call.args[1].fields)
-            out_shape = _static(getattr(call.ty, "shape", None))
-            shapes = [_static(getattr(x.ty, "shape", None)) for x in inputs]
-            if out_shape is None or any(s is None for s in shapes) or len(set(inputs)) != len(inputs):
-                continue
-            yield ci, b, int(concat.attrs[CONCAT_AXIS]), inputs, shapes, out_shape
+    concatenations = []    # (binding index, binding, axis, inputs, their shapes, the output's shape, producers)
+    for ci, b in enumerate(bindings):
+        call = b.value
+        if not (isinstance(call, relax.Call) and call.op.same_as(call_tir) and isinstance(call.args[1], relax.Tuple)):
+            continue
+        concat = mod[call.args[0]]
+        if not isinstance(concat, tvm.tirx.PrimFunc) or concat.attrs is None or CONCAT_AXIS not in concat.attrs:
+            continue
+        inputs = list(call.args[1].fields)
+        out_shape = static_shape(getattr(call.ty, "shape", None))
+        shapes = [static_shape(getattr(x.ty, "shape", None)) for x in inputs]
+        if out_shape is None or any(s is None for s in shapes) or len(set(inputs)) != len(inputs):
+            continue
+        concatenations.append((ci, b, int(concat.attrs[CONCAT_AXIS]), inputs, shapes, out_shape,
+                               [kernel_for_concat_alone(x) for x in inputs]))
 
     # A kernel merged with a slice copy is a kernel of its own to compile: merged only where all
     # the concatenations it feeds take its result into the same slice of tensors of one shape
@@ -154,22 +165,18 @@ def _rewrite_block(mod, bb, bindings, dataflow: bool):
     # time went from 27 to 66 s (Zen 3) for 1.04x less kernel time; Inception v2's from 27 to 43 s
     # with two slices for some kernels
     slices: dict[str, set] = {}
-    for _, _, axis, inputs, shapes, out_shape in concatenations():
+    for _, _, axis, _, shapes, out_shape, producers in concatenations:
         offset = 0
-        for x, shape in zip(inputs, shapes):
-            if kernel_for_concat_alone(x) is not None:
-                name = bindings[position[x]].value.args[0].name_hint
-                slices.setdefault(name, set()).add((axis, offset, tuple(out_shape)))
+        for shape, at in zip(shapes, producers):
+            if at is not None:
+                slices.setdefault(bindings[at].value.args[0].name_hint, set()).add((axis, offset, tuple(out_shape)))
             offset += shape[axis]
 
-    def variants_allowed(at):
-        name = bindings[at].value.args[0].name_hint     # merged, it becomes one kernel per slice
-        return len(slices.get(name, ())) == 1
-
-    for ci, b, axis, inputs, shapes, out_shape in concatenations():
+    plan: dict[int, list] = {}
+    for ci, b, axis, inputs, shapes, out_shape, producers in concatenations:
         call = b.value
-        producers = [kernel_for_concat_alone(x) for x in inputs]
-        producers = [at if at is not None and variants_allowed(at) else None for at in producers]
+        producers = [at if at is not None and len(slices[bindings[at].value.args[0].name_hint]) == 1 else None
+                     for at in producers]
         if all(p is None for p in producers):
             continue
         dtype = str(call.ty.dtype)

@@ -159,7 +159,7 @@ def _concat_by_input(bb, call):
     import tvm
     from tvm import relax
 
-    from .concat import CONCAT_AXIS
+    from .concat import CONCAT_AXIS, copy_nest, int64s, static_shape
 
     t = call.args[0]
     while isinstance(t, relax.Var) and isinstance(bb.lookup_binding(t), (relax.Tuple, relax.Var)):
@@ -168,32 +168,23 @@ def _concat_by_input(bb, call):
     shapes = []
     if isinstance(t, relax.Tuple) and call.attrs.axis is not None:
         for field in t.fields:
-            shape = getattr(getattr(field, "ty", None), "shape", None)
-            if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+            shape = static_shape(getattr(getattr(field, "ty", None), "shape", None))
+            if shape is None:
                 return legalize(bb, call)
-            shapes.append([int(d) for d in shape])
+            shapes.append(shape)
     if not shapes or len({len(sh) for sh in shapes}) != 1 or str(call.ty.dtype) not in ("float32", "int32", "int8"):
         return legalize(bb, call)
     rank, dtype = len(shapes[0]), str(call.ty.dtype)
     axis = int(call.attrs.axis) % rank
     out = list(shapes[0])
     out[axis] = sum(sh[axis] for sh in shapes)
-    names = [f"v{i}" for i in range(rank)]
-
-    def ints(values):       # int64 extents, as Relax's own legalized functions have (FuseTIR matches them)
-        return ", ".join(f"T.int64({v})" for v in values)
-
-    params = ", ".join(f"x{i}: T.Buffer(({ints(sh)},), {dtype!r})" for i, sh in enumerate(shapes))
+    params = ", ".join(f"x{i}: T.Buffer(({int64s(sh)},), {dtype!r})" for i, sh in enumerate(shapes))
     lines = ["@T.prim_func(private=True, s_tir=True)",
-             f"def concatenate({params}, out: T.Buffer(({ints(out)},), {dtype!r})):",
+             f"def concatenate({params}, out: T.Buffer(({int64s(out)},), {dtype!r})):",
              f'    T.func_attr({{"op_pattern": 2, "tirx.noalias": True, "{CONCAT_AXIS}": {axis}}})']
     offset = 0
     for i, sh in enumerate(shapes):
-        index = ", ".join(f"{v} + T.int64({offset})" if d == axis and offset else v for d, v in enumerate(names))
-        lines += [f"    for {', '.join(f'a{d}' for d in range(rank))} in T.grid({ints(sh)}):",
-                  f'        with T.sblock("concatenate_{i}"):',
-                  f"            {', '.join(names)} = T.axis.remap({'S' * rank!r}, [{', '.join(f'a{d}' for d in range(rank))}])",
-                  f"            out[{index}] = x{i}[{', '.join(names)}]"]
+        lines += copy_nest(f"x{i}", sh, axis, offset, f"concatenate_{i}")
         offset += sh[axis]
     func = tvm.script.from_source("\n".join(lines) + "\n")
     gv = bb.add_func(func, "concatenate")

@@ -551,13 +551,15 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
     if conv:
         least = DIRECT_CONV_MIN_ROWS.get(family)
+        # the pixel rules were measured start against start: they hold against an untuned dense conv only
+        dense_untuned = cost is None or cost(dense_key) is None
         if _wide():
             if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")) and \
-                    (cost is None or cost(dense_key) is None):      # a tie of starts: not against a tuned dense conv
+                    dense_untuned:
                 return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv runs at the dense "
                                     f"conv's speed at {rows:,} output pixels")
             if _double_pumped() and rows >= DOUBLE_PUMPED_BATCH_MIN_ROWS.get(family, float("inf")) and \
-                    _batch(compressed_key) > 1 and (cost is None or cost(dense_key) is None):
+                    _batch(compressed_key) > 1 and dense_untuned:
                 return Choice(True, f"predicted: on a double-pumped AVX-512 core the decoded conv of a batch runs at "
                                     f"the dense conv's speed at {rows:,} output pixels")
             if weights >= DIRECT_CONV_AVX512_MIN_WEIGHTS.get(family, float("inf")):
@@ -582,10 +584,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                 return Choice(False, f"predicted: on AVX-512 the dense conv wins at {rows:,} output pixels x "
                                      f"{weights:,} weights")
         else:
-            # measured start against start: not against a dense conv a record tuned (a Zen 3's
-            # shipped records for SqueezeNet: its 1x64x55x55x16 squeeze conv tuned 37.6 us, at its
-            # start 91.5, the shift conv's start 142.7; the shift export ran 0.78x its dense build)
-            if least is not None and rows >= least and (cost is None or cost(dense_key) is None):
+            # (a Zen 3's shipped records for SqueezeNet: its 1x64x55x55x16 squeeze conv tuned 37.6
+            # us, at its start 91.5, the shift conv's start 142.7; the shift export ran 0.78x its
+            # dense build)
+            if least is not None and rows >= least and dense_untuned:
                 return Choice(True, "predicted: the direct compressed conv runs at the dense conv's speed")
             if weights >= DIRECT_CONV_MIN_WEIGHTS.get(family, float("inf")) and \
                     rows >= DIRECT_CONV_WEIGHTS_MIN_ROWS.get(family, 0):

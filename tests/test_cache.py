@@ -147,3 +147,23 @@ def test_pick_best_writes_one_record_per_workload_after_a_header(tmp_path):
     assert pick_best(both, tmp_path / "new" / "llvm-test-1c.jsonl", "llvm-test-1c", later_replaces=True) == 3
     replaced = RecordCache(tmp_path / "new").best_all("llvm-test-1c")
     assert {w: r.config[1] for w, r in replaced.items()} == {"gemm:8x8x8": 6, "gemm:4x4x4": 4, "gemm:16x16x16": 7}
+
+
+def test_the_latest_in_network_check_ranks_first_until_a_later_remeasurement(tmp_path):
+    from tvmopt.records.store import NETWORK, REMEASURE
+
+    cache = RecordCache(tmp_path)
+    # the search and its re-measurement: config 2 timed alone beats the start (config 0)
+    cache.append([rec(0, cost=1.0, timestamp=10.0), rec(2, cost=0.8, timestamp=10.0),
+                  rec(0, cost=1.0, tuner=REMEASURE, timestamp=11.0), rec(2, cost=0.9, tuner=REMEASURE, timestamp=11.0)])
+    assert cache.best("gemm:8x8x8", "llvm-test-1c").config[1] == 2
+    # an earlier check that config 2 won, then the latest: in the model the start is faster
+    cache.append([rec(0, cost=2.0, tuner=NETWORK, timestamp=12.0), rec(2, cost=1.5, tuner=NETWORK, timestamp=12.0)])
+    cache.append([rec(0, cost=1.6, tuner=NETWORK, timestamp=13.0), rec(2, cost=1.7, tuner=NETWORK, timestamp=13.0)])
+    ranked = cache.ranked("llvm-test-1c")["gemm:8x8x8"]
+    assert [(r.config[1], r.tuner, r.timestamp) for r in ranked[:2]] == [(0, NETWORK, 13.0), (2, NETWORK, 13.0)]
+    assert all(r.timestamp != 12.0 for r in ranked)            # the earlier check is superseded
+    # a later tuning run's re-measurement supersedes the check: its own ranking decides again
+    cache.append([rec(2, cost=0.85, tuner=REMEASURE, timestamp=14.0), rec(0, cost=0.95, tuner=REMEASURE, timestamp=14.0)])
+    best = cache.best("gemm:8x8x8", "llvm-test-1c")
+    assert (best.config[1], best.tuner) == (2, REMEASURE)

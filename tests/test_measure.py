@@ -61,6 +61,24 @@ def test_slow_candidate_gets_its_checking_run_as_only_timing(measurer):
     assert result.error == ErrorKind.OK and len(result.costs) == 1 and result.cost > 0
 
 
+def test_flushed_timing_gives_one_cost_per_repeat_and_still_checks_results(llvm_target):
+    """--flush-cache: single calls after the weights and output were flushed (TVM's
+    cache_flush_cpu_non_first_arg), their medians one cost per repeat; a wrong candidate is
+    still caught before any timing."""
+    m = LocalMeasurer(llvm_target, n_build=1, build_timeout=8, run_timeout=8, flush=True)
+    try:
+        task = get_task("gemm:64x48x32")
+        (ok,) = m.measure(task.key, [task.space.initial()])
+        wrong, good = m.measure("fault:16", [("wrong",), ("ok",)])
+        (again,) = m.remeasure(task.key, [task.space.initial()], rounds=2)
+    finally:
+        m.close()
+    assert ok.error == ErrorKind.OK, ok.message
+    assert len(ok.costs) == m.repeat and all(0 < c < 0.05 for c in ok.costs)
+    assert wrong.error == ErrorKind.WRONG_RESULT and good.error == ErrorKind.OK
+    assert len(again) == 2 and all(0 < c < 0.05 for c in again)
+
+
 def _spinner(seconds: float, stop):
     """A thread that keeps a core busy for ``seconds`` (or until ``stop`` is set), as a runtime's
     worker does after a call."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmopt.records import shipped as shipped_data
-from tvmopt.records.store import DEFAULT_DIR, RecordCache
+from tvmopt.records.store import DEFAULT_DIR, NETWORK, RecordCache
 from tvmopt.errors import RecordsError, TargetError, model_stage
 from tvmopt.model.frontend import Imported, load
 from tvmopt.passes import DetectOptions, Lowered, lower
@@ -247,7 +247,7 @@ def _nearest_targets(target: TargetSpec, keys) -> list[str]:
     return exact + width + unknown
 
 
-def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True):
+def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool = True, overrides: dict | None = None):
     """``lookup(key, space) -> config or None`` from the user's records (``records``, or the
     default records directory ``tvmopt tune`` writes to), then the shipped ones (unless
     ``shipped`` is False).
@@ -262,7 +262,10 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     ``"shipped:<other key>"`` or ``""`` (none). A user's records file that cannot be used
     stops the build (RecordsError); shipped records that cannot be used are skipped with a
     warning, since the user cannot fix them. Another CPU's records stand in only where its
-    vector width is this one's (:func:`_nearest_targets`)."""
+    vector width is this one's (:func:`_nearest_targets`). ``overrides``: task key -> the config
+    to build instead (the in-network check's candidates, :mod:`tvmopt.tune.network`); the
+    records still give the costs that choose each layer's kernel, so every candidate build makes
+    the same choices."""
     tables: list[tuple[str, dict]] = []
     if records is None and DEFAULT_DIR.is_dir():       # where `tvmopt tune` writes by default
         records = DEFAULT_DIR
@@ -283,11 +286,15 @@ def best_configs(target: TargetSpec, records: str | Path | None, shipped: bool =
     def cost(key: str) -> float | None:
         """Seconds of the task's fastest record measured on this very target, or None."""
         for source, table in tables:
-            if source in ("records", "shipped") and table.get(key):
-                return min(r.cost for r in table[key])
+            alone = [r.cost for r in table.get(key, ()) if r.tuner != NETWORK]   # in-model times differ
+            if source in ("records", "shipped") and alone:
+                return min(alone)
         return None
 
     def lookup(key: str, space=None):
+        if overrides and key in overrides and (space is None or space.contains(overrides[key])):
+            used[key] = "override"
+            return overrides[key]
         stale, found, source = 0, None, ""
         for source, table in tables:
             for rec in table.get(key, ()):
@@ -355,11 +362,12 @@ def load_and_lower(source, batch: int | None = None, configs=None, options: Dete
 
 
 @contextlib.contextmanager
-def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shipped: bool = True):
+def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shipped: bool = True,
+                 overrides: dict | None = None):
     """``with plan_kernels(...) as (lookup, used, costs)``: the best configs and what decides
     each layer's kernel (records, or measurements made now for ``options.kernels == "measure"``,
     whose measurer is closed on the way out)."""
-    lookup, used = best_configs(target, records, shipped)
+    lookup, used = best_configs(target, records, shipped, overrides)
     if options is None or options.kernels != "measure":
         yield lookup, used, lookup.cost
         return
@@ -371,8 +379,11 @@ def plan_kernels(target: TargetSpec, records, options: DetectOptions | None, shi
 
 
 def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path | None = None, batch: int | None = None,
-                  options: DetectOptions | None = None, shipped: bool = True, shapes: dict | None = None) -> Compiled:
+                  options: DetectOptions | None = None, shipped: bool = True, shapes: dict | None = None,
+                  configs: dict | None = None) -> Compiled:
     """``shipped=False``: ignore the records shipped in ``logs/records`` (the untuned baseline).
+    ``configs``: task key -> config, built instead of the records' (CPU builds; the records still
+    decide each layer's kernel).
     ``shapes``: input name -> shape, for inputs with symbolic axes besides the batch (a dynamic
     sequence length; :func:`tvmopt.model.frontend.parse_input_shapes` reads tvmc's syntax)."""
     import tvm
@@ -384,7 +395,7 @@ def compile_model(source, target: str | TargetSpec = "llvm", records: str | Path
         raise TargetError(f"target {spec.key}: tvmopt builds whole models for CPUs (llvm) and CUDA GPUs")
     # untuned kernels start from register tiles shaped for the target's vector registers
     with isa.use(isa.for_target(spec)):
-        with plan_kernels(spec, records, options, shipped) as (lookup, used, costs):
+        with plan_kernels(spec, records, options, shipped, configs) as (lookup, used, costs):
             imported, lowered = load_and_lower(source, batch, configs=lookup, options=options, costs=costs,
                                                shapes=shapes)
         name = Path(imported.source).name

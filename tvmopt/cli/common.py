@@ -90,6 +90,10 @@ def make_measurer(args, target, **kw):
     """The measurer the command line asked for: RPC servers or this machine."""
     from tvmopt.measure.local import LocalMeasurer
 
+    if getattr(args, "flush_cache", False):
+        if getattr(args, "rpc_tracker", None):
+            raise UserError("--flush-cache times candidates on this machine; it does not work with --rpc-tracker yet")
+        kw["flush"] = True
     if getattr(args, "rpc_tracker", None):
         from tvmopt.measure.rpc import RPCMeasurer, parse_address
 

@@ -73,6 +73,13 @@ def add_parser(sub) -> None:
                            "(default); --no-resume starts the tuner afresh (new measurements are still appended)")
     rpc_options(tune)
     tune.add_argument("--no-compare", action="store_true", help="skip the final timing against numpy/torch")
+    tune.add_argument("--flush-cache", action=argparse.BooleanOptionalAction, default=None,
+                      help="time each candidate in single calls with its weights and output flushed from the CPU "
+                           "caches first, as a layer meets them in a model (AutoTVM's enable_cpu_cache_flush); "
+                           "default: on for a model, off for a workload")
+    tune.add_argument("--no-network-check", action="store_true",
+                      help="model mode: skip the final check that times each tuned config against its start "
+                           "inside the model (builds then follow the kernels' own timings)")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.add_argument("--verbose", action="store_true",
                       help="print one line per measurement once it is safely in the records file")
@@ -85,6 +92,8 @@ def cmd_tune_model(args) -> int:
     from tvmopt.tune.loop import MODEL_TUNER, tune_model
 
     target = parse_target(args.target)
+    if args.flush_cache is None:          # a layer in a model reads its weights cold
+        args.flush_cache = not args.rpc_tracker and target.kind == "llvm"
     with make_measurer(args, target, build_timeout=args.build_timeout, run_timeout=args.run_timeout) as measurer:
         result = tune_model(args.workload, target, tuner=args.tuner or MODEL_TUNER, trials=args.trials,
                             records=args.records,
@@ -92,7 +101,7 @@ def cmd_tune_model(args) -> int:
                             progress=not args.quiet and not args.verbose, resume=args.resume,
                             report=report_line if args.verbose else None, measurer=measurer,
                             options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd),
-                            shapes=args.input_shapes)
+                            shapes=args.input_shapes, network_check=not args.no_network_check)
     print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"

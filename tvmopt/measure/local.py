@@ -139,7 +139,7 @@ def _entry_name(lib) -> str:
 
 @_in_worker
 def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat_ms: int, seed: int,
-         slow_s: float):
+         slow_s: float, flush: bool = False):
     """Check one compiled candidate against the reference, then time it (see check_and_time)."""
     task, inputs, expected = _inputs_and_reference(task_key, seed)
     lib, _, dev = _load(lib_path, target_json)
@@ -149,7 +149,7 @@ def _run(task_key: str, lib_path: str, target_json: str, repeat: int, min_repeat
         _BUFFERS.clear()
         buffers = _BUFFERS[key] = _device_buffers(dev, inputs, expected)
     return check_and_time(lib, _entry_name(lib), dev, task, inputs, expected, repeat, min_repeat_ms, slow_s,
-                          buffers)
+                          buffers, flush)
 
 
 #: the runner's input and output tensors for its current task. Every candidate of a task runs on
@@ -167,13 +167,17 @@ def _device_buffers(dev, inputs, expected):
 
 
 def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, min_repeat_ms: int, slow_s: float,
-                   buffers=None):
+                   buffers=None, flush: bool = False):
     """Run ``lib[entry]`` once on ``dev`` (local or an RPC session's), compare with the numpy
     reference, then time it with TVM's time evaluator. ``buffers`` (input tensors, output
     tensor) are reused when given, refilled first.
 
     A candidate whose checking run alone takes longer than ``slow_s`` is far from any good
     config: that one timing is its cost, which spares the repeats.
+    ``flush``: every timed call runs after the caches were flushed of all its arguments but the
+    first (weights and output cold, the input as the layer before left it: a layer in a model),
+    as AutoTVM's ``enable_cpu_cache_flush``; the calls of ``repeat`` x ``min_repeat_ms`` give
+    ``repeat`` costs, each the median of its share.
     Returns ("ok", costs) or ("wrong", message).
     """
     import numpy as np
@@ -195,13 +199,25 @@ def check_and_time(lib, entry: str, dev, task, inputs, expected, repeat: int, mi
         return "wrong", wrong
     if first_s > slow_s:
         return "ok", (first_s,)
-    timer = lib.time_evaluator(entry, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    if flush:
+        calls = max(COLD_CALLS[0], min(COLD_CALLS[1], int(repeat * min_repeat_ms * 1e-3 / max(first_s, 1e-6))))
+        calls = -(-calls // repeat) * repeat
+        timer = lib.time_evaluator(entry, dev, number=1, repeat=calls, f_preproc="cache_flush_cpu_non_first_arg")
+    else:
+        timer = lib.time_evaluator(entry, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
     # warm-up, untimed: the cores come back to speed only after tens of milliseconds of work.
     # Without it the first candidate of a fresh runner timed 1.9x slow (conv2d:1x128x28x28x128,
     # the same config: repeats of 3.0, 3.0 and 1.6 ms, then 1.5 to 1.6 ms), and one measured
     # after 2 s idle 1.3x slow; a tuner then left the heuristic start on a false cost
     lib.time_evaluator(entry, dev, number=1, repeat=1, min_repeat_ms=WARM_UP_MS)(*args, out)
-    return "ok", tuple(timer(*args, out).results)
+    costs = tuple(timer(*args, out).results)
+    if flush:
+        costs = tuple(statistics.median(costs[i::repeat]) for i in range(repeat))
+    return "ok", costs
+
+
+#: the fewest and most single calls a candidate is timed in with ``flush``
+COLD_CALLS = (9, 300)
 
 
 #: milliseconds each candidate runs untimed before its repeats (see check_and_time)
@@ -315,6 +331,7 @@ class LocalMeasurer(Measurer):
     min_repeat_ms: int = 40
     slow_s: float = 0.5  # a checking run slower than this is the candidate's only timing
     seed: int = 0
+    flush: bool = False  # time single calls with weights and output flushed from the caches (check_and_time)
     _builders: list = field(default_factory=list, init=False, repr=False)
     _runner: _Worker | None = field(default=None, init=False, repr=False)
     _tmp: str = field(default="", init=False, repr=False)
@@ -372,8 +389,8 @@ class LocalMeasurer(Measurer):
                 continue
             start = time.perf_counter()
             status, value = self._runner.call(
-                _run, (task_key, path, target_json, self.repeat, self.min_repeat_ms, self.seed, self.slow_s),
-                self.run_timeout)
+                _run, (task_key, path, target_json, self.repeat, self.min_repeat_ms, self.seed, self.slow_s,
+                       self.flush), self.run_timeout)
             run_s = time.perf_counter() - start
             _remove(path)
             if status == "ok" and value[0] == "ok":
@@ -406,7 +423,7 @@ class LocalMeasurer(Measurer):
                         continue
                     status, value = self._runner.call(
                         _run, (task_key, built[i][0], target_json, self.repeat, self.min_repeat_ms, self.seed,
-                               math.inf), self.run_timeout)
+                               math.inf, self.flush), self.run_timeout)
                     if status == "ok" and value[0] == "ok":
                         samples[i].append(statistics.median(value[1]))
                     else:

@@ -207,6 +207,7 @@ class ModelTuneResult:
     """Per task: its key, how many layers use it, its trial budget and the task's result."""
 
     tasks: list[tuple[str, int, int, TuneResult]]
+    verdicts: list = None       # the in-network check's (tvmopt.tune.network.Verdict), when it ran
 
 
 def extract_tasks(source, batch: int | None = None, options=None, target: TargetSpec | None = None,
@@ -271,10 +272,12 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
                records: str | Path | None = None, batch: int | None = None, batch_size: int = 8, seed: int = 0,
                progress: bool = True, log=print, resume: bool = True,
                report: Callable[[Record], None] | None = None, measurer: Measurer | None = None,
-               options=None, shapes: dict | None = None) -> ModelTuneResult:
+               options=None, shapes: dict | None = None, network_check: bool = True) -> ModelTuneResult:
     """Tune every task of a model; the budget (default: :func:`model_budget`) is split by each
     task's share of the model's FLOPs. Rerunning with the same records resumes (configs already
-    measured are not measured again)."""
+    measured are not measured again). With ``network_check`` (CPU targets measured on this
+    machine), the tuned configs then face their starts inside the model and builds keep the
+    faster (:mod:`tvmopt.tune.network`)."""
     check_measurable(target, measurer)
     with isa.use(isa.for_target(target)):
         tasks = extract_tasks(source, batch, options, target, records, shapes)
@@ -285,7 +288,7 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
     budgets = split_budget([t.flops * count for _, t, count in tasks], trials)
     out = []
     own = measurer is None
-    measurer = measurer or LocalMeasurer(target)
+    measurer = measurer or LocalMeasurer(target, flush=target.kind == "llvm")     # weights cold, as in the model
     try:
         for i, ((key, task, count), budget) in enumerate(zip(tasks, budgets), 1):
             log(f"[{i}/{len(tasks)}] {key}: {count} layer(s), {budget} trial(s)")
@@ -295,7 +298,15 @@ def tune_model(source, target: TargetSpec, tuner: str = MODEL_TUNER, trials: int
     finally:
         if own:
             measurer.close()
-    return ModelTuneResult(out)
+    verdicts = None
+    if network_check and target.kind == "llvm" and not getattr(measurer, "remote", False) and out:
+        from tvmopt.tune.network import check_in_network, verdict_table
+
+        verdicts = check_in_network(source, target, records, batch, options, shapes, keys=[k for k, *_ in out],
+                                    log=log)
+        if verdicts:
+            log(verdict_table(verdicts))
+    return ModelTuneResult(out, verdicts)
 
 
 def interactive() -> bool:

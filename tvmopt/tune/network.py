@@ -97,9 +97,16 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
     for j in range(ranks):
         configs = {key: c[j] if j < len(c) else c[0] for key, c in cands.items()}
         log(f"in-network check of {name}: build {j + 1}/{ranks} ({'the starts' if j == 0 else f'candidates {j}'})")
-        compiled = compile_model(source, target, records=records, batch=batch, options=options, shapes=shapes,
-                                 configs=configs)
-        builds.append(compiled)
+        try:
+            builds.append(compile_model(source, target, records=records, batch=batch, options=options,
+                                        shapes=shapes, configs=configs))
+        except Exception as e:  # noqa: BLE001 - the tuning's records stay; only the check is cut short
+            log(f"in-network check of {name}: build {j + 1} failed ({type(e).__name__}: {str(e)[:200]}); "
+                + ("nothing checked" if j == 0 else f"only the first {j} candidate(s) of each task checked"))
+            break
+    cands = {key: c[:len(builds)] for key, c in cands.items() if len(c[:len(builds)]) > 1}
+    if not cands:
+        return []
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(i.shape).astype(i.dtype) if np.dtype(i.dtype).kind == "f"
               else np.zeros(i.shape, i.dtype) for i in builds[0].imported.inputs]

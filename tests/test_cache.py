@@ -163,6 +163,12 @@ def test_the_latest_in_network_check_ranks_first_until_a_later_remeasurement(tmp
     ranked = cache.ranked("llvm-test-1c")["gemm:8x8x8"]
     assert [(r.config[1], r.tuner, r.timestamp) for r in ranked[:2]] == [(0, NETWORK, 13.0), (2, NETWORK, 13.0)]
     assert all(r.timestamp != 12.0 for r in ranked)            # the earlier check is superseded
+    # shipping takes the checked config with its time alone (what the kernel choice compares)
+    from tvmopt.records.store import pick_best
+
+    pick_best(tmp_path, tmp_path / "ship" / "llvm-test-1c.jsonl", "llvm-test-1c")
+    (shipped,) = RecordCache(tmp_path / "ship").load("llvm-test-1c")
+    assert (shipped.config[1], shipped.tuner, shipped.cost) == (0, REMEASURE, 1.0)
     # a later tuning run's re-measurement supersedes the check: its own ranking decides again
     cache.append([rec(2, cost=0.85, tuner=REMEASURE, timestamp=14.0), rec(0, cost=0.95, tuner=REMEASURE, timestamp=14.0)])
     best = cache.best("gemm:8x8x8", "llvm-test-1c")

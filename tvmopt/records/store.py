@@ -339,7 +339,10 @@ def pick_best(source: str | Path | list, destination: str | Path, target_key: st
     whose cost was timed on another day, in a run that may have ranked a lucky timing first)."""
     best: dict = {}
     for src in ([source] if isinstance(source, (str, Path)) else source):
-        for w, r in RecordCache(src).best_all(target_key).items():
+        for w, rows in RecordCache(src).ranked(target_key).items():
+            r = rows[0]
+            if r.tuner == NETWORK:      # the config the in-network check chose, with its time alone
+                r = next((x for x in rows if x.tuner != NETWORK and x.config == r.config), r)
             if w not in best or later_replaces or r.cost < best[w].cost:
                 best[w] = r
     keep = set(workloads) if workloads is not None else None

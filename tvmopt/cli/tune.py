@@ -102,10 +102,14 @@ def cmd_tune_model(args) -> int:
                             report=report_line if args.verbose else None, measurer=measurer,
                             options=DetectOptions(kernels=args.kernels, layout=args.layout, winograd=args.winograd),
                             shapes=args.input_shapes, network_check=not args.no_network_check)
-    print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}")
+    # what builds now run: the in-network check's verdict where it ran
+    built = {v.task: "tuned" if v.chosen else "start" for v in result.verdicts or ()}
+    print(f"\n{'task':<36} {'layers':>6} {'trials':>6} {'new':>4} {'best GFLOPS':>12}"
+          + (f" {'builds run':>10}" if built else ""))
     for key, count, budget, r in result.tasks:
         best = f"{r.best_gflops:.1f}" if r.best_config is not None and math.isfinite(r.best_cost) else "-"
-        print(f"{key:<36} {count:>6} {budget:>6} {r.measured:>4} {best:>12}")
+        print(f"{key:<36} {count:>6} {budget:>6} {r.measured:>4} {best:>12}"
+              + (f" {built.get(key, '-'):>10}" if built else ""))
     return 0
 
 

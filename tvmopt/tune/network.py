@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmopt.records.store import NETWORK, REMEASURE, Record, RecordCache
+from tvmopt.schedules import isa
 from tvmopt.target import TargetSpec
 
 #: candidates per task besides its start (the fastest re-measured configs)
@@ -88,7 +89,9 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
     cache = RecordCache(records if records is not None else DEFAULT_DIR)
     if keys is None:
         keys = list(cache.ranked(target.key))
-    cands = candidates(cache, target, keys, extra)
+    with isa.use(isa.for_target(target)):      # the target's spaces: their starts and fingerprints
+        cands = candidates(cache, target, keys, extra)
+        fingerprints = {key: get_task(key).space.fingerprint() for key in cands}
     if not cands:
         log("in-network check: no task has a tuned config besides its start; nothing to check")
         return []
@@ -142,7 +145,7 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
         ratios = [_paired(samples[0][key], samples[j][key]) for j in range(len(configs))]
         chosen = _choose(ratios)
         verdicts.append(Verdict(key, seconds, configs, chosen, ratios))
-        fingerprint = get_task(key).space.fingerprint()
+        fingerprint = fingerprints[key]
         per_call = max(1, calls.get(key, 1))
         for j, config in enumerate(configs):
             rows.append(Record(key, target.key, config, tuple(s / per_call for s in samples[j][key]), "ok",

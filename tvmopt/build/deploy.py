@@ -180,20 +180,16 @@ class Module:
     def profile(self, *args, runs: int = 10, **named):
         """Per-kernel times (:class:`tvmopt.build.profile.Profile`) over ``runs`` calls on these
         inputs, on an instrumented VM of its own."""
-        from tvm import relax
-
-        from tvmopt.build.compile import StagedCall, bind_inputs
-        from tvmopt.build.profile import profile_vm
+        from tvmopt.build.compile import bind_inputs
+        from tvmopt.build.profile import profiler
 
         specs = self.inputs
         if not specs:
             raise UserError("profiling needs the module's input description (.json written by 'tvmopt build')")
         arrays = bind_inputs(specs, args, named, UserError)
-        vm = relax.VirtualMachine(self._lib, self.device)
-        call = StagedCall(vm["main"], self.device)
         alone = {name: k["record_s"] for name, k in self.meta.get("kernels", {}).items()
                  if isinstance(k, dict) and isinstance(k.get("record_s"), (int, float))}
-        return profile_vm(vm, lambda: call(arrays), runs=runs, alone=alone)
+        return profiler(self._lib, self.device)(arrays, runs=runs, alone=alone)
 
 
 def load(path) -> Module:

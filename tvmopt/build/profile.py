@@ -80,6 +80,23 @@ class Profile:
         return "\n".join(lines)
 
 
+def profiler(executable, device):
+    """``profile(arrays, runs, alone=None) -> Profile`` on a VM of its own for ``executable`` (a
+    loaded module or a Relax executable), its inputs staged as a model call stages them; the VM
+    is kept between profiles."""
+    from tvm import relax
+
+    from tvmopt.build.compile import StagedCall
+
+    vm = relax.VirtualMachine(executable, device)
+    call = StagedCall(vm["main"], device)
+
+    def profile(arrays, runs: int = 10, alone: dict | None = None) -> Profile:
+        return profile_vm(vm, lambda: call(arrays), runs=runs, alone=alone)
+
+    return profile
+
+
 def profile_vm(vm, call, runs: int = 10, warm: int = 2, alone: dict | None = None) -> Profile:
     """Time each call instruction of ``vm``'s main function over ``runs`` runs of ``call()``
     (after ``warm`` untimed ones); ``vm`` is instrumented for good, so pass one of its own."""

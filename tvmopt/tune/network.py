@@ -58,9 +58,9 @@ def candidates(cache: RecordCache, target: TargetSpec, keys, extra: int = CANDID
     ranked = cache.ranked(target.key)
     out = {}
     for key in keys:
-        task = get_task(key)
-        space = task.space
-        rows = [r for r in ranked.get(key, ()) if r.space == space.fingerprint() and r.tuner != NETWORK
+        space = get_task(key).space
+        fingerprint = space.fingerprint()
+        rows = [r for r in ranked.get(key, ()) if r.space == fingerprint and r.tuner != NETWORK
                 and space.contains(r.config)]
         if any(r.tuner == REMEASURE for r in rows):
             rows = [r for r in rows if r.tuner == REMEASURE]
@@ -79,10 +79,9 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
     CPU targets only (the profile runs here)."""
     import numpy as np
     import tvm
-    from tvm import relax
 
-    from tvmopt.build.compile import StagedCall, compile_model
-    from tvmopt.build.profile import profile_vm
+    from tvmopt.build.compile import compile_model
+    from tvmopt.build.profile import profiler
     from tvmopt.ops.task import get_task
     from tvmopt.records.store import DEFAULT_DIR
 
@@ -114,11 +113,8 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(i.shape).astype(i.dtype) if np.dtype(i.dtype).kind == "f"
               else np.zeros(i.shape, i.dtype) for i in builds[0].imported.inputs]
-    runners = []
-    for compiled in builds:
-        vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
-        call = StagedCall(vm["main"], tvm.cpu())
-        runners.append((vm, lambda call=call: call(arrays), {fn: k["task"] for fn, k in (compiled.kernels or {}).items()}))
+    runners = [(profiler(compiled.executable, tvm.cpu()), {fn: k["task"] for fn, k in (compiled.kernels or {}).items()})
+               for compiled in builds]
     # samples[j][key]: per round, seconds per run of the task's kernels in build j; calls[key]: per run
     samples = [defaultdict(list) for _ in builds]
     calls: dict[str, int] = {}
@@ -126,9 +122,9 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
         order = list(range(len(builds)))
         order = order[r % len(order):] + order[:r % len(order)]       # each build leads in turn
         for j in order:
-            vm, run, tasks = runners[j]
+            profile, tasks = runners[j]
             totals, counts = defaultdict(float), defaultdict(int)
-            for k in profile_vm(vm, run, runs=RUNS).kernels:
+            for k in profile(arrays, RUNS).kernels:
                 key = tasks.get(k.name)
                 if key in cands:
                     totals[key] += k.seconds

@@ -154,7 +154,7 @@ def check_sizes(key: str, buffers: dict[str, int]) -> None:
 CUDA_FAMILY_OF = {"binary_lut_dense": "binary_dense", "binary_rowlut_dense": "binary_dense",
                   "binary_perm_dense": "binary_dense", "ternary_lut_dense": "ternary_dense",
                   "ternary_rowlut_dense": "ternary_dense", "ternary_perm_dense": "ternary_dense",
-                  "nm_perm_dense": "nm_decode_dense"}
+                  "nm_perm_dense": "nm_decode_dense", "nm_token_dense": "nm_decode_dense"}
 
 
 def cuda_family(family: str) -> str | None:

@@ -265,6 +265,19 @@ NM_PERM_DOUBLE_PUMPED_MIN_WEIGHTS = 1 << 14
 #: 128 x 768 x 3072 (the encoder), 1.29x at 256 x 256 x 256, 1.31x at 256 x 1024 x 1024, 1.25x at
 #: 512 x 768 x 3072, 1.32x at 2048 x 3072 x 768 (``_double_pumped``; since the taller start from 64 rows
 #: 1.42 to 1.51x: ``nm_perm_zen4`` in BENCHMARKS.md, ``benchmarks/perm_tables.py --nm``)
+#: ... and from 64 to 512 rows (on AVX2 and full-width AVX-512; Zen 4 keeps ``nm_perm_dense``,
+#: measured there) the product vectorized along the rows (ops/nm_token_dense.py): each kept
+#: weight broadcast over vectors of tokens, half the dense FMAs and no permute. One layer, start
+#: configs against the dense start, Intel Xeon (Ice Lake server), paired rounds: 1.37x at 128 x
+#: 3072 x 768 (``nm_perm_dense`` 1.36x), 1.15x at 128 x 768 x 3072 (``nm_perm_dense`` 0.87x),
+#: 1.15x at 64 x 1024 x 1024, 1.24x at 512 x 768 x 3072 but 0.99x at 2048 x 3072 x 768; AVX2 code
+#: on the same machine (``-mcpu=znver3``) 1.62x at 128 x 3072 x 768, where the decoded kernel ran 0.34x
+NM_TOKEN = "nm_token_dense"
+NM_TOKEN_MIN_ROWS, NM_TOKEN_MAX_ROWS = 64, 512
+#: ... from this many weights (AVX-512, AVX2): on AVX-512 small layers lose to the dense kernel,
+#: whose tile is twice as wide (0.61x at 64 x 256 x 512, 0.98x at 256 x 256 x 256, 1.15x at 64 x
+#: 1024 x 1024); AVX2 code 1.13x at 64 x 256 x 512, 1.25x at 64 x 256 x 256, 1.31x at 256 x 256 x 256
+NM_TOKEN_MIN_WEIGHTS = (1 << 20, 1 << 16)
 #: rows of X up to which the prediction holds (measured at 1 and 16 rows)
 MEMORY_BOUND_ROWS = 16
 #: ... fewer for block hashing, whose decode is scalar integer work per 16 weights: on Zen 4 at
@@ -448,12 +461,21 @@ def register_tables(family: str, rows: int, outputs: int) -> str | None:
 
 
 def nm_register_select(family: str, rows: int, outputs: int, inputs: int, params: dict) -> str | None:
-    """The 2:4 kernel picking inputs in registers (``nm_perm_dense``, AVX-512) a layer of
-    ``family`` (``nm_decode_dense``: the same logical arrays) runs instead, or None."""
+    """The 2:4 kernel a layer of ``family`` (``nm_decode_dense``: the same logical arrays) runs
+    instead, or None: from ``NM_TOKEN_MIN_ROWS`` to ``NM_TOKEN_MAX_ROWS`` rows the product
+    vectorized along the rows (``nm_token_dense``, AVX2 and full-width AVX-512), at fewer rows
+    (any row count on Zen 4) inputs picked in registers (``nm_perm_dense``, AVX-512)."""
+    from tvmopt.ops import nm_token_dense
     from tvmopt.ops.nm_perm_dense import takes
 
     perm = NM_PERM_OF.get(family)
-    if perm is None or not _wide() or not takes(rows, outputs, inputs, params.get("n"), params.get("m")):
+    if perm is None:
+        return None
+    n_keep, group = params.get("n"), params.get("m")
+    if NM_TOKEN_MIN_ROWS <= rows <= NM_TOKEN_MAX_ROWS and not _double_pumped() and \
+            nm_token_dense.takes(rows, outputs, inputs, n_keep, group):
+        return NM_TOKEN
+    if not _wide() or not takes(rows, outputs, inputs, n_keep, group):
         return None
     if rows > NM_PERM_MAX_ROWS and not _double_pumped():
         return None
@@ -539,6 +561,10 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             return Choice(True, "predicted: tables of partial sums in registers, one permute and add per 16 outputs "
                                 "and group of weights")
         return Choice(False, f"predicted: at {weights:,} weights the tables cost more than they save")
+    if family == NM_TOKEN:
+        if weights >= NM_TOKEN_MIN_WEIGHTS[0 if _wide() else 1]:
+            return Choice(True, "predicted: kept weights broadcast over vectors of rows, half the dense FMAs")
+        return Choice(False, f"predicted: at {weights:,} weights the dense product is as fast")
     if family in NM_PERM_OF.values():
         if weights >= (NM_PERM_DOUBLE_PUMPED_MIN_WEIGHTS if _double_pumped() else NM_PERM_MIN_WEIGHTS):
             return Choice(True, "predicted: kept inputs picked in registers (vpermps), 9 bytes read per 4 weights "

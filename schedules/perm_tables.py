@@ -43,14 +43,18 @@ LANES = 16
 #: accumulators the start keeps (of AVX-512's 32 registers: the rest hold codes and a table), by
 #: table entries: a 32-entry table takes two registers and each ``vpermt2ps`` overwrites one
 #: operand, so a copy: ternary at 128 x 3072 x 768 ran 0.65x the dense start with 4 x 6
-#: accumulators (spilled) and 1.50x with 4 x 4
-START_ACCUMULATORS = {16: 24, 32: 16}
-#: ... where 512-bit instructions are double-pumped (AMD Zen 4: ``isa.ZEN4``). Binary 4 x 6 tiles
-#: (24 accumulators, 6 code vectors and a table: 31 of 32 registers) spill about 145 zmm loads and
-#: stores in the loop on every target; on the Intel Xeon they still ran 2.40x the dense start at
-#: 128 x 3072 x 768 (``perm_tables_xeon``), on Zen 4, whose zmm stores take two cycles, 1.00x,
-#: against 2.85x with 4 x 4 (2.66x at 128 x 768 x 3072, where 4 x 6 ran 1.00x; paired rounds)
-DOUBLE_PUMPED_START_ACCUMULATORS = {16: 16, 32: 16}
+#: accumulators (spilled) and 1.50x with 4 x 4. Binary 4 x 6 tiles (24 accumulators, 6 code
+#: vectors and a table: 31 of 32 registers) spill about 145 zmm loads and stores in the loop; on
+#: an Emerald Rapids Xeon they still ran 2.40x the dense start at 128 x 3072 x 768
+#: (``perm_tables_xeon``), but on Zen 4, whose zmm stores take two cycles, 1.00x against 2.85x with
+#: 4 x 4, and on an Ice Lake Xeon 0.63x against 2.86x (128 x 768 x 3072: 0.55x against 2.54x; the
+#: encoder's binary suite row ran 0.71x its dense build): 16 everywhere
+START_ACCUMULATORS = {16: 16, 32: 16}
+#: vectors per tile the start takes: powers of two. On the Ice Lake Xeon tiles of 3 and 6
+#: vectors ran far below their neighbours whether they spilled or not (128 x 3072 x 768: 4 x 3
+#: 0.89x, 8 x 3 0.81x the dense start against 2.86x for 4 x 4; the binary conv 1x96x28x28x192:
+#: 2 x 6 0.46x, 4 x 4 1.78x the dense conv); they stay in the spaces for ``tvmopt tune``
+START_VECTORS = (1, 2, 4, 8)
 #: rows mode only while the codes (N x K bits) fit in L2 with room for the tables
 ROWS_MODE_MAX_CODE_BYTES = 1 << 20
 
@@ -58,12 +62,10 @@ ROWS_MODE_MAX_CODE_BYTES = 1 << 20
 def _start_tile(rows, vectors, entries: int, prefer_rows: bool = False) -> tuple[int, int]:
     """The largest register tile (rows x vectors) within the accumulator budget, balanced first
     (``prefer_rows``: the most rows first)."""
-    from .isa import current
-
-    budget = (DOUBLE_PUMPED_START_ACCUMULATORS if current().double_pumped else START_ACCUMULATORS)[entries]
+    budget = START_ACCUMULATORS[entries]
     best = None
     for r in rows:
-        for v in vectors:
+        for v in (v for v in vectors if v in START_VECTORS):
             if r * v <= budget and r <= 8:
                 score = (r * v, r if prefer_rows else min(r, v))
                 if best is None or score > best[0]:

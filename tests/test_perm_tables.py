@@ -38,10 +38,11 @@ def test_every_config_matches_numpy(key):
     check_every_avx512_config(key, seed=5)
 
 
-def test_start_tiles_leave_no_spills_where_zmm_stores_are_double_pumped():
-    """A binary 4 x 6 tile (24 accumulators, 6 code vectors, one table) spills on every target;
+def test_start_tiles_keep_sixteen_accumulators_in_power_of_two_vectors():
+    """A binary 4 x 6 tile (24 accumulators, 6 code vectors, one table) spills on every target:
     on Zen 4 (``isa.ZEN4``), whose zmm stores take two cycles, it ran 1.00x the dense start where
-    4 x 4 ran 2.85x: its start keeps 16 accumulators. The start is what the build runs untuned."""
+    4 x 4 ran 2.85x, on an Ice Lake Xeon 0.63x against 2.86x; tiles of 3 and 6 vectors ran far
+    below 4 x 4 there even without spills. The start is what the build runs untuned."""
     from tvmopt.target import parse_target
 
     assert isa.for_target(parse_target("llvm -mcpu=znver4 -num-cores=2")) is isa.ZEN4
@@ -54,9 +55,8 @@ def test_start_tiles_leave_no_spills_where_zmm_stores_are_double_pumped():
                 space = get_task(key).space
                 start = space.as_dict(space.initial())
                 tiles[chosen.name, key.split(":")[0]] = (start["rows"], start["vectors"])
-    assert tiles["avx512-vnni", "binary_perm_dense"] == (4, 6)
-    assert tiles["avx512-vnni-zen4", "binary_perm_dense"] == (4, 4)
-    assert tiles["avx512-vnni", "binary_perm_conv2d_nhwc"] == (4, 6)
+    assert tiles["avx512-vnni", "binary_perm_dense"] == tiles["avx512-vnni-zen4", "binary_perm_dense"] == (4, 4)
+    assert tiles["avx512-vnni", "binary_perm_conv2d_nhwc"] == (4, 4)
     assert tiles["avx512-vnni-zen4", "binary_perm_conv2d_nhwc"] == (8, 2)     # the tallest first on Zen 4
     # two-register ternary tables keep 16 accumulators everywhere
     assert tiles["avx512-vnni", "ternary_perm_dense"] == tiles["avx512-vnni-zen4", "ternary_perm_dense"] == (4, 4)

@@ -135,49 +135,66 @@ def apply_xnor8_conv2d(sch, block_rv, shape: ConvShape, space: Space, config: Co
 
     n, cb, y, _ = sch.get_loops(pack)                # [N, bytes, HP, WP]: rows of bytes in parallel
     sch.parallel(sch.fuse(n, cb, y))
-    signs = [b for b in sch.get_producers(pack) if sch.get(b).name_hint.startswith("XB0")]
-    if signs:                                        # whole bytes: one vmovmskps each, rows in parallel
-        n, y, x, cb, j = sch.get_loops(signs[0])
-        sch.parallel(sch.fuse(n, y))
-        sch.decompose_reduction(signs[0], j)
-        register_pack_intrinsic()
-        sch.tensorize(j, PACK_INTRIN)
+    schedule_signs(sch, pack)                       # whole bytes: one vmovmskps each, rows in parallel
     return leftover
 
 
-#: 8 channels' signs -> one byte: ``vcmpps`` and ``vmovmskps`` (bit j: channel j >= 0, -0.0 too)
-PACK_INTRIN = "tvmopt_xnor8_pack_signs"
+def schedule_signs(sch, pack) -> None:
+    """The ``XB0`` stage under ``pack`` (:func:`signs_pack_stage`), if there is one: rows in
+    parallel, each word one tensor intrinsic."""
+    signs = [b for b in sch.get_producers(pack) if sch.get(b).name_hint.startswith("XB0")]
+    if signs:
+        n, y, x, cw, j = sch.get_loops(signs[0])
+        sch.parallel(sch.fuse(n, y))
+        sch.decompose_reduction(signs[0], j)
+        sch.tensorize(j, pack_signs_intrinsic(int(sch.get(j).extent)))
 
 
-def register_pack_intrinsic() -> None:
-    """Register ``PACK_INTRIN`` (once): the description is the ``XB0`` stage's byte, a sum over
-    its 8 channels of ``x >= 0 ? 1 << j : 0``; the implementation compares the 8 floats as one
-    vector (to an all-ones mask per lane, read as -1.0 or 0.0) and takes their sign bits."""
+def pack_signs_intrinsic(word: int) -> str:
+    """Register (once) and name the tensor intrinsic of one ``word``-bit word of signs (8, 16, 32
+    or 64 channels): the description is the ``XB0`` stage's word, a sum over its channels of
+    ``x >= 0 ? 1 << j : 0``; the implementation compares 8 floats at a time as one vector (to an
+    all-ones mask per lane, read as -1.0 or 0.0) and takes their sign bits (``vcmpps`` +
+    ``vmovmskps``: bit j is channel j >= 0, -0.0 too), each byte shifted into place."""
     import tvm
     from tvm.script import tirx as T
 
-    if tvm.s_tir.TensorIntrin.get(PACK_INTRIN, allow_missing=True) is not None:
-        return
+    name = f"tvmopt_pack_signs_{word}"
+    if tvm.s_tir.TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    dtype = f"uint{word}"
 
     @T.prim_func(s_tir=True)
-    def desc(x: T.Buffer((8,), "float32", offset_factor=1), b: T.Buffer((1,), "uint8", offset_factor=1)) -> None:
+    def desc(x: T.Buffer((word,), "float32", offset_factor=1), b: T.Buffer((1,), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(b[0], x[0:8])
+            T.reads(b[0], x[0:word])
             T.writes(b[0])
-            for j in T.serial(0, 8):
+            for j in T.serial(0, word):
                 with T.sblock("update"):
                     vj = T.axis.remap("R", [j])
-                    b[0] = b[0] + T.Select(T.float32(0) <= x[vj], T.shift_left(T.uint8(1), T.Cast("uint8", vj)),
-                                           T.uint8(0))
+                    b[0] = b[0] + T.Select(T.float32(0) <= x[vj], T.shift_left(T.Cast(dtype, 1), T.Cast(dtype, vj)),
+                                           T.Cast(dtype, 0))
+
+    def byte(x, at: int):
+        mask = T.Select(T.broadcast(T.float32(0), 8) <= x.vload([at], "float32x8"), T.broadcast(T.float32(-1), 8),
+                        T.broadcast(T.float32(0), 8))
+        bits = T.Cast(dtype, T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx.movmsk.ps.256"), mask,
+                                                     dtype="int32"))
+        return bits if at == 0 else T.shift_left(bits, T.Cast(dtype, at))
 
     @T.prim_func(s_tir=True)
-    def impl(x: T.Buffer((8,), "float32", offset_factor=1), b: T.Buffer((1,), "uint8", offset_factor=1)) -> None:
+    def impl(x: T.Buffer((word,), "float32", offset_factor=1), b: T.Buffer((1,), dtype, offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(b[0], x[0:8])
+            T.reads(b[0], x[0:word])
             T.writes(b[0])
-            mask = T.Select(T.broadcast(T.float32(0), 8) <= x.vload([0], "float32x8"), T.broadcast(T.float32(-1), 8),
-                            T.broadcast(T.float32(0), 8))
-            b[0] = b[0] + T.Cast("uint8", T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx.movmsk.ps.256"), mask, dtype="int32"))
+            b[0] = b[0] + _or_all([byte(x, at) for at in range(0, word, 8)])
 
-    tvm.s_tir.TensorIntrin.register(PACK_INTRIN, desc, impl)
+    tvm.s_tir.TensorIntrin.register(name, desc, impl)
+    return name
+
+
+def _or_all(terms):
+    out = terms[0]
+    for t in terms[1:]:
+        out = out | t
+    return out

@@ -318,6 +318,29 @@ def test_binarized_resnet_blocks_run_xnor_convs_with_fused_epilogues(tmp_path):
         np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
+def test_binarized_vgg_layers_pack_whole_words_of_signs_in_the_kernel(tmp_path):
+    """64 and 128 channels between max poolings (VGG): each 64-bit word of input signs is packed by a
+    tensor intrinsic (8 compares' sign masks at a time; schedules/xnor8_conv2d.py), written with
+    int32 indices, so the pass narrows the fused function first (it failed to build, int32 vs
+    int64, before ``XnorConv2dTask.tensorized`` said so); the result matches PyTorch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU()).eval()
+    net = tn.compress(net, "binary", skip=("0",), binarize_input=True)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        want = net(x).numpy()
+    path = tn.export_onnx(tn.to_plain(net).eval(), x, tmp_path / "vgg.onnx", plain=True)
+    compiled = compile_model(path, records=tmp_path / "none", shipped=False)
+    kernels = [layer.kernel.split(":")[0] for layer in compiled.lowered.layers]
+    assert kernels == ["conv2d_nhwc"] + [xnor_nhwc()] * 2, kernels
+    if xnor_nhwc() == "xnor_conv2d_nhwc":
+        texts = [f.script() for _, f in compiled.mod.functions_items() if type(f).__name__ == "PrimFunc"]
+        assert sum("tvmopt_pack_signs_64" in t or "movmsk" in t for t in texts) >= 2
+    np.testing.assert_allclose(compiled(x.numpy()), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
 def test_plain_fastfood_layers_on_token_sequences_and_past_the_matrix_limit_are_recovered(tmp_path):
     """A plain export's butterflies over [batch, tokens, features] (an encoder's MLP), and a
     layer too large to measure as a matrix (2048 x 4096 > MAX_DENSE_ELEMENTS): both become the

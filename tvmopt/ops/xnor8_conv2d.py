@@ -28,37 +28,16 @@ from ..schedules.space import Config
 from .conv2d import input_shape
 from .registry import OpFamily, TaskKind, register_family
 from .task import TASK_ANNOTATION, check_sizes
-from .xnor_conv2d import XnorConv2dTask, border_placeholder, border_table, output_stage, pack_stage, pack_weight, tap_counts
+from .xnor_conv2d import (XnorConv2dTask, border_placeholder, border_table, output_stage, pack_weight,
+                          signs_pack_stage, tap_counts)
 
 PREFIX = "xnor8_conv2d_nhwc"
 
 
 def byte_pack_stage(X, s: ConvShape, extent: tuple[int, int], read=None):
-    """``XBits[N, ceil(C/8), HP, WP]`` uint8, as :func:`.xnor_conv2d.pack_stage` makes it with
-    8-bit words; where the channels fill whole bytes, in two stages: ``XB0[N, H, W, C/8]``, each
-    byte a sum over its 8 channels that ``apply`` runs as one ``vcmpps`` + ``vmovmskps``
-    (``schedules/xnor8_conv2d.py``, ``PACK_INTRIN``), then the zero padding around it. The
-    packing stage of 1x64x56x56 took 0.076 ms as one expression of 8 selects (30% of the
-    kernel), 0.024 ms so (Zen 3)."""
-    import tvm
-    from tvm import te
-
-    if s.c % 8:
-        return pack_stage(X, s, 8, extent, read)
-    tir = tvm.tirx
-    if read is None:
-        read = lambda i, ch, y, xi: X[i, y, xi, ch]  # noqa: E731
-    j = te.reduce_axis((0, 8), name="j")
-    one, zero = tir.const(1, "uint8"), tir.const(0, "uint8")
-    signs = te.compute((s.n, s.h, s.w, s.c // 8), lambda i, y, xi, cb: te.sum(
-        tir.Select(read(i, cb * 8 + j, y, xi) >= 0.0, one << j.astype("uint8"), zero), axis=j), name="XB0")
-
-    def pad(i, cb, yy, xx):
-        y, xi = yy - s.pad, xx - s.pad
-        inside = tir.all(y >= 0, y < s.h, xi >= 0, xi < s.w)
-        return tir.Select(inside, signs[i, tir.max(tir.min(y, s.h - 1), 0), tir.max(tir.min(xi, s.w - 1), 0), cb], zero)
-
-    return te.compute((s.n, s.c // 8) + tuple(extent), pad, name="XBits")
+    """``XBits[N, ceil(C/8), HP, WP]`` uint8: :func:`.xnor_conv2d.signs_pack_stage` with 8-bit
+    words."""
+    return signs_pack_stage(X, s, 8, extent, read)
 
 
 class Xnor8Conv2dTask(XnorConv2dTask):
@@ -77,7 +56,7 @@ class Xnor8Conv2dTask(XnorConv2dTask):
         self.space = schedule.xnor8_space(s)
         self.flops = 2.0 * s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw      # dense-equivalent
 
-    #: the packing stage runs a tensor intrinsic (``schedules/xnor8_conv2d.py``, ``PACK_INTRIN``)
+    #: the packing stage runs a tensor intrinsic (``schedules/xnor8_conv2d.py``, ``pack_signs_intrinsic``)
     tensorized = True
 
     def to_kernel(self, arrays):

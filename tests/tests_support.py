@@ -119,3 +119,28 @@ def check_every_avx512_config(key: str, seed: int, least: int = 2) -> None:
             out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
             lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
             assert task.mismatch(out.numpy(), expected) is None, config
+
+
+def two_four_mlp(tmp_path, widths, rows: int, target):
+    """An MLP of 2:4 layers (``widths``: in, hidden..., each hidden layer followed by a ReLU, then
+    a dense 10-output layer), its weights' 2 smallest of every 4 dropped, exported to ONNX and
+    built for ``target`` with no records: (the build, the input, PyTorch's output)."""
+    import torch
+    from torch import nn
+
+    from tvmopt.build.compile import compile_model
+
+    torch.manual_seed(0)
+    layers = []
+    for a, b in zip(widths, widths[1:]):
+        linear = nn.Linear(a, b)
+        w = linear.weight.data.view(b, -1, 4)
+        w.scatter_(2, w.abs().argsort(dim=2)[:, :, :2], 0.0)
+        layers += [linear, nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(widths[-1], 10)).eval()
+    x = torch.randn(rows, widths[0])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    path = tmp_path / "nm.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"])
+    return compile_model(path, target, shipped=False, records=tmp_path), x.numpy(), ref

@@ -100,8 +100,8 @@ def apply_nm_token(sch, space: Space, config: Config, m: int, n: int, cores: int
     sch.vectorize(i2)
     sch.decompose_reduction(block, s0)
 
-    # the input transposed: tiles of rows, parallel over blocks of inputs, each 16 x 16 block
-    # read as vectors along the inputs (as a gather per vector of rows it took 4x longer)
+    # the input transposed: tiles of rows, parallel over (tile, block of inputs), in square blocks
+    # as the result below
     xt = sch.get_sblock("XT")
     t, k, r = sch.get_loops(xt)[-3:]
     _transpose_tiles(sch, k, r, lanes, parallel=t)

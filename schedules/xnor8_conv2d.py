@@ -19,6 +19,9 @@ fused).
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from .conv2d import ConvShape, _divisors
 from .gemm import inline_epilogue, unroll_tile
 from .space import Choice, Config, Space, Split
@@ -187,14 +190,7 @@ def pack_signs_intrinsic(word: int) -> str:
         with T.sblock("root"):
             T.reads(b[0], x[0:word])
             T.writes(b[0])
-            b[0] = b[0] + _or_all([byte(x, at) for at in range(0, word, 8)])
+            b[0] = b[0] + functools.reduce(operator.or_, [byte(x, at) for at in range(0, word, 8)])
 
     tvm.s_tir.TensorIntrin.register(name, desc, impl)
     return name
-
-
-def _or_all(terms):
-    out = terms[0]
-    for t in terms[1:]:
-        out = out | t
-    return out

@@ -7,12 +7,11 @@ import re
 
 import numpy as np
 import pytest
-import tvm
 
 from tvmopt.errors import WorkloadError
 from tvmopt.ops.task import TASK_ANNOTATION, get_task
-from tvmopt.schedules import isa, lowering
-from tests_support import avx2_host, two_four_mlp, avx512_cpu
+from tvmopt.schedules import isa
+from tests_support import avx2_host, check_every_avx512_config, two_four_mlp
 
 AVX512 = isa.host().lanes >= 16
 
@@ -23,21 +22,7 @@ AVX512 = isa.host().lanes >= 16
 def test_every_config_matches_numpy(key, vector_isa):
     """AVX2 code runs on every CI machine; AVX-512 code runs where the host has it, else it is
     only compiled."""
-    wide = vector_isa == "avx512"
-    with isa.use(isa.AVX512 if wide else isa.AVX2):
-        task = get_task(key)
-        inputs = task.make_inputs(np.random.default_rng(5))
-        expected = task.reference(inputs)
-        target = tvm.target.Target({"kind": "llvm", "mcpu": avx512_cpu() if wide else "haswell"})
-        configs = list(task.space.all())
-        assert len(configs) >= 4
-        for config in configs:
-            lib = lowering.compile(task.schedule(config, None), target)
-            if wide and not AVX512:
-                continue
-            out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
-            lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
-            assert task.mismatch(out.numpy(), expected) is None, config
+    check_every_avx512_config(key, seed=5, least=4, wide=vector_isa == "avx512")
 
 
 def test_layout_holds_each_output_s_kept_weights_in_blocks_of_32():

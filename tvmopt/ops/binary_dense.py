@@ -78,9 +78,14 @@ class XnorDenseTask(DecodedDenseTask):
         return 0.0, 0.0            # integers: exact
 
     @property
-    def tensorized(self) -> bool:
-        """Whether the packing stage runs a tensor intrinsic (inputs in whole words: ``_schedule_prologue``)."""
+    def whole_words(self) -> bool:
+        """Whether the inputs fill whole 32-bit words (the packing stage then runs a tensor
+        intrinsic, ``_schedule_prologue``, and every word counts 32 valid bits)."""
         return self.k % 32 == 0
+
+    @property
+    def tensorized(self) -> bool:
+        return self.whole_words
 
     def numpy_product(self, inputs):
         x, *arrays = inputs
@@ -97,7 +102,7 @@ class XnorDenseTask(DecodedDenseTask):
         def word(i, w):
             idx = w * 32 + b
             one = tvm.tirx.const(1, "uint32") << b.astype("uint32")
-            if k % 32 == 0:       # whole words: the form the packing intrinsic matches
+            if self.whole_words:       # the form the packing intrinsic matches
                 ok = x[i, idx] >= 0.0
             else:
                 ok = tvm.tirx.all(idx < k, x[i, tvm.tirx.min(idx, k - 1)] >= 0.0)
@@ -113,9 +118,9 @@ class XnorDenseTask(DecodedDenseTask):
         # function's int64 loop variable made the term int64 (vectors of 16 int64 lanes, converted)
         # and the kernel ran at half speed: 128x768x3072 in a model 1.1 to 1.6 ms against 0.56 to
         # 0.80 ms as a task, 0.47 ms both once constant (Ice Lake Xeon)
-        valid = tvm.tirx.const(32, "int32") if self.k % 32 == 0 else tvm.tirx.min(32, self.k - kk * 32).astype("int32")
+        valid = tvm.tirx.const(32, "int32") if self.whole_words else tvm.tirx.min(32, self.k - kk * 32).astype("int32")
         mismatches = tvm.tirx.popcount(xbits[i, kk] ^ wwords[kk, j]).astype("int32")
-        return (valid - mismatches * tvm.tirx.const(2, "int32")).astype("float32")
+        return (valid - 2 * mismatches).astype("float32")
 
     def _schedule_prologue(self, sch):
         """Rows in parallel; inputs in whole words: each word one tensor intrinsic (8 inputs per
@@ -125,7 +130,7 @@ class XnorDenseTask(DecodedDenseTask):
         block = sch.get_sblock("XBits")
         loops = sch.get_loops(block)
         sch.parallel(loops[0])
-        if self.k % 32 == 0:
+        if self.whole_words:
             from ..schedules.xnor8_conv2d import pack_signs_intrinsic
 
             sch.decompose_reduction(block, loops[-1])

@@ -34,12 +34,6 @@ from .xnor_conv2d import (XnorConv2dTask, border_placeholder, border_table, outp
 PREFIX = "xnor8_conv2d_nhwc"
 
 
-def byte_pack_stage(X, s: ConvShape, extent: tuple[int, int], read=None):
-    """``XBits[N, ceil(C/8), HP, WP]`` uint8: :func:`.xnor_conv2d.signs_pack_stage` with 8-bit
-    words."""
-    return signs_pack_stage(X, s, 8, extent, read)
-
-
 class Xnor8Conv2dTask(XnorConv2dTask):
     """``xnor_conv2d_nhwc:`` with byte-lane counts: inputs, reference and exactness are the
     word kernel's; the weight's words are bytes and the space is its own."""
@@ -78,7 +72,7 @@ class Xnor8Conv2dTask(XnorConv2dTask):
         X = x if x is not None else te.placeholder(input_shape(s), "float32", name="X")
         Wb = self.weight_placeholder()
         Wc = border_placeholder(s)
-        acc = self.count_stages(byte_pack_stage(X, s, self.padded_extent), Wb)
+        acc = self.count_stages(signs_pack_stage(X, s, 8, self.padded_extent), Wb)
         return X, Wb, Wc, output_stage(s, lambda i, o, y, xx: acc[i, y, xx, o], Wc)
 
     def weight_placeholder(self):

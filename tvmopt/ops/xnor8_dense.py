@@ -25,7 +25,8 @@ from ..schedules.conv2d import ConvShape
 from .binary_dense import pack_signs, unpack_signs
 from .registry import OpFamily, TaskKind, register_family
 from .task import check_sizes
-from .xnor8_conv2d import Xnor8Conv2dTask, byte_pack_stage
+from .xnor8_conv2d import Xnor8Conv2dTask
+from .xnor_conv2d import signs_pack_stage
 from .xnor_conv2d import pack_weight
 
 PREFIX = "xnor8_dense"
@@ -61,7 +62,7 @@ class Xnor8DenseTask(Xnor8Conv2dTask):
         k = self.k
         X = x if x is not None else te.placeholder((self.m, k), "float32", name="X")
         Wb = self.weight_placeholder()
-        acc = self.count_stages(byte_pack_stage(X, self.shape, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch]), Wb)
+        acc = self.count_stages(signs_pack_stage(X, self.shape, 8, (self.m, 1), read=lambda i, ch, y, xi: X[y, ch]), Wb)
         Y = te.compute((self.m, self.n), lambda y, o: (k - 2 * acc[0, y, 0, o].astype("int32")).astype("float32"),
                        name="xnor_out")
         return X, Wb, Y

@@ -174,6 +174,12 @@ def pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=None):
     return te.compute((s.n, -(-c // word)) + tuple(extent), pack, name="XBits")
 
 
+def whole_sign_words(s: ConvShape, word: int) -> bool:
+    """Whether :func:`signs_pack_stage` packs ``s``'s input with the tensor intrinsic: channels
+    last, in whole words."""
+    return s.nhwc and s.c % word == 0
+
+
 def signs_pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=None):
     """``XBits[N, ceil(C/word), HP, WP]`` as :func:`pack_stage` makes it; where the channels fill
     whole words of a channels-last input, in two stages: ``XB0[N, H, W, C/word]``, each word a sum
@@ -188,7 +194,7 @@ def signs_pack_stage(X, s: ConvShape, word: int, extent: tuple[int, int], read=N
     import tvm
     from tvm import te
 
-    if s.c % word or not s.nhwc:
+    if not whole_sign_words(s, word):
         return pack_stage(X, s, word, extent, read)
     tir = tvm.tirx
     dtype = f"uint{word}"
@@ -345,7 +351,7 @@ class XnorConv2dTask(Task):
     def tensorized(self) -> bool:
         """Whether the packing stage runs a tensor intrinsic (:func:`signs_pack_stage`: channels
         last, whole words), written with int32 indices: the pass narrows a fused function first."""
-        return self.shape.nhwc and self.shape.c % self.word == 0
+        return whole_sign_words(self.shape, self.word)
 
     def apply(self, sch, block, config: Config | None, epilogue=()) -> list:
         """The dense conv's schedule over words, ``xnor_out`` (first of the epilogue) inlined into

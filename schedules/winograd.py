@@ -62,8 +62,8 @@ MIN_CHANNELS = 8
 #: maps narrower than this many tiles per row stay direct
 MIN_TILES_PER_ROW = 4
 #: ... and layers whose transformed weight (16 x C x O floats) is larger than this (unmeasured:
-#: 512 channels, 16 MiB, is the largest a ResNet or VGG has; AVX2 builds of one image stop at
-#: ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES``, :func:`preferred`)
+#: 512 channels, 16 MiB, is the largest a ResNet or VGG has; builds of one image stop at
+#: ``ONE_IMAGE_MAX_TRANSFORMED_BYTES`` but on Zen 4, :func:`preferred`)
 MAX_TRANSFORMED_BYTES = 16 << 20
 #: from this size of U up, the start splits the output channels in ``blocks`` where U is computed
 #: each call (a compressed layer) or shared by a batch. Zen 4, shift, against the dense Winograd
@@ -109,31 +109,39 @@ def applies(shape: ConvShape) -> bool:
             and transformed_bytes(shape.c, shape.o) <= MAX_TRANSFORMED_BYTES)
 
 
-#: a build for AVX2 keeps one image's conv direct where U is larger than this: ResNet's 512-channel
-#: 7x7 layers (U 16 MiB, the direct conv's weight 9 MiB). Its weights are cold in a network (the
-#: model outgrows L3): Zen 3, 1x512x7x7x512 alone, U warm 1.42 ms and flushed 2.01 ms (the direct
-#: conv warm 1.58 ms); in the networks, the same layers profiled in alternating rounds, the direct
-#: conv ran 1.18x the Winograd conv in ResNet-50 (1.016x the whole network) and 1.09x in ResNet-18
-#: (1.043x). A batch shares the transform (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4);
-#: AVX-512 keeps it (Zen 4: ResNet-18 5.6% faster with it)
-AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES = 8 << 20
+#: one image's conv stays direct where U is larger than this: ResNet's 512-channel 7x7 layers (U
+#: 16 MiB, the direct conv's weight 9 MiB), whose weights are cold in a network (the model
+#: outgrows L3). Zen 3, 1x512x7x7x512 alone, U warm 1.42 ms and flushed 2.01 ms (the direct conv
+#: warm 1.58 ms); in the networks, the same layers profiled in alternating rounds, the direct conv
+#: ran 1.18x the Winograd conv in ResNet-50 (1.016x the whole network) and 1.09x in ResNet-18
+#: (1.043x). Ice Lake Xeon (AVX-512): alone and warm, every Winograd config ran 0.38 to 0.56x the
+#: direct conv (U streams from its mesh L3 at about 7 GB/s), and ResNet-18 ran 1.23 to 1.31x faster
+#: whole with these three layers direct (interleaved builds, 15 and 21 rounds; keeping Winograd only
+#: from 28x28 or 56x56 maps, or dropping it, gained no more). A batch shares the transform
+#: (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4). Zen 4 keeps it (``ONE_IMAGE_WINOGRAD_ISAS``)
+ONE_IMAGE_MAX_TRANSFORMED_BYTES = 8 << 20
 #: ... on maps of at most this many 2x2 tiles (7x7 and 8x8): larger maps read U once for more
 #: tiles, and VGG-19's 512-channel layers ran 0.74x (14x14, 49 tiles) and 0.62x (28x28) direct
 #: (in-network, alternating rounds, Zen 3; the whole network 0.79x)
-AVX2_ONE_IMAGE_MAX_TILES = 16
+ONE_IMAGE_MAX_TILES = 16
+#: the ISAs whose one-image builds keep the Winograd conv past ``ONE_IMAGE_MAX_TRANSFORMED_BYTES``:
+#: Zen 4's (ResNet-18 5.6% faster with it, interleaved builds)
+ONE_IMAGE_WINOGRAD_ISAS = ("avx512-vnni-zen4",)
 
 
 def preferred(shape: ConvShape) -> bool:
     """Whether a build computes this dense convolution with the Winograd kernel: where it
-    :func:`applies`, except one image on AVX2 of at most ``AVX2_ONE_IMAGE_MAX_TILES`` tiles past
-    ``AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES`` (the ISA a build targets: :mod:`.isa`)."""
+    :func:`applies`, except one image of at most ``ONE_IMAGE_MAX_TILES`` tiles past
+    ``ONE_IMAGE_MAX_TRANSFORMED_BYTES`` (but on the ``ONE_IMAGE_WINOGRAD_ISAS``; the ISA a build
+    targets: :mod:`.isa`)."""
     from .isa import current
 
     if not applies(shape):
         return False
     rows, columns = tiles(shape)
-    return not (shape.n == 1 and current().lanes < 16 and rows * columns <= AVX2_ONE_IMAGE_MAX_TILES
-                and transformed_bytes(shape.c, shape.o) > AVX2_ONE_IMAGE_MAX_TRANSFORMED_BYTES)
+    return not (shape.n == 1 and current().name not in ONE_IMAGE_WINOGRAD_ISAS
+                and rows * columns <= ONE_IMAGE_MAX_TILES
+                and transformed_bytes(shape.c, shape.o) > ONE_IMAGE_MAX_TRANSFORMED_BYTES)
 
 
 def winograd_space(shape: ConvShape, name: str = "winograd-llvm", per_call: bool = False) -> Space:

@@ -117,24 +117,36 @@ def test_layers_it_does_not_compute_are_refused(key):
 
 def test_choice_against_the_dense_winograd_conv():
     """A compressed Winograd conv is predicted at the dense one's speed from 784 output pixels
-    (AVX-512; AVX2: 3136), whatever the size of its transformed weight, else the dense Winograd
-    conv; binary register tables win; the other direct compressed convs lose to it."""
+    (Zen 4; AVX2 and full-width AVX-512: 3136, but 784 for a batch transforming U by blocks),
+    whatever the size of its transformed weight, else the dense Winograd conv; binary register
+    tables win; the other direct compressed convs lose to it."""
     from tvmopt.schedules import isa
 
-    with isa.use(isa.AVX512):
+    with isa.use(isa.ZEN4):
         _choices_against_winograd()
-    with isa.use(isa.AVX2):
-        def ternary(dims, rows, weights):
-            return choose("auto", "ternary_winograd_conv2d", f"ternary_winograd_conv2d_nhwc:{dims}",
-                          f"winograd_conv2d_nhwc:{dims}", rows, weights, conv=True).compressed
+        assert choose("auto", "ternary_winograd_conv2d", "ternary_winograd_conv2d_nhwc:1x128x28x28x128x3x3x1x1",
+                      "winograd_conv2d_nhwc:1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9, conv=True).compressed
+    for other in (isa.AVX2, isa.AVX512_VNNI):
+        with isa.use(other):
+            _choices_against_winograd()
+            _choices_from_3136_pixels()
 
-        assert ternary("1x64x56x56x64x3x3x1x1", 3136, 64 * 64 * 9)
-        assert ternary("16x64x16x16x128x3x3x1x1", 4096, 64 * 128 * 9)
-        assert not ternary("16x64x8x8x64x3x3x1x1", 1024, 64 * 64 * 9)           # 0.92 to 0.93x
-        assert not ternary("1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9)       # 0.90 to 0.91x
-        # a batch whose U is transformed once in all, by blocks: from 784 (0.98 to 0.99x)
-        assert ternary("16x512x7x7x512x3x3x1x1", 784, 512 * 512 * 9)
-        assert ternary("16x128x8x8x256x3x3x1x1", 1024, 128 * 256 * 9)
+
+def _choices_from_3136_pixels():
+    from tvmopt.schedules import isa
+
+    def ternary(dims, rows, weights):
+        return choose("auto", "ternary_winograd_conv2d", f"ternary_winograd_conv2d_nhwc:{dims}",
+                      f"winograd_conv2d_nhwc:{dims}", rows, weights, conv=True).compressed
+
+    assert ternary("1x64x56x56x64x3x3x1x1", 3136, 64 * 64 * 9)
+    assert ternary("16x64x16x16x128x3x3x1x1", 4096, 64 * 128 * 9)
+    assert not ternary("16x64x8x8x64x3x3x1x1", 1024, 64 * 64 * 9)           # 0.92 to 0.93x
+    assert not ternary("1x128x28x28x128x3x3x1x1", 784, 128 * 128 * 9)       # 0.90 to 0.91x
+    # a batch whose U is transformed once in all, by blocks: from 784 (0.98 to 0.99x)
+    assert ternary("16x512x7x7x512x3x3x1x1", 784, 512 * 512 * 9)
+    # ... on AVX2 by blocks from a U of 2 MiB (AVX-512: 4 MiB)
+    assert ternary("16x128x8x8x256x3x3x1x1", 1024, 128 * 256 * 9) == (isa.current().lanes < 16)
 
 
 def _choices_against_winograd():
@@ -225,11 +237,11 @@ def test_the_start_fits_the_vector_registers():
     _check(narrow, [narrow.space.initial(), wide.space.initial()], seed=3)
 
 
-def test_avx2_builds_of_one_image_keep_the_512_channel_7x7_conv_direct():
-    """The Winograd kernel applies to 1x512x7x7x512 (U of 16 MiB), but a build for AVX2 of one
-    image keeps that layer on the direct conv (its weights are cold in a network); a batch, a
-    256-channel layer, a 14x14 map and an AVX-512 build keep the Winograd conv. The key stays a
-    valid task."""
+def test_builds_of_one_image_keep_the_512_channel_7x7_conv_direct():
+    """The Winograd kernel applies to 1x512x7x7x512 (U of 16 MiB), but a build of one image keeps
+    that layer on the direct conv (its weights are cold in a network), on AVX2 and on a full-width
+    AVX-512 core; a batch, a 256-channel layer, a 14x14 map and a Zen 4 build keep the Winograd
+    conv. The key stays a valid task."""
     from tvmopt.schedules import isa
     from tvmopt.schedules.conv2d import ConvShape
     from tvmopt.schedules.winograd import applies, preferred
@@ -242,7 +254,9 @@ def test_avx2_builds_of_one_image_keep_the_512_channel_7x7_conv_direct():
         assert not preferred(shape(1, 512))
         # a batch, fewer channels, or a larger map (VGG's 14x14: 49 tiles) keep the Winograd conv
         assert preferred(shape(16, 512)) and preferred(shape(1, 256)) and preferred(shape(1, 512, 14))
-    with isa.use(isa.AVX512):
+    with isa.use(isa.AVX512_VNNI):            # Ice Lake: the same (0.38 to 0.56x the direct conv)
+        assert not preferred(shape(1, 512)) and preferred(shape(16, 512)) and preferred(shape(1, 256))
+    with isa.use(isa.ZEN4):                   # Zen 4 keeps the Winograd conv
         assert preferred(shape(1, 512))
 
 

@@ -334,8 +334,11 @@ WINOGRAD_COMPRESSED_MIN_ROWS = 784
 #: 1x128x28x28x128 (784) 0.90 to 0.91x. With the 784 rule VGG at batch 16 ran 0.87 to 0.92x its
 #: dense build (``suite_avx2-on-zen4``). A batch whose start transforms U once in all, by blocks of
 #: output channels (``winograd.AVX2_PER_CALL_BLOCKS_FROM_BYTES``), keeps the 784 rule: 16x512x7x7x512
-#: 0.98 to 0.99x, 16x128x8x8x256 0.99 to 1.06x, 16x256x8x8x256 0.94 to 0.98x (same runs)
-WINOGRAD_COMPRESSED_AVX2_MIN_ROWS = 3136
+#: 0.98 to 0.99x, 16x128x8x8x256 0.99 to 1.06x, 16x256x8x8x256 0.94 to 0.98x (same runs).
+#: Full-width AVX-512 (Ice Lake Xeon, start configs, alternating rounds) takes this rule too:
+#: 1x128x28x28x128 (784) 0.86x for shift and ternary, 0.91x for 2:4, where 1x64x56x56x64 ran 1.00x
+#: (ResNet-18 2:4 had run 0.92x its dense build with the 784 rule)
+WINOGRAD_COMPRESSED_WIDE_MIN_ROWS = 3136
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -344,8 +347,8 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        shared = _wide() or _start_knob(compressed_key, "parallel") == "blocks"
-        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_AVX2_MIN_ROWS):
+        shared = _double_pumped() or _start_knob(compressed_key, "parallel") == "blocks"
+        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_WIDE_MIN_ROWS):
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
         return Choice(False, f"predicted: decoding and transforming the weight each call costs more than 5% at "

@@ -367,9 +367,9 @@ LIMITS = {
         "ResNet-18 5.6% faster) where only binary register tables beat it; `--kernels compressed` keeps them "
         "compressed at about 5% of the network's time (interleaved builds, Zen 4). Choosing them would break the "
         "never-slower rule; at batch 16 the transform is shared by 16 images and the same layers run compressed. "
-        "Built for AVX2, one image's three 7x7x512 layers run direct (`winograd.preferred`: their 16 MiB U is cold "
-        "in a network; 1.09x the Winograd conv on those layers in ResNet-18, Zen 3), so their compressed direct "
-        "convs are chosen there; the three 14x14x256 ones keep the dense Winograd conv (the compressed Winograd convs "
+        "Built for any other CPU, one image's three 7x7x512 layers run direct (`winograd.preferred`: their 16 MiB U is "
+        "cold in a network; 1.09x the Winograd conv on those layers in ResNet-18, Zen 3; the whole network 1.23 to "
+        "1.31x faster on an Ice Lake Xeon), so their compressed direct convs are chosen there; the three 14x14x256 ones keep the dense Winograd conv (the compressed Winograd convs "
         "ran 0.83 to 0.87x it in the network, shift and ternary, Zen 3)."),
     "hashed": (
         "**Hashed weights run dense.** The hashed kernel recomputes each weight from its index (fmix32, about 20 "

@@ -78,6 +78,15 @@ BLOCKS_FROM_BYTES = 4 << 20
 #: 16x256x8x8x256 (4 MiB) 0.92 to 0.98x by blocks, 0.87 to 0.93x by rows (runs minutes apart);
 #: 16x64x16x16x128 (0.5 MiB) 0.50x by blocks, 0.94x by rows
 AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
+#: ... and on a full-width AVX-512 core (Ice Lake Xeon) from this size for every layer, dense or
+#: compressed, one image or a batch: against the start before (outputs for one image, rows for a
+#: batch), alternating rounds, by blocks 1x256x14x14x256 dense 1.24x, ternary 1.54x (0.81 against
+#: 1.24 ms; the dense start 0.93); 1x512x14x14x512 dense 1.27x, ternary 2.06x; 16x256x14x14x256
+#: dense 1.23x, ternary 1.28x. At 1 MiB (1x128x28x28x128) the three splits ran within 5%
+WIDE_BLOCKS_FROM_BYTES = 4 << 20
+#: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
+#: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating
+#: rounds: shift 0.94x by outputs, 0.80x by rows; 2:4 0.96x, 0.75x; ternary 0.96x, 0.88x)
 
 
 def transformed_bytes(channels: int, outputs: int) -> int:
@@ -162,8 +171,9 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
     (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
-    runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``);
-    otherwise the rows of tiles."""
+    runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
+    a full-width AVX-512 core every U from ``WIDE_BLOCKS_FROM_BYTES``, and one image's per-call U
+    from ``L2_BYTES`` by outputs); otherwise the rows of tiles."""
     from .isa import current
 
     knobs = {k.name: k for k in space.knobs}
@@ -178,10 +188,13 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
         p, k = (4 if 4 in ps else max(ps)), 1
     u = transformed_bytes(shape.c, shape.o)
     avx2_batch = current().lanes < LANES and per_call and shape.n > 1
-    if (u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES):
+    full_width = current().lanes >= LANES and not current().double_pumped
+    if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES)
+            or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"
     else:
-        split = "outputs" if shape.n == 1 and u > L2_BYTES else "rows"
+        own_share = full_width and per_call and u >= L2_BYTES
+        split = "outputs" if shape.n == 1 and (u > L2_BYTES or own_share) else "rows"
     return (p, k, split)
 
 

@@ -339,6 +339,16 @@ WINOGRAD_COMPRESSED_MIN_ROWS = 784
 #: 1x128x28x28x128 (784) 0.86x for shift and ternary, 0.91x for 2:4, where 1x64x56x56x64 ran 1.00x
 #: (ResNet-18 2:4 had run 0.92x its dense build with the 784 rule)
 WINOGRAD_COMPRESSED_WIDE_MIN_ROWS = 3136
+#: ... but where its start shares the transform out (by ``blocks`` of output channels, or one
+#: image's U split by ``outputs``: ``winograd.WIDE_BLOCKS_FROM_BYTES``), a full-width AVX-512 core
+#: runs a compressed Winograd conv from this many output pixels. Ice Lake Xeon, one layer at a
+#: time, warm, against the dense start: 1x256x14x14x256 (blocks) shift 0.88x, 2:4 0.90x, ternary
+#: 0.93x; 1x128x28x28x128 (outputs) 0.94 to 0.96x; 1x512x14x14x512 ternary 1.43x. In the network,
+#: where the dense layers' U (1 and 4 MiB) is read cold, ResNet-18 at batch 1 with every layer
+#: compressed ran 1.04x (ternary), 1.00x (shift) and 0.99x (2:4) its fp32 build (15 interleaved
+#: rounds), at 1/16, 1/6 and 1/2 of the weight memory; smaller maps lose (Zen 4: 1x64x8x8x64 0.56
+#: to 0.63x)
+WINOGRAD_COMPRESSED_SHARED_MIN_ROWS = 196
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -347,8 +357,12 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        shared = _double_pumped() or _start_knob(compressed_key, "parallel") == "blocks"
-        if rows >= (WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_WIDE_MIN_ROWS):
+        split = _start_knob(compressed_key, "parallel")
+        shared = _double_pumped() or split == "blocks"
+        least = WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_WIDE_MIN_ROWS
+        if _wide() and not _double_pumped() and split in ("blocks", "outputs"):
+            least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
+        if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
         return Choice(False, f"predicted: decoding and transforming the weight each call costs more than 5% at "

@@ -161,6 +161,13 @@ DOUBLE_PUMPED_BATCH_MIN_ROWS = {"shift_conv2d": 1024}
 #: compressed too: ternary 1.01x its dense build at /13.1 (was /7.5), shift 0.96x at /5.9 (was
 #: /4.6); ResNet-20's small first stages (2K and 9K weights) ran 0.94x and saved nothing (/1.3)
 DIRECT_CONV_AVX512_MANY_ROWS, DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS = 4096, 1 << 15
+#: ... or, in a batch, from this many multiply-adds whatever the shape: ResNet-18's three 1x1
+#: stride-2 shortcuts at batch 16 (102M each: 12,544 pixels x 8K weights to 784 x 131K), one layer
+#: at a time (Ice Lake Xeon, alternating rounds), ternary 1.02, 1.00 and 0.97x the dense conv,
+#: shift 1.03, 1.00 and 0.98x; they had kept the suite's ResNet-18 rows at 5.42 bits a weight for
+#: shift (goal 5.3) and 2.46 for ternary. ResNet-20's layers at batch 16 (38M at most) stay below;
+#: Zen 4 (unmeasured) keeps its rules
+DIRECT_CONV_AVX512_BATCH_MIN_MACS = 1 << 26
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -619,6 +626,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows >= DIRECT_CONV_AVX512_MANY_ROWS and \
                     weights >= DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS:
                 return Choice(True, f"predicted: {rows:,} output pixels share each decoded weight")
+            if family in DIRECT_CONV_AVX512_CHEAP_DECODE and _batch(compressed_key) > 1 and not _double_pumped() \
+                    and rows * weights >= DIRECT_CONV_AVX512_BATCH_MIN_MACS and dense_untuned:
+                return Choice(True, f"predicted: a batch decodes once for {rows * weights:,} multiply-adds")
             if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \
                     and _decodes_per_thread(compressed_key):
                 return Choice(True, "predicted: each thread decodes the small weight, then computes its share of "

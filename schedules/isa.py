@@ -38,6 +38,11 @@ class VectorISA:
     #: cycles, so a register tile that spills costs far more than on a full-width core
     double_pumped: bool = False
 
+    @property
+    def full_width(self) -> bool:
+        """AVX-512 run at full width (the Intel Xeons; Zen 5 by its name, unmeasured)"""
+        return self.lanes >= 16 and not self.double_pumped
+
 
 AVX2 = VectorISA("avx2", 8, 16)
 AVX512 = VectorISA("avx512", 16, 32)

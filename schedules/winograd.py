@@ -127,28 +127,25 @@ def applies(shape: ConvShape) -> bool:
 #: direct conv (U streams from its mesh L3 at about 7 GB/s), and ResNet-18 ran 1.23 to 1.31x faster
 #: whole with these three layers direct (interleaved builds, 15 and 21 rounds; keeping Winograd only
 #: from 28x28 or 56x56 maps, or dropping it, gained no more). A batch shares the transform
-#: (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4). Zen 4 keeps it (``ONE_IMAGE_WINOGRAD_ISAS``)
+#: (16x512x7x7x512: 10.5 against 19.0 ms direct, Zen 4). Zen 4 (double-pumped AVX-512) keeps the
+#: Winograd conv: ResNet-18 ran 5.6% faster with it (interleaved builds)
 ONE_IMAGE_MAX_TRANSFORMED_BYTES = 8 << 20
 #: ... on maps of at most this many 2x2 tiles (7x7 and 8x8): larger maps read U once for more
 #: tiles, and VGG-19's 512-channel layers ran 0.74x (14x14, 49 tiles) and 0.62x (28x28) direct
 #: (in-network, alternating rounds, Zen 3; the whole network 0.79x)
 ONE_IMAGE_MAX_TILES = 16
-#: the ISAs whose one-image builds keep the Winograd conv past ``ONE_IMAGE_MAX_TRANSFORMED_BYTES``:
-#: Zen 4's (ResNet-18 5.6% faster with it, interleaved builds)
-ONE_IMAGE_WINOGRAD_ISAS = ("avx512-vnni-zen4",)
 
 
 def preferred(shape: ConvShape) -> bool:
     """Whether a build computes this dense convolution with the Winograd kernel: where it
     :func:`applies`, except one image of at most ``ONE_IMAGE_MAX_TILES`` tiles past
-    ``ONE_IMAGE_MAX_TRANSFORMED_BYTES`` (but on the ``ONE_IMAGE_WINOGRAD_ISAS``; the ISA a build
-    targets: :mod:`.isa`)."""
+    ``ONE_IMAGE_MAX_TRANSFORMED_BYTES`` but on Zen 4 (the ISA a build targets: :mod:`.isa`)."""
     from .isa import current
 
     if not applies(shape):
         return False
     rows, columns = tiles(shape)
-    return not (shape.n == 1 and current().name not in ONE_IMAGE_WINOGRAD_ISAS
+    return not (shape.n == 1 and not current().double_pumped
                 and rows * columns <= ONE_IMAGE_MAX_TILES
                 and transformed_bytes(shape.c, shape.o) > ONE_IMAGE_MAX_TRANSFORMED_BYTES)
 
@@ -188,7 +185,7 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
         p, k = (4 if 4 in ps else max(ps)), 1
     u = transformed_bytes(shape.c, shape.o)
     avx2_batch = current().lanes < LANES and per_call and shape.n > 1
-    full_width = current().lanes >= LANES and not current().double_pumped
+    full_width = current().full_width
     if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES)
             or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"

@@ -345,7 +345,7 @@ WINOGRAD_COMPRESSED_MIN_ROWS = 784
 #: Full-width AVX-512 (Ice Lake Xeon, start configs, alternating rounds) takes this rule too:
 #: 1x128x28x28x128 (784) 0.86x for shift and ternary, 0.91x for 2:4, where 1x64x56x56x64 ran 1.00x
 #: (ResNet-18 2:4 had run 0.92x its dense build with the 784 rule)
-WINOGRAD_COMPRESSED_WIDE_MIN_ROWS = 3136
+WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS = 3136
 #: ... but where its start shares the transform out (by ``blocks`` of output channels, or one
 #: image's U split by ``outputs``: ``winograd.WIDE_BLOCKS_FROM_BYTES``), a full-width AVX-512 core
 #: runs a compressed Winograd conv from this many output pixels. Ice Lake Xeon, one layer at a
@@ -364,11 +364,15 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
+        from ..schedules.isa import current
+
         split = _start_knob(compressed_key, "parallel")
-        shared = _double_pumped() or split == "blocks"
-        least = WINOGRAD_COMPRESSED_MIN_ROWS if shared else WINOGRAD_COMPRESSED_WIDE_MIN_ROWS
-        if _wide() and not _double_pumped() and split in ("blocks", "outputs"):
+        if current().full_width and split in ("blocks", "outputs"):
             least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
+        elif current().double_pumped or split == "blocks":
+            least = WINOGRAD_COMPRESSED_MIN_ROWS
+        else:
+            least = WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS
         if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")

@@ -26,8 +26,7 @@ from .binary_dense import pack_signs, unpack_signs
 from .registry import OpFamily, TaskKind, register_family
 from .task import check_sizes
 from .xnor8_conv2d import Xnor8Conv2dTask
-from .xnor_conv2d import signs_pack_stage
-from .xnor_conv2d import pack_weight
+from .xnor_conv2d import pack_weight, signs_pack_stage
 
 PREFIX = "xnor8_dense"
 

@@ -364,12 +364,10 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        from ..schedules.isa import current
-
         split = _start_knob(compressed_key, "parallel")
-        if current().full_width and split in ("blocks", "outputs"):
+        if _full_width() and split in ("blocks", "outputs"):
             least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
-        elif current().double_pumped or split == "blocks":
+        elif _double_pumped() or split == "blocks":
             least = WINOGRAD_COMPRESSED_MIN_ROWS
         else:
             least = WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS
@@ -459,6 +457,13 @@ def _vnni() -> bool:
     from ..schedules.isa import current
 
     return current().vnni
+
+
+def _full_width() -> bool:
+    """Whether the build's ISA is AVX-512 run at full width (not Zen 4's two halves)."""
+    from ..schedules.isa import current
+
+    return current().full_width
 
 
 def _double_pumped() -> bool:
@@ -630,7 +635,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
             if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows >= DIRECT_CONV_AVX512_MANY_ROWS and \
                     weights >= DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS:
                 return Choice(True, f"predicted: {rows:,} output pixels share each decoded weight")
-            if family in DIRECT_CONV_AVX512_CHEAP_DECODE and _batch(compressed_key) > 1 and not _double_pumped() \
+            if family in DIRECT_CONV_AVX512_CHEAP_DECODE and _batch(compressed_key) > 1 and _full_width() \
                     and rows * weights >= DIRECT_CONV_AVX512_BATCH_MIN_MACS and dense_untuned:
                 return Choice(True, f"predicted: a batch decodes once for {rows * weights:,} multiply-adds")
             if family in DIRECT_CONV_AVX512_CHEAP_DECODE and rows * weights >= DIRECT_CONV_THREAD_MIN_MACS \

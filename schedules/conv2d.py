@@ -498,7 +498,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     if inlined:
         sch.reverse_compute_inline(crop)             # the write-back gets `x < ow`
     elif crop is not None:       # padded groups (the crop's channel map is not affine) or a flat
-        _parallel_rows(sch, crop)                    # grid: the crop (with the epilogue) is a pass of its own
+        _parallel_rows(sch, crop, shape.o // shape.groups if shape.nhwc and shape.op > shape.o else 0)
     # the write-back's x loop (NHWC: its channels, over which an inlined crop's `x < ow` is uniform)
     if shape.ob > 1 and (shape.nhwc or not inlined) and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
         sch.vectorize(sch.get_loops(local)[-1])
@@ -525,11 +525,17 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
 WINDOW_UNROLL_MAX = 49
 
 
-def _parallel_rows(sch, block) -> None:
-    """An elementwise pass over NCHW: (n, c) planes in parallel, the row vectorized."""
+def _parallel_rows(sch, block, group: int = 0) -> None:
+    """An elementwise pass over NCHW: (n, c) planes in parallel, the row vectorized (NHWC: (n, y)
+    rows in parallel, the channels vectorized). ``group``: an NHWC crop of padded groups, whose
+    channels are vectorized a group at a time (``group`` channels read from one place): over
+    all channels the read's channel map is not affine, and each lane was a gather."""
     loops = sch.get_loops(block)
     sch.parallel(sch.fuse(*loops[:2]))
-    sch.vectorize(loops[-1])
+    inner = loops[-1]
+    if group:
+        inner = sch.split(inner, [None, group])[1]
+    sch.vectorize(inner)
 
 
 def _schedule_pad(sch, block, channel_block: int = 0, vector_widths: tuple[int, ...] = ()) -> None:

@@ -129,19 +129,57 @@ class _Shuffle(nn.Module):
         return self.dw(y).mean(dim=(2, 3))
 
 
-def test_a_channel_shuffle_keeps_the_graph_nchw(tmp_path):
-    """A channel shuffle permutes whole planes NCHW and gathers every pixel's channels NHWC
-    (ShuffleNet channels last ran 0.95x its NCHW build), so ``auto`` keeps such a model NCHW;
-    forced channels last it still matches onnxruntime."""
+def test_a_channel_shuffle_runs_channels_last_as_one_kernel(tmp_path):
+    """A channel shuffle (reshape into groups, transpose, reshape back) is one channels-last kernel
+    (``channel_shuffle_kernel``: each pixel's groups x channels transposed), not the NCHW chain
+    between two transposes, so ``auto`` takes ShuffleNet-style models channels last; the graph's
+    only transpose is the image's. NCHW on request; both match onnxruntime, and the kernel
+    matches numpy's shuffle of an NHWC map."""
+    import tvm
+
+    from tvmopt.passes.layout import channel_shuffle_kernel
+
     torch.manual_seed(0)
     path = tmp_path / "shuffle.onnx"
     x, want = _export(_Shuffle(), path, (1, 3, 12, 12))
-    auto = compile_model(path, "llvm", shipped=False)
-    assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in _kernels(auto) and not any("nhwc" in k for k in _kernels(auto))
-    forced = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nhwc", winograd=False))
-    assert "depthwise_conv2d_nhwc:1x16x12x12x16x3x3x1x1" in _kernels(forced)
-    for compiled in (auto, forced):
+    auto = compile_model(path, "llvm", shipped=False, options=DetectOptions(winograd=False))
+    assert "depthwise_conv2d_nhwc:1x16x12x12x16x3x3x1x1" in _kernels(auto) and \
+        "conv2d_nhwc:1x16x12x12x16x1x1x1x0x4" in _kernels(auto), _kernels(auto)
+    script = auto.lowered.mod.script(show_meta=False)
+    assert script.count("channel_shuffle") >= 2 and "R.reshape(" not in script, script      # defined and called
+    assert _permutes(auto) == 1, _permutes(auto)
+    nchw = compile_model(path, "llvm", shipped=False, options=DetectOptions(layout="nchw"))
+    assert "depthwise_conv2d:1x16x12x12x16x3x3x1x1" in _kernels(nchw)
+    for compiled in (auto, nchw):
         np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4)
+    a = np.random.default_rng(1).standard_normal((2, 3, 5, 12)).astype(np.float32)
+    lib = lowering.compile(tvm.IRModule({"main": channel_shuffle_kernel(2, 3, 5, 4, 3).with_attr("global_symbol", "main")}),
+                           tvm.target.Target("llvm"))
+    out = tvm.runtime.tensor(np.zeros_like(a))
+    lib["main"](tvm.runtime.tensor(a), out)
+    np.testing.assert_array_equal(out.numpy(), a.reshape(2, 3, 5, 4, 3).transpose(0, 1, 2, 4, 3).reshape(2, 3, 5, 12))
+
+
+def test_a_channel_split_that_is_not_a_shuffle_keeps_the_graph_nchw(tmp_path):
+    """Channels reshaped into groups and used otherwise (here summed over the groups) would run
+    between two transposes channels last: ``auto`` keeps such a model NCHW."""
+
+    class Split(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            n, c, h, w = y.shape
+            return y.reshape(n, 4, c // 4, h, w).sum(dim=1).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    path = tmp_path / "split.onnx"
+    x, want = _export(Split(), path, (1, 3, 12, 12))
+    auto = compile_model(path, "llvm", shipped=False, options=DetectOptions(winograd=False))
+    assert not any("nhwc" in k for k in _kernels(auto)), _kernels(auto)
+    np.testing.assert_allclose(auto(x), want, rtol=1e-4, atol=1e-4)
 
 
 def test_compressed_convolutions_run_channels_last_too(tmp_path):

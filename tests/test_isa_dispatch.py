@@ -91,6 +91,16 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     g = grouped.space.as_dict(grouped.space.initial())
     assert grouped.shape.ob == 8 and g["tile_c"][1] == 2 and g["tile_h"][1] * g["tile_w"][1] == 8
     _run(grouped, tvm_build(grouped))
+    # groups of 68 (ShuffleNet's 272 channels in 4): full-width AVX-512 computes 80 per group in
+    # blocks of 16 (one zmm), AVX2 and Zen 4 72 in blocks of 8; both agree with numpy
+    shapes = {}
+    for chosen in (isa.AVX512, isa.AVX2, isa.ZEN4):
+        with isa.use(chosen):
+            task = get_task("conv2d_nhwc:1x68x6x6x136x1x1x1x0x2")
+            shapes[chosen.name] = (task.shape.ogp, task.shape.ob)
+            if chosen is not isa.ZEN4:
+                _run(task, tvm_build(task))
+    assert shapes == {isa.AVX512.name: (80, 16), isa.AVX2.name: (72, 8), isa.ZEN4.name: (72, 8)}, shapes
     # Zen 4 (double-pumped AVX-512), channels last: 4 zmm of weights by 2 x 2 pixels where 64
     # channels and an even map allow, 1 x 4 on a batch's 8-wide padded 7x7 map; a one-image 7x7
     # map keeps 2 x 7, and so do 48 channels and NCHW outputs; the full-width AVX-512 core keeps

@@ -236,10 +236,12 @@ def _factory(key: str, dims: tuple[int, ...]) -> Conv2dTask:
                             f"output channels")
     from ..schedules.isa import current
 
-    # narrow: AVX2's flat grids (ConvShape.narrow_flat), set from the ISA a build or a tuning run
-    # targets (schedules.isa.use), else this host's
+    # narrow: AVX2's flat grids (ConvShape.narrow_flat); wide_groups: full-width AVX-512's groups
+    # padded to blocks of 16 (ConvShape.ogp); both set from the ISA a build or a tuning run targets
+    # (schedules.isa.use), else this host's
     return Conv2dTask(key, ConvShape(*dims, layout="NHWC" if prefix.endswith("_nhwc") else "NCHW", fill_blocks=True,
-                                     flatten=True, narrow=current().lanes < 16))
+                                     flatten=True, narrow=current().lanes < 16,
+                                     wide_groups=current().full_width))
 
 
 FAMILY = register_family(OpFamily(

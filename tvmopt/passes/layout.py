@@ -258,8 +258,8 @@ def _fold_transposed_constants(mod):
             inner = self._resolve(split.args[0]) if _is_call(split, op_reshape) and _splits_channels(split) else None
             if not (_is_call(inner, op_permute) and axes_of(inner) == [0, 3, 1, 2] and axes_of(outer) == [0, 2, 3, 1]):
                 return None
-            n, groups, per_group, h, w = (int(d) for d in split.ty.shape)
-            if [int(d) for d in merged.ty.shape] != [n, groups * per_group, h, w]:
+            n, groups, per_group, h, w = _static(split)           # static: _splits_channels checked it
+            if _static(merged) != [n, groups * per_group, h, w]:
                 return None
             dtype = str(outer.ty.dtype)
             kernel = self.builder_.add_func(channel_shuffle_kernel(n, h, w, groups, per_group, dtype),
@@ -291,6 +291,14 @@ def channel_shuffle_kernel(n: int, h: int, w: int, groups: int, per_group: int, 
     sch.unroll(g)
     sch.parallel(sch.fuse(i, y))
     return sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def _static(expr) -> list[int] | None:
+    """``expr``'s shape as ints; None where it is unknown or symbolic."""
+    try:
+        return [int(d) for d in expr.ty.shape]
+    except (AttributeError, TypeError):
+        return None
 
 
 def _is_call(expr, op) -> bool:
@@ -338,7 +346,7 @@ def _convolutions(mod) -> tuple[list, int]:
             split = self._resolve(swap.args[0])
             if not (_is_call(split, op_reshape) and _splits_channels(split)):
                 return False
-            return [int(d) for d in call.ty.shape] == [int(d) for d in split.args[0].ty.shape]
+            return _static(call) is not None and _static(call) == _static(split.args[0])
 
     Collect(mod).visit_expr(mod["main"])
     return found, shuffles

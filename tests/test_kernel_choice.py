@@ -301,6 +301,47 @@ def test_compressed_convolutions_run_direct_unless_dense_is_faster_or_forced(tmp
         np.testing.assert_allclose(compiled(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def test_a_layer_of_a_tiny_share_of_the_network_stays_compressed_where_dense_was_predicted(tmp_path):
+    """``choose.small_layer``: a predicted dense choice flips to the compressed kernel where the
+    layer holds at most 0.5% of the network's multiply-adds; not a choice that records or a
+    measurement made, not a forced policy, not a larger share. In a model: a wide dense conv
+    and a small shift conv after an 8x8 pooling (0.33% of the multiply-adds) that the AVX-512
+    rules alone keep dense; the build stores its codes and matches PyTorch."""
+    from tvmopt.passes.choose import Choice, small_layer
+
+    predicted = Choice(False, "predicted: on AVX-512 the dense conv wins at 49 output pixels x 131,072 weights")
+    flipped = small_layer(predicted, "auto", 35, 10_000)
+    assert flipped.compressed and "0.35% of the network's multiply-adds" in flipped.why
+    assert not small_layer(predicted, "auto", 60, 10_000).compressed                    # 0.6%
+    assert small_layer(Choice(False, "records: dense 1.20x faster"), "auto", 1, 10_000).why.startswith("records")
+    assert not small_layer(Choice(False, "forced"), "dense", 1, 10_000).compressed
+    assert not small_layer(predicted, "measure", 1, 10_000).compressed
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide = nn.Conv2d(3, 64, 5, padding=2)
+            self.pool = nn.MaxPool2d(8)
+            self.small = tn.ShiftConv2d(64, 16, 1)
+
+        def forward(self, x):
+            return self.small(self.pool(torch.relu(self.wide(x))))
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    x = torch.randn(1, 3, 32, 32)
+    path = tn.export_onnx(model, x, tmp_path / "tiny.onnx", plain=True)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    with isa.use(isa.AVX512):
+        auto = compile_model(path, "llvm", records=tmp_path / "none", shipped=False, options=DIRECT)
+    layer = auto.lowered.layers[-1]
+    assert layer.kernel.startswith("shift_conv2d_nhwc:") and "of the network's multiply-adds" in layer.choice, \
+        layer.choice
+    assert layer.compact_bytes * 5 < layer.dense_bytes
+    np.testing.assert_allclose(auto(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 def test_inspect_shows_the_choice_and_measure_records_its_timings(tmp_path, capsys):
     _, x, path = _ternary_mlp(tmp_path, plain=False)
     records = tmp_path / "records"

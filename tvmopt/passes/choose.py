@@ -380,6 +380,28 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
                          "compressed one")
 
 
+#: a compressed conv predicted slower than the dense one still runs where its layer holds at most
+#: this share of the network's multiply-adds: were it even 3x slower, the network would lose 1%,
+#: within never-slower's 5%, while its weight is stored at the format's width. ResNet-18's
+#: ternary export at batch 1 had kept one 1x1 stride-2 shortcut (0.35% of its multiply-adds,
+#: 0.86x the dense conv decoded, 74 us) dense, and its compressed layers read 2.35 bits a weight
+#: where ternary is 2
+SMALL_LAYER_MAX_SHARE = 0.005
+
+
+def small_layer(picked: Choice, policy: str, macs: int, network_macs: int) -> Choice:
+    """``picked``, or the compressed kernel where ``picked`` is a predicted dense choice (policy
+    ``auto``, no record or measurement behind it) for a layer of ``macs`` multiply-adds that is at
+    most ``SMALL_LAYER_MAX_SHARE`` of ``network_macs``."""
+    if policy != "auto" or picked.compressed or not picked.why.startswith("predicted") or network_macs <= 0:
+        return picked
+    share = macs / network_macs
+    if share > SMALL_LAYER_MAX_SHARE:
+        return picked
+    return Choice(True, f"predicted slower ({picked.why[len('predicted: '):]}), but the layer is {share:.2%} of the "
+                        f"network's multiply-adds: its weight stays compressed for under 1% of the run")
+
+
 @dataclass
 class Choice:
     compressed: bool

@@ -82,8 +82,12 @@ AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 #: compressed, one image or a batch: against the start before (outputs for one image, rows for a
 #: batch), alternating rounds, by blocks 1x256x14x14x256 dense 1.24x, ternary 1.54x (0.81 against
 #: 1.24 ms; the dense start 0.93); 1x512x14x14x512 dense 1.27x, ternary 2.06x; 16x256x14x14x256
-#: dense 1.23x, ternary 1.28x. At 1 MiB (1x128x28x28x128) the three splits ran within 5%
-WIDE_BLOCKS_FROM_BYTES = 4 << 20
+#: dense 1.23x, ternary 1.28x. At 1 MiB (1x128x28x28x128) the three splits ran within 5%, and
+#: by blocks 16x128x28x28x128 0.97x, 16x64x16x16x128 (0.5 MiB) 0.94x the rows; at 2 MiB, where
+#: each core's half of U fits its L2 and all of it does not, by blocks 16x128x8x8x256 1.49x the
+#: rows (the compressed layer by blocks 0.95x the dense one, by rows 0.49x), 16x128x16x16x256
+#: 1.27x, one image 1x128x8x8x256 1.08x the outputs (rows 0.72x): so from 2 MiB
+WIDE_BLOCKS_FROM_BYTES = 2 << 20
 #: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
 #: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating
 #: rounds: shift 0.94x by outputs, 0.80x by rows; 2:4 0.96x, 0.75x; ternary 0.96x, 0.88x)

@@ -350,7 +350,8 @@ WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS = 3136
 #: image's U split by ``outputs``: ``winograd.WIDE_BLOCKS_FROM_BYTES``), a full-width AVX-512 core
 #: runs a compressed Winograd conv from this many output pixels. Ice Lake Xeon, one layer at a
 #: time, warm, against the dense start: 1x256x14x14x256 (blocks) shift 0.88x, 2:4 0.90x, ternary
-#: 0.93x; 1x128x28x28x128 (outputs) 0.94 to 0.96x; 1x512x14x14x512 ternary 1.43x. In the network,
+#: 0.93x; 1x128x28x28x128 (outputs) 0.94 to 0.96x; 1x512x14x14x512 ternary 1.43x; 16x128x8x8x256
+#: (blocks, 2 MiB) shift 0.95x. In the network,
 #: where the dense layers' U (1 and 4 MiB) is read cold, ResNet-18 at batch 1 with every layer
 #: compressed ran 1.04x (ternary), 1.00x (shift) and 0.99x (2:4) its fp32 build (15 interleaved
 #: rounds), at 1/16, 1/6 and 1/2 of the weight memory; smaller maps lose (Zen 4: 1x64x8x8x64 0.56

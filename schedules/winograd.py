@@ -86,7 +86,9 @@ AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 #: by blocks 16x128x28x28x128 0.97x, 16x64x16x16x128 (0.5 MiB) 0.94x the rows; at 2 MiB, where
 #: each core's half of U fits its L2 and all of it does not, by blocks 16x128x8x8x256 1.49x the
 #: rows (the compressed layer by blocks 0.95x the dense one, by rows 0.49x), 16x128x16x16x256
-#: 1.27x, one image 1x128x8x8x256 1.08x the outputs (rows 0.72x): so from 2 MiB
+#: 1.27x, one image 1x128x8x8x256 1.08x the outputs (rows 0.72x): so from 2 MiB. Whole networks
+#: untuned against the 4 MiB rule, interleaved: Inception v2 1.065x (its one-image 14x14 and 7x7
+#: layers of 2 to 4 MiB), Inception v1 1.02x
 WIDE_BLOCKS_FROM_BYTES = 2 << 20
 #: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
 #: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating

@@ -165,9 +165,10 @@ DIRECT_CONV_AVX512_MANY_ROWS, DIRECT_CONV_AVX512_MANY_ROWS_MIN_WEIGHTS = 4096, 1
 #: stride-2 shortcuts at batch 16 (102M each: 12,544 pixels x 8K weights to 784 x 131K), one layer
 #: at a time (Ice Lake Xeon, alternating rounds), ternary 1.02, 1.00 and 0.97x the dense conv,
 #: shift 1.03, 1.00 and 0.98x; they had kept the suite's ResNet-18 rows at 5.42 bits a weight for
-#: shift (goal 5.3) and 2.46 for ternary. ResNet-20's layers at batch 16 (38M at most) stay below;
-#: Zen 4 (unmeasured) keeps its rules
-DIRECT_CONV_AVX512_BATCH_MIN_MACS = 1 << 26
+#: shift (goal 5.3) and 2.46 for ternary. ResNet-20's stride-2 3x3 layers at batch 16 (19M each:
+#: 16x16x32x32x32 and 16x32x16x16x64) ran 0.97 to 1.00x (shift and ternary; at batch 1 0.86 to
+#: 0.94x), so from 2^24; Zen 4 (unmeasured) keeps its rules
+DIRECT_CONV_AVX512_BATCH_MIN_MACS = 1 << 24
 #: from this many rows the decoded kernels decode a weight tile once for all rows
 #: (``DECODE_TILE_MIN_M`` in ops/decoded.py), and win from smaller weights: at 16 rows on
 #: Zen 5, binary, ternary and shift ran 1.4 to 1.5x dense at 1024 x 1024 (0.7x at 256), 2:4
@@ -357,6 +358,14 @@ WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS = 3136
 #: rounds), at 1/16, 1/6 and 1/2 of the weight memory; smaller maps lose (Zen 4: 1x64x8x8x64 0.56
 #: to 0.63x)
 WINOGRAD_COMPRESSED_SHARED_MIN_ROWS = 196
+#: ... and, on a full-width AVX-512 core, from this many output pixels where U is at most
+#: ``WINOGRAD_COMPRESSED_SMALL_U_BYTES`` (a transform that stays in L2): Ice Lake Xeon, one layer at
+#: a time, start configs, shift / ternary / 2:4 against the dense Winograd conv: 16x64x8x8x64 (1,024
+#: pixels) 1.10 to 1.11x, 1x64x32x32x64 1.05 to 1.09x, 1x16x32x32x16 0.99 to 1.00x; fewer pixels
+#: lose (1x32x16x16x32, 256: 0.89 to 0.90x; 1x64x8x8x64, 64: 0.53x), and so does a U of 1 MiB
+#: (1x128x28x28x128 at 784 pixels, 0.86x, above)
+WINOGRAD_COMPRESSED_SMALL_U_MIN_ROWS = 1024
+WINOGRAD_COMPRESSED_SMALL_U_BYTES = 256 << 10
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -370,6 +379,8 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
             least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
         elif _double_pumped() or split == "blocks":
             least = WINOGRAD_COMPRESSED_MIN_ROWS
+        elif _full_width() and _transformed_bytes(compressed_key) <= WINOGRAD_COMPRESSED_SMALL_U_BYTES:
+            least = WINOGRAD_COMPRESSED_SMALL_U_MIN_ROWS
         else:
             least = WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS
         if rows >= least:
@@ -480,6 +491,15 @@ def _vnni() -> bool:
     from ..schedules.isa import current
 
     return current().vnni
+
+
+def _transformed_bytes(key: str) -> float:
+    """The bytes of a Winograd conv task's transformed weight U (its key's channels and outputs);
+    infinite where ``key`` is not a conv key (a caller that only asks for the rules)."""
+    from ..schedules.winograd import transformed_bytes
+
+    channels, outputs = _key_dim(key, 1), _key_dim(key, 4)
+    return transformed_bytes(channels, outputs) if channels and outputs else float("inf")
 
 
 def _full_width() -> bool:

@@ -240,7 +240,8 @@ NARROW_FLAT_MIN_INPUTS = 256
 #: channel-chunk order, whole networks untuned, paired rounds, Intel Xeon (AVX-512): ResNet-50
 #: 1.08 to 1.10x, DenseNet-121 1.06x, SqueezeNet 1.02 to 1.08x, Inception v1 1.02x, Inception v2
 #: 0.97x; ResNet-50 at other ratios: 2, 1.03 to 1.06x; 8, 1.06x. With grouped convs split by
-#: rows too, ShuffleNet ran 0.76x, so they keep the channel order; chains
+#: rows too, ShuffleNet NCHW ran 0.76x, so NCHW grouped convs keep the channel order; channels
+#: last (its shuffles one kernel each) it ran 1.07x with them (15 interleaved rounds); chains
 #: of ResNet-50's 1x1 convs at 28x28 (128 <-> 512 channels) went from 0.83x to 1.03x onnxruntime
 #: (56x56: 0.63x to 0.83x), while at 7x7 (512 <-> 2048, 4 MiB of weights) rows ran 0.70x
 PARALLEL_ROWS = "rows"
@@ -274,8 +275,8 @@ def conv2d_space(shape: ConvShape, name: str = "conv2d-llvm") -> Space:
 
 
 def _rows_apply(shape: ConvShape) -> bool:
-    """Whether the space has ``parallel = rows``: one image of one group."""
-    return shape.n == 1 and shape.groups == 1
+    """Whether the space has ``parallel = rows``: one image, of one group or channels last."""
+    return shape.n == 1 and (shape.groups == 1 or shape.nhwc)
 
 
 def rows_first(shape: ConvShape) -> bool:

@@ -229,22 +229,28 @@ def test_untuned_build_names_the_tasks_on_defaults(small_cnn, tmp_path):
 def test_the_start_splits_large_maps_of_one_image_by_rows():
     """One image whose maps outweigh the weight starts with ``parallel = rows`` (each core a band
     of rows, every channel), and so does a compressed conv whose decoded weight fits L2 (each
-    thread decodes it); small maps under a large weight, a batch, groups and compressed convs
-    whose decoded weight outgrows L2 (decoded per channel chunk) keep the channel chunks, and
-    only one image of one group has the value at all."""
+    thread decodes it), grouped channels-last convs too (ShuffleNet 1.07 to 1.10x); small maps
+    under a large weight, a batch, NCHW groups and compressed convs whose decoded weight outgrows
+    L2 (decoded per channel chunk) keep the channel chunks, and only one image, of one group or
+    channels last, has the value at all."""
     def parallel(key):
         task = get_task(key)
         return task.space.as_dict(task.space.initial())["parallel"], task.space.knobs[8].values
 
     for key in ("conv2d_nhwc:1x64x56x56x256x1x1x1x0", "conv2d:1x64x56x56x64x3x3x1x1",
-                "conv2d_nhwc:1x128x28x28x512x1x1x1x0", "shift_conv2d_nhwc:1x64x56x56x64x3x3x1x1"):
+                "conv2d_nhwc:1x128x28x28x512x1x1x1x0", "shift_conv2d_nhwc:1x64x56x56x64x3x3x1x1",
+                "conv2d_nhwc:1x136x28x28x136x1x1x1x0x4"):
         assert parallel(key)[0] == "rows", key
     for key in ("conv2d_nhwc:1x512x7x7x2048x1x1x1x0", "conv2d_nhwc:1x256x14x14x1024x1x1x1x0",
                 "shift_conv2d_nhwc:1x256x56x56x256x3x3x1x1"):
         start, values = parallel(key)
         assert start != "rows" and "rows" in values, key
-    for key in ("conv2d_nhwc:2x64x56x56x256x1x1x1x0", "conv2d_nhwc:1x64x56x56x256x1x1x1x0x2"):
+    for key in ("conv2d_nhwc:2x64x56x56x256x1x1x1x0", "conv2d:1x64x56x56x256x1x1x1x0x2"):
         assert "rows" not in parallel(key)[1], key
+    task = get_task("conv2d_nhwc:1x12x9x9x68x1x1x1x0x2")      # padded groups, split by rows: as numpy
+    config = task.space.replaced(task.space.initial(), {"parallel": "rows"})
+    got, expected = _run_task(task, config, parse_target("llvm"))
+    assert task.mismatch(got, expected) is None
 
 
 def test_space_moves_stay_in_the_conv2d_space():

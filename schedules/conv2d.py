@@ -506,7 +506,7 @@ def apply_conv2d(sch, block, shape: ConvShape, space: Space, config: Config, epi
     if inlined:
         sch.reverse_compute_inline(crop)             # the write-back gets `x < ow`
     elif crop is not None:       # padded groups (the crop's channel map is not affine) or a flat
-        _parallel_rows(sch, crop, shape.o // shape.groups if shape.nhwc and shape.op > shape.o else 0)
+        _parallel_rows(sch, crop, shape.o // shape.groups if shape.nhwc and shape.groups > 1 else 0)
     # the write-back's x loop (NHWC: its channels, over which an inlined crop's `x < ow` is uniform)
     if shape.ob > 1 and (shape.nhwc or not inlined) and int(sch.get(sch.get_loops(local)[-1]).extent) % 4 == 0:
         sch.vectorize(sch.get_loops(local)[-1])

@@ -201,7 +201,6 @@ def _fold_transposed_constants(mod):
     op_permute = tvm.ir.Op.get("relax.permute_dims")
     op_where = tvm.ir.Op.get("relax.where")
     op_pad = tvm.ir.Op.get("relax.nn.pad")
-    op_reshape = tvm.ir.Op.get("relax.reshape")
 
     def axes_of(call):
         return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
@@ -252,20 +251,14 @@ def _fold_transposed_constants(mod):
             [N, C, H, W]), NCHW->NHWC): a channel shuffle (ShuffleNet's) that the conversion left
             in NCHW between two transposes, as one channels-last kernel
             (:func:`channel_shuffle_kernel`). None where ``outer`` is not that chain."""
-            swap = self._resolve(merged.args[0]) if _is_call(merged, op_reshape) else None
-            split = self._resolve(swap.args[0]) if _is_call(swap, op_permute) and axes_of(swap) == [0, 2, 1, 3, 4] \
-                else None
-            inner = self._resolve(split.args[0]) if _is_call(split, op_reshape) and _splits_channels(split) else None
+            split = _whole_shuffle(merged, self._resolve)
+            inner = None if split is None else self._resolve(split.args[0])
             if not (_is_call(inner, op_permute) and axes_of(inner) == [0, 3, 1, 2] and axes_of(outer) == [0, 2, 3, 1]):
                 return None
             n, groups, per_group, h, w = _static(split)           # static: _splits_channels checked it
-            if _static(merged) != [n, groups * per_group, h, w]:
-                return None
-            dtype = str(outer.ty.dtype)
-            kernel = self.builder_.add_func(channel_shuffle_kernel(n, h, w, groups, per_group, dtype),
+            kernel = self.builder_.add_func(channel_shuffle_kernel(n, h, w, groups, per_group, str(outer.ty.dtype)),
                                             "channel_shuffle")
-            return relax.call_tir(kernel, [inner.args[0]],
-                                  outer.ty)
+            return relax.call_tir(kernel, [inner.args[0]], outer.ty)
 
     return rewrite(Fold, mod)
 
@@ -291,6 +284,24 @@ def channel_shuffle_kernel(n: int, h: int, w: int, groups: int, per_group: int, 
     sch.unroll(g)
     sch.parallel(sch.fuse(i, y))
     return sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def _whole_shuffle(merged, resolve):
+    """The reshape that splits channels into groups (``[N, C, H, W] -> [N, G, C/G, H, W]``) where
+    ``merged`` reshapes a transpose ``[0, 2, 1, 3, 4]`` of it back to ``[N, C, H, W]``: a whole
+    channel shuffle. None otherwise. ``resolve``: a bound variable to its value (``Bindings``)."""
+    import tvm
+
+    op_reshape, op_permute = tvm.ir.Op.get("relax.reshape"), tvm.ir.Op.get("relax.permute_dims")
+    if not _is_call(merged, op_reshape):
+        return None
+    swap = resolve(merged.args[0])
+    if not (_is_call(swap, op_permute) and [int(a) for a in swap.attrs.axes or ()] == [0, 2, 1, 3, 4]):
+        return None
+    split = resolve(swap.args[0])
+    if not (_is_call(split, op_reshape) and _splits_channels(split)):
+        return None
+    return split if _static(merged) == _static(split.args[0]) else None
 
 
 def _static(expr) -> list[int] | None:
@@ -321,7 +332,6 @@ def _convolutions(mod) -> tuple[list, int]:
 
     op_conv = tvm.ir.Op.get("relax.nn.conv2d")
     op_reshape = tvm.ir.Op.get("relax.reshape")
-    op_permute = tvm.ir.Op.get("relax.permute_dims")
     found = []
     shuffles = 0
 
@@ -334,19 +344,9 @@ def _convolutions(mod) -> tuple[list, int]:
                 found.append((call, self._const(call.args[1]), self._binarized_source(call.args[0]) is not None))
             elif call.op.same_as(op_reshape) and _splits_channels(call):
                 shuffles += 1
-            elif call.op.same_as(op_reshape) and self._merges_shuffle(call):
+            elif _whole_shuffle(call, self._resolve) is not None:
                 shuffles -= 1
             return call
-
-        def _merges_shuffle(self, call) -> bool:
-            """Whether ``call`` reshapes back to 4-d a transpose ``[0, 2, 1, 3, 4]`` of a channel split."""
-            swap = self._resolve(call.args[0])
-            if not (_is_call(swap, op_permute) and [int(a) for a in swap.attrs.axes or ()] == [0, 2, 1, 3, 4]):
-                return False
-            split = self._resolve(swap.args[0])
-            if not (_is_call(split, op_reshape) and _splits_channels(split)):
-                return False
-            return _static(call) is not None and _static(call) == _static(split.args[0])
 
     Collect(mod).visit_expr(mod["main"])
     return found, shuffles

@@ -43,9 +43,8 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE, whole_powers
-from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, small_layer,
-                     xnor_conv_prefix,
-                     nm_register_select, register_tables, xnor_dense_family)
+from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, xnor_conv_prefix,
+                     nm_register_select, register_tables, small_layer, xnor_dense_family)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
@@ -123,7 +122,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     cuda_kernels: dict[str, tuple] = {}
     products: dict[str, int] = {}
     shifted: dict = {}                    # int8 quantized tensors re-quantized as uint8, by tensor
-    network = {"macs": 0}                 # the model's multiply-adds (convolutions and products)
+    network_macs = 0                      # the model's multiply-adds (set before the rewrite below)
 
     op_matmul = tvm.ir.Op.get("relax.matmul")
     op_permute = tvm.ir.Op.get("relax.permute_dims")
@@ -639,7 +638,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 picked = pick(options.kernels, (cuda_family(kern.family) if gpu else conv_prefix or kern.family),
                               compressed_key, dense_key, rows, o * c * kh * kw, conv=True, cost=costs)
                 if conv_prefix and not gpu:
-                    picked = small_layer(picked, options.kernels, rows * o * c * kh * kw, network["macs"])
+                    picked = small_layer(picked, options.kernels, rows * o * c * kh * kw, network_macs)
                 choice = picked.label
                 if not picked.compressed:
                     kern = dense_kernel(w.reshape(o, -1), found)
@@ -841,7 +840,7 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
     mod = plain_conv_placeholders(mod)
     if choose_layout(mod, options, detect_once) == "NHWC":
         mod = to_channels_last(mod)
-    network["macs"] = multiply_adds(mod)
+    network_macs = multiply_adds(mod)
     new_mod = rewrite(Rewriter, mod)
     new_mod = relax.transform.CanonicalizeBindings()(new_mod)     # no `y = x` aliases: they stop fusion
     new_mod = flat_epilogue.flatten(new_mod)        # a 3-D MatMul's bias and activation: fusable
@@ -860,15 +859,16 @@ def multiply_adds(mod) -> int:
 
     def visit(expr):
         nonlocal total
-        if not isinstance(expr, relax.Call) or not hasattr(expr.op, "name"):
+        name = getattr(getattr(expr, "op", None), "name", "") if isinstance(expr, relax.Call) else ""
+        if name not in ("relax.nn.conv2d", "relax.matmul"):
             return
         try:
-            out = [int(d) for d in expr.ty.shape]
-            if expr.op.name == "relax.nn.conv2d":
+            outputs = int(np.prod([int(d) for d in expr.ty.shape]))
+            if name == "relax.nn.conv2d":
                 _, per_group, kh, kw = (int(d) for d in expr.args[1].ty.shape)
-                total += int(np.prod(out)) * per_group * kh * kw
-            elif expr.op.name == "relax.matmul":
-                total += int(np.prod(out)) * int(expr.args[0].ty.shape[-1])
+                total += outputs * per_group * kh * kw
+            else:
+                total += outputs * int(expr.args[0].ty.shape[-1])
         except (AttributeError, TypeError, ValueError):     # a symbolic or unknown shape
             pass
 

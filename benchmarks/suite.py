@@ -370,7 +370,13 @@ LIMITS = {
         "Built for any other CPU, one image's three 7x7x512 layers run direct (`winograd.preferred`: their 16 MiB U is "
         "cold in a network; 1.09x the Winograd conv on those layers in ResNet-18, Zen 3; the whole network 1.23 to "
         "1.31x faster on an Ice Lake Xeon), so their compressed direct convs are chosen there; the three 14x14x256 ones keep the dense Winograd conv (the compressed Winograd convs "
-        "ran 0.83 to 0.87x it in the network, shift and ternary, Zen 3)."),
+        "ran 0.83 to 0.87x it in the network, shift and ternary, Zen 3). On a full-width AVX-512 core (Ice Lake "
+        "Xeon) VGG at batch 1 runs every layer compressed: its 2x2 layers as im2col + the compressed linear kernel, "
+        "which decodes each weight vector in registers once for the 4 pixels (`choose.few_pixels`; the direct "
+        "compressed conv decoded tiles into a buffer and ran 0.60x the dense conv there), its 4x4 layers on the "
+        "direct compressed conv and its 8x8 ones on the compressed Winograd conv (the dense kernels read 2 to 9 MiB "
+        "of weights cold for 16 to 64 pixels), and its 16x16 layer's Winograd conv shares the weight transform "
+        "between the cores; ResNet-20's small layers (36 to 144 KiB, in cache) stay dense there."),
     "hashed": (
         "**Hashed weights run dense.** The hashed kernel recomputes each weight from its index (fmix32, about 20 "
         "integer operations, and a gather from a table of 1/8 of the weights): slower than streaming the dense weight "

@@ -93,6 +93,14 @@ WIDE_BLOCKS_FROM_BYTES = 2 << 20
 #: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
 #: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating
 #: rounds: shift 0.94x by outputs, 0.80x by rows; 2:4 0.96x, 0.75x; ternary 0.96x, 0.88x)
+#: ... and so does one whose U is from this size on a small map (``SMALL_MAP_MAX_PIXELS``), where the
+#: transform weighs most against the few tiles: Ice Lake Xeon, one layer, warm, against the dense
+#: start, by outputs / by rows: 1x64x16x16x128 (512 KiB) shift 0.94 to 0.96x / 0.81 to 0.83x,
+#: ternary 1.00x / 0.86x; 1x64x8x8x64 (256 KiB) shift 0.76x / 0.56x. Not below it (1x32x16x16x32,
+#: 64 KiB, two vectors of outputs: 0.56x / 0.94x) nor on larger maps (1x64x56x56x64 0.96x / 1.06x,
+#: 1x64x32x32x64 ternary 1.04x / 1.13x)
+SMALL_MAP_SHARE_FROM_BYTES = 256 << 10
+SMALL_MAP_MAX_PIXELS = 256
 
 
 def transformed_bytes(channels: int, outputs: int) -> int:
@@ -176,7 +184,8 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
     runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
     a full-width AVX-512 core every U from ``WIDE_BLOCKS_FROM_BYTES``, and one image's per-call U
-    from ``L2_BYTES`` by outputs); otherwise the rows of tiles."""
+    from ``L2_BYTES``, on a small map from ``SMALL_MAP_SHARE_FROM_BYTES``, by outputs); otherwise the
+    rows of tiles."""
     from .isa import current
 
     knobs = {k.name: k for k in space.knobs}
@@ -196,7 +205,8 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
             or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"
     else:
-        own_share = full_width and per_call and u >= L2_BYTES
+        small_map = u >= SMALL_MAP_SHARE_FROM_BYTES and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS
+        own_share = full_width and per_call and (u >= L2_BYTES or small_map)
         split = "outputs" if shape.n == 1 and (u > L2_BYTES or own_share) else "rows"
     return (p, k, split)
 

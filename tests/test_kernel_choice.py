@@ -3,6 +3,7 @@ a measurement or the prediction say it is at least as fast as the dense kernel o
 ``inspect`` shows the choice and why; a user can force either."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -211,7 +212,10 @@ def _policy_cases():
         assert choose("auto", "binary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed
         assert not choose("auto", "ternary_conv2d", "k", "d", 4, 512 * 512 * 9, True).compressed  # VGG's 2x2
         assert choose("auto", "shift_conv2d", "k", "d", 49, 512 * 512 * 9, True).compressed       # 1x512x7x7x512
-        assert not choose("auto", "shift_conv2d", "k", "d", 16, 512 * 512 * 9, True).compressed   # VGG's 4x4
+        # VGG's 4x4 on a full-width core (its dense conv reads 9 MiB cold for 16 pixels); not fewer
+        # pixels (the 2x2 layers run im2col + the linear kernel: test_few_pixel_convs...)
+        assert choose("auto", "shift_conv2d", "k", "d", 16, 512 * 512 * 9, True).compressed
+        assert not choose("auto", "shift_conv2d", "k", "d", 9, 512 * 512 * 9, True).compressed
         assert choose("auto", "shift_conv2d", "k", "d", 784, 512 * 512 * 9, True).compressed
         assert choose("auto", "ternary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed    # 1x256x14x14x256
         assert not choose("auto", "binary_conv2d", "k", "d", 196, 256 * 256 * 9, True).compressed  # (NCHW: 0.86x)
@@ -401,3 +405,73 @@ def test_avx2_gives_small_transforms_and_binary_row_tables_their_kernels():
         assert not choose("auto", "binary_rowlut_dense", "k", "d", 16, 10 * 256, conv=False).compressed
     with isa.use(isa.AVX512):
         assert not choose("auto", "fastfood", "k", "d", 1, 256 * 256, conv=False).compressed
+
+
+def test_few_pixel_convs_run_im2col_and_the_linear_kernel_on_a_full_width_core(tmp_path):
+    """``choose.few_pixels``: a channels-last conv of fewer than 8 output pixels and at least 1M
+    shift or ternary weights (VGG's 2x2 maps at batch 1) runs as im2col + the compressed linear
+    kernel, which decodes each weight vector in registers once for all the pixels; on a
+    full-width AVX-512 core only, not for a dense policy, nor where records say the dense conv wins.
+    In a model: the layer's codes are stored, its scale, bias and ReLU run in the kernel's
+    write-back, and the output matches PyTorch."""
+    from tvmopt.passes.choose import few_pixels
+    from tvmopt.records.store import Record, RecordCache
+    from tvmopt.ops.task import get_task
+
+    big = 512 * 512 * 9
+    with isa.use(isa.AVX512):
+        picked = few_pixels("auto", "shift_dense", 4, big)
+        assert picked.compressed and "decoded in registers" in picked.why
+        assert few_pixels("compressed", "ternary_dense", 4, big).compressed
+        assert few_pixels("auto", "shift_dense", 16, big) is None              # 4x4: tiles decoded, 0.49x
+        assert few_pixels("auto", "shift_dense", 4, 128 * 128 * 9) is None     # a weight that stays in cache
+        assert few_pixels("auto", "binary_dense", 4, big) is None              # binary: its register tables
+        assert few_pixels("dense", "shift_dense", 4, big) is None
+    for other in (isa.ZEN4, isa.AVX2):
+        with isa.use(other):
+            assert few_pixels("auto", "shift_dense", 4, big) is None
+
+    class Model(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.first = nn.Conv2d(3, 256, 3, padding=1)
+            self.layer = layer
+            self.bn = nn.BatchNorm2d(512)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.layer(torch.relu(self.first(x)))))
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 2, 2)
+    tmp = str(tmp_path)
+    for name, layer in (("shift", tn.ShiftConv2d(256, 512, 3, padding=1, bias=False)),
+                        ("ternary", tn.TernaryConv2d(256, 512, 3, padding=1, bias=False))):
+        model = Model(layer).eval()
+        with torch.no_grad():
+            model.bn.running_mean.uniform_(-1, 1)
+            model.bn.running_var.uniform_(0.5, 2)
+            ref = model(x).numpy()
+        path = tn.export_onnx(model, x, f"{tmp}/{name}.onnx", plain=True)
+        with isa.use(isa.AVX512):
+            built = compile_model(path, "llvm", records=f"{tmp}/none", shipped=False)
+        layer_report = built.lowered.layers[1]
+        assert "(im2col)" in layer_report.source and layer_report.kernel.split(":")[1] == "4x512x2304", layer_report
+        assert layer_report.compact_bytes * 6 < layer_report.dense_bytes
+        np.testing.assert_allclose(built(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        # the folded batch norm's scale and shift and the ReLU in the write-back: no elementwise block left
+        functions = {gv.name_hint: f.script() for gv, f in built.mod.functions_items()
+                     if type(f).__name__ == "PrimFunc"}
+        [(fn, text)] = [(n, t) for n, t in functions.items() if "_4_512_2304" in n]
+        assert fn.startswith("fused_") and "relu" in fn and "add" in fn, fn
+        assert not re.findall(r'T\.sblock\("(T_multiply|T_add|relu)\w*"', text)
+        assert not [n for n in functions if n.startswith(("multiply", "add", "relu"))], sorted(functions)
+    # records that time the dense conv faster: the layer keeps the direct kernels
+    key = layer_report.kernel
+    dense = "conv2d_nhwc:1x256x2x2x512x3x3x1x1"
+    records = f"{tmp}/records"
+    target = parse_target("llvm")
+    RecordCache(records).append([Record(key, target.key, get_task(key).space.initial(), (9e-4,)),
+                                 Record(dense, target.key, get_task(dense).space.initial(), (3e-4,))])
+    with isa.use(isa.AVX512):
+        slower = compile_model(path, "llvm", records=records, shipped=False)
+    assert "(im2col)" not in slower.lowered.layers[1].source

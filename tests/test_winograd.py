@@ -91,7 +91,12 @@ def test_output_channels_in_blocks_match_the_reference():
         assert split("winograd_conv2d_nhwc:16x128x28x28x128x3x3x1x1") == "rows"          # 1 MiB
         assert split("ternary_winograd_conv2d_nhwc:1x128x28x28x128x3x3x1x1") == "outputs"
         assert split("winograd_conv2d_nhwc:1x128x28x28x128x3x3x1x1") == "rows"
-        assert split("shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1") == "rows"
+        # ... and on a small map from 256 KiB (0.76x against 0.56x by rows), not below it nor on larger maps
+        assert split("shift_winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1") == "outputs"
+        assert split("ternary_winograd_conv2d_nhwc:1x64x16x16x128x3x3x1x1") == "outputs"
+        assert split("shift_winograd_conv2d_nhwc:1x32x16x16x32x3x3x1x1") == "rows"
+        assert split("shift_winograd_conv2d_nhwc:1x64x32x32x64x3x3x1x1") == "rows"
+        assert split("winograd_conv2d_nhwc:1x64x8x8x64x3x3x1x1") == "rows"
     _check(big, [big.space.initial()], seed=4)
     for key in ("winograd_conv2d_nhwc:2x16x6x10x48x3x3x1x1", "ternary_winograd_conv2d_nhwc:1x32x8x8x64x3x3x1x1"):
         task = get_task(key)
@@ -187,6 +192,13 @@ def _choices_against_winograd():
                   large, 196, 256 * 256 * 9, conv=True).compressed == full_width
     assert choose("auto", "ternary_winograd_conv2d", "ternary_winograd_conv2d_nhwc:16x256x14x14x256x3x3x1x1",
                   large.replace("1x", "16x", 1), 16 * 196, 256 * 256 * 9, conv=True).compressed
+    # one image's U of 2 MiB and more by blocks on a full-width core from 64 pixels (VGG's 8x8
+    # layers: the dense U read cold for 16 tiles)
+    for dims, weights in (("1x128x8x8x256x3x3x1x1", 128 * 256 * 9), ("1x256x8x8x256x3x3x1x1", 256 * 256 * 9)):
+        assert choose("auto", "shift_winograd_conv2d", f"shift_winograd_conv2d_nhwc:{dims}",
+                      f"winograd_conv2d_nhwc:{dims}", 64, weights, conv=True).compressed == full_width
+    assert not choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x256x4x4x256x3x3x1x1",
+                      "winograd_conv2d_nhwc:1x256x4x4x256x3x3x1x1", 16, 256 * 256 * 9, conv=True).compressed
     huge = "winograd_conv2d_nhwc:1x512x14x14x512x3x3x1x1"       # 16 MiB, by blocks
     assert choose("auto", "shift_winograd_conv2d", "shift_winograd_conv2d_nhwc:1x512x14x14x512x3x3x1x1",
                   huge, 196, 512 * 512 * 9, conv=True).compressed == full_width

@@ -124,10 +124,15 @@ DIRECT_CONV_AVX512_DEFAULT_MIN_ROWS = 256
 #: ... or, for ternary and shift, from this many weights and output pixels (ResNet-18's 7x7
 #: stage: one layer alone ternary 0.94 to 0.97x, shift 0.84 to 0.90x the dense conv; in the whole
 #: network, where the dense conv streams 9 MiB of weights per layer past the activations, the
-#: compressed build tied, see below). Not on VGG's 4x4 and 2x2 maps: there ternary ran 0.81x the
-#: dense conv (2.4M weights, 21 paired rounds; it once ran 0.96 to 1.13x, when it was given them
-#: at any pixel count), and the whole VGG 0.90x its dense build with them; shift 0.85x
+#: compressed build tied, see below). VGG's 4x4 maps too (16 pixels): one layer alone, warm, they
+#: lose (Ice Lake Xeon, 1x512x4x4x512: ternary 0.81x, shift 0.71x), but in the whole VGG at batch 1,
+#: its 2x2 layers on im2col (``few_pixels``), its two 4x4 layers compressed ran 1.12x (ternary) and
+#: 0.99x (shift) the build that kept them dense (interleaved builds, 25 rounds; the dense conv reads
+#: 4.5 and 9 MiB cold for 16 pixels). An earlier measurement, with the 2x2 layers on the direct
+#: compressed conv, had the whole VGG 0.90x (ternary) and 0.85x (shift) its dense build. So on a
+#: full-width core from ``FULL_WIDTH_LARGE_MIN_ROWS`` pixels (Zen 4, unmeasured, keeps 49)
 DIRECT_CONV_AVX512_LARGE = {"ternary_conv2d": (1 << 20, 49), "shift_conv2d": (1 << 20, 49)}
+FULL_WIDTH_LARGE_MIN_ROWS = 16
 #: ... or where the compressed conv's start decodes its small weight in each thread, inside the
 #: conv's parallel loop (``decode = thread``: one image, ``ROWS_MIN_PIXELS`` and
 #: ``THREAD_MAX_BYTES`` in ops/compressed_conv2d.py), from this many multiply-adds. One layer at a
@@ -366,6 +371,14 @@ WINOGRAD_COMPRESSED_SHARED_MIN_ROWS = 196
 #: (1x128x28x28x128 at 784 pixels, 0.86x, above)
 WINOGRAD_COMPRESSED_SMALL_U_MIN_ROWS = 1024
 WINOGRAD_COMPRESSED_SMALL_U_BYTES = 256 << 10
+#: ... and, on a full-width AVX-512 core, one image's layer whose U is ``winograd.WIDE_BLOCKS_FROM_BYTES``
+#: or more (shared out by blocks) from this many output pixels: the dense Winograd conv then reads
+#: its U, cold in a network, for 16 tiles or fewer, and the compressed one reads 1/6 to 1/16 of the
+#: bytes and transforms them. One layer at a time, warm, the compressed ones lose (Ice Lake Xeon:
+#: 1x128x8x8x256 shift 0.63x, ternary 0.67x; 1x256x8x8x256 0.79x, 0.82x), but in the whole VGG at
+#: batch 1 (interleaved builds, 31 rounds) the two 8x8 layers compressed ran 0.99x (shift) and
+#: 1.00x (ternary) the build that kept them dense, at 5 and 2 bits where the dense U stores 57
+WINOGRAD_COMPRESSED_COLD_U_MIN_ROWS = 64
 
 
 def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
@@ -375,7 +388,10 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
         split = _start_knob(compressed_key, "parallel")
-        if _full_width() and split in ("blocks", "outputs"):
+        if _full_width() and split == "blocks" and _batch(compressed_key) == 1 and \
+                _transformed_bytes(compressed_key) >= _wide_blocks_bytes():
+            least = WINOGRAD_COMPRESSED_COLD_U_MIN_ROWS
+        elif _full_width() and split in ("blocks", "outputs"):
             least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
         elif _double_pumped() or split == "blocks":
             least = WINOGRAD_COMPRESSED_MIN_ROWS
@@ -383,6 +399,10 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
             least = WINOGRAD_COMPRESSED_SMALL_U_MIN_ROWS
         else:
             least = WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS
+        if rows >= least and least == WINOGRAD_COMPRESSED_COLD_U_MIN_ROWS:
+            return Choice(True, f"predicted: the dense Winograd conv reads a transformed weight of "
+                                f"{_transformed_bytes(compressed_key) / 2**20:.0f} MiB cold for {rows:,} output pixels; "
+                                f"the compressed one a fraction of it")
         if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
@@ -399,6 +419,33 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
 #: 0.86x the dense conv decoded, 74 us) dense, and its compressed layers read 2.35 bits a weight
 #: where ternary is 2
 SMALL_LAYER_MAX_SHARE = 0.005
+
+
+#: a channels-last conv of fewer output pixels than ``decoded.DECODE_TILE_MIN_M`` (VGG's 2x2 maps
+#: at batch 1) and at least this many weights runs as im2col + the compressed linear kernel on a
+#: full-width AVX-512 core (``few_pixels``): that kernel decodes each vector of 16 weights in
+#: registers once for all the pixels, where the direct compressed conv decodes tiles into a buffer
+#: and reads them back, and the dense conv streams 4 bytes a weight for 4 uses (the layer is
+#: memory-bound). Ice Lake Xeon, 1x512x2x2x512 (9 MiB of fp32 weights), one layer at a time, warm,
+#: against the dense direct conv: shift_dense 1.21x, ternary 1.22x, where shift_conv2d ran 0.60x;
+#: the whole VGG at batch 1 (interleaved builds, every other layer as the default chose) 1.14x its
+#: dense build with shift and 1.30x with ternary. At 16 pixels (4x4) the linear kernels decode tiles
+#: and lose (0.49 to 0.64x the dense GEMM): those layers keep the direct compressed conv
+FEW_PIXELS_MIN_WEIGHTS = 1 << 20
+FEW_PIXELS_FAMILIES = ("shift_dense", "ternary_dense")
+
+
+def few_pixels(policy: str, family: str, rows: int, weights: int) -> Choice | None:
+    """The choice to run a compressed conv of ``rows`` output pixels as im2col + its linear kernel
+    (``family``), or None where the conv keeps its direct kernels. Not for ``policy`` dense."""
+    from tvmopt.ops.decoded import DECODE_TILE_MIN_M
+
+    if policy == "dense" or family not in FEW_PIXELS_FAMILIES or not _full_width():
+        return None
+    if rows < DECODE_TILE_MIN_M and weights >= FEW_PIXELS_MIN_WEIGHTS:
+        return Choice(True, f"predicted: {rows} output pixel(s) of {weights:,} weights, memory-bound: each weight "
+                            f"decoded in registers once for all of them (im2col)")
+    return None
 
 
 def small_layer(picked: Choice, policy: str, macs: int, network_macs: int) -> Choice:
@@ -500,6 +547,12 @@ def _transformed_bytes(key: str) -> float:
 
     channels, outputs = _key_dim(key, 1), _key_dim(key, 4)
     return transformed_bytes(channels, outputs) if channels and outputs else float("inf")
+
+
+def _wide_blocks_bytes() -> int:
+    from ..schedules.winograd import WIDE_BLOCKS_FROM_BYTES
+
+    return WIDE_BLOCKS_FROM_BYTES
 
 
 def _full_width() -> bool:
@@ -672,6 +725,8 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
                 return Choice(True, f"predicted: on AVX-512, {rows:,} output pixels share each decoded tile of "
                                     f"{weights:,} weights")
             large, large_rows = DIRECT_CONV_AVX512_LARGE.get(family, (float("inf"), 0))
+            if _full_width():
+                large_rows = min(large_rows, FULL_WIDTH_LARGE_MIN_ROWS)
             if weights >= large and rows >= large_rows:
                 return Choice(True, f"predicted: on AVX-512 the dense conv streams {weights:,} weights for {rows:,} "
                                     f"output pixels, the decoded one a fraction of them")

@@ -43,8 +43,9 @@ from .bindings import Bindings, rewrite
 from .fold import fold_batch_norm
 from .linear import collapse as collapse_linear_regions
 from tvmopt.passes.fuse_schedule import OPAQUE, OUT_EWISE_FUSABLE, whole_powers
-from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, xnor_conv_prefix,
-                     nm_register_select, register_tables, small_layer, xnor_dense_family)
+from .choose import (ROW_TABLE_MIN_ROWS, Choice, choose, conv_register_tables, conv_row_tables, few_pixels,
+                     from_costs, nm_register_select, register_tables, small_layer, xnor_conv_prefix,
+                     xnor_dense_family)
 from tvmopt.ops.compressed_conv2d import CONV_OF, conv_key
 from tvmopt.ops.conv2d import output_shape
 from tvmopt.ops.winograd_conv2d import PREFIX as WINOGRAD_PREFIX, winograd_prefix
@@ -634,6 +635,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                 rows = n * oh * ow
                 dims = _conv_dims(n, c, h, wd, o, kh, kw, sh, (pt, pl, pb, pr))
                 dense_key = conv_key(dense_prefix, dims) if direct else _dense_key(rows, o, c * kh * kw)
+                if nhwc and direct and not gpu:
+                    gemm = self._few_pixels(x, w, kern, geometry, source, (n, c, h, wd, oh, ow), dense_key)
+                    if gemm is not None:
+                        return gemm
                 compressed_key = conv_key(conv_prefix + suffix, dims, kern.key_dims) if conv_prefix else kern.key(rows)
                 picked = pick(options.kernels, (cuda_family(kern.family) if gpu else conv_prefix or kern.family),
                               compressed_key, dense_key, rows, o * c * kh * kw, conv=True, cost=costs)
@@ -657,6 +662,36 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
                            choice=choice)
             y = self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
             return relax.op.permute_dims(y, [0, 3, 1, 2])
+
+        def _few_pixels(self, x, w, kern, geometry, source, sizes, dense_key):
+            """A channels-last convolution of few output pixels and a large compressed weight
+            (``choose.few_pixels``) as im2col + the compressed linear kernel, which decodes each
+            weight vector in registers for every pixel at once (the direct compressed conv decodes
+            tiles into a buffer and reads them back), columns (kh, kw, c); else None, and None
+            where records (or ``measure``) time both kernels and the dense conv wins."""
+            n, c, h, wd, oh, ow = sizes
+            o, _, kh, kw = w.shape
+            rows = n * oh * ow
+            picked = few_pixels(options.kernels, kern.family, rows, w.size)
+            if picked is None:
+                return None
+            (sh, sw), (dh, dw) = geometry["strides"], geometry["dilations"]
+            pt, pl, pb, pr = geometry["pads"]
+            columns = detect_once(np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1))).reshape(o, -1))
+            if columns.family != kern.family:
+                return None
+            columns.family = _cpu_family(columns, rows)            # the key the kernel will run
+            timed = from_costs(costs, columns.key(rows), dense_key, "measured" if options.kernels == "measure"
+                               else "records") if options.kernels != "compressed" else None
+            if timed is not None:
+                if not timed.compressed:
+                    return None
+                picked = timed
+            cols = self.builder_.call_te(_im2col, x, kh, kw, (sh, sw), (pt, pl), (dh, dw), oh, ow, nhwc=True,
+                                         primfunc_name_hint="im2col_nhwc")
+            y = self._emit(columns, cols, (rows, c * kh * kw), f"{source} {kh}x{kw}/{sh} (im2col)",
+                           report_shape=f"{n}x{c}x{h}x{wd} -> {o}x{oh}x{ow}", choice=picked.label)
+            return self.builder_.emit(relax.op.reshape(y, (n, oh, ow, o)))
 
         def _direct_conv(self, x, w, stride, pads, structure="dense", choice="", kern=None,
                          prefix="conv2d", source="conv2d", groups=1):
@@ -724,20 +759,10 @@ def lower(mod, configs: Callable[[str, object], object] | None = None, options: 
             rows = padded_rows(m) if pad_rows and not gpu else m
             if k != kern.reduction:
                 raise ModelError(f"{source}: input has {k} features, the weight expects {kern.reduction}")
-            if kern.family.endswith("_lut_dense") and rows > LUT_MAX_ROWS:
-                # the tables are rebuilt for every row of X: with many rows the decode kernel
-                # (same weight layout) is cheaper
-                kern.family = kern.family.replace("_lut_dense", "_dense")
             if gpu:
                 kern.family = cuda_family(kern.family) or kern.family     # CPU-only variants: the GPU kernel
             else:
-                tables = ROW_TABLES_OF.get(kern.family)
-                if tables and takes_rows(rows) and rows >= ROW_TABLE_MIN_ROWS[tables]:
-                    kern.family = tables
-                kern.family = register_tables(kern.family, rows, kern.out_features) or kern.family
-                kern.family = nm_register_select(kern.family, rows, kern.out_features, kern.reduction, kern.params) \
-                    or kern.family
-                kern.family = xnor_dense_family(kern.family, kern.out_features) or kern.family
+                kern.family = _cpu_family(kern, rows)
             if kern.family != DENSE and dense_weight is not None:
                 dense_key = _dense_key(m, kern.out_features, kern.reduction)
                 picked = pick(options.kernels, cuda_family(kern.family) if gpu else kern.family, kern.key(rows),
@@ -874,6 +899,23 @@ def multiply_adds(mod) -> int:
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return total
+
+
+def _cpu_family(kern: Kernel, rows: int) -> str:
+    """The CPU kernel a linear layer of ``rows`` rows runs for ``kern``'s format: the decode kernel
+    where lookup tables would be rebuilt for too many rows, row tables, register tables, the
+    2:4 register selects, the XNOR kernel's width."""
+    family = kern.family
+    if family.endswith("_lut_dense") and rows > LUT_MAX_ROWS:
+        # the tables are rebuilt for every row of X: with many rows the decode kernel (same
+        # weight layout) is cheaper
+        family = family.replace("_lut_dense", "_dense")
+    tables = ROW_TABLES_OF.get(family)
+    if tables and takes_rows(rows) and rows >= ROW_TABLE_MIN_ROWS[tables]:
+        family = tables
+    family = register_tables(family, rows, kern.out_features) or family
+    family = nm_register_select(family, rows, kern.out_features, kern.reduction, kern.params) or family
+    return xnor_dense_family(family, kern.out_features) or family
 
 
 def _schedule_im2col(mod):

@@ -253,6 +253,14 @@ PERM_DOUBLE_PUMPED = {"binary_perm_dense": (1 << 30, 1 << 12), "ternary_perm_den
 #: 16 x 256 x 256 but 0.59x at 1 x 256 x 256; the ternary conv (``ternary_perm_conv2d_nhwc``)
 #: ran 0.55 to 1.17x the dense conv on ResNet-18's layers and is left to ``tvmopt tune``
 PERM_CONV_CHANNELS = 32
+#: ... and, on a full-width core, where each table built (per input pixel and group of channels) is
+#: read at least this many times: once per tap of the kernel and vector of 16 output channels (Zen 4,
+#: whose FMAs run at half rate, unmeasured, keeps them at any count). Ice Lake Xeon, start
+#: configs, one layer, warm, against the dense start: SqueezeNet's 1x1 layers 1x128x55x55x16 (1 use)
+#: 0.28x, 1x256x27x27x32 (2) 0.43x, 1x384x13x13x48 (3) 0.99x, 1x16x55x55x64 (4) 0.99x,
+#: 1x32x27x27x128 (8) 1.55x, 1x64x13x13x256 (16) 1.88x; every 3x3 layer measured (9 uses and more)
+#: 1.5 to 1.9x (``perm_tables_xeon``); the whole SqueezeNet with the fewer-use layers 0.92x its dense build
+PERM_CONV_MIN_TABLE_USES = 8
 #: AVX-512: 2:4 layers of few rows pick their kept inputs out of a register of 16 with ``vpermps``
 #: (ops/nm_perm_dense.py), reading 9 bytes per group of 4 weights where dense reads 16 and
 #: decoding nothing. On the Intel Xeon (``benchmarks/perm_tables.py --nm``, section ``nm_perm_xeon``:
@@ -484,6 +492,27 @@ def _start_knob(key: str, knob: str):
     return space.as_dict(space.initial()).get(knob)
 
 
+#: (a pointwise layer whose dense conv runs a flat grid, ``ConvShape.flat``, stays dense on a
+#: full-width AVX-512 core (Zen 4 unmeasured):
+#: the compressed convs tile the 2-D map, 1 to 5 pixels a register tile there. Ice Lake Xeon, start
+#: configs, one layer, warm: SqueezeNet's 1x128x55x55x16, 1x256x27x27x32 and 1x512x13x13x64 ternary
+#: 0.51 to 0.56x the dense conv, shift 0.50 to 0.53x; the whole ternary SqueezeNet ran 0.94x its
+#: dense build with them, 1.00x without)
+
+
+def _flat(dense_key: str) -> bool:
+    """Whether the dense conv task ``dense_key`` computes a flat grid (False where it is no conv key)."""
+    from tvmopt.errors import WorkloadError
+    from tvmopt.ops.task import get_task
+
+    if not dense_key.startswith("conv2d_nhwc:"):
+        return False
+    try:
+        return bool(getattr(get_task(dense_key).shape, "flat", False))
+    except (WorkloadError, ValueError, KeyError):
+        return False
+
+
 def _decodes_per_thread(key: str) -> bool:
     """Whether the start config of the compressed conv ``key`` decodes its (small) weight in
     each thread, inside the conv's parallel loop (``decode = thread``)."""
@@ -626,6 +655,8 @@ def conv_register_tables(conv_prefix: str | None, channels: int, outputs: int, k
         perm, whole = PERM_CONV_DOUBLE_PUMPED[conv_prefix], channels >= TERNARY_PERM_CONV_MIN_CHANNELS
     if not perm or not _wide() or outputs % 16 or not whole or 1 < kernel < stride:
         return None
+    if _full_width() and kernel * kernel * outputs // 16 < PERM_CONV_MIN_TABLE_USES:
+        return None
     return perm
 
 
@@ -708,6 +739,9 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         least = DIRECT_CONV_MIN_ROWS.get(family)
         # the pixel rules were measured start against start: they hold against an untuned dense conv only
         dense_untuned = cost is None or cost(dense_key) is None
+        if _full_width() and _flat(dense_key):
+            return Choice(False, "predicted: the dense conv computes this pointwise layer's pixels as one flat row of "
+                                 "register tiles, which the compressed conv does not")
         if _wide():
             if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")) and \
                     dense_untuned:

@@ -132,8 +132,9 @@ def table(rows: list[dict], meta: dict) -> str:
         f"than onnxruntime), medians of {meta['rounds']} interleaved rounds. *untuned*: default schedules only "
         f"(no user or shipped records); *tuned*: after `tvmopt tune` from empty records with "
         f"{'the default budget (20 trials per task, at least 200)' if meta['trials'] is None else str(meta['trials']) + ' trials'}"
-        f" and the {meta['tuner']} tuner (trials in the table; '-' with a tuned figure: the records of an earlier "
-        f"run's tuning, reused); *kept*: of the tasks whose tuned configs the in-network check that ends `tvmopt tune` "
+        f" and the {meta['tuner']} tuner (trials in the table; '(N new)' where `tvmopt tune` resumed from the records "
+        f"of an earlier run in the same folder and measured only N of them; '-' with a tuned figure: the records of an "
+        f"earlier run's tuning, reused); *kept*: of the tasks whose tuned configs the in-network check that ends `tvmopt tune` "
         f"timed against their starts inside the model (`tvmopt/tune/network.py`), those where a tuned config won and "
         f"builds run it (the others run their start). Goals (issue 19): untuned >= "
         f"{GOAL_UNTUNED}x everywhere, tuned >= {GOAL_TUNED}x on ResNet-50, SqueezeNet and Inception v1, "
@@ -146,10 +147,13 @@ def table(rows: list[dict], meta: dict) -> str:
         tuned = f"{r['tuned_vs_onnxruntime']:.2f}x" if "tuned_vs_onnxruntime" in r else "-"
         tune_s = f"{r['tune_s']:.0f}" if "tune_s" in r else "-"
         kept = f"{r['kept_tuned']}/{r['checked']}" if "checked" in r else "-"
+        trials = r.get("trials", "-")
+        if "measured" in r and r["measured"] < r.get("trials", 0):     # a resumed run: records already held the rest
+            trials = f"{trials} ({r['measured']} new)"
         err = max(r["err_untuned"], r.get("err_tuned", 0.0))
         lines.append(f"| {r['network']} | {r['convs']} | {r['tasks']} | {r['compile_s']:.1f} | "
                      f"{r['onnxruntime_ms']:.1f} | {r['torch_vs_onnxruntime']:.2f}x | "
-                     f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {kept} | {r.get('trials', '-')} | {tune_s} | {err:.1e} |")
+                     f"{r['untuned_vs_onnxruntime']:.2f}x | {tuned} | {kept} | {trials} | {tune_s} | {err:.1e} |")
     met_untuned = [r["network"] for r in rows if r["untuned_vs_onnxruntime"] < GOAL_UNTUNED]
     met_tuned = [r["network"] for r in rows if r.get("tuned_vs_onnxruntime", GOAL_TUNED) < GOAL_TUNED]
     tuned_any = any("tuned_vs_onnxruntime" in r for r in rows)

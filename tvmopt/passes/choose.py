@@ -579,6 +579,7 @@ def _transformed_bytes(key: str) -> float:
 
 
 def _wide_blocks_bytes() -> int:
+    """The size of U from which a full-width core's Winograd start splits the outputs in blocks."""
     from ..schedules.winograd import WIDE_BLOCKS_FROM_BYTES
 
     return WIDE_BLOCKS_FROM_BYTES

@@ -375,3 +375,21 @@ def test_byte_count_xnor_spaces_are_tuned_by_the_tuner_loop_and_recorded(tmp_pat
             assert result.measured == 3 and result.best_config is not None, key
             best = RecordCache(tmp_path).best(key, target.key)
             assert best is not None and get_task(key).space.contains(tuple(best.config)), key
+
+
+@pytest.mark.parametrize("key", ["ternary_conv2d_nhwc:2x64x13x13x48x1x1x1x0", "shift_conv2d_nhwc:1x128x27x27x32x1x1x1x0",
+                                 "binary_conv2d_nhwc:1x64x13x13x16x1x1x1x0"])
+def test_pointwise_compressed_convs_on_starved_maps_compute_one_flat_row(key):
+    """A channels-last 1x1 compressed conv whose map starves the register tile (13x13, 27x27)
+    computes its pixels as one row, as the dense conv does (``ConvShape.flat``): the start, each
+    decode placement and a random config match the numpy reference."""
+    task = get_task(key)
+    assert task.shape.flat and task.shape.flatten
+    inputs = task.make_inputs(np.random.default_rng(0))
+    expected = task.reference(inputs)
+    space = task.space
+    decode = [k.name for k in space.knobs].index("decode")
+    configs = [space.initial()] + [space.initial()[:decode] + (v,) for v in space.knobs[decode].values]
+    configs.append(space.random(random.Random(3)))
+    for config in dict.fromkeys(configs):
+        assert task.mismatch(run_config(task, config, inputs), expected) is None, config

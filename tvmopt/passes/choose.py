@@ -492,12 +492,14 @@ def _start_knob(key: str, knob: str):
     return space.as_dict(space.initial()).get(knob)
 
 
-#: (a pointwise layer whose dense conv runs a flat grid, ``ConvShape.flat``, stays dense on a
-#: full-width AVX-512 core (Zen 4 unmeasured):
-#: the compressed convs tile the 2-D map, 1 to 5 pixels a register tile there. Ice Lake Xeon, start
-#: configs, one layer, warm: SqueezeNet's 1x128x55x55x16, 1x256x27x27x32 and 1x512x13x13x64 ternary
-#: 0.51 to 0.56x the dense conv, shift 0.50 to 0.53x; the whole ternary SqueezeNet ran 0.94x its
-#: dense build with them, 1.00x without)
+#: a pointwise layer whose dense conv runs a flat grid (``ConvShape.flat``) runs, on a full-width
+#: AVX-512 core (Zen 4 unmeasured), the compressed conv for these formats, whose start then
+#: computes the same flat grid with the weight decoded once per call: Ice Lake Xeon, one layer,
+#: warm, SqueezeNet's 1x1 layers of 13x13 to 55x55 ran 0.84 to 1.08x the dense conv (ternary 0.93
+#: to 1.08x; before the compressed convs had flat grids, 0.51 to 0.56x), and the whole SqueezeNet
+#: with its 16 pointwise layers compressed 0.99x (ternary) and 0.97x (shift) its dense build with
+#: its tuned records (15 interleaved rounds). Other formats (2:4, hashed, codebook) keep the dense conv
+FLAT_CONV_FAMILIES = ("ternary_conv2d", "shift_conv2d", "binary_conv2d")
 
 
 def _flat(dense_key: str) -> bool:
@@ -741,8 +743,11 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
         # the pixel rules were measured start against start: they hold against an untuned dense conv only
         dense_untuned = cost is None or cost(dense_key) is None
         if _full_width() and _flat(dense_key):
-            return Choice(False, "predicted: the dense conv computes this pointwise layer's pixels as one flat row of "
-                                 "register tiles, which the compressed conv does not")
+            if family in FLAT_CONV_FAMILIES:
+                return Choice(True, "predicted: the compressed conv computes this pointwise layer's pixels as one flat "
+                                    "row, its weight decoded once, at the dense conv's speed")
+            return Choice(False, f"predicted: the dense conv computes this pointwise layer's pixels as one flat row; "
+                                 f"decoding {family.removesuffix('_conv2d')} weights costs more")
         if _wide():
             if _double_pumped() and rows >= DOUBLE_PUMPED_DIRECT_CONV_MIN_ROWS.get(family, float("inf")) and \
                     dense_untuned:

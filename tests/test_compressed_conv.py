@@ -53,10 +53,15 @@ def test_channels_last_kernels_match_the_numpy_reference(prefix):
     assert inputs[0].shape == (s.n, s.h, s.w, s.c)
     expected = task.reference(inputs)
     assert expected.shape == (s.n, s.oh, s.ow, s.o)
+    _check_start_decodes_and_a_random_config(task, inputs, expected, seed=5)
+
+
+def _check_start_decodes_and_a_random_config(task, inputs, expected, seed):
+    """The start config, it with each decode placement, and a random config match ``expected``."""
     space = task.space
     decode = [k.name for k in space.knobs].index("decode")
     configs = [space.initial()] + [space.initial()[:decode] + (v,) for v in space.knobs[decode].values]
-    configs.append(space.random(random.Random(5)))
+    configs.append(space.random(random.Random(seed)))
     for config in dict.fromkeys(configs):
         assert task.mismatch(run_config(task, config, inputs), expected) is None, config
 
@@ -386,10 +391,4 @@ def test_pointwise_compressed_convs_on_starved_maps_compute_one_flat_row(key):
     task = get_task(key)
     assert task.shape.flat and task.shape.flatten
     inputs = task.make_inputs(np.random.default_rng(0))
-    expected = task.reference(inputs)
-    space = task.space
-    decode = [k.name for k in space.knobs].index("decode")
-    configs = [space.initial()] + [space.initial()[:decode] + (v,) for v in space.knobs[decode].values]
-    configs.append(space.random(random.Random(3)))
-    for config in dict.fromkeys(configs):
-        assert task.mismatch(run_config(task, config, inputs), expected) is None, config
+    _check_start_decodes_and_a_random_config(task, inputs, task.reference(inputs), seed=3)

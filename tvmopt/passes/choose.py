@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..schedules.conv2d import ConvShape
+from ..schedules.winograd import WIDE_BLOCKS_FROM_BYTES, transformed_bytes
 
 POLICIES = ("auto", "measure", "compressed", "dense")
 
@@ -395,22 +396,21 @@ def _against_winograd(family: str, compressed_key: str, rows: int) -> Choice:
     if family in PERM_MIN_WEIGHTS and family.startswith("binary"):
         return Choice(True, "predicted: binary tables of partial sums in registers beat the dense Winograd conv")
     if family.endswith("_winograd_conv2d"):
-        split = _start_knob(compressed_key, "parallel")
-        if _full_width() and split == "blocks" and _batch(compressed_key) == 1 and \
-                _transformed_bytes(compressed_key) >= _wide_blocks_bytes():
+        split, u = _start_knob(compressed_key, "parallel"), _transformed_bytes(compressed_key)
+        cold = _full_width() and split == "blocks" and _batch(compressed_key) == 1 and u >= WIDE_BLOCKS_FROM_BYTES
+        if cold:
             least = WINOGRAD_COMPRESSED_COLD_U_MIN_ROWS
         elif _full_width() and split in ("blocks", "outputs"):
             least = WINOGRAD_COMPRESSED_SHARED_MIN_ROWS
         elif _double_pumped() or split == "blocks":
             least = WINOGRAD_COMPRESSED_MIN_ROWS
-        elif _full_width() and _transformed_bytes(compressed_key) <= WINOGRAD_COMPRESSED_SMALL_U_BYTES:
+        elif _full_width() and u <= WINOGRAD_COMPRESSED_SMALL_U_BYTES:
             least = WINOGRAD_COMPRESSED_SMALL_U_MIN_ROWS
         else:
             least = WINOGRAD_COMPRESSED_UNSHARED_MIN_ROWS
-        if rows >= least and least == WINOGRAD_COMPRESSED_COLD_U_MIN_ROWS:
+        if rows >= least and cold:
             return Choice(True, f"predicted: the dense Winograd conv reads a transformed weight of "
-                                f"{_transformed_bytes(compressed_key) / 2**20:.0f} MiB cold for {rows:,} output pixels; "
-                                f"the compressed one a fraction of it")
+                                f"{u / 2**20:.0f} MiB cold for {rows:,} output pixels; the compressed one a fraction of it")
         if rows >= least:
             return Choice(True, f"predicted: the Winograd conv at the dense one's speed, its weight decoded and "
                                 f"transformed once per call for {rows:,} output pixels")
@@ -479,17 +479,24 @@ class Choice:
         return ("compressed" if self.compressed else "dense") + f" ({self.why})"
 
 
-def _start_knob(key: str, knob: str):
-    """The value of ``knob`` in the start config of the task ``key`` (None where ``key`` is not
-    a task key: a caller that only asks for the rules)."""
+def _task(key: str):
+    """The task ``key`` names, or None where it is not a task key (a caller that only asks for the rules)."""
     from tvmopt.errors import WorkloadError
     from tvmopt.ops.task import get_task
 
     try:
-        space = get_task(key).space
+        return get_task(key)
     except WorkloadError:
         return None
-    return space.as_dict(space.initial()).get(knob)
+
+
+def _start_knob(key: str, knob: str):
+    """The value of ``knob`` in the start config of the task ``key`` (None where ``key`` is not
+    a task key)."""
+    task = _task(key)
+    if task is None:
+        return None
+    return task.space.as_dict(task.space.initial()).get(knob)
 
 
 #: a pointwise layer whose dense conv runs a flat grid (``ConvShape.flat``) runs, on a full-width
@@ -504,15 +511,8 @@ FLAT_CONV_FAMILIES = ("ternary_conv2d", "shift_conv2d", "binary_conv2d")
 
 def _flat(dense_key: str) -> bool:
     """Whether the dense conv task ``dense_key`` computes a flat grid (False where it is no conv key)."""
-    from tvmopt.errors import WorkloadError
-    from tvmopt.ops.task import get_task
-
-    if not dense_key.startswith("conv2d_nhwc:"):
-        return False
-    try:
-        return bool(getattr(get_task(dense_key).shape, "flat", False))
-    except (WorkloadError, ValueError, KeyError):
-        return False
+    task = _task(dense_key) if dense_key.startswith("conv2d_nhwc:") else None
+    return task is not None and task.shape.flat
 
 
 def _decodes_per_thread(key: str) -> bool:
@@ -574,17 +574,8 @@ def _vnni() -> bool:
 def _transformed_bytes(key: str) -> float:
     """The bytes of a Winograd conv task's transformed weight U (its key's channels and outputs);
     infinite where ``key`` is not a conv key (a caller that only asks for the rules)."""
-    from ..schedules.winograd import transformed_bytes
-
     channels, outputs = _key_dim(key, 1), _key_dim(key, 4)
     return transformed_bytes(channels, outputs) if channels and outputs else float("inf")
-
-
-def _wide_blocks_bytes() -> int:
-    """The size of U from which a full-width core's Winograd start splits the outputs in blocks."""
-    from ..schedules.winograd import WIDE_BLOCKS_FROM_BYTES
-
-    return WIDE_BLOCKS_FROM_BYTES
 
 
 def _full_width() -> bool:

@@ -301,7 +301,8 @@ def _whole_shuffle(merged, resolve):
     split = resolve(swap.args[0])
     if not (_is_call(split, op_reshape) and _splits_channels(split)):
         return None
-    return split if _static(merged) == _static(split.args[0]) else None
+    shape = _static(merged)
+    return split if shape is not None and shape == _static(split.args[0]) else None
 
 
 def _static(expr) -> list[int] | None:

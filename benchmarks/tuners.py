@@ -103,6 +103,23 @@ def verdict_replay(agg: dict) -> list[str]:
     return out
 
 
+#: a table whose fastest 1% spread more than this over their re-measurements ranks its top configs
+#: by the machine's noise as much as by their speed
+NOISY_SPREAD = 0.2
+
+
+def noisy_tables(rows: list[dict]) -> list[str]:
+    """A warning line naming the tables too noisy for their trials-to-95% to be read as search cost."""
+    noisy = [r for r in rows if (r.get("noise") or 0) > NOISY_SPREAD]
+    if not noisy:
+        return []
+    names = ", ".join(f"{r['workload']} ({r['noise']:.0%})" for r in noisy)
+    return [f"- **Noise:** {len(noisy)} of {len(rows)} tables spread more than {NOISY_SPREAD:.0%} over the "
+            f"re-measurements of their fastest 1%: {names}. Their trials to 95% partly measure which configs the "
+            "machine's noise favoured in the sweep; re-measuring the same tables can move the aggregate by more "
+            "than the goals' margins."]
+
+
 def plot_tables(rows: list[dict], out: Path, dest: Path, repeats: int) -> None:
     """One panel per table: median best-so-far curves (fraction of the optimum) per tuner."""
     import matplotlib
@@ -189,6 +206,7 @@ def run_replay(args, info) -> None:
         "",
         "Against the goals (held-out tables):",
         *verdict,
+        *noisy_tables(rows),
     ])
     update_section(f"tuners_replay{suffix}", text)
     print(text)

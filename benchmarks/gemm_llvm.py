@@ -118,19 +118,18 @@ def main() -> None:
 
 
 def table_best(task, target) -> tuple:
-    """(fastest config, configs measured, file) of this CPU's replay table of the task."""
-    import json
-
+    """(fastest config, configs measured, file) of this CPU's replay table of the task, read by the
+    ReplayMeasurer (which checks the table and its configs against the task's space)."""
     from tvmopt.errors import UserError
-    from tvmopt.schedules.space import config_from_json
+    from tvmopt.measure.replay import ReplayMeasurer
 
     path = ROOT / "logs" / "replay" / f"{task.key.replace(':', '_')}_{target.key}.json"
     if not path.exists():
         raise UserError(f"no replay table {path.relative_to(ROOT)}: make it with benchmarks/make_replay_table.py "
                         f"--workload {task.key}")
-    entries = [e for e in json.loads(path.read_text())["entries"] if e[1] is not None]
-    best = min(entries, key=lambda e: e[1])
-    return config_from_json(best[0]), len(entries), str(path.relative_to(ROOT))
+    table = ReplayMeasurer(path).table
+    measured = [c for c, (cost, _, _) in table.items() if cost is not None]
+    return min(measured, key=lambda c: table[c][0]), len(measured), str(path.relative_to(ROOT))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
         extra = [start_cfg] if start_cfg in done and math.isfinite(done[start_cfg].cost) and start_cfg not in top else []
         samples = measurer.remeasure(task.key, top + extra, rounds)
     remeasured = {c: s for c, s in zip(top + extra, samples) if s}
-    spreads = [(max(s) - min(s)) / statistics.median(s) for c, s in remeasured.items() if c in top]
+    top_samples = [remeasured[c] for c in top if c in remeasured]     # the noise band: the fastest 1% only
+    spreads = [(max(s) - min(s)) / statistics.median(s) for s in top_samples]
+    start_remeasured = any(c in remeasured for c in extra)
     cost = {c: (statistics.median(remeasured[c]) if c in remeasured else done[c].cost) for c in members}
     info = machine()
     entries = [[config_to_json(c), cost[c] if math.isfinite(cost[c]) else None, done[c].error,
@@ -103,9 +105,9 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
         "how": "tvmopt LocalMeasurer on this machine: parallel builds, serial runs, each candidate checked against "
                "numpy (that run is the warm-up), cost = median of 3 repeats of time_evaluator(min_repeat_ms=40), "
                "in seconds; null = failed; entries are [config, cost, error kind, build+run seconds]. The fastest "
-               f"{len(top)}{' and the heuristic start' if extra else ''} were re-measured in {rounds} interleaved "
+               f"{len(top)}{' and the heuristic start' if start_remeasured else ''} were re-measured in {rounds} interleaved "
                "rounds and carry the rounds' median.",
-        "noise": {"remeasured": len(remeasured) - len(extra), "rounds": rounds,
+        "noise": {"remeasured": len(top_samples), "rounds": rounds,
                   "spread_median": statistics.median(spreads) if spreads else None,
                   "spread_max": max(spreads) if spreads else None,
                   "sweep_best_still_best": best_sweep == best_after,

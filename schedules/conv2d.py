@@ -312,14 +312,16 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     where its pixel tile has enough accumulators (``AVX2_ONE_BLOCK``). AVX-512 (32 zmm): 32
     channels (two zmm of weights, c1 = 32 / ob blocks, 2 where ob is 8) by up to 8 pixels of a
     row (h1 x w1, w1 as long as the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
-    tile, at onnxruntime's speed (benchmarks/heuristics.py). Zen 4 (double-pumped AVX-512), channels
-    last: 64 channels by 4 pixels where the channels and the map allow (:func:`_quad_tile`)."""
+    tile, at onnxruntime's speed (benchmarks/heuristics.py). Channels last, 64 channels by 4
+    pixels where the channels and the map allow (:func:`_quad_tile`): on Zen 4 (double-pumped
+    AVX-512) at any batch, on a full-width AVX-512 core (Intel Xeon) for one image."""
     from .isa import current
 
     blocks = shape.op // shape.ob
     isa = current()
     lanes = isa.lanes
-    if QUAD_TILES and isa.double_pumped and shape.nhwc and shape.ob == lanes and blocks % 4 == 0:
+    if QUAD_TILES and lanes >= 16 and (isa.double_pumped or shape.n == 1) and shape.nhwc and shape.ob == lanes \
+            and blocks % 4 == 0:
         quad = _quad_tile(shape.gh, shape.gw)
         if quad is not None:
             return (4,) + quad
@@ -338,7 +340,7 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     return _avx2_tile(shape.gh, shape.gw, blocks, shape.ob)[1:]
 
 
-#: Zen 4's start tiles of 64 channels by 4 pixels (:func:`_quad_tile`); benchmarks/conv_tiles.py
+#: the AVX-512 start tiles of 64 channels by 4 pixels (:func:`_quad_tile`); benchmarks/conv_tiles.py
 #: turns them off to time whole networks with and without them
 QUAD_TILES = True
 
@@ -359,7 +361,14 @@ def _quad_tile(oh: int, ow: int) -> tuple[int, int] | None:
     Whole networks untuned, tiles on against off (benchmarks/conv_tiles.py, BENCHMARKS.md):
     1.00 to 1.06x on 12 of 13 (ResNet-18 at batch 16 1.036x, its shift build 1.061x, ResNet-50
     1.058x), VGG's ternary build at batch 16 0.989x; geometric mean 1.023x.
-    Not measured on full-width AVX-512 cores, which keep 2 x 8."""
+    On a full-width AVX-512 core (Ice Lake Xeon) they pay for one image: ResNet-50's 1x1 layers
+    ran at 0.72 to 0.89x onnxruntime's per call (per-kernel profiles of both) and 1.10 to 1.28x
+    faster with these tiles in the model (alternating profiles; 3x3 layers and the stem 1.00 to
+    1.15x); whole networks untuned, 9 interleaved rounds: ResNet-50 1.09x, DenseNet-121 1.05x,
+    ShuffleNet 1.09x, ResNet-18 1.02x, VGG 1.04x, its ternary build 1.04x, the others 1.00 to
+    1.02x (AlexNet 0.97x, and 1.005x in 21 alternating profiles, no kernel below 0.99x).
+    Batches keep 32 channels by 8 pixels there: at batch 16 VGG ran 0.86x, ResNet-20 0.92x and
+    ResNet-18 0.98x with these tiles."""
     for h1, w1 in ((2, 2), (1, 4), (4, 1)):
         if oh % h1 == 0 and ow % w1 == 0:
             return h1, w1

@@ -116,8 +116,11 @@ def table(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['network']} | {r.get('changed', '')} | {r['ms']:.2f} | {r['speedup']:.3f}x "
                      f"({r['quartiles'][0]:.3f}-{r['quartiles'][1]:.3f}) | {r['rounds']} | {r['rel_diff']:.1e} |")
     speedups = [r["speedup"] for r in rows if "speedup" in r]
-    lines += ["", f"Geometric mean {float(np.exp(np.mean(np.log(speedups)))):.3f}x, slowest {min(speedups):.3f}x, "
-              f"fastest {max(speedups):.3f}x."]
+    if speedups:
+        lines += ["", f"Geometric mean {float(np.exp(np.mean(np.log(speedups)))):.3f}x, slowest {min(speedups):.3f}x, "
+                  f"fastest {max(speedups):.3f}x."]
+    else:
+        lines += ["", "No network's start changes on this CPU."]
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ BENCHMARKS.md's ``conv_tiles_<cpu>`` section.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from pathlib import Path
@@ -47,23 +48,32 @@ def onnx_file(name: str, variant: str | None) -> Path:
     return export(model, SHAPES[name], WORK / f"{name}_{variant}.onnx")
 
 
-def evaluate(label: str, path: Path, batch: int | None, target, rounds: int) -> dict:
-    from tvmopt.build.compile import compile_model
+@contextlib.contextmanager
+def quad_tiles(on: bool):
+    """Starts made inside have the quad tiles on or off (``conv2d.QUAD_TILES``, on again after)."""
     from tvmopt.schedules import conv2d
 
-    builds = {}
-    for on in (False, True):
-        conv2d.QUAD_TILES = on
-        try:
-            builds["quad tiles" if on else "32-channel tiles"] = compile_model(path, target, records=WORK / "no-records",
-                                                                            shipped=False, batch=batch)
-        finally:
-            conv2d.QUAD_TILES = True
-    old, new = builds["32-channel tiles"], builds["quad tiles"]
-    changed = tiled_tasks(new, target)
-    if not changed:     # no layer's start differs (a batch on a full-width core): nothing to time
+    conv2d.QUAD_TILES = on
+    try:
+        yield
+    finally:
+        conv2d.QUAD_TILES = True
+
+
+def evaluate(label: str, path: Path, batch: int | None, target, rounds: int) -> dict:
+    from tvmopt.build.compile import compile_model
+
+    def build(on: bool):
+        with quad_tiles(on):
+            return compile_model(path, target, records=WORK / "no-records", shipped=False, batch=batch)
+
+    old = build(False)
+    changed = tiled_tasks(old, target)
+    if not changed:     # no layer's start differs (a batch on a full-width core): nothing to build again or time
         print(f"{label:24s} the same start configs with and without the tiles", flush=True)
         return {"network": label, "changed": 0}
+    new = build(True)
+    builds = {"32-channel tiles": old, "quad tiles": new}
     x = np.random.default_rng(1).standard_normal(old.imported.input_shape).astype(np.float32)
     a, b = old(x), new(x)
     err = float(np.abs(a - b).max() / (np.abs(a).max() or 1.0))
@@ -80,22 +90,15 @@ def evaluate(label: str, path: Path, batch: int | None, target, rounds: int) -> 
 def tiled_tasks(compiled, target) -> list[str]:
     """The build's task keys whose start config the quad tiles change."""
     from tvmopt.ops.task import get_task
-    from tvmopt.schedules import conv2d, isa
+    from tvmopt.schedules import isa
+
+    def start(key: str, on: bool):
+        with quad_tiles(on):
+            return get_task(key).space.initial()
 
     keys = sorted({la.kernel for la in compiled.lowered.layers if la.kernel != "relax"})
-    changed = []
     with isa.use(isa.for_target(target)):
-        for key in keys:
-            starts = []
-            for on in (False, True):
-                conv2d.QUAD_TILES = on
-                try:
-                    starts.append(get_task(key).space.initial())
-                finally:
-                    conv2d.QUAD_TILES = True
-            if starts[0] != starts[1]:
-                changed.append(key)
-    return changed
+        return [key for key in keys if start(key, False) != start(key, True)]
 
 
 def table(rows: list[dict], meta: dict) -> str:

@@ -1,17 +1,21 @@
-"""The AVX-512 conv start tiles of 64 channels by 4 pixels (``schedules/conv2d.py``, ``_quad_tile``;
-first Zen 4's, now every AVX-512 core's) against the rule they replace (32 channels by up to 8
-pixels), whole networks untuned.
+"""The AVX-512 conv start tiles of 64 channels (``schedules/conv2d.py``) against the rule they
+replace (32 channels by up to 8 pixels), whole networks untuned: ``--tiles quad``, 64 channels by
+4 pixels (``_quad_tile``; first Zen 4's, now every AVX-512 core's, for one image on full-width
+ones); ``--tiles seven``, 64 channels by a row of 7 pixels for the dense 1x1 convs of one image
+on 7-wide maps (``_seven_row_tile``, full-width AVX-512).
 
-    python benchmarks/conv_tiles.py                   # the networks below, batch 1 and 16
+    python benchmarks/conv_tiles.py                   # the quad tiles, the networks below, batch 1 and 16
+    python benchmarks/conv_tiles.py --tiles seven     # the seven-pixel rows
     python benchmarks/conv_tiles.py --only resnet18-dense-16 --rounds 5
 
 Each network is built twice from the same file (default schedules, no records, channels last as
-``tvmopt build`` picks), with the tiles on and with ``QUAD_TILES`` off; both builds run the same
-inputs (outputs compared) and are timed in interleaved rounds in a fresh order each
-(``report.timed_rounds``); the figure is the median of the rounds' ratios (> 1: the quad tiles
-are faster). Only AVX-512 CPUs have the tiles; on an AVX2 one the two builds would be the same and
-the script says so. Writes benchmarks/results/conv_tiles_<cpu>.json and
-BENCHMARKS.md's ``conv_tiles_<cpu>`` section.
+``tvmopt build`` picks), with the tiles on and with their flag (``QUAD_TILES``,
+``SEVEN_ROW_TILES``) off; a network whose start configs the tiles do not change is built once
+and not timed. Both builds run the same inputs (outputs compared) and are timed in interleaved
+rounds in a fresh order each (``report.timed_rounds``); the figure is the median of the rounds'
+ratios (> 1: the tiles are faster). Only AVX-512 CPUs have the tiles; on an AVX2 one the two
+builds would be the same and the script says so. Writes benchmarks/results/conv_tiles_<cpu>.json
+and BENCHMARKS.md's ``conv_tiles_<cpu>`` section (``conv_tiles_seven_<cpu>`` for the rows).
 """
 
 from __future__ import annotations
@@ -48,52 +52,58 @@ def onnx_file(name: str, variant: str | None) -> Path:
     return export(model, SHAPES[name], WORK / f"{name}_{variant}.onnx")
 
 
+#: --tiles: the flag of ``schedules/conv2d.py`` that turns them off, and their name in the tables
+TILES = {"quad": ("QUAD_TILES", "quad tiles"), "seven": ("SEVEN_ROW_TILES", "7-pixel rows")}
+
+
 @contextlib.contextmanager
-def quad_tiles(on: bool):
-    """Starts made inside have the quad tiles on or off (``conv2d.QUAD_TILES``, on again after)."""
+def tiles_on(kind: str, on: bool):
+    """Starts made inside have the ``kind`` tiles on or off (their flag, on again after)."""
     from tvmopt.schedules import conv2d
 
-    conv2d.QUAD_TILES = on
+    flag = TILES[kind][0]
+    setattr(conv2d, flag, on)
     try:
         yield
     finally:
-        conv2d.QUAD_TILES = True
+        setattr(conv2d, flag, True)
 
 
-def evaluate(label: str, path: Path, batch: int | None, target, rounds: int) -> dict:
+def evaluate(label: str, path: Path, batch: int | None, target, rounds: int, kind: str = "quad") -> dict:
     from tvmopt.build.compile import compile_model
 
     def build(on: bool):
-        with quad_tiles(on):
+        with tiles_on(kind, on):
             return compile_model(path, target, records=WORK / "no-records", shipped=False, batch=batch)
 
     old = build(False)
-    changed = tiled_tasks(old, target)
+    changed = tiled_tasks(old, target, kind)
     if not changed:     # no layer's start differs (a batch on a full-width core): nothing to build again or time
         print(f"{label:24s} the same start configs with and without the tiles", flush=True)
         return {"network": label, "changed": 0}
     new = build(True)
-    builds = {"32-channel tiles": old, "quad tiles": new}
+    name = TILES[kind][1]
+    builds = {"32-channel tiles": old, name: new}
     x = np.random.default_rng(1).standard_normal(old.imported.input_shape).astype(np.float32)
     a, b = old(x), new(x)
     err = float(np.abs(a - b).max() / (np.abs(a).max() or 1.0))
     samples = timed_rounds({k: (lambda m=m: m(x)) for k, m in builds.items()}, rounds, 0.2)
-    low, high = spread(samples, "32-channel tiles", "quad tiles")
-    row = {"network": label, "ms": statistics.median(samples["quad tiles"]) * 1e3,
-           "speedup": paired(samples, "32-channel tiles", "quad tiles"), "quartiles": [low, high],
-           "rounds": len(samples["quad tiles"]), "rel_diff": err, "changed": len(changed)}
-    print(f"{label:24s} {row['ms']:9.2f} ms  quad tiles {row['speedup']:.3f}x ({low:.3f}-{high:.3f})  "
+    low, high = spread(samples, "32-channel tiles", name)
+    row = {"network": label, "ms": statistics.median(samples[name]) * 1e3,
+           "speedup": paired(samples, "32-channel tiles", name), "quartiles": [low, high],
+           "rounds": len(samples[name]), "rel_diff": err, "changed": len(changed)}
+    print(f"{label:24s} {row['ms']:9.2f} ms  {name} {row['speedup']:.3f}x ({low:.3f}-{high:.3f})  "
           f"outputs differ by {err:.1e}", flush=True)
     return row
 
 
-def tiled_tasks(compiled, target) -> list[str]:
-    """The build's task keys whose start config the quad tiles change."""
+def tiled_tasks(compiled, target, kind: str = "quad") -> list[str]:
+    """The build's task keys whose start config the ``kind`` tiles change."""
     from tvmopt.ops.task import get_task
     from tvmopt.schedules import isa
 
     def start(key: str, on: bool):
-        with quad_tiles(on):
+        with tiles_on(kind, on):
             return get_task(key).space.initial()
 
     keys = sorted({la.kernel for la in compiled.lowered.layers if la.kernel != "relax"})
@@ -101,16 +111,25 @@ def tiled_tasks(compiled, target) -> list[str]:
         return [key for key in keys if start(key, False) != start(key, True)]
 
 
-def table(rows: list[dict], meta: dict) -> str:
-    lines = [f"## The quad conv start tiles, {meta['target']}, whole networks (`benchmarks/conv_tiles.py`)", "",
+#: --tiles: the table's title and its description of the tiles
+WHAT = {"quad": ("The quad conv start tiles", "the quad start tiles (64 channels by 2 x 2, 1 x 4 or 4 x 1 pixels "
+                 "where the channels fill groups of 4 blocks of 16)"),
+        "seven": ("The 7-pixel row start tiles of 1x1 convs", "the 7-pixel row start tiles (64 channels by a row "
+                  "of 7 pixels for a dense 1x1 conv of one image on a 7-wide map, an even number of 64-channel "
+                  "chunks, input channels inside the tile; `_seven_row_tile`)")}
+
+
+def table(rows: list[dict], meta: dict, kind: str = "quad") -> str:
+    title, what = WHAT[kind]
+    name = TILES[kind][1]
+    lines = [f"## {title}, {meta['target']}, whole networks (`benchmarks/conv_tiles.py --tiles {kind}`)", "",
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. Untuned builds "
-             "(default schedules, no records, channels last) of each network with the quad start tiles (64 channels "
-             "by 2 x 2, 1 x 4 or 4 x 1 pixels where the channels fill groups of 4 blocks of 16) and with the AVX-512 rule "
+             f"(default schedules, no records, channels last) of each network with {what} and with the AVX-512 rule "
              "they replace (32 channels by up to 8 pixels), same file, same inputs, interleaved rounds in a fresh "
-             "order each; *speed-up*: the median of the rounds' ratios (> 1: the quad tiles faster), in brackets "
+             f"order each; *speed-up*: the median of the rounds' ratios (> 1: the {name} faster), in brackets "
              "the quartiles. Suite networks as `benchmarks/suite.py` makes them; zoo networks at batch 1.", "",
              "*tasks*: the network's tasks whose start the tiles change (a network with none is not timed).", "",
-             "| network | tasks | ms (quad tiles) | speed-up | rounds | outputs differ by |",
+             f"| network | tasks | ms ({name}) | speed-up | rounds | outputs differ by |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if not r.get("changed", 1):
@@ -130,6 +149,8 @@ def table(rows: list[dict], meta: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--tiles", choices=sorted(TILES), default="quad",
+                        help="which start tiles to time against the 32-channel rule (default: quad)")
     parser.add_argument("--only", nargs="+", metavar="NETWORK",
                         help="only these (e.g. resnet18-dense-16, resnet50); prints, writes nothing")
     args = parser.parse_args()
@@ -146,13 +167,14 @@ def main() -> None:
     for label, name, variant, batch in jobs:
         if args.only and label not in args.only and name not in args.only:
             continue
-        rows.append(evaluate(label, onnx_file(name, variant), batch, spec, args.rounds))
+        rows.append(evaluate(label, onnx_file(name, variant), batch, spec, args.rounds, args.tiles))
     if args.only:
         return
     kind = cpu_kind(spec)
     meta = {**machine(), "target": spec.key}
-    write_json(f"conv_tiles_{kind}", {"meta": meta, "rows": rows})
-    update_section(f"conv_tiles_{kind}", table(rows, meta))
+    section = f"conv_tiles_{kind}" if args.tiles == "quad" else f"conv_tiles_{args.tiles}_{kind}"
+    write_json(section, {"meta": meta, "rows": rows})
+    update_section(section, table(rows, meta, args.tiles))
 
 
 if __name__ == "__main__":

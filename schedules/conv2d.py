@@ -314,7 +314,8 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
     row (h1 x w1, w1 as long as the row allows): on Zen 5 this ran ResNet-18's 3x3 layers 2.1 to 4.1x faster than the AVX2
     tile, at onnxruntime's speed (benchmarks/heuristics.py). Channels last, 64 channels by 4
     pixels where the channels and the map allow (:func:`_quad_tile`): on Zen 4 (double-pumped
-    AVX-512) at any batch, on a full-width AVX-512 core (Intel Xeon) for one image."""
+    AVX-512) at any batch, on a full-width AVX-512 core (Intel Xeon) for one image; there, a
+    dense 1x1 conv of one image on a 7-wide map takes 64 channels by 7 pixels (:func:`_seven_row_tile`)."""
     from .isa import current
 
     blocks = shape.op // shape.ob
@@ -325,6 +326,8 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
         quad = _quad_tile(shape.gh, shape.gw)
         if quad is not None:
             return (4,) + quad
+    if _seven_row_tile(shape, isa):
+        return 4, 1, 7
     if lanes >= 16:
         # two registers of channels: a block narrower than a register (ob = 8, a grouped conv's
         # 40 or 72 channels per group) still fills one, so 32 // ob blocks would be 4 registers
@@ -343,6 +346,34 @@ def register_tile(shape: ConvShape) -> tuple[int, int, int]:
 #: the AVX-512 start tiles of 64 channels by 4 pixels (:func:`_quad_tile`); benchmarks/conv_tiles.py
 #: turns them off to time whole networks with and without them
 QUAD_TILES = True
+
+
+#: the full-width AVX-512 start tile of 64 channels by a row of 7 pixels for the dense 1x1 convs
+#: of one image on 7-wide maps (:func:`_seven_row_tile`); off: their 32-channel start, to time both
+SEVEN_ROW_TILES = True
+
+
+def _seven_row_tile(shape: ConvShape, isa) -> bool:
+    """Whether a dense pointwise conv of one image on a 7-wide map (ResNet-50's last stage,
+    DenseNet-121's and the Inceptions' 7x7 blocks) starts with 4 zmm of weights (64 channels) by
+    a row of 7 pixels, 28 accumulators, its input channels inside each tile (``ic_at = inside``),
+    on a full-width AVX-512 core; the parallel loop is the start's (the channel chunks alone
+    where there are 4 or more, as on ResNet-50's: ``parallel = 2``).
+    7 has no tile of 4 pixels (:func:`_quad_tile`), and the 32-channel by 7-pixel tile loads 2
+    weight vectors per 14 FMAs. Ice Lake Xeon, whole networks untuned, tiles on against off in
+    alternating per-kernel profiles (11 to 15 rounds): ResNet-50's 1x2048x7x7x512 1.10 to 1.11x
+    (it ran at 0.82x onnxruntime per call), its 1x512x7x7x2048 0.99x; DenseNet-121's 15 1x1
+    layers of 544 to 992 inputs 1.04 to 1.09x; the networks 1.00x, 1.01x and Inception v2 1.00x
+    (interleaved rounds; the kernels are 4% of ResNet-50). Alone, ResNet-50's two ran 1.08 to
+    1.13x faster (ic blocks of 32 to 256 alike). An odd number of 64-channel chunks is left out:
+    Inception v2's 1x1024x7x7x192 (3 chunks on 2 cores) ran 0.96x, and with the pixel rows in
+    the parallel loop too (``parallel = 3``) 0.89x, ResNet-50's 1x2048x7x7x512 then 0.93x.
+    The same tile on the 3x3 layers of those maps ran 0.49x (spills); the compressed convs
+    (``fill_blocks`` unset) decode their weights in registers too, so both keep theirs. Zen 4
+    (double-pumped) was not measured with it."""
+    return (SEVEN_ROW_TILES and isa.lanes >= 16 and not isa.double_pumped and shape.n == 1 and shape.nhwc
+            and shape.groups == 1 and shape.fill_blocks and shape.kh == shape.kw == 1 and shape.stride == 1 and not shape.flat
+            and shape.gw == 7 and shape.ob == isa.lanes and (shape.op // shape.ob) % 8 == 0)
 
 
 def _quad_tile(oh: int, ow: int) -> tuple[int, int] | None:
@@ -433,6 +464,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     ic1 = max(_divisors(shape.cg, 64))
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
+    seven_row = not avx2 and _seven_row_tile(shape, current())
     small = shape.gh * shape.gw * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
     if small and avx2:
         # every pixel of the chunk reuses the block's weights: keep them in L1 (AVX2 cores load
@@ -444,7 +476,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     parallel = 4 if shape.flat else 2 if small else PARALLEL_ROWS if rows_first(shape) else 3
     config = ((blocks // c1, c1), (shape.gh // h1, h1), (shape.gw // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner", "halves" if halves else "inner" if c1 > 1 else "outer",
-              "outside" if small else "inside", 16, parallel)
+              "outside" if small and not seven_row else "inside", 16, parallel)
     if shape.n > 1:
         config += ("inner" if shape.gh * shape.gw <= BATCH_INNER_MAX_PIXELS else "outer",)
     return config if space.contains(config) else space.initial()

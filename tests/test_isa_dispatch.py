@@ -104,18 +104,22 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     # Zen 4 (double-pumped AVX-512), channels last: 4 zmm of weights by 2 x 2 pixels where 64
     # channels and an even map allow, 1 x 4 on a batch's 8-wide padded 7x7 map; a one-image 7x7
     # map keeps 2 x 7, and so do 48 channels and NCHW outputs; the full-width AVX-512 core takes
-    # the same tiles for one image and keeps 32 channels by 8 pixels for a batch
-    tiles = {}
+    # the same tiles for one image and keeps 32 channels by 8 pixels for a batch; there, a 1x1
+    # conv of one image on a 7-wide map takes 64 channels by 7 pixels, input channels inside the
+    # tile, where its 64-channel chunks are even in number (Zen 4 keeps 2 x 7)
+    tiles, inside = {}, {}
     for chosen in (isa.ZEN4, isa.AVX512):
         for key in ("conv2d_nhwc:2x64x14x14x64x3x3x1x1", "conv2d_nhwc:2x64x7x7x64x3x3x1x1",
                     "conv2d_nhwc:1x64x7x7x64x3x3x1x1", "conv2d_nhwc:1x16x14x14x48x3x3x1x1", "conv2d:2x64x14x14x64x3x3x1x1",
-                    "conv2d_nhwc:1x64x14x14x64x3x3x1x1"):
+                    "conv2d_nhwc:1x64x14x14x64x3x3x1x1", "conv2d_nhwc:1x64x7x7x128x1x1x1x0",
+                    "conv2d_nhwc:1x64x7x7x192x1x1x1x0"):
             with isa.use(chosen):
                 task = get_task(key)
             c = task.space.as_dict(task.space.initial())
             tiles[chosen.name, key] = (c["tile_c"][1] * task.shape.ob, c["tile_h"][1], c["tile_w"][1])
+            inside[chosen.name, key] = c["ic_at"] == "inside"
             if (chosen is isa.ZEN4 and key.startswith("conv2d_nhwc:2x64x14")) or \
-                    (chosen is isa.AVX512 and key.startswith("conv2d_nhwc:1x64x14")):
+                    (chosen is isa.AVX512 and key.startswith(("conv2d_nhwc:1x64x14", "conv2d_nhwc:1x64x7x7x128"))):
                 _run(task, tvm_build(task))
     zen4 = {k: v for (name, k), v in tiles.items() if name == "avx512-vnni-zen4"}
     full = {k: v for (name, k), v in tiles.items() if name == "avx512"}
@@ -126,6 +130,8 @@ def test_start_configs_are_shaped_for_the_targets_registers():
     assert full["conv2d_nhwc:2x64x14x14x64x3x3x1x1"] == (32, 1, 7)
     assert zen4["conv2d_nhwc:1x64x14x14x64x3x3x1x1"] == full["conv2d_nhwc:1x64x14x14x64x3x3x1x1"] == (64, 2, 2)
     assert zen4["conv2d:2x64x14x14x64x3x3x1x1"] == full["conv2d:2x64x14x14x64x3x3x1x1"]
+    assert full["conv2d_nhwc:1x64x7x7x128x1x1x1x0"] == (64, 1, 7) and inside["avx512", "conv2d_nhwc:1x64x7x7x128x1x1x1x0"]
+    assert zen4["conv2d_nhwc:1x64x7x7x128x1x1x1x0"] == full["conv2d_nhwc:1x64x7x7x192x1x1x1x0"] == (32, 1, 7)
     assert isa.current() is isa.host()                     # the context is gone
 
 

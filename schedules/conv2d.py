@@ -363,8 +363,10 @@ def _seven_row_tile(shape: ConvShape, isa) -> bool:
     weight vectors per 14 FMAs. Ice Lake Xeon, whole networks untuned, tiles on against off in
     alternating per-kernel profiles (11 to 15 rounds): ResNet-50's 1x2048x7x7x512 1.10 to 1.11x
     (it ran at 0.82x onnxruntime per call), its 1x512x7x7x2048 0.99x; DenseNet-121's 15 1x1
-    layers of 544 to 992 inputs 1.04 to 1.09x; the networks 1.00x, 1.01x and Inception v2 1.00x
-    (interleaved rounds; the kernels are 4% of ResNet-50). Alone, ResNet-50's two ran 1.08 to
+    layers of 544 to 992 inputs 1.04 to 1.09x, the one of 512 0.98x; whole networks 0.999x (ResNet-50), 0.990x
+    (DenseNet-121) and 1.017x (Inception v2), within their noise (benchmarks/conv_tiles.py
+    --tiles seven, 21 interleaved rounds; the kernels are a few percent of each network), so
+    what it buys is per kernel. Alone, ResNet-50's two ran 1.08 to
     1.13x faster (ic blocks of 32 to 256 alike). An odd number of 64-channel chunks is left out:
     Inception v2's 1x1024x7x7x192 (3 chunks on 2 cores) ran 0.96x, and with the pixel rows in
     the parallel loop too (``parallel = 3``) 0.89x, ResNet-50's 1x2048x7x7x512 then 0.93x.

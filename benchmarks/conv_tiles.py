@@ -57,11 +57,11 @@ TILES = {"quad": ("QUAD_TILES", "quad tiles"), "seven": ("SEVEN_ROW_TILES", "7-p
 
 
 @contextlib.contextmanager
-def tiles_on(kind: str, on: bool):
-    """Starts made inside have the ``kind`` tiles on or off (their flag, on again after)."""
+def tiles_on(tiles: str, on: bool):
+    """Starts made inside have the ``tiles`` tiles on or off (their flag, on again after)."""
     from tvmopt.schedules import conv2d
 
-    flag = TILES[kind][0]
+    flag = TILES[tiles][0]
     setattr(conv2d, flag, on)
     try:
         yield
@@ -69,20 +69,20 @@ def tiles_on(kind: str, on: bool):
         setattr(conv2d, flag, True)
 
 
-def evaluate(label: str, path: Path, batch: int | None, target, rounds: int, kind: str = "quad") -> dict:
+def evaluate(label: str, path: Path, batch: int | None, target, rounds: int, tiles: str = "quad") -> dict:
     from tvmopt.build.compile import compile_model
 
     def build(on: bool):
-        with tiles_on(kind, on):
+        with tiles_on(tiles, on):
             return compile_model(path, target, records=WORK / "no-records", shipped=False, batch=batch)
 
     old = build(False)
-    changed = tiled_tasks(old, target, kind)
+    changed = tiled_tasks(old, target, tiles)
     if not changed:     # no layer's start differs (a batch on a full-width core): nothing to build again or time
         print(f"{label:24s} the same start configs with and without the tiles", flush=True)
         return {"network": label, "changed": 0}
     new = build(True)
-    name = TILES[kind][1]
+    name = TILES[tiles][1]
     builds = {"32-channel tiles": old, name: new}
     x = np.random.default_rng(1).standard_normal(old.imported.input_shape).astype(np.float32)
     a, b = old(x), new(x)
@@ -97,13 +97,13 @@ def evaluate(label: str, path: Path, batch: int | None, target, rounds: int, kin
     return row
 
 
-def tiled_tasks(compiled, target, kind: str = "quad") -> list[str]:
-    """The build's task keys whose start config the ``kind`` tiles change."""
+def tiled_tasks(compiled, target, tiles: str = "quad") -> list[str]:
+    """The build's task keys whose start config the ``tiles`` tiles change."""
     from tvmopt.ops.task import get_task
     from tvmopt.schedules import isa
 
     def start(key: str, on: bool):
-        with tiles_on(kind, on):
+        with tiles_on(tiles, on):
             return get_task(key).space.initial()
 
     keys = sorted({la.kernel for la in compiled.lowered.layers if la.kernel != "relax"})
@@ -119,10 +119,10 @@ WHAT = {"quad": ("The quad conv start tiles", "the quad start tiles (64 channels
                   "chunks, input channels inside the tile; `_seven_row_tile`)")}
 
 
-def table(rows: list[dict], meta: dict, kind: str = "quad") -> str:
-    title, what = WHAT[kind]
-    name = TILES[kind][1]
-    lines = [f"## {title}, {meta['target']}, whole networks (`benchmarks/conv_tiles.py --tiles {kind}`)", "",
+def table(rows: list[dict], meta: dict, tiles: str = "quad") -> str:
+    title, what = WHAT[tiles]
+    name = TILES[tiles][1]
+    lines = [f"## {title}, {meta['target']}, whole networks (`benchmarks/conv_tiles.py --tiles {tiles}`)", "",
              f"Measured on {meta['cpu']} ({meta['target']}), commit {meta['commit']}, {meta['date']}. Untuned builds "
              f"(default schedules, no records, channels last) of each network with {what} and with the AVX-512 rule "
              "they replace (32 channels by up to 8 pixels), same file, same inputs, interleaved rounds in a fresh "

@@ -374,7 +374,7 @@ def _seven_row_tile(shape: ConvShape, isa) -> bool:
     (``fill_blocks`` unset) decode their weights in registers too, so both keep theirs. Zen 4
     (double-pumped) was not measured with it."""
     return (SEVEN_ROW_TILES and isa.lanes >= 16 and not isa.double_pumped and shape.n == 1 and shape.nhwc
-            and shape.groups == 1 and shape.fill_blocks and shape.kh == shape.kw == 1 and shape.stride == 1 and not shape.flat
+            and shape.groups == 1 and shape.fill_blocks and shape.kh == shape.kw == 1 and shape.stride == 1
             and shape.gw == 7 and shape.ob == isa.lanes and (shape.op // shape.ob) % 8 == 0)
 
 
@@ -466,7 +466,6 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     ic1 = max(_divisors(shape.cg, 64))
     # a small output (deep layers): accumulate a whole channel block's output in cache with the
     # input-channel blocks outermost, so each block of weights is read once, not once per tile
-    seven_row = not avx2 and _seven_row_tile(shape, current())
     small = shape.gh * shape.gw * c1 * shape.ob * 4 <= 32 * 1024 and blocks // c1 >= 4
     if small and avx2:
         # every pixel of the chunk reuses the block's weights: keep them in L1 (AVX2 cores load
@@ -478,7 +477,7 @@ def heuristic_config(shape: ConvShape, space: Space) -> Config:
     parallel = 4 if shape.flat else 2 if small else PARALLEL_ROWS if rows_first(shape) else 3
     config = ((blocks // c1, c1), (shape.gh // h1, h1), (shape.gw // w1, w1), (shape.cg // ic1, ic1),
               "ic_inner", "halves" if halves else "inner" if c1 > 1 else "outer",
-              "outside" if small and not seven_row else "inside", 16, parallel)
+              "outside" if small and not _seven_row_tile(shape, current()) else "inside", 16, parallel)
     if shape.n > 1:
         config += ("inner" if shape.gh * shape.gw <= BATCH_INNER_MAX_PIXELS else "outer",)
     return config if space.contains(config) else space.initial()

@@ -12,10 +12,12 @@ Every config is built, checked against numpy and timed by the normal LocalMeasur
 measurements go to logs/replay/records/ as they arrive, filed under the task's full space, so
 a killed run resumes and a larger ``--size`` reuses what is measured. Then the fastest 1% (at
 least 8) and the heuristic start are re-measured in 5 interleaved rounds: their table cost
-becomes the re-measured median (so the start's share of the optimum, where live runs start,
-is not one noisy sweep measurement: on the Ice Lake Xeon the sweep put dense:128x3072x768's
-start at 62%, re-measured against the optimum it ran at 94%), and the header gets the noise
-band (the fastest 1%'s spread over the rounds). The table goes to
+becomes their median time relative to the rest of their round, on the sweep's scale
+(:func:`on_sweep_scale`; so the start's share of the optimum, where live runs start, is not one
+noisy sweep measurement: on the Ice Lake Xeon the sweep put dense:128x3072x768's start at 62%,
+re-measured against the optimum it ran at 94%), and the header gets the noise band (the
+fastest 1%'s spread over the rounds). ``--remeasure TABLE...`` repeats only that step on
+tables of this CPU kind whose sweep records did not ship. The table goes to
 logs/replay/<workload>_<target key>.json. `tvmopt compare --replay TABLE` replays it.
 """
 
@@ -80,22 +82,11 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
                 cache.append(records)
                 done.update((r.config, r) for r in records)
                 bar.update(len(batch))
-        ok = sorted((c for c in members if math.isfinite(done[c].cost)), key=lambda c: done[c].cost)
-        top = ok[:max(8, int(top_share * len(members)))]
-        # the heuristic start too: its share of the optimum (where live runs start) then comes from
-        # the same interleaved rounds as the optimum, not from one noisy sweep measurement
-        start_cfg = task.space.start
-        extra = [start_cfg] if start_cfg in done and math.isfinite(done[start_cfg].cost) and start_cfg not in top else []
-        samples = measurer.remeasure(task.key, top + extra, rounds)
-    remeasured = {c: s for c, s in zip(top + extra, samples) if s}
-    top_samples = [remeasured[c] for c in top if c in remeasured]     # the noise band: the fastest 1% only
-    spreads = [(max(s) - min(s)) / statistics.median(s) for s in top_samples]
-    start_remeasured = any(c in remeasured for c in extra)
-    cost = {c: (statistics.median(remeasured[c]) if c in remeasured else done[c].cost) for c in members}
+        sweep = {c: done[c].cost for c in members}
+        cost, noise, how = remeasure_fastest(measurer, task.key, members, sweep, task.space.start, top_share, rounds)
     info = machine()
     entries = [[config_to_json(c), cost[c] if math.isfinite(cost[c]) else None, done[c].error,
                 round(done[c].build_s + done[c].run_s, 4)] for c in members]
-    best_sweep, best_after = ok[0], min(remeasured, key=lambda c: cost[c]) if remeasured else ok[0]
     header = {
         "workload": task.key, "target": target.key, "space": sub.fingerprint(), "configs": len(entries),
         "space_size": task.space.size(), "restriction": restriction, "measured_on": info["cpu"],
@@ -104,14 +95,8 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
         "start": config_to_json(task.space.start) if task.space.start is not None else None,
         "how": "tvmopt LocalMeasurer on this machine: parallel builds, serial runs, each candidate checked against "
                "numpy (that run is the warm-up), cost = median of 3 repeats of time_evaluator(min_repeat_ms=40), "
-               "in seconds; null = failed; entries are [config, cost, error kind, build+run seconds]. The fastest "
-               f"{len(top)}{' and the heuristic start' if start_remeasured else ''} were re-measured in {rounds} interleaved "
-               "rounds and carry the rounds' median.",
-        "noise": {"remeasured": len(top_samples), "rounds": rounds,
-                  "spread_median": statistics.median(spreads) if spreads else None,
-                  "spread_max": max(spreads) if spreads else None,
-                  "sweep_best_still_best": best_sweep == best_after,
-                  "samples": [[config_to_json(c), done[c].cost, list(s)] for c, s in remeasured.items()]},
+               "in seconds; null = failed; entries are [config, cost, error kind, build+run seconds]. " + how,
+        "noise": noise,
         "command": f"python benchmarks/make_replay_table.py --workload {task.key} --size {size}",
         "wall_s_this_run": round(time.time() - start, 1),
     }
@@ -119,6 +104,84 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
     out.write_text(json.dumps({"header": header, "entries": entries}, separators=(",", ":")) + "\n")
     print(f"wrote {out} ({len(entries)} configs; noise band of the top {header['noise']['remeasured']}: median spread "
           f"{header['noise']['spread_median']}, max {header['noise']['spread_max']})")
+
+
+def on_sweep_scale(remeasured: dict, anchors: list, sweep: dict) -> dict:
+    """Costs of re-measured configs that compare with the sweep's: each round's samples divided
+    by that round's median over ``anchors`` (the fastest configs), the median of those ratios per
+    config, times the anchors' median sweep cost. Rounds on a busier or calmer machine then move
+    no config against the others of its round, nor the re-measured configs against the ones only
+    the sweep timed: on Zen 4 the rounds of dense:1x4096x4096 (weights read from a cache that other
+    tenants share) ran 1.2 to 3.8x the sweep's times, which as raw medians left a config the
+    rounds did not re-time as the table's optimum, at half the cost of the configs that were."""
+    if not anchors:
+        return {}
+    rounds = min(len(remeasured[c]) for c in anchors)
+    per_round = [statistics.median(remeasured[c][r] for c in anchors) for r in range(rounds)]
+    scale = statistics.median(sweep[c] for c in anchors)
+    return {c: scale * statistics.median(s[r] / per_round[r] for r in range(min(rounds, len(s))))
+            for c, s in remeasured.items()}
+
+
+def remeasure_fastest(measurer, key: str, members, sweep: dict, start_cfg, top_share: float, rounds: int):
+    """Re-measure the fastest ``top_share`` of ``members`` (at least 8) by their ``sweep`` costs,
+    and the heuristic start ``start_cfg``, in ``rounds`` interleaved rounds: the start's share of
+    the optimum (where live runs start) then comes from the same rounds as the optimum, not from
+    one noisy sweep measurement. Returns (costs with the re-measured medians, the header's noise
+    band: the fastest share's spread over the rounds, the header's sentence on it)."""
+    ok = sorted((c for c in members if math.isfinite(sweep[c])), key=lambda c: sweep[c])
+    top = ok[:max(8, int(top_share * len(members)))]
+    extra = [start_cfg] if start_cfg in sweep and math.isfinite(sweep[start_cfg]) and start_cfg not in top else []
+    samples = measurer.remeasure(key, top + extra, rounds)
+    remeasured = {c: s for c, s in zip(top + extra, samples) if s}
+    top_samples = [remeasured[c] for c in top if c in remeasured]     # the noise band: the fastest 1% only
+    spreads = [(max(s) - min(s)) / statistics.median(s) for s in top_samples]
+    start_remeasured = any(c in remeasured for c in extra)
+    cost = dict(sweep)
+    cost.update(on_sweep_scale(remeasured, [c for c in top if c in remeasured], sweep))
+    best_sweep, best_after = ok[0], min(remeasured, key=lambda c: cost[c]) if remeasured else ok[0]
+    noise = {"remeasured": len(top_samples), "rounds": rounds,
+             "spread_median": statistics.median(spreads) if spreads else None,
+             "spread_max": max(spreads) if spreads else None,
+             "sweep_best_still_best": best_sweep == best_after,
+             "samples": [[config_to_json(c), sweep[c], list(s)] for c, s in remeasured.items()]}
+    how = (f"The fastest {len(top)}{' and the heuristic start' if start_remeasured else ''} were re-measured in "
+           f"{rounds} interleaved rounds; each carries its median time relative to the others in the same round, "
+           f"put on the sweep's scale (the fastest re-measured configs' median sweep cost).")
+    return cost, noise, how
+
+
+def remeasure_table(path: Path, top_share: float = 0.01, rounds: int = 5) -> None:
+    """Re-time the fastest share and the heuristic start of a table measured on this CPU kind
+    (the tables of CPU kinds whose sweep records did not ship: a re-sweep would take each table
+    20 minutes, this takes one or two). The sweep costs of the rest stay; the header's start is
+    the one re-measured (what the replay starts from), and the header says when."""
+    from tvmopt.schedules.space import config_from_json
+
+    target = parse_target("llvm")
+    data = json.loads(path.read_text())
+    header = data["header"]
+    if header.get("target") != target.key:
+        raise SystemExit(f"{path.name} was measured on {header.get('target')}, this machine is {target.key}: "
+                         "re-measure it there")
+    with isa.use(isa.for_target(target)):
+        task = task_for(header["workload"], "llvm")
+    members = [config_from_json(e[0]) for e in data["entries"]]
+    sweep = {c: (e[1] if e[1] is not None else math.inf) for c, e in zip(members, data["entries"])}
+    start_cfg = config_from_json(header["start"]) if header.get("start") is not None else None
+    begun = time.time()
+    with LocalMeasurer(target, run_timeout=10) as measurer:
+        cost, noise, how = remeasure_fastest(measurer, task.key, members, sweep, start_cfg, top_share, rounds)
+    for c, e in zip(members, data["entries"]):
+        e[1] = cost[c] if math.isfinite(cost[c]) else None
+    info = machine()
+    header["noise"] = noise
+    header["how"] = header["how"].split(" The fastest ")[0] + " " + how
+    header["remeasured"] = {"date": info["date"], "commit": info["commit"], "wall_s": round(time.time() - begun, 1),
+                            "command": f"python benchmarks/make_replay_table.py --remeasure {path.name}"}
+    path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    print(f"re-measured {path} (noise band of the top {noise['remeasured']}: median spread {noise['spread_median']}, "
+          f"max {noise['spread_max']})")
 
 
 def main() -> None:
@@ -130,7 +193,14 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="measure every config again (e.g. after a run that shared the machine); the newest "
                              "measurement of a config is the one used")
+    parser.add_argument("--remeasure", nargs="+", metavar="TABLE",
+                        help="re-time only the fastest 1%% and the heuristic start of these existing tables "
+                             "(file names under --out, measured on this CPU kind), keeping the other costs")
     args = parser.parse_args()
+    if args.remeasure:
+        for name in args.remeasure:
+            remeasure_table(Path(args.out) / Path(name).name)
+        return
     for workload in (TABLES if args.all else [args.workload]):
         make_table(workload, args.size, Path(args.out), fresh=args.fresh)
 

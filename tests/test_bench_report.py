@@ -103,3 +103,27 @@ def test_suite_names_what_limits_each_missed_row():
     assert "encoder shift-q b1, encoder hashed b1" in text
     assert "resnet20 binary" not in text
     assert suite.limits(rows[4:]) == []
+
+
+def test_replay_table_remeasures_compare_with_the_sweep():
+    """benchmarks/make_replay_table.py: re-measured configs keep their ratios within each round and
+    land on the sweep's scale, whatever the machine did during the rounds: a round on a busy
+    machine (all 3x) and a burst on one config move nothing, and the start's share of the optimum
+    is the ratio the rounds saw."""
+    import make_replay_table as mrt
+
+    sweep = {"a": 1.0, "b": 1.1, "c": 1.2, "start": 2.0, "rest": 1.05}
+    # rounds: a is 1, b 1.1, c 1.2, start 1.25 times the same unit; round 2 ran 3x slower everywhere,
+    # round 3 had a burst on c alone
+    unit = [1.0, 3.0, 1.0]
+    samples = {k: [u * f for u in unit] for k, f in (("a", 1.0), ("b", 1.1), ("c", 1.2), ("start", 1.25))}
+    samples["c"][2] *= 4
+    got = mrt.on_sweep_scale(samples, ["a", "b", "c"], sweep)
+    assert set(got) == {"a", "b", "c", "start"}
+    # the anchors' median ratio is b's (1.1 of the unit), put at their median sweep cost (1.1)
+    assert got["a"] == pytest.approx(1.0)
+    assert got["b"] == pytest.approx(1.1)
+    assert got["c"] == pytest.approx(1.2)
+    assert got["start"] == pytest.approx(1.25)
+    assert got["a"] / got["start"] == pytest.approx(0.8)
+    assert mrt.on_sweep_scale(samples, [], sweep) == {}

@@ -66,7 +66,8 @@ MIN_TILES_PER_ROW = 4
 #: ``ONE_IMAGE_MAX_TRANSFORMED_BYTES`` but on Zen 4, :func:`preferred`)
 MAX_TRANSFORMED_BYTES = 16 << 20
 #: from this size of U up, the start splits the output channels in ``blocks`` where U is computed
-#: each call (a compressed layer) or shared by a batch. Zen 4, shift, against the dense Winograd
+#: each call (a compressed layer) or shared by a batch (on Zen 4 also one image's dense layer:
+#: ``ZEN4_DENSE_BLOCKS``). Zen 4, shift, against the dense Winograd
 #: conv's start: 1x512x7x7x512 913 us by blocks, 1165 by outputs, 4175 by rows (dense 686, direct
 #: 1028); 16x512x7x7x512 10.5 ms by blocks, 19.7 by outputs (dense by blocks 10.5, by rows 12.0,
 #: direct 19.0); 1x512x14x14x512 2289 against 2860 us (dense by outputs 2052). At 4 MiB and less
@@ -90,6 +91,18 @@ AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 #: untuned against the 4 MiB rule, interleaved: Inception v2 1.065x (its one-image 14x14 and 7x7
 #: layers of 2 to 4 MiB), Inception v1 1.02x
 WIDE_BLOCKS_FROM_BYTES = 2 << 20
+#: Zen 4 (double-pumped AVX-512) splits one image's dense layer on a small map
+#: (``SMALL_MAP_MAX_PIXELS``) in blocks past ``BLOCKS_FROM_BYTES`` too: its U is cold in a network, and split by outputs each core streams its half of U from
+#: memory once per block of tiles (ResNet's 7x7x512 layers: 4 passes over 8 MiB a core), where a
+#: block of U stays in L2 for every tile. Alone and warm the outputs had won (``BLOCKS_FROM_BYTES``'
+#: note). Interleaved builds, per-kernel profiles in the network: 1x512x7x7x512 1.20 to 1.62x in
+#: ResNet-50 (four runs; the whole network 1.013 to 1.041x), VGG-19's 16 MiB layers 1.14x (14x14)
+#: and 1.19x (28x28, the whole network 1.10x), AlexNet's 6 MiB 1.24x, ZFNet's 8 MiB 1.29x and 16 MiB
+#: 0.98x; flushed caches, one layer: 7x7x512 1.42x, 12x12 8 and 16 MiB 1.14 and 1.13x, 6 MiB 1.07x.
+#: At 4 MiB and below no gain held (1x256x14x14x256 1.15, 1.10 and 0.90x in three ResNet-50 runs,
+#: 0.99x flushed; Inception v1's 2 to 3.3 MiB layers 0.93 to 1.13x), nor on larger maps, where
+#: more tiles share each pass over U (VGG-19's 28x28x512 1.19x in one run, 0.97x in the next)
+ZEN4_DENSE_BLOCKS = True
 #: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
 #: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating
 #: rounds: shift 0.94x by outputs, 0.80x by rows; 2:4 0.96x, 0.75x; ternary 0.96x, 0.88x)
@@ -182,7 +195,7 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
     (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
-    runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
+    (on Zen 4 any U over it: ``ZEN4_DENSE_BLOCKS``) runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
     a full-width AVX-512 core every U from ``WIDE_BLOCKS_FROM_BYTES``, and one image's per-call U
     from ``L2_BYTES``, on a small map from ``SMALL_MAP_SHARE_FROM_BYTES``, by outputs); otherwise the
     rows of tiles."""
@@ -201,7 +214,9 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     u = transformed_bytes(shape.c, shape.o)
     avx2_batch = current().lanes < LANES and per_call and shape.n > 1
     full_width = current().full_width
-    if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES)
+    zen4_small_map = (ZEN4_DENSE_BLOCKS and current().double_pumped and current().lanes >= LANES
+                      and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS)
+    if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1 or zen4_small_map)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES)
             or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"
     else:

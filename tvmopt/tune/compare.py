@@ -370,9 +370,13 @@ def summarize_runs(task: Task, space: Space, runs: list[Run], trials: int, measu
 
 
 def add_metaschedule_reference(comparison: Comparison, target, log_dir: Path) -> None:
-    """Run MetaSchedule once with the comparison's budget and add it as a reference row."""
+    """Run MetaSchedule once with the comparison's budget and add it as a reference row. Its
+    database starts empty: an earlier run's records would give it a head start on the budget."""
+    import shutil
+
     from tvmopt.tune.metaschedule import run_metaschedule
 
+    shutil.rmtree(log_dir / "metaschedule", ignore_errors=True)
     ms = run_metaschedule(comparison.task, target, comparison.budget, work_dir=str(log_dir / "metaschedule"))
     comparison.add_reference("metaschedule", ms["gflops"], ms["wall_s"], comparison.budget)
     comparison.save(log_dir)

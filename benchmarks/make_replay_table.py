@@ -46,6 +46,10 @@ BATCH = 16
 TABLES = ["dense:1x4096x4096", "dense:64x1024x1024", "binary_dense:16x1024x1024",
           "conv2d:1x64x56x56x64x3x3x1x1", "dense:128x3072x768", "dense:1024x1024x1024"]
 LEGACY = "gemm:256x256x256"
+#: the header's account of the sweep (the re-measurement's sentence follows it)
+SWEEP_HOW = ("tvmopt LocalMeasurer on this machine: parallel builds, serial runs, each candidate checked against "
+             "numpy (that run is the warm-up), cost = median of 3 repeats of time_evaluator(min_repeat_ms=40), "
+             "in seconds; null = failed; entries are [config, cost, error kind, build+run seconds].")
 
 
 def members_for(task, size: int):
@@ -93,9 +97,7 @@ def make_table(workload: str, size: int, out_dir=ROOT / "logs" / "replay", top_s
         "date": info["date"], "tvm": tvm_version(), "commit": info["commit"],
         "untiled": config_to_json(task.space.untiled()),
         "start": config_to_json(task.space.start) if task.space.start is not None else None,
-        "how": "tvmopt LocalMeasurer on this machine: parallel builds, serial runs, each candidate checked against "
-               "numpy (that run is the warm-up), cost = median of 3 repeats of time_evaluator(min_repeat_ms=40), "
-               "in seconds; null = failed; entries are [config, cost, error kind, build+run seconds]. " + how,
+        "how": SWEEP_HOW + " " + how,
         "noise": noise,
         "command": f"python benchmarks/make_replay_table.py --workload {task.key} --size {size}",
         "wall_s_this_run": round(time.time() - start, 1),
@@ -127,8 +129,8 @@ def remeasure_fastest(measurer, key: str, members, sweep: dict, start_cfg, top_s
     """Re-measure the fastest ``top_share`` of ``members`` (at least 8) by their ``sweep`` costs,
     and the heuristic start ``start_cfg``, in ``rounds`` interleaved rounds: the start's share of
     the optimum (where live runs start) then comes from the same rounds as the optimum, not from
-    one noisy sweep measurement. Returns (costs with the re-measured medians, the header's noise
-    band: the fastest share's spread over the rounds, the header's sentence on it)."""
+    one noisy sweep measurement. Returns (costs, the re-measured ones by :func:`on_sweep_scale`;
+    the header's noise band: the fastest share's spread over the rounds; the header's sentence on it)."""
     ok = sorted((c for c in members if math.isfinite(sweep[c])), key=lambda c: sweep[c])
     top = ok[:max(8, int(top_share * len(members)))]
     extra = [start_cfg] if start_cfg in sweep and math.isfinite(sweep[start_cfg]) and start_cfg not in top else []
@@ -176,7 +178,7 @@ def remeasure_table(path: Path, top_share: float = 0.01, rounds: int = 5) -> Non
         e[1] = cost[c] if math.isfinite(cost[c]) else None
     info = machine()
     header["noise"] = noise
-    header["how"] = header["how"].split(" The fastest ")[0] + " " + how
+    header["how"] = SWEEP_HOW + " " + how
     header["remeasured"] = {"date": info["date"], "commit": info["commit"], "wall_s": round(time.time() - begun, 1),
                             "command": f"python benchmarks/make_replay_table.py --remeasure {path.name}"}
     path.write_text(json.dumps(data, separators=(",", ":")) + "\n")

@@ -92,16 +92,18 @@ AVX2_PER_CALL_BLOCKS_FROM_BYTES = 2 << 20
 #: layers of 2 to 4 MiB), Inception v1 1.02x
 WIDE_BLOCKS_FROM_BYTES = 2 << 20
 #: Zen 4 (double-pumped AVX-512) splits one image's dense layer on a small map
-#: (``SMALL_MAP_MAX_PIXELS``) in blocks past ``BLOCKS_FROM_BYTES`` too: its U is cold in a network, and split by outputs each core streams its half of U from
-#: memory once per block of tiles (ResNet's 7x7x512 layers: 4 passes over 8 MiB a core), where a
-#: block of U stays in L2 for every tile. Alone and warm the outputs had won (``BLOCKS_FROM_BYTES``'
-#: note). Interleaved builds, per-kernel profiles in the network: 1x512x7x7x512 1.20 to 1.62x in
-#: ResNet-50 (four runs; the whole network 1.013 to 1.041x), VGG-19's 16 MiB layers 1.14x (14x14)
-#: and 1.19x (28x28, the whole network 1.10x), AlexNet's 6 MiB 1.24x, ZFNet's 8 MiB 1.29x and 16 MiB
-#: 0.98x; flushed caches, one layer: 7x7x512 1.42x, 12x12 8 and 16 MiB 1.14 and 1.13x, 6 MiB 1.07x.
-#: At 4 MiB and below no gain held (1x256x14x14x256 1.15, 1.10 and 0.90x in three ResNet-50 runs,
-#: 0.99x flushed; Inception v1's 2 to 3.3 MiB layers 0.93 to 1.13x), nor on larger maps, where
-#: more tiles share each pass over U (VGG-19's 28x28x512 1.19x in one run, 0.97x in the next)
+#: (``SMALL_MAP_MAX_PIXELS``) in blocks past ``BLOCKS_FROM_BYTES`` too: its U is cold in a
+#: network, and split by outputs each core streams its half of U from memory once per block of
+#: tiles (ResNet's 7x7x512 layers: 4 passes over 8 MiB a core), where a block of U stays in L2
+#: for every tile. Alone and warm the outputs had won (``BLOCKS_FROM_BYTES``' note). Interleaved
+#: builds, per-kernel profiles in the network: 1x512x7x7x512 1.18 to 1.62x in ResNet-50 (six
+#: runs; the whole network 1.013 to 1.041x) and 1.39 to 1.47x in ResNet-18 (the whole network
+#: 1.084x), AlexNet's 6 MiB 1.16 to 1.24x, ZFNet's 8 MiB 1.29x and 16 MiB 0.98x; flushed caches,
+#: one layer: 7x7x512 1.42x, 12x12 8 and 16 MiB 1.14 and 1.13x, 6 MiB 1.07x. VGG-19's 14x14x512
+#: (16 MiB) read 1.14 and 1.02x in two runs, 0.90x flushed. At 4 MiB and below no gain held
+#: (1x256x14x14x256 1.15, 1.10 and 0.90x in three ResNet-50 runs, 0.99x flushed; Inception v1's 2
+#: to 3.3 MiB layers 0.93 to 1.13x), nor on larger maps, where more tiles share each pass over U
+#: (VGG-19's 28x28x512 1.19x in one run, 0.97x in the next)
 ZEN4_DENSE_BLOCKS = True
 #: (below it, one image's compressed layer whose U fills L2 (``L2_BYTES``) splits the outputs: by
 #: rows each core transforms all of U. 1x128x28x28x128 against the dense start, alternating
@@ -195,7 +197,8 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     layer), 7 where it divides the row of tiles and 8 does not; 1 vector where 2 do not divide.
     One image whose transformed weight outgrows L2 splits the output channels between the cores
     (``L2_BYTES``' note); a U over ``BLOCKS_FROM_BYTES`` computed each call or shared by a batch
-    (on Zen 4 any U over it: ``ZEN4_DENSE_BLOCKS``) runs by ``blocks`` (on AVX2, a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
+    (on Zen 4 also one image's on a small map: ``ZEN4_DENSE_BLOCKS``) runs by ``blocks`` (on AVX2,
+    a batch's per-call U from ``AVX2_PER_CALL_BLOCKS_FROM_BYTES``; on
     a full-width AVX-512 core every U from ``WIDE_BLOCKS_FROM_BYTES``, and one image's per-call U
     from ``L2_BYTES``, on a small map from ``SMALL_MAP_SHARE_FROM_BYTES``, by outputs); otherwise the
     rows of tiles."""
@@ -214,10 +217,9 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     u = transformed_bytes(shape.c, shape.o)
     avx2_batch = current().lanes < LANES and per_call and shape.n > 1
     full_width = current().full_width
-    zen4_small_map = (ZEN4_DENSE_BLOCKS and current().double_pumped and current().lanes >= LANES
-                      and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS)
-    if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1 or zen4_small_map)) or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES)
-            or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
+    zen4_small_map = ZEN4_DENSE_BLOCKS and current().double_pumped and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS
+    if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1 or zen4_small_map))
+            or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES) or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"
     else:
         small_map = u >= SMALL_MAP_SHARE_FROM_BYTES and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS

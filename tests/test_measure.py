@@ -115,3 +115,37 @@ def test_quiesce_waits_for_a_spinning_thread_and_gives_up_on_one_that_never_stop
         stop.set()
         thread.join()
     assert 0 <= settle.quiesce() < 1.0   # nothing spins now: it returns within a few windows
+
+
+def test_other_load_counts_other_processes_and_not_this_one(monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tvmopt.measure import settle
+
+    if settle._machine_busy_s() is None:
+        pytest.skip("no /proc/stat here: OtherLoad says None")
+    # a process of its own that keeps one core busy for the whole block: at least most of a core
+    # is someone else's (more where other work shares the machine, as on CI)
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.2)
+        with settle.OtherLoad() as load:
+            time.sleep(1.0)
+    finally:
+        busy.wait()
+    assert load.share * (os.cpu_count() or 1) > 0.7, load.share
+
+    # the arithmetic, on counters that move as told: 3 s of the machine's busy time in a 1 s
+    # block on 4 CPUs, 1 s of it this process's own: others used 2 of 4 CPU-seconds
+    clock = iter([10.0, 11.0])
+    machine, own = iter([100.0, 103.0]), iter([5.0, 6.0])
+    monkeypatch.setattr(settle, "_machine_busy_s", lambda: next(machine))
+    monkeypatch.setattr(settle, "_own_s", lambda: next(own))
+    monkeypatch.setattr(settle.time, "perf_counter", lambda: next(clock, 11.0))   # (the same after the block)
+    monkeypatch.setattr(settle.os, "cpu_count", lambda: 4)
+    with settle.OtherLoad() as load:
+        pass
+    assert load.share == pytest.approx(0.5)

@@ -19,6 +19,10 @@ more) rides that out: after :func:`quiesce`, 1 x 1024 x 1024 read 25 us for tvmo
 :func:`quiesce` polls the threads' run time (``/proc/self/task/*/schedstat``, nanoseconds) and
 returns once the others have run less than :data:`QUIET_NS` in a window; where ``/proc`` has no
 schedstat it falls back to a fixed pause longer than TVM's spin.
+
+:class:`OtherLoad` says afterwards how much of the machine other processes took while a timing
+ran (``/proc/stat`` less this process's own CPU time), so a result measured on a busy machine
+can say so.
 """
 
 from __future__ import annotations
@@ -71,3 +75,44 @@ def quiesce(max_wait: float = 3.0) -> float:
         if waited > max_wait:
             return -waited
         before = after
+
+
+def _machine_busy_s() -> float | None:
+    """Seconds of CPU time the whole machine has spent busy since boot, over all its CPUs
+    (``/proc/stat``: user, nice, system, irq, softirq and steal, the time a virtual machine's
+    host gave its CPUs to someone else); None where the kernel does not say."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """The share of the machine's CPU time that *other* processes (and a virtual machine's host)
+    used while the block ran: ``with OtherLoad() as load: ...`` then ``load.share`` (0: nothing
+    else ran; 0.5 on 2 cores: another process kept one core busy; None where ``/proc/stat`` is
+    missing). This process's own threads are not counted (``os.times``: every thread, no
+    children), so a timing loop measured in process can tell a quiet machine from a busy one:
+    a busy core slows a parallel kernel most, which waits at each parallel region for the
+    thread that shares it (on CI's 2 shared cores a 44 us kernel ran 4 ms, one time slice)."""
+
+    def __enter__(self) -> "OtherLoad":
+        self.share = None
+        self._busy, self._own, self._wall = _machine_busy_s(), _own_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = _machine_busy_s()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        others = (busy - self._busy) - (_own_s() - self._own)
+        self.share = min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
+
+
+def _own_s() -> float:
+    times = os.times()
+    return times.user + times.system

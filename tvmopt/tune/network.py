@@ -33,6 +33,9 @@ CANDIDATES = 2
 #: alternating profiling rounds, and model runs per profile (the rounds are cheap next to the
 #: builds: ResNet-50's 15 rounds of 3 builds take about 10 s of the check's minute)
 ROUNDS, RUNS = 15, 3
+#: other processes' share of the machine during the rounds above which the check warns: a busy
+#: core makes a parallel kernel wait for its second thread (``measure.settle.OtherLoad``)
+BUSY_SHARE = 0.2
 
 
 @dataclass
@@ -82,6 +85,7 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
 
     from tvmopt.build.compile import compile_model
     from tvmopt.build.profile import profiler
+    from tvmopt.measure.settle import OtherLoad
     from tvmopt.ops.task import get_task
     from tvmopt.records.store import DEFAULT_DIR
 
@@ -118,20 +122,21 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
     # samples[j][key]: per round, seconds per run of the task's kernels in build j; calls[key]: per run
     samples = [defaultdict(list) for _ in builds]
     calls: dict[str, int] = {}
-    for r in range(rounds):
-        order = list(range(len(builds)))
-        order = order[r % len(order):] + order[:r % len(order)]       # each build leads in turn
-        for j in order:
-            profile, tasks = runners[j]
-            totals, counts = defaultdict(float), defaultdict(int)
-            for k in profile(arrays, RUNS).kernels:
-                key = tasks.get(k.name)
-                if key in cands:
-                    totals[key] += k.seconds
-                    counts[key] += k.calls
-            for key, seconds in totals.items():
-                samples[j][key].append(seconds)
-                calls[key] = counts[key]
+    with OtherLoad() as load:
+        for r in range(rounds):
+            order = list(range(len(builds)))
+            order = order[r % len(order):] + order[:r % len(order)]       # each build leads in turn
+            for j in order:
+                profile, tasks = runners[j]
+                totals, counts = defaultdict(float), defaultdict(int)
+                for k in profile(arrays, RUNS).kernels:
+                    key = tasks.get(k.name)
+                    if key in cands:
+                        totals[key] += k.seconds
+                        counts[key] += k.calls
+                for key, seconds in totals.items():
+                    samples[j][key].append(seconds)
+                    calls[key] = counts[key]
     verdicts, rows = [], []
     stamp = time.time()
     for key, configs in cands.items():
@@ -148,6 +153,10 @@ def check_in_network(source, target: TargetSpec, records=None, batch: int | None
                                fingerprint, NETWORK, timestamp=stamp))
     if rows:
         cache.append(rows)
+    if load.share is not None and load.share > BUSY_SHARE:
+        log(f"in-network check of {name}: other processes used {load.share:.0%} of the machine's CPU time while it "
+            "ran; a busy core slows parallel kernels most, so its verdicts may favour serial configs. Run the "
+            "tuning again on a quiet machine: it resumes, checks again, and the latest check decides")
     verdicts.sort(key=lambda v: -v.seconds[0])
     return verdicts
 

@@ -127,7 +127,7 @@ def _policy_cases():
     assert not choose("dense", "xnor_dense", "k", "d", 1, 1 << 24, conv=False).compressed
     assert choose("auto", "xnor_dense", "k", "d", 64, 100, conv=True).compressed            # less arithmetic
     assert choose("auto", "fastfood", "k", "d", 64, 100, conv=False).compressed
-    # a small transform at few rows: dense (its product fits in L1); records decide where both have one
+    # a small transform at few rows: dense (its product stays in L2); records decide where both have one
     assert not choose("auto", "fastfood", "k", "d", 4, 256 * 256, conv=False).compressed
     assert choose("auto", "hadamard", "k", "d", 1, 1024 * 1024, conv=False).compressed
     assert choose("auto", "fastfood", "f", "d", 1, 256 * 256, False, {"f": 1e-6, "d": 2e-6}.get).compressed

@@ -64,7 +64,7 @@ AVX2_INTEGER = "integer products: 2 of K per int16 lane (vpmaddubsw, or vpmaddwd
 #: ... except small transforms at few rows: on the Intel Xeon the bundled digits models' 256-wide
 #: Fastfood layers ran 0.87x (MLP) and 0.92x (CNN) their dense build at batch 1, 0.76x / 0.81x at
 #: batch 4, 1.23x / 0.97x at 8 and 1.23x / 1.01x at 16 (``benchmarks/kernel_choice.py``, same runs;
-#: Zen 5: 0.97 to 1.02x at batch 1): a dense 256 x 256 product fits in L1, the transform makes
+#: Zen 5: 0.97 to 1.02x at batch 1): a dense 256 x 256 product (256 KiB) stays in L2, the transform makes
 #: log2(n) passes per H. Records of both kernels, where there are some, decide instead. AVX-512
 #: only: on a Zen 3 (AVX2, half the FMA width) the transforms won at batch 1, the whole MLP
 #: 1.61 to 1.94x and the CNN 1.27 to 1.42x its dense build (``kernel_choice_avx2``, 2026-12-06)
@@ -702,7 +702,7 @@ def choose(policy: str, family: str, compressed_key: str, dense_key: str, rows: 
     if dense_key.startswith(WINOGRAD_DENSE + ":"):
         return _against_winograd(family, compressed_key, rows)
     if small_transform:
-        return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L1 and "
+        return Choice(False, f"predicted: at {rows} row(s) a dense product of {weights:,} weights stays in L2 and "
                              f"beats the transform's passes")
     if family in PERM_MIN_WEIGHTS:
         least = PERM_MIN_WEIGHTS[family]

@@ -217,12 +217,13 @@ def heuristic_config(shape: ConvShape, space: Space, per_call: bool = False) -> 
     u = transformed_bytes(shape.c, shape.o)
     avx2_batch = current().lanes < LANES and per_call and shape.n > 1
     full_width = current().full_width
-    zen4_small_map = ZEN4_DENSE_BLOCKS and current().double_pumped and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS
+    few_pixels = shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS
+    zen4_small_map = ZEN4_DENSE_BLOCKS and current().double_pumped and few_pixels
     if ((u > BLOCKS_FROM_BYTES and (per_call or shape.n > 1 or zen4_small_map))
             or (avx2_batch and u >= AVX2_PER_CALL_BLOCKS_FROM_BYTES) or (full_width and u >= WIDE_BLOCKS_FROM_BYTES)):
         split = "blocks"
     else:
-        small_map = u >= SMALL_MAP_SHARE_FROM_BYTES and shape.oh * shape.ow <= SMALL_MAP_MAX_PIXELS
+        small_map = u >= SMALL_MAP_SHARE_FROM_BYTES and few_pixels
         own_share = full_width and per_call and (u >= L2_BYTES or small_map)
         split = "outputs" if shape.n == 1 and (u > L2_BYTES or own_share) else "rows"
     return (p, k, split)

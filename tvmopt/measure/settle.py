@@ -90,6 +90,12 @@ def _machine_busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_s() -> float:
+    """Seconds of CPU time this process's threads have used (its children's not counted)."""
+    times = os.times()
+    return times.user + times.system
+
+
 class OtherLoad:
     """The share of the machine's CPU time that *other* processes (and a virtual machine's host)
     used while the block ran: ``with OtherLoad() as load: ...`` then ``load.share`` (0: nothing
@@ -111,8 +117,3 @@ class OtherLoad:
             return
         others = (busy - self._busy) - (_own_s() - self._own)
         self.share = min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
-
-
-def _own_s() -> float:
-    times = os.times()
-    return times.user + times.system
